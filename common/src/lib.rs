@@ -1,0 +1,25 @@
+//! The shelfsync domain model and wire types, shared by the hub and the edge agent.
+//!
+//! This crate is pure: no async runtime, no HTTP, no database. It owns the rules of the
+//! business (what a command may do to a stock stream, and what each event means) as the
+//! two functions [`inventory::decide`] and [`inventory::apply`] (and their catalog
+//! twins), and the JSON shapes that cross the network, so that both binaries serialize
+//! and validate exactly the same structs.
+
+pub mod breaker;
+pub mod catalog;
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod inventory;
+pub mod problem;
+pub mod product;
+pub mod quantity;
+pub mod wire;
+
+pub use error::DomainError;
+pub use event::{EventEnvelope, EventMetadata, EventPayload, ExpectedVersion, Origin, StreamId};
+pub use ids::{EventId, ProductId, ReservationId, StoreId};
+pub use inventory::{InventoryCommand, InventoryState};
+pub use product::Product;
+pub use quantity::StockQuantity;

@@ -1,0 +1,45 @@
+//! `Problem`: the RFC 9457 `application/problem+json` body every error answer carries,
+//! on the hub and on the edge agent alike. `code` is the stable, machine-readable part;
+//! `title` and `detail` are for people and may change.
+
+use serde::{Deserialize, Serialize};
+
+/// The media type of a problem answer.
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+/// An error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A URI naming the problem type (`urn:shelfsync:problem:<code>`).
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    /// A short summary of the problem type.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong this time, for a person.
+    pub detail: String,
+    /// The stable machine-readable code.
+    pub code: String,
+    /// On a version conflict: the stream's current version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<u64>,
+    /// On a validation error: the offending field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl Problem {
+    /// A problem with the given status, code, title and detail.
+    pub fn new(status: u16, code: &str, title: &str, detail: impl Into<String>) -> Self {
+        Self {
+            type_uri: format!("urn:shelfsync:problem:{code}"),
+            title: title.to_owned(),
+            status,
+            detail: detail.into(),
+            code: code.to_owned(),
+            current_version: None,
+            field: None,
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! `StockQuantity`: the validated amount a command moves. Always at least one and at most
+//! [`StockQuantity::MAX`], so a typo of a barcode into the quantity field is refused instead
+//! of booking a billion units.
+
+use serde::{Deserialize, Serialize};
+
+/// A positive number of units for a command (1 ..= 1,000,000).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(try_from = "i64", into = "u32")]
+#[schema(value_type = u32, description = "units, 1 to 1000000")]
+pub struct StockQuantity(u32);
+
+impl StockQuantity {
+    /// The largest quantity one command may move.
+    pub const MAX: u32 = 1_000_000;
+
+    /// Validates a raw count.
+    pub fn new(value: i64) -> Result<Self, QuantityError> {
+        if value < 1 {
+            Err(QuantityError::NotPositive(value))
+        } else if value > i64::from(Self::MAX) {
+            Err(QuantityError::TooLarge(value))
+        } else {
+            Ok(Self(value as u32))
+        }
+    }
+
+    /// The count as an unsigned number.
+    pub fn get(self) -> u32 {
+        self.0
+    }
+
+    /// The count as a signed number, for stock arithmetic.
+    pub fn as_i64(self) -> i64 {
+        i64::from(self.0)
+    }
+}
+
+impl TryFrom<i64> for StockQuantity {
+    type Error = QuantityError;
+    fn try_from(value: i64) -> Result<Self, Self::Error> {
+        Self::new(value)
+    }
+}
+
+impl From<StockQuantity> for u32 {
+    fn from(q: StockQuantity) -> u32 {
+        q.0
+    }
+}
+
+/// Why a raw count is not a valid quantity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuantityError {
+    /// Zero or negative.
+    #[error("quantity must be at least 1, got {0}")]
+    NotPositive(i64),
+    /// Above [`StockQuantity::MAX`].
+    #[error("quantity must be at most 1000000, got {0}")]
+    TooLarge(i64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_valid_range_only() {
+        assert_eq!(StockQuantity::new(0), Err(QuantityError::NotPositive(0)));
+        assert_eq!(StockQuantity::new(-3), Err(QuantityError::NotPositive(-3)));
+        assert_eq!(
+            StockQuantity::new(1_000_001),
+            Err(QuantityError::TooLarge(1_000_001))
+        );
+        assert_eq!(StockQuantity::new(5).unwrap().get(), 5);
+    }
+
+    #[test]
+    fn deserializing_validates() {
+        assert!(serde_json::from_str::<StockQuantity>("0").is_err());
+        assert!(serde_json::from_str::<StockQuantity>("-1").is_err());
+        assert!(serde_json::from_str::<StockQuantity>("2.5").is_err());
+        assert_eq!(serde_json::from_str::<StockQuantity>("7").unwrap().get(), 7);
+        assert_eq!(
+            serde_json::to_string(&StockQuantity::new(7).unwrap()).unwrap(),
+            "7"
+        );
+    }
+}

@@ -1,0 +1,225 @@
+//! Request and response bodies of the HTTP APIs, shared by the hub, the edge agent and
+//! the tests so that both sides (de)serialize the same structs. Request bodies refuse
+//! unknown fields: a misspelt field is an error, not a silently ignored value.
+
+use crate::event::{EventEnvelope, ExpectedVersion, ReleaseReason};
+use crate::ids::{EventId, ProductId, ReservationId, StoreId};
+use crate::product::Product;
+use crate::quantity::StockQuantity;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// Default lifetime of a reservation when the request names none (15 minutes).
+pub const DEFAULT_RESERVATION_TTL_SECONDS: u32 = 900;
+/// Longest lifetime a reservation may ask for (7 days).
+pub const MAX_RESERVATION_TTL_SECONDS: u32 = 7 * 24 * 3600;
+
+/// `POST /v1/products`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterProductRequest {
+    /// The product's id; a new one is made when absent.
+    #[serde(default)]
+    pub id: Option<ProductId>,
+    /// Unique SKU.
+    pub sku: String,
+    /// Name.
+    pub name: String,
+    /// Price in minor units.
+    pub price_minor: u64,
+    /// Makes a retried request idempotent.
+    #[serde(default)]
+    pub event_id: Option<EventId>,
+}
+
+/// `PUT /v1/products/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProductRequest {
+    /// New SKU.
+    pub sku: String,
+    /// New name.
+    pub name: String,
+    /// New price in minor units.
+    pub price_minor: u64,
+    /// Optimistic concurrency (or send `If-Match`).
+    #[serde(default)]
+    pub expected_version: Option<ExpectedVersion>,
+    /// Makes a retried request idempotent.
+    #[serde(default)]
+    pub event_id: Option<EventId>,
+}
+
+/// A product with its catalog stream version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ProductView {
+    /// The product.
+    #[serde(flatten)]
+    pub product: Product,
+    /// Version of its catalog stream (send it as `If-Match` to update).
+    pub version: u64,
+}
+
+/// `POST /v1/inventory/stock`: a delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddStockRequest {
+    /// Product.
+    pub product_id: ProductId,
+    /// Store.
+    pub store_id: StoreId,
+    /// Units delivered.
+    pub quantity: StockQuantity,
+    /// Optimistic concurrency (or send `If-Match`).
+    #[serde(default)]
+    pub expected_version: Option<ExpectedVersion>,
+    /// Makes a retried request idempotent.
+    #[serde(default)]
+    pub event_id: Option<EventId>,
+}
+
+/// `POST /v1/inventory/adjustments`: a count correction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustStockRequest {
+    /// Product.
+    pub product_id: ProductId,
+    /// Store.
+    pub store_id: StoreId,
+    /// Signed change in units (not zero).
+    pub delta: i64,
+    /// Why (stock take, damage, ...).
+    pub reason: String,
+    /// Optimistic concurrency (or send `If-Match`).
+    #[serde(default)]
+    pub expected_version: Option<ExpectedVersion>,
+    /// Makes a retried request idempotent.
+    #[serde(default)]
+    pub event_id: Option<EventId>,
+}
+
+/// `POST /v1/inventory/reservations`: hold units.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReserveStockRequest {
+    /// Product.
+    pub product_id: ProductId,
+    /// Store.
+    pub store_id: StoreId,
+    /// The hold's id; a new one is made when absent.
+    #[serde(default)]
+    pub reservation_id: Option<ReservationId>,
+    /// Units to hold.
+    pub quantity: StockQuantity,
+    /// Lifetime in seconds (default 900, at most 604800).
+    #[serde(default)]
+    pub ttl_seconds: Option<u32>,
+    /// Optimistic concurrency (or send `If-Match`).
+    #[serde(default)]
+    pub expected_version: Option<ExpectedVersion>,
+    /// Makes a retried request idempotent.
+    #[serde(default)]
+    pub event_id: Option<EventId>,
+}
+
+/// `POST /v1/inventory/reservations/{id}/release` (the body is optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseReservationRequest {
+    /// Why (default `cancelled`).
+    #[serde(default)]
+    pub reason: Option<ReleaseReason>,
+    /// Optimistic concurrency (or send `If-Match`).
+    #[serde(default)]
+    pub expected_version: Option<ExpectedVersion>,
+    /// Makes a retried request idempotent.
+    #[serde(default)]
+    pub event_id: Option<EventId>,
+}
+
+/// `POST /v1/inventory/reservations/{id}/commit` (the body is optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommitReservationRequest {
+    /// Optimistic concurrency (or send `If-Match`).
+    #[serde(default)]
+    pub expected_version: Option<ExpectedVersion>,
+    /// Makes a retried request idempotent.
+    #[serde(default)]
+    pub event_id: Option<EventId>,
+}
+
+/// The answer to every write: what was recorded and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WriteResult {
+    /// The events written (or, for a retry, the events first written).
+    pub events: Vec<EventEnvelope>,
+    /// The stream's version after the write.
+    pub stream_version: u64,
+    /// The global position of the last event (pass it as `min_position` to read your write).
+    pub position: u64,
+    /// True when this request repeated an earlier one and nothing new was written.
+    pub duplicate: bool,
+}
+
+/// Stock of one product at one store, from the read model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StockLevel {
+    /// Product.
+    pub product_id: ProductId,
+    /// Store.
+    pub store_id: StoreId,
+    /// Units in the store.
+    pub on_hand: i64,
+    /// Units held by open reservations.
+    pub reserved: i64,
+    /// on_hand - reserved.
+    pub available: i64,
+    /// Stream version the figures are at.
+    pub version: u64,
+    /// Global position of the stream's last event.
+    pub position: u64,
+}
+
+/// Stock of one product at every store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ProductStock {
+    /// Product.
+    pub product_id: ProductId,
+    /// One row per store that has a stream for the product.
+    pub stores: Vec<StockLevel>,
+    /// Sum of on_hand.
+    pub total_on_hand: i64,
+    /// Sum of available.
+    pub total_available: i64,
+}
+
+/// `GET /v1/inventory/availability`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Availability {
+    /// Product.
+    pub product_id: ProductId,
+    /// Store.
+    pub store_id: StoreId,
+    /// Units asked about.
+    pub requested: u32,
+    /// Units available now.
+    pub available: i64,
+    /// Whether `requested` units can be reserved now.
+    pub sufficient: bool,
+}
+
+/// A store enrolled at the hub.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StoreInfo {
+    /// The store's id.
+    pub id: StoreId,
+    /// Display name.
+    pub name: String,
+    /// When it was enrolled.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    /// Whether its token was revoked.
+    pub revoked: bool,
+}
