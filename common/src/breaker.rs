@@ -86,9 +86,7 @@ impl CircuitBreaker {
     /// The phase at `now` (an open breaker whose wait is over reads as half-open).
     pub fn state(&self, now: Instant) -> BreakerState {
         match (self.state, self.opened_at) {
-            (BreakerState::Open, Some(at)) if now.duration_since(at) >= self.config.open_for => {
-                BreakerState::HalfOpen
-            }
+            (BreakerState::Open, Some(at)) if now.duration_since(at) >= self.config.open_for => BreakerState::HalfOpen,
             (state, _) => state,
         }
     }
@@ -103,9 +101,7 @@ impl CircuitBreaker {
         match self.state(now) {
             BreakerState::Closed => Ok(()),
             BreakerState::Open => {
-                let waited = self
-                    .opened_at
-                    .map_or(Duration::ZERO, |at| now.duration_since(at));
+                let waited = self.opened_at.map_or(Duration::ZERO, |at| now.duration_since(at));
                 Err(BreakerOpen {
                     retry_after: self.config.open_for.saturating_sub(waited),
                 })
@@ -168,10 +164,7 @@ mod tests {
     use super::*;
 
     fn breaker() -> (CircuitBreaker, Instant) {
-        (
-            CircuitBreaker::new(BreakerConfig::default()),
-            Instant::now(),
-        )
+        (CircuitBreaker::new(BreakerConfig::default()), Instant::now())
     }
 
     #[test]

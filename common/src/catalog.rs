@@ -31,10 +31,7 @@ pub enum CatalogCommand {
 }
 
 /// Decides which events a catalog command produces.
-pub fn decide(
-    state: &CatalogState,
-    command: &CatalogCommand,
-) -> Result<Vec<EventPayload>, DomainError> {
+pub fn decide(state: &CatalogState, command: &CatalogCommand) -> Result<Vec<EventPayload>, DomainError> {
     match command {
         CatalogCommand::RegisterProduct { product } => {
             product.validate()?;
@@ -59,8 +56,7 @@ pub fn decide(
 
 /// Folds one recorded event into the catalog state.
 pub fn apply(state: &mut CatalogState, event: &EventPayload) {
-    if let EventPayload::ProductRegistered(product) | EventPayload::ProductUpdated(product) = event
-    {
+    if let EventPayload::ProductRegistered(product) | EventPayload::ProductUpdated(product) = event {
         state.product = Some(product.clone());
     }
     state.version += 1;
@@ -82,12 +78,7 @@ mod tests {
 
     fn registered() -> CatalogState {
         let mut state = CatalogState::default();
-        for e in decide(
-            &state,
-            &CatalogCommand::RegisterProduct { product: coffee() },
-        )
-        .unwrap()
-        {
+        for e in decide(&state, &CatalogCommand::RegisterProduct { product: coffee() }).unwrap() {
             apply(&mut state, &e);
         }
         state
@@ -97,10 +88,7 @@ mod tests {
     fn registering_twice_is_refused() {
         let state = registered();
         assert_eq!(
-            decide(
-                &state,
-                &CatalogCommand::RegisterProduct { product: coffee() }
-            ),
+            decide(&state, &CatalogCommand::RegisterProduct { product: coffee() }),
             Err(DomainError::ProductAlreadyRegistered(coffee().id))
         );
     }
@@ -138,10 +126,7 @@ mod tests {
             ..coffee()
         };
         assert!(matches!(
-            decide(
-                &registered(),
-                &CatalogCommand::UpdateProduct { product: bad }
-            ),
+            decide(&registered(), &CatalogCommand::UpdateProduct { product: bad }),
             Err(DomainError::InvalidProduct { field: "sku", .. })
         ));
     }

@@ -15,19 +15,7 @@ use uuid::Uuid;
 
 /// Which stream an event belongs to: the catalog stream of a product (no store), or the
 /// inventory stream of a product at one store.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StreamId {
     /// The product the stream is about.
     pub product_id: ProductId,
@@ -128,9 +116,7 @@ impl utoipa::PartialSchema for Origin {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         utoipa::openapi::ObjectBuilder::new()
             .schema_type(utoipa::openapi::schema::Type::String)
-            .description(Some(
-                "\"hub\", or the id of the store that recorded the fact",
-            ))
+            .description(Some("\"hub\", or the id of the store that recorded the fact"))
             .into()
     }
 }
@@ -310,23 +296,15 @@ impl EventPayload {
     /// The `data` member as JSON.
     pub fn data(&self) -> serde_json::Value {
         match serde_json::to_value(self) {
-            Ok(serde_json::Value::Object(mut map)) => {
-                map.remove("data").unwrap_or(serde_json::Value::Null)
-            }
+            Ok(serde_json::Value::Object(mut map)) => map.remove("data").unwrap_or(serde_json::Value::Null),
             _ => serde_json::Value::Null,
         }
     }
 
     /// Builds a typed payload from untrusted `type`, `schema_version` and `data`.
-    pub fn from_parts(
-        event_type: &str,
-        schema_version: u16,
-        data: serde_json::Value,
-    ) -> Result<Self, PayloadError> {
+    pub fn from_parts(event_type: &str, schema_version: u16, data: serde_json::Value) -> Result<Self, PayloadError> {
         if !EVENT_TYPES.contains(&event_type) {
-            return Err(PayloadError::UnknownType(
-                event_type.chars().take(64).collect(),
-            ));
+            return Err(PayloadError::UnknownType(event_type.chars().take(64).collect()));
         }
         if schema_version != CURRENT_SCHEMA_VERSION {
             return Err(PayloadError::UnsupportedSchemaVersion {
@@ -508,8 +486,7 @@ mod tests {
                 .code(),
             "malformed_event"
         );
-        let ok =
-            EventPayload::from_parts("StockAdded", 1, serde_json::json!({"quantity": 4})).unwrap();
+        let ok = EventPayload::from_parts("StockAdded", 1, serde_json::json!({"quantity": 4})).unwrap();
         assert_eq!(ok, EventPayload::StockAdded { quantity: 4 });
         assert_eq!(ok.data(), serde_json::json!({"quantity": 4}));
     }
@@ -533,10 +510,7 @@ mod tests {
             assert_eq!(serde_json::from_str::<ExpectedVersion>(text).unwrap(), want);
         }
         assert!(serde_json::from_str::<ExpectedVersion>("\"sometimes\"").is_err());
-        assert_eq!(
-            "\"5\"".parse::<ExpectedVersion>(),
-            Ok(ExpectedVersion::Exact(5))
-        );
+        assert_eq!("\"5\"".parse::<ExpectedVersion>(), Ok(ExpectedVersion::Exact(5)));
         assert!(ExpectedVersion::NoStream.admits(0) && !ExpectedVersion::NoStream.admits(1));
         assert!(ExpectedVersion::Exists.admits(2) && !ExpectedVersion::Exists.admits(0));
     }

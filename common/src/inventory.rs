@@ -44,10 +44,7 @@ pub struct InventoryState {
 impl InventoryState {
     /// Units held by open reservations.
     pub fn reserved(&self) -> i64 {
-        self.reservations
-            .values()
-            .map(|r| i64::from(r.quantity))
-            .sum()
+        self.reservations.values().map(|r| i64::from(r.quantity)).sum()
     }
 
     /// Units that can still be promised: on hand minus reserved.
@@ -106,10 +103,7 @@ pub enum InventoryCommand {
 }
 
 /// Decides which events a command produces against the current state, or why it may not.
-pub fn decide(
-    state: &InventoryState,
-    command: &InventoryCommand,
-) -> Result<Vec<EventPayload>, DomainError> {
+pub fn decide(state: &InventoryState, command: &InventoryCommand) -> Result<Vec<EventPayload>, DomainError> {
     let event = match command {
         InventoryCommand::AddStock { quantity } => EventPayload::StockAdded {
             quantity: quantity.get(),
@@ -129,10 +123,7 @@ pub fn decide(
                 expires_at: *expires_at,
             }
         }
-        InventoryCommand::ReleaseStock {
-            reservation_id,
-            reason,
-        } => {
+        InventoryCommand::ReleaseStock { reservation_id, reason } => {
             let held = open_reservation(state, reservation_id)?;
             EventPayload::StockReleased {
                 reservation_id: *reservation_id,
@@ -169,10 +160,7 @@ pub fn decide(
 
 /// Checks a free-text reason.
 pub fn validate_reason(reason: &str) -> Result<(), DomainError> {
-    if reason.trim().is_empty()
-        || reason.chars().count() > MAX_REASON_LEN
-        || reason.chars().any(char::is_control)
-    {
+    if reason.trim().is_empty() || reason.chars().count() > MAX_REASON_LEN || reason.chars().any(char::is_control) {
         Err(DomainError::InvalidReason)
     } else {
         Ok(())
@@ -182,23 +170,14 @@ pub fn validate_reason(reason: &str) -> Result<(), DomainError> {
 fn ensure_available(state: &InventoryState, requested: i64) -> Result<(), DomainError> {
     let available = state.available();
     if requested > available {
-        Err(DomainError::InsufficientStock {
-            requested,
-            available,
-        })
+        Err(DomainError::InsufficientStock { requested, available })
     } else {
         Ok(())
     }
 }
 
-fn open_reservation<'a>(
-    state: &'a InventoryState,
-    id: &ReservationId,
-) -> Result<&'a Reservation, DomainError> {
-    state
-        .reservations
-        .get(id)
-        .ok_or(DomainError::ReservationNotFound(*id))
+fn open_reservation<'a>(state: &'a InventoryState, id: &ReservationId) -> Result<&'a Reservation, DomainError> {
+    state.reservations.get(id).ok_or(DomainError::ReservationNotFound(*id))
 }
 
 /// Folds one recorded event into the state. Total: it never fails, so that every fact a
@@ -240,11 +219,7 @@ pub fn apply(state: &mut InventoryState, event: &EventPayload) {
 
 /// After a recorded fact from a store, whether the hub must record `OversellDetected`:
 /// only when that fact lowered `available` and left it below zero.
-pub fn oversell_after(
-    before: &InventoryState,
-    after: &InventoryState,
-    caused_by: EventId,
-) -> Option<EventPayload> {
+pub fn oversell_after(before: &InventoryState, after: &InventoryState, caused_by: EventId) -> Option<EventPayload> {
     let available = after.available();
     (available < 0 && available < before.available()).then(|| EventPayload::OversellDetected {
         caused_by,
@@ -314,10 +289,7 @@ mod tests {
     #[test]
     fn reserving_holds_units_without_moving_on_hand() {
         let state = given(&[add(5), reserve(1, 4)]);
-        assert_eq!(
-            (state.on_hand, state.reserved(), state.available()),
-            (5, 4, 1)
-        );
+        assert_eq!((state.on_hand, state.reserved(), state.available()), (5, 4, 1));
     }
 
     #[test]
@@ -354,46 +326,28 @@ mod tests {
         let state = given(&[
             add(5),
             reserve(1, 2),
-            InventoryCommand::CommitReservation {
-                reservation_id: rid(1),
-            },
+            InventoryCommand::CommitReservation { reservation_id: rid(1) },
         ]);
-        assert_eq!(
-            (state.on_hand, state.reserved(), state.available()),
-            (3, 0, 3)
-        );
+        assert_eq!((state.on_hand, state.reserved(), state.available()), (3, 0, 3));
     }
 
     #[test]
     fn release_or_commit_of_an_unknown_reservation_is_refused() {
         let state = given(&[add(5)]);
-        let commit = InventoryCommand::CommitReservation {
-            reservation_id: rid(9),
-        };
+        let commit = InventoryCommand::CommitReservation { reservation_id: rid(9) };
         let release = InventoryCommand::ReleaseStock {
             reservation_id: rid(9),
             reason: ReleaseReason::Cancelled,
         };
-        assert_eq!(
-            decide(&state, &commit),
-            Err(DomainError::ReservationNotFound(rid(9)))
-        );
-        assert_eq!(
-            decide(&state, &release),
-            Err(DomainError::ReservationNotFound(rid(9)))
-        );
+        assert_eq!(decide(&state, &commit), Err(DomainError::ReservationNotFound(rid(9))));
+        assert_eq!(decide(&state, &release), Err(DomainError::ReservationNotFound(rid(9))));
     }
 
     #[test]
     fn a_committed_reservation_cannot_be_committed_again() {
-        let commit = InventoryCommand::CommitReservation {
-            reservation_id: rid(1),
-        };
+        let commit = InventoryCommand::CommitReservation { reservation_id: rid(1) };
         let state = given(&[add(5), reserve(1, 2), commit.clone()]);
-        assert_eq!(
-            decide(&state, &commit),
-            Err(DomainError::ReservationNotFound(rid(1)))
-        );
+        assert_eq!(decide(&state, &commit), Err(DomainError::ReservationNotFound(rid(1))));
     }
 
     #[test]
@@ -464,19 +418,12 @@ mod tests {
             flags.extend(oversell_after(&prior, &after, EventId::from_bytes([1; 16])));
         }
         assert_eq!((after.on_hand, after.available()), (-2, -2));
-        assert_eq!(
-            flags.len(),
-            1,
-            "only the reservation lowered available below zero"
-        );
+        assert_eq!(flags.len(), 1, "only the reservation lowered available below zero");
         // A delivery that raises available does not flag, even while still negative.
         let prior = after.clone();
         apply(&mut after, &EventPayload::StockAdded { quantity: 1 });
         assert_eq!(after.available(), -1);
-        assert_eq!(
-            oversell_after(&prior, &after, EventId::from_bytes([2; 16])),
-            None
-        );
+        assert_eq!(oversell_after(&prior, &after, EventId::from_bytes([2; 16])), None);
     }
 
     fn command_strategy() -> impl Strategy<Value = InventoryCommand> {
@@ -492,9 +439,7 @@ mod tests {
                     ReleaseReason::Cancelled
                 },
             }),
-            id.prop_map(|i| InventoryCommand::CommitReservation {
-                reservation_id: rid(i)
-            }),
+            id.prop_map(|i| InventoryCommand::CommitReservation { reservation_id: rid(i) }),
             (-20i64..20).prop_map(|delta| InventoryCommand::AdjustStock {
                 delta,
                 reason: "count".into()

@@ -38,15 +38,8 @@ impl Product {
         if self.sku.len() > MAX_SKU_LEN {
             return Err(invalid("sku", "must be at most 64 bytes"));
         }
-        if self
-            .sku
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(invalid(
-                "sku",
-                "must not contain whitespace or control characters",
-            ));
+        if self.sku.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid("sku", "must not contain whitespace or control characters"));
         }
         if self.name.trim().is_empty() {
             return Err(invalid("name", "must not be blank"));

@@ -5,19 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A positive number of units for a command (1 ..= 1,000,000).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(try_from = "i64", into = "u32")]
 #[schema(value_type = u32, description = "units, 1 to 1000000")]
 pub struct StockQuantity(u32);
@@ -80,10 +68,7 @@ mod tests {
     fn accepts_the_valid_range_only() {
         assert_eq!(StockQuantity::new(0), Err(QuantityError::NotPositive(0)));
         assert_eq!(StockQuantity::new(-3), Err(QuantityError::NotPositive(-3)));
-        assert_eq!(
-            StockQuantity::new(1_000_001),
-            Err(QuantityError::TooLarge(1_000_001))
-        );
+        assert_eq!(StockQuantity::new(1_000_001), Err(QuantityError::TooLarge(1_000_001)));
         assert_eq!(StockQuantity::new(5).unwrap().get(), 5);
     }
 
@@ -93,9 +78,6 @@ mod tests {
         assert!(serde_json::from_str::<StockQuantity>("-1").is_err());
         assert!(serde_json::from_str::<StockQuantity>("2.5").is_err());
         assert_eq!(serde_json::from_str::<StockQuantity>("7").unwrap().get(), 7);
-        assert_eq!(
-            serde_json::to_string(&StockQuantity::new(7).unwrap()).unwrap(),
-            "7"
-        );
+        assert_eq!(serde_json::to_string(&StockQuantity::new(7).unwrap()).unwrap(), "7");
     }
 }

@@ -1,0 +1,242 @@
+//! The hub's event store: the authoritative, append-only log of every fact.
+//!
+//! Writes go through one dedicated thread ([`writer`]) that owns the only write
+//! connection and group-commits: whatever requests are queued share one transaction and
+//! one fsync. Reads use a pool of read-only connections ([`reader`]). After each commit
+//! the writer publishes the new events on the [`crate::bus::EventBus`]; nothing is
+//! published that is not on disk.
+
+pub mod reader;
+pub mod schema;
+mod writer;
+
+use crate::bus::EventBus;
+use shelfsync_common::catalog::{CatalogCommand, CatalogState};
+use shelfsync_common::wire::{StoreInfo, WriteResult};
+use shelfsync_common::{
+    DomainError, EventEnvelope, EventId, EventMetadata, ExpectedVersion, InventoryCommand, InventoryState, ProductId,
+    ReservationId, StoreId, StreamId,
+};
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+pub use reader::ReadPool;
+
+/// The write side's state of one stream.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StreamState {
+    /// A product's catalog stream.
+    Catalog(CatalogState),
+    /// A product's stock at one store.
+    Inventory(InventoryState),
+}
+
+impl StreamState {
+    /// Events applied so far (0 = the stream does not exist).
+    pub fn version(&self) -> u64 {
+        match self {
+            StreamState::Catalog(s) => s.version,
+            StreamState::Inventory(s) => s.version,
+        }
+    }
+}
+
+/// A domain command and the stream it is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// A catalog change (the stream is the product's catalog stream).
+    Catalog(CatalogCommand),
+    /// A stock change.
+    Inventory {
+        /// Which inventory stream.
+        target: InventoryTarget,
+        /// What to do.
+        command: InventoryCommand,
+    },
+}
+
+/// Which inventory stream a command is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InventoryTarget {
+    /// A product at a store.
+    Stream(ProductId, StoreId),
+    /// The stream that holds this open reservation.
+    Reservation(ReservationId),
+}
+
+/// One strict command, as the API hands it to the writer.
+#[derive(Debug, Clone)]
+pub struct CommandRequest {
+    /// What to do, and to which stream.
+    pub command: Command,
+    /// Optimistic-concurrency condition.
+    pub expected: ExpectedVersion,
+    /// Id of the (first) event; a retry with the same id returns the first answer.
+    pub event_id: EventId,
+    /// Digest of the request, to tell a retry from a different request reusing the id.
+    pub fingerprint: [u8; 16],
+    /// Provenance of the events.
+    pub metadata: EventMetadata,
+}
+
+/// Why a command was not appended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    /// The rules refused the command.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// The expected version did not match.
+    #[error("stream {stream} is at version {current}, expected {expected}")]
+    VersionConflict {
+        /// The stream.
+        stream: StreamId,
+        /// What the caller expected.
+        expected: ExpectedVersion,
+        /// Where the stream is.
+        current: u64,
+    },
+    /// The event id was used before for a different request.
+    #[error("event id {0} was already used for a different request")]
+    IdempotencyConflict(EventId),
+    /// The store is not enrolled.
+    #[error("store {0} is not enrolled")]
+    UnknownStore(StoreId),
+    /// Another product has this SKU.
+    #[error("sku {sku:?} already belongs to product {owner}")]
+    SkuTaken {
+        /// The SKU.
+        sku: String,
+        /// Its product.
+        owner: ProductId,
+    },
+    /// No open reservation has this id.
+    #[error("reservation {0} is not open")]
+    UnknownReservation(ReservationId),
+    /// The disk or database failed; nothing of the request was written. Retry.
+    #[error("storage failure: {0}")]
+    Storage(String),
+    /// The writer has stopped (shutdown). Retry against a running hub.
+    #[error("the event store is shutting down")]
+    Unavailable,
+}
+
+/// A storage failure on the read path.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A blocking task failed.
+    #[error("background task failed: {0}")]
+    Join(String),
+    /// The file was written by a newer shelfsync.
+    #[error("the database is at schema version {found}, newer than this build knows ({known}); upgrade shelfsync")]
+    SchemaTooNew {
+        /// Version in the file.
+        found: usize,
+        /// Newest version this build has.
+        known: usize,
+    },
+    /// A stored row could not be decoded.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// A handle on the event store; cheap to clone.
+#[derive(Clone)]
+pub struct EventStore {
+    jobs: mpsc::Sender<writer::Job>,
+    reads: Arc<ReadPool>,
+    bus: EventBus,
+    writer_thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl EventStore {
+    /// Opens (creating and migrating if needed) the store at `path` and starts its writer.
+    pub fn open(path: &Path, bus: EventBus) -> Result<Self, StoreError> {
+        let (jobs, thread, head) = writer::start(path, bus.clone())?;
+        bus.set_head(head);
+        Ok(Self {
+            jobs,
+            reads: Arc::new(ReadPool::new(path.to_owned())),
+            bus,
+            writer_thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+        })
+    }
+
+    /// Runs one strict command through the writer.
+    pub async fn execute(&self, request: CommandRequest) -> Result<WriteResult, AppendError> {
+        self.submit(|reply| writer::Op::Write(writer::WriteOp::Command(Box::new(request), reply)))
+            .await?
+    }
+
+    /// Enrolls a store.
+    pub async fn add_store(&self, id: StoreId, name: String) -> Result<StoreInfo, AppendError> {
+        self.submit(|reply| writer::Op::Write(writer::WriteOp::AddStore { id, name, reply }))
+            .await?
+    }
+
+    /// Stores a new bearer token (its secret already hashed).
+    pub async fn add_token(&self, token: reader::TokenRecord) -> Result<(), AppendError> {
+        self.submit(|reply| writer::Op::Write(writer::WriteOp::AddToken(Box::new(token), reply)))
+            .await?
+    }
+
+    /// Revokes every live token of this name; returns how many were revoked.
+    pub async fn revoke_tokens(&self, selector: TokenSelector) -> Result<usize, AppendError> {
+        self.submit(|reply| writer::Op::Write(writer::WriteOp::RevokeTokens(selector, reply)))
+            .await?
+    }
+
+    /// Checkpoints the WAL into the main file (scheduled maintenance).
+    pub async fn checkpoint(&self) -> Result<(), AppendError> {
+        self.submit(writer::Op::Checkpoint).await?
+    }
+
+    async fn submit<T>(&self, op: impl FnOnce(oneshot::Sender<T>) -> writer::Op) -> Result<T, AppendError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(writer::Job::new(op(reply)))
+            .await
+            .map_err(|_| AppendError::Unavailable)?;
+        answer.await.map_err(|_| AppendError::Unavailable)
+    }
+
+    /// The read-only connection pool.
+    pub fn reads(&self) -> &Arc<ReadPool> {
+        &self.reads
+    }
+
+    /// The in-process bus the writer publishes to.
+    pub fn bus(&self) -> &EventBus {
+        &self.bus
+    }
+
+    /// Events after `after` in position order, at most `limit`.
+    pub async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+        self.reads
+            .run(move |conn| reader::events_after(conn, after, limit))
+            .await
+    }
+
+    /// Lets the writer finish what is queued, stops it, and waits for it. Writes sent
+    /// after this through any clone answer [`AppendError::Unavailable`].
+    pub async fn close(&self) {
+        let _ = self.submit(writer::Op::Shutdown).await;
+        let handle = self.writer_thread.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}
+
+/// Which tokens to revoke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSelector {
+    /// Every token of a store.
+    Store(StoreId),
+    /// The token with this name.
+    Name(String),
+}

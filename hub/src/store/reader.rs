@@ -1,0 +1,196 @@
+//! The read path of the event store: a small pool of read-only SQLite connections and
+//! the queries that run on them. WAL lets these read while the writer commits.
+
+use super::StoreError;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use shelfsync_common::wire::StoreInfo;
+use shelfsync_common::{EventEnvelope, EventId, EventPayload, StoreId, StreamId};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use time::OffsetDateTime;
+
+/// Idle connections kept for reuse.
+const MAX_IDLE: usize = 16;
+
+/// A pool of read-only connections to one SQLite file.
+pub struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReadPool {
+    /// A pool for the file at `path` (connections open lazily).
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `query` on a pooled connection in tokio's blocking pool.
+    pub async fn run<T, F>(self: &std::sync::Arc<Self>, query: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || pool.run_blocking(query))
+            .await
+            .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+
+    /// Runs `query` on a pooled connection on this thread.
+    pub fn run_blocking<T>(&self, query: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => super::schema::open_read_only(&self.path)?,
+        };
+        let result = query(&conn);
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < MAX_IDLE {
+                idle.push(conn);
+            }
+        }
+        result
+    }
+}
+
+/// The columns of `events` in the order [`envelope_from_row`] reads them.
+pub const EVENT_COLUMNS: &str =
+    "position, event_id, stream_key, stream_version, event_type, schema_version, data, metadata";
+
+/// Decodes one `events` row selected with [`EVENT_COLUMNS`].
+pub fn envelope_from_row(row: &Row<'_>) -> Result<EventEnvelope, StoreError> {
+    let position: i64 = row.get(0)?;
+    let event_id: [u8; 16] = row.get(1)?;
+    let stream_key: Vec<u8> = row.get(2)?;
+    let stream_version: i64 = row.get(3)?;
+    let event_type: String = row.get(4)?;
+    let schema_version: i64 = row.get(5)?;
+    let data: String = row.get(6)?;
+    let metadata: String = row.get(7)?;
+    let corrupt = |what: String| StoreError::Corrupt(format!("event at position {position}: {what}"));
+    let stream = StreamId::from_key(&stream_key).ok_or_else(|| corrupt("bad stream key".into()))?;
+    let data = serde_json::from_str(&data).map_err(|e| corrupt(e.to_string()))?;
+    let schema_version = u16::try_from(schema_version).map_err(|e| corrupt(e.to_string()))?;
+    let payload = EventPayload::from_parts(&event_type, schema_version, data).map_err(|e| corrupt(e.to_string()))?;
+    Ok(EventEnvelope {
+        event_id: EventId::from_bytes(event_id),
+        stream,
+        stream_version: stream_version as u64,
+        position: position as u64,
+        schema_version,
+        payload,
+        metadata: serde_json::from_str(&metadata).map_err(|e| corrupt(e.to_string()))?,
+    })
+}
+
+/// Events with position greater than `after`, in order, at most `limit`.
+pub fn events_after(conn: &Connection, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
+    ))?;
+    let mut rows = stmt.query(params![after as i64, limit as i64])?;
+    let mut events = Vec::new();
+    while let Some(row) = rows.next()? {
+        events.push(envelope_from_row(row)?);
+    }
+    Ok(events)
+}
+
+/// The position of the last committed event (0 for an empty log).
+pub fn head(conn: &Connection) -> Result<u64, StoreError> {
+    let head: Option<i64> = conn.query_row("SELECT MAX(position) FROM events", [], |row| row.get(0))?;
+    Ok(head.unwrap_or(0) as u64)
+}
+
+/// A bearer token as stored (the secret only as its SHA-256).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Token id.
+    pub id: uuid::Uuid,
+    /// Operator-chosen name.
+    pub name: String,
+    /// admin, channel or store.
+    pub role: String,
+    /// For a store token: its store.
+    pub store_id: Option<StoreId>,
+    /// SHA-256 of the secret.
+    pub secret_sha256: [u8; 32],
+    /// When it was made.
+    pub created_at: OffsetDateTime,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// The live (unrevoked) token whose secret hashes to `digest`.
+pub fn live_token_by_digest(conn: &Connection, digest: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, name, role, store_id, secret_sha256, created_at, revoked_at FROM tokens
+         WHERE secret_sha256 = ?1 AND revoked_at IS NULL",
+    )?;
+    let row = stmt
+        .query_row([&digest[..]], |row| {
+            Ok((
+                row.get::<_, [u8; 16]>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, Option<[u8; 16]>>(3)?,
+                row.get::<_, [u8; 32]>(4)?,
+                row.get::<_, String>(5)?,
+            ))
+        })
+        .optional()?;
+    row.map(|(id, name, role, store, secret, created)| {
+        Ok(TokenRecord {
+            id: uuid::Uuid::from_bytes(id),
+            name,
+            role,
+            store_id: store.map(StoreId::from_bytes),
+            secret_sha256: secret,
+            created_at: parse_time(&created)?,
+            revoked_at: None,
+        })
+    })
+    .transpose()
+}
+
+/// Every enrolled store, oldest first, with whether all its tokens are revoked.
+pub fn stores(conn: &Connection) -> Result<Vec<StoreInfo>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.id, s.name, s.created_at,
+                NOT EXISTS (SELECT 1 FROM tokens t WHERE t.store_id = s.id AND t.revoked_at IS NULL)
+         FROM stores s ORDER BY s.created_at, s.id",
+    )?;
+    let rows = stmt.query_map([], |row| {
+        Ok((
+            row.get::<_, [u8; 16]>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+            row.get::<_, bool>(3)?,
+        ))
+    })?;
+    rows.map(|row| {
+        let (id, name, created, revoked) = row?;
+        Ok(StoreInfo {
+            id: StoreId::from_bytes(id),
+            name,
+            created_at: parse_time(&created)?,
+            revoked,
+        })
+    })
+    .collect()
+}
+
+/// Parses an RFC 3339 timestamp stored as text.
+pub fn parse_time(text: &str) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| StoreError::Corrupt(format!("bad timestamp {text:?}: {e}")))
+}
+
+/// Formats a timestamp as RFC 3339 text for storage.
+pub fn format_time(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| at.to_string())
+}

@@ -1,0 +1,632 @@
+//! The single writer: one thread owns the only write connection and group-commits.
+//!
+//! It blocks for the first queued job, drains whatever else is queued (up to
+//! [`MAX_BATCH`]), runs every job against in-memory stream heads, writes all of their rows
+//! in one transaction, fsyncs once on commit, and only then answers the callers and
+//! publishes the events. Positions are handed out from an in-memory counter that only
+//! moves forward when a commit succeeds, so the log is gap-free and commit-ordered.
+//! If SQLite fails anywhere in a batch, the whole batch rolls back and every caller in
+//! it gets a retryable storage error: nothing is half-written.
+
+use super::reader::{envelope_from_row, format_time, TokenRecord, EVENT_COLUMNS};
+use super::schema::{self, EVENT_STORE};
+use super::{AppendError, Command, CommandRequest, InventoryTarget, StoreError, StreamState, TokenSelector};
+use crate::bus::EventBus;
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use shelfsync_common::catalog::{self, CatalogCommand, CatalogState};
+use shelfsync_common::inventory::{self, InventoryState};
+use shelfsync_common::wire::{StoreInfo, WriteResult};
+use shelfsync_common::{
+    DomainError, EventEnvelope, EventId, EventPayload, ProductId, ReservationId, StoreId, StreamId,
+};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::Instant;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most jobs committed in one transaction.
+pub const MAX_BATCH: usize = 1024;
+/// Jobs that may wait in the queue before senders are slowed down.
+const QUEUE_DEPTH: usize = 8192;
+
+type Reply<T> = oneshot::Sender<Result<T, AppendError>>;
+
+/// A queued request to the writer.
+pub(super) struct Job {
+    op: Op,
+    queued_at: Instant,
+}
+
+impl Job {
+    pub(super) fn new(op: Op) -> Self {
+        Self {
+            op,
+            queued_at: Instant::now(),
+        }
+    }
+}
+
+/// What the writer can be asked to do.
+pub(super) enum Op {
+    /// A write that joins the current group commit.
+    Write(WriteOp),
+    /// Checkpoint the WAL (runs alone, after what was queued before it).
+    Checkpoint(Reply<()>),
+    /// Stop after what was queued before it.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A write that shares a transaction with the others queued beside it.
+pub(super) enum WriteOp {
+    Command(Box<CommandRequest>, Reply<WriteResult>),
+    AddStore {
+        id: StoreId,
+        name: String,
+        reply: Reply<StoreInfo>,
+    },
+    AddToken(Box<TokenRecord>, Reply<()>),
+    RevokeTokens(TokenSelector, Reply<usize>),
+}
+
+/// One stream's committed head.
+#[derive(Debug, Clone)]
+struct StreamHead {
+    state: StreamState,
+    last_position: u64,
+}
+
+/// Everything the writer keeps in memory, as of the last commit.
+#[derive(Debug, Default)]
+struct Heads {
+    next_position: u64,
+    streams: HashMap<StreamId, StreamHead>,
+    skus: HashMap<String, ProductId>,
+    reservations: HashMap<ReservationId, StreamId>,
+    stores: HashSet<StoreId>,
+}
+
+/// Opens the file, migrates it, loads the heads and starts the writer thread.
+/// Returns the job queue, the thread, and the current head position.
+pub(super) fn start(
+    path: &Path,
+    bus: EventBus,
+) -> Result<(mpsc::Sender<Job>, std::thread::JoinHandle<()>, u64), StoreError> {
+    let mut conn = schema::open_durable(path)?;
+    schema::migrate(&mut conn, EVENT_STORE)?;
+    let heads = load_heads(&conn)?;
+    let head = heads.next_position - 1;
+    let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
+    let thread = std::thread::Builder::new()
+        .name("event-store-writer".into())
+        .spawn(move || run(conn, heads, queue, bus))
+        .map_err(|e| StoreError::Join(e.to_string()))?;
+    Ok((jobs, thread, head))
+}
+
+fn load_heads(conn: &Connection) -> Result<Heads, StoreError> {
+    let mut heads = Heads::default();
+    let max: Option<i64> = conn.query_row("SELECT MAX(position) FROM events", [], |r| r.get(0))?;
+    heads.next_position = max.unwrap_or(0) as u64 + 1;
+    let mut stmt = conn.prepare("SELECT stream_key, last_position, state FROM streams")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let key: Vec<u8> = row.get(0)?;
+        let last_position: i64 = row.get(1)?;
+        let state: String = row.get(2)?;
+        let stream = StreamId::from_key(&key).ok_or_else(|| StoreError::Corrupt("bad stream key".into()))?;
+        let state: StreamState =
+            serde_json::from_str(&state).map_err(|e| StoreError::Corrupt(format!("stream {stream}: {e}")))?;
+        index_state(&mut heads, stream, &state);
+        heads.streams.insert(
+            stream,
+            StreamHead {
+                state,
+                last_position: last_position as u64,
+            },
+        );
+    }
+    let mut stmt = conn.prepare("SELECT id FROM stores")?;
+    let stores = stmt.query_map([], |row| row.get::<_, [u8; 16]>(0))?;
+    for id in stores {
+        heads.stores.insert(StoreId::from_bytes(id?));
+    }
+    tracing::info!(
+        head = heads.next_position - 1,
+        streams = heads.streams.len(),
+        stores = heads.stores.len(),
+        "event store opened"
+    );
+    Ok(heads)
+}
+
+fn index_state(heads: &mut Heads, stream: StreamId, state: &StreamState) {
+    match state {
+        StreamState::Catalog(CatalogState {
+            product: Some(product), ..
+        }) => {
+            heads.skus.insert(product.sku.clone(), product.id);
+        }
+        StreamState::Catalog(_) => {}
+        StreamState::Inventory(inv) => {
+            for id in inv.reservations.keys() {
+                heads.reservations.insert(*id, stream);
+            }
+        }
+    }
+}
+
+fn run(mut conn: Connection, mut heads: Heads, mut queue: mpsc::Receiver<Job>, bus: EventBus) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job.op {
+                Op::Checkpoint(reply) => {
+                    let _ = reply.send(checkpoint(&conn));
+                }
+                Op::Shutdown(reply) => {
+                    tracing::info!("event store writer stopped");
+                    let _ = reply.send(());
+                    return;
+                }
+                Op::Write(op) => {
+                    let mut writes = vec![(op, job.queued_at)];
+                    while writes.len() < MAX_BATCH {
+                        match queue.try_recv() {
+                            Ok(Job {
+                                op: Op::Write(op),
+                                queued_at,
+                            }) => writes.push((op, queued_at)),
+                            Ok(barrier) => {
+                                next = Some(barrier);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    commit_batch(&mut conn, &mut heads, writes, &bus);
+                }
+            }
+        }
+    }
+    tracing::info!("event store writer stopped: every handle dropped");
+}
+
+fn checkpoint(conn: &Connection) -> Result<(), AppendError> {
+    let busy: i64 = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
+        .map_err(|e| AppendError::Storage(e.to_string()))?;
+    if busy != 0 {
+        tracing::debug!("WAL checkpoint could not finish: readers active");
+    }
+    Ok(())
+}
+
+/// The answer owed to one job, sent after the batch's fate is known.
+enum Outcome {
+    Command(Reply<WriteResult>, Result<WriteResult, AppendError>),
+    AddStore(Reply<StoreInfo>, Result<StoreInfo, AppendError>),
+    AddToken(Reply<()>, Result<(), AppendError>),
+    Revoke(Reply<usize>, Result<usize, AppendError>),
+}
+
+impl Outcome {
+    fn send(self) {
+        let _ = match self {
+            Outcome::Command(reply, result) => reply.send(result).is_ok(),
+            Outcome::AddStore(reply, result) => reply.send(result).is_ok(),
+            Outcome::AddToken(reply, result) => reply.send(result).is_ok(),
+            Outcome::Revoke(reply, result) => reply.send(result).is_ok(),
+        };
+    }
+
+    fn fail(self, error: &AppendError) {
+        match self {
+            Outcome::Command(reply, _) => drop(reply.send(Err(error.clone()))),
+            Outcome::AddStore(reply, _) => drop(reply.send(Err(error.clone()))),
+            Outcome::AddToken(reply, _) => drop(reply.send(Err(error.clone()))),
+            Outcome::Revoke(reply, _) => drop(reply.send(Err(error.clone()))),
+        }
+    }
+}
+
+fn commit_batch(conn: &mut Connection, heads: &mut Heads, jobs: Vec<(WriteOp, Instant)>, bus: &EventBus) {
+    let started = Instant::now();
+    let size = jobs.len();
+    for (_, queued_at) in &jobs {
+        metrics::histogram!("shelfsync_hub_append_queue_seconds").record(queued_at.elapsed().as_secs_f64());
+    }
+    let mut outcomes = Vec::with_capacity(size);
+    let result = (|| -> rusqlite::Result<Changes> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut batch = Batch::new(heads);
+        for (op, _) in jobs {
+            outcomes.push(batch.run(&tx, op)?);
+        }
+        let changes = batch.finish(&tx)?;
+        tx.commit()?;
+        Ok(changes)
+    })();
+    match result {
+        Ok(changes) => {
+            let events = changes.apply_to(heads);
+            outcomes.into_iter().for_each(Outcome::send);
+            metrics::histogram!("shelfsync_hub_append_batch_jobs").record(size as f64);
+            metrics::histogram!("shelfsync_hub_append_commit_seconds").record(started.elapsed().as_secs_f64());
+            metrics::counter!("shelfsync_hub_events_appended_total").increment(events.len() as u64);
+            if !events.is_empty() {
+                bus.publish(events);
+            }
+        }
+        Err(error) => {
+            tracing::error!(%error, jobs = size, "append batch rolled back");
+            let error = AppendError::Storage(error.to_string());
+            outcomes.into_iter().for_each(|o| o.fail(&error));
+        }
+    }
+}
+
+/// What one batch changed, applied to [`Heads`] only after its commit.
+#[derive(Default)]
+struct Changes {
+    next_position: u64,
+    streams: HashMap<StreamId, StreamHead>,
+    skus: HashMap<String, Option<ProductId>>,
+    reservations: HashMap<ReservationId, Option<StreamId>>,
+    stores: Vec<StoreId>,
+    events: Vec<EventEnvelope>,
+}
+
+impl Changes {
+    fn apply_to(self, heads: &mut Heads) -> Vec<EventEnvelope> {
+        heads.next_position = self.next_position;
+        heads.streams.extend(self.streams);
+        for (sku, owner) in self.skus {
+            match owner {
+                Some(id) => heads.skus.insert(sku, id),
+                None => heads.skus.remove(&sku),
+            };
+        }
+        for (id, stream) in self.reservations {
+            match stream {
+                Some(stream) => heads.reservations.insert(id, stream),
+                None => heads.reservations.remove(&id),
+            };
+        }
+        heads.stores.extend(self.stores);
+        self.events
+    }
+}
+
+/// A batch in progress: the committed heads plus this batch's changes on top.
+struct Batch<'h> {
+    heads: &'h Heads,
+    changes: Changes,
+    /// Event ids first written in this batch, with their fingerprint and envelope.
+    written: HashMap<EventId, ([u8; 16], EventEnvelope)>,
+    now: OffsetDateTime,
+}
+
+impl<'h> Batch<'h> {
+    fn new(heads: &'h Heads) -> Self {
+        Self {
+            heads,
+            changes: Changes {
+                next_position: heads.next_position,
+                ..Changes::default()
+            },
+            written: HashMap::new(),
+            now: OffsetDateTime::now_utc(),
+        }
+    }
+
+    fn run(&mut self, tx: &Transaction<'_>, op: WriteOp) -> rusqlite::Result<Outcome> {
+        Ok(match op {
+            WriteOp::Command(request, reply) => {
+                let result = self.command(tx, *request)?;
+                Outcome::Command(reply, result)
+            }
+            WriteOp::AddStore { id, name, reply } => {
+                let result = self.add_store(tx, id, name)?;
+                Outcome::AddStore(reply, result)
+            }
+            WriteOp::AddToken(token, reply) => {
+                tx.prepare_cached(
+                    "INSERT INTO tokens (id, name, role, store_id, secret_sha256, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![
+                    &token.id.as_bytes()[..],
+                    token.name,
+                    token.role,
+                    token.store_id.map(|s| s.as_bytes().to_vec()),
+                    &token.secret_sha256[..],
+                    format_time(token.created_at),
+                ])?;
+                Outcome::AddToken(reply, Ok(()))
+            }
+            WriteOp::RevokeTokens(selector, reply) => {
+                let now = format_time(self.now);
+                let revoked = match selector {
+                    TokenSelector::Store(store) => tx.execute(
+                        "UPDATE tokens SET revoked_at = ?1 WHERE store_id = ?2 AND revoked_at IS NULL",
+                        params![now, &store.as_bytes()[..]],
+                    )?,
+                    TokenSelector::Name(name) => tx.execute(
+                        "UPDATE tokens SET revoked_at = ?1 WHERE name = ?2 AND revoked_at IS NULL",
+                        params![now, name],
+                    )?,
+                };
+                Outcome::Revoke(reply, Ok(revoked))
+            }
+        })
+    }
+
+    fn add_store(
+        &mut self,
+        tx: &Transaction<'_>,
+        id: StoreId,
+        name: String,
+    ) -> rusqlite::Result<Result<StoreInfo, AppendError>> {
+        tx.prepare_cached("INSERT INTO stores (id, name, created_at) VALUES (?1, ?2, ?3)")?
+            .execute(params![&id.as_bytes()[..], name, format_time(self.now)])?;
+        self.changes.stores.push(id);
+        Ok(Ok(StoreInfo {
+            id,
+            name,
+            created_at: self.now,
+            revoked: false,
+        }))
+    }
+
+    fn store_known(&self, id: StoreId) -> bool {
+        self.heads.stores.contains(&id) || self.changes.stores.contains(&id)
+    }
+
+    fn stream(&self, id: &StreamId) -> Option<&StreamHead> {
+        self.changes.streams.get(id).or_else(|| self.heads.streams.get(id))
+    }
+
+    fn sku_owner(&self, sku: &str) -> Option<ProductId> {
+        match self.changes.skus.get(sku) {
+            Some(owner) => *owner,
+            None => self.heads.skus.get(sku).copied(),
+        }
+    }
+
+    fn reservation_stream(&self, id: &ReservationId) -> Option<StreamId> {
+        match self.changes.reservations.get(id) {
+            Some(stream) => *stream,
+            None => self.heads.reservations.get(id).copied(),
+        }
+    }
+
+    fn product_registered(&self, product: ProductId) -> bool {
+        matches!(
+            self.stream(&StreamId::catalog(product)).map(|h| &h.state),
+            Some(StreamState::Catalog(CatalogState { product: Some(_), .. }))
+        )
+    }
+
+    /// The original answer when `event_id` was already written.
+    fn earlier_write(
+        &self,
+        tx: &Transaction<'_>,
+        event_id: EventId,
+    ) -> rusqlite::Result<Option<([u8; 16], EventEnvelope)>> {
+        if let Some(found) = self.written.get(&event_id) {
+            return Ok(Some(found.clone()));
+        }
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS}, fingerprint FROM events WHERE event_id = ?1"
+        ))?;
+        stmt.query_row([&event_id.as_bytes()[..]], |row| {
+            let envelope = envelope_from_row(row)
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?;
+            Ok((row.get::<_, [u8; 16]>(8)?, envelope))
+        })
+        .optional()
+    }
+
+    fn command(
+        &mut self,
+        tx: &Transaction<'_>,
+        request: CommandRequest,
+    ) -> rusqlite::Result<Result<WriteResult, AppendError>> {
+        if let Some((fingerprint, original)) = self.earlier_write(tx, request.event_id)? {
+            if fingerprint != request.fingerprint {
+                return Ok(Err(AppendError::IdempotencyConflict(request.event_id)));
+            }
+            return Ok(Ok(WriteResult {
+                stream_version: original.stream_version,
+                position: original.position,
+                events: vec![original],
+                duplicate: true,
+            }));
+        }
+        let (stream, decided) = match self.decide(&request) {
+            Ok(decided) => decided,
+            Err(error) => return Ok(Err(error)),
+        };
+        self.append(tx, stream, decided, &request).map(Ok)
+    }
+
+    /// Checks references and the expected version, then runs the domain's `decide`.
+    fn decide(&self, request: &CommandRequest) -> Result<(StreamId, (StreamState, Vec<EventPayload>)), AppendError> {
+        let (stream, state) = match &request.command {
+            Command::Catalog(command) => {
+                let product = match command {
+                    CatalogCommand::RegisterProduct { product } | CatalogCommand::UpdateProduct { product } => product,
+                };
+                if let Some(owner) = self.sku_owner(&product.sku).filter(|owner| *owner != product.id) {
+                    return Err(AppendError::SkuTaken {
+                        sku: product.sku.clone(),
+                        owner,
+                    });
+                }
+                let stream = StreamId::catalog(product.id);
+                let state = self
+                    .stream(&stream)
+                    .map_or(StreamState::Catalog(CatalogState::default()), |h| h.state.clone());
+                (stream, state)
+            }
+            Command::Inventory { target, .. } => {
+                let stream = match *target {
+                    InventoryTarget::Stream(product, store) => StreamId::inventory(product, store),
+                    InventoryTarget::Reservation(id) => self
+                        .reservation_stream(&id)
+                        .ok_or(AppendError::UnknownReservation(id))?,
+                };
+                let store = stream.store_id.unwrap_or(StoreId::from_bytes([0; 16]));
+                if !self.store_known(store) {
+                    return Err(AppendError::UnknownStore(store));
+                }
+                if !self.product_registered(stream.product_id) {
+                    return Err(DomainError::ProductNotRegistered(stream.product_id).into());
+                }
+                let state = self
+                    .stream(&stream)
+                    .map_or(StreamState::Inventory(InventoryState::default()), |h| h.state.clone());
+                (stream, state)
+            }
+        };
+        if !request.expected.admits(state.version()) {
+            return Err(AppendError::VersionConflict {
+                stream,
+                expected: request.expected,
+                current: state.version(),
+            });
+        }
+        let events = match (&request.command, &state) {
+            (Command::Catalog(command), StreamState::Catalog(s)) => catalog::decide(s, command)?,
+            (Command::Inventory { command, .. }, StreamState::Inventory(s)) => inventory::decide(s, command)?,
+            _ => {
+                return Err(AppendError::Storage(format!(
+                    "stream {stream} holds another kind of state"
+                )))
+            }
+        };
+        Ok((stream, (state, events)))
+    }
+
+    /// Writes the decided events and records the stream's new head.
+    fn append(
+        &mut self,
+        tx: &Transaction<'_>,
+        stream: StreamId,
+        (mut state, payloads): (StreamState, Vec<EventPayload>),
+        request: &CommandRequest,
+    ) -> rusqlite::Result<WriteResult> {
+        let mut events = Vec::with_capacity(payloads.len());
+        for (index, payload) in payloads.into_iter().enumerate() {
+            let event_id = if index == 0 {
+                request.event_id
+            } else {
+                EventId::new_v7()
+            };
+            let fingerprint = if index == 0 { request.fingerprint } else { [0; 16] };
+            self.track_indexes(stream, &state, &payload);
+            match &mut state {
+                StreamState::Catalog(s) => catalog::apply(s, &payload),
+                StreamState::Inventory(s) => inventory::apply(s, &payload),
+            }
+            let mut metadata = request.metadata.clone();
+            metadata.recorded_at = Some(self.now);
+            let envelope = EventEnvelope {
+                event_id,
+                stream,
+                stream_version: state.version(),
+                position: self.changes.next_position,
+                schema_version: shelfsync_common::event::CURRENT_SCHEMA_VERSION,
+                payload,
+                metadata,
+            };
+            self.insert_event(tx, &envelope, fingerprint)?;
+            self.changes.next_position += 1;
+            self.written.insert(event_id, (fingerprint, envelope.clone()));
+            events.push(envelope);
+        }
+        let position = self.changes.next_position - 1;
+        let stream_version = state.version();
+        self.changes.streams.insert(
+            stream,
+            StreamHead {
+                state,
+                last_position: position,
+            },
+        );
+        self.changes.events.extend(events.iter().cloned());
+        Ok(WriteResult {
+            events,
+            stream_version,
+            position,
+            duplicate: false,
+        })
+    }
+
+    fn track_indexes(&mut self, stream: StreamId, before: &StreamState, payload: &EventPayload) {
+        match payload {
+            EventPayload::ProductRegistered(product) | EventPayload::ProductUpdated(product) => {
+                if let StreamState::Catalog(CatalogState { product: Some(old), .. }) = before {
+                    if old.sku != product.sku {
+                        self.changes.skus.insert(old.sku.clone(), None);
+                    }
+                }
+                self.changes.skus.insert(product.sku.clone(), Some(product.id));
+            }
+            EventPayload::StockReserved { reservation_id, .. } => {
+                self.changes.reservations.insert(*reservation_id, Some(stream));
+            }
+            EventPayload::StockReleased { reservation_id, .. }
+            | EventPayload::ReservationCommitted { reservation_id, .. } => {
+                self.changes.reservations.insert(*reservation_id, None);
+            }
+            EventPayload::StockAdded { .. }
+            | EventPayload::StockAdjusted { .. }
+            | EventPayload::OversellDetected { .. } => {}
+        }
+    }
+
+    fn insert_event(&self, tx: &Transaction<'_>, e: &EventEnvelope, fingerprint: [u8; 16]) -> rusqlite::Result<()> {
+        let data = serde_json::to_string(&e.payload.data())
+            .map_err(|err| rusqlite::Error::ToSqlConversionFailure(err.into()))?;
+        let metadata =
+            serde_json::to_string(&e.metadata).map_err(|err| rusqlite::Error::ToSqlConversionFailure(err.into()))?;
+        tx.prepare_cached(
+            "INSERT INTO events (position, event_id, stream_key, stream_version, event_type, schema_version, data, metadata, fingerprint)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            e.position as i64,
+            &e.event_id.as_bytes()[..],
+            &e.stream.key()[..],
+            e.stream_version as i64,
+            e.payload.event_type(),
+            e.schema_version,
+            data,
+            metadata,
+            &fingerprint[..],
+        ])?;
+        Ok(())
+    }
+
+    /// Writes the changed stream heads; the batch's last step before commit.
+    fn finish(self, tx: &Transaction<'_>) -> rusqlite::Result<Changes> {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO streams (stream_key, version, last_position, state) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (stream_key) DO UPDATE
+             SET version = excluded.version, last_position = excluded.last_position, state = excluded.state",
+        )?;
+        for (stream, head) in &self.changes.streams {
+            let state = serde_json::to_string(&head.state)
+                .map_err(|err| rusqlite::Error::ToSqlConversionFailure(err.into()))?;
+            stmt.execute(params![
+                &stream.key()[..],
+                head.state.version() as i64,
+                head.last_position as i64,
+                state
+            ])?;
+        }
+        Ok(self.changes)
+    }
+}
