@@ -223,3 +223,30 @@ pub struct StoreInfo {
     /// Whether its token was revoked.
     pub revoked: bool,
 }
+
+/// `POST /v1/admin/tokens`: a token for a channel client (web shop, app, back office).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    /// Unique name, shown as the actor of the events the token writes (1..=64 characters:
+    /// letters, digits, `-`, `_`, `.`).
+    pub name: String,
+}
+
+/// A newly made token. The secret is shown this once and stored only as a hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CreatedToken {
+    /// The token's name.
+    pub name: String,
+    /// The bearer secret.
+    pub secret: String,
+}
+
+/// Whether a name is fit for a token or store: 1..=64 of letters, digits, `-`, `_`, `.`, space.
+pub fn valid_name(name: &str) -> bool {
+    !name.trim().is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ' '))
+}

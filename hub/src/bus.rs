@@ -48,9 +48,10 @@ impl EventBus {
     /// Publishes one committed batch (called by the writer after commit).
     pub fn publish(&self, events: Vec<EventEnvelope>) {
         if let Some(last) = events.last() {
-            let head = last.position;
+            // The head moves first: a feed that subscribes just after the send must not
+            // see the old head, think itself caught up, and wait for the next commit.
+            self.head.send_replace(last.position);
             let _ = self.batches.send(events.into());
-            self.head.send_replace(head);
         }
     }
 

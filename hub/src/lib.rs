@@ -3,8 +3,203 @@
 //! The write side ([`store`]) is one event log in SQLite with a single group-committing
 //! writer; the read side ([`projection`], [`query`]) folds that log into a stock read
 //! model behind a TTL cache and a circuit breaker; [`api`] is the HTTP surface for web
-//! shops, apps and back-office tools. [`run`] wires them together for the binary and for
-//! tests, which start the real thing in-process on a port-0 listener.
+//! shops, apps and back-office tools; [`jobs`] runs the scheduled work. [`run`] wires
+//! them together for the binary and for tests, which start the real thing in-process on
+//! a port-0 listener.
 
+pub mod api;
 pub mod bus;
+pub mod config;
+pub mod jobs;
+pub mod projection;
+pub mod query;
+pub mod seed;
 pub mod store;
+pub mod telemetry;
+
+use crate::bus::EventBus;
+use crate::config::HubConfig;
+use crate::store::EventStore;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The event log's file name inside the data directory.
+pub const EVENTS_FILE: &str = "events.sqlite";
+/// The read model's file name inside the data directory.
+pub const READ_MODEL_FILE: &str = "read_model.sqlite";
+/// The generated admin token's file name inside the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// How [`run`] starts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Write the demo stores, catalog and stock into an empty store.
+    pub seed_demo_data: bool,
+    /// Print where the hub listens and which token to use on stdout.
+    pub announce: bool,
+}
+
+/// A start-up step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory or the admin token file.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Opening the event store.
+    #[error("opening the event store: {0}")]
+    Store(#[from] store::StoreError),
+    /// Starting the projection.
+    #[error("starting the read model projection: {0}")]
+    Projection(String),
+    /// Writing the demo data.
+    #[error("seeding the demo data: {0}")]
+    Seed(#[from] store::AppendError),
+    /// Starting the scheduled jobs.
+    #[error("starting the scheduled jobs: {0}")]
+    Jobs(String),
+    /// Serving HTTP.
+    #[error("serving HTTP: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Runs the hub on `listener` until `shutdown` resolves, then stops accepting requests,
+/// finishes those in flight, and closes the store after its last write.
+pub async fn run(
+    config: HubConfig,
+    listener: tokio::net::TcpListener,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let (admin_secret, token_file) = admin_token(&config)?;
+    // Install the metrics recorder before anything records.
+    telemetry::metrics_handle();
+    let store = EventStore::open(&data_dir.join(EVENTS_FILE), EventBus::new())?;
+    if options.seed_demo_data && seed::seed_if_empty(&store).await? {
+        tracing::info!("demo data written");
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let projector = projection::spawn(store.clone(), &data_dir.join(READ_MODEL_FILE), stopped.clone())
+        .map_err(|e| StartError::Projection(e.to_string()))?;
+    let queries = Arc::new(query::QueryService::new(
+        projector.queries(),
+        projector.projected(),
+        projector.touched(),
+        query::QueryConfig::from(&config.query),
+    ));
+    let scheduler = jobs::start(&config.jobs, store.clone(), projector.queries())
+        .await
+        .map_err(|e| StartError::Jobs(e.to_string()))?;
+    let state = api::AppState {
+        store: store.clone(),
+        queries,
+        admin_digest: api::auth::digest(&admin_secret),
+        config: Arc::new(config.clone()),
+    };
+    let address = listener.local_addr().map_err(StartError::Serve)?;
+    tracing::info!(%address, data_dir = %data_dir.display(), "hub listening");
+    if options.announce {
+        announce(address, &admin_secret, token_file.as_deref(), options.seed_demo_data);
+    }
+    let served = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    tracing::info!("shutting down: HTTP closed, stopping jobs and the projection");
+    jobs::stop(scheduler).await;
+    let _ = stop.send(true);
+    projector.join().await;
+    store.close().await;
+    tracing::info!("hub stopped");
+    served.map_err(StartError::Serve)
+}
+
+/// The admin secret from configuration, else from `<data_dir>/admin-token`, generated
+/// (mode 0600) at first start. Returns the secret and the file it came from, if any.
+fn admin_token(config: &HubConfig) -> Result<(String, Option<PathBuf>), StartError> {
+    if let Some(secret) = &config.admin_token {
+        return Ok((secret.clone(), None));
+    }
+    let path = config.data_dir.join(ADMIN_TOKEN_FILE);
+    let io = |source| StartError::DataDir {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(secret) if !secret.trim().is_empty() => return Ok((secret.trim().to_owned(), Some(path))),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let secret = api::auth::new_secret();
+    write_private(&path, &secret).map_err(io)?;
+    tracing::info!(path = %path.display(), "generated the admin token");
+    Ok((secret, Some(path)))
+}
+
+fn write_private(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(secret.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+fn announce(address: std::net::SocketAddr, secret: &str, token_file: Option<&Path>, demo: bool) {
+    println!("shelfsync hub listening on http://{address}");
+    match (demo, token_file) {
+        (true, _) => println!("admin token: {secret}"),
+        (false, Some(file)) => println!("admin token: in {}", file.display()),
+        (false, None) => println!("admin token: as configured"),
+    }
+    if demo {
+        println!("demo stores:");
+        for store in seed::stores() {
+            println!("  {}  {}", store.id, store.name);
+        }
+        println!("demo products:");
+        for product in seed::products() {
+            println!("  {}  {:<11} {}", product.id, product.sku, product.name);
+        }
+    }
+}
+
+/// Rebuilds the read model from the event log, with a progress bar when `progress`.
+pub fn rebuild_read_model(data_dir: &Path, progress: bool) -> Result<u64, projection::ProjectionError> {
+    projection::rebuild(&data_dir.join(EVENTS_FILE), &data_dir.join(READ_MODEL_FILE), progress)
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received Ctrl-C"),
+        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}

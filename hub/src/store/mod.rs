@@ -10,6 +10,9 @@ pub mod reader;
 pub mod schema;
 mod writer;
 
+#[cfg(test)]
+mod tests;
+
 use crate::bus::EventBus;
 use shelfsync_common::catalog::{CatalogCommand, CatalogState};
 use shelfsync_common::wire::{StoreInfo, WriteResult};
@@ -111,6 +114,9 @@ pub enum AppendError {
         /// Its product.
         owner: ProductId,
     },
+    /// A live token already has this name.
+    #[error("a live token is already named {0:?}; revoke it first or pick another name")]
+    TokenNameTaken(String),
     /// No open reservation has this id.
     #[error("reservation {0} is not open")]
     UnknownReservation(ReservationId),

@@ -194,3 +194,10 @@ pub fn format_time(at: OffsetDateTime) -> String {
     at.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| at.to_string())
 }
+
+/// Whether a live token has this name.
+pub fn live_token_named(conn: &Connection, name: &str) -> Result<bool, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM tokens WHERE name = ?1 AND revoked_at IS NULL)")?;
+    Ok(stmt.query_row([name], |row| row.get(0))?)
+}

@@ -14,6 +14,12 @@ pub const EVENT_STORE: Migrations = &[(
     include_str!("../../migrations/0001_event_store.sql"),
 )];
 
+/// The read model's migrations, oldest first (see [`crate::projection`]).
+pub const READ_MODEL: Migrations = &[(
+    "0001_read_model",
+    include_str!("../../migrations/read_model/0001_read_model.sql"),
+)];
+
 /// Brings `conn` up to date; returns how many migrations ran.
 pub fn migrate(conn: &mut Connection, migrations: Migrations) -> Result<usize, StoreError> {
     let current: usize = conn.query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0))? as usize;

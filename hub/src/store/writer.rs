@@ -14,7 +14,7 @@ use super::{AppendError, Command, CommandRequest, InventoryTarget, StoreError, S
 use crate::bus::EventBus;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use shelfsync_common::catalog::{self, CatalogCommand, CatalogState};
-use shelfsync_common::inventory::{self, InventoryState};
+use shelfsync_common::inventory::{self, InventoryCommand, InventoryState};
 use shelfsync_common::wire::{StoreInfo, WriteResult};
 use shelfsync_common::{
     DomainError, EventEnvelope, EventId, EventPayload, ProductId, ReservationId, StoreId, StreamId,
@@ -220,6 +220,16 @@ impl Outcome {
         };
     }
 
+    /// A job that did not run, to be failed.
+    fn unanswered(op: WriteOp) -> Self {
+        match op {
+            WriteOp::Command(_, reply) => Outcome::Command(reply, Err(AppendError::Unavailable)),
+            WriteOp::AddStore { reply, .. } => Outcome::AddStore(reply, Err(AppendError::Unavailable)),
+            WriteOp::AddToken(_, reply) => Outcome::AddToken(reply, Err(AppendError::Unavailable)),
+            WriteOp::RevokeTokens(_, reply) => Outcome::Revoke(reply, Err(AppendError::Unavailable)),
+        }
+    }
+
     fn fail(self, error: &AppendError) {
         match self {
             Outcome::Command(reply, _) => drop(reply.send(Err(error.clone()))),
@@ -237,11 +247,18 @@ fn commit_batch(conn: &mut Connection, heads: &mut Heads, jobs: Vec<(WriteOp, In
         metrics::histogram!("shelfsync_hub_append_queue_seconds").record(queued_at.elapsed().as_secs_f64());
     }
     let mut outcomes = Vec::with_capacity(size);
+    let mut jobs = jobs.into_iter();
     let result = (|| -> rusqlite::Result<Changes> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut batch = Batch::new(heads);
-        for (op, _) in jobs {
-            outcomes.push(batch.run(&tx, op)?);
+        for (op, _) in jobs.by_ref() {
+            match batch.run(&tx, op) {
+                Ok(outcome) => outcomes.push(outcome),
+                Err((outcome, error)) => {
+                    outcomes.push(outcome);
+                    return Err(error);
+                }
+            }
         }
         let changes = batch.finish(&tx)?;
         tx.commit()?;
@@ -262,6 +279,8 @@ fn commit_batch(conn: &mut Connection, heads: &mut Heads, jobs: Vec<(WriteOp, In
             tracing::error!(%error, jobs = size, "append batch rolled back");
             let error = AppendError::Storage(error.to_string());
             outcomes.into_iter().for_each(|o| o.fail(&error));
+            // Jobs the batch never reached (BEGIN failed, or an earlier job did).
+            jobs.for_each(|(op, _)| Outcome::unanswered(op).fail(&error));
         }
     }
 }
@@ -320,46 +339,75 @@ impl<'h> Batch<'h> {
         }
     }
 
-    fn run(&mut self, tx: &Transaction<'_>, op: WriteOp) -> rusqlite::Result<Outcome> {
-        Ok(match op {
+    /// Runs one job. On a SQLite error the job's reply comes back with the error, so that
+    /// its caller too hears that the batch failed.
+    fn run(&mut self, tx: &Transaction<'_>, op: WriteOp) -> Result<Outcome, (Outcome, rusqlite::Error)> {
+        fn settle<T>(
+            reply: Reply<T>,
+            result: rusqlite::Result<Result<T, AppendError>>,
+            outcome: fn(Reply<T>, Result<T, AppendError>) -> Outcome,
+        ) -> Result<Outcome, (Outcome, rusqlite::Error)> {
+            match result {
+                Ok(result) => Ok(outcome(reply, result)),
+                Err(error) => Err((outcome(reply, Err(AppendError::Storage(error.to_string()))), error)),
+            }
+        }
+        match op {
             WriteOp::Command(request, reply) => {
-                let result = self.command(tx, *request)?;
-                Outcome::Command(reply, result)
+                let result = self.command(tx, *request);
+                settle(reply, result, Outcome::Command)
             }
             WriteOp::AddStore { id, name, reply } => {
-                let result = self.add_store(tx, id, name)?;
-                Outcome::AddStore(reply, result)
+                let result = self.add_store(tx, id, name);
+                settle(reply, result, Outcome::AddStore)
             }
             WriteOp::AddToken(token, reply) => {
-                tx.prepare_cached(
-                    "INSERT INTO tokens (id, name, role, store_id, secret_sha256, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?
-                .execute(params![
-                    &token.id.as_bytes()[..],
-                    token.name,
-                    token.role,
-                    token.store_id.map(|s| s.as_bytes().to_vec()),
-                    &token.secret_sha256[..],
-                    format_time(token.created_at),
-                ])?;
-                Outcome::AddToken(reply, Ok(()))
+                let result = self.add_token(tx, *token);
+                settle(reply, result, Outcome::AddToken)
             }
             WriteOp::RevokeTokens(selector, reply) => {
-                let now = format_time(self.now);
-                let revoked = match selector {
-                    TokenSelector::Store(store) => tx.execute(
-                        "UPDATE tokens SET revoked_at = ?1 WHERE store_id = ?2 AND revoked_at IS NULL",
-                        params![now, &store.as_bytes()[..]],
-                    )?,
-                    TokenSelector::Name(name) => tx.execute(
-                        "UPDATE tokens SET revoked_at = ?1 WHERE name = ?2 AND revoked_at IS NULL",
-                        params![now, name],
-                    )?,
-                };
-                Outcome::Revoke(reply, Ok(revoked))
+                let result = self.revoke_tokens(tx, selector);
+                settle(reply, result, Outcome::Revoke)
             }
-        })
+        }
+    }
+
+    fn add_token(&mut self, tx: &Transaction<'_>, token: TokenRecord) -> rusqlite::Result<Result<(), AppendError>> {
+        if super::reader::live_token_named(tx, &token.name).map_err(into_sqlite)? {
+            return Ok(Err(AppendError::TokenNameTaken(token.name)));
+        }
+        tx.prepare_cached(
+            "INSERT INTO tokens (id, name, role, store_id, secret_sha256, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            &token.id.as_bytes()[..],
+            token.name,
+            token.role,
+            token.store_id.map(|s| s.as_bytes().to_vec()),
+            &token.secret_sha256[..],
+            format_time(token.created_at),
+        ])?;
+        Ok(Ok(()))
+    }
+
+    fn revoke_tokens(
+        &mut self,
+        tx: &Transaction<'_>,
+        selector: TokenSelector,
+    ) -> rusqlite::Result<Result<usize, AppendError>> {
+        let now = format_time(self.now);
+        let revoked = match selector {
+            TokenSelector::Store(store) => tx.execute(
+                "UPDATE tokens SET revoked_at = ?1 WHERE store_id = ?2 AND revoked_at IS NULL",
+                params![now, &store.as_bytes()[..]],
+            )?,
+            TokenSelector::Name(name) => tx.execute(
+                "UPDATE tokens SET revoked_at = ?1 WHERE name = ?2 AND revoked_at IS NULL",
+                params![now, name],
+            )?,
+        };
+        Ok(Ok(revoked))
     }
 
     fn add_store(
@@ -421,8 +469,7 @@ impl<'h> Batch<'h> {
             "SELECT {EVENT_COLUMNS}, fingerprint FROM events WHERE event_id = ?1"
         ))?;
         stmt.query_row([&event_id.as_bytes()[..]], |row| {
-            let envelope = envelope_from_row(row)
-                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?;
+            let envelope = envelope_from_row(row).map_err(into_sqlite)?;
             Ok((row.get::<_, [u8; 16]>(8)?, envelope))
         })
         .optional()
@@ -499,7 +546,19 @@ impl<'h> Batch<'h> {
         }
         let events = match (&request.command, &state) {
             (Command::Catalog(command), StreamState::Catalog(s)) => catalog::decide(s, command)?,
-            (Command::Inventory { command, .. }, StreamState::Inventory(s)) => inventory::decide(s, command)?,
+            (Command::Inventory { command, .. }, StreamState::Inventory(s)) => {
+                // Reservations are addressed by id alone (the index maps an id to one
+                // stream), so an id open on another stream must not be opened here too.
+                if let InventoryCommand::ReserveStock { reservation_id, .. } = command {
+                    if self
+                        .reservation_stream(reservation_id)
+                        .is_some_and(|open| open != stream)
+                    {
+                        return Err(DomainError::ReservationExists(*reservation_id).into());
+                    }
+                }
+                inventory::decide(s, command)?
+            }
             _ => {
                 return Err(AppendError::Storage(format!(
                     "stream {stream} holds another kind of state"
@@ -628,5 +687,13 @@ impl<'h> Batch<'h> {
             ])?;
         }
         Ok(self.changes)
+    }
+}
+
+/// Carries a read-path error through rusqlite's error type (it fails the batch).
+fn into_sqlite(error: StoreError) -> rusqlite::Error {
+    match error {
+        StoreError::Sqlite(inner) => inner,
+        other => rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(other)),
     }
 }

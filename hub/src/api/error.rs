@@ -1,0 +1,202 @@
+//! `ApiError`: every way a request can fail, and the one place that turns a failure into
+//! an `application/problem+json` answer with a stable `code`. The matches below have no
+//! catch-all arm, so a new error variant cannot reach a client unmapped.
+
+use crate::store::{AppendError, StoreError};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use shelfsync_common::problem::{Problem, PROBLEM_CONTENT_TYPE};
+use shelfsync_common::DomainError;
+
+/// A failed request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No or unknown bearer token.
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// The token may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A resource named in the path does not exist.
+    #[error("{what} {id} not found")]
+    NotFound {
+        /// Kind of resource (becomes `<what>_not_found`).
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// The request is malformed (400) or semantically invalid (422).
+    #[error("{detail}")]
+    Invalid {
+        /// 400 or 422.
+        status: StatusCode,
+        /// Stable code.
+        code: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The body is larger than the configured limit.
+    #[error("request body is larger than the limit")]
+    BodyTooLarge,
+    /// The write side refused or failed.
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    /// The read path failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The read model failed on this query.
+    #[error("read model: {0}")]
+    ReadModel(String),
+    /// The read model is unavailable (breaker open, nothing cached).
+    #[error("the read model is unavailable; retry in {retry_after_secs} s")]
+    ReadModelUnavailable {
+        /// Seconds until the next attempt is worth making.
+        retry_after_secs: u64,
+    },
+    /// The read model did not reach the requested position in time.
+    #[error("the read model reached position {reached}, not yet {wanted}; retry shortly")]
+    NotCaughtUp {
+        /// Requested `min_position`.
+        wanted: u64,
+        /// Where the read model is.
+        reached: u64,
+    },
+    /// The request took longer than the configured timeout.
+    #[error("the request timed out")]
+    Timeout,
+}
+
+impl ApiError {
+    /// A 400 with this code.
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::Invalid {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    /// A 422 with this code.
+    pub fn unprocessable(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::Invalid {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    /// Status, code and title for this error.
+    fn classify(&self) -> (StatusCode, String, &'static str) {
+        use StatusCode as S;
+        match self {
+            ApiError::Unauthorized => (S::UNAUTHORIZED, "unauthorized".into(), "Unauthorized"),
+            ApiError::Forbidden(_) => (S::FORBIDDEN, "forbidden".into(), "Forbidden"),
+            ApiError::NotFound { what, .. } => (S::NOT_FOUND, format!("{what}_not_found"), "Not found"),
+            ApiError::Invalid { status, code, .. } => (*status, (*code).into(), "Invalid request"),
+            ApiError::BodyTooLarge => (S::PAYLOAD_TOO_LARGE, "body_too_large".into(), "Body too large"),
+            ApiError::Append(error) => classify_append(error),
+            ApiError::Store(_) | ApiError::ReadModel(_) => (
+                S::SERVICE_UNAVAILABLE,
+                "storage_unavailable".into(),
+                "Storage unavailable",
+            ),
+            ApiError::ReadModelUnavailable { .. } => (
+                S::SERVICE_UNAVAILABLE,
+                "read_model_unavailable".into(),
+                "Read model unavailable",
+            ),
+            ApiError::NotCaughtUp { .. } => (S::SERVICE_UNAVAILABLE, "read_model_behind".into(), "Read model behind"),
+            ApiError::Timeout => (S::SERVICE_UNAVAILABLE, "timeout".into(), "Request timed out"),
+        }
+    }
+}
+
+fn classify_append(error: &AppendError) -> (StatusCode, String, &'static str) {
+    use StatusCode as S;
+    match error {
+        AppendError::Domain(domain) => {
+            let status = match domain {
+                DomainError::InsufficientStock { .. }
+                | DomainError::ReservationExists(_)
+                | DomainError::ProductAlreadyRegistered(_) => S::CONFLICT,
+                DomainError::ReservationNotFound(_) | DomainError::ProductNotRegistered(_) => S::NOT_FOUND,
+                DomainError::ZeroAdjustment
+                | DomainError::AdjustmentOutOfRange
+                | DomainError::InvalidReason
+                | DomainError::InvalidProduct { .. }
+                | DomainError::ProductIdMismatch => S::UNPROCESSABLE_ENTITY,
+            };
+            (status, domain.code().into(), "Refused by the inventory rules")
+        }
+        AppendError::VersionConflict { .. } => (S::CONFLICT, "version_conflict".into(), "Version conflict"),
+        AppendError::IdempotencyConflict(_) => (
+            S::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused".into(),
+            "Idempotency key reused",
+        ),
+        AppendError::UnknownStore(_) => (S::NOT_FOUND, "store_not_found".into(), "Not found"),
+        AppendError::SkuTaken { .. } => (S::CONFLICT, "sku_taken".into(), "SKU taken"),
+        AppendError::TokenNameTaken(_) => (S::CONFLICT, "token_name_taken".into(), "Token name taken"),
+        AppendError::UnknownReservation(_) => (S::NOT_FOUND, "reservation_not_found".into(), "Not found"),
+        AppendError::Storage(_) => (
+            S::SERVICE_UNAVAILABLE,
+            "storage_unavailable".into(),
+            "Storage unavailable",
+        ),
+        AppendError::Unavailable => (S::SERVICE_UNAVAILABLE, "shutting_down".into(), "Shutting down"),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, title) = self.classify();
+        let internal = matches!(
+            self,
+            ApiError::Store(_) | ApiError::ReadModel(_) | ApiError::Append(AppendError::Storage(_))
+        );
+        let detail = if internal {
+            tracing::error!(error = %self, "request failed on storage");
+            "the hub could not reach its storage; nothing was written; retry".to_owned()
+        } else {
+            self.to_string()
+        };
+        let mut problem = Problem::new(status.as_u16(), &code, title, detail);
+        let mut extra_headers: Vec<(header::HeaderName, HeaderValue)> = Vec::new();
+        match &self {
+            ApiError::Append(AppendError::VersionConflict { current, .. }) => {
+                problem.current_version = Some(*current);
+                extra_headers.push((header::ETAG, etag(*current)));
+                if let Ok(value) = HeaderValue::from_str(&current.to_string()) {
+                    extra_headers.push((header::HeaderName::from_static(CURRENT_VERSION_HEADER), value));
+                }
+            }
+            ApiError::Append(AppendError::Domain(DomainError::InvalidProduct { field, .. })) => {
+                problem.field = Some((*field).to_owned());
+            }
+            ApiError::ReadModelUnavailable { retry_after_secs } => {
+                extra_headers.push((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
+            }
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                extra_headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            _ => {}
+        }
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
+        for (name, value) in extra_headers {
+            headers.insert(name, value);
+        }
+        metrics::counter!("shelfsync_hub_http_errors_total", "code" => code).increment(1);
+        response
+    }
+}
+
+/// Header carrying a stream's current version on a conflict.
+pub const CURRENT_VERSION_HEADER: &str = "x-shelfsync-current-version";
+
+/// The strong ETag of a stream version.
+pub fn etag(version: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+}

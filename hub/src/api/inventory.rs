@@ -1,0 +1,151 @@
+//! `/v1/inventory` commands: deliveries, count corrections, reservations and sales, as
+//! strict commands. Short stock is refused with 409 `insufficient_stock`; the stream's
+//! version guards concurrent writers (`If-Match` or `expected_version`).
+
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath, OptionalApiJson};
+use super::write::{written, WriteContext};
+use super::AppState;
+use crate::store::{Command, InventoryTarget};
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
+use shelfsync_common::event::ReleaseReason;
+use shelfsync_common::wire::{
+    AddStockRequest, AdjustStockRequest, CommitReservationRequest, ReleaseReservationRequest, ReserveStockRequest,
+    WriteResult, DEFAULT_RESERVATION_TTL_SECONDS, MAX_RESERVATION_TTL_SECONDS,
+};
+use shelfsync_common::{InventoryCommand, ReservationId};
+use time::{Duration, OffsetDateTime};
+
+/// Routes of this resource.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/inventory/stock", post(add_stock))
+        .route("/v1/inventory/adjustments", post(adjust_stock))
+        .route("/v1/inventory/reservations", post(reserve))
+        .route("/v1/inventory/reservations/{id}/release", post(release))
+        .route("/v1/inventory/reservations/{id}/commit", post(commit))
+}
+
+/// Book a delivery.
+#[utoipa::path(post, path = "/v1/inventory/stock", tag = "inventory", request_body = AddStockRequest,
+    responses((status = 201, body = WriteResult), (status = 404, description = "product_not_found or store_not_found"),
+        (status = 409, description = "version_conflict")))]
+pub async fn add_stock(
+    State(state): State<AppState>,
+    ctx: WriteContext,
+    ApiJson(body): ApiJson<AddStockRequest>,
+) -> Result<Response, ApiError> {
+    ctx.principal.require_channel()?;
+    let command = Command::Inventory {
+        target: InventoryTarget::Stream(body.product_id, body.store_id),
+        command: InventoryCommand::AddStock {
+            quantity: body.quantity,
+        },
+    };
+    let request = ctx.command(command, body.expected_version, body.event_id, "add_stock", &body)?;
+    Ok(written(state.store.execute(request).await?, None))
+}
+
+/// Correct the count (signed delta, with a reason).
+#[utoipa::path(post, path = "/v1/inventory/adjustments", tag = "inventory", request_body = AdjustStockRequest,
+    responses((status = 201, body = WriteResult), (status = 409, description = "insufficient_stock or version_conflict"),
+        (status = 422, description = "zero_adjustment, adjustment_out_of_range or invalid_reason")))]
+pub async fn adjust_stock(
+    State(state): State<AppState>,
+    ctx: WriteContext,
+    ApiJson(body): ApiJson<AdjustStockRequest>,
+) -> Result<Response, ApiError> {
+    ctx.principal.require_channel()?;
+    let command = Command::Inventory {
+        target: InventoryTarget::Stream(body.product_id, body.store_id),
+        command: InventoryCommand::AdjustStock {
+            delta: body.delta,
+            reason: body.reason.clone(),
+        },
+    };
+    let request = ctx.command(command, body.expected_version, body.event_id, "adjust_stock", &body)?;
+    Ok(written(state.store.execute(request).await?, None))
+}
+
+/// Hold units for a customer (default 15 minutes).
+#[utoipa::path(post, path = "/v1/inventory/reservations", tag = "inventory", request_body = ReserveStockRequest,
+    responses((status = 201, body = WriteResult), (status = 409, description = "insufficient_stock, reservation_exists or version_conflict"),
+        (status = 422, description = "invalid_ttl")))]
+pub async fn reserve(
+    State(state): State<AppState>,
+    ctx: WriteContext,
+    ApiJson(body): ApiJson<ReserveStockRequest>,
+) -> Result<Response, ApiError> {
+    ctx.principal.require_channel()?;
+    let ttl = body.ttl_seconds.unwrap_or(DEFAULT_RESERVATION_TTL_SECONDS);
+    if ttl == 0 || ttl > MAX_RESERVATION_TTL_SECONDS {
+        return Err(ApiError::unprocessable(
+            "invalid_ttl",
+            format!("ttl_seconds must be 1..={MAX_RESERVATION_TTL_SECONDS}, got {ttl}"),
+        ));
+    }
+    let reservation_id = body.reservation_id.unwrap_or_else(ReservationId::new_v7);
+    let command = Command::Inventory {
+        target: InventoryTarget::Stream(body.product_id, body.store_id),
+        command: InventoryCommand::ReserveStock {
+            reservation_id,
+            quantity: body.quantity,
+            expires_at: OffsetDateTime::now_utc() + Duration::seconds(i64::from(ttl)),
+        },
+    };
+    let request = ctx.command(command, body.expected_version, body.event_id, "reserve", &body)?;
+    let result = state.store.execute(request).await?;
+    let location = result.events.first().and_then(|e| match &e.payload {
+        shelfsync_common::EventPayload::StockReserved { reservation_id, .. } => {
+            Some(format!("/v1/inventory/reservations/{reservation_id}"))
+        }
+        _ => None,
+    });
+    Ok(written(result, location))
+}
+
+/// Give a hold back (reason `cancelled` unless the body says otherwise).
+#[utoipa::path(post, path = "/v1/inventory/reservations/{id}/release", tag = "inventory",
+    request_body(content = ReleaseReservationRequest, description = "optional"),
+    params(("id" = String, Path, description = "reservation id")),
+    responses((status = 201, body = WriteResult), (status = 404, description = "reservation_not_found")))]
+pub async fn release(
+    State(state): State<AppState>,
+    ctx: WriteContext,
+    ApiPath(id): ApiPath<ReservationId>,
+    OptionalApiJson(body): OptionalApiJson<ReleaseReservationRequest>,
+) -> Result<Response, ApiError> {
+    ctx.principal.require_channel()?;
+    let command = Command::Inventory {
+        target: InventoryTarget::Reservation(id),
+        command: InventoryCommand::ReleaseStock {
+            reservation_id: id,
+            reason: body.reason.unwrap_or(ReleaseReason::Cancelled),
+        },
+    };
+    let request = ctx.command(command, body.expected_version, body.event_id, "release", &(id, &body))?;
+    Ok(written(state.store.execute(request).await?, None))
+}
+
+/// Turn a hold into a sale.
+#[utoipa::path(post, path = "/v1/inventory/reservations/{id}/commit", tag = "inventory",
+    request_body(content = CommitReservationRequest, description = "optional"),
+    params(("id" = String, Path, description = "reservation id")),
+    responses((status = 201, body = WriteResult), (status = 404, description = "reservation_not_found")))]
+pub async fn commit(
+    State(state): State<AppState>,
+    ctx: WriteContext,
+    ApiPath(id): ApiPath<ReservationId>,
+    OptionalApiJson(body): OptionalApiJson<CommitReservationRequest>,
+) -> Result<Response, ApiError> {
+    ctx.principal.require_channel()?;
+    let command = Command::Inventory {
+        target: InventoryTarget::Reservation(id),
+        command: InventoryCommand::CommitReservation { reservation_id: id },
+    };
+    let request = ctx.command(command, body.expected_version, body.event_id, "commit", &(id, &body))?;
+    Ok(written(state.store.execute(request).await?, None))
+}

@@ -1,0 +1,122 @@
+//! `/v1/products`: the catalog. Writes need the admin token (back office); reads are open
+//! to every hub client and come from the read model.
+
+use super::auth::Principal;
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::stock::{answer, MinPosition};
+use super::write::{written, WriteContext};
+use super::AppState;
+use crate::store::Command;
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+use shelfsync_common::catalog::CatalogCommand;
+use shelfsync_common::wire::{ProductView, RegisterProductRequest, UpdateProductRequest, WriteResult};
+use shelfsync_common::{Product, ProductId};
+
+/// Routes of this resource.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/products", post(register).get(find_by_sku))
+        .route("/v1/products/{id}", get(get_product).put(update))
+}
+
+/// Register a product.
+#[utoipa::path(post, path = "/v1/products", tag = "catalog", request_body = RegisterProductRequest,
+    responses((status = 201, body = WriteResult), (status = 409, description = "product_exists or sku_taken"),
+        (status = 422, description = "invalid_product")))]
+pub async fn register(
+    State(state): State<AppState>,
+    ctx: WriteContext,
+    ApiJson(body): ApiJson<RegisterProductRequest>,
+) -> Result<Response, ApiError> {
+    ctx.principal.require_admin()?;
+    let product = Product {
+        id: body.id.unwrap_or_else(ProductId::new_v7),
+        sku: body.sku.clone(),
+        name: body.name.clone(),
+        price_minor: body.price_minor,
+    };
+    let location = format!("/v1/products/{}", product.id);
+    let command = Command::Catalog(CatalogCommand::RegisterProduct { product });
+    let request = ctx.command(command, None, body.event_id, "register_product", &body)?;
+    Ok(written(state.store.execute(request).await?, Some(location)))
+}
+
+/// Replace a product's SKU, name and price (`If-Match` with its version to guard).
+#[utoipa::path(put, path = "/v1/products/{id}", tag = "catalog", request_body = UpdateProductRequest,
+    params(("id" = String, Path, description = "product id")),
+    responses((status = 201, body = WriteResult), (status = 404), (status = 409, description = "version_conflict or sku_taken")))]
+pub async fn update(
+    State(state): State<AppState>,
+    ctx: WriteContext,
+    ApiPath(id): ApiPath<ProductId>,
+    ApiJson(body): ApiJson<UpdateProductRequest>,
+) -> Result<Response, ApiError> {
+    ctx.principal.require_admin()?;
+    let product = Product {
+        id,
+        sku: body.sku.clone(),
+        name: body.name.clone(),
+        price_minor: body.price_minor,
+    };
+    let command = Command::Catalog(CatalogCommand::UpdateProduct { product });
+    let request = ctx.command(
+        command,
+        body.expected_version,
+        body.event_id,
+        "update_product",
+        &(id, &body),
+    )?;
+    Ok(written(state.store.execute(request).await?, None))
+}
+
+/// One product.
+#[utoipa::path(get, path = "/v1/products/{id}", tag = "catalog",
+    params(("id" = String, Path, description = "product id"), MinPosition),
+    responses((status = 200, body = ProductView), (status = 404)))]
+pub async fn get_product(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<ProductId>,
+    ApiQuery(at): ApiQuery<MinPosition>,
+) -> Result<Response, ApiError> {
+    principal.require_channel()?;
+    let found = state.queries.product(id, at.min_position).await?;
+    answer(found, || ApiError::NotFound {
+        what: "product",
+        id: id.to_string(),
+    })
+}
+
+/// `?sku=` for [`find_by_sku`].
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SkuQuery {
+    /// The SKU to look up.
+    pub sku: String,
+    /// Wait until the read model has reached this position.
+    pub min_position: Option<u64>,
+}
+
+/// Find a product by SKU.
+#[utoipa::path(get, path = "/v1/products", tag = "catalog", params(SkuQuery),
+    responses((status = 200, body = ProductView), (status = 404)))]
+pub async fn find_by_sku(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<SkuQuery>,
+) -> Result<Response, ApiError> {
+    principal.require_channel()?;
+    let found = state
+        .queries
+        .product_by_sku(query.sku.clone(), query.min_position)
+        .await?;
+    answer(found, || ApiError::NotFound {
+        what: "product",
+        id: format!("with sku {:?}", query.sku),
+    })
+}

@@ -1,0 +1,145 @@
+//! What every write route shares: turning a request (token, headers, body) into a
+//! [`CommandRequest`] for the writer, and a [`WriteResult`] into the answer.
+//!
+//! Idempotency: the event id is the body's `event_id`, else one derived from the
+//! `Idempotency-Key` header and the caller's identity, else a fresh UUIDv7. The
+//! fingerprint is a digest of the route and body, so a retry is recognised and a
+//! different request reusing the id is refused.
+
+use super::auth::Principal;
+use super::error::{etag, ApiError};
+use super::AppState;
+use crate::store::{Command, CommandRequest};
+use axum::extract::FromRequestParts;
+use axum::http::header::{HeaderName, IF_MATCH, LOCATION};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use shelfsync_common::wire::WriteResult;
+use shelfsync_common::{EventId, EventMetadata, ExpectedVersion, Origin};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Header naming a client's retry key.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// Header grouping the events of one business operation.
+pub const CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
+/// Header carrying the position of a write's last event.
+pub const POSITION: HeaderName = HeaderName::from_static("x-shelfsync-position");
+
+/// The caller and the request headers a write needs.
+pub struct WriteContext {
+    /// Who is writing.
+    pub principal: Principal,
+    if_match: Option<ExpectedVersion>,
+    idempotency_key: Option<String>,
+    correlation_id: Uuid,
+}
+
+impl FromRequestParts<AppState> for WriteContext {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        let header = |name: &HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+        let if_match = header(&IF_MATCH)
+            .map(|v| {
+                v.trim_start_matches("W/")
+                    .parse::<ExpectedVersion>()
+                    .map_err(|detail| ApiError::bad_request("invalid_if_match", format!("If-Match: {detail}")))
+            })
+            .transpose()?;
+        let idempotency_key = header(&IDEMPOTENCY_KEY).map(str::to_owned);
+        if idempotency_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 200) {
+            return Err(ApiError::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1..=200 characters",
+            ));
+        }
+        let correlation_id = match header(&CORRELATION_ID) {
+            Some(text) => text
+                .parse::<Uuid>()
+                .map_err(|_| ApiError::bad_request("invalid_correlation_id", "X-Correlation-Id must be a UUID"))?,
+            None => Uuid::now_v7(),
+        };
+        Ok(Self {
+            principal,
+            if_match,
+            idempotency_key,
+            correlation_id,
+        })
+    }
+}
+
+impl WriteContext {
+    /// Builds the writer's request. `route` and `fingerprinted` (path ids and body)
+    /// identify the request for idempotency.
+    pub fn command(
+        &self,
+        command: Command,
+        body_expected: Option<ExpectedVersion>,
+        body_event_id: Option<EventId>,
+        route: &str,
+        fingerprinted: &impl Serialize,
+    ) -> Result<CommandRequest, ApiError> {
+        let expected = match (self.if_match, body_expected) {
+            (Some(header), Some(body)) if header != body => {
+                return Err(ApiError::bad_request(
+                    "conflicting_preconditions",
+                    format!("If-Match says {header} but expected_version says {body}"),
+                ));
+            }
+            (header, body) => header.or(body).unwrap_or_default(),
+        };
+        let actor = self.principal.actor();
+        let event_id = body_event_id
+            .or_else(|| {
+                self.idempotency_key
+                    .as_deref()
+                    .map(|key| EventId::from_idempotency_key(&actor, key))
+            })
+            .unwrap_or_else(EventId::new_v7);
+        let mut hasher = Sha256::new();
+        hasher.update(route.as_bytes());
+        hasher.update(serde_json::to_vec(fingerprinted).unwrap_or_default());
+        let mut fingerprint = [0u8; 16];
+        fingerprint.copy_from_slice(&hasher.finalize()[..16]);
+        Ok(CommandRequest {
+            command,
+            expected,
+            event_id,
+            fingerprint,
+            metadata: EventMetadata {
+                origin: Origin::Hub,
+                actor,
+                correlation_id: self.correlation_id,
+                causation_id: None,
+                occurred_at: OffsetDateTime::now_utc(),
+                recorded_at: None,
+            },
+        })
+    }
+}
+
+/// 201 for a new write (200 for a repeated one), with the stream version as `ETag`, the
+/// position in `X-Shelfsync-Position`, and `Location` when given.
+pub fn written(result: WriteResult, location: Option<String>) -> Response {
+    let status = if result.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let tag = etag(result.stream_version);
+    let position = HeaderValue::from(result.position);
+    let mut response = (status, Json(result)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(axum::http::header::ETAG, tag);
+    headers.insert(POSITION, position);
+    if let Some(location) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        headers.insert(LOCATION, location);
+    }
+    response
+}

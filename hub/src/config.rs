@@ -1,0 +1,193 @@
+//! Hub settings: built-in defaults, then a TOML file (`--config`), then `SHELFSYNC_HUB_*`
+//! environment variables, each layer overriding the one before. The annotated example in
+//! `installers/hub.example.toml` is what `shelfsync-hub print-config` prints; a test
+//! keeps it in step with the defaults here.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The annotated example configuration.
+pub const EXAMPLE: &str = include_str!("../../installers/hub.example.toml");
+
+/// Everything the hub can be configured with.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubConfig {
+    /// Listen address of the HTTP API.
+    pub listen: SocketAddr,
+    /// Directory of the SQLite files and the generated admin token.
+    pub data_dir: PathBuf,
+    /// Admin bearer token (generated into the data dir when absent).
+    pub admin_token: Option<String>,
+    /// Log filter.
+    pub log: String,
+    /// HTTP limits.
+    pub http: HttpConfig,
+    /// Read side.
+    pub query: QueryConfig,
+    /// Scheduled jobs.
+    pub jobs: JobsConfig,
+}
+
+/// HTTP limits.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Largest request body in bytes.
+    pub body_limit_bytes: usize,
+    /// Request timeout in seconds.
+    pub request_timeout_secs: u64,
+}
+
+/// Read-side settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// Cache TTL in seconds.
+    pub cache_ttl_secs: u64,
+    /// Longest read-your-writes wait in milliseconds.
+    pub min_position_wait_ms: u64,
+}
+
+/// Cron schedules (six fields, with seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Reservation expiry.
+    pub reservation_expiry: String,
+    /// WAL checkpoint.
+    pub wal_checkpoint: String,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            data_dir: PathBuf::from("/var/lib/shelfsync-hub"),
+            admin_token: None,
+            log: "info".into(),
+            http: HttpConfig::default(),
+            query: QueryConfig::default(),
+            jobs: JobsConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: 1024 * 1024,
+            request_timeout_secs: 30,
+        }
+    }
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            cache_ttl_secs: 30,
+            min_position_wait_ms: 2000,
+        }
+    }
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            reservation_expiry: "*/15 * * * * *".into(),
+            wal_checkpoint: "0 */5 * * * *".into(),
+        }
+    }
+}
+
+/// A setting that stops start-up, with the setting's name in the message.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+impl HubConfig {
+    /// Loads defaults, then `file` (if given), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError(format!("config file {} does not exist", path.display())));
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("SHELFSYNC_HUB")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let loaded: HubConfig = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError(e.to_string()))?;
+        loaded.validate()?;
+        Ok(loaded)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.http.body_limit_bytes < 1024 {
+            return Err(ConfigError("http.body_limit_bytes must be at least 1024".into()));
+        }
+        if self.http.request_timeout_secs == 0 {
+            return Err(ConfigError("http.request_timeout_secs must be at least 1".into()));
+        }
+        if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError("admin_token must be at least 16 characters".into()));
+        }
+        for (name, expr) in [
+            ("jobs.reservation_expiry", &self.jobs.reservation_expiry),
+            ("jobs.wal_checkpoint", &self.jobs.wal_checkpoint),
+        ] {
+            if expr.split_whitespace().count() != 6 {
+                return Err(ConfigError(format!(
+                    "{name} must be a cron expression with six fields (sec min hour day month weekday), got {expr:?}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_annotated_example_parses_to_the_defaults() {
+        let parsed: HubConfig = toml_like(EXAMPLE);
+        assert_eq!(parsed, HubConfig::default());
+    }
+
+    fn toml_like(text: &str) -> HubConfig {
+        config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .unwrap()
+            .try_deserialize()
+            .unwrap()
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let err = config::Config::builder()
+            .add_source(config::File::from_str(
+                "lisen = \"1.2.3.4:1\"",
+                config::FileFormat::Toml,
+            ))
+            .build()
+            .unwrap()
+            .try_deserialize::<HubConfig>()
+            .unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+        let mut bad = HubConfig::default();
+        bad.jobs.wal_checkpoint = "*/5 * * * *".into();
+        assert!(bad.validate().unwrap_err().to_string().contains("jobs.wal_checkpoint"));
+    }
+}

@@ -1,0 +1,105 @@
+//! Scheduled jobs (tokio-cron-scheduler): reservation expiry and WAL maintenance.
+//!
+//! Expiry follows the rule "the side that created a reservation expires it": the hub
+//! releases only reservations that were made through its own API (origin `hub`); a store's
+//! reservations are expired by that store's agent. Each release is an ordinary command with
+//! an event id derived from the reservation id, so two overlapping runs, or a run racing a
+//! client's own release or commit, never release twice.
+
+use crate::config::JobsConfig;
+use crate::projection::ReadModelQueries;
+use crate::store::{AppendError, Command, CommandRequest, EventStore, InventoryTarget};
+use shelfsync_common::event::ReleaseReason;
+use shelfsync_common::{DomainError, EventId, EventMetadata, InventoryCommand, Origin, ReservationId};
+use std::sync::Arc;
+use time::OffsetDateTime;
+use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
+
+/// Starts the scheduler with every job.
+pub async fn start(
+    config: &JobsConfig,
+    store: EventStore,
+    read_model: Arc<dyn ReadModelQueries>,
+) -> Result<JobScheduler, JobSchedulerError> {
+    let scheduler = JobScheduler::new().await?;
+    let expiry_store = store.clone();
+    scheduler
+        .add(Job::new_async(config.reservation_expiry.as_str(), move |_, _| {
+            let store = expiry_store.clone();
+            let read_model = read_model.clone();
+            Box::pin(async move {
+                match expire_reservations(&store, read_model.as_ref(), OffsetDateTime::now_utc()).await {
+                    Ok(0) => {}
+                    Ok(released) => tracing::info!(released, "expired reservations released"),
+                    Err(error) => tracing::warn!(%error, "reservation expiry failed; will retry on the next run"),
+                }
+            })
+        })?)
+        .await?;
+    scheduler
+        .add(Job::new_async(config.wal_checkpoint.as_str(), move |_, _| {
+            let store = store.clone();
+            Box::pin(async move {
+                if let Err(error) = store.checkpoint().await {
+                    tracing::warn!(%error, "WAL checkpoint failed");
+                }
+            })
+        })?)
+        .await?;
+    scheduler.start().await?;
+    Ok(scheduler)
+}
+
+/// Stops the scheduler (jobs already running finish on their own).
+pub async fn stop(mut scheduler: JobScheduler) {
+    if let Err(error) = scheduler.shutdown().await {
+        tracing::warn!(%error, "stopping the scheduler");
+    }
+}
+
+/// Releases every hub-made reservation due at `now`; returns how many were released.
+pub async fn expire_reservations(
+    store: &EventStore,
+    read_model: &dyn ReadModelQueries,
+    now: OffsetDateTime,
+) -> Result<usize, AppendError> {
+    let due = read_model
+        .expired_reservations(Origin::Hub, now)
+        .await
+        .map_err(|e| AppendError::Storage(e.to_string()))?;
+    let mut released = 0;
+    for reservation_id in due {
+        match store.execute(expiry_command(reservation_id, now)).await {
+            Ok(result) if !result.duplicate => released += 1,
+            Ok(_) => {}
+            // Already committed or released since the read model saw it.
+            Err(AppendError::UnknownReservation(_) | AppendError::Domain(DomainError::ReservationNotFound(_))) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(released)
+}
+
+fn expiry_command(reservation_id: ReservationId, now: OffsetDateTime) -> CommandRequest {
+    let key = reservation_id.to_string();
+    CommandRequest {
+        command: Command::Inventory {
+            target: InventoryTarget::Reservation(reservation_id),
+            command: InventoryCommand::ReleaseStock {
+                reservation_id,
+                reason: ReleaseReason::Expired,
+            },
+        },
+        expected: Default::default(),
+        event_id: EventId::from_idempotency_key("reservation-expiry", &key),
+        fingerprint: *EventId::from_idempotency_key("reservation-expiry-request", &key).as_bytes(),
+        metadata: EventMetadata {
+            origin: Origin::Hub,
+            actor: "job:reservation-expiry".into(),
+            correlation_id: reservation_id.0,
+            causation_id: None,
+            occurred_at: now,
+            recorded_at: None,
+        },
+    }
+}

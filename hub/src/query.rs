@@ -1,0 +1,963 @@
+//! The query service: owns every read the API makes of the read model, and the three
+//! things that stand in front of it (design, section 5).
+//!
+//! - **A TTL cache that events invalidate** (moka, 30 s by default). Every value is read
+//!   together with the projection checkpoint of its snapshot ([`AtPosition`]) and cached
+//!   with it. An entry is served only while it is younger than the TTL *and* no committed
+//!   batch has touched its key after that position (the projector's [`TouchLog`]). This
+//!   closes the race where a query reads an old value, the projector commits, and the
+//!   query then caches the old value: the check happens on every hit, so an entry cached
+//!   "too late" is still recognised as older than the last touch of its key.
+//! - **A circuit breaker** ([`CircuitBreaker`], 5 failures in 10 s open it for 5 s) around
+//!   every read-model call (a valid cache hit needs no call). On a miss while it is open,
+//!   or when a call fails, the answer is the last known good value of that key marked
+//!   `stale` (kept in a second cache that outlives the TTL), else
+//!   [`QueryError::Unavailable`] with a retry-after (or [`QueryError::Storage`] for a lone
+//!   failure), which the API turns into a 503 `problem+json`.
+//! - **Read-your-writes**: a query may pass `min_position` (a write's answer); it waits,
+//!   bounded (2 s by default), until the projection has reached it, else
+//!   [`QueryError::NotCaughtUp`]; and it is never answered from an entry older than that.
+
+use crate::projection::{AtPosition, ReadModelQueries, TouchLog, ViewKey};
+use crate::store::StoreError;
+use futures_util::future::BoxFuture;
+use moka::future::Cache;
+use shelfsync_common::breaker::{BreakerConfig, BreakerOpen, BreakerState, CircuitBreaker};
+use shelfsync_common::wire::{ProductStock, ProductView, StockLevel};
+use shelfsync_common::{ProductId, StoreId};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Settings of the query service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryConfig {
+    /// How long a cached value is served without asking the read model (30 s).
+    pub ttl: Duration,
+    /// How long a last-known-good value is kept for stale answers (1 h).
+    pub stale_ttl: Duration,
+    /// Entries per cache (a product's stock counts one per store).
+    pub capacity: u64,
+    /// Longest wait for the projection to reach a `min_position` (2 s).
+    pub min_position_wait: Duration,
+    /// A read-model call slower than this counts as failed (5 s).
+    pub call_timeout: Duration,
+    /// The breaker: 5 failures in 10 s open it; it probes again after 5 s.
+    pub breaker: BreakerConfig,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(30),
+            stale_ttl: Duration::from_secs(3600),
+            capacity: 100_000,
+            min_position_wait: Duration::from_secs(2),
+            call_timeout: Duration::from_secs(5),
+            breaker: BreakerConfig {
+                failure_threshold: 5,
+                failure_window: Duration::from_secs(10),
+                // The read model is a local file: probe it again soon.
+                open_for: Duration::from_secs(5),
+            },
+        }
+    }
+}
+
+impl From<&crate::config::QueryConfig> for QueryConfig {
+    fn from(config: &crate::config::QueryConfig) -> Self {
+        Self {
+            ttl: Duration::from_secs(config.cache_ttl_secs),
+            min_position_wait: Duration::from_millis(config.min_position_wait_ms),
+            ..Self::default()
+        }
+    }
+}
+
+/// A query's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer<T> {
+    /// The value.
+    pub value: T,
+    /// True when the read model could not be asked and this is the last known value.
+    pub stale: bool,
+    /// The projection position the value reflects.
+    pub position: u64,
+}
+
+/// Why a query has no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// The read model is failing (breaker open) and nothing is cached: 503, retry later.
+    #[error("the read model is unavailable; retry in {retry_after:?}")]
+    Unavailable {
+        /// When a new attempt may succeed.
+        retry_after: Duration,
+    },
+    /// The projection did not reach `min_position` in time: 503, retry shortly.
+    #[error("the read model reached position {reached}, not yet {wanted}")]
+    NotCaughtUp {
+        /// The requested `min_position`.
+        wanted: u64,
+        /// Where the projection is.
+        reached: u64,
+    },
+    /// The read model failed on this query and nothing is cached.
+    #[error("read model: {0}")]
+    Storage(String),
+}
+
+/// A cached value of any query kind.
+#[derive(Debug, Clone)]
+enum Cached {
+    Stock(Option<StockLevel>),
+    ProductStock(ProductStock),
+    Product(Option<ProductView>),
+}
+
+/// The value types the cache holds.
+trait CachedValue: Clone + Send + Sync + 'static {
+    fn into_cached(self) -> Cached;
+    fn from_cached(cached: &Cached) -> Option<Self>;
+}
+
+impl CachedValue for Option<StockLevel> {
+    fn into_cached(self) -> Cached {
+        Cached::Stock(self)
+    }
+    fn from_cached(cached: &Cached) -> Option<Self> {
+        match cached {
+            Cached::Stock(value) => Some(value.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl CachedValue for ProductStock {
+    fn into_cached(self) -> Cached {
+        Cached::ProductStock(self)
+    }
+    fn from_cached(cached: &Cached) -> Option<Self> {
+        match cached {
+            Cached::ProductStock(value) => Some(value.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl CachedValue for Option<ProductView> {
+    fn into_cached(self) -> Cached {
+        Cached::Product(self)
+    }
+    fn from_cached(cached: &Cached) -> Option<Self> {
+        match cached {
+            Cached::Product(value) => Some(value.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// One cached value with the position it was read at.
+#[derive(Debug)]
+struct Entry {
+    value: Cached,
+    position: u64,
+    /// On tokio's clock, so that the TTL follows paused time in tests.
+    stored_at: Instant,
+}
+
+impl Entry {
+    fn weight(&self) -> u32 {
+        match &self.value {
+            Cached::ProductStock(stock) => u32::try_from(stock.stores.len()).unwrap_or(u32::MAX).saturating_add(1),
+            Cached::Stock(_) | Cached::Product(_) => 1,
+        }
+    }
+}
+
+type EntryCache = Cache<ViewKey, Arc<Entry>>;
+
+/// The read side as the API sees it. Share it in an `Arc`.
+pub struct QueryService {
+    read_model: Arc<dyn ReadModelQueries>,
+    projected: watch::Receiver<u64>,
+    touches: Arc<TouchLog>,
+    config: QueryConfig,
+    fresh: EntryCache,
+    last_good: EntryCache,
+    breaker: Mutex<CircuitBreaker>,
+}
+
+impl QueryService {
+    /// A service over `read_model`, following the projector's `projected` position and
+    /// `touches` (see [`crate::projection::ProjectionHandle`]).
+    pub fn new(
+        read_model: Arc<dyn ReadModelQueries>,
+        projected: watch::Receiver<u64>,
+        touches: Arc<TouchLog>,
+        config: QueryConfig,
+    ) -> Self {
+        let cache = |ttl: Duration| {
+            Cache::builder()
+                .max_capacity(config.capacity)
+                .weigher(|_: &ViewKey, entry: &Arc<Entry>| entry.weight())
+                .time_to_live(ttl.max(Duration::from_millis(1)))
+                .build()
+        };
+        metrics::gauge!("shelfsync_hub_read_model_breaker_state").set(0.0);
+        Self {
+            read_model,
+            projected,
+            touches,
+            fresh: cache(config.ttl),
+            last_good: cache(config.stale_ttl.max(config.ttl)),
+            breaker: Mutex::new(CircuitBreaker::new(config.breaker)),
+            config,
+        }
+    }
+
+    /// Stock of a product at a store (`None`: the store never had the product).
+    pub async fn stock_level(
+        &self,
+        product: ProductId,
+        store: StoreId,
+        min_position: Option<u64>,
+    ) -> Result<Answer<Option<StockLevel>>, QueryError> {
+        self.answer(ViewKey::Stock(product, store), min_position, || {
+            self.read_model.stock_level(product, store)
+        })
+        .await
+    }
+
+    /// Stock of a product at every store, with totals.
+    pub async fn product_stock(
+        &self,
+        product: ProductId,
+        min_position: Option<u64>,
+    ) -> Result<Answer<ProductStock>, QueryError> {
+        self.answer(ViewKey::ProductStock(product), min_position, || {
+            self.read_model.product_stock(product)
+        })
+        .await
+    }
+
+    /// A product by id.
+    pub async fn product(
+        &self,
+        id: ProductId,
+        min_position: Option<u64>,
+    ) -> Result<Answer<Option<ProductView>>, QueryError> {
+        self.answer(ViewKey::Product(id), min_position, || self.read_model.product(id))
+            .await
+    }
+
+    /// A product by SKU.
+    pub async fn product_by_sku(
+        &self,
+        sku: String,
+        min_position: Option<u64>,
+    ) -> Result<Answer<Option<ProductView>>, QueryError> {
+        let key = ViewKey::Sku(sku.clone());
+        self.answer(key, min_position, || self.read_model.product_by_sku(sku))
+            .await
+    }
+
+    /// The position the projection has reached.
+    pub fn projected_position(&self) -> u64 {
+        *self.projected.borrow()
+    }
+
+    /// The read-model breaker's phase (for `/readyz` and status pages).
+    pub fn breaker_state(&self) -> BreakerState {
+        let state = self.breaker().state(now());
+        record_breaker(state);
+        state
+    }
+
+    /// The failure that last opened the breaker.
+    pub fn breaker_trip_reason(&self) -> Option<String> {
+        self.breaker().trip_reason().map(str::to_owned)
+    }
+
+    /// The read model behind the service (uncached, unguarded).
+    pub fn read_model(&self) -> &Arc<dyn ReadModelQueries> {
+        &self.read_model
+    }
+
+    async fn answer<'a, T: CachedValue>(
+        &'a self,
+        key: ViewKey,
+        min_position: Option<u64>,
+        fetch: impl FnOnce() -> BoxFuture<'a, Result<AtPosition<T>, StoreError>>,
+    ) -> Result<Answer<T>, QueryError> {
+        self.caught_up(min_position).await?;
+        let wanted = min_position.unwrap_or(0);
+        if let Some(entry) = self.fresh.get(&key).await {
+            if let Some(value) = self.usable::<T>(&key, &entry, wanted) {
+                metrics::counter!("shelfsync_hub_query_cache_total", "result" => "hit").increment(1);
+                return Ok(Answer {
+                    value,
+                    stale: false,
+                    position: entry.position,
+                });
+            }
+            self.fresh.invalidate(&key).await;
+        }
+        metrics::counter!("shelfsync_hub_query_cache_total", "result" => "miss").increment(1);
+        let mut call = match self.acquire() {
+            Ok(call) => call,
+            Err(open) => {
+                let error = QueryError::Unavailable {
+                    retry_after: open.retry_after,
+                };
+                return self.fallback(&key, wanted, error).await;
+            }
+        };
+        let result = match tokio::time::timeout(self.config.call_timeout, fetch()).await {
+            Ok(result) => result.map_err(|error| error.to_string()),
+            Err(_) => Err(format!("no answer within {:?}", self.config.call_timeout)),
+        };
+        call.reported = true;
+        match result {
+            Ok(AtPosition { value, position }) => {
+                self.succeeded();
+                let entry = Arc::new(Entry {
+                    value: value.clone().into_cached(),
+                    position,
+                    stored_at: Instant::now(),
+                });
+                self.remember(key, entry).await;
+                Ok(Answer {
+                    value,
+                    stale: false,
+                    position,
+                })
+            }
+            Err(detail) => {
+                let error = if self.failed(&key, &detail) {
+                    QueryError::Unavailable {
+                        retry_after: self.config.breaker.open_for,
+                    }
+                } else {
+                    QueryError::Storage(detail)
+                };
+                self.fallback(&key, wanted, error).await
+            }
+        }
+    }
+
+    /// Waits (bounded) until the projection has reached `min_position`.
+    async fn caught_up(&self, min_position: Option<u64>) -> Result<(), QueryError> {
+        let Some(wanted) = min_position else {
+            return Ok(());
+        };
+        let mut projected = self.projected.clone();
+        let reached = tokio::time::timeout(self.config.min_position_wait, projected.wait_for(|p| *p >= wanted))
+            .await
+            .is_ok_and(|waited| waited.is_ok());
+        if reached {
+            return Ok(());
+        }
+        let reached = *self.projected.borrow();
+        metrics::counter!("shelfsync_hub_query_not_caught_up_total").increment(1);
+        tracing::debug!(wanted, reached, "the read model did not reach min_position in time");
+        Err(QueryError::NotCaughtUp { wanted, reached })
+    }
+
+    /// The cached value, if the entry may still be served: younger than the TTL, at or
+    /// after `wanted`, and not touched by a batch committed after it was read.
+    fn usable<T: CachedValue>(&self, key: &ViewKey, entry: &Entry, wanted: u64) -> Option<T> {
+        let fresh = entry.position >= wanted
+            && entry.stored_at.elapsed() < self.config.ttl
+            && self.touches.is_current(key, entry.position);
+        if fresh {
+            T::from_cached(&entry.value)
+        } else {
+            None
+        }
+    }
+
+    async fn remember(&self, key: ViewKey, entry: Arc<Entry>) {
+        let newer = self
+            .last_good
+            .get(&key)
+            .await
+            .is_none_or(|known| known.position <= entry.position);
+        if newer {
+            self.last_good.insert(key.clone(), entry.clone()).await;
+        }
+        // Touched after our snapshot: the value is already old (a hit would refuse it).
+        if self.touches.is_current(&key, entry.position) {
+            self.fresh.insert(key, entry).await;
+        }
+    }
+
+    /// The last known good value marked stale, else `error`.
+    async fn fallback<T: CachedValue>(
+        &self,
+        key: &ViewKey,
+        wanted: u64,
+        error: QueryError,
+    ) -> Result<Answer<T>, QueryError> {
+        if let Some(entry) = self.last_good.get(key).await {
+            if entry.position >= wanted {
+                if let Some(value) = T::from_cached(&entry.value) {
+                    metrics::counter!("shelfsync_hub_query_stale_answers_total").increment(1);
+                    tracing::debug!(?key, position = entry.position, %error, "answering the last known value, marked stale");
+                    return Ok(Answer {
+                        value,
+                        stale: true,
+                        position: entry.position,
+                    });
+                }
+            }
+        }
+        Err(error)
+    }
+
+    fn breaker(&self) -> MutexGuard<'_, CircuitBreaker> {
+        self.breaker.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Asks the breaker for a call.
+    fn acquire(&self) -> Result<Call<'_>, BreakerOpen> {
+        let now = now();
+        let mut breaker = self.breaker();
+        let probe = breaker.state(now) == BreakerState::HalfOpen;
+        breaker.try_acquire(now)?;
+        if probe {
+            record_breaker(BreakerState::HalfOpen);
+            tracing::info!("probing the read model");
+        }
+        Ok(Call {
+            service: self,
+            probe,
+            reported: false,
+        })
+    }
+
+    fn succeeded(&self) {
+        let mut breaker = self.breaker();
+        let before = breaker.state(now());
+        breaker.on_success();
+        if before != BreakerState::Closed {
+            tracing::info!("the read model answered; circuit breaker closed");
+        }
+        record_breaker(BreakerState::Closed);
+    }
+
+    /// Reports a failed call; true when it opened the breaker.
+    fn failed(&self, key: &ViewKey, detail: &str) -> bool {
+        metrics::counter!("shelfsync_hub_read_model_failures_total").increment(1);
+        let now = now();
+        let mut breaker = self.breaker();
+        let opened = breaker.on_failure(now, detail);
+        record_breaker(breaker.state(now));
+        drop(breaker);
+        if opened {
+            tracing::error!(error = detail, open_for = ?self.config.breaker.open_for, "read model failing; circuit breaker opened");
+        } else {
+            tracing::warn!(error = detail, ?key, "read model query failed");
+        }
+        opened
+    }
+}
+
+/// A call the breaker let through. A half-open probe that is dropped before its outcome
+/// is known (the client went away) counts as failed, so the breaker is not left waiting
+/// for a probe that will never report.
+struct Call<'a> {
+    service: &'a QueryService,
+    probe: bool,
+    reported: bool,
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        if self.probe && !self.reported {
+            self.service.breaker().on_failure(now(), "the probe was cancelled");
+        }
+    }
+}
+
+/// Now on tokio's clock (paused in tests), as the std instant the breaker takes.
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+fn record_breaker(state: BreakerState) {
+    let value = match state {
+        BreakerState::Closed => 0.0,
+        BreakerState::HalfOpen => 1.0,
+        BreakerState::Open => 2.0,
+    };
+    metrics::gauge!("shelfsync_hub_read_model_breaker_state").set(value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::projection::testing::{reach, Fixture};
+    use crate::projection::{self, OpenReservation, ReadModel};
+    use shelfsync_common::{Origin, ReservationId};
+    use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+    use time::OffsetDateTime;
+    use tokio::sync::oneshot;
+
+    /// A read model whose answers, position and health the test sets.
+    #[derive(Default)]
+    struct Fake {
+        failing: AtomicBool,
+        calls: AtomicUsize,
+        position: AtomicU64,
+        on_hand: AtomicI64,
+    }
+
+    impl Fake {
+        fn new(position: u64, on_hand: i64) -> Arc<Self> {
+            let fake = Self::default();
+            fake.set(position, on_hand);
+            Arc::new(fake)
+        }
+
+        fn set(&self, position: u64, on_hand: i64) {
+            self.position.store(position, Ordering::SeqCst);
+            self.on_hand.store(on_hand, Ordering::SeqCst);
+        }
+
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+    }
+
+    fn unsupported<T: Send + 'static>() -> BoxFuture<'static, Result<T, StoreError>> {
+        Box::pin(async { Err(StoreError::Corrupt("not in this fake".into())) })
+    }
+
+    impl ReadModelQueries for Fake {
+        fn stock_level(
+            &self,
+            product: ProductId,
+            store: StoreId,
+        ) -> BoxFuture<'_, Result<AtPosition<Option<StockLevel>>, StoreError>> {
+            Box::pin(async move {
+                self.calls.fetch_add(1, Ordering::SeqCst);
+                if self.failing.load(Ordering::SeqCst) {
+                    return Err(StoreError::Corrupt("disk I/O error".into()));
+                }
+                let position = self.position.load(Ordering::SeqCst);
+                let on_hand = self.on_hand.load(Ordering::SeqCst);
+                Ok(AtPosition {
+                    value: Some(StockLevel {
+                        product_id: product,
+                        store_id: store,
+                        on_hand,
+                        reserved: 0,
+                        available: on_hand,
+                        version: 1,
+                        position,
+                    }),
+                    position,
+                })
+            })
+        }
+        fn product_stock(&self, _: ProductId) -> BoxFuture<'_, Result<AtPosition<ProductStock>, StoreError>> {
+            unsupported()
+        }
+        fn product(&self, _: ProductId) -> BoxFuture<'_, Result<AtPosition<Option<ProductView>>, StoreError>> {
+            unsupported()
+        }
+        fn product_by_sku(&self, _: String) -> BoxFuture<'_, Result<AtPosition<Option<ProductView>>, StoreError>> {
+            unsupported()
+        }
+        fn open_reservations(&self, _: StoreId) -> BoxFuture<'_, Result<AtPosition<Vec<OpenReservation>>, StoreError>> {
+            unsupported()
+        }
+        fn expired_reservations(
+            &self,
+            _: Origin,
+            _: OffsetDateTime,
+        ) -> BoxFuture<'_, Result<Vec<ReservationId>, StoreError>> {
+            unsupported()
+        }
+        fn checkpoint(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+            unsupported()
+        }
+    }
+
+    fn service_over(fake: &Arc<Fake>, projected: watch::Receiver<u64>) -> QueryService {
+        QueryService::new(
+            fake.clone(),
+            projected,
+            Arc::new(TouchLog::new()),
+            QueryConfig::default(),
+        )
+    }
+
+    fn ids() -> (ProductId, StoreId) {
+        (ProductId::new_v7(), StoreId::new_v7())
+    }
+
+    fn on_hand(answer: &Answer<Option<StockLevel>>) -> i64 {
+        answer.value.as_ref().expect("a stock level").on_hand
+    }
+
+    #[test]
+    fn queries_can_be_awaited_from_other_threads() {
+        fn send<T: Send>(_: &T) {}
+        let fake = Fake::new(1, 1);
+        let service = service_over(&fake, watch::channel(1).1);
+        let (product, store) = ids();
+        send(&service.stock_level(product, store, Some(1)));
+        send(&service.product_stock(product, None));
+        send(&service.product_by_sku("A".into(), None));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_breaker_opens_after_five_failures_then_answers_stale_or_unavailable_and_closes_on_a_good_probe() {
+        let fake = Fake::new(1, 5);
+        let (_projected_tx, projected) = watch::channel(1);
+        let service = service_over(&fake, projected);
+        let (product, store) = ids();
+        let first = service.stock_level(product, store, None).await.unwrap();
+        assert_eq!((on_hand(&first), first.stale), (5, false));
+
+        fake.failing.store(true, Ordering::SeqCst);
+        tokio::time::advance(Duration::from_secs(31)).await; // past the TTL: ask the read model again
+        for failure in 1..=5 {
+            let answer = service.stock_level(product, store, None).await.unwrap();
+            assert!(
+                answer.stale,
+                "failure {failure} answers the last known value, marked stale"
+            );
+            assert_eq!(on_hand(&answer), 5);
+            let expected = if failure < 5 {
+                BreakerState::Closed
+            } else {
+                BreakerState::Open
+            };
+            assert_eq!(service.breaker_state(), expected, "after failure {failure}");
+        }
+        assert_eq!(fake.calls(), 6);
+        assert_eq!(
+            service.breaker_trip_reason().as_deref(),
+            Some("corrupt row: disk I/O error")
+        );
+
+        // Open: nobody asks the read model.
+        let answer = service.stock_level(product, store, None).await.unwrap();
+        assert!(answer.stale);
+        let (_, unseen) = ids();
+        let error = service.stock_level(product, unseen, None).await.unwrap_err();
+        assert_eq!(
+            error,
+            QueryError::Unavailable {
+                retry_after: Duration::from_secs(5)
+            }
+        );
+        assert_eq!(fake.calls(), 6);
+
+        // After the open period one probe passes; a good answer closes the breaker.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(service.breaker_state(), BreakerState::HalfOpen);
+        fake.failing.store(false, Ordering::SeqCst);
+        fake.set(2, 7);
+        let answer = service.stock_level(product, store, None).await.unwrap();
+        assert_eq!((on_hand(&answer), answer.stale, answer.position), (7, false, 2));
+        assert_eq!(service.breaker_state(), BreakerState::Closed);
+        assert_eq!(fake.calls(), 7);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_probe_opens_the_breaker_again() {
+        let fake = Fake::new(1, 5);
+        let (_projected_tx, projected) = watch::channel(1);
+        let service = service_over(&fake, projected);
+        let (product, store) = ids();
+        fake.failing.store(true, Ordering::SeqCst);
+        for _ in 0..4 {
+            let error = service.stock_level(product, store, None).await.unwrap_err();
+            assert!(matches!(error, QueryError::Storage(_)), "{error:?}");
+        }
+        // The failure that opens the breaker already answers "unavailable, retry later".
+        let error = service.stock_level(product, store, None).await.unwrap_err();
+        assert!(matches!(error, QueryError::Unavailable { .. }), "{error:?}");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(service.breaker_state(), BreakerState::HalfOpen);
+        let calls = fake.calls();
+        assert!(service.stock_level(product, store, None).await.is_err());
+        assert_eq!(fake.calls(), calls + 1, "the probe asked the read model");
+        assert_eq!(service.breaker_state(), BreakerState::Open);
+        assert!(service.stock_level(product, store, None).await.is_err());
+        assert_eq!(fake.calls(), calls + 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn min_position_waits_for_the_projection_then_gives_up_with_not_caught_up() {
+        let fake = Fake::new(3, 5);
+        let (projected_tx, projected) = watch::channel(3);
+        let service = service_over(&fake, projected);
+        let (product, store) = ids();
+        let mover = tokio::spawn({
+            let fake = fake.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                fake.set(10, 6);
+                projected_tx.send_replace(10);
+                projected_tx
+            }
+        });
+        let started = Instant::now();
+        let answer = service.stock_level(product, store, Some(10)).await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_millis(500));
+        assert_eq!((on_hand(&answer), answer.position), (6, 10));
+        let _projected_tx = mover.await.unwrap();
+
+        let started = Instant::now();
+        let error = service.stock_level(product, store, Some(20)).await.unwrap_err();
+        assert_eq!(
+            error,
+            QueryError::NotCaughtUp {
+                wanted: 20,
+                reached: 10
+            }
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        assert_eq!(service.projected_position(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_live_for_the_ttl_and_never_answer_an_older_min_position() {
+        let fake = Fake::new(5, 5);
+        let (projected_tx, projected) = watch::channel(5);
+        let service = service_over(&fake, projected);
+        let (product, store) = ids();
+        assert_eq!(on_hand(&service.stock_level(product, store, None).await.unwrap()), 5);
+        fake.set(7, 8);
+        projected_tx.send_replace(7);
+        tokio::time::advance(Duration::from_secs(29)).await;
+        let cached = service.stock_level(product, store, None).await.unwrap();
+        assert_eq!(
+            (on_hand(&cached), cached.position, fake.calls()),
+            (5, 5, 1),
+            "a hit within the TTL"
+        );
+        let fresher = service.stock_level(product, store, Some(6)).await.unwrap();
+        assert_eq!(
+            (on_hand(&fresher), fresher.position, fake.calls()),
+            (8, 7, 2),
+            "the entry at 5 is too old for 6"
+        );
+        assert_eq!(on_hand(&service.stock_level(product, store, Some(7)).await.unwrap()), 8);
+        assert_eq!(fake.calls(), 2, "the new entry serves min_position 7");
+        fake.set(7, 9);
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert_eq!(
+            on_hand(&service.stock_level(product, store, None).await.unwrap()),
+            9,
+            "expired"
+        );
+        assert_eq!(fake.calls(), 3);
+    }
+
+    #[tokio::test]
+    async fn an_entry_cached_before_its_touch_was_recorded_is_a_miss_afterwards() {
+        // The other interleaving of the race: the stale value reaches the cache before the
+        // projector records the touch (the commit happened after the snapshot).
+        let fake = Fake::new(5, 5);
+        let touches = Arc::new(TouchLog::new());
+        let (_projected_tx, projected) = watch::channel(5);
+        let service = QueryService::new(fake.clone(), projected, touches.clone(), QueryConfig::default());
+        let (product, store) = ids();
+        assert_eq!(on_hand(&service.stock_level(product, store, None).await.unwrap()), 5);
+        fake.set(7, 8);
+        touches.record(&ViewKey::Stock(product, store), 7);
+        touches.record(&ViewKey::ProductStock(product), 7);
+        let answer = service.stock_level(product, store, None).await.unwrap();
+        assert_eq!((on_hand(&answer), answer.position, fake.calls()), (8, 7, 2));
+        assert_eq!(on_hand(&service.stock_level(product, store, None).await.unwrap()), 8);
+        assert_eq!(fake.calls(), 2, "the new entry is current");
+    }
+
+    /// The real read model, with a gate that can hold one `stock_level` call after it has
+    /// read and before it answers.
+    struct Gated {
+        inner: Arc<ReadModel>,
+        gate: Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
+        calls: AtomicUsize,
+    }
+
+    impl Gated {
+        fn new(inner: Arc<ReadModel>) -> Arc<Self> {
+            Arc::new(Self {
+                inner,
+                gate: Mutex::new(None),
+                calls: AtomicUsize::new(0),
+            })
+        }
+
+        /// Holds the next `stock_level` call: returns (has read, let it answer).
+        fn arm(&self) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+            let (read_tx, read_rx) = oneshot::channel();
+            let (release_tx, release_rx) = oneshot::channel();
+            *self.gate.lock().unwrap() = Some((read_tx, release_rx));
+            (read_rx, release_tx)
+        }
+    }
+
+    impl ReadModelQueries for Gated {
+        fn stock_level(
+            &self,
+            product: ProductId,
+            store: StoreId,
+        ) -> BoxFuture<'_, Result<AtPosition<Option<StockLevel>>, StoreError>> {
+            Box::pin(async move {
+                self.calls.fetch_add(1, Ordering::SeqCst);
+                let read = self.inner.stock_level(product, store).await;
+                let gate = self.gate.lock().unwrap().take();
+                if let Some((has_read, release)) = gate {
+                    let _ = has_read.send(());
+                    let _ = release.await;
+                }
+                read
+            })
+        }
+        fn product_stock(&self, product: ProductId) -> BoxFuture<'_, Result<AtPosition<ProductStock>, StoreError>> {
+            self.inner.product_stock(product)
+        }
+        fn product(&self, id: ProductId) -> BoxFuture<'_, Result<AtPosition<Option<ProductView>>, StoreError>> {
+            self.inner.product(id)
+        }
+        fn product_by_sku(&self, sku: String) -> BoxFuture<'_, Result<AtPosition<Option<ProductView>>, StoreError>> {
+            self.inner.product_by_sku(sku)
+        }
+        fn open_reservations(
+            &self,
+            store: StoreId,
+        ) -> BoxFuture<'_, Result<AtPosition<Vec<OpenReservation>>, StoreError>> {
+            self.inner.open_reservations(store)
+        }
+        fn expired_reservations(
+            &self,
+            origin: Origin,
+            now: OffsetDateTime,
+        ) -> BoxFuture<'_, Result<Vec<ReservationId>, StoreError>> {
+            self.inner.expired_reservations(origin, now)
+        }
+        fn checkpoint(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+            self.inner.checkpoint()
+        }
+    }
+
+    struct Live {
+        fixture: Fixture,
+        handle: projection::ProjectionHandle,
+        model: Arc<Gated>,
+        service: Arc<QueryService>,
+        _stop: watch::Sender<bool>,
+    }
+
+    async fn live() -> Live {
+        let fixture = Fixture::new().await;
+        let (stop, stopped) = watch::channel(false);
+        let handle = projection::spawn(fixture.store.clone(), &fixture.read_model_path(), stopped).unwrap();
+        let model = Gated::new(handle.queries());
+        let service = Arc::new(QueryService::new(
+            model.clone(),
+            handle.projected(),
+            handle.touched(),
+            QueryConfig::default(),
+        ));
+        Live {
+            fixture,
+            handle,
+            model,
+            service,
+            _stop: stop,
+        }
+    }
+
+    impl Live {
+        async fn settle(&self, position: u64) {
+            reach(&mut self.handle.projected(), position).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_committed_event_invalidates_every_cached_view_it_touched() {
+        let live = live().await;
+        let (f, q) = (&live.fixture, &live.service);
+        live.settle(f.add(5).await.position).await;
+
+        assert_eq!(on_hand(&q.stock_level(f.product, f.shop, None).await.unwrap()), 5);
+        assert_eq!(q.product_stock(f.product, None).await.unwrap().value.total_on_hand, 5);
+        assert_eq!(
+            q.product(f.product, None).await.unwrap().value.unwrap().product.name,
+            "Coffee"
+        );
+        assert!(q.product_by_sku("SKU-1".into(), None).await.unwrap().value.is_some());
+        assert!(q.product_by_sku("SKU-9".into(), None).await.unwrap().value.is_none());
+        // Cached: the read model is not asked again.
+        assert_eq!(on_hand(&q.stock_level(f.product, f.shop, None).await.unwrap()), 5);
+        assert_eq!(live.model.calls.load(Ordering::SeqCst), 1);
+
+        live.settle(f.add(3).await.position).await;
+        assert_eq!(on_hand(&q.stock_level(f.product, f.shop, None).await.unwrap()), 8);
+        assert_eq!(live.model.calls.load(Ordering::SeqCst), 2);
+        assert_eq!(q.product_stock(f.product, None).await.unwrap().value.total_on_hand, 8);
+
+        live.settle(f.update(f.product, "SKU-9", "Decaf").await.position).await;
+        let product = q.product(f.product, None).await.unwrap().value.unwrap();
+        assert_eq!((product.product.name.as_str(), product.version), ("Decaf", 2));
+        assert!(q.product_by_sku("SKU-1".into(), None).await.unwrap().value.is_none());
+        assert_eq!(
+            q.product_by_sku("SKU-9".into(), None)
+                .await
+                .unwrap()
+                .value
+                .map(|p| p.product.id),
+            Some(f.product)
+        );
+    }
+
+    #[tokio::test]
+    async fn min_position_reads_a_write_at_once() {
+        let live = live().await;
+        let (f, q) = (&live.fixture, &live.service);
+        live.settle(f.add(5).await.position).await;
+        assert_eq!(on_hand(&q.stock_level(f.product, f.shop, None).await.unwrap()), 5);
+        let written = f.add(4).await;
+        let answer = q.stock_level(f.product, f.shop, Some(written.position)).await.unwrap();
+        assert_eq!((on_hand(&answer), answer.stale), (9, false));
+        assert!(answer.position >= written.position);
+    }
+
+    #[tokio::test]
+    async fn a_value_read_before_a_commit_and_cached_after_it_is_not_served() {
+        let live = live().await;
+        let (f, q) = (&live.fixture, &live.service);
+        let before = f.add(5).await;
+        live.settle(before.position).await;
+
+        // A query reads on_hand = 5 and is held before it caches the value...
+        let (has_read, release) = live.model.arm();
+        let racing = tokio::spawn({
+            let q = q.clone();
+            let (product, shop) = (f.product, f.shop);
+            async move { q.stock_level(product, shop, None).await }
+        });
+        has_read.await.unwrap();
+        // ...while the projector commits a change of that stream and invalidates it...
+        let after = f.add(3).await;
+        live.settle(after.position).await;
+        // ...and only then does the query cache what it read.
+        release.send(()).unwrap();
+        let old = racing.await.unwrap().unwrap();
+        assert_eq!((on_hand(&old), old.position), (5, before.position));
+
+        let now = q.stock_level(f.product, f.shop, None).await.unwrap();
+        assert_eq!(on_hand(&now), 8, "the old value must not be served from the cache");
+        assert_eq!(now.position, after.position);
+    }
+}

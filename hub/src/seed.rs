@@ -1,0 +1,100 @@
+//! Sample data for `shelfsync-hub demo`: three stores, a small catalog and opening stock,
+//! written as ordinary commands (so the read model and the log hold them like any other
+//! data). Ids are fixed, so the README's curl examples work as printed.
+
+use crate::store::{AppendError, Command, CommandRequest, EventStore, InventoryTarget};
+use shelfsync_common::catalog::CatalogCommand;
+use shelfsync_common::{EventId, EventMetadata, InventoryCommand, Origin, Product, ProductId, StockQuantity, StoreId};
+use uuid::Uuid;
+
+/// A demo store.
+pub struct DemoStore {
+    /// Fixed id.
+    pub id: StoreId,
+    /// Name.
+    pub name: &'static str,
+}
+
+/// The demo stores.
+pub fn stores() -> Vec<DemoStore> {
+    [("Berlin Mitte", 1u8), ("Hamburg Altona", 2), ("Munich Schwabing", 3)]
+        .into_iter()
+        .map(|(name, n)| DemoStore {
+            id: StoreId(fixed_id(0x5701, n)),
+            name,
+        })
+        .collect()
+}
+
+/// The demo catalog: (sku, name, price in cents).
+pub fn products() -> Vec<Product> {
+    [
+        ("COFFEE-250", "Espresso beans 250 g", 699u64),
+        ("TEA-GREEN", "Green tea, 20 bags", 349),
+        ("MUG-WHITE", "White mug 300 ml", 899),
+        ("FILTER-4", "Coffee filters No. 4", 249),
+        ("GRINDER-M", "Manual coffee grinder", 3499),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, (sku, name, price))| Product {
+        id: ProductId(fixed_id(0x9d01, i as u8 + 1)),
+        sku: sku.into(),
+        name: name.into(),
+        price_minor: price,
+    })
+    .collect()
+}
+
+/// A readable fixed UUIDv7-shaped id: `0193xxxx-0000-7000-8000-0000000000nn`.
+fn fixed_id(kind: u16, n: u8) -> Uuid {
+    Uuid::from_fields(0x0193_0000 | u32::from(kind), 0, 0x7000, &[0x80, 0, 0, 0, 0, 0, 0, n])
+}
+
+/// Writes the sample data into an empty store. Returns false (and writes nothing) when
+/// the store already holds events.
+pub async fn seed_if_empty(store: &EventStore) -> Result<bool, AppendError> {
+    if store.bus().head() > 0 {
+        return Ok(false);
+    }
+    for demo in stores() {
+        store.add_store(demo.id, demo.name.into()).await?;
+    }
+    let mut counter = 0u32;
+    let mut run = |command: Command| {
+        counter += 1;
+        CommandRequest {
+            command,
+            expected: Default::default(),
+            event_id: EventId::from_idempotency_key("demo-seed", &counter.to_string()),
+            fingerprint: [counter as u8; 16],
+            metadata: EventMetadata {
+                origin: Origin::Hub,
+                actor: "demo-seed".into(),
+                correlation_id: Uuid::now_v7(),
+                causation_id: None,
+                occurred_at: time::OffsetDateTime::now_utc(),
+                recorded_at: None,
+            },
+        }
+    };
+    let mut requests = Vec::new();
+    for product in products() {
+        requests.push(run(Command::Catalog(CatalogCommand::RegisterProduct { product })));
+    }
+    for (s, store_info) in stores().iter().enumerate() {
+        for (p, product) in products().iter().enumerate() {
+            let Ok(quantity) = StockQuantity::new(5 + ((s * 7 + p * 3) % 20) as i64) else {
+                continue;
+            };
+            requests.push(run(Command::Inventory {
+                target: InventoryTarget::Stream(product.id, store_info.id),
+                command: InventoryCommand::AddStock { quantity },
+            }));
+        }
+    }
+    for request in requests {
+        store.execute(request).await?;
+    }
+    Ok(true)
+}

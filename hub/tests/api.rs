@@ -1,0 +1,398 @@
+//! The hub's HTTP API over real HTTP: commands, queries, errors, auth, idempotency and
+//! optimistic concurrency, against a hub started in-process on a port-0 listener.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::{call, demo_product, demo_store, spawn_hub, spawn_hub_at, ADMIN};
+
+fn stock_body(product: &str, store: &str, quantity: i64) -> Value {
+    json!({ "product_id": product, "store_id": store, "quantity": quantity })
+}
+
+async fn head(hub: &support::TestHub) -> u64 {
+    let (_, ready, _) = call(hub.client.get(format!("{}/readyz", hub.url))).await;
+    ready["head"].as_u64().expect("head")
+}
+
+#[tokio::test]
+async fn products_register_read_update_with_if_match() {
+    let hub = spawn_hub().await;
+    let (status, body, _) = call(hub.post(
+        "/v1/products",
+        &json!({"sku": "SOAP-1", "name": "Olive soap", "price_minor": 450}),
+    ))
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["events"][0]["data"]["id"].as_str().unwrap().to_owned();
+    let position = body["position"].as_u64().unwrap();
+
+    let (status, product, _) = call(hub.get(&format!("/v1/products/{id}?min_position={position}"))).await;
+    assert_eq!(status, 200, "{product}");
+    assert_eq!(
+        (product["sku"].as_str(), product["version"].as_u64()),
+        (Some("SOAP-1"), Some(1))
+    );
+    let (status, by_sku, _) = call(hub.get(&format!("/v1/products?sku=SOAP-1&min_position={position}"))).await;
+    assert_eq!((status, by_sku["id"].as_str()), (200, Some(id.as_str())));
+
+    let update = json!({"sku": "SOAP-1", "name": "Olive soap", "price_minor": 399});
+    let stale = hub
+        .put(&format!("/v1/products/{id}"), &update)
+        .header("If-Match", "\"7\"");
+    let response = stale.send().await.unwrap();
+    assert_eq!(response.status(), 409);
+    assert_eq!(response.headers()["x-shelfsync-current-version"], "1");
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(
+        (problem["code"].as_str(), problem["current_version"].as_u64()),
+        (Some("version_conflict"), Some(1))
+    );
+
+    let (status, body, _) = call(
+        hub.put(&format!("/v1/products/{id}"), &update)
+            .header("If-Match", "\"1\""),
+    )
+    .await;
+    assert_eq!((status, body["stream_version"].as_u64()), (201, Some(2)), "{body}");
+
+    let (status, body, _) = call(hub.post(
+        "/v1/products",
+        &json!({"sku": "SOAP-1", "name": "Copy", "price_minor": 1}),
+    ))
+    .await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("sku_taken")));
+    let (status, body, _) = call(hub.post("/v1/products", &json!({"sku": "", "name": "x", "price_minor": 1}))).await;
+    assert_eq!(
+        (status, body["code"].as_str(), body["field"].as_str()),
+        (422, Some("invalid_product"), Some("sku"))
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_problem_json_and_writes_nothing() {
+    let hub = spawn_hub().await;
+    let (product, store) = (demo_product(0), demo_store(0));
+    let before = head(&hub).await;
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            hub.post("/v1/inventory/stock", &stock_body(&product, &store, 0)),
+            422,
+            "invalid_body",
+        ),
+        (
+            hub.post("/v1/inventory/stock", &stock_body(&product, &store, -5)),
+            422,
+            "invalid_body",
+        ),
+        (
+            hub.post(
+                "/v1/inventory/stock",
+                &json!({"product_id": product, "store_id": store, "quantity": 1, "qty": 2}),
+            ),
+            422,
+            "invalid_body",
+        ),
+        (
+            hub.client
+                .post(format!("{}/v1/inventory/stock", hub.url))
+                .bearer_auth(ADMIN)
+                .header("content-type", "application/json")
+                .body("{\"product_id\":"),
+            400,
+            "malformed_json",
+        ),
+        (
+            hub.client
+                .post(format!("{}/v1/inventory/stock", hub.url))
+                .bearer_auth(ADMIN)
+                .body("quantity=1"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            hub.client
+                .post(format!("{}/v1/inventory/stock", hub.url))
+                .bearer_auth(ADMIN)
+                .header("content-type", "application/json")
+                .body(vec![b' '; 2 * 1024 * 1024]),
+            413,
+            "body_too_large",
+        ),
+        (
+            hub.client
+                .post(format!("{}/v1/inventory/stock", hub.url))
+                .json(&stock_body(&product, &store, 1)),
+            401,
+            "unauthorized",
+        ),
+        (hub.get("/v1/products/not-a-uuid"), 400, "invalid_path"),
+        (hub.get("/v1/nothing-here"), 404, "route_not_found"),
+        (
+            hub.post(
+                "/v1/inventory/stock",
+                &stock_body(&product, "01935701-0000-7000-8000-0000000000ff", 1),
+            ),
+            404,
+            "store_not_found",
+        ),
+        (
+            hub.post(
+                "/v1/inventory/stock",
+                &stock_body("01939d01-0000-7000-8000-0000000000ff", &store, 1),
+            ),
+            404,
+            "product_not_found",
+        ),
+        (
+            hub.post(
+                "/v1/inventory/adjustments",
+                &json!({"product_id": product, "store_id": store, "delta": 0, "reason": "count"}),
+            ),
+            422,
+            "zero_adjustment",
+        ),
+        (
+            hub.post(
+                "/v1/inventory/reservations",
+                &json!({"product_id": product, "store_id": store, "quantity": 1, "ttl_seconds": 0}),
+            ),
+            422,
+            "invalid_ttl",
+        ),
+        (
+            hub.post("/v1/inventory/reservations", &stock_body(&product, &store, 100_000)),
+            409,
+            "insufficient_stock",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let (got_status, body, content_type) = call(request).await;
+        assert_eq!((got_status, body["code"].as_str()), (status, Some(code)), "{body}");
+        assert_eq!(content_type, "application/problem+json");
+        assert_eq!(body["status"].as_u64(), Some(u64::from(status)));
+        assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    }
+    assert_eq!(head(&hub).await, before, "a failed request must not write");
+}
+
+#[tokio::test]
+async fn reserve_commit_and_read_your_writes() {
+    let hub = spawn_hub().await;
+    let (product, store) = (demo_product(1), demo_store(1));
+    let seeded = head(&hub).await;
+    let (_, level, _) = call(hub.get(&format!(
+        "/v1/inventory/products/{product}/stores/{store}?min_position={seeded}"
+    )))
+    .await;
+    let on_hand = level["on_hand"].as_i64().unwrap();
+
+    let (status, reserved, _) = call(hub.post(
+        "/v1/inventory/reservations",
+        &json!({"product_id": product, "store_id": store, "quantity": 2}),
+    ))
+    .await;
+    assert_eq!(status, 201, "{reserved}");
+    let reservation = reserved["events"][0]["data"]["reservation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let position = reserved["position"].as_u64().unwrap();
+    let (_, availability, _) = call(hub.get(&format!(
+        "/v1/inventory/availability?product_id={product}&store_id={store}&quantity={on_hand}&min_position={position}"
+    )))
+    .await;
+    assert_eq!(availability["available"].as_i64(), Some(on_hand - 2));
+    assert_eq!(availability["sufficient"], false);
+
+    let (status, committed, _) = call(
+        hub.client
+            .post(format!("{}/v1/inventory/reservations/{reservation}/commit", hub.url))
+            .bearer_auth(ADMIN),
+    )
+    .await;
+    assert_eq!(status, 201, "{committed}");
+    let position = committed["position"].as_u64().unwrap();
+    let (_, level, _) = call(hub.get(&format!(
+        "/v1/inventory/products/{product}/stores/{store}?min_position={position}"
+    )))
+    .await;
+    assert_eq!(
+        (level["on_hand"].as_i64(), level["reserved"].as_i64()),
+        (Some(on_hand - 2), Some(0))
+    );
+    let (_, all, _) = call(hub.get(&format!("/v1/inventory/products/{product}?min_position={position}"))).await;
+    assert_eq!(all["stores"].as_array().map(Vec::len), Some(3));
+
+    let (status, body, _) = call(
+        hub.client
+            .post(format!("{}/v1/inventory/reservations/{reservation}/release", hub.url))
+            .bearer_auth(ADMIN),
+    )
+    .await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("reservation_not_found")));
+    let (status, body, _) = call(hub.get(&format!(
+        "/v1/inventory/products/{product}?min_position={}",
+        position + 1000
+    )))
+    .await;
+    assert_eq!((status, body["code"].as_str()), (503, Some("read_model_behind")));
+}
+
+#[tokio::test]
+async fn a_retried_write_with_the_same_idempotency_key_is_one_write() {
+    let hub = spawn_hub().await;
+    let body = stock_body(&demo_product(2), &demo_store(2), 3);
+    let send = |body: &Value| {
+        hub.post("/v1/inventory/stock", body)
+            .header("Idempotency-Key", "delivery-77")
+    };
+    let (first_status, first, _) = call(send(&body)).await;
+    let (again_status, again, _) = call(send(&body)).await;
+    assert_eq!((first_status, again_status), (201, 200));
+    assert_eq!(first["position"], again["position"]);
+    assert_eq!(first["events"][0]["event_id"], again["events"][0]["event_id"]);
+    assert_eq!(again["duplicate"], true);
+    let before = head(&hub).await;
+    let (status, problem, _) = call(send(&stock_body(&demo_product(2), &demo_store(2), 4))).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
+    assert_eq!(head(&hub).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_with_the_same_if_match_exactly_one_wins() {
+    let hub = std::sync::Arc::new(spawn_hub().await);
+    let (product, store) = (demo_product(3), demo_store(0));
+    let seeded = head(&hub).await;
+    let (_, level, _) = call(hub.get(&format!(
+        "/v1/inventory/products/{product}/stores/{store}?min_position={seeded}"
+    )))
+    .await;
+    let version = level["version"].as_u64().unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let hub = hub.clone();
+        let body = stock_body(&product, &store, 1);
+        tasks.push(tokio::spawn(async move {
+            call(
+                hub.post("/v1/inventory/stock", &body)
+                    .header("If-Match", format!("\"{version}\"")),
+            )
+            .await
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        let (status, body, _) = task.await.unwrap();
+        outcomes.push(status);
+        if status == 409 {
+            assert_eq!(body["current_version"].as_u64(), Some(version + 1));
+        }
+    }
+    assert_eq!(outcomes.iter().filter(|s| **s == 201).count(), 1, "{outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|s| **s == 409).count(), 19, "{outcomes:?}");
+}
+
+#[tokio::test]
+async fn tokens_scope_what_a_client_may_do() {
+    let hub = spawn_hub().await;
+    let (status, token, _) = call(hub.post("/v1/admin/tokens", &json!({"name": "web-shop"}))).await;
+    assert_eq!(status, 201, "{token}");
+    let secret = token["secret"].as_str().unwrap().to_owned();
+    let (status, _, _) = call(hub.post("/v1/admin/tokens", &json!({"name": "web-shop"}))).await;
+    assert_eq!(status, 409);
+
+    let as_shop = |req: reqwest::RequestBuilder| req.bearer_auth(&secret);
+    let (status, body, _) = call(
+        as_shop(hub.client.post(format!("{}/v1/inventory/stock", hub.url))).json(&stock_body(
+            &demo_product(0),
+            &demo_store(0),
+            1,
+        )),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["events"][0]["metadata"]["actor"], "channel:web-shop");
+    let (status, body, _) = call(
+        as_shop(hub.client.post(format!("{}/v1/products", hub.url)))
+            .json(&json!({"sku": "X", "name": "X", "price_minor": 1})),
+    )
+    .await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")));
+
+    let (status, _, _) = call(
+        hub.client
+            .post(format!("{}/v1/admin/tokens/web-shop/revoke", hub.url))
+            .bearer_auth(ADMIN),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _, _) = call(as_shop(hub.client.get(format!(
+        "{}/v1/products/{}",
+        hub.url,
+        demo_product(0)
+    ))))
+    .await;
+    assert_eq!(status, 401, "a revoked token is refused at once");
+}
+
+#[tokio::test]
+async fn ops_routes_answer_and_openapi_lists_every_route() {
+    let hub = spawn_hub().await;
+    let (status, _, _) = call(hub.client.get(format!("{}/healthz", hub.url))).await;
+    assert_eq!(status, 200);
+    let (status, ready, _) = call(hub.client.get(format!("{}/readyz", hub.url))).await;
+    assert_eq!((status, ready["status"].as_str()), (200, Some("ready")));
+    let (_, openapi, _) = call(hub.client.get(format!("{}/openapi.json", hub.url))).await;
+    for path in [
+        "/v1/products",
+        "/v1/products/{id}",
+        "/v1/inventory/stock",
+        "/v1/inventory/adjustments",
+        "/v1/inventory/reservations",
+        "/v1/inventory/reservations/{id}/release",
+        "/v1/inventory/reservations/{id}/commit",
+        "/v1/inventory/products/{id}",
+        "/v1/inventory/products/{id}/stores/{store_id}",
+        "/v1/inventory/availability",
+        "/v1/admin/tokens",
+    ] {
+        assert!(
+            openapi["paths"].get(path).is_some(),
+            "{path} missing from /openapi.json"
+        );
+    }
+    let metrics = hub
+        .client
+        .get(format!("{}/metrics", hub.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("shelfsync_hub_http_requests_total"), "{metrics}");
+}
+
+#[tokio::test]
+async fn data_survives_a_graceful_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = spawn_hub_at(dir.path().to_owned(), true).await;
+    let (status, written, _) =
+        call(hub.post("/v1/inventory/stock", &stock_body(&demo_product(4), &demo_store(0), 9))).await;
+    assert_eq!(status, 201);
+    let position = written["position"].as_u64().unwrap();
+    hub.stop().await;
+    let hub = spawn_hub_at(dir.path().to_owned(), true).await;
+    assert_eq!(head(&hub).await, position, "the demo seed must not run twice");
+    let (_, level, _) = call(hub.get(&format!(
+        "/v1/inventory/products/{}/stores/{}?min_position={position}",
+        demo_product(4),
+        demo_store(0)
+    )))
+    .await;
+    assert_eq!(level["position"].as_u64(), Some(position));
+}
