@@ -15,6 +15,7 @@ pub mod inventory;
 pub mod problem;
 pub mod product;
 pub mod quantity;
+pub mod sync;
 pub mod wire;
 
 pub use error::DomainError;

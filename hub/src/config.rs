@@ -26,8 +26,26 @@ pub struct HubConfig {
     pub http: HttpConfig,
     /// Read side.
     pub query: QueryConfig,
+    /// Sync with edge agents.
+    pub sync: SyncConfig,
     /// Scheduled jobs.
     pub jobs: JobsConfig,
+}
+
+/// Sync settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// Events buffered per push stream before a slow agent is dropped.
+    pub push_buffer_events: usize,
+    /// Seconds between keep-alives on an idle push stream.
+    pub keep_alive_secs: u64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self { push_buffer_events: 1024, keep_alive_secs: 15 }
+    }
 }
 
 /// HTTP limits.
@@ -69,6 +87,7 @@ impl Default for HubConfig {
             log: "info".into(),
             http: HttpConfig::default(),
             query: QueryConfig::default(),
+            sync: SyncConfig::default(),
             jobs: JobsConfig::default(),
         }
     }

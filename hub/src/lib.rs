@@ -10,6 +10,7 @@
 pub mod api;
 pub mod bus;
 pub mod config;
+pub mod fleet;
 pub mod jobs;
 pub mod projection;
 pub mod query;
@@ -100,20 +101,28 @@ pub async fn run(
     let scheduler = jobs::start(&config.jobs, store.clone(), projector.queries())
         .await
         .map_err(|e| StartError::Jobs(e.to_string()))?;
+    let (begin_stopping, stopping) = tokio::sync::watch::channel(false);
     let state = api::AppState {
         store: store.clone(),
         queries,
+        read_model: projector.queries(),
         admin_digest: api::auth::digest(&admin_secret),
         config: Arc::new(config.clone()),
+        fleet: Arc::new(fleet::Fleet::default()),
+        stopping,
     };
     let address = listener.local_addr().map_err(StartError::Serve)?;
     tracing::info!(%address, data_dir = %data_dir.display(), "hub listening");
     if options.announce {
         announce(address, &admin_secret, token_file.as_deref(), options.seed_demo_data);
     }
-    let served = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    // Push streams never finish by themselves: tell them to end when shutdown begins, so
+    // that the graceful shutdown can complete.
+    let graceful = async move {
+        shutdown.await;
+        let _ = begin_stopping.send(true);
+    };
+    let served = axum::serve(listener, api::router(state)).with_graceful_shutdown(graceful).await;
     tracing::info!("shutting down: HTTP closed, stopping jobs and the projection");
     jobs::stop(scheduler).await;
     let _ = stop.send(true);

@@ -29,6 +29,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rusqlite::{params, Connection, OptionalExtension};
 use shelfsync_common::inventory::{self, InventoryState, Reservation};
 use shelfsync_common::product::Product;
+use shelfsync_common::sync::{SnapshotReservation, SnapshotResponse};
 use shelfsync_common::wire::{ProductStock, ProductView, StockLevel};
 use shelfsync_common::{EventEnvelope, EventPayload, Origin, ProductId, ReservationId, StoreId};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -44,8 +45,13 @@ use tokio::task::JoinHandle;
 
 /// The checkpoint row of the stock projection.
 pub const CHECKPOINT_NAME: &str = "stock";
-/// Events per transaction when rebuilding from zero.
-const REBUILD_PAGE: usize = 5_000;
+/// Events per transaction when rebuilding from zero. Large pages matter: each page
+/// loads and saves every stream it touches once (measured on 1M events over 2,000
+/// streams: 5,000 per page ran at ~50k events/s, 50,000 per page at ~200k events/s).
+const REBUILD_PAGE: usize = 50_000;
+/// While catching up, the projector joins feed pages into one transaction up to this many
+/// events, for the same reason.
+const CATCH_UP_BATCH: usize = 20_000;
 /// First retry delay after a failed batch.
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest retry delay after a failed batch.
@@ -223,6 +229,37 @@ impl ReadModel {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         Box::pin(self.reads.run(move |conn| snapshot(conn, read)))
+    }
+
+    /// A store's stock rows, open reservations and the catalog, all as of one checkpoint
+    /// (one read transaction): the starting point of a new agent.
+    pub async fn store_snapshot(&self, store: StoreId) -> Result<SnapshotResponse, StoreError> {
+        let at = self
+            .snapshot(move |conn| {
+                Ok((
+                    read_store_stock(conn, store)?,
+                    read_open_reservations(conn, store)?,
+                    read_catalog(conn)?,
+                ))
+            })
+            .await?;
+        let (stock, reservations, catalog) = at.value;
+        Ok(SnapshotResponse {
+            store_id: store,
+            position: at.position,
+            stock,
+            reservations: reservations
+                .into_iter()
+                .map(|r| SnapshotReservation {
+                    reservation_id: r.reservation_id,
+                    product_id: r.product_id,
+                    quantity: r.quantity,
+                    expires_at: r.expires_at,
+                    origin: r.origin,
+                })
+                .collect(),
+            catalog,
+        })
     }
 }
 
@@ -460,8 +497,16 @@ impl Projector {
                         break;
                     }
                 }
-                Some(Ok(events)) => {
+                Some(Ok(mut events)) => {
                     read_failures = backoff();
+                    // Behind the head: take more history into the same transaction. A
+                    // failed read here is simply retried by the next turn of the loop.
+                    while !feed.caught_up() && events.len() < CATCH_UP_BATCH {
+                        match feed.next().await {
+                            Some(Ok(more)) => events.extend(more),
+                            _ => break,
+                        }
+                    }
                     if !self.project(events).await {
                         break;
                     }
@@ -871,18 +916,40 @@ fn read_product(
         .prepare_cached(&format!(
             "SELECT id, sku, name, price_minor, version FROM products WHERE {condition}"
         ))?
-        .query_row([key], |row| {
-            Ok(ProductView {
-                product: Product {
-                    id: ProductId::from_bytes(row.get(0)?),
-                    sku: row.get(1)?,
-                    name: row.get(2)?,
-                    price_minor: row.get::<_, i64>(3)? as u64,
-                },
-                version: row.get::<_, i64>(4)? as u64,
-            })
-        })
+        .query_row([key], product_from_row)
         .optional()?)
+}
+
+/// Stock of every product at one store, by product id.
+pub fn read_store_stock(conn: &Connection, store: StoreId) -> Result<Vec<StockLevel>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {STOCK_COLUMNS} FROM stock WHERE store_id = ?1 ORDER BY product_id"
+    ))?;
+    let rows = stmt
+        .query_map([&store.as_bytes()[..]], stock_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// The whole catalog, by product id.
+pub fn read_catalog(conn: &Connection) -> Result<Vec<ProductView>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT id, sku, name, price_minor, version FROM products ORDER BY id")?;
+    let rows = stmt
+        .query_map([], product_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+fn product_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ProductView> {
+    Ok(ProductView {
+        product: Product {
+            id: ProductId::from_bytes(row.get(0)?),
+            sku: row.get(1)?,
+            name: row.get(2)?,
+            price_minor: row.get::<_, i64>(3)? as u64,
+        },
+        version: row.get::<_, i64>(4)? as u64,
+    })
 }
 
 /// A product by id.
@@ -1140,7 +1207,7 @@ mod tests {
     use super::testing::{reach, Fixture};
     use super::*;
     use shelfsync_common::event::ReleaseReason;
-    use shelfsync_common::InventoryCommand;
+    use shelfsync_common::{InventoryCommand, StockQuantity};
     use time::macros::datetime;
 
     fn read_model_conn(path: &Path) -> Connection {
@@ -1261,6 +1328,44 @@ mod tests {
             (stock.stores.len(), stock.total_on_hand, stock.total_available),
             (1, 6, 6)
         );
+    }
+
+    #[tokio::test]
+    async fn a_backlog_of_several_feed_pages_is_caught_up_exactly() {
+        let fixture = Fixture::new().await;
+        let tea = ProductId::new_v7();
+        fixture.register(tea, "TEA", "Tea").await;
+        let adds = (0..2_500).map(|i| {
+            let product = if i % 2 == 0 { fixture.product } else { tea };
+            fixture.inventory(
+                product,
+                fixture.shop,
+                InventoryCommand::AddStock {
+                    quantity: StockQuantity::new(1 + i % 3).unwrap(),
+                },
+            )
+        });
+        futures_util::future::join_all(adds).await;
+        let head = fixture.store.bus().head();
+        let (handle, _stop) = start(&fixture);
+        reach(&mut handle.projected(), head).await;
+        let model = handle.queries();
+        let coffee = model
+            .stock_level(fixture.product, fixture.shop)
+            .await
+            .unwrap()
+            .value
+            .unwrap();
+        let tea = model.stock_level(tea, fixture.shop).await.unwrap().value.unwrap();
+        let expected = |parity: i64| {
+            (0..2_500i64)
+                .filter(|i| i % 2 == parity)
+                .map(|i| 1 + i % 3)
+                .sum::<i64>()
+        };
+        assert_eq!((coffee.on_hand, coffee.version), (expected(0), 1_250));
+        assert_eq!((tea.on_hand, tea.version), (expected(1), 1_250));
+        assert_eq!(model.checkpoint().await.unwrap(), head);
     }
 
     #[tokio::test]
@@ -1463,6 +1568,4 @@ mod tests {
         assert!(!log.is_current(&key, 6));
         assert!(log.is_current(&key, 7));
     }
-
-    use shelfsync_common::StockQuantity;
 }

@@ -136,6 +136,7 @@ fn classify_append(error: &AppendError) -> (StatusCode, String, &'static str) {
         ),
         AppendError::UnknownStore(_) => (S::NOT_FOUND, "store_not_found".into(), "Not found"),
         AppendError::SkuTaken { .. } => (S::CONFLICT, "sku_taken".into(), "SKU taken"),
+        AppendError::StoreExists(_) => (S::CONFLICT, "store_exists".into(), "Store exists"),
         AppendError::TokenNameTaken(_) => (S::CONFLICT, "token_name_taken".into(), "Token name taken"),
         AppendError::UnknownReservation(_) => (S::NOT_FOUND, "reservation_not_found".into(), "Not found"),
         AppendError::Storage(_) => (

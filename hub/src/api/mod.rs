@@ -9,10 +9,16 @@ pub mod extract;
 pub mod inventory;
 pub mod ops;
 pub mod products;
+pub mod push;
+pub mod snapshot;
 pub mod stock;
+pub mod stores;
+pub mod sync;
 mod write;
 
 use crate::config::HubConfig;
+use crate::fleet::Fleet;
+use crate::projection::ReadModel;
 use crate::query::QueryService;
 use crate::store::EventStore;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -22,18 +28,25 @@ use axum::Router;
 use error::ApiError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     /// The event store (write side, and the read pool for tokens).
     pub store: EventStore,
-    /// The read side.
+    /// The read side, through the cache and breaker.
     pub queries: Arc<QueryService>,
+    /// The read model itself (for store snapshots, which are never cached).
+    pub read_model: Arc<ReadModel>,
     /// SHA-256 of the admin token.
     pub admin_digest: [u8; 32],
     /// Settings.
     pub config: Arc<HubConfig>,
+    /// Agents' presence and the revocation signal.
+    pub fleet: Arc<Fleet>,
+    /// Turns true when the hub starts shutting down (ends push streams).
+    pub stopping: watch::Receiver<bool>,
 }
 
 /// The whole API.
@@ -45,6 +58,8 @@ pub fn router(state: AppState) -> Router {
         .merge(inventory::router())
         .merge(stock::router())
         .merge(admin::router())
+        .merge(stores::router())
+        .merge(sync::router())
         .merge(ops::router())
         .fallback(|| async {
             ApiError::NotFound {

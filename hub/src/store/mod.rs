@@ -6,6 +6,7 @@
 //! the writer publishes the new events on the [`crate::bus::EventBus`]; nothing is
 //! published that is not on disk.
 
+mod facts;
 pub mod reader;
 pub mod schema;
 mod writer;
@@ -15,6 +16,7 @@ mod tests;
 
 use crate::bus::EventBus;
 use shelfsync_common::catalog::{CatalogCommand, CatalogState};
+use shelfsync_common::sync::{UploadEvent, UploadResult};
 use shelfsync_common::wire::{StoreInfo, WriteResult};
 use shelfsync_common::{
     DomainError, EventEnvelope, EventId, EventMetadata, ExpectedVersion, InventoryCommand, InventoryState, ProductId,
@@ -114,6 +116,9 @@ pub enum AppendError {
         /// Its product.
         owner: ProductId,
     },
+    /// A store with this id is already enrolled.
+    #[error("store {0} is already enrolled")]
+    StoreExists(StoreId),
     /// A live token already has this name.
     #[error("a live token is already named {0:?}; revoke it first or pick another name")]
     TokenNameTaken(String),
@@ -178,10 +183,25 @@ impl EventStore {
             .await?
     }
 
-    /// Enrolls a store.
+    /// Registers a store without a token (the demo seed).
     pub async fn add_store(&self, id: StoreId, name: String) -> Result<StoreInfo, AppendError> {
-        self.submit(|reply| writer::Op::Write(writer::WriteOp::AddStore { id, name, reply }))
-            .await?
+        self.submit(|reply| writer::Op::Write(writer::WriteOp::AddStore { id, name, token: None, reply })).await?
+    }
+
+    /// Enrolls a store together with its first token, in one transaction.
+    pub async fn enroll_store(
+        &self,
+        id: StoreId,
+        name: String,
+        token: reader::TokenRecord,
+    ) -> Result<StoreInfo, AppendError> {
+        let token = Some(Box::new(token));
+        self.submit(|reply| writer::Op::Write(writer::WriteOp::AddStore { id, name, token, reply })).await?
+    }
+
+    /// Records a store's uploaded events (design section 7); one result per event, in order.
+    pub async fn upload(&self, store: StoreId, events: Vec<UploadEvent>) -> Result<Vec<UploadResult>, AppendError> {
+        self.submit(|reply| writer::Op::Write(writer::WriteOp::Upload { store, events, reply })).await?
     }
 
     /// Stores a new bearer token (its secret already hashed).

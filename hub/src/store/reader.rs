@@ -201,3 +201,70 @@ pub fn live_token_named(conn: &Connection, name: &str) -> Result<bool, StoreErro
         conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM tokens WHERE name = ?1 AND revoked_at IS NULL)")?;
     Ok(stmt.query_row([name], |row| row.get(0))?)
 }
+
+/// A page of the events a store may see: its own streams and the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VisiblePage {
+    /// Visible events after the cursor, in order.
+    pub events: Vec<EventEnvelope>,
+    /// The position up to which the log was scanned (pass as the next cursor).
+    pub scanned_to: u64,
+}
+
+/// Whether `store` may see events of `stream`.
+pub fn visible_to(store: StoreId, stream: &StreamId) -> bool {
+    stream.store_id.is_none_or(|owner| owner == store)
+}
+
+/// Scans at most `scan_window` positions after `after` and returns up to `limit` events
+/// that `store` may see. Positions are gap-free, so the scan is a bounded range read on
+/// the primary key whatever the other stores wrote.
+pub fn visible_events_after(
+    conn: &Connection,
+    store: StoreId,
+    after: u64,
+    limit: usize,
+    scan_window: u64,
+) -> Result<VisiblePage, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position"
+    ))?;
+    let upper = after.saturating_add(scan_window);
+    let mut rows = stmt.query(params![after as i64, upper.min(i64::MAX as u64) as i64])?;
+    let mut page = VisiblePage { events: Vec::new(), scanned_to: after };
+    while let Some(row) = rows.next()? {
+        let key: Vec<u8> = row.get(2)?;
+        let position = row.get::<_, i64>(0)? as u64;
+        let stream = StreamId::from_key(&key).ok_or_else(|| StoreError::Corrupt(format!("bad stream key at {position}")))?;
+        if visible_to(store, &stream) {
+            page.events.push(envelope_from_row(row)?);
+        }
+        page.scanned_to = position;
+        if page.events.len() >= limit {
+            break;
+        }
+    }
+    Ok(page)
+}
+
+/// Durable per-store counters kept by the writer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Uploaded events rejected.
+    pub rejected_uploads: u64,
+    /// `OversellDetected` events recorded on the store's streams.
+    pub oversells: u64,
+}
+
+/// Every store's counters.
+pub fn store_stats(conn: &Connection) -> Result<std::collections::HashMap<StoreId, StoreStats>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT store_id, rejected_uploads, oversells FROM store_stats")?;
+    let rows = stmt.query_map([], |row| {
+        Ok((row.get::<_, [u8; 16]>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+    })?;
+    rows.map(|row| {
+        let (id, rejected, oversells) = row?;
+        Ok((StoreId::from_bytes(id), StoreStats { rejected_uploads: rejected as u64, oversells: oversells as u64 }))
+    })
+    .collect()
+}

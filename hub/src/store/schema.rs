@@ -9,10 +9,10 @@ use rusqlite::Connection;
 pub type Migrations = &'static [(&'static str, &'static str)];
 
 /// The event store's migrations, oldest first.
-pub const EVENT_STORE: Migrations = &[(
-    "0001_event_store",
-    include_str!("../../migrations/0001_event_store.sql"),
-)];
+pub const EVENT_STORE: Migrations = &[
+    ("0001_event_store", include_str!("../../migrations/0001_event_store.sql")),
+    ("0002_store_stats", include_str!("../../migrations/0002_store_stats.sql")),
+];
 
 /// The read model's migrations, oldest first (see [`crate::projection`]).
 pub const READ_MODEL: Migrations = &[(

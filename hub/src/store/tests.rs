@@ -190,11 +190,7 @@ async fn stream_version(store: &EventStore, stream: StreamId) -> u64 {
 
 /// The position of the last committed event, read from the file.
 async fn log_head(store: &EventStore) -> u64 {
-    store
-        .reads()
-        .run(|conn| super::reader::head(conn))
-        .await
-        .expect("read the head")
+    store.reads().run(super::reader::head).await.expect("read the head")
 }
 
 /// The bus's head once it has caught up with the file. The writer answers a batch's

@@ -8,16 +8,19 @@
 //! If SQLite fails anywhere in a batch, the whole batch rolls back and every caller in
 //! it gets a retryable storage error: nothing is half-written.
 
-use super::reader::{envelope_from_row, format_time, TokenRecord, EVENT_COLUMNS};
+use super::facts;
+use super::reader::{envelope_from_row, format_time, StoreStats, TokenRecord, EVENT_COLUMNS};
 use super::schema::{self, EVENT_STORE};
 use super::{AppendError, Command, CommandRequest, InventoryTarget, StoreError, StreamState, TokenSelector};
 use crate::bus::EventBus;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use shelfsync_common::catalog::{self, CatalogCommand, CatalogState};
 use shelfsync_common::inventory::{self, InventoryCommand, InventoryState};
+use shelfsync_common::sync::{UploadEvent, UploadOutcome, UploadResult};
 use shelfsync_common::wire::{StoreInfo, WriteResult};
 use shelfsync_common::{
-    DomainError, EventEnvelope, EventId, EventPayload, ProductId, ReservationId, StoreId, StreamId,
+    DomainError, EventEnvelope, EventId, EventMetadata, EventPayload, Origin, ProductId, ReservationId, StoreId,
+    StreamId,
 };
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -63,7 +66,13 @@ pub(super) enum WriteOp {
     AddStore {
         id: StoreId,
         name: String,
+        token: Option<Box<TokenRecord>>,
         reply: Reply<StoreInfo>,
+    },
+    Upload {
+        store: StoreId,
+        events: Vec<UploadEvent>,
+        reply: Reply<Vec<UploadResult>>,
     },
     AddToken(Box<TokenRecord>, Reply<()>),
     RevokeTokens(TokenSelector, Reply<usize>),
@@ -202,40 +211,38 @@ fn checkpoint(conn: &Connection) -> Result<(), AppendError> {
     Ok(())
 }
 
-/// The answer owed to one job, sent after the batch's fate is known.
-enum Outcome {
-    Command(Reply<WriteResult>, Result<WriteResult, AppendError>),
-    AddStore(Reply<StoreInfo>, Result<StoreInfo, AppendError>),
-    AddToken(Reply<()>, Result<(), AppendError>),
-    Revoke(Reply<usize>, Result<usize, AppendError>),
-}
+/// The answer owed to one job, sent once the batch's fate is known: the job's own result
+/// after a commit, or the batch's error after a rollback.
+struct Pending(Box<dyn FnOnce(Option<&AppendError>) + Send>);
 
-impl Outcome {
-    fn send(self) {
-        let _ = match self {
-            Outcome::Command(reply, result) => reply.send(result).is_ok(),
-            Outcome::AddStore(reply, result) => reply.send(result).is_ok(),
-            Outcome::AddToken(reply, result) => reply.send(result).is_ok(),
-            Outcome::Revoke(reply, result) => reply.send(result).is_ok(),
-        };
+impl Pending {
+    fn new<T: Send + 'static>(reply: Reply<T>, result: Result<T, AppendError>) -> Self {
+        Pending(Box::new(move |failed| {
+            let _ = reply.send(match failed {
+                Some(error) => Err(error.clone()),
+                None => result,
+            });
+        }))
     }
 
-    /// A job that did not run, to be failed.
-    fn unanswered(op: WriteOp) -> Self {
-        match op {
-            WriteOp::Command(_, reply) => Outcome::Command(reply, Err(AppendError::Unavailable)),
-            WriteOp::AddStore { reply, .. } => Outcome::AddStore(reply, Err(AppendError::Unavailable)),
-            WriteOp::AddToken(_, reply) => Outcome::AddToken(reply, Err(AppendError::Unavailable)),
-            WriteOp::RevokeTokens(_, reply) => Outcome::Revoke(reply, Err(AppendError::Unavailable)),
-        }
+    fn send(self) {
+        (self.0)(None)
     }
 
     fn fail(self, error: &AppendError) {
+        (self.0)(Some(error))
+    }
+}
+
+impl WriteOp {
+    /// The answer owed to a job the batch never reached.
+    fn unanswered(self) -> Pending {
         match self {
-            Outcome::Command(reply, _) => drop(reply.send(Err(error.clone()))),
-            Outcome::AddStore(reply, _) => drop(reply.send(Err(error.clone()))),
-            Outcome::AddToken(reply, _) => drop(reply.send(Err(error.clone()))),
-            Outcome::Revoke(reply, _) => drop(reply.send(Err(error.clone()))),
+            WriteOp::Command(_, reply) => Pending::new(reply, Err(AppendError::Unavailable)),
+            WriteOp::AddStore { reply, .. } => Pending::new(reply, Err(AppendError::Unavailable)),
+            WriteOp::AddToken(_, reply) => Pending::new(reply, Err(AppendError::Unavailable)),
+            WriteOp::RevokeTokens(_, reply) => Pending::new(reply, Err(AppendError::Unavailable)),
+            WriteOp::Upload { reply, .. } => Pending::new(reply, Err(AppendError::Unavailable)),
         }
     }
 }
@@ -252,13 +259,7 @@ fn commit_batch(conn: &mut Connection, heads: &mut Heads, jobs: Vec<(WriteOp, In
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut batch = Batch::new(heads);
         for (op, _) in jobs.by_ref() {
-            match batch.run(&tx, op) {
-                Ok(outcome) => outcomes.push(outcome),
-                Err((outcome, error)) => {
-                    outcomes.push(outcome);
-                    return Err(error);
-                }
-            }
+            batch.run(&tx, op, &mut outcomes)?;
         }
         let changes = batch.finish(&tx)?;
         tx.commit()?;
@@ -267,20 +268,22 @@ fn commit_batch(conn: &mut Connection, heads: &mut Heads, jobs: Vec<(WriteOp, In
     match result {
         Ok(changes) => {
             let events = changes.apply_to(heads);
-            outcomes.into_iter().for_each(Outcome::send);
             metrics::histogram!("shelfsync_hub_append_batch_jobs").record(size as f64);
             metrics::histogram!("shelfsync_hub_append_commit_seconds").record(started.elapsed().as_secs_f64());
             metrics::counter!("shelfsync_hub_events_appended_total").increment(events.len() as u64);
+            // Publish before answering, so that the bus head is never behind a position
+            // a caller has already been given.
             if !events.is_empty() {
                 bus.publish(events);
             }
+            outcomes.into_iter().for_each(Pending::send);
         }
         Err(error) => {
             tracing::error!(%error, jobs = size, "append batch rolled back");
             let error = AppendError::Storage(error.to_string());
             outcomes.into_iter().for_each(|o| o.fail(&error));
             // Jobs the batch never reached (BEGIN failed, or an earlier job did).
-            jobs.for_each(|(op, _)| Outcome::unanswered(op).fail(&error));
+            jobs.for_each(|(op, _)| op.unanswered().fail(&error));
         }
     }
 }
@@ -293,6 +296,7 @@ struct Changes {
     skus: HashMap<String, Option<ProductId>>,
     reservations: HashMap<ReservationId, Option<StreamId>>,
     stores: Vec<StoreId>,
+    stats: HashMap<StoreId, StoreStats>,
     events: Vec<EventEnvelope>,
 }
 
@@ -339,35 +343,45 @@ impl<'h> Batch<'h> {
         }
     }
 
-    /// Runs one job. On a SQLite error the job's reply comes back with the error, so that
-    /// its caller too hears that the batch failed.
-    fn run(&mut self, tx: &Transaction<'_>, op: WriteOp) -> Result<Outcome, (Outcome, rusqlite::Error)> {
-        fn settle<T>(
+    /// Runs one job and records its outcome. On a SQLite error the job's reply is still
+    /// recorded, so that its caller too hears that the batch failed.
+    fn run(&mut self, tx: &Transaction<'_>, op: WriteOp, outcomes: &mut Vec<Pending>) -> rusqlite::Result<()> {
+        fn settle<T: Send + 'static>(
+            outcomes: &mut Vec<Pending>,
             reply: Reply<T>,
             result: rusqlite::Result<Result<T, AppendError>>,
-            outcome: fn(Reply<T>, Result<T, AppendError>) -> Outcome,
-        ) -> Result<Outcome, (Outcome, rusqlite::Error)> {
+        ) -> rusqlite::Result<()> {
             match result {
-                Ok(result) => Ok(outcome(reply, result)),
-                Err(error) => Err((outcome(reply, Err(AppendError::Storage(error.to_string()))), error)),
+                Ok(result) => {
+                    outcomes.push(Pending::new(reply, result));
+                    Ok(())
+                }
+                Err(error) => {
+                    outcomes.push(Pending::new(reply, Err(AppendError::Storage(error.to_string()))));
+                    Err(error)
+                }
             }
         }
         match op {
             WriteOp::Command(request, reply) => {
                 let result = self.command(tx, *request);
-                settle(reply, result, Outcome::Command)
+                settle(outcomes, reply, result)
             }
-            WriteOp::AddStore { id, name, reply } => {
-                let result = self.add_store(tx, id, name);
-                settle(reply, result, Outcome::AddStore)
+            WriteOp::AddStore { id, name, token, reply } => {
+                let result = self.add_store(tx, id, name, token.map(|t| *t));
+                settle(outcomes, reply, result)
             }
             WriteOp::AddToken(token, reply) => {
                 let result = self.add_token(tx, *token);
-                settle(reply, result, Outcome::AddToken)
+                settle(outcomes, reply, result)
             }
             WriteOp::RevokeTokens(selector, reply) => {
                 let result = self.revoke_tokens(tx, selector);
-                settle(reply, result, Outcome::Revoke)
+                settle(outcomes, reply, result)
+            }
+            WriteOp::Upload { store, events, reply } => {
+                let result = self.upload(tx, store, events).map(Ok);
+                settle(outcomes, reply, result)
             }
         }
     }
@@ -378,7 +392,7 @@ impl<'h> Batch<'h> {
         }
         tx.prepare_cached(
             "INSERT INTO tokens (id, name, role, store_id, secret_sha256, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
         .execute(params![
             &token.id.as_bytes()[..],
@@ -415,16 +429,90 @@ impl<'h> Batch<'h> {
         tx: &Transaction<'_>,
         id: StoreId,
         name: String,
+        token: Option<TokenRecord>,
     ) -> rusqlite::Result<Result<StoreInfo, AppendError>> {
+        if self.store_known(id) {
+            return Ok(Err(AppendError::StoreExists(id)));
+        }
+        if let Some(token) = token {
+            if let Err(error) = self.add_token(tx, token)? {
+                return Ok(Err(error));
+            }
+        }
         tx.prepare_cached("INSERT INTO stores (id, name, created_at) VALUES (?1, ?2, ?3)")?
             .execute(params![&id.as_bytes()[..], name, format_time(self.now)])?;
         self.changes.stores.push(id);
-        Ok(Ok(StoreInfo {
-            id,
-            name,
-            created_at: self.now,
-            revoked: false,
-        }))
+        Ok(Ok(StoreInfo { id, name, created_at: self.now, revoked: false }))
+    }
+
+    /// Records every uploaded event of `store` that may be recorded; one result each.
+    fn upload(
+        &mut self,
+        tx: &Transaction<'_>,
+        store: StoreId,
+        events: Vec<UploadEvent>,
+    ) -> rusqlite::Result<Vec<UploadResult>> {
+        let mut results = Vec::with_capacity(events.len());
+        for event in events {
+            let event_id = event.event_id;
+            let outcome = self.record_fact(tx, store, event)?;
+            results.push(UploadResult { event_id, outcome });
+        }
+        Ok(results)
+    }
+
+    /// Records one store fact after whatever its stream holds (never refused for stock),
+    /// and `OversellDetected` after it when it left the stream oversold.
+    fn record_fact(&mut self, tx: &Transaction<'_>, store: StoreId, event: UploadEvent) -> rusqlite::Result<UploadOutcome> {
+        let fingerprint = facts::fingerprint(&event);
+        if let Some((earlier, original)) = self.earlier_write(tx, event.event_id)? {
+            if earlier == fingerprint {
+                return Ok(UploadOutcome::Duplicate {
+                    position: original.position,
+                    stream_version: original.stream_version,
+                });
+            }
+            return Ok(self.rejected(store, "event_id_reused", "this event id was recorded with other content".into()));
+        }
+        let payload = match facts::check(store, &event, |product| self.product_registered(product)) {
+            Ok(payload) => payload,
+            Err(rejection) => return Ok(self.rejected(store, rejection.reason, rejection.detail)),
+        };
+        let stream = event.stream;
+        if let EventPayload::StockReserved { reservation_id, .. } = &payload {
+            if self.reservation_stream(reservation_id).is_some_and(|open| open != stream) {
+                let detail = format!("reservation {reservation_id} is open on another stream");
+                return Ok(self.rejected(store, "reservation_id_in_use", detail));
+            }
+        }
+        let mut state = self.stream(&stream).map_or(StreamState::Inventory(InventoryState::default()), |h| h.state.clone());
+        let StreamState::Inventory(before) = state.clone() else {
+            return Ok(self.rejected(store, "wrong_store", "not an inventory stream".into()));
+        };
+        let recorded =
+            self.append_event(tx, stream, &mut state, payload, (event.event_id, fingerprint), &event.metadata)?;
+        if let StreamState::Inventory(after) = &state {
+            if let Some(oversell) = inventory::oversell_after(&before, after, event.event_id) {
+                let metadata = EventMetadata {
+                    origin: Origin::Hub,
+                    actor: "hub:oversell-rule".into(),
+                    correlation_id: event.metadata.correlation_id,
+                    causation_id: Some(event.event_id.0),
+                    occurred_at: self.now,
+                    recorded_at: None,
+                };
+                self.append_event(tx, stream, &mut state, oversell, (EventId::new_v7(), [0; 16]), &metadata)?;
+                self.changes.stats.entry(store).or_default().oversells += 1;
+                tracing::warn!(%stream, caused_by = %event.event_id, "oversell detected");
+            }
+        }
+        self.set_head(stream, state);
+        Ok(UploadOutcome::Appended { position: recorded.position, stream_version: recorded.stream_version })
+    }
+
+    fn rejected(&mut self, store: StoreId, reason: &'static str, detail: String) -> UploadOutcome {
+        self.changes.stats.entry(store).or_default().rejected_uploads += 1;
+        UploadOutcome::Rejected { reason: reason.into(), detail }
     }
 
     fn store_known(&self, id: StoreId) -> bool {
@@ -578,49 +666,53 @@ impl<'h> Batch<'h> {
     ) -> rusqlite::Result<WriteResult> {
         let mut events = Vec::with_capacity(payloads.len());
         for (index, payload) in payloads.into_iter().enumerate() {
-            let event_id = if index == 0 {
-                request.event_id
-            } else {
-                EventId::new_v7()
-            };
-            let fingerprint = if index == 0 { request.fingerprint } else { [0; 16] };
-            self.track_indexes(stream, &state, &payload);
-            match &mut state {
-                StreamState::Catalog(s) => catalog::apply(s, &payload),
-                StreamState::Inventory(s) => inventory::apply(s, &payload),
-            }
-            let mut metadata = request.metadata.clone();
-            metadata.recorded_at = Some(self.now);
-            let envelope = EventEnvelope {
-                event_id,
-                stream,
-                stream_version: state.version(),
-                position: self.changes.next_position,
-                schema_version: shelfsync_common::event::CURRENT_SCHEMA_VERSION,
-                payload,
-                metadata,
-            };
-            self.insert_event(tx, &envelope, fingerprint)?;
-            self.changes.next_position += 1;
-            self.written.insert(event_id, (fingerprint, envelope.clone()));
-            events.push(envelope);
+            let identity =
+                if index == 0 { (request.event_id, request.fingerprint) } else { (EventId::new_v7(), [0; 16]) };
+            events.push(self.append_event(tx, stream, &mut state, payload, identity, &request.metadata)?);
         }
-        let position = self.changes.next_position - 1;
         let stream_version = state.version();
-        self.changes.streams.insert(
+        self.set_head(stream, state);
+        Ok(WriteResult { events, stream_version, position: self.changes.next_position - 1, duplicate: false })
+    }
+
+    /// Applies one event to `state`, inserts its row at the next position, and remembers
+    /// its id (with `fingerprint`) for dedupe within the batch.
+    fn append_event(
+        &mut self,
+        tx: &Transaction<'_>,
+        stream: StreamId,
+        state: &mut StreamState,
+        payload: EventPayload,
+        (event_id, fingerprint): (EventId, [u8; 16]),
+        metadata: &EventMetadata,
+    ) -> rusqlite::Result<EventEnvelope> {
+        self.track_indexes(stream, state, &payload);
+        match state {
+            StreamState::Catalog(s) => catalog::apply(s, &payload),
+            StreamState::Inventory(s) => inventory::apply(s, &payload),
+        }
+        let mut metadata = metadata.clone();
+        metadata.recorded_at = Some(self.now);
+        let envelope = EventEnvelope {
+            event_id,
             stream,
-            StreamHead {
-                state,
-                last_position: position,
-            },
-        );
-        self.changes.events.extend(events.iter().cloned());
-        Ok(WriteResult {
-            events,
-            stream_version,
-            position,
-            duplicate: false,
-        })
+            stream_version: state.version(),
+            position: self.changes.next_position,
+            schema_version: shelfsync_common::event::CURRENT_SCHEMA_VERSION,
+            payload,
+            metadata,
+        };
+        self.insert_event(tx, &envelope, fingerprint)?;
+        self.changes.next_position += 1;
+        self.written.insert(event_id, (fingerprint, envelope.clone()));
+        self.changes.events.push(envelope.clone());
+        Ok(envelope)
+    }
+
+    /// Records `state` as the stream's head after this batch's latest event on it.
+    fn set_head(&mut self, stream: StreamId, state: StreamState) {
+        let last_position = self.changes.next_position - 1;
+        self.changes.streams.insert(stream, StreamHead { state, last_position });
     }
 
     fn track_indexes(&mut self, stream: StreamId, before: &StreamState, payload: &EventPayload) {
@@ -685,6 +777,17 @@ impl<'h> Batch<'h> {
                 head.last_position as i64,
                 state
             ])?;
+        }
+        if self.changes.stats.is_empty() {
+            return Ok(self.changes);
+        }
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO store_stats (store_id, rejected_uploads, oversells) VALUES (?1, ?2, ?3)
+             ON CONFLICT (store_id) DO UPDATE SET rejected_uploads = rejected_uploads + excluded.rejected_uploads,
+                                                  oversells = oversells + excluded.oversells",
+        )?;
+        for (store, stats) in &self.changes.stats {
+            stmt.execute(params![&store.as_bytes()[..], stats.rejected_uploads as i64, stats.oversells as i64])?;
         }
         Ok(self.changes)
     }

@@ -1,0 +1,274 @@
+//! The sync protocol between a store's edge agent and the hub: the shapes of upload, pull,
+//! push (Server-Sent Events), snapshot, heartbeat and fleet status. Both sides build and
+//! parse exactly these structs; `docs/sync-protocol.md` explains the rules around them.
+
+use crate::event::{EventEnvelope, EventMetadata, StreamId};
+use crate::ids::{EventId, ProductId, ReservationId, StoreId};
+use crate::event::Origin;
+use crate::wire::{ProductView, StockLevel, StoreInfo};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// The sync protocol version this build speaks, `MAJOR.MINOR`. Peers must share MAJOR.
+pub const PROTOCOL_VERSION: &str = "1.0";
+/// The header that carries [`PROTOCOL_VERSION`] on every sync request and response.
+pub const PROTOCOL_HEADER: &str = "x-shelfsync-protocol";
+/// The most events one upload may carry.
+pub const MAX_UPLOAD_BATCH: usize = 500;
+/// The most events one pull may return.
+pub const MAX_PULL_LIMIT: usize = 1000;
+
+/// The SSE event name of a recorded event (`data` is an [`EventEnvelope`]).
+pub const SSE_EVENT: &str = "event";
+/// The SSE event name sent once replay has reached the head (`data` is [`CaughtUp`]).
+pub const SSE_CAUGHT_UP: &str = "caught-up";
+/// The SSE event name that advances the cursor past events this store does not see
+/// (`data` is [`Progress`]).
+pub const SSE_PROGRESS: &str = "progress";
+
+/// The MAJOR part of a `MAJOR.MINOR` version, if it parses.
+pub fn protocol_major(version: &str) -> Option<u32> {
+    let major = version.trim().split('.').next()?;
+    major.parse().ok()
+}
+
+/// Whether a peer announcing `version` speaks our protocol.
+pub fn protocol_compatible(version: &str) -> bool {
+    protocol_major(version).is_some() && protocol_major(version) == protocol_major(PROTOCOL_VERSION)
+}
+
+/// One outbox event as the agent uploads it. `type`, `schema_version` and `data` stay
+/// untyped here so that the hub can reject an event it cannot read with a precise reason
+/// instead of failing the whole batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadEvent {
+    /// Made by the store when the fact was recorded.
+    pub event_id: EventId,
+    /// Must be an inventory stream of the uploading store.
+    pub stream: StreamId,
+    /// Event type name.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Schema version of `data`.
+    pub schema_version: u16,
+    /// The payload.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    /// Provenance; `origin` must be the uploading store.
+    pub metadata: EventMetadata,
+}
+
+/// `POST /v1/sync/upload`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadRequest {
+    /// Outbox events in the order the store recorded them (at most 500).
+    pub events: Vec<UploadEvent>,
+}
+
+/// What happened to one uploaded event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum UploadOutcome {
+    /// Recorded now.
+    Appended {
+        /// Its global position.
+        position: u64,
+        /// Its version in the stream.
+        stream_version: u64,
+    },
+    /// Recorded before (a retried batch): nothing new was written.
+    Duplicate {
+        /// The original position.
+        position: u64,
+        /// The original stream version.
+        stream_version: u64,
+    },
+    /// Not recorded; the agent quarantines it and goes on with the next one.
+    Rejected {
+        /// Stable reason code (see `docs/sync-protocol.md`).
+        reason: String,
+        /// For people.
+        detail: String,
+    },
+}
+
+/// One event's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UploadResult {
+    /// The uploaded event.
+    pub event_id: EventId,
+    /// What happened.
+    #[serde(flatten)]
+    pub outcome: UploadOutcome,
+}
+
+/// The answer to an upload: one result per event, in the same order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UploadResponse {
+    /// Per-event outcomes.
+    pub results: Vec<UploadResult>,
+    /// The hub's head after the upload.
+    pub head: u64,
+}
+
+/// `GET /v1/sync/events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PullResponse {
+    /// Events after the cursor that this store may see, in position order.
+    pub events: Vec<EventEnvelope>,
+    /// Pass as `after` next time (it may pass events this store does not see).
+    pub next_cursor: u64,
+    /// The hub's head: `next_cursor == head` means caught up.
+    pub head: u64,
+}
+
+/// `data` of the SSE `caught-up` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CaughtUp {
+    /// The head when replay ended.
+    pub head: u64,
+}
+
+/// `data` of the SSE `progress` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Progress {
+    /// Everything up to here has been sent (or is not visible to this store).
+    pub position: u64,
+}
+
+/// An open reservation in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SnapshotReservation {
+    /// The hold.
+    pub reservation_id: ReservationId,
+    /// Product.
+    pub product_id: ProductId,
+    /// Units held.
+    pub quantity: u32,
+    /// When it lapses.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: OffsetDateTime,
+    /// Who made it (and so must expire it).
+    pub origin: Origin,
+}
+
+/// `GET /v1/sync/snapshot`: a store's state as of one position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SnapshotResponse {
+    /// The store.
+    pub store_id: StoreId,
+    /// Everything below reflects exactly the events up to this position: follow from here.
+    pub position: u64,
+    /// Stock rows of the store.
+    pub stock: Vec<StockLevel>,
+    /// Open reservations of the store.
+    pub reservations: Vec<SnapshotReservation>,
+    /// The whole catalog.
+    pub catalog: Vec<ProductView>,
+}
+
+/// `POST /v1/sync/heartbeat`: what the agent reports about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// The agent's version.
+    pub agent_version: String,
+    /// The last position the agent has applied.
+    pub cursor: u64,
+    /// Events waiting to be uploaded.
+    pub outbox_depth: u64,
+    /// Age of the oldest of them, in seconds.
+    #[serde(default)]
+    pub oldest_pending_age_secs: Option<u64>,
+    /// The agent's hub-link breaker: closed, open or half_open.
+    pub breaker_state: String,
+    /// Events the hub rejected, held for an operator.
+    pub quarantined: u64,
+}
+
+/// The hub's answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HeartbeatAck {
+    /// The hub's head.
+    pub head: u64,
+}
+
+/// One store in the fleet view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FleetStore {
+    /// The store.
+    #[serde(flatten)]
+    pub store: StoreInfo,
+    /// Last request from its agent (any sync route), if any since the hub started.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_seen: Option<OffsetDateTime>,
+    /// Whether a push stream to it is open now.
+    pub push_connected: bool,
+    /// The last heartbeat, if any since the hub started.
+    pub heartbeat: Option<Heartbeat>,
+    /// head - reported cursor.
+    pub cursor_lag: Option<u64>,
+    /// `OversellDetected` events on its streams.
+    pub oversells: u64,
+    /// Uploaded events the hub rejected.
+    pub rejected_uploads: u64,
+}
+
+/// `GET /v1/admin/fleet`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FleetResponse {
+    /// The hub's head.
+    pub head: u64,
+    /// Every enrolled store.
+    pub stores: Vec<FleetStore>,
+}
+
+/// `POST /v1/admin/stores`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollStoreRequest {
+    /// Display name.
+    pub name: String,
+    /// The store's id (a new one is made when absent).
+    #[serde(default)]
+    pub id: Option<StoreId>,
+}
+
+/// A store and its token, shown once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EnrolledStore {
+    /// The store.
+    pub store: StoreInfo,
+    /// The store token's secret: configure the agent with it; it is not shown again.
+    pub token: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_versions_are_compatible_by_major() {
+        assert!(protocol_compatible("1.0"));
+        assert!(protocol_compatible("1.7"));
+        assert!(!protocol_compatible("2.0"));
+        assert!(!protocol_compatible("one"));
+        assert!(!protocol_compatible(""));
+    }
+
+    #[test]
+    fn upload_outcomes_have_a_status_tag() {
+        let result = UploadResult {
+            event_id: EventId::from_bytes([1; 16]),
+            outcome: UploadOutcome::Rejected { reason: "wrong_store".into(), detail: "x".into() },
+        };
+        let json = serde_json::to_value(&result).unwrap();
+        assert_eq!(json["status"], "rejected");
+        assert_eq!(json["reason"], "wrong_store");
+        assert_eq!(serde_json::from_value::<UploadResult>(json).unwrap(), result);
+    }
+}

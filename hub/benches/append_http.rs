@@ -1,0 +1,361 @@
+//! Concurrent single-event appends per second over HTTP, against a raw
+//! one-event-per-transaction rusqlite loop measured in the same run.
+//!
+//! Hub side: a real hub started in-process (its own tokio runtime with one worker per
+//! core, like the binary) on a 127.0.0.1:0 listener with a fresh temp data dir and the
+//! demo data; `CLIENTS` concurrent tasks on a second runtime share one keep-alive reqwest
+//! client and POST `/v1/inventory/stock` (one `StockAdded` event each) round-robin over
+//! the demo product/store pairs until `HUB_EVENTS` requests have been answered 201.
+//!
+//! Baseline: a fresh SQLite file with the hub's pragmas (WAL, synchronous=FULL) and the
+//! hub's DDL (`migrations/0001_event_store.sql`), one event row of the same size per
+//! `BEGIN IMMEDIATE .. COMMIT`, `BASELINE_EVENTS` rows.
+//!
+//! Each of `RUNS` rounds measures both (alternating which goes first); the report gives
+//! median, min and max events/s and the ratio hub/baseline (of the medians, and the
+//! median of the per-round ratios).
+//!
+//! ```sh
+//! cargo bench -p shelfsync-hub --bench append_http
+//! RUNS=7 CLIENTS=64 HUB_EVENTS=20000 BASELINE_EVENTS=1000 cargo bench -p shelfsync-hub --bench append_http
+//! ```
+//!
+//! `BENCH_DIR` sets where the temp files go (default: the system temp dir).
+
+use rusqlite::{params, Connection, TransactionBehavior};
+use serde_json::json;
+use shelfsync_hub::config::HubConfig;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ADMIN: &str = "bench-admin-token-0123456789";
+const EVENTS_DDL: &str = include_str!("../migrations/0001_event_store.sql");
+
+fn env_usize(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} must be a number, got {v:?}")),
+        Err(_) => default,
+    }
+}
+
+fn bench_dir() -> PathBuf {
+    std::env::var_os("BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from)
+}
+
+struct Settings {
+    runs: usize,
+    clients: usize,
+    hub_events: usize,
+    warmup: usize,
+    baseline_events: usize,
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; ignore arguments.
+    let settings = Settings {
+        runs: env_usize("RUNS", 5).max(1),
+        clients: env_usize("CLIENTS", 64).max(1),
+        hub_events: env_usize("HUB_EVENTS", 20_000).max(1),
+        warmup: env_usize("WARMUP", 1_000),
+        baseline_events: env_usize("BASELINE_EVENTS", 1_000).max(1),
+    };
+    println!(
+        "append_http: {} runs; hub: {} clients x {} single-event POSTs (after {} warm-up); baseline: {} one-row transactions",
+        settings.runs, settings.clients, settings.hub_events, settings.warmup, settings.baseline_events
+    );
+    println!("machine: {} cores, {}", cores(), cpu_model());
+    println!("files in: {}", bench_dir().display());
+
+    let mut hub = Vec::new();
+    let mut base = Vec::new();
+    let mut ratios = Vec::new();
+    for run in 0..settings.runs {
+        let (h, b) = if run % 2 == 0 {
+            let b = baseline_run(settings.baseline_events);
+            (hub_run(&settings), b)
+        } else {
+            let h = hub_run(&settings);
+            (h, baseline_run(settings.baseline_events))
+        };
+        println!(
+            "run {}: hub {:>9.0} ev/s (batch avg {:.1} jobs) | baseline {:>7.0} ev/s | ratio {:.1}x",
+            run + 1,
+            h.rate,
+            h.mean_batch,
+            b,
+            h.rate / b
+        );
+        ratios.push(h.rate / b);
+        hub.push(h.rate);
+        base.push(b);
+    }
+    let (hm, hmin, hmax) = stats(&hub);
+    let (bm, bmin, bmax) = stats(&base);
+    let (rm, rmin, rmax) = stats(&ratios);
+    println!();
+    println!("| side | events/s median | min | max |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| hub, {} HTTP clients, single-event POST | {hm:.0} | {hmin:.0} | {hmax:.0} |",
+        settings.clients
+    );
+    println!("| rusqlite loop, one event per transaction | {bm:.0} | {bmin:.0} | {bmax:.0} |");
+    println!();
+    println!(
+        "ratio hub/baseline: {:.1}x (of medians); per-run ratio median {rm:.1}x, min {rmin:.1}x, max {rmax:.1}x",
+        hm / bm
+    );
+}
+
+fn stats(values: &[f64]) -> (f64, f64, f64) {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    (median, v[0], v[n - 1])
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+// ---------------------------------------------------------------------------------------
+// Baseline: one event row per transaction.
+
+/// A `data` and `metadata` pair shaped like the hub's `StockAdded` rows.
+fn event_json(i: usize) -> (String, String) {
+    let data = json!({ "quantity": 1 + (i % 5) }).to_string();
+    let metadata = json!({
+        "origin": "hub",
+        "actor": "admin",
+        "correlation_id": uuid::Uuid::now_v7(),
+        "occurred_at": "2025-01-01T12:00:00.123456789Z",
+        "recorded_at": "2025-01-01T12:00:00.123456789Z",
+    })
+    .to_string();
+    (data, metadata)
+}
+
+/// Events per second of the raw loop on a fresh file.
+fn baseline_run(events: usize) -> f64 {
+    let dir = tempfile::tempdir_in(bench_dir()).expect("temp dir");
+    let conn = open_baseline(&dir.path().join("baseline.sqlite"));
+    // A few untimed rows so the file, WAL and statement cache exist.
+    let mut position = 0;
+    for _ in 0..20 {
+        position += 1;
+        insert_one(&conn, position);
+    }
+    let started = Instant::now();
+    for _ in 0..events {
+        position += 1;
+        insert_one(&conn, position);
+    }
+    events as f64 / started.elapsed().as_secs_f64()
+}
+
+fn open_baseline(path: &Path) -> Connection {
+    let conn = Connection::open(path).expect("open");
+    conn.pragma_update(None, "journal_mode", "WAL").expect("wal");
+    conn.pragma_update(None, "synchronous", "FULL").expect("sync");
+    conn.pragma_update(None, "foreign_keys", "ON").expect("fk");
+    conn.execute_batch(EVENTS_DDL).expect("ddl");
+    conn
+}
+
+fn insert_one(conn: &Connection, position: usize) {
+    let (data, metadata) = event_json(position);
+    let stream = [(position % 15) as u8; 32];
+    let tx = conn
+        .unchecked_transaction_with_behavior(TransactionBehavior::Immediate)
+        .expect("begin");
+    tx.prepare_cached(
+        "INSERT INTO events (position, event_id, stream_key, stream_version, event_type, schema_version, data, metadata, fingerprint)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .expect("prepare")
+    .execute(params![
+        position as i64,
+        &uuid::Uuid::now_v7().as_bytes()[..],
+        &stream[..],
+        (position / 15 + 1) as i64,
+        "stock_added",
+        1,
+        data,
+        metadata,
+        &[7u8; 16][..],
+    ])
+    .expect("insert");
+    tx.commit().expect("commit");
+}
+
+// ---------------------------------------------------------------------------------------
+// Hub: concurrent single-event POSTs.
+
+struct HubResult {
+    rate: f64,
+    mean_batch: f64,
+}
+
+fn hub_run(settings: &Settings) -> HubResult {
+    let dir = tempfile::tempdir_in(bench_dir()).expect("temp dir");
+    let hub_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores())
+        .thread_name("hub")
+        .enable_all()
+        .build()
+        .expect("hub runtime");
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores())
+        .thread_name("client")
+        .enable_all()
+        .build()
+        .expect("client runtime");
+
+    let listener = hub_rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let config = HubConfig {
+        data_dir: dir.path().to_owned(),
+        admin_token: Some(ADMIN.into()),
+        ..HubConfig::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = shelfsync_hub::RunOptions {
+        seed_demo_data: true,
+        announce: false,
+    };
+    let server = hub_rt.spawn(async move {
+        shelfsync_hub::run(config, listener, options, async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("hub run");
+    });
+
+    let targets: Arc<Vec<String>> = Arc::new(
+        shelfsync_hub::seed::products()
+            .iter()
+            .flat_map(|p| {
+                shelfsync_hub::seed::stores()
+                    .into_iter()
+                    .map(move |s| json!({ "product_id": p.id, "store_id": s.id, "quantity": 1 }).to_string())
+            })
+            .collect(),
+    );
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(settings.clients * 2)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client");
+
+    let result = client_rt.block_on(async {
+        // Warm-up: opens the keep-alive connections and warms the caches (not timed).
+        blast(&client, &url, &targets, settings.clients, settings.warmup).await;
+        let before = batch_metrics(&client, &url).await;
+        let started = Instant::now();
+        blast(&client, &url, &targets, settings.clients, settings.hub_events).await;
+        let elapsed = started.elapsed();
+        let after = batch_metrics(&client, &url).await;
+        let batches = after.1 - before.1;
+        let jobs = after.0 - before.0;
+        HubResult {
+            rate: settings.hub_events as f64 / elapsed.as_secs_f64(),
+            mean_batch: if batches > 0.0 { jobs / batches } else { f64::NAN },
+        }
+    });
+
+    let _ = stop.send(());
+    hub_rt.block_on(server).expect("hub task");
+    drop(client);
+    client_rt.shutdown_timeout(Duration::from_secs(5));
+    hub_rt.shutdown_timeout(Duration::from_secs(5));
+    result
+}
+
+/// Sends `total` POSTs from `clients` concurrent tasks; panics on any non-201 answer.
+async fn blast(client: &reqwest::Client, url: &str, targets: &Arc<Vec<String>>, clients: usize, total: usize) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let endpoint: Arc<str> = format!("{url}/v1/inventory/stock").into();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let client = client.clone();
+            let next = next.clone();
+            let targets = targets.clone();
+            let endpoint = endpoint.clone();
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        break;
+                    }
+                    let response = client
+                        .post(&*endpoint)
+                        .bearer_auth(ADMIN)
+                        .header("content-type", "application/json")
+                        .body(targets[i % targets.len()].clone())
+                        .send()
+                        .await
+                        .expect("request");
+                    let status = response.status();
+                    let body = response.bytes().await.expect("body");
+                    assert_eq!(
+                        status.as_u16(),
+                        201,
+                        "unexpected answer: {}",
+                        String::from_utf8_lossy(&body)
+                    );
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("client task");
+    }
+}
+
+/// (sum of jobs, count of batches) from the hub's `shelfsync_hub_append_batch_jobs`
+/// histogram, to report the mean group-commit size.
+async fn batch_metrics(client: &reqwest::Client, url: &str) -> (f64, f64) {
+    let text = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let value = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        value("shelfsync_hub_append_batch_jobs_sum"),
+        value("shelfsync_hub_append_batch_jobs_count"),
+    )
+}

@@ -1,0 +1,179 @@
+//! `GET /v1/sync/stream`: the push channel to an agent, as Server-Sent Events.
+//!
+//! The stream resumes after `Last-Event-ID` (or `?after=`), exclusive: it replays from
+//! the store, sends `caught-up`, then goes live. Each `event` has the event's position as
+//! its SSE id; a `progress` event (at most one a second) moves the id past events this
+//! store does not see, so an idle store's cursor still reaches the head. A pump task feeds
+//! each connection through a bounded buffer: an agent that cannot keep up fills it and is
+//! dropped (it resumes by reconnecting) instead of being buffered without bound. The
+//! stream ends when the store's token is revoked and when the hub shuts down.
+
+use super::error::ApiError;
+use super::extract::ApiQuery;
+use super::sync::StoreAgent;
+use super::AppState;
+use crate::bus::EventFeed;
+use crate::fleet::PushGuard;
+use crate::store::reader::visible_to;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use serde::Deserialize;
+use shelfsync_common::sync::{CaughtUp, Progress, SSE_CAUGHT_UP, SSE_EVENT, SSE_PROGRESS};
+use shelfsync_common::StoreId;
+use std::convert::Infallible;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+
+/// Most time between a cursor move past invisible events and the `progress` that says so.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// `?after=` for [`stream`] (the `Last-Event-ID` header wins).
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    /// Resume after this position (exclusive).
+    pub after: Option<u64>,
+}
+
+/// Follow the events this store may see, live.
+#[utoipa::path(get, path = "/v1/sync/stream", tag = "sync", params(StreamQuery),
+    responses((status = 200, description = "text/event-stream of `event`, `caught-up` and `progress` events")))]
+pub async fn stream(
+    State(state): State<AppState>,
+    StoreAgent(store): StoreAgent,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<StreamQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let after = match headers.get("last-event-id").map(|v| v.to_str().map(str::trim)) {
+        Some(Ok(text)) => text
+            .parse::<u64>()
+            .map_err(|_| ApiError::bad_request("invalid_last_event_id", "Last-Event-ID must be a position (a number)"))?,
+        Some(Err(_)) => return Err(ApiError::bad_request("invalid_last_event_id", "Last-Event-ID is not text")),
+        None => query.after.unwrap_or(0),
+    };
+    let (events, received) = mpsc::channel(state.config.sync.push_buffer_events.max(1));
+    let pump = Pump {
+        store,
+        feed: state.store.bus().feed(state.store.reads().clone(), after),
+        events,
+        revocations: state.fleet.revocations(),
+        stopping: state.stopping.clone(),
+        _presence: state.fleet.push_opened(store),
+    };
+    tracing::info!(%store, after, "push stream opened");
+    tokio::spawn(pump.run());
+    let keep_alive = Duration::from_secs(state.config.sync.keep_alive_secs.max(1));
+    Ok(Sse::new(ReceiverStream::new(received).map(Ok)).keep_alive(KeepAlive::new().interval(keep_alive)))
+}
+
+/// Moves one connection's events from the feed into its bounded buffer.
+struct Pump {
+    store: StoreId,
+    feed: EventFeed,
+    events: mpsc::Sender<Event>,
+    revocations: broadcast::Receiver<StoreId>,
+    stopping: watch::Receiver<bool>,
+    _presence: PushGuard,
+}
+
+/// Why a pump stopped.
+#[derive(Debug)]
+enum End {
+    ClientGone,
+    TooSlow,
+    Revoked,
+    ShuttingDown,
+    StoreFailed(String),
+}
+
+impl Pump {
+    async fn run(mut self) {
+        let end = self.pump().await;
+        match &end {
+            End::TooSlow => {
+                metrics::counter!("shelfsync_hub_sse_dropped_slow_total").increment(1);
+                tracing::warn!(store = %self.store, cursor = self.feed.cursor(), "push stream dropped: the agent is not keeping up");
+            }
+            End::StoreFailed(error) => tracing::warn!(store = %self.store, %error, "push stream ended on a read error"),
+            End::ClientGone | End::Revoked | End::ShuttingDown => {
+                tracing::info!(store = %self.store, reason = ?end, "push stream closed");
+            }
+        }
+    }
+
+    async fn pump(&mut self) -> End {
+        let Pump { store, feed, events, revocations, stopping, .. } = self;
+        let mut caught_up = false;
+        let mut sent_to = feed.cursor();
+        let mut progress_due: Option<Instant> = None;
+        loop {
+            if !caught_up && feed.caught_up() {
+                caught_up = true;
+                let head = feed.cursor();
+                if let Err(end) = send(events, SSE_CAUGHT_UP, head, &CaughtUp { head }) {
+                    return end;
+                }
+                sent_to = head;
+                progress_due = None;
+            }
+            tokio::select! {
+                revoked = revocations.recv() => match revoked {
+                    Ok(revoked) if revoked == *store => return End::Revoked,
+                    Ok(_) => {}
+                    // Missed signals may include ours: end, and let the agent re-authenticate.
+                    Err(broadcast::error::RecvError::Lagged(_)) => return End::Revoked,
+                    Err(broadcast::error::RecvError::Closed) => return End::ShuttingDown,
+                },
+                _ = stopping.wait_for(|stopping| *stopping) => return End::ShuttingDown,
+                () = events.closed() => return End::ClientGone,
+                () = sleep_until_some(progress_due) => {
+                    let position = feed.cursor();
+                    if let Err(end) = send(events, SSE_PROGRESS, position, &Progress { position }) {
+                        return end;
+                    }
+                    sent_to = position;
+                    progress_due = None;
+                }
+                next = feed.next() => {
+                    let batch = match next {
+                        None => return End::ShuttingDown,
+                        Some(Err(error)) => return End::StoreFailed(error.to_string()),
+                        Some(Ok(batch)) => batch,
+                    };
+                    for event in batch.iter().filter(|e| visible_to(*store, &e.stream)) {
+                        if let Err(end) = send(events, SSE_EVENT, event.position, event) {
+                            return end;
+                        }
+                        sent_to = event.position;
+                        metrics::counter!("shelfsync_hub_sse_events_pushed_total").increment(1);
+                    }
+                    if caught_up && sent_to < feed.cursor() && progress_due.is_none() {
+                        progress_due = Some(Instant::now() + PROGRESS_EVERY);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Queues one SSE event without waiting: a full buffer means the agent is too slow.
+fn send(events: &mpsc::Sender<Event>, name: &str, position: u64, data: &impl serde::Serialize) -> Result<(), End> {
+    let event =
+        Event::default().event(name).id(position.to_string()).json_data(data).map_err(|e| End::StoreFailed(e.to_string()))?;
+    events.try_send(event).map_err(|error| match error {
+        mpsc::error::TrySendError::Full(_) => End::TooSlow,
+        mpsc::error::TrySendError::Closed(_) => End::ClientGone,
+    })
+}
+
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,134 @@
+//! `/v1/admin/stores` and `/v1/admin/fleet`: enrolling stores, their tokens, and the
+//! fleet's health (admin token only).
+
+use super::auth::{digest, new_secret, Principal};
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath};
+use super::AppState;
+use crate::store::reader::{self, TokenRecord};
+use crate::store::TokenSelector;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use shelfsync_common::sync::{EnrollStoreRequest, EnrolledStore, FleetResponse, FleetStore};
+use shelfsync_common::wire::{valid_name, StoreInfo};
+use shelfsync_common::StoreId;
+
+/// Routes of this resource.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/stores", post(enroll).get(list))
+        .route("/v1/admin/stores/{id}/revoke", post(revoke))
+        .route("/v1/admin/stores/{id}/token", post(rotate_token))
+        .route("/v1/admin/fleet", get(fleet))
+}
+
+fn store_token(store: StoreId) -> (String, TokenRecord) {
+    let secret = new_secret();
+    let record = TokenRecord {
+        id: uuid::Uuid::now_v7(),
+        name: format!("store-{store}"),
+        role: "store".into(),
+        store_id: Some(store),
+        secret_sha256: digest(&secret),
+        created_at: time::OffsetDateTime::now_utc(),
+        revoked_at: None,
+    };
+    (secret, record)
+}
+
+/// Enroll a store; the answer holds its token, shown this once.
+#[utoipa::path(post, path = "/v1/admin/stores", tag = "admin", request_body = EnrollStoreRequest,
+    responses((status = 201, body = EnrolledStore), (status = 409, description = "store_exists")))]
+pub async fn enroll(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<EnrollStoreRequest>,
+) -> Result<(StatusCode, Json<EnrolledStore>), ApiError> {
+    principal.require_admin()?;
+    if !valid_name(&body.name) {
+        return Err(ApiError::unprocessable("invalid_name", "name must be 1..=64 letters, digits, spaces, '-', '_' or '.'"));
+    }
+    let id = body.id.unwrap_or_else(StoreId::new_v7);
+    let (token, record) = store_token(id);
+    let store = state.store.enroll_store(id, body.name, record).await?;
+    tracing::info!(store = %store.id, name = %store.name, "store enrolled");
+    Ok((StatusCode::CREATED, Json(EnrolledStore { store, token })))
+}
+
+/// Every enrolled store.
+#[utoipa::path(get, path = "/v1/admin/stores", tag = "admin", responses((status = 200, body = Vec<StoreInfo>)))]
+pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<Vec<StoreInfo>>, ApiError> {
+    principal.require_admin()?;
+    Ok(Json(state.store.reads().run(|conn| reader::stores(conn)).await?))
+}
+
+/// Revoke a store's token: refused from its next request on, and its open push streams end.
+#[utoipa::path(post, path = "/v1/admin/stores/{id}/revoke", tag = "admin",
+    params(("id" = String, Path, description = "store id")),
+    responses((status = 204), (status = 404, description = "store_not_found")))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<StoreId>,
+) -> Result<StatusCode, ApiError> {
+    principal.require_admin()?;
+    let revoked = state.store.revoke_tokens(TokenSelector::Store(id)).await?;
+    state.fleet.revoke(id);
+    if revoked == 0 && !store_exists(&state, id).await? {
+        return Err(ApiError::NotFound { what: "store", id: id.to_string() });
+    }
+    tracing::info!(store = %id, revoked, "store token revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Issue a new token for a store (its old token is revoked).
+#[utoipa::path(post, path = "/v1/admin/stores/{id}/token", tag = "admin",
+    params(("id" = String, Path, description = "store id")),
+    responses((status = 201, body = EnrolledStore), (status = 404, description = "store_not_found")))]
+pub async fn rotate_token(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<StoreId>,
+) -> Result<(StatusCode, Json<EnrolledStore>), ApiError> {
+    principal.require_admin()?;
+    let stores = state.store.reads().run(|conn| reader::stores(conn)).await?;
+    let store = stores.into_iter().find(|s| s.id == id).ok_or(ApiError::NotFound { what: "store", id: id.to_string() })?;
+    state.store.revoke_tokens(TokenSelector::Store(id)).await?;
+    state.fleet.revoke(id);
+    let (token, record) = store_token(id);
+    state.store.add_token(record).await?;
+    Ok((StatusCode::CREATED, Json(EnrolledStore { store: StoreInfo { revoked: false, ..store }, token })))
+}
+
+async fn store_exists(state: &AppState, id: StoreId) -> Result<bool, ApiError> {
+    let stores = state.store.reads().run(|conn| reader::stores(conn)).await?;
+    Ok(stores.iter().any(|s| s.id == id))
+}
+
+/// Every store's health: last contact, push stream, cursor lag, outbox, oversells, rejects.
+#[utoipa::path(get, path = "/v1/admin/fleet", tag = "admin", responses((status = 200, body = FleetResponse)))]
+pub async fn fleet(State(state): State<AppState>, principal: Principal) -> Result<Json<FleetResponse>, ApiError> {
+    principal.require_admin()?;
+    let head = state.store.bus().head();
+    let (stores, stats) =
+        state.store.reads().run(|conn| Ok((reader::stores(conn)?, reader::store_stats(conn)?))).await?;
+    let stores = stores
+        .into_iter()
+        .map(|store| {
+            let presence = state.fleet.presence(store.id);
+            let counts = stats.get(&store.id).copied().unwrap_or_default();
+            FleetStore {
+                last_seen: presence.last_seen,
+                push_connected: presence.push_streams > 0,
+                cursor_lag: presence.heartbeat.as_ref().map(|h| head.saturating_sub(h.cursor)),
+                heartbeat: presence.heartbeat,
+                oversells: counts.oversells,
+                rejected_uploads: counts.rejected_uploads,
+                store,
+            }
+        })
+        .collect();
+    Ok(Json(FleetResponse { head, stores }))
+}

@@ -1,0 +1,150 @@
+//! `/v1/sync`: what the hub offers its edge agents (store tokens only). Every request and
+//! response carries the protocol version header; a request whose major version the hub
+//! does not speak is refused with `unsupported_protocol` before anything else happens.
+
+use super::auth::Principal;
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiQuery};
+use super::AppState;
+use crate::store::reader;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use shelfsync_common::sync::{
+    protocol_compatible, Heartbeat, HeartbeatAck, PullResponse, UploadOutcome, UploadRequest, UploadResponse,
+    MAX_PULL_LIMIT, MAX_UPLOAD_BATCH, PROTOCOL_HEADER, PROTOCOL_VERSION,
+};
+use shelfsync_common::StoreId;
+
+/// Positions one pull scans at most (the store may see few of them).
+const PULL_SCAN_WINDOW: u64 = 20_000;
+
+/// Routes of this resource, behind the protocol check.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/sync/upload", post(upload))
+        .route("/v1/sync/events", get(pull))
+        .route("/v1/sync/heartbeat", post(heartbeat))
+        .route("/v1/sync/snapshot", get(super::snapshot::snapshot))
+        .route("/v1/sync/stream", get(super::push::stream))
+        .route_layer(middleware::from_fn(protocol))
+}
+
+/// Refuses a peer of another major version; stamps our version on every answer.
+async fn protocol(request: Request, next: Next) -> Response {
+    let offered = request.headers().get(PROTOCOL_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let mut response = match offered {
+        Some(version) if protocol_compatible(&version) => next.run(request).await,
+        Some(version) => ApiError::Invalid {
+            status: axum::http::StatusCode::BAD_REQUEST,
+            code: "unsupported_protocol",
+            detail: format!("this hub speaks sync protocol {PROTOCOL_VERSION}; the agent sent {version:?}: upgrade the older side"),
+        }
+        .into_response(),
+        None => ApiError::bad_request(
+            "unsupported_protocol",
+            format!("send {PROTOCOL_HEADER}: {PROTOCOL_VERSION} (this hub speaks sync protocol {PROTOCOL_VERSION})"),
+        )
+        .into_response(),
+    };
+    response.headers_mut().insert(PROTOCOL_HEADER, HeaderValue::from_static(PROTOCOL_VERSION));
+    response
+}
+
+/// The calling agent's store (a store token is required), recorded as seen.
+pub struct StoreAgent(pub StoreId);
+
+impl FromRequestParts<AppState> for StoreAgent {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        match Principal::from_request_parts(parts, state).await? {
+            Principal::Store { store_id, .. } => {
+                state.fleet.seen(store_id);
+                Ok(StoreAgent(store_id))
+            }
+            Principal::Admin | Principal::Channel { .. } => {
+                Err(ApiError::Forbidden("the sync routes take a store token".into()))
+            }
+        }
+    }
+}
+
+/// Upload outbox events; one result per event, in order.
+#[utoipa::path(post, path = "/v1/sync/upload", tag = "sync", request_body = UploadRequest,
+    responses((status = 200, body = UploadResponse), (status = 422, description = "batch_too_large")))]
+pub async fn upload(
+    State(state): State<AppState>,
+    StoreAgent(store): StoreAgent,
+    ApiJson(body): ApiJson<UploadRequest>,
+) -> Result<Json<UploadResponse>, ApiError> {
+    if body.events.len() > MAX_UPLOAD_BATCH {
+        return Err(ApiError::unprocessable(
+            "batch_too_large",
+            format!("at most {MAX_UPLOAD_BATCH} events per upload, got {}", body.events.len()),
+        ));
+    }
+    let results = state.store.upload(store, body.events).await?;
+    for result in &results {
+        let label = match result.outcome {
+            UploadOutcome::Appended { .. } => "appended",
+            UploadOutcome::Duplicate { .. } => "duplicate",
+            UploadOutcome::Rejected { .. } => "rejected",
+        };
+        metrics::counter!("shelfsync_hub_sync_upload_events_total", "result" => label).increment(1);
+    }
+    Ok(Json(UploadResponse { results, head: state.store.bus().head() }))
+}
+
+/// `?after=&limit=` for [`pull`].
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PullQuery {
+    /// Return events after this position (exclusive; 0 = from the start).
+    #[serde(default)]
+    pub after: u64,
+    /// At most this many events (1..=1000, default 500).
+    pub limit: Option<usize>,
+}
+
+/// Events after a cursor that this store may see.
+#[utoipa::path(get, path = "/v1/sync/events", tag = "sync", params(PullQuery),
+    responses((status = 200, body = PullResponse)))]
+pub async fn pull(
+    State(state): State<AppState>,
+    StoreAgent(store): StoreAgent,
+    ApiQuery(query): ApiQuery<PullQuery>,
+) -> Result<Json<PullResponse>, ApiError> {
+    let limit = query.limit.unwrap_or(500);
+    if limit == 0 || limit > MAX_PULL_LIMIT {
+        return Err(ApiError::bad_request("invalid_query", format!("limit must be 1..={MAX_PULL_LIMIT}")));
+    }
+    let head = state.store.bus().head();
+    let after = query.after;
+    let page = state
+        .store
+        .reads()
+        .run(move |conn| reader::visible_events_after(conn, store, after, limit, PULL_SCAN_WINDOW))
+        .await?;
+    Ok(Json(PullResponse { events: page.events, next_cursor: page.scanned_to.max(after), head: head.max(page.scanned_to) }))
+}
+
+/// Report the agent's state for the fleet view.
+#[utoipa::path(post, path = "/v1/sync/heartbeat", tag = "sync", request_body = Heartbeat,
+    responses((status = 200, body = HeartbeatAck)))]
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    StoreAgent(store): StoreAgent,
+    ApiJson(body): ApiJson<Heartbeat>,
+) -> Json<HeartbeatAck> {
+    let head = state.store.bus().head();
+    metrics::gauge!("shelfsync_hub_store_cursor_lag", "store" => store.to_string())
+        .set(head.saturating_sub(body.cursor) as f64);
+    state.fleet.heartbeat(store, body);
+    Json(HeartbeatAck { head })
+}

@@ -1,0 +1,92 @@
+//! What the hub knows about its agents right now: when each store was last heard from,
+//! its last heartbeat, how many push streams it has open; and the revocation signal that
+//! ends a store's open streams the moment its token is revoked.
+//!
+//! This is in-memory presence, rebuilt from the agents' next requests after a restart;
+//! durable per-store figures (oversells, rejected uploads) live in the event store.
+
+use shelfsync_common::sync::Heartbeat;
+use shelfsync_common::StoreId;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use time::OffsetDateTime;
+use tokio::sync::broadcast;
+
+/// One store's presence.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Presence {
+    /// Last request from its agent.
+    pub last_seen: Option<OffsetDateTime>,
+    /// Last heartbeat.
+    pub heartbeat: Option<Heartbeat>,
+    /// Open push streams.
+    pub push_streams: u32,
+}
+
+/// Presence of every store, and the revocation signal.
+pub struct Fleet {
+    stores: Mutex<HashMap<StoreId, Presence>>,
+    revocations: broadcast::Sender<StoreId>,
+}
+
+impl Default for Fleet {
+    fn default() -> Self {
+        Self { stores: Mutex::new(HashMap::new()), revocations: broadcast::channel(64).0 }
+    }
+}
+
+impl Fleet {
+    fn stores(&self) -> MutexGuard<'_, HashMap<StoreId, Presence>> {
+        self.stores.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records a request from `store`'s agent.
+    pub fn seen(&self, store: StoreId) {
+        self.stores().entry(store).or_default().last_seen = Some(OffsetDateTime::now_utc());
+    }
+
+    /// Records a heartbeat.
+    pub fn heartbeat(&self, store: StoreId, heartbeat: Heartbeat) {
+        let mut stores = self.stores();
+        let presence = stores.entry(store).or_default();
+        presence.last_seen = Some(OffsetDateTime::now_utc());
+        presence.heartbeat = Some(heartbeat);
+    }
+
+    /// Counts an open push stream until the guard drops.
+    pub fn push_opened(self: &Arc<Self>, store: StoreId) -> PushGuard {
+        self.stores().entry(store).or_default().push_streams += 1;
+        metrics::gauge!("shelfsync_hub_sse_connections").increment(1.0);
+        PushGuard { fleet: self.clone(), store }
+    }
+
+    /// A store's presence.
+    pub fn presence(&self, store: StoreId) -> Presence {
+        self.stores().get(&store).cloned().unwrap_or_default()
+    }
+
+    /// Tells every open stream of `store` to end now.
+    pub fn revoke(&self, store: StoreId) {
+        let _ = self.revocations.send(store);
+    }
+
+    /// Revocations, for open streams to watch.
+    pub fn revocations(&self) -> broadcast::Receiver<StoreId> {
+        self.revocations.subscribe()
+    }
+}
+
+/// Holds one open push stream in the count.
+pub struct PushGuard {
+    fleet: Arc<Fleet>,
+    store: StoreId,
+}
+
+impl Drop for PushGuard {
+    fn drop(&mut self) {
+        if let Some(presence) = self.fleet.stores().get_mut(&self.store) {
+            presence.push_streams = presence.push_streams.saturating_sub(1);
+        }
+        metrics::gauge!("shelfsync_hub_sse_connections").decrement(1.0);
+    }
+}

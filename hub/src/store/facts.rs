@@ -1,0 +1,166 @@
+//! The rules for recording a store's facts (design section 7).
+//!
+//! An event an agent uploads is a fact: the till already sold the goods. So it is never
+//! refused for stock reasons; it is only refused when it is not this store's to record
+//! (another store's stream, the catalog, another origin) or cannot be read (unknown type
+//! or schema version, malformed or out-of-range data, unknown product). These checks are
+//! pure; the writer applies them to every uploaded event and records what passes.
+
+use shelfsync_common::event::PayloadError;
+use shelfsync_common::inventory::{validate_reason, MAX_ADJUSTMENT};
+use shelfsync_common::sync::UploadEvent;
+use shelfsync_common::{EventPayload, Origin, ProductId, StockQuantity, StoreId};
+use sha2::{Digest, Sha256};
+
+/// Why an uploaded event is not recorded: a stable reason code and a detail for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Stable code.
+    pub reason: &'static str,
+    /// What is wrong.
+    pub detail: String,
+}
+
+fn reject(reason: &'static str, detail: impl Into<String>) -> Rejection {
+    Rejection { reason, detail: detail.into() }
+}
+
+/// Checks one uploaded event for `store`; returns its typed payload when it may be recorded.
+pub fn check(
+    store: StoreId,
+    event: &UploadEvent,
+    product_registered: impl Fn(ProductId) -> bool,
+) -> Result<EventPayload, Rejection> {
+    match event.stream.store_id {
+        Some(owner) if owner == store => {}
+        Some(owner) => return Err(reject("wrong_store", format!("the stream belongs to store {owner}"))),
+        None => return Err(reject("wrong_store", "catalog streams are written only at the hub")),
+    }
+    if event.metadata.origin != Origin::Store(store) {
+        return Err(reject("wrong_origin", "metadata.origin must be the uploading store's id"));
+    }
+    let payload = EventPayload::from_parts(&event.event_type, event.schema_version, event.data.clone())
+        .map_err(|e: PayloadError| reject(e.code(), e.to_string()))?;
+    if !product_registered(event.stream.product_id) {
+        return Err(reject("unknown_product", format!("product {} is not in the catalog", event.stream.product_id)));
+    }
+    check_ranges(&payload)?;
+    Ok(payload)
+}
+
+fn check_ranges(payload: &EventPayload) -> Result<(), Rejection> {
+    let quantity = |q: u32| {
+        StockQuantity::new(i64::from(q)).map(|_| ()).map_err(|e| reject("out_of_range", e.to_string()))
+    };
+    match payload {
+        EventPayload::StockAdded { quantity: q }
+        | EventPayload::StockReserved { quantity: q, .. }
+        | EventPayload::StockReleased { quantity: q, .. }
+        | EventPayload::ReservationCommitted { quantity: q, .. } => quantity(*q),
+        EventPayload::StockAdjusted { delta, reason } => {
+            if *delta == 0 || delta.abs() > MAX_ADJUSTMENT {
+                return Err(reject("out_of_range", format!("delta must be non-zero and within ±{MAX_ADJUSTMENT}")));
+            }
+            validate_reason(reason).map_err(|e| reject("out_of_range", e.to_string()))
+        }
+        EventPayload::ProductRegistered(_) | EventPayload::ProductUpdated(_) | EventPayload::OversellDetected { .. } => {
+            Err(reject("event_type_not_allowed", format!("{} is recorded only by the hub", payload.event_type())))
+        }
+    }
+}
+
+/// Digest of what makes an uploaded event the same fact: stream, type, schema and data.
+/// A retried upload has the same digest; a different event reusing the id does not.
+pub fn fingerprint(event: &UploadEvent) -> [u8; 16] {
+    let mut hasher = Sha256::new();
+    hasher.update(b"upload\0");
+    hasher.update(event.stream.key());
+    hasher.update(event.event_type.as_bytes());
+    hasher.update(event.schema_version.to_be_bytes());
+    // serde_json's map is ordered by key, so equal data serializes to equal bytes.
+    hasher.update(serde_json::to_vec(&event.data).unwrap_or_default());
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&hasher.finalize()[..16]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use shelfsync_common::{EventId, EventMetadata, StreamId};
+
+    fn store() -> StoreId {
+        StoreId::from_bytes([7; 16])
+    }
+
+    fn event(event_type: &str, data: serde_json::Value) -> UploadEvent {
+        UploadEvent {
+            event_id: EventId::from_bytes([1; 16]),
+            stream: StreamId::inventory(ProductId::from_bytes([2; 16]), store()),
+            event_type: event_type.into(),
+            schema_version: 1,
+            data,
+            metadata: EventMetadata {
+                origin: Origin::Store(store()),
+                actor: "till-1".into(),
+                correlation_id: uuid::Uuid::from_bytes([3; 16]),
+                causation_id: None,
+                occurred_at: time::OffsetDateTime::UNIX_EPOCH,
+                recorded_at: None,
+            },
+        }
+    }
+
+    fn reason(result: Result<EventPayload, Rejection>) -> &'static str {
+        result.err().map_or("accepted", |r| r.reason)
+    }
+
+    #[test]
+    fn a_valid_sale_is_accepted() {
+        let sale = event("ReservationCommitted", json!({"reservation_id": uuid::Uuid::nil(), "quantity": 2}));
+        assert_eq!(reason(check(store(), &sale, |_| true)), "accepted");
+    }
+
+    #[test]
+    fn every_refusal_has_its_reason() {
+        let added = event("StockAdded", json!({"quantity": 1}));
+        let mut other_store = added.clone();
+        other_store.stream.store_id = Some(StoreId::from_bytes([8; 16]));
+        let mut catalog = added.clone();
+        catalog.stream.store_id = None;
+        let mut wrong_origin = added.clone();
+        wrong_origin.metadata.origin = Origin::Hub;
+        let mut future_schema = added.clone();
+        future_schema.schema_version = 2;
+        let cases = [
+            (other_store, "wrong_store"),
+            (catalog, "wrong_store"),
+            (wrong_origin, "wrong_origin"),
+            (event("Teleported", json!({})), "unknown_event_type"),
+            (future_schema, "unsupported_schema_version"),
+            (event("StockAdded", json!({"quantity": "two"})), "malformed_event"),
+            (event("StockAdded", json!({"quantity": 0})), "out_of_range"),
+            (event("StockAdded", json!({"quantity": 2_000_000})), "out_of_range"),
+            (event("StockAdjusted", json!({"delta": 0, "reason": "count"})), "out_of_range"),
+            (event("StockAdjusted", json!({"delta": 3, "reason": ""})), "out_of_range"),
+            (
+                event("OversellDetected", json!({"caused_by": uuid::Uuid::nil(), "on_hand": 0, "reserved": 0, "available": -1})),
+                "event_type_not_allowed",
+            ),
+        ];
+        for (case, want) in cases {
+            assert_eq!(reason(check(store(), &case, |_| true)), want, "{case:?}");
+        }
+        assert_eq!(reason(check(store(), &added, |_| false)), "unknown_product");
+    }
+
+    #[test]
+    fn the_fingerprint_ignores_metadata_but_not_data() {
+        let a = event("StockAdded", json!({"quantity": 1}));
+        let mut retried = a.clone();
+        retried.metadata.actor = "till-2".into();
+        assert_eq!(fingerprint(&a), fingerprint(&retried));
+        assert_ne!(fingerprint(&a), fingerprint(&event("StockAdded", json!({"quantity": 2}))));
+    }
+}
