@@ -160,17 +160,17 @@ fn event_json(i: usize) -> (String, String) {
 /// Events per second of the raw loop on a fresh file.
 fn baseline_run(events: usize) -> f64 {
     let dir = tempfile::tempdir_in(bench_dir()).expect("temp dir");
-    let conn = open_baseline(&dir.path().join("baseline.sqlite"));
+    let mut conn = open_baseline(&dir.path().join("baseline.sqlite"));
     // A few untimed rows so the file, WAL and statement cache exist.
     let mut position = 0;
     for _ in 0..20 {
         position += 1;
-        insert_one(&conn, position);
+        insert_one(&mut conn, position);
     }
     let started = Instant::now();
     for _ in 0..events {
         position += 1;
-        insert_one(&conn, position);
+        insert_one(&mut conn, position);
     }
     events as f64 / started.elapsed().as_secs_f64()
 }
@@ -184,11 +184,11 @@ fn open_baseline(path: &Path) -> Connection {
     conn
 }
 
-fn insert_one(conn: &Connection, position: usize) {
+fn insert_one(conn: &mut Connection, position: usize) {
     let (data, metadata) = event_json(position);
     let stream = [(position % 15) as u8; 32];
     let tx = conn
-        .unchecked_transaction_with_behavior(TransactionBehavior::Immediate)
+        .transaction_with_behavior(TransactionBehavior::Immediate)
         .expect("begin");
     tx.prepare_cached(
         "INSERT INTO events (position, event_id, stream_key, stream_version, event_type, schema_version, data, metadata, fingerprint)

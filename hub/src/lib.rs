@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod bus;
+pub mod cli;
 pub mod config;
 pub mod fleet;
 pub mod jobs;
@@ -60,7 +61,7 @@ pub enum StartError {
     Projection(String),
     /// Writing the demo data.
     #[error("seeding the demo data: {0}")]
-    Seed(#[from] store::AppendError),
+    Seed(#[from] seed::SeedError),
     /// Starting the scheduled jobs.
     #[error("starting the scheduled jobs: {0}")]
     Jobs(String),
@@ -86,7 +87,7 @@ pub async fn run(
     // Install the metrics recorder before anything records.
     telemetry::metrics_handle();
     let store = EventStore::open(&data_dir.join(EVENTS_FILE), EventBus::new())?;
-    if options.seed_demo_data && seed::seed_if_empty(&store).await? {
+    if options.seed_demo_data && seed::seed_if_empty(&store, &data_dir).await? {
         tracing::info!("demo data written");
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -155,7 +156,8 @@ fn admin_token(config: &HubConfig) -> Result<(String, Option<PathBuf>), StartErr
     Ok((secret, Some(path)))
 }
 
-fn write_private(path: &Path, secret: &str) -> std::io::Result<()> {
+/// Writes a secret to a file only its owner can read (mode 0600), and syncs it.
+pub(crate) fn write_private(path: &Path, secret: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use shelfsync_hub::cli;
 use shelfsync_hub::config::{HubConfig, EXAMPLE};
 use std::path::PathBuf;
 
@@ -37,6 +38,38 @@ enum Cmd {
     RebuildProjections,
     /// Print the annotated example configuration.
     PrintConfig,
+    /// Enroll, list and revoke stores (talks to the running hub).
+    Store {
+        /// The hub's URL (default: http://<listen> from the configuration).
+        #[arg(long, global = true)]
+        hub_url: Option<String>,
+        #[command(subcommand)]
+        action: StoreCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCmd {
+    /// Enroll a store; prints its id and token (shown once).
+    Add {
+        /// Display name, e.g. "Berlin Mitte".
+        name: String,
+        /// Use this id instead of a new one.
+        #[arg(long)]
+        id: Option<shelfsync_common::StoreId>,
+    },
+    /// List enrolled stores.
+    List,
+    /// Revoke a store's token (its agent is refused at once).
+    Revoke {
+        /// Store id.
+        id: shelfsync_common::StoreId,
+    },
+    /// Issue a new token for a store, revoking the old one.
+    Token {
+        /// Store id.
+        id: shelfsync_common::StoreId,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,6 +88,21 @@ fn main() -> anyhow::Result<()> {
             config.data_dir = data_dir;
             config.listen = listen;
             serve(config, true)
+        }
+        Cmd::Store { hub_url, action } => {
+            let config = HubConfig::load(cli.config.as_deref()).context("loading configuration")?;
+            let hub_url = hub_url.unwrap_or_else(|| format!("http://{}", config.listen));
+            let token = cli::admin_token(&config)?;
+            let action = match action {
+                StoreCmd::Add { name, id } => cli::StoreAction::Add { name, id },
+                StoreCmd::List => cli::StoreAction::List,
+                StoreCmd::Revoke { id } => cli::StoreAction::Revoke { id },
+                StoreCmd::Token { id } => cli::StoreAction::Rotate { id },
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let output = runtime.block_on(cli::run_store_action(&hub_url, &token, action))?;
+            println!("{output}");
+            Ok(())
         }
         Cmd::RebuildProjections => {
             let config = HubConfig::load(cli.config.as_deref()).context("loading configuration")?;

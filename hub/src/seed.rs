@@ -2,7 +2,9 @@
 //! written as ordinary commands (so the read model and the log hold them like any other
 //! data). Ids are fixed, so the README's curl examples work as printed.
 
+use crate::store::reader::TokenRecord;
 use crate::store::{AppendError, Command, CommandRequest, EventStore, InventoryTarget};
+use std::path::{Path, PathBuf};
 use shelfsync_common::catalog::CatalogCommand;
 use shelfsync_common::{EventId, EventMetadata, InventoryCommand, Origin, Product, ProductId, StockQuantity, StoreId};
 use uuid::Uuid;
@@ -51,17 +53,35 @@ fn fixed_id(kind: u16, n: u8) -> Uuid {
     Uuid::from_fields(0x0193_0000 | u32::from(kind), 0, 0x7000, &[0x80, 0, 0, 0, 0, 0, 0, n])
 }
 
-/// Writes the sample data into an empty store. Returns false (and writes nothing) when
-/// the store already holds events.
-pub async fn seed_if_empty(store: &EventStore) -> Result<bool, AppendError> {
+/// Where the demo keeps a store's token: `<data_dir>/store-tokens/<store id>` (mode 0600),
+/// for the demo's edge agents to read.
+pub fn store_token_path(data_dir: &Path, store: StoreId) -> PathBuf {
+    data_dir.join("store-tokens").join(store.to_string())
+}
+
+/// Writes the sample data into an empty store, and each demo store's token into the data
+/// directory. Returns false (and writes nothing) when the store already holds events.
+pub async fn seed_if_empty(store: &EventStore, data_dir: &Path) -> Result<bool, SeedError> {
     if store.bus().head() > 0 {
         return Ok(false);
     }
+    std::fs::create_dir_all(data_dir.join("store-tokens"))?;
     for demo in stores() {
+        let secret = crate::api::auth::new_secret();
+        let token = TokenRecord {
+            id: Uuid::now_v7(),
+            name: format!("store-{}", demo.id),
+            role: "store".into(),
+            store_id: Some(demo.id),
+            secret_sha256: crate::api::auth::digest(&secret),
+            created_at: time::OffsetDateTime::now_utc(),
+            revoked_at: None,
+        };
         // A crash between enrolling and the first event leaves stores behind: keep them.
-        match store.add_store(demo.id, demo.name.into()).await {
-            Ok(_) | Err(AppendError::StoreExists(_)) => {}
-            Err(error) => return Err(error),
+        match store.enroll_store(demo.id, demo.name.into(), token).await {
+            Ok(_) => crate::write_private(&store_token_path(data_dir, demo.id), &secret)?,
+            Err(AppendError::StoreExists(_)) => {}
+            Err(error) => return Err(error.into()),
         }
     }
     let mut counter = 0u32;
@@ -101,4 +121,15 @@ pub async fn seed_if_empty(store: &EventStore) -> Result<bool, AppendError> {
         store.execute(request).await?;
     }
     Ok(true)
+}
+
+/// Why the demo data could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    /// The store refused.
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    /// A token file could not be written.
+    #[error("writing a demo store token: {0}")]
+    Io(#[from] std::io::Error),
 }

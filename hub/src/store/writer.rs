@@ -434,14 +434,21 @@ impl<'h> Batch<'h> {
         if self.store_known(id) {
             return Ok(Err(AppendError::StoreExists(id)));
         }
+        if let Some(token) = &token {
+            if super::reader::live_token_named(tx, &token.name).map_err(into_sqlite)? {
+                return Ok(Err(AppendError::TokenNameTaken(token.name.clone())));
+            }
+        }
+        // The store row first: the token references it.
+        tx.prepare_cached("INSERT INTO stores (id, name, created_at) VALUES (?1, ?2, ?3)")?
+            .execute(params![&id.as_bytes()[..], name, format_time(self.now)])?;
+        self.changes.stores.push(id);
         if let Some(token) = token {
+            // Cannot be refused: its name was checked above, in this transaction.
             if let Err(error) = self.add_token(tx, token)? {
                 return Ok(Err(error));
             }
         }
-        tx.prepare_cached("INSERT INTO stores (id, name, created_at) VALUES (?1, ?2, ?3)")?
-            .execute(params![&id.as_bytes()[..], name, format_time(self.now)])?;
-        self.changes.stores.push(id);
         Ok(Ok(StoreInfo { id, name, created_at: self.now, revoked: false }))
     }
 

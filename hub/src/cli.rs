@@ -1,0 +1,124 @@
+//! `shelfsync-hub store ...`: store enrollment from the command line. The commands talk
+//! to the running hub's admin API (never to its files), so the hub's writer stays the only
+//! writer and a revocation reaches open push streams at once.
+
+use crate::config::HubConfig;
+use shelfsync_common::problem::Problem;
+use shelfsync_common::sync::{EnrollStoreRequest, EnrolledStore};
+use shelfsync_common::wire::StoreInfo;
+use shelfsync_common::StoreId;
+
+/// What the operator asked for.
+#[derive(Debug, Clone)]
+pub enum StoreAction {
+    /// Enroll a store and print its token.
+    Add {
+        /// Display name.
+        name: String,
+        /// A chosen id (else a new one).
+        id: Option<StoreId>,
+    },
+    /// List the stores.
+    List,
+    /// Revoke a store's token.
+    Revoke {
+        /// The store.
+        id: StoreId,
+    },
+    /// Issue a new token (revoking the old one).
+    Rotate {
+        /// The store.
+        id: StoreId,
+    },
+}
+
+/// A failed admin call, with a message for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The hub could not be reached.
+    #[error("cannot reach the hub at {url}: {source} (is it running? pass --hub-url)")]
+    Unreachable {
+        /// Where we tried.
+        url: String,
+        /// Why.
+        source: reqwest::Error,
+    },
+    /// The hub refused.
+    #[error("the hub said {status} {code}: {detail}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// Problem code.
+        code: String,
+        /// Problem detail.
+        detail: String,
+    },
+    /// No admin token could be found.
+    #[error("no admin token: set admin_token / SHELFSYNC_HUB_ADMIN_TOKEN, or run on the hub's machine ({0})")]
+    NoToken(String),
+}
+
+/// The admin token from configuration or the hub's data dir.
+pub fn admin_token(config: &HubConfig) -> Result<String, CliError> {
+    if let Some(token) = &config.admin_token {
+        return Ok(token.clone());
+    }
+    let path = config.data_dir.join(crate::ADMIN_TOKEN_FILE);
+    std::fs::read_to_string(&path)
+        .map(|t| t.trim().to_owned())
+        .map_err(|e| CliError::NoToken(format!("{}: {e}", path.display())))
+}
+
+/// Runs one store action against the hub at `hub_url`; returns what to print.
+pub async fn run_store_action(hub_url: &str, token: &str, action: StoreAction) -> Result<String, CliError> {
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", hub_url.trim_end_matches('/'));
+    let request = match &action {
+        StoreAction::Add { name, id } => {
+            client.post(url("/v1/admin/stores")).json(&EnrollStoreRequest { name: name.clone(), id: *id })
+        }
+        StoreAction::List => client.get(url("/v1/admin/stores")),
+        StoreAction::Revoke { id } => client.post(url(&format!("/v1/admin/stores/{id}/revoke"))),
+        StoreAction::Rotate { id } => client.post(url(&format!("/v1/admin/stores/{id}/token"))),
+    };
+    let response = request
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|source| CliError::Unreachable { url: hub_url.to_owned(), source })?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(|source| CliError::Unreachable { url: hub_url.to_owned(), source })?;
+    if !status.is_success() {
+        let problem: Option<Problem> = serde_json::from_slice(&body).ok();
+        return Err(CliError::Refused {
+            status: status.as_u16(),
+            code: problem.as_ref().map_or_else(String::new, |p| p.code.clone()),
+            detail: problem.map_or_else(|| String::from_utf8_lossy(&body).into_owned(), |p| p.detail),
+        });
+    }
+    let parse_error = |e: serde_json::Error| CliError::Refused {
+        status: status.as_u16(),
+        code: "unexpected_answer".into(),
+        detail: e.to_string(),
+    };
+    Ok(match action {
+        StoreAction::Add { .. } | StoreAction::Rotate { .. } => {
+            let enrolled: EnrolledStore = serde_json::from_slice(&body).map_err(parse_error)?;
+            format!(
+                "store {} ({})\ntoken: {}\n\nGive this token to the store's agent (SHELFSYNC_EDGE_HUB_TOKEN); it is not shown again.",
+                enrolled.store.id, enrolled.store.name, enrolled.token
+            )
+        }
+        StoreAction::List => {
+            let stores: Vec<StoreInfo> = serde_json::from_slice(&body).map_err(parse_error)?;
+            let mut out = format!("{:<38} {:<8} {:<26} NAME\n", "ID", "TOKEN", "ENROLLED");
+            for store in stores {
+                let state = if store.revoked { "revoked" } else { "active" };
+                let enrolled = crate::store::reader::format_time(store.created_at);
+                out.push_str(&format!("{:<38} {:<8} {:<26} {}\n", store.id, state, enrolled, store.name));
+            }
+            out
+        }
+        StoreAction::Revoke { id } => format!("store {id}: token revoked; its agent is refused from now on"),
+    })
+}
