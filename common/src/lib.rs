@@ -14,6 +14,8 @@ pub mod ids;
 pub mod inventory;
 pub mod problem;
 pub mod product;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod quantity;
 pub mod sync;
 pub mod wire;

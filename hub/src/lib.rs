@@ -17,7 +17,6 @@ pub mod projection;
 pub mod query;
 pub mod seed;
 pub mod store;
-pub mod telemetry;
 
 use crate::bus::EventBus;
 use crate::config::HubConfig;
@@ -85,7 +84,7 @@ pub async fn run(
     })?;
     let (admin_secret, token_file) = admin_token(&config)?;
     // Install the metrics recorder before anything records.
-    telemetry::metrics_handle();
+    shelfsync_common::server::telemetry::metrics_handle();
     let store = EventStore::open(&data_dir.join(EVENTS_FILE), EventBus::new())?;
     if options.seed_demo_data && seed::seed_if_empty(&store, &data_dir).await? {
         tracing::info!("demo data written");
@@ -193,24 +192,4 @@ pub fn rebuild_read_model(data_dir: &Path, progress: bool) -> Result<u64, projec
     projection::rebuild(&data_dir.join(EVENTS_FILE), &data_dir.join(READ_MODEL_FILE), progress)
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("received Ctrl-C"),
-        () = terminate => tracing::info!("received SIGTERM"),
-    }
-}
+pub use shelfsync_common::server::shutdown_signal;

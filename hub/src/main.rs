@@ -106,7 +106,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::RebuildProjections => {
             let config = HubConfig::load(cli.config.as_deref()).context("loading configuration")?;
-            shelfsync_hub::telemetry::init_logging(&config.log);
+            shelfsync_common::server::telemetry::init_logging(&config.log);
             let applied =
                 shelfsync_hub::rebuild_read_model(&config.data_dir, true).context("rebuilding the read model")?;
             println!("read model rebuilt from {applied} events");
@@ -116,7 +116,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn serve(config: HubConfig, demo: bool) -> anyhow::Result<()> {
-    shelfsync_hub::telemetry::init_logging(&config.log);
+    shelfsync_common::server::telemetry::init_logging(&config.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1084,7 +1084,7 @@ pub(crate) mod testing {
 
     impl Fixture {
         pub async fn new() -> Self {
-            crate::telemetry::init_test_logging();
+            shelfsync_common::server::telemetry::init_test_logging();
             let dir = tempfile::tempdir().unwrap();
             let store = EventStore::open(&dir.path().join("events.sqlite"), EventBus::new()).unwrap();
             let fixture = Self {

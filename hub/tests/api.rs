@@ -374,7 +374,7 @@ async fn ops_routes_answer_and_openapi_lists_every_route() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("shelfsync_hub_http_requests_total"), "{metrics}");
+    assert!(metrics.contains("shelfsync_http_requests_total"), "{metrics}");
 }
 
 #[tokio::test]

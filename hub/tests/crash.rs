@@ -261,7 +261,6 @@ enum Op {
 /// A request the hub acknowledged (2xx), with what it answered.
 #[derive(Debug, Clone)]
 struct Ack {
-    client: usize,
     op: Op,
     stream: StreamId,
     path: String,
@@ -344,7 +343,6 @@ impl ClientCtx {
                 if answered_id.as_deref() == Some(event_id.to_string().as_str()) =>
             {
                 self.log.acks.push(Ack {
-                    client: self.id,
                     op,
                     stream,
                     path,

@@ -2,7 +2,7 @@
 
 use super::auth::{digest, new_secret, Principal};
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath};
+use shelfsync_common::server::extract::{ApiJson, ApiPath};
 use super::AppState;
 use crate::store::reader::TokenRecord;
 use crate::store::TokenSelector;

@@ -5,7 +5,7 @@
 use crate::store::{AppendError, StoreError};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use shelfsync_common::problem::{Problem, PROBLEM_CONTENT_TYPE};
+use shelfsync_common::server::ProblemResponse;
 use shelfsync_common::DomainError;
 
 /// A failed request.
@@ -35,9 +35,6 @@ pub enum ApiError {
         /// What is wrong.
         detail: String,
     },
-    /// The body is larger than the configured limit.
-    #[error("request body is larger than the limit")]
-    BodyTooLarge,
     /// The write side refused or failed.
     #[error(transparent)]
     Append(#[from] AppendError),
@@ -61,9 +58,6 @@ pub enum ApiError {
         /// Where the read model is.
         reached: u64,
     },
-    /// The request took longer than the configured timeout.
-    #[error("the request timed out")]
-    Timeout,
 }
 
 impl ApiError {
@@ -93,7 +87,6 @@ impl ApiError {
             ApiError::Forbidden(_) => (S::FORBIDDEN, "forbidden".into(), "Forbidden"),
             ApiError::NotFound { what, .. } => (S::NOT_FOUND, format!("{what}_not_found"), "Not found"),
             ApiError::Invalid { status, code, .. } => (*status, (*code).into(), "Invalid request"),
-            ApiError::BodyTooLarge => (S::PAYLOAD_TOO_LARGE, "body_too_large".into(), "Body too large"),
             ApiError::Append(error) => classify_append(error),
             ApiError::Store(_) | ApiError::ReadModel(_) => (
                 S::SERVICE_UNAVAILABLE,
@@ -106,7 +99,6 @@ impl ApiError {
                 "Read model unavailable",
             ),
             ApiError::NotCaughtUp { .. } => (S::SERVICE_UNAVAILABLE, "read_model_behind".into(), "Read model behind"),
-            ApiError::Timeout => (S::SERVICE_UNAVAILABLE, "timeout".into(), "Request timed out"),
         }
     }
 }
@@ -161,36 +153,26 @@ impl IntoResponse for ApiError {
         } else {
             self.to_string()
         };
-        let mut problem = Problem::new(status.as_u16(), &code, title, detail);
-        let mut extra_headers: Vec<(header::HeaderName, HeaderValue)> = Vec::new();
+        let mut answer = ProblemResponse::new(status, &code, title, detail);
         match &self {
             ApiError::Append(AppendError::VersionConflict { current, .. }) => {
-                problem.current_version = Some(*current);
-                extra_headers.push((header::ETAG, etag(*current)));
-                if let Ok(value) = HeaderValue::from_str(&current.to_string()) {
-                    extra_headers.push((header::HeaderName::from_static(CURRENT_VERSION_HEADER), value));
-                }
+                answer.problem.current_version = Some(*current);
+                answer = answer
+                    .with_header(header::ETAG, etag(*current))
+                    .with_header(header::HeaderName::from_static(CURRENT_VERSION_HEADER), HeaderValue::from(*current));
             }
             ApiError::Append(AppendError::Domain(DomainError::InvalidProduct { field, .. })) => {
-                problem.field = Some((*field).to_owned());
+                answer.problem.field = Some((*field).to_owned());
             }
             ApiError::ReadModelUnavailable { retry_after_secs } => {
-                extra_headers.push((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
+                answer = answer.with_header(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ if status == StatusCode::SERVICE_UNAVAILABLE => {
-                extra_headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+                answer = answer.with_header(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
         }
-        let body = serde_json::to_vec(&problem).unwrap_or_default();
-        let mut response = (status, body).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
-        for (name, value) in extra_headers {
-            headers.insert(name, value);
-        }
-        metrics::counter!("shelfsync_hub_http_errors_total", "code" => code).increment(1);
-        response
+        answer.into_response()
     }
 }
 

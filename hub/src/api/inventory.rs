@@ -3,7 +3,7 @@
 //! version guards concurrent writers (`If-Match` or `expected_version`).
 
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath, OptionalApiJson};
+use shelfsync_common::server::extract::{ApiJson, ApiPath, OptionalApiJson};
 use super::write::{written, WriteContext};
 use super::AppState;
 use crate::store::{Command, InventoryTarget};

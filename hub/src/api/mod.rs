@@ -5,7 +5,6 @@
 pub mod admin;
 pub mod auth;
 pub mod error;
-pub mod extract;
 pub mod inventory;
 pub mod ops;
 pub mod products;
@@ -21,13 +20,13 @@ use crate::fleet::Fleet;
 use crate::projection::ReadModel;
 use crate::query::QueryService;
 use crate::store::EventStore;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use shelfsync_common::server::middleware::{record_request, time_limit};
+use shelfsync_common::server::ProblemResponse;
 use axum::Router;
-use error::ApiError;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// What every handler can reach.
@@ -61,45 +60,10 @@ pub fn router(state: AppState) -> Router {
         .merge(stores::router())
         .merge(sync::router())
         .merge(ops::router())
-        .fallback(|| async {
-            ApiError::NotFound {
-                what: "route",
-                id: "this path".into(),
-            }
-        })
-        .method_not_allowed_fallback(|| async {
-            ApiError::Invalid {
-                status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
-                code: "method_not_allowed",
-                detail: "this path does not take that method".into(),
-            }
-        })
+        .fallback(|| async { ProblemResponse::route_not_found() })
+        .method_not_allowed_fallback(|| async { ProblemResponse::method_not_allowed() })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(timeout, time_limit))
         .layer(middleware::from_fn(record_request))
         .with_state(state)
-}
-
-/// Answers 503 problem+json when a request runs past the configured timeout.
-async fn time_limit(State(limit): State<Duration>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::Timeout.into_response(),
-    }
-}
-
-/// Counts requests and their latency by route and status.
-async fn record_request(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().to_string();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("shelfsync_hub_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
-        .increment(1);
-    metrics::histogram!("shelfsync_hub_http_request_seconds", "route" => route).record(started.elapsed().as_secs_f64());
-    response
 }

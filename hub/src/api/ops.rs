@@ -97,7 +97,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Va
 async fn metrics() -> impl IntoResponse {
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::telemetry::metrics_handle().render(),
+        shelfsync_common::server::telemetry::metrics_handle().render(),
     )
 }
 

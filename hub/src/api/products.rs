@@ -3,7 +3,7 @@
 
 use super::auth::Principal;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath, ApiQuery};
+use shelfsync_common::server::extract::{ApiJson, ApiPath, ApiQuery};
 use super::stock::{answer, MinPosition};
 use super::write::{written, WriteContext};
 use super::AppState;

@@ -9,7 +9,7 @@
 //! stream ends when the store's token is revoked and when the hub shuts down.
 
 use super::error::ApiError;
-use super::extract::ApiQuery;
+use shelfsync_common::server::extract::ApiQuery;
 use super::sync::StoreAgent;
 use super::AppState;
 use crate::bus::EventFeed;

@@ -4,7 +4,7 @@
 
 use super::auth::Principal;
 use super::error::ApiError;
-use super::extract::{ApiPath, ApiQuery};
+use shelfsync_common::server::extract::{ApiPath, ApiQuery};
 use super::AppState;
 use crate::query::{Answer, QueryError};
 use axum::extract::State;

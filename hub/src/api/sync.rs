@@ -4,7 +4,7 @@
 
 use super::auth::Principal;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiQuery};
+use shelfsync_common::server::extract::{ApiJson, ApiQuery};
 use super::AppState;
 use crate::store::reader;
 use axum::extract::{FromRequestParts, Request, State};

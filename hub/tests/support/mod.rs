@@ -30,16 +30,31 @@ pub async fn spawn_hub() -> TestHub {
     hub
 }
 
+/// A hub on a fresh data dir with the demo data, its configuration changed by `configure`
+/// (e.g. a small `sync.push_buffer_events`).
+pub async fn spawn_hub_with(configure: impl FnOnce(&mut HubConfig)) -> TestHub {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().to_owned();
+    let mut hub = spawn_configured(path, true, configure).await;
+    hub._dir = Some(dir);
+    hub
+}
+
 /// A hub on `data_dir` (kept after the hub stops).
 pub async fn spawn_hub_at(data_dir: PathBuf, demo: bool) -> TestHub {
-    shelfsync_hub::telemetry::init_test_logging();
+    spawn_configured(data_dir, demo, |_| {}).await
+}
+
+async fn spawn_configured(data_dir: PathBuf, demo: bool, configure: impl FnOnce(&mut HubConfig)) -> TestHub {
+    shelfsync_common::server::telemetry::init_test_logging();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let config = HubConfig {
+    let mut config = HubConfig {
         data_dir: data_dir.clone(),
         admin_token: Some(ADMIN.into()),
         ..HubConfig::default()
     };
+    configure(&mut config);
     let (stop, stopped) = oneshot::channel::<()>();
     let options = shelfsync_hub::RunOptions {
         seed_demo_data: demo,
@@ -135,4 +150,238 @@ pub fn demo_store(n: usize) -> String {
 
 pub fn demo_product(n: usize) -> String {
     shelfsync_hub::seed::products()[n].id.to_string()
+}
+
+// ---------------------------------------------------------------------------------------
+// The sync surface, as an edge agent uses it.
+
+use futures_util::StreamExt;
+use shelfsync_common::sync::{
+    CaughtUp, EnrolledStore, FleetResponse, Heartbeat, HeartbeatAck, Progress, PullResponse, SnapshotResponse,
+    UploadEvent, UploadRequest, UploadResponse, PROTOCOL_HEADER, PROTOCOL_VERSION, SSE_CAUGHT_UP, SSE_EVENT,
+    SSE_PROGRESS,
+};
+use shelfsync_common::{EventEnvelope, EventId, EventMetadata, EventPayload, Origin, ProductId, StoreId, StreamId};
+use std::time::Duration;
+
+impl TestHub {
+    /// The hub's head position (from `/readyz`).
+    pub async fn head(&self) -> u64 {
+        let (_, ready, _) = call(self.client.get(format!("{}/readyz", self.url))).await;
+        ready["head"].as_u64().expect("head")
+    }
+
+    /// An agent for demo store `n`, with a fresh store token (the admin's rotate route).
+    pub async fn demo_agent(&self, n: usize) -> Agent {
+        let store = shelfsync_hub::seed::stores()[n].id;
+        let (status, body, _) = call(self.post(&format!("/v1/admin/stores/{store}/token"), &Value::Null)).await;
+        assert_eq!(status, 201, "{body}");
+        let enrolled: EnrolledStore = serde_json::from_value(body).expect("EnrolledStore");
+        self.agent(store, enrolled.token)
+    }
+
+    /// Enrolls a new store; returns the answer (with the token shown once) and its agent.
+    pub async fn enroll(&self, name: &str) -> (EnrolledStore, Agent) {
+        let (status, body, _) = call(self.post("/v1/admin/stores", &serde_json::json!({ "name": name }))).await;
+        assert_eq!(status, 201, "{body}");
+        let enrolled: EnrolledStore = serde_json::from_value(body).expect("EnrolledStore");
+        let agent = self.agent(enrolled.store.id, enrolled.token.clone());
+        (enrolled, agent)
+    }
+
+    /// An agent for `store` with `token`.
+    pub fn agent(&self, store: StoreId, token: String) -> Agent {
+        Agent { url: self.url.clone(), client: self.client.clone(), store, token }
+    }
+
+    /// `GET /v1/admin/fleet`.
+    pub async fn fleet(&self) -> FleetResponse {
+        let (status, body, _) = call(self.get("/v1/admin/fleet")).await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_value(body).expect("FleetResponse")
+    }
+
+    /// The value of a counter in `/metrics` (0 when not yet recorded).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.client.get(format!("{}/metrics", self.url)).send().await.expect("metrics");
+        let text = text.text().await.expect("metrics body");
+        text.lines()
+            .filter(|line| line.split([' ', '{']).next() == Some(name))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+/// An edge agent: a store and its token. Every request carries the protocol header.
+#[derive(Clone)]
+pub struct Agent {
+    pub url: String,
+    pub client: reqwest::Client,
+    pub store: StoreId,
+    pub token: String,
+}
+
+impl Agent {
+    /// A sync request with the store token and the protocol header.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .header(PROTOCOL_HEADER, PROTOCOL_VERSION)
+    }
+
+    /// `POST /v1/sync/upload`, expecting 200.
+    pub async fn upload(&self, events: &[UploadEvent]) -> UploadResponse {
+        let request = UploadRequest { events: events.to_vec() };
+        let (status, body, _) = call(self.request(reqwest::Method::POST, "/v1/sync/upload").json(&request)).await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_value(body).expect("UploadResponse")
+    }
+
+    /// `GET /v1/sync/events?after=&limit=`, expecting 200.
+    pub async fn pull(&self, after: u64, limit: usize) -> PullResponse {
+        let path = format!("/v1/sync/events?after={after}&limit={limit}");
+        let (status, body, _) = call(self.request(reqwest::Method::GET, &path)).await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_value(body).expect("PullResponse")
+    }
+
+    /// Pulls until `next_cursor` reaches the head; returns the events and the final cursor.
+    pub async fn pull_all(&self, after: u64) -> (Vec<EventEnvelope>, u64) {
+        let mut events = Vec::new();
+        let mut cursor = after;
+        for _ in 0..10_000 {
+            let page = self.pull(cursor, 1000).await;
+            assert!(page.next_cursor >= cursor, "the cursor went back: {cursor} -> {}", page.next_cursor);
+            events.extend(page.events);
+            cursor = page.next_cursor;
+            if cursor >= page.head {
+                return (events, cursor);
+            }
+        }
+        panic!("pull did not reach the head");
+    }
+
+    /// `GET /v1/sync/snapshot`, expecting 200.
+    pub async fn snapshot(&self) -> SnapshotResponse {
+        let (status, body, _) = call(self.request(reqwest::Method::GET, "/v1/sync/snapshot")).await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_value(body).expect("SnapshotResponse")
+    }
+
+    /// `POST /v1/sync/heartbeat`, expecting 200.
+    pub async fn heartbeat(&self, heartbeat: &Heartbeat) -> HeartbeatAck {
+        let (status, body, _) =
+            call(self.request(reqwest::Method::POST, "/v1/sync/heartbeat").json(heartbeat)).await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_value(body).expect("HeartbeatAck")
+    }
+
+    /// Opens `GET /v1/sync/stream`, resuming after `last_event_id` when given.
+    pub async fn stream(&self, last_event_id: Option<u64>) -> SseClient {
+        let mut request = self.request(reqwest::Method::GET, "/v1/sync/stream");
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let response = request.send().await.expect("open stream");
+        assert_eq!(response.status(), 200, "{:?}", response.text().await);
+        SseClient::new(response)
+    }
+
+    /// A fact of this store about `product`, as its outbox would upload it.
+    pub fn fact(&self, product: ProductId, payload: EventPayload) -> UploadEvent {
+        fact(self.store, product, payload)
+    }
+}
+
+/// A store's fact about `product` (origin = the store, occurred now).
+pub fn fact(store: StoreId, product: ProductId, payload: EventPayload) -> UploadEvent {
+    UploadEvent {
+        event_id: EventId::new_v7(),
+        stream: StreamId::inventory(product, store),
+        event_type: payload.event_type().into(),
+        schema_version: 1,
+        data: payload.data(),
+        metadata: EventMetadata {
+            origin: Origin::Store(store),
+            actor: "till-1".into(),
+            correlation_id: uuid::Uuid::now_v7(),
+            causation_id: None,
+            occurred_at: time::OffsetDateTime::now_utc(),
+            recorded_at: None,
+        },
+    }
+}
+
+/// One parsed SSE message of the push stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Push {
+    /// A recorded event (its SSE id is its position).
+    Event(Box<EventEnvelope>),
+    /// Replay reached `head`.
+    CaughtUp(u64),
+    /// The cursor moved past invisible events.
+    Progress(u64),
+}
+
+impl Push {
+    /// The SSE id: the position to resume after.
+    pub fn id(&self) -> u64 {
+        match self {
+            Push::Event(event) => event.position,
+            Push::CaughtUp(head) => *head,
+            Push::Progress(position) => *position,
+        }
+    }
+}
+
+type SseStream = std::pin::Pin<
+    Box<
+        dyn futures_util::Stream<
+                Item = Result<eventsource_stream::Event, eventsource_stream::EventStreamError<reqwest::Error>>,
+            > + Send,
+    >,
+>;
+
+/// A client of the push stream: parses SSE and checks that each id is what its data says.
+pub struct SseClient {
+    events: SseStream,
+}
+
+impl SseClient {
+    pub fn new(response: reqwest::Response) -> Self {
+        use eventsource_stream::Eventsource;
+        Self { events: Box::pin(response.bytes_stream().eventsource()) }
+    }
+
+    /// The next message; `None` when the stream ended (or broke). Panics after `within`.
+    pub async fn next(&mut self, within: Duration) -> Option<Push> {
+        let next = tokio::time::timeout(within, self.events.next()).await.expect("no SSE message in time");
+        let message = match next {
+            None | Some(Err(_)) => return None,
+            Some(Ok(message)) => message,
+        };
+        let id: u64 = message.id.parse().unwrap_or_else(|_| panic!("SSE id is not a position: {message:?}"));
+        let push = match message.event.as_str() {
+            SSE_EVENT => Push::Event(Box::new(serde_json::from_str(&message.data).expect("event data"))),
+            SSE_CAUGHT_UP => Push::CaughtUp(serde_json::from_str::<CaughtUp>(&message.data).expect("caught-up").head),
+            SSE_PROGRESS => Push::Progress(serde_json::from_str::<Progress>(&message.data).expect("progress").position),
+            other => panic!("unexpected SSE event {other:?}: {message:?}"),
+        };
+        assert_eq!(push.id(), id, "the SSE id must be the position: {message:?}");
+        Some(push)
+    }
+
+    /// Messages until `caught-up` (returned last). Panics when the stream ends first.
+    pub async fn until_caught_up(&mut self, within: Duration) -> Vec<Push> {
+        let mut seen = Vec::new();
+        loop {
+            let push = self.next(within).await.expect("the stream ended before caught-up");
+            let done = matches!(push, Push::CaughtUp(_));
+            seen.push(push);
+            if done {
+                return seen;
+            }
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! strings that do not parse get a 400/413/415/422 with a stable code instead of axum's
 //! plain-text default. Bodies are read under the router's size limit.
 
-use super::error::ApiError;
+use super::problem::ProblemResponse;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::header::CONTENT_TYPE;
@@ -21,7 +21,7 @@ pub struct ApiPath<T>(pub T);
 /// Query-string parameters.
 pub struct ApiQuery<T>(pub T);
 
-async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<(bool, Bytes), ApiError> {
+async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<(bool, Bytes), ProblemResponse> {
     let is_json = req
         .headers()
         .get(CONTENT_TYPE)
@@ -36,42 +36,43 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<(bool, By
         .unwrap_or(false);
     let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::BodyTooLarge
+            ProblemResponse::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "Body too large", "the request body is larger than the limit")
         } else {
-            ApiError::bad_request("unreadable_body", rejection.body_text())
+            ProblemResponse::bad_request("unreadable_body", rejection.body_text())
         }
     })?;
     Ok((is_json, bytes))
 }
 
-fn decode<T: DeserializeOwned>(is_json: bool, bytes: &[u8]) -> Result<T, ApiError> {
+fn decode<T: DeserializeOwned>(is_json: bool, bytes: &[u8]) -> Result<T, ProblemResponse> {
     if !is_json {
-        return Err(ApiError::Invalid {
-            status: axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            code: "unsupported_media_type",
-            detail: "send the body as Content-Type: application/json".into(),
-        });
+        return Err(ProblemResponse::new(
+            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Unsupported media type",
+            "send the body as Content-Type: application/json",
+        ));
     }
     serde_json::from_slice(bytes).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::unprocessable("invalid_body", e.to_string()),
-        _ => ApiError::bad_request("malformed_json", e.to_string()),
+        serde_json::error::Category::Data => ProblemResponse::unprocessable("invalid_body", e.to_string()),
+        _ => ProblemResponse::bad_request("malformed_json", e.to_string()),
     })
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
+    type Rejection = ProblemResponse;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let (is_json, bytes) = body_bytes(req, state).await?;
         if bytes.is_empty() {
-            return Err(ApiError::bad_request("missing_body", "this request needs a JSON body"));
+            return Err(ProblemResponse::bad_request("missing_body", "this request needs a JSON body"));
         }
         decode(is_json, &bytes).map(ApiJson)
     }
 }
 
 impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalApiJson<T> {
-    type Rejection = ApiError;
+    type Rejection = ProblemResponse;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let (is_json, bytes) = body_bytes(req, state).await?;
@@ -83,23 +84,23 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalA
 }
 
 impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
-    type Rejection = ApiError;
+    type Rejection = ProblemResponse;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         Path::<T>::from_request_parts(parts, state)
             .await
             .map(|Path(value)| ApiPath(value))
-            .map_err(|rejection| ApiError::bad_request("invalid_path", rejection.body_text()))
+            .map_err(|rejection| ProblemResponse::bad_request("invalid_path", rejection.body_text()))
     }
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
-    type Rejection = ApiError;
+    type Rejection = ProblemResponse;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(value)| ApiQuery(value))
-            .map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))
+            .map_err(|rejection| ProblemResponse::bad_request("invalid_query", rejection.body_text()))
     }
 }

@@ -1,0 +1,33 @@
+//! HTTP service glue shared by the hub and the edge agent (cargo feature `server`):
+//! `problem+json` answers, request extractors whose rejections are problems, the
+//! cross-cutting middleware, telemetry set-up and the shutdown signal. The domain modules
+//! of this crate never depend on it, so `common` without the feature stays pure.
+
+pub mod extract;
+pub mod middleware;
+pub mod problem;
+pub mod telemetry;
+
+pub use problem::ProblemResponse;
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received Ctrl-C"),
+        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}
