@@ -16,6 +16,8 @@ pub mod problem;
 pub mod product;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 pub mod quantity;
 pub mod sync;
 pub mod wire;

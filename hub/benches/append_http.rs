@@ -11,13 +11,14 @@
 //! hub's DDL (`migrations/0001_event_store.sql`), one event row of the same size per
 //! `BEGIN IMMEDIATE .. COMMIT`, `BASELINE_EVENTS` rows.
 //!
-//! Each of `RUNS` rounds measures both (alternating which goes first); the report gives
+//! Each of `RUNS` rounds measures both, the baseline in two halves on either side of the
+//! hub run (fsync latency on a shared VM drifts a lot); the report gives
 //! median, min and max events/s and the ratio hub/baseline (of the medians, and the
 //! median of the per-round ratios).
 //!
 //! ```sh
 //! cargo bench -p shelfsync-hub --bench append_http
-//! RUNS=7 CLIENTS=64 HUB_EVENTS=20000 BASELINE_EVENTS=1000 cargo bench -p shelfsync-hub --bench append_http
+//! RUNS=7 CLIENTS=64 HUB_EVENTS=50000 BASELINE_EVENTS=10000 WARMUP=1000 cargo bench -p shelfsync-hub --bench append_http
 //! ```
 //!
 //! `BENCH_DIR` sets where the temp files go (default: the system temp dir).
@@ -60,9 +61,9 @@ fn main() {
     let settings = Settings {
         runs: env_usize("RUNS", 5).max(1),
         clients: env_usize("CLIENTS", 64).max(1),
-        hub_events: env_usize("HUB_EVENTS", 20_000).max(1),
+        hub_events: env_usize("HUB_EVENTS", 50_000).max(1),
         warmup: env_usize("WARMUP", 1_000),
-        baseline_events: env_usize("BASELINE_EVENTS", 1_000).max(1),
+        baseline_events: env_usize("BASELINE_EVENTS", 10_000).max(1),
     };
     println!(
         "append_http: {} runs; hub: {} clients x {} single-event POSTs (after {} warm-up); baseline: {} one-row transactions",
@@ -75,13 +76,13 @@ fn main() {
     let mut base = Vec::new();
     let mut ratios = Vec::new();
     for run in 0..settings.runs {
-        let (h, b) = if run % 2 == 0 {
-            let b = baseline_run(settings.baseline_events);
-            (hub_run(&settings), b)
-        } else {
-            let h = hub_run(&settings);
-            (h, baseline_run(settings.baseline_events))
-        };
+        // The baseline brackets the hub run (half before, half after, same file), so
+        // both see the same disk: fsync latency on a shared VM drifts by 10x and more.
+        let mut baseline = Baseline::new();
+        let first = baseline.run(settings.baseline_events / 2);
+        let h = hub_run(&settings);
+        let second = baseline.run(settings.baseline_events - settings.baseline_events / 2);
+        let b = settings.baseline_events as f64 / (first + second).as_secs_f64();
         println!(
             "run {}: hub {:>9.0} ev/s (batch avg {:.1} jobs) | baseline {:>7.0} ev/s | ratio {:.1}x",
             run + 1,
@@ -157,22 +158,35 @@ fn event_json(i: usize) -> (String, String) {
     (data, metadata)
 }
 
-/// Events per second of the raw loop on a fresh file.
-fn baseline_run(events: usize) -> f64 {
-    let dir = tempfile::tempdir_in(bench_dir()).expect("temp dir");
-    let mut conn = open_baseline(&dir.path().join("baseline.sqlite"));
-    // A few untimed rows so the file, WAL and statement cache exist.
-    let mut position = 0;
-    for _ in 0..20 {
-        position += 1;
-        insert_one(&mut conn, position);
+/// The raw loop on a fresh file.
+struct Baseline {
+    conn: Connection,
+    position: usize,
+    _dir: tempfile::TempDir,
+}
+
+impl Baseline {
+    fn new() -> Self {
+        let dir = tempfile::tempdir_in(bench_dir()).expect("temp dir");
+        let mut baseline = Self {
+            conn: open_baseline(&dir.path().join("baseline.sqlite")),
+            position: 0,
+            _dir: dir,
+        };
+        // A few untimed rows so the file, WAL and statement cache exist.
+        baseline.run(20);
+        baseline
     }
-    let started = Instant::now();
-    for _ in 0..events {
-        position += 1;
-        insert_one(&mut conn, position);
+
+    /// Inserts `events` rows, one per transaction; returns the time taken.
+    fn run(&mut self, events: usize) -> Duration {
+        let started = Instant::now();
+        for _ in 0..events {
+            self.position += 1;
+            insert_one(&mut self.conn, self.position);
+        }
+        started.elapsed()
     }
-    events as f64 / started.elapsed().as_secs_f64()
 }
 
 fn open_baseline(path: &Path) -> Connection {

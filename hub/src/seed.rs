@@ -60,30 +60,12 @@ pub fn store_token_path(data_dir: &Path, store: StoreId) -> PathBuf {
 }
 
 /// Writes the sample data into an empty store, and each demo store's token into the data
-/// directory. Returns false (and writes nothing) when the store already holds events.
+/// directory. Returns false (and writes nothing) when the log already holds the whole
+/// seed, or holds anything that is not the seed.
+///
+/// A first start killed while seeding leaves a prefix of the seed in the log: the next
+/// start finishes it (the seed's event ids are fixed), instead of serving a partial demo.
 pub async fn seed_if_empty(store: &EventStore, data_dir: &Path) -> Result<bool, SeedError> {
-    if store.bus().head() > 0 {
-        return Ok(false);
-    }
-    std::fs::create_dir_all(data_dir.join("store-tokens"))?;
-    for demo in stores() {
-        let secret = crate::api::auth::new_secret();
-        let token = TokenRecord {
-            id: Uuid::now_v7(),
-            name: format!("store-{}", demo.id),
-            role: "store".into(),
-            store_id: Some(demo.id),
-            secret_sha256: crate::api::auth::digest(&secret),
-            created_at: time::OffsetDateTime::now_utc(),
-            revoked_at: None,
-        };
-        // A crash between enrolling and the first event leaves stores behind: keep them.
-        match store.enroll_store(demo.id, demo.name.into(), token).await {
-            Ok(_) => crate::write_private(&store_token_path(data_dir, demo.id), &secret)?,
-            Err(AppendError::StoreExists(_)) => {}
-            Err(error) => return Err(error.into()),
-        }
-    }
     let mut counter = 0u32;
     let mut run = |command: Command| {
         counter += 1;
@@ -117,7 +99,31 @@ pub async fn seed_if_empty(store: &EventStore, data_dir: &Path) -> Result<bool, 
             }));
         }
     }
-    for request in requests {
+    let written = store.read_after(0, requests.len()).await?;
+    let seed_prefix = written.iter().zip(&requests).all(|(e, r)| e.event_id == r.event_id);
+    if !seed_prefix || written.len() == requests.len() {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(data_dir.join("store-tokens"))?;
+    for demo in stores() {
+        let secret = crate::api::auth::new_secret();
+        let token = TokenRecord {
+            id: Uuid::now_v7(),
+            name: format!("store-{}", demo.id),
+            role: "store".into(),
+            store_id: Some(demo.id),
+            secret_sha256: crate::api::auth::digest(&secret),
+            created_at: time::OffsetDateTime::now_utc(),
+            revoked_at: None,
+        };
+        // A crash between enrolling and the first event leaves stores behind: keep them.
+        match store.enroll_store(demo.id, demo.name.into(), token).await {
+            Ok(_) => crate::write_private(&store_token_path(data_dir, demo.id), &secret)?,
+            Err(AppendError::StoreExists(_)) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    for request in requests.into_iter().skip(written.len()) {
         store.execute(request).await?;
     }
     Ok(true)
@@ -132,4 +138,7 @@ pub enum SeedError {
     /// A token file could not be written.
     #[error("writing a demo store token: {0}")]
     Io(#[from] std::io::Error),
+    /// The log could not be read.
+    #[error("reading the event log: {0}")]
+    Store(#[from] crate::store::StoreError),
 }

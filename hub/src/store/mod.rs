@@ -142,14 +142,9 @@ pub enum StoreError {
     /// A blocking task failed.
     #[error("background task failed: {0}")]
     Join(String),
-    /// The file was written by a newer shelfsync.
-    #[error("the database is at schema version {found}, newer than this build knows ({known}); upgrade shelfsync")]
-    SchemaTooNew {
-        /// Version in the file.
-        found: usize,
-        /// Newest version this build has.
-        known: usize,
-    },
+    /// The file could not be brought to this build's schema.
+    #[error(transparent)]
+    Migration(#[from] shelfsync_common::sqlite::MigrationError),
     /// A stored row could not be decoded.
     #[error("corrupt row: {0}")]
     Corrupt(String),

@@ -1,0 +1,92 @@
+//! SQLite helpers shared by both binaries (cargo feature `sqlite`): durable connections
+//! and schema migrations. Each migration is a SQL file compiled into the binary; `PRAGMA
+//! user_version` records how many have run, and each runs in its own transaction with the
+//! version bump, so a crash mid-migration leaves the file at the previous version.
+
+use rusqlite::{Connection, OpenFlags};
+use std::path::Path;
+use std::time::Duration;
+
+/// One database file's ordered migrations: (name, SQL).
+pub type Migrations = &'static [(&'static str, &'static str)];
+
+/// Why a file could not be migrated.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    /// SQLite failed.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The file was written by a newer build.
+    #[error("the database is at schema version {found}, newer than this build knows ({known}); upgrade shelfsync")]
+    TooNew {
+        /// Version in the file.
+        found: usize,
+        /// Newest version this build has.
+        known: usize,
+    },
+}
+
+/// Brings `conn` up to date; returns how many migrations ran.
+pub fn migrate(conn: &mut Connection, migrations: Migrations) -> Result<usize, MigrationError> {
+    let current = conn.query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0))? as usize;
+    if current > migrations.len() {
+        return Err(MigrationError::TooNew { found: current, known: migrations.len() });
+    }
+    for (index, (name, sql)) in migrations.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (index + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(migration = name, "applied schema migration");
+    }
+    Ok(migrations.len() - current)
+}
+
+/// Opens a read-write connection: WAL, a full fsync on every commit, foreign keys on.
+pub fn open_durable(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// Opens a read-only connection to a WAL file.
+pub fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TWO: Migrations = &[("one", "CREATE TABLE a (x INTEGER);"), ("two", "CREATE TABLE b (y INTEGER);")];
+
+    #[test]
+    fn migrations_run_once_and_refuse_a_newer_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_durable(&dir.path().join("t.sqlite")).unwrap();
+        assert_eq!(migrate(&mut conn, &TWO[..1]).unwrap(), 1);
+        assert_eq!(migrate(&mut conn, TWO).unwrap(), 1, "only the new one runs");
+        assert_eq!(migrate(&mut conn, TWO).unwrap(), 0);
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        let err = migrate(&mut conn, TWO).unwrap_err();
+        assert!(err.to_string().contains("newer than this build"), "{err}");
+    }
+
+    #[test]
+    fn a_failing_migration_leaves_the_previous_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_durable(&dir.path().join("t.sqlite")).unwrap();
+        let broken: Migrations = &[("one", "CREATE TABLE a (x INTEGER);"), ("bad", "CREATE TABLE c (; ")];
+        assert!(migrate(&mut conn, broken).is_err());
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, 1);
+    }
+}
