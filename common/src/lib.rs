@@ -8,6 +8,7 @@
 
 pub mod breaker;
 pub mod catalog;
+pub mod edge;
 pub mod error;
 pub mod event;
 pub mod ids;

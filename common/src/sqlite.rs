@@ -62,6 +62,53 @@ pub fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// The answer owed to one job of a group commit, sent once the batch's fate is known:
+/// the job's own result after the commit, or the batch's error after a rollback. Both
+/// binaries' single writers collect one per job and settle them after `COMMIT`.
+pub struct Deferred<E>(Box<dyn FnOnce(Option<&E>) + Send>);
+
+impl<E: Clone + Send + 'static> Deferred<E> {
+    /// Owes `result` to `reply`.
+    pub fn new<T: Send + 'static>(reply: tokio::sync::oneshot::Sender<Result<T, E>>, result: Result<T, E>) -> Self {
+        Deferred(Box::new(move |failed: Option<&E>| {
+            let _ = reply.send(match failed {
+                Some(error) => Err(error.clone()),
+                None => result,
+            });
+        }))
+    }
+
+    /// The batch committed: send the job's own result.
+    pub fn send(self) {
+        (self.0)(None)
+    }
+
+    /// The batch rolled back: send its error instead.
+    pub fn fail(self, error: &E) {
+        (self.0)(Some(error))
+    }
+}
+
+/// Records what a job owes: its result, or, when SQLite failed while running it, the
+/// storage error (which then also fails the batch).
+pub fn settle<T: Send + 'static, E: Clone + Send + 'static>(
+    answers: &mut Vec<Deferred<E>>,
+    reply: tokio::sync::oneshot::Sender<Result<T, E>>,
+    result: rusqlite::Result<Result<T, E>>,
+    storage: impl FnOnce(&rusqlite::Error) -> E,
+) -> rusqlite::Result<()> {
+    match result {
+        Ok(result) => {
+            answers.push(Deferred::new(reply, result));
+            Ok(())
+        }
+        Err(error) => {
+            answers.push(Deferred::new(reply, Err(storage(&error))));
+            Err(error)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

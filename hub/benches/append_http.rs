@@ -75,6 +75,7 @@ fn main() {
     let mut hub = Vec::new();
     let mut base = Vec::new();
     let mut ratios = Vec::new();
+    let mut cpu = Vec::new();
     for run in 0..settings.runs {
         // The baseline brackets the hub run (half before, half after, same file), so
         // both see the same disk: fsync latency on a shared VM drifts by 10x and more.
@@ -84,16 +85,28 @@ fn main() {
         let second = baseline.run(settings.baseline_events - settings.baseline_events / 2);
         let b = settings.baseline_events as f64 / (first + second).as_secs_f64();
         println!(
-            "run {}: hub {:>9.0} ev/s (batch avg {:.1} jobs) | baseline {:>7.0} ev/s | ratio {:.1}x",
+            "run {}: hub {:>6.0} ev/s (batch avg {:>4.1} jobs; CPU/event: hub {:>3.0} us + writer {:>3.0} us, load generator {:>3.0} us; {:.2} cores busy) | baseline {:>6.0} ev/s ({:.2} ms/commit) | ratio {:.1}x",
             run + 1,
             h.rate,
             h.mean_batch,
+            h.cpu_hub_us,
+            h.cpu_writer_us,
+            h.cpu_client_us,
+            h.cores_busy,
             b,
+            1e3 / b,
             h.rate / b
         );
         ratios.push(h.rate / b);
         hub.push(h.rate);
         base.push(b);
+        cpu.push([
+            h.cpu_hub_us,
+            h.cpu_writer_us,
+            h.cpu_client_us,
+            h.cores_busy,
+            h.mean_batch,
+        ]);
     }
     let (hm, hmin, hmax) = stats(&hub);
     let (bm, bmin, bmax) = stats(&base);
@@ -110,6 +123,16 @@ fn main() {
     println!(
         "ratio hub/baseline: {:.1}x (of medians); per-run ratio median {rm:.1}x, min {rmin:.1}x, max {rmax:.1}x",
         hm / bm
+    );
+    let col = |i: usize| stats(&cpu.iter().map(|c: &[f64; 5]| c[i]).collect::<Vec<_>>()).0;
+    println!(
+        "hub side, medians: {:.1} jobs per group commit; CPU per event {:.0} us in hub runtime threads + {:.0} us in the writer thread, {:.0} us in the load generator; {:.2} of {} cores busy",
+        col(4),
+        col(0),
+        col(1),
+        col(2),
+        col(3),
+        cores()
     );
 }
 
@@ -230,6 +253,49 @@ fn insert_one(conn: &mut Connection, position: usize) {
 struct HubResult {
     rate: f64,
     mean_batch: f64,
+    /// CPU time per event (µs) during the timed window: hub runtime threads (HTTP,
+    /// handlers, projector), the writer thread, and the load generator.
+    cpu_hub_us: f64,
+    cpu_writer_us: f64,
+    cpu_client_us: f64,
+    /// CPU seconds of the whole process per wall second.
+    cores_busy: f64,
+}
+
+/// CPU seconds used so far by this process's live threads, by role: (hub runtime,
+/// writer thread, load generator, everything). From `/proc/self/task/*/stat`.
+fn thread_cpu() -> [f64; 4] {
+    let mut cpu = [0.0; 4];
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return cpu;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        // utime and stime are fields 14 and 15 of stat(5), in USER_HZ (100) ticks.
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let seconds = (ticks(11) + ticks(12)) / 100.0;
+        let role = if comm.starts_with("event-store-wri") {
+            1
+        } else if comm.starts_with("hub") {
+            0
+        } else if comm.starts_with("client") {
+            2
+        } else {
+            3
+        };
+        if role < 3 {
+            cpu[role] += seconds;
+        }
+        cpu[3] += seconds;
+    }
+    cpu
 }
 
 fn hub_run(settings: &Settings) -> HubResult {
@@ -289,15 +355,22 @@ fn hub_run(settings: &Settings) -> HubResult {
         // Warm-up: opens the keep-alive connections and warms the caches (not timed).
         blast(&client, &url, &targets, settings.clients, settings.warmup).await;
         let before = batch_metrics(&client, &url).await;
+        let cpu_before = thread_cpu();
         let started = Instant::now();
         blast(&client, &url, &targets, settings.clients, settings.hub_events).await;
         let elapsed = started.elapsed();
+        let cpu_after = thread_cpu();
         let after = batch_metrics(&client, &url).await;
         let batches = after.1 - before.1;
         let jobs = after.0 - before.0;
+        let per_event = |i: usize| (cpu_after[i] - cpu_before[i]) * 1e6 / settings.hub_events as f64;
         HubResult {
             rate: settings.hub_events as f64 / elapsed.as_secs_f64(),
             mean_batch: if batches > 0.0 { jobs / batches } else { f64::NAN },
+            cpu_hub_us: per_event(0),
+            cpu_writer_us: per_event(1),
+            cpu_client_us: per_event(2),
+            cores_busy: (cpu_after[3] - cpu_before[3]) / elapsed.as_secs_f64(),
         }
     });
 

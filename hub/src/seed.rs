@@ -4,9 +4,9 @@
 
 use crate::store::reader::TokenRecord;
 use crate::store::{AppendError, Command, CommandRequest, EventStore, InventoryTarget};
-use std::path::{Path, PathBuf};
 use shelfsync_common::catalog::CatalogCommand;
 use shelfsync_common::{EventId, EventMetadata, InventoryCommand, Origin, Product, ProductId, StockQuantity, StoreId};
+use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 /// A demo store.

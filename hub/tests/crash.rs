@@ -321,9 +321,10 @@ impl ClientCtx {
                 if self.killed.load(Ordering::SeqCst) {
                     self.log.unknown.push(event_id);
                 } else {
-                    self.log
-                        .problems
-                        .push(format!("client {}: POST {path} failed while the hub ran: {error}", self.id));
+                    self.log.problems.push(format!(
+                        "client {}: POST {path} failed while the hub ran: {error}",
+                        self.id
+                    ));
                 }
                 return Step::Stop;
             }
@@ -592,10 +593,7 @@ fn assert_acks_in_log(log: &[EventEnvelope], seeded: u64, logs: &[ClientLog]) {
         .iter()
         .filter(|e| e.position > seeded && !sent.contains(&e.event_id))
         .collect();
-    assert!(
-        phantoms.is_empty(),
-        "events nobody sent are in the log: {phantoms:#?}"
-    );
+    assert!(phantoms.is_empty(), "events nobody sent are in the log: {phantoms:#?}");
     for client in logs {
         let positions: Vec<u64> = client.acks.iter().map(|a| a.position).collect();
         assert!(
@@ -799,15 +797,7 @@ async fn acknowledged_writes_survive_sigkill_and_the_read_model_converges() {
     assert!(seeded > 0, "the demo seeds events");
 
     // 1-2. Eight clients append; SIGKILL mid-stream.
-    let logs = append_and_kill(
-        &mut hub,
-        Workload::Mixed,
-        8,
-        2_000,
-        300,
-        Duration::from_secs(3),
-    )
-    .await;
+    let logs = append_and_kill(&mut hub, Workload::Mixed, 8, 2_000, 300, Duration::from_secs(3)).await;
     eprintln!("{}", summary(&logs));
     let acks: Vec<Ack> = logs.iter().flat_map(|l| l.acks.iter().cloned()).collect();
     assert!(
@@ -932,10 +922,7 @@ async fn sigkill_during_a_reservation_burst_keeps_every_hold_and_never_oversells
             continue;
         };
         let (status, answer) = hub
-            .post(
-                &format!("/v1/inventory/reservations/{reservation}/commit"),
-                &json!({}),
-            )
+            .post(&format!("/v1/inventory/reservations/{reservation}/commit"), &json!({}))
             .await;
         assert_eq!(
             status, 201,
@@ -954,7 +941,10 @@ async fn sigkill_during_a_reservation_burst_keeps_every_hold_and_never_oversells
                 &json!({"product_id": product, "store_id": store, "quantity": available}),
             )
             .await;
-        assert_eq!(status, 201, "holding the {available} units the log says are left: {answer}");
+        assert_eq!(
+            status, 201,
+            "holding the {available} units the log says are left: {answer}"
+        );
     }
     let (status, answer) = hub
         .post(
@@ -1009,7 +999,10 @@ async fn kill_first_start_while_seeding(root: &Path, target: u64) -> Option<(u64
         let mut seen = None;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = process.child.try_wait() {
-                panic!("the hub exited while seeding: {status}; stderr:\n{}", process.stderr_text());
+                panic!(
+                    "the hub exited while seeding: {status}; stderr:\n{}",
+                    process.stderr_text()
+                );
             }
             // Only once the file is in WAL mode, so as not to stand in the way of its creation.
             if conn.is_none() && wal.exists() {
@@ -1068,7 +1061,9 @@ async fn sigkill_during_the_first_start_seed_is_finished_by_the_next_start() {
         );
         let folded = fold(&log);
         assert!(
-            demo_streams().iter().all(|s| folded.get(s).is_some_and(|(state, _)| state.version == 1)),
+            demo_streams()
+                .iter()
+                .all(|s| folded.get(s).is_some_and(|(state, _)| state.version == 1)),
             "every demo pair has its opening stock: {folded:?}"
         );
         assert_read_model_is_the_fold(&hub, &log, "after a kill during the seed").await;

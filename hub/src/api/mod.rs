@@ -64,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ProblemResponse::method_not_allowed() })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(timeout, time_limit))
+        .layer(middleware::from_fn(sync::protocol))
         .layer(middleware::from_fn(record_request))
         .with_state(state)
 }

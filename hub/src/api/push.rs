@@ -4,9 +4,10 @@
 //! the store, sends `caught-up`, then goes live. Each `event` has the event's position as
 //! its SSE id; a `progress` event (at most one a second) moves the id past events this
 //! store does not see, so an idle store's cursor still reaches the head. A pump task feeds
-//! each connection through a bounded buffer: an agent that cannot keep up fills it and is
-//! dropped (it resumes by reconnecting) instead of being buffered without bound. The
-//! stream ends when the store's token is revoked and when the hub shuts down.
+//! each connection through a bounded buffer: replay waits for room (it is read from the
+//! store at the agent's pace), but once live an agent that cannot keep up fills the
+//! buffer and is dropped (it resumes by reconnecting) instead of being buffered without
+//! bound. The stream ends when the store's token is revoked and when the hub shuts down.
 
 use super::error::ApiError;
 use shelfsync_common::server::extract::ApiQuery;
@@ -31,6 +32,8 @@ use tokio_stream::StreamExt;
 
 /// Most time between a cursor move past invisible events and the `progress` that says so.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// During replay, an agent that takes no message for this long is dropped as too slow.
+const REPLAY_STALL: Duration = Duration::from_secs(60);
 
 /// `?after=` for [`stream`] (the `Last-Event-ID` header wins).
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -115,60 +118,112 @@ impl Pump {
             if !caught_up && feed.caught_up() {
                 caught_up = true;
                 let head = feed.cursor();
-                if let Err(end) = send(events, SSE_CAUGHT_UP, head, &CaughtUp { head }) {
+                let marker = encode(SSE_CAUGHT_UP, head, &CaughtUp { head });
+                if let Err(end) = paced(events, revocations, stopping, *store, marker).await {
                     return end;
                 }
                 sent_to = head;
                 progress_due = None;
             }
-            tokio::select! {
-                revoked = revocations.recv() => match revoked {
-                    Ok(revoked) if revoked == *store => return End::Revoked,
-                    Ok(_) => {}
-                    // Missed signals may include ours: end, and let the agent re-authenticate.
-                    Err(broadcast::error::RecvError::Lagged(_)) => return End::Revoked,
-                    Err(broadcast::error::RecvError::Closed) => return End::ShuttingDown,
+            let batch = tokio::select! {
+                revoked = revocations.recv() => match revocation_ends(revoked, *store) {
+                    Some(end) => return end,
+                    None => continue,
                 },
                 _ = stopping.wait_for(|stopping| *stopping) => return End::ShuttingDown,
                 () = events.closed() => return End::ClientGone,
                 () = sleep_until_some(progress_due) => {
                     let position = feed.cursor();
-                    if let Err(end) = send(events, SSE_PROGRESS, position, &Progress { position }) {
+                    if let Err(end) = encode(SSE_PROGRESS, position, &Progress { position }).and_then(|m| send(events, m)) {
                         return end;
                     }
                     sent_to = position;
                     progress_due = None;
+                    continue;
                 }
-                next = feed.next() => {
-                    let batch = match next {
-                        None => return End::ShuttingDown,
-                        Some(Err(error)) => return End::StoreFailed(error.to_string()),
-                        Some(Ok(batch)) => batch,
-                    };
-                    for event in batch.iter().filter(|e| visible_to(*store, &e.stream)) {
-                        if let Err(end) = send(events, SSE_EVENT, event.position, event) {
-                            return end;
-                        }
-                        sent_to = event.position;
-                        metrics::counter!("shelfsync_hub_sse_events_pushed_total").increment(1);
-                    }
-                    if caught_up && sent_to < feed.cursor() && progress_due.is_none() {
-                        progress_due = Some(Instant::now() + PROGRESS_EVERY);
-                    }
+                next = feed.next() => match next {
+                    None => return End::ShuttingDown,
+                    Some(Err(error)) => return End::StoreFailed(error.to_string()),
+                    Some(Ok(batch)) => batch,
+                },
+            };
+            for event in batch.iter().filter(|e| visible_to(*store, &e.stream)) {
+                let message = encode(SSE_EVENT, event.position, event);
+                // Replay reads the store at the agent's pace; live, the buffer is the slack
+                // an agent gets before it is dropped.
+                let queued = if caught_up {
+                    message.and_then(|m| send(events, m))
+                } else {
+                    paced(events, revocations, stopping, *store, message).await
+                };
+                if let Err(end) = queued {
+                    return end;
                 }
+                sent_to = event.position;
+                metrics::counter!("shelfsync_hub_sse_events_pushed_total").increment(1);
+            }
+            if caught_up && sent_to < feed.cursor() && progress_due.is_none() {
+                progress_due = Some(Instant::now() + PROGRESS_EVERY);
             }
         }
     }
 }
 
-/// Queues one SSE event without waiting: a full buffer means the agent is too slow.
-fn send(events: &mpsc::Sender<Event>, name: &str, position: u64, data: &impl serde::Serialize) -> Result<(), End> {
-    let event =
-        Event::default().event(name).id(position.to_string()).json_data(data).map_err(|e| End::StoreFailed(e.to_string()))?;
+/// One SSE message whose id is `position`.
+fn encode(name: &str, position: u64, data: &impl serde::Serialize) -> Result<Event, End> {
+    Event::default().event(name).id(position.to_string()).json_data(data).map_err(|e| End::StoreFailed(e.to_string()))
+}
+
+/// Queues one live SSE message without waiting: a full buffer means the agent is too slow.
+fn send(events: &mpsc::Sender<Event>, event: Event) -> Result<(), End> {
     events.try_send(event).map_err(|error| match error {
         mpsc::error::TrySendError::Full(_) => End::TooSlow,
         mpsc::error::TrySendError::Closed(_) => End::ClientGone,
     })
+}
+
+/// Queues one replayed message, waiting for room in the buffer. Replay comes from the
+/// store page by page, so waiting holds nothing but this page: a replay longer than the
+/// buffer must not get a healthy agent dropped (it would replay, be dropped, reconnect
+/// and replay again, forever). Only an agent that takes nothing for [`REPLAY_STALL`] is
+/// dropped; revocation and shutdown still end the stream at once.
+async fn paced(
+    events: &mpsc::Sender<Event>,
+    revocations: &mut broadcast::Receiver<StoreId>,
+    stopping: &mut watch::Receiver<bool>,
+    store: StoreId,
+    event: Result<Event, End>,
+) -> Result<(), End> {
+    let event = event?;
+    let room = tokio::time::timeout(REPLAY_STALL, events.reserve());
+    tokio::pin!(room);
+    loop {
+        tokio::select! {
+            room = &mut room => return match room {
+                Ok(Ok(permit)) => {
+                    permit.send(event);
+                    Ok(())
+                }
+                Ok(Err(_)) => Err(End::ClientGone),
+                Err(_) => Err(End::TooSlow),
+            },
+            revoked = revocations.recv() => if let Some(end) = revocation_ends(revoked, store) {
+                return Err(end);
+            },
+            _ = stopping.wait_for(|stopping| *stopping) => return Err(End::ShuttingDown),
+        }
+    }
+}
+
+/// Whether a revocation signal ends `store`'s stream.
+fn revocation_ends(signal: Result<StoreId, broadcast::error::RecvError>, store: StoreId) -> Option<End> {
+    match signal {
+        Ok(revoked) if revoked == store => Some(End::Revoked),
+        Ok(_) => None,
+        // Missed signals may include ours: end, and let the agent re-authenticate.
+        Err(broadcast::error::RecvError::Lagged(_)) => Some(End::Revoked),
+        Err(broadcast::error::RecvError::Closed) => Some(End::ShuttingDown),
+    }
 }
 
 async fn sleep_until_some(deadline: Option<Instant>) {

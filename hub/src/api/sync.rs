@@ -10,7 +10,7 @@ use crate::store::reader;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::HeaderValue;
-use axum::middleware::{self, Next};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -24,7 +24,10 @@ use shelfsync_common::StoreId;
 /// Positions one pull scans at most (the store may see few of them).
 const PULL_SCAN_WINDOW: u64 = 20_000;
 
-/// Routes of this resource, behind the protocol check.
+/// Every sync route starts with this.
+pub const SYNC_PREFIX: &str = "/v1/sync/";
+
+/// Routes of this resource (the whole API router puts [`protocol`] in front of them).
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/sync/upload", post(upload))
@@ -32,11 +35,16 @@ pub fn router() -> Router<AppState> {
         .route("/v1/sync/heartbeat", post(heartbeat))
         .route("/v1/sync/snapshot", get(super::snapshot::snapshot))
         .route("/v1/sync/stream", get(super::push::stream))
-        .route_layer(middleware::from_fn(protocol))
 }
 
-/// Refuses a peer of another major version; stamps our version on every answer.
-async fn protocol(request: Request, next: Next) -> Response {
+/// Under [`SYNC_PREFIX`]: refuses a peer of another major version, and stamps our version
+/// on every answer, including 404, 405 and timeouts (an agent newer than the hub learns
+/// the hub's version from exactly those). It is a layer of the whole router, not a
+/// route layer, because route layers do not see the 404/405 fallbacks.
+pub async fn protocol(request: Request, next: Next) -> Response {
+    if !request.uri().path().starts_with(SYNC_PREFIX) {
+        return next.run(request).await;
+    }
     let offered = request.headers().get(PROTOCOL_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let mut response = match offered {
         Some(version) if protocol_compatible(&version) => next.run(request).await,

@@ -25,12 +25,10 @@ fn reject(reason: &'static str, detail: impl Into<String>) -> Rejection {
     Rejection { reason, detail: detail.into() }
 }
 
-/// Checks one uploaded event for `store`; returns its typed payload when it may be recorded.
-pub fn check(
-    store: StoreId,
-    event: &UploadEvent,
-    product_registered: impl Fn(ProductId) -> bool,
-) -> Result<EventPayload, Rejection> {
+/// Whether `store` may record `event` at all: its own stream, its own origin. Checked
+/// before anything else, the dedupe by event id included, so that a store never learns
+/// about (or is told "duplicate" for) another store's events.
+pub fn authorize(store: StoreId, event: &UploadEvent) -> Result<(), Rejection> {
     match event.stream.store_id {
         Some(owner) if owner == store => {}
         Some(owner) => return Err(reject("wrong_store", format!("the stream belongs to store {owner}"))),
@@ -39,6 +37,16 @@ pub fn check(
     if event.metadata.origin != Origin::Store(store) {
         return Err(reject("wrong_origin", "metadata.origin must be the uploading store's id"));
     }
+    Ok(())
+}
+
+/// Checks one uploaded event for `store`; returns its typed payload when it may be recorded.
+pub fn check(
+    store: StoreId,
+    event: &UploadEvent,
+    product_registered: impl Fn(ProductId) -> bool,
+) -> Result<EventPayload, Rejection> {
+    authorize(store, event)?;
     let payload = EventPayload::from_parts(&event.event_type, event.schema_version, event.data.clone())
         .map_err(|e: PayloadError| reject(e.code(), e.to_string()))?;
     if !product_registered(event.stream.product_id) {

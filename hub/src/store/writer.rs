@@ -9,6 +9,7 @@
 //! it gets a retryable storage error: nothing is half-written.
 
 use super::facts;
+use shelfsync_common::sqlite::{settle, Deferred};
 use super::reader::{envelope_from_row, format_time, StoreStats, TokenRecord, EVENT_COLUMNS};
 use super::schema::{self, EVENT_STORE};
 use super::{AppendError, Command, CommandRequest, InventoryTarget, StoreError, StreamState, TokenSelector};
@@ -211,28 +212,7 @@ fn checkpoint(conn: &Connection) -> Result<(), AppendError> {
     Ok(())
 }
 
-/// The answer owed to one job, sent once the batch's fate is known: the job's own result
-/// after a commit, or the batch's error after a rollback.
-struct Pending(Box<dyn FnOnce(Option<&AppendError>) + Send>);
-
-impl Pending {
-    fn new<T: Send + 'static>(reply: Reply<T>, result: Result<T, AppendError>) -> Self {
-        Pending(Box::new(move |failed| {
-            let _ = reply.send(match failed {
-                Some(error) => Err(error.clone()),
-                None => result,
-            });
-        }))
-    }
-
-    fn send(self) {
-        (self.0)(None)
-    }
-
-    fn fail(self, error: &AppendError) {
-        (self.0)(Some(error))
-    }
-}
+type Pending = Deferred<AppendError>;
 
 impl WriteOp {
     /// The answer owed to a job the batch never reached.
@@ -276,7 +256,7 @@ fn commit_batch(conn: &mut Connection, heads: &mut Heads, jobs: Vec<(WriteOp, In
             if !events.is_empty() {
                 bus.publish(events);
             }
-            outcomes.into_iter().for_each(Pending::send);
+            outcomes.into_iter().for_each(Deferred::send);
         }
         Err(error) => {
             tracing::error!(%error, jobs = size, "append batch rolled back");
@@ -346,42 +326,27 @@ impl<'h> Batch<'h> {
     /// Runs one job and records its outcome. On a SQLite error the job's reply is still
     /// recorded, so that its caller too hears that the batch failed.
     fn run(&mut self, tx: &Transaction<'_>, op: WriteOp, outcomes: &mut Vec<Pending>) -> rusqlite::Result<()> {
-        fn settle<T: Send + 'static>(
-            outcomes: &mut Vec<Pending>,
-            reply: Reply<T>,
-            result: rusqlite::Result<Result<T, AppendError>>,
-        ) -> rusqlite::Result<()> {
-            match result {
-                Ok(result) => {
-                    outcomes.push(Pending::new(reply, result));
-                    Ok(())
-                }
-                Err(error) => {
-                    outcomes.push(Pending::new(reply, Err(AppendError::Storage(error.to_string()))));
-                    Err(error)
-                }
-            }
-        }
+        let storage = |error: &rusqlite::Error| AppendError::Storage(error.to_string());
         match op {
             WriteOp::Command(request, reply) => {
                 let result = self.command(tx, *request);
-                settle(outcomes, reply, result)
+                settle(outcomes, reply, result, storage)
             }
             WriteOp::AddStore { id, name, token, reply } => {
                 let result = self.add_store(tx, id, name, token.map(|t| *t));
-                settle(outcomes, reply, result)
+                settle(outcomes, reply, result, storage)
             }
             WriteOp::AddToken(token, reply) => {
                 let result = self.add_token(tx, *token);
-                settle(outcomes, reply, result)
+                settle(outcomes, reply, result, storage)
             }
             WriteOp::RevokeTokens(selector, reply) => {
                 let result = self.revoke_tokens(tx, selector);
-                settle(outcomes, reply, result)
+                settle(outcomes, reply, result, storage)
             }
             WriteOp::Upload { store, events, reply } => {
                 let result = self.upload(tx, store, events).map(Ok);
-                settle(outcomes, reply, result)
+                settle(outcomes, reply, result, storage)
             }
         }
     }
@@ -471,6 +436,9 @@ impl<'h> Batch<'h> {
     /// Records one store fact after whatever its stream holds (never refused for stock),
     /// and `OversellDetected` after it when it left the stream oversold.
     fn record_fact(&mut self, tx: &Transaction<'_>, store: StoreId, event: UploadEvent) -> rusqlite::Result<UploadOutcome> {
+        if let Err(rejection) = facts::authorize(store, &event) {
+            return Ok(self.rejected(store, rejection.reason, rejection.detail));
+        }
         let fingerprint = facts::fingerprint(&event);
         if let Some((earlier, original)) = self.earlier_write(tx, event.event_id)? {
             if earlier == fingerprint {
@@ -487,8 +455,10 @@ impl<'h> Batch<'h> {
         };
         let stream = event.stream;
         if let EventPayload::StockReserved { reservation_id, .. } = &payload {
-            if self.reservation_stream(reservation_id).is_some_and(|open| open != stream) {
-                let detail = format!("reservation {reservation_id} is open on another stream");
+            // Open anywhere, this stream included: a second hold under one id would
+            // silently replace the first (`apply` keys holds by id).
+            if self.reservation_stream(reservation_id).is_some() {
+                let detail = format!("reservation {reservation_id} is already open");
                 return Ok(self.rejected(store, "reservation_id_in_use", detail));
             }
         }

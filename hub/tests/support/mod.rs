@@ -108,6 +108,11 @@ impl TestHub {
             .json(body)
     }
 
+    /// A POST without a body, with the admin token.
+    pub fn post_empty(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.post(format!("{}{path}", self.url)).bearer_auth(ADMIN)
+    }
+
     pub fn put(&self, path: &str, body: &Value) -> reqwest::RequestBuilder {
         self.client
             .put(format!("{}{path}", self.url))
@@ -174,7 +179,7 @@ impl TestHub {
     /// An agent for demo store `n`, with a fresh store token (the admin's rotate route).
     pub async fn demo_agent(&self, n: usize) -> Agent {
         let store = shelfsync_hub::seed::stores()[n].id;
-        let (status, body, _) = call(self.post(&format!("/v1/admin/stores/{store}/token"), &Value::Null)).await;
+        let (status, body, _) = call(self.post_empty(&format!("/v1/admin/stores/{store}/token"))).await;
         assert_eq!(status, 201, "{body}");
         let enrolled: EnrolledStore = serde_json::from_value(body).expect("EnrolledStore");
         self.agent(store, enrolled.token)

@@ -1,0 +1,202 @@
+//! The agent's local store: one SQLite file (WAL, `synchronous=FULL`) holding the outbox
+//! of events recorded at this store, the hub-confirmed state of its streams, the catalog,
+//! the POS idempotency records and the sync cursor; and the in-memory [`view::View`] that
+//! tills read.
+//!
+//! Every write goes through one writer thread ([`writer`]) that group-commits: a till's
+//! write is on disk (one fsync shared with the writes queued beside it) before the till
+//! gets its answer, and the view changes only after the commit.
+
+pub mod view;
+mod writer;
+
+use shelfsync_common::edge::{LocalWriteResult, OutboxEntry, OutboxStatus};
+use shelfsync_common::sync::{SnapshotResponse, UploadEvent, UploadResult};
+use shelfsync_common::{DomainError, EventEnvelope, EventId, EventMetadata, InventoryCommand, ProductId, ReservationId, StoreId};
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::{mpsc, oneshot, watch};
+use view::View;
+
+/// The local store's migrations, oldest first.
+pub const MIGRATIONS: shelfsync_common::sqlite::Migrations =
+    &[("0001_local_store", include_str!("../../migrations/0001_local_store.sql"))];
+
+/// Which stream a till's command is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A product at this store.
+    Product(ProductId),
+    /// The product that holds this open reservation.
+    Reservation(ReservationId),
+}
+
+/// A till's command.
+#[derive(Debug, Clone)]
+pub struct LocalCommand {
+    /// The stream.
+    pub target: Target,
+    /// What to do.
+    pub command: InventoryCommand,
+    /// The event's id.
+    pub event_id: EventId,
+    /// The request's idempotency key and a digest of the request, when the till sent one.
+    pub idempotency: Option<(String, [u8; 16])>,
+    /// Provenance (origin: this store).
+    pub metadata: EventMetadata,
+}
+
+/// Why a local write was not recorded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LocalError {
+    /// The rules refused the command against the local stock.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// The product is not in the catalog this agent has.
+    #[error("product {0} is not in this store's catalog")]
+    UnknownProduct(ProductId),
+    /// No open reservation here has this id.
+    #[error("reservation {0} is not open at this store")]
+    UnknownReservation(ReservationId),
+    /// The idempotency key was used before for a different request.
+    #[error("Idempotency-Key {0:?} was already used for a different request")]
+    IdempotencyConflict(String),
+    /// No outbox event has this id (or it is not in the state the action needs).
+    #[error("no quarantined event {0}")]
+    NotQuarantined(EventId),
+    /// The disk or database failed; nothing was written. Retry.
+    #[error("storage failure: {0}")]
+    Storage(String),
+    /// The store is shutting down.
+    #[error("the local store is shutting down")]
+    Unavailable,
+}
+
+/// What applying hub events changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Events applied to the confirmed state or the catalog.
+    pub applied: usize,
+    /// Own events that came back and left the pending set.
+    pub confirmed_own: usize,
+    /// The cursor after the call.
+    pub cursor: u64,
+}
+
+/// What to do with a quarantined event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuarantineAction {
+    /// Send it to the hub again (after the cause was fixed there).
+    Retry,
+    /// Give it up: it leaves the local state for good.
+    Discard,
+}
+
+/// A handle on the local store; cheap to clone.
+#[derive(Clone)]
+pub struct LocalStore {
+    jobs: mpsc::Sender<writer::Job>,
+    view: Arc<RwLock<View>>,
+    reader: Arc<Mutex<rusqlite::Connection>>,
+    recorded: watch::Receiver<u64>,
+    writer_thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl LocalStore {
+    /// Opens (creating and migrating if needed) the store of `store_id` at `path`.
+    pub fn open(path: &Path, store_id: StoreId) -> Result<Self, LocalError> {
+        let storage = |e: &dyn std::fmt::Display| LocalError::Storage(e.to_string());
+        let (jobs, thread, view, recorded) = writer::start(path, store_id).map_err(|e| storage(&e))?;
+        let reader = shelfsync_common::sqlite::open_read_only(path).map_err(|e| storage(&e))?;
+        Ok(Self {
+            jobs,
+            view,
+            reader: Arc::new(Mutex::new(reader)),
+            recorded,
+            writer_thread: Arc::new(Mutex::new(Some(thread))),
+        })
+    }
+
+    /// Reads the view (never blocks on disk).
+    pub fn read<T>(&self, read: impl FnOnce(&View) -> T) -> T {
+        let view = self.view.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        read(&view)
+    }
+
+    /// Records a till's command, durably, and answers with the new local stock.
+    pub async fn execute(&self, command: LocalCommand) -> Result<LocalWriteResult, LocalError> {
+        self.submit(|reply| writer::Op::Write(writer::WriteOp::Command(Box::new(command), reply))).await?
+    }
+
+    /// Applies events from the hub (in position order) and moves the cursor to `cursor`.
+    pub async fn apply_hub(&self, events: Vec<EventEnvelope>, cursor: u64, head: u64) -> Result<ApplyReport, LocalError> {
+        self.submit(|reply| writer::Op::Write(writer::WriteOp::ApplyHub { events, cursor, head, reply })).await?
+    }
+
+    /// Records the hub's answer to an upload.
+    pub async fn acknowledge(&self, results: Vec<UploadResult>) -> Result<(), LocalError> {
+        self.submit(|reply| writer::Op::Write(writer::WriteOp::Acknowledge(results, reply))).await?
+    }
+
+    /// Takes the starting snapshot (only on a store that has none).
+    pub async fn bootstrap(&self, snapshot: SnapshotResponse) -> Result<(), LocalError> {
+        self.submit(|reply| writer::Op::Write(writer::WriteOp::Bootstrap(Box::new(snapshot), reply))).await?
+    }
+
+    /// Retries or discards a quarantined event.
+    pub async fn quarantine(&self, event_id: EventId, action: QuarantineAction) -> Result<(), LocalError> {
+        self.submit(|reply| writer::Op::Write(writer::WriteOp::Quarantine { event_id, action, reply })).await?
+    }
+
+    /// Checkpoints the WAL (scheduled maintenance).
+    pub async fn checkpoint(&self) -> Result<(), LocalError> {
+        self.submit(writer::Op::Checkpoint).await?
+    }
+
+    /// Changes whenever a new event is recorded (its outbox seq): wakes the uploader.
+    pub fn recorded(&self) -> watch::Receiver<u64> {
+        self.recorded.clone()
+    }
+
+    /// The oldest pending events, in outbox order, ready to upload.
+    pub async fn pending_batch(&self, limit: usize) -> Result<Vec<UploadEvent>, LocalError> {
+        let store_id = self.read(|v| v.store_id);
+        self.query(move |conn| writer::pending_batch(conn, store_id, limit)).await
+    }
+
+    /// Outbox entries with one of `statuses`, newest first, at most `limit`.
+    pub async fn outbox(&self, statuses: Vec<OutboxStatus>, limit: usize) -> Result<Vec<OutboxEntry>, LocalError> {
+        self.query(move |conn| writer::outbox_entries(conn, &statuses, limit)).await
+    }
+
+    async fn query<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, LocalError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            read(&conn).map_err(|e| LocalError::Storage(e.to_string()))
+        })
+        .await
+        .map_err(|e| LocalError::Storage(e.to_string()))?
+    }
+
+    async fn submit<T>(&self, op: impl FnOnce(oneshot::Sender<T>) -> writer::Op) -> Result<T, LocalError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send(writer::Job::new(op(reply))).await.map_err(|_| LocalError::Unavailable)?;
+        answer.await.map_err(|_| LocalError::Unavailable)
+    }
+
+    /// Lets the writer finish what is queued, stops it, and waits for it.
+    pub async fn close(&self) {
+        let _ = self.submit(writer::Op::Shutdown).await;
+        let handle = self.writer_thread.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,683 @@
+//! The local store's single writer: one thread, one write connection, group commit.
+//!
+//! It blocks for the first queued job, drains whatever else is queued, runs each job
+//! against the committed view plus this batch's changes, commits once (one fsync), then
+//! publishes the changes to the shared view and answers every caller. A job the rules
+//! refuse writes nothing; if SQLite fails, the batch rolls back, the view is untouched,
+//! and every caller in the batch gets a storage error.
+
+use super::view::{level, PendingEvent, StreamView, SyncPosition, View};
+use super::{ApplyReport, LocalCommand, LocalError, QuarantineAction, Target, MIGRATIONS};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use shelfsync_common::sqlite::{settle, Deferred};
+use shelfsync_common::edge::{LocalWriteResult, OutboxEntry, OutboxStatus};
+use shelfsync_common::inventory::{self, InventoryState, Reservation};
+use shelfsync_common::sync::{SnapshotResponse, UploadEvent, UploadOutcome, UploadResult};
+use shelfsync_common::wire::ProductView;
+use shelfsync_common::{
+    EventEnvelope, EventId, EventMetadata, EventPayload, InventoryCommand, Product, ProductId, ReservationId, StoreId,
+    StreamId,
+};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Most jobs committed in one transaction.
+const MAX_BATCH: usize = 512;
+
+type Reply<T> = oneshot::Sender<Result<T, LocalError>>;
+
+/// A queued request.
+pub(super) struct Job {
+    op: Op,
+}
+
+impl Job {
+    pub(super) fn new(op: Op) -> Self {
+        Self { op }
+    }
+}
+
+/// What the writer can be asked to do.
+pub(super) enum Op {
+    /// A write that joins the current group commit.
+    Write(WriteOp),
+    /// Checkpoint the WAL (runs alone, after what was queued before it).
+    Checkpoint(Reply<()>),
+    /// Stop after what was queued before it.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A write that shares a transaction with the others queued beside it.
+pub(super) enum WriteOp {
+    Command(Box<LocalCommand>, Reply<LocalWriteResult>),
+    ApplyHub { events: Vec<EventEnvelope>, cursor: u64, head: u64, reply: Reply<ApplyReport> },
+    Acknowledge(Vec<UploadResult>, Reply<()>),
+    Bootstrap(Box<SnapshotResponse>, Reply<()>),
+    Quarantine { event_id: EventId, action: QuarantineAction, reply: Reply<()> },
+}
+
+impl WriteOp {
+    /// The answer owed to a job the batch never reached.
+    fn unanswered(self) -> Deferred<LocalError> {
+        match self {
+            WriteOp::Command(_, reply) => Deferred::new(reply, Err(LocalError::Unavailable)),
+            WriteOp::ApplyHub { reply, .. } => Deferred::new(reply, Err(LocalError::Unavailable)),
+            WriteOp::Acknowledge(_, reply) => Deferred::new(reply, Err(LocalError::Unavailable)),
+            WriteOp::Bootstrap(_, reply) => Deferred::new(reply, Err(LocalError::Unavailable)),
+            WriteOp::Quarantine { reply, .. } => Deferred::new(reply, Err(LocalError::Unavailable)),
+        }
+    }
+}
+
+type Started = (mpsc::Sender<Job>, std::thread::JoinHandle<()>, Arc<RwLock<View>>, watch::Receiver<u64>);
+
+/// Opens and migrates the file, loads the view, and starts the writer thread.
+pub(super) fn start(path: &Path, store_id: StoreId) -> Result<Started, Box<dyn std::error::Error + Send + Sync>> {
+    let mut conn = shelfsync_common::sqlite::open_durable(path)?;
+    shelfsync_common::sqlite::migrate(&mut conn, MIGRATIONS)?;
+    let view = load_view(&conn, store_id)?;
+    let next_seq = conn.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox", [], |r| r.get::<_, i64>(0))? as u64;
+    tracing::info!(
+        %store_id,
+        cursor = view.sync.cursor,
+        products = view.catalog.len(),
+        outbox = view.outbox().0,
+        quarantined = view.quarantined,
+        "local store opened"
+    );
+    let view = Arc::new(RwLock::new(view));
+    let (recorded_tx, recorded) = watch::channel(next_seq - 1);
+    let (jobs, queue) = mpsc::channel(4096);
+    let shared = view.clone();
+    let thread = std::thread::Builder::new()
+        .name("local-store-writer".into())
+        .spawn(move || Writer { conn, view: shared, next_seq, recorded: recorded_tx }.run(queue))?;
+    Ok((jobs, thread, view, recorded))
+}
+
+fn time_text(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339).unwrap_or_default()
+}
+
+fn parse_time(text: &str) -> rusqlite::Result<OffsetDateTime> {
+    OffsetDateTime::parse(text, &Rfc3339).map_err(|e| conversion(e.to_string()))
+}
+
+fn conversion(message: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, message.into())
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> rusqlite::Result<T> {
+    serde_json::from_str(text).map_err(|e| conversion(e.to_string()))
+}
+
+fn to_json(value: &impl serde::Serialize) -> rusqlite::Result<String> {
+    serde_json::to_string(value).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))
+}
+
+fn load_view(conn: &Connection, store_id: StoreId) -> rusqlite::Result<View> {
+    let mut view = View::new(store_id);
+    let mut stmt = conn.prepare("SELECT product_id, state FROM confirmed_streams")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let state: InventoryState = from_json(&row.get::<_, String>(1)?)?;
+        view.streams.insert(ProductId::from_bytes(row.get(0)?), StreamView { confirmed: state, pending: Vec::new() });
+    }
+    let mut stmt = conn.prepare(
+        "SELECT seq, event_id, product_id, event_type, schema_version, data, recorded_at FROM outbox
+         WHERE status IN ('pending', 'acked') ORDER BY seq",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let payload = EventPayload::from_parts(&row.get::<_, String>(3)?, row.get(4)?, from_json(&row.get::<_, String>(5)?)?)
+            .map_err(|e| conversion(e.to_string()))?;
+        let pending = PendingEvent {
+            seq: row.get::<_, i64>(0)? as u64,
+            event_id: EventId::from_bytes(row.get(1)?),
+            payload,
+            recorded_at: parse_time(&row.get::<_, String>(6)?)?,
+        };
+        view.streams.entry(ProductId::from_bytes(row.get(2)?)).or_default().pending.push(pending);
+    }
+    let mut stmt = conn.prepare("SELECT product_id, sku, name, price_minor, version FROM catalog")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        view.put_product(ProductView {
+            product: Product {
+                id: ProductId::from_bytes(row.get(0)?),
+                sku: row.get(1)?,
+                name: row.get(2)?,
+                price_minor: row.get::<_, i64>(3)? as u64,
+            },
+            version: row.get::<_, i64>(4)? as u64,
+        });
+    }
+    let mut stmt = conn.prepare("SELECT reservation_id FROM own_reservations")?;
+    for id in stmt.query_map([], |row| row.get::<_, [u8; 16]>(0))? {
+        view.own_reservations.insert(ReservationId::from_bytes(id?));
+    }
+    view.quarantined = conn.query_row("SELECT COUNT(*) FROM outbox WHERE status = 'quarantined'", [], |r| r.get::<_, i64>(0))? as u64;
+    view.sync = conn.query_row("SELECT cursor, hub_head, bootstrapped, last_sync_at FROM sync_state WHERE id = 1", [], |row| {
+        Ok(SyncPosition {
+            cursor: row.get::<_, i64>(0)? as u64,
+            hub_head: row.get::<_, i64>(1)? as u64,
+            bootstrapped: row.get(2)?,
+            last_sync_at: row.get::<_, Option<String>>(3)?.map(|t| parse_time(&t)).transpose()?,
+        })
+    })?;
+    Ok(view)
+}
+
+struct Writer {
+    conn: Connection,
+    view: Arc<RwLock<View>>,
+    next_seq: u64,
+    recorded: watch::Sender<u64>,
+}
+
+impl Writer {
+    fn run(mut self, mut queue: mpsc::Receiver<Job>) {
+        while let Some(first) = queue.blocking_recv() {
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                match job.op {
+                    Op::Checkpoint(reply) => {
+                        let result = self
+                            .conn
+                            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0))
+                            .map(|_| ())
+                            .map_err(|e| LocalError::Storage(e.to_string()));
+                        let _ = reply.send(result);
+                    }
+                    Op::Shutdown(reply) => {
+                        tracing::info!("local store writer stopped");
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Op::Write(op) => {
+                        let mut ops = vec![op];
+                        while ops.len() < MAX_BATCH {
+                            match queue.try_recv() {
+                                Ok(Job { op: Op::Write(op) }) => ops.push(op),
+                                Ok(barrier) => {
+                                    next = Some(barrier);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        self.commit(ops);
+                    }
+                }
+            }
+        }
+    }
+
+    fn commit(&mut self, ops: Vec<WriteOp>) {
+        let view = self.view.clone();
+        let committed = view.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut batch = Batch::new(&committed, self.next_seq);
+        let mut answers = Vec::with_capacity(ops.len());
+        let mut ops = ops.into_iter();
+        let result = (|| -> rusqlite::Result<()> {
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for op in ops.by_ref() {
+                batch.run(&tx, op, &mut answers)?;
+            }
+            batch.finish(&tx)?;
+            tx.commit()
+        })();
+        let changes = batch.changes;
+        drop(committed);
+        match result {
+            Ok(()) => {
+                self.next_seq = changes.next_seq;
+                let recorded = changes.next_seq - 1;
+                changes.apply_to(&mut view.write().unwrap_or_else(std::sync::PoisonError::into_inner));
+                self.recorded.send_if_modified(|last| std::mem::replace(last, recorded) != recorded);
+                answers.into_iter().for_each(Deferred::send);
+            }
+            Err(error) => {
+                tracing::error!(%error, "local write batch rolled back");
+                let error = LocalError::Storage(error.to_string());
+                answers.into_iter().for_each(|answer| answer.fail(&error));
+                ops.for_each(|op| op.unanswered().fail(&error));
+            }
+        }
+    }
+}
+
+/// What one batch changed, published to the view after its commit.
+#[derive(Default)]
+struct Changes {
+    next_seq: u64,
+    streams: HashMap<ProductId, StreamView>,
+    catalog: Vec<ProductView>,
+    replace_all: bool,
+    own_reservations: Vec<ReservationId>,
+    quarantined: i64,
+    sync: Option<SyncPosition>,
+}
+
+impl Changes {
+    fn apply_to(self, view: &mut View) {
+        if self.replace_all {
+            view.streams.clear();
+            view.catalog.clear();
+            view.skus.clear();
+        }
+        view.streams.extend(self.streams);
+        for product in self.catalog {
+            view.put_product(product);
+        }
+        view.own_reservations.extend(self.own_reservations);
+        view.quarantined = view.quarantined.saturating_add_signed(self.quarantined);
+        if let Some(sync) = self.sync {
+            view.sync = sync;
+        }
+    }
+}
+
+struct Batch<'v> {
+    view: &'v View,
+    changes: Changes,
+    /// Idempotency keys first answered in this batch.
+    answered: HashMap<String, ([u8; 16], LocalWriteResult)>,
+    /// Own event ids in the outbox written in this batch.
+    recorded_ids: HashSet<EventId>,
+    now: OffsetDateTime,
+}
+
+impl<'v> Batch<'v> {
+    fn new(view: &'v View, next_seq: u64) -> Self {
+        Self {
+            view,
+            changes: Changes { next_seq, ..Changes::default() },
+            answered: HashMap::new(),
+            recorded_ids: HashSet::new(),
+            now: OffsetDateTime::now_utc(),
+        }
+    }
+
+    fn run(&mut self, tx: &Transaction<'_>, op: WriteOp, answers: &mut Vec<Deferred<LocalError>>) -> rusqlite::Result<()> {
+        let storage = |error: &rusqlite::Error| LocalError::Storage(error.to_string());
+        match op {
+            WriteOp::Command(command, reply) => {
+                let result = self.command(tx, *command);
+                settle(answers, reply, result, storage)
+            }
+            WriteOp::ApplyHub { events, cursor, head, reply } => {
+                let result = self.apply_hub(tx, events, cursor, head).map(Ok);
+                settle(answers, reply, result, storage)
+            }
+            WriteOp::Acknowledge(results, reply) => {
+                let result = self.acknowledge(tx, results).map(Ok);
+                settle(answers, reply, result, storage)
+            }
+            WriteOp::Bootstrap(snapshot, reply) => {
+                let result = self.bootstrap(tx, *snapshot).map(Ok);
+                settle(answers, reply, result, storage)
+            }
+            WriteOp::Quarantine { event_id, action, reply } => {
+                let result = self.quarantine(tx, event_id, action);
+                settle(answers, reply, result, storage)
+            }
+        }
+    }
+
+    fn stream(&self, product: ProductId) -> StreamView {
+        self.changes.streams.get(&product).or_else(|| self.view.streams.get(&product)).cloned().unwrap_or_default()
+    }
+
+    fn product_known(&self, product: ProductId) -> bool {
+        self.view.catalog.contains_key(&product) || self.changes.catalog.iter().any(|p| p.product.id == product)
+    }
+
+    fn sync(&self) -> SyncPosition {
+        self.changes.sync.clone().unwrap_or_else(|| self.view.sync.clone())
+    }
+
+    /// The product whose local state holds this open reservation.
+    fn reservation_product(&self, id: ReservationId) -> Option<ProductId> {
+        let changed = self.changes.streams.iter();
+        let committed = self.view.streams.iter().filter(|(p, _)| !self.changes.streams.contains_key(p));
+        changed.chain(committed).find(|(_, s)| s.local().reservations.contains_key(&id)).map(|(p, _)| *p)
+    }
+
+    fn command(&mut self, tx: &Transaction<'_>, command: LocalCommand) -> rusqlite::Result<Result<LocalWriteResult, LocalError>> {
+        if let Some((key, fingerprint)) = &command.idempotency {
+            if let Some(earlier) = self.earlier_answer(tx, key)? {
+                return Ok(if earlier.0 == *fingerprint {
+                    Ok(LocalWriteResult { replayed: true, ..earlier.1 })
+                } else {
+                    Err(LocalError::IdempotencyConflict(key.clone()))
+                });
+            }
+        }
+        let product = match command.target {
+            Target::Product(product) => product,
+            Target::Reservation(id) => match self.reservation_product(id) {
+                Some(product) => product,
+                None => return Ok(Err(LocalError::UnknownReservation(id))),
+            },
+        };
+        if !self.product_known(product) {
+            return Ok(Err(LocalError::UnknownProduct(product)));
+        }
+        if let InventoryCommand::ReserveStock { reservation_id, .. } = &command.command {
+            if self.reservation_product(*reservation_id).is_some_and(|p| p != product) {
+                return Ok(Err(shelfsync_common::DomainError::ReservationExists(*reservation_id).into()));
+            }
+        }
+        let mut stream = self.stream(product);
+        let payload = match inventory::decide(&stream.local(), &command.command) {
+            Ok(mut events) if events.len() == 1 => events.remove(0),
+            Ok(_) => return Ok(Err(LocalError::Storage("a local command must record exactly one event".into()))),
+            Err(error) => return Ok(Err(error.into())),
+        };
+        let seq = self.changes.next_seq;
+        self.insert_outbox(tx, seq, product, command.event_id, &payload, &command.metadata)?;
+        if let EventPayload::StockReserved { reservation_id, .. } = &payload {
+            tx.prepare_cached("INSERT OR IGNORE INTO own_reservations (reservation_id, product_id) VALUES (?1, ?2)")?
+                .execute(params![&reservation_id.as_bytes()[..], &product.as_bytes()[..]])?;
+            self.changes.own_reservations.push(*reservation_id);
+        }
+        stream.pending.push(PendingEvent { seq, event_id: command.event_id, payload: payload.clone(), recorded_at: self.now });
+        let result = LocalWriteResult {
+            event_id: command.event_id,
+            seq,
+            stream: StreamId::inventory(product, self.view.store_id),
+            payload,
+            stock: level(self.view.store_id, product, &stream),
+            replayed: false,
+        };
+        self.changes.streams.insert(product, stream);
+        self.changes.next_seq += 1;
+        if let Some((key, fingerprint)) = command.idempotency {
+            tx.prepare_cached("INSERT INTO idempotency (key, fingerprint, outcome, created_at) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![key, &fingerprint[..], to_json(&result)?, time_text(self.now)])?;
+            self.answered.insert(key, (fingerprint, result.clone()));
+        }
+        Ok(Ok(result))
+    }
+
+    fn earlier_answer(&self, tx: &Transaction<'_>, key: &str) -> rusqlite::Result<Option<([u8; 16], LocalWriteResult)>> {
+        if let Some(found) = self.answered.get(key) {
+            return Ok(Some(found.clone()));
+        }
+        tx.prepare_cached("SELECT fingerprint, outcome FROM idempotency WHERE key = ?1")?
+            .query_row([key], |row| Ok((row.get::<_, [u8; 16]>(0)?, row.get::<_, String>(1)?)))
+            .optional()?
+            .map(|(fingerprint, outcome)| Ok((fingerprint, from_json(&outcome)?)))
+            .transpose()
+    }
+
+    fn insert_outbox(
+        &mut self,
+        tx: &Transaction<'_>,
+        seq: u64,
+        product: ProductId,
+        event_id: EventId,
+        payload: &EventPayload,
+        metadata: &EventMetadata,
+    ) -> rusqlite::Result<()> {
+        tx.prepare_cached(
+            "INSERT INTO outbox (seq, event_id, product_id, event_type, schema_version, data, metadata, status, recorded_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8)",
+        )?
+        .execute(params![
+            seq as i64,
+            &event_id.as_bytes()[..],
+            &product.as_bytes()[..],
+            payload.event_type(),
+            shelfsync_common::event::CURRENT_SCHEMA_VERSION,
+            to_json(&payload.data())?,
+            to_json(metadata)?,
+            time_text(self.now),
+        ])?;
+        self.recorded_ids.insert(event_id);
+        Ok(())
+    }
+
+    fn apply_hub(&mut self, tx: &Transaction<'_>, events: Vec<EventEnvelope>, cursor: u64, head: u64) -> rusqlite::Result<ApplyReport> {
+        let mut sync = self.sync();
+        let mut report = ApplyReport::default();
+        for event in events {
+            if event.position <= sync.cursor {
+                continue;
+            }
+            sync.cursor = event.position;
+            match event.stream.store_id {
+                Some(store) if store == self.view.store_id => {
+                    report.confirmed_own += usize::from(self.confirm(tx, &event)?);
+                    report.applied += 1;
+                }
+                Some(_) => {}
+                None => {
+                    if let EventPayload::ProductRegistered(product) | EventPayload::ProductUpdated(product) = &event.payload {
+                        let view = ProductView { product: product.clone(), version: event.stream_version };
+                        tx.prepare_cached(
+                            "INSERT INTO catalog (product_id, sku, name, price_minor, version) VALUES (?1, ?2, ?3, ?4, ?5)
+                             ON CONFLICT (product_id) DO UPDATE SET sku = excluded.sku, name = excluded.name,
+                               price_minor = excluded.price_minor, version = excluded.version",
+                        )?
+                        .execute(params![&product.id.as_bytes()[..], product.sku, product.name, product.price_minor as i64, event.stream_version as i64])?;
+                        self.changes.catalog.retain(|p| p.product.id != product.id);
+                        self.changes.catalog.push(view);
+                        report.applied += 1;
+                    }
+                }
+            }
+        }
+        sync.cursor = sync.cursor.max(cursor);
+        sync.hub_head = sync.hub_head.max(head).max(sync.cursor);
+        sync.last_sync_at = Some(self.now);
+        report.cursor = sync.cursor;
+        self.changes.sync = Some(sync);
+        Ok(report)
+    }
+
+    /// Applies an event of this store's stream to the confirmed state; returns whether it
+    /// was one of ours leaving the pending set.
+    fn confirm(&mut self, tx: &Transaction<'_>, event: &EventEnvelope) -> rusqlite::Result<bool> {
+        let product = event.stream.product_id;
+        let mut stream = self.stream(product);
+        if event.stream_version <= stream.confirmed.version {
+            return Ok(false);
+        }
+        if event.stream_version != stream.confirmed.version + 1 {
+            tracing::warn!(stream = %event.stream, have = stream.confirmed.version, got = event.stream_version, "stream version gap in the hub feed");
+        }
+        inventory::apply(&mut stream.confirmed, &event.payload);
+        stream.confirmed.version = event.stream_version;
+        let own = match stream.pending.iter().position(|p| p.event_id == event.event_id) {
+            Some(index) => {
+                stream.pending.remove(index);
+                true
+            }
+            None => false,
+        };
+        if own || self.recorded_ids.contains(&event.event_id) {
+            tx.prepare_cached("UPDATE outbox SET status = 'confirmed', hub_position = ?2 WHERE event_id = ?1")?
+                .execute(params![&event.event_id.as_bytes()[..], event.position as i64])?;
+        }
+        tx.prepare_cached(
+            "INSERT INTO confirmed_streams (product_id, state) VALUES (?1, ?2)
+             ON CONFLICT (product_id) DO UPDATE SET state = excluded.state",
+        )?
+        .execute(params![&product.as_bytes()[..], to_json(&stream.confirmed)?])?;
+        self.changes.streams.insert(product, stream);
+        Ok(own)
+    }
+
+    fn acknowledge(&mut self, tx: &Transaction<'_>, results: Vec<UploadResult>) -> rusqlite::Result<()> {
+        for result in results {
+            let id = &result.event_id.as_bytes()[..];
+            match result.outcome {
+                UploadOutcome::Appended { position, .. } | UploadOutcome::Duplicate { position, .. } => {
+                    tx.prepare_cached("UPDATE outbox SET status = 'acked', hub_position = ?2 WHERE event_id = ?1 AND status = 'pending'")?
+                        .execute(params![id, position as i64])?;
+                }
+                UploadOutcome::Rejected { reason, detail } => {
+                    let changed = tx
+                        .prepare_cached(
+                            "UPDATE outbox SET status = 'quarantined', reject_reason = ?2, reject_detail = ?3
+                             WHERE event_id = ?1 AND status IN ('pending', 'acked')",
+                        )?
+                        .execute(params![id, reason, detail])?;
+                    if changed > 0 {
+                        tracing::warn!(event_id = %result.event_id, %reason, %detail, "the hub rejected an event; quarantined");
+                        self.drop_pending(tx, result.event_id)?;
+                        self.changes.quarantined += 1;
+                    }
+                }
+            }
+        }
+        let mut sync = self.sync();
+        sync.last_sync_at = Some(self.now);
+        self.changes.sync = Some(sync);
+        Ok(())
+    }
+
+    /// Removes an event from the pending set of whichever stream holds it.
+    fn drop_pending(&mut self, tx: &Transaction<'_>, event_id: EventId) -> rusqlite::Result<()> {
+        let product: Option<[u8; 16]> = tx
+            .prepare_cached("SELECT product_id FROM outbox WHERE event_id = ?1")?
+            .query_row([&event_id.as_bytes()[..]], |row| row.get(0))
+            .optional()?;
+        if let Some(product) = product.map(ProductId::from_bytes) {
+            let mut stream = self.stream(product);
+            stream.pending.retain(|p| p.event_id != event_id);
+            self.changes.streams.insert(product, stream);
+        }
+        Ok(())
+    }
+
+    fn bootstrap(&mut self, tx: &Transaction<'_>, snapshot: SnapshotResponse) -> rusqlite::Result<()> {
+        tx.execute_batch("DELETE FROM confirmed_streams; DELETE FROM catalog;")?;
+        let mut streams: HashMap<ProductId, InventoryState> = HashMap::new();
+        for row in &snapshot.stock {
+            let state = streams.entry(row.product_id).or_default();
+            state.on_hand = row.on_hand;
+            state.version = row.version;
+        }
+        for hold in &snapshot.reservations {
+            let reservation = Reservation { quantity: hold.quantity, expires_at: hold.expires_at };
+            streams.entry(hold.product_id).or_default().reservations.insert(hold.reservation_id, reservation);
+        }
+        for (product, confirmed) in streams {
+            tx.prepare_cached("INSERT INTO confirmed_streams (product_id, state) VALUES (?1, ?2)")?
+                .execute(params![&product.as_bytes()[..], to_json(&confirmed)?])?;
+            let mut stream = self.stream(product);
+            stream.confirmed = confirmed;
+            self.changes.streams.insert(product, stream);
+        }
+        for product in &snapshot.catalog {
+            let p = &product.product;
+            tx.prepare_cached("INSERT INTO catalog (product_id, sku, name, price_minor, version) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                .execute(params![&p.id.as_bytes()[..], p.sku, p.name, p.price_minor as i64, product.version as i64])?;
+        }
+        self.changes.catalog = snapshot.catalog;
+        let mut sync = self.sync();
+        sync.cursor = snapshot.position;
+        sync.hub_head = sync.hub_head.max(snapshot.position);
+        sync.bootstrapped = true;
+        sync.last_sync_at = Some(self.now);
+        self.changes.sync = Some(sync);
+        tracing::info!(position = snapshot.position, "bootstrapped from the hub's snapshot");
+        Ok(())
+    }
+
+    fn quarantine(&mut self, tx: &Transaction<'_>, event_id: EventId, action: QuarantineAction) -> rusqlite::Result<Result<(), LocalError>> {
+        let status = match action {
+            QuarantineAction::Retry => "pending",
+            QuarantineAction::Discard => "discarded",
+        };
+        let changed = tx
+            .prepare_cached("UPDATE outbox SET status = ?2, reject_reason = NULL, reject_detail = NULL WHERE event_id = ?1 AND status = 'quarantined'")?
+            .execute(params![&event_id.as_bytes()[..], status])?;
+        if changed == 0 {
+            return Ok(Err(LocalError::NotQuarantined(event_id)));
+        }
+        self.changes.quarantined -= 1;
+        if action == QuarantineAction::Retry {
+            let row = tx
+                .prepare_cached("SELECT seq, product_id, event_type, schema_version, data, recorded_at FROM outbox WHERE event_id = ?1")?
+                .query_row([&event_id.as_bytes()[..]], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, [u8; 16]>(1)?, row.get::<_, String>(2)?, row.get::<_, u16>(3)?, row.get::<_, String>(4)?, row.get::<_, String>(5)?))
+                })?;
+            let (seq, product, event_type, schema_version, data, recorded_at) = row;
+            let payload = EventPayload::from_parts(&event_type, schema_version, from_json(&data)?).map_err(|e| conversion(e.to_string()))?;
+            let product = ProductId::from_bytes(product);
+            let mut stream = self.stream(product);
+            let pending = PendingEvent { seq: seq as u64, event_id, payload, recorded_at: parse_time(&recorded_at)? };
+            let at = stream.pending.partition_point(|p| p.seq < pending.seq);
+            stream.pending.insert(at, pending);
+            self.changes.streams.insert(product, stream);
+        }
+        Ok(Ok(()))
+    }
+
+    fn finish(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        if let Some(sync) = &self.changes.sync {
+            tx.prepare_cached("UPDATE sync_state SET cursor = ?1, hub_head = ?2, bootstrapped = ?3, last_sync_at = ?4 WHERE id = 1")?
+                .execute(params![sync.cursor as i64, sync.hub_head as i64, sync.bootstrapped, sync.last_sync_at.map(time_text)])?;
+        }
+        Ok(())
+    }
+}
+
+/// The oldest pending events, ready to upload.
+pub(super) fn pending_batch(conn: &Connection, store: StoreId, limit: usize) -> rusqlite::Result<Vec<UploadEvent>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT event_id, product_id, event_type, schema_version, data, metadata FROM outbox
+         WHERE status = 'pending' ORDER BY seq LIMIT ?1",
+    )?;
+    let rows = stmt.query_map([limit as i64], |row| {
+        Ok(UploadEvent {
+            event_id: EventId::from_bytes(row.get(0)?),
+            stream: StreamId::inventory(ProductId::from_bytes(row.get(1)?), store),
+            event_type: row.get(2)?,
+            schema_version: row.get(3)?,
+            data: from_json(&row.get::<_, String>(4)?)?,
+            metadata: from_json(&row.get::<_, String>(5)?)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Outbox entries with one of `statuses`, newest first.
+pub(super) fn outbox_entries(conn: &Connection, statuses: &[OutboxStatus], limit: usize) -> rusqlite::Result<Vec<OutboxEntry>> {
+    let wanted: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, event_id, product_id, event_type, status, hub_position, reject_reason, reject_detail, recorded_at
+         FROM outbox ORDER BY seq DESC",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut entries = Vec::new();
+    while let Some(row) = rows.next()? {
+        let status: String = row.get(4)?;
+        if !wanted.contains(&status.as_str()) {
+            continue;
+        }
+        entries.push(OutboxEntry {
+            seq: row.get::<_, i64>(0)? as u64,
+            event_id: EventId::from_bytes(row.get(1)?),
+            product_id: ProductId::from_bytes(row.get(2)?),
+            event_type: row.get(3)?,
+            status: OutboxStatus::parse(&status).ok_or_else(|| conversion(format!("bad status {status}")))?,
+            hub_position: row.get::<_, Option<i64>>(5)?.map(|p| p as u64),
+            reject_reason: row.get(6)?,
+            reject_detail: row.get(7)?,
+            recorded_at: parse_time(&row.get::<_, String>(8)?)?,
+        });
+        if entries.len() >= limit {
+            break;
+        }
+    }
+    Ok(entries)
+}
