@@ -1,1 +1,3 @@
+//! The `shelfsync-edge` command line (being built).
+
 fn main() {}

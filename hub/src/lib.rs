@@ -106,7 +106,7 @@ pub async fn run(
         store: store.clone(),
         queries,
         read_model: projector.queries(),
-        admin_digest: api::auth::digest(&admin_secret),
+        admin_digest: shelfsync_common::server::secret::digest(&admin_secret),
         config: Arc::new(config.clone()),
         fleet: Arc::new(fleet::Fleet::default()),
         stopping,
@@ -135,37 +135,13 @@ pub async fn run(
 /// The admin secret from configuration, else from `<data_dir>/admin-token`, generated
 /// (mode 0600) at first start. Returns the secret and the file it came from, if any.
 fn admin_token(config: &HubConfig) -> Result<(String, Option<PathBuf>), StartError> {
-    if let Some(secret) = &config.admin_token {
-        return Ok((secret.clone(), None));
-    }
     let path = config.data_dir.join(ADMIN_TOKEN_FILE);
-    let io = |source| StartError::DataDir {
-        path: path.clone(),
-        source,
-    };
-    match std::fs::read_to_string(&path) {
-        Ok(secret) if !secret.trim().is_empty() => return Ok((secret.trim().to_owned(), Some(path))),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(e)),
+    let (secret, generated) = shelfsync_common::server::secret::configured_or_stored(config.admin_token.as_deref(), &path)
+        .map_err(|source| StartError::DataDir { path: path.clone(), source })?;
+    if generated {
+        tracing::info!(path = %path.display(), "generated the admin token");
     }
-    let secret = api::auth::new_secret();
-    write_private(&path, &secret).map_err(io)?;
-    tracing::info!(path = %path.display(), "generated the admin token");
-    Ok((secret, Some(path)))
-}
-
-/// Writes a secret to a file only its owner can read (mode 0600), and syncs it.
-pub(crate) fn write_private(path: &Path, secret: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    file.write_all(secret.as_bytes())?;
-    file.write_all(b"\n")?;
-    file.sync_all()
+    Ok((secret, config.admin_token.is_none().then_some(path)))
 }
 
 fn announce(address: std::net::SocketAddr, secret: &str, token_file: Option<&Path>, demo: bool) {

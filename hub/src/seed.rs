@@ -106,19 +106,19 @@ pub async fn seed_if_empty(store: &EventStore, data_dir: &Path) -> Result<bool, 
     }
     std::fs::create_dir_all(data_dir.join("store-tokens"))?;
     for demo in stores() {
-        let secret = crate::api::auth::new_secret();
+        let secret = shelfsync_common::server::secret::new_secret();
         let token = TokenRecord {
             id: Uuid::now_v7(),
             name: format!("store-{}", demo.id),
             role: "store".into(),
             store_id: Some(demo.id),
-            secret_sha256: crate::api::auth::digest(&secret),
+            secret_sha256: shelfsync_common::server::secret::digest(&secret),
             created_at: time::OffsetDateTime::now_utc(),
             revoked_at: None,
         };
         // A crash between enrolling and the first event leaves stores behind: keep them.
         match store.enroll_store(demo.id, demo.name.into(), token).await {
-            Ok(_) => crate::write_private(&store_token_path(data_dir, demo.id), &secret)?,
+            Ok(_) => shelfsync_common::server::secret::write_private(&store_token_path(data_dir, demo.id), &secret)?,
             Err(AppendError::StoreExists(_)) => {}
             Err(error) => return Err(error.into()),
         }

@@ -556,11 +556,12 @@ async fn sse_resume_after_random_disconnects_delivers_every_event_once_in_order(
 async fn a_slow_consumer_is_dropped_and_catches_up_by_reconnecting() {
     let hub = spawn_hub_with(|config| config.sync.push_buffer_events = 8).await;
     let a = hub.demo_agent(0).await;
+    let b = hub.demo_agent(1).await;
     let start = hub.head().await;
     let dropped_before = hub.metric("shelfsync_hub_sse_dropped_slow_total").await;
 
-    // A client that opens the stream and does not read it (with a small receive window,
-    // so that the kernel's buffers fill quickly).
+    // Store A's client opens the stream and does not read it (with a small receive
+    // window, so that the kernel's buffers fill quickly).
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let head = format!(
@@ -569,22 +570,48 @@ async fn a_slow_consumer_is_dropped_and_catches_up_by_reconnecting() {
         a.token
     );
     let mut slow = raw_request(&hub, socket, &head, b"").await;
-    fleet_until(&hub, a.store, "the stream open", |s| s.push_connected).await;
+    fleet_until(&hub, a.store, "A's stream open", |s| s.push_connected).await;
+    // Store B's client reads as fast as it can: bursts larger than its buffer must not
+    // get it dropped.
+    let (done, finished) = tokio::sync::watch::channel(None::<u64>);
+    let healthy = {
+        let b = b.clone();
+        tokio::spawn(async move { follow(b.stream(Some(start)).await, finished).await })
+    };
+    fleet_until(&hub, b.store, "B's stream open", |s| s.push_connected).await;
 
-    let mut written = 0;
-    let mut dropped = false;
-    for _ in 0..100 {
-        let batch: Vec<UploadEvent> = (0..250).map(|i| a.fact(product(i % 5), added(1))).collect();
+    // Write enough to fill every buffer between the pump and the client (the kernel's
+    // largest send buffer, hyper's write buffer of about 400 KiB, the client's small
+    // window), so that the pump must wait, then stop writing: the pump is dropped after
+    // `SLOW_AGENT_STALL` without room.
+    let wmem_max = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|text| text.split_whitespace().nth(2)?.parse::<usize>().ok())
+        .unwrap_or(4 << 20);
+    let reason = "x".repeat(200);
+    let (mut written, mut bytes) = (0, 0);
+    while bytes < wmem_max + (1 << 20) {
+        let batch: Vec<UploadEvent> = (0..250)
+            .map(|i| a.fact(product(i % 5), EventPayload::StockAdjusted { delta: 1, reason: reason.clone() }))
+            .collect();
+        // Each pushed message is longer than the uploaded event (it adds position and more).
+        bytes += batch.iter().map(|e| serde_json::to_vec(e).unwrap().len()).sum::<usize>();
         a.upload(&batch).await;
         written += batch.len();
+        let batch: Vec<UploadEvent> = (0..50).map(|i| b.fact(product(i % 5), added(1))).collect();
+        b.upload(&batch).await;
         if !fleet_entry(&hub.fleet().await, a.store).push_connected {
-            dropped = true;
             break;
         }
     }
-    assert!(dropped, "a consumer that never reads was not dropped after {written} events");
+    assert!(shelfsync_hub::api::push::SLOW_AGENT_STALL < WAIT / 2);
+    fleet_until(&hub, a.store, "the slow stream dropped", |s| !s.push_connected).await;
     let dropped_after = hub.metric("shelfsync_hub_sse_dropped_slow_total").await;
     assert!(dropped_after > dropped_before, "the drop is counted ({dropped_before} -> {dropped_after})");
+    assert!(fleet_entry(&hub.fleet().await, b.store).push_connected, "the healthy reader is not dropped");
+    let _ = done.send(Some(hub.head().await));
+    let (b_expected, _) = b.pull_all(start).await;
+    assert_eq!(healthy.await.unwrap(), b_expected, "the healthy reader got every event, in order");
 
     // The stream ends for the slow client: what was buffered arrives, then the end.
     let raw = tokio::time::timeout(WAIT, read_to_end(&mut slow)).await.expect("the dropped stream ends");
@@ -592,7 +619,6 @@ async fn a_slow_consumer_is_dropped_and_catches_up_by_reconnecting() {
     assert!(response_head.starts_with("HTTP/1.1 200"), "{response_head}");
     let before_drop = parse_sse(body).await;
     let last = before_drop.last().map_or(start, Push::id);
-    eprintln!("DEBUG written {written} before_drop {} last {last}", before_drop.len());
 
     // Reconnecting with Last-Event-ID resumes with no gap, however much is to replay.
     let mut stream = a.stream(Some(last)).await;
@@ -601,8 +627,36 @@ async fn a_slow_consumer_is_dropped_and_catches_up_by_reconnecting() {
     received.extend(events_of(&after_drop));
     let (expected, _) = a.pull_all(start).await;
     assert!(expected.len() >= written);
+    assert!(expected.len() - events_of(&before_drop).len() > 8, "the replay is longer than the buffer");
     assert_eq!(positions(&received), positions(&expected));
     assert_eq!(received, expected);
+}
+
+/// Reads a push stream until `finished` names a position and the stream has passed it;
+/// returns the events. Panics when the stream ends first.
+async fn follow(mut stream: support::SseClient, mut finished: tokio::sync::watch::Receiver<Option<u64>>) -> Vec<EventEnvelope> {
+    let mut events = Vec::new();
+    let mut last = 0;
+    let mut until = None;
+    loop {
+        if until.is_some_and(|head| last >= head) {
+            return events;
+        }
+        let push = tokio::select! {
+            push = stream.next(WAIT) => push,
+            done = finished.wait_for(Option::is_some), if until.is_none() => {
+                until = *done.expect("the test ended");
+                continue;
+            }
+        };
+        match push.expect("the stream ended early") {
+            Push::Event(event) => {
+                last = event.position;
+                events.push(*event);
+            }
+            other => last = other.id(),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------

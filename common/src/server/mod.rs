@@ -6,6 +6,7 @@
 pub mod extract;
 pub mod middleware;
 pub mod problem;
+pub mod secret;
 pub mod telemetry;
 
 pub use problem::ProblemResponse;

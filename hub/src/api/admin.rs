@@ -1,6 +1,7 @@
 //! `/v1/admin`: operator routes (admin token only): channel tokens for the hub's clients.
 
-use super::auth::{digest, new_secret, Principal};
+use super::auth::Principal;
+use shelfsync_common::server::secret::{digest, new_secret};
 use super::error::ApiError;
 use shelfsync_common::server::extract::{ApiJson, ApiPath};
 use super::AppState;

@@ -11,8 +11,7 @@ use crate::store::reader;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use rand::RngCore;
-use sha2::{Digest, Sha256};
+use shelfsync_common::server::secret::{bearer, digest, same_digest};
 use shelfsync_common::StoreId;
 
 /// Who is calling.
@@ -65,35 +64,11 @@ impl Principal {
     }
 }
 
-/// SHA-256 of a token secret.
-pub fn digest(secret: &str) -> [u8; 32] {
-    Sha256::digest(secret.as_bytes()).into()
-}
-
-/// A new random token secret: `ss_` and 64 hex digits.
-pub fn new_secret() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    format!("ss_{}", hex::encode(bytes))
-}
-
-/// Compares digests without an early exit.
-fn same_digest(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let secret = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .ok_or(ApiError::Unauthorized)?;
+        let secret = bearer(parts.headers.get(AUTHORIZATION)).ok_or(ApiError::Unauthorized)?;
         let presented = digest(secret);
         if same_digest(&presented, &state.admin_digest) {
             return Ok(Principal::Admin);
@@ -112,19 +87,5 @@ impl FromRequestParts<AppState> for Principal {
             }),
             _ => Err(ApiError::Unauthorized),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_are_random_and_digests_compare_exactly() {
-        let (a, b) = (new_secret(), new_secret());
-        assert_ne!(a, b);
-        assert!(a.starts_with("ss_") && a.len() == 67);
-        assert!(same_digest(&digest(&a), &digest(&a)));
-        assert!(!same_digest(&digest(&a), &digest(&b)));
     }
 }

@@ -4,10 +4,12 @@
 //! the store, sends `caught-up`, then goes live. Each `event` has the event's position as
 //! its SSE id; a `progress` event (at most one a second) moves the id past events this
 //! store does not see, so an idle store's cursor still reaches the head. A pump task feeds
-//! each connection through a bounded buffer: replay waits for room (it is read from the
-//! store at the agent's pace), but once live an agent that cannot keep up fills the
-//! buffer and is dropped (it resumes by reconnecting) instead of being buffered without
-//! bound. The stream ends when the store's token is revoked and when the hub shuts down.
+//! each connection through a bounded buffer and waits for room in it: memory per
+//! connection is the buffer plus one page of the feed (a pump that waits stops reading
+//! the bus, and its feed re-reads the store when it resumes), and an agent that leaves
+//! the buffer full for [`SLOW_AGENT_STALL`] is dropped (it resumes by reconnecting). A
+//! burst or a replay longer than the buffer therefore never drops an agent that reads.
+//! The stream ends when the store's token is revoked and when the hub shuts down.
 
 use super::error::ApiError;
 use shelfsync_common::server::extract::ApiQuery;
@@ -32,8 +34,8 @@ use tokio_stream::StreamExt;
 
 /// Most time between a cursor move past invisible events and the `progress` that says so.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
-/// During replay, an agent that takes no message for this long is dropped as too slow.
-const REPLAY_STALL: Duration = Duration::from_secs(60);
+/// An agent whose buffer stays full this long (it takes no message) is dropped as too slow.
+pub const SLOW_AGENT_STALL: Duration = Duration::from_secs(5);
 
 /// `?after=` for [`stream`] (the `Last-Event-ID` header wins).
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -119,7 +121,7 @@ impl Pump {
                 caught_up = true;
                 let head = feed.cursor();
                 let marker = encode(SSE_CAUGHT_UP, head, &CaughtUp { head });
-                if let Err(end) = paced(events, revocations, stopping, *store, marker).await {
+                if let Err(end) = queue(events, revocations, stopping, *store, marker).await {
                     return end;
                 }
                 sent_to = head;
@@ -132,31 +134,26 @@ impl Pump {
                 },
                 _ = stopping.wait_for(|stopping| *stopping) => return End::ShuttingDown,
                 () = events.closed() => return End::ClientGone,
-                () = sleep_until_some(progress_due) => {
-                    let position = feed.cursor();
-                    if let Err(end) = encode(SSE_PROGRESS, position, &Progress { position }).and_then(|m| send(events, m)) {
-                        return end;
-                    }
-                    sent_to = position;
-                    progress_due = None;
-                    continue;
-                }
+                () = sleep_until_some(progress_due) => None,
                 next = feed.next() => match next {
                     None => return End::ShuttingDown,
                     Some(Err(error)) => return End::StoreFailed(error.to_string()),
-                    Some(Ok(batch)) => batch,
+                    Some(Ok(batch)) => Some(batch),
                 },
+            };
+            let Some(batch) = batch else {
+                let position = feed.cursor();
+                let progress = encode(SSE_PROGRESS, position, &Progress { position });
+                if let Err(end) = queue(events, revocations, stopping, *store, progress).await {
+                    return end;
+                }
+                sent_to = position;
+                progress_due = None;
+                continue;
             };
             for event in batch.iter().filter(|e| visible_to(*store, &e.stream)) {
                 let message = encode(SSE_EVENT, event.position, event);
-                // Replay reads the store at the agent's pace; live, the buffer is the slack
-                // an agent gets before it is dropped.
-                let queued = if caught_up {
-                    message.and_then(|m| send(events, m))
-                } else {
-                    paced(events, revocations, stopping, *store, message).await
-                };
-                if let Err(end) = queued {
+                if let Err(end) = queue(events, revocations, stopping, *store, message).await {
                     return end;
                 }
                 sent_to = event.position;
@@ -174,20 +171,12 @@ fn encode(name: &str, position: u64, data: &impl serde::Serialize) -> Result<Eve
     Event::default().event(name).id(position.to_string()).json_data(data).map_err(|e| End::StoreFailed(e.to_string()))
 }
 
-/// Queues one live SSE message without waiting: a full buffer means the agent is too slow.
-fn send(events: &mpsc::Sender<Event>, event: Event) -> Result<(), End> {
-    events.try_send(event).map_err(|error| match error {
-        mpsc::error::TrySendError::Full(_) => End::TooSlow,
-        mpsc::error::TrySendError::Closed(_) => End::ClientGone,
-    })
-}
-
-/// Queues one replayed message, waiting for room in the buffer. Replay comes from the
-/// store page by page, so waiting holds nothing but this page: a replay longer than the
-/// buffer must not get a healthy agent dropped (it would replay, be dropped, reconnect
-/// and replay again, forever). Only an agent that takes nothing for [`REPLAY_STALL`] is
-/// dropped; revocation and shutdown still end the stream at once.
-async fn paced(
+/// Queues one message, waiting for room in the buffer. Not dropping on the first full
+/// buffer matters: a replay, or one upload's worth of live events, is often longer than
+/// the buffer, and an agent dropped for that would reconnect, replay and be dropped
+/// again. Only an agent that takes nothing for [`SLOW_AGENT_STALL`] is dropped;
+/// revocation and shutdown still end the stream at once.
+async fn queue(
     events: &mpsc::Sender<Event>,
     revocations: &mut broadcast::Receiver<StoreId>,
     stopping: &mut watch::Receiver<bool>,
@@ -195,7 +184,7 @@ async fn paced(
     event: Result<Event, End>,
 ) -> Result<(), End> {
     let event = event?;
-    let room = tokio::time::timeout(REPLAY_STALL, events.reserve());
+    let room = tokio::time::timeout(SLOW_AGENT_STALL, events.reserve());
     tokio::pin!(room);
     loop {
         tokio::select! {

@@ -1,7 +1,8 @@
 //! `/v1/admin/stores` and `/v1/admin/fleet`: enrolling stores, their tokens, and the
 //! fleet's health (admin token only).
 
-use super::auth::{digest, new_secret, Principal};
+use super::auth::Principal;
+use shelfsync_common::server::secret::{digest, new_secret};
 use super::error::ApiError;
 use shelfsync_common::server::extract::{ApiJson, ApiPath};
 use super::AppState;

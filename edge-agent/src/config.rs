@@ -1,0 +1,261 @@
+//! Agent settings: built-in defaults, then a TOML file (`--config`), then
+//! `SHELFSYNC_EDGE_*` environment variables. A missing or bad setting stops start-up with a
+//! message that names it. `shelfsync-edge print-config` prints the annotated example in
+//! `installers/edge.example.toml`; a test keeps it in step with the defaults here.
+
+use serde::Deserialize;
+use shelfsync_common::breaker::BreakerConfig;
+use shelfsync_common::StoreId;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The annotated example configuration.
+pub const EXAMPLE: &str = include_str!("../../installers/edge.example.toml");
+
+/// Everything the agent can be configured with.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    /// This store's id at the hub (required).
+    pub store_id: Option<StoreId>,
+    /// The hub's base URL (required).
+    pub hub_url: Option<String>,
+    /// The store token from enrollment (required).
+    pub hub_token: Option<String>,
+    /// POS API listen address.
+    pub listen: SocketAddr,
+    /// Directory of the local store and generated keys.
+    pub data_dir: PathBuf,
+    /// The tills' key (generated when absent).
+    pub terminal_key: Option<String>,
+    /// The operator's key (generated when absent).
+    pub manager_key: Option<String>,
+    /// Log filter.
+    pub log: String,
+    /// POS API limits.
+    pub http: HttpConfig,
+    /// Sync with the hub.
+    pub sync: SyncConfig,
+    /// Scheduled jobs.
+    pub jobs: JobsConfig,
+}
+
+/// POS API limits.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Largest request body in bytes.
+    pub body_limit_bytes: usize,
+    /// Request timeout in seconds.
+    pub request_timeout_secs: u64,
+}
+
+/// Sync settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// Events per upload.
+    pub upload_batch: usize,
+    /// Seconds between pulls while the push stream is down.
+    pub pull_interval_secs: u64,
+    /// Seconds between heartbeats.
+    pub heartbeat_interval_secs: u64,
+    /// Timeout of one hub call, in seconds.
+    pub request_timeout_secs: u64,
+    /// First retry delay, in milliseconds.
+    pub retry_min_ms: u64,
+    /// Longest retry delay, in milliseconds.
+    pub retry_max_ms: u64,
+    /// Failures that open the breaker.
+    pub breaker_failures: u32,
+    /// Window of those failures, in seconds.
+    pub breaker_window_secs: u64,
+    /// Seconds the breaker stays open before a probe.
+    pub breaker_open_secs: u64,
+}
+
+/// Cron schedules (six fields, with seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Reservation expiry.
+    pub reservation_expiry: String,
+    /// WAL checkpoint.
+    pub wal_checkpoint: String,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            store_id: None,
+            hub_url: None,
+            hub_token: None,
+            listen: SocketAddr::from(([0, 0, 0, 0], 7171)),
+            data_dir: PathBuf::from("/var/lib/shelfsync-edge"),
+            terminal_key: None,
+            manager_key: None,
+            log: "info".into(),
+            http: HttpConfig::default(),
+            sync: SyncConfig::default(),
+            jobs: JobsConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { body_limit_bytes: 64 * 1024, request_timeout_secs: 10 }
+    }
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            upload_batch: 500,
+            pull_interval_secs: 5,
+            heartbeat_interval_secs: 15,
+            request_timeout_secs: 10,
+            retry_min_ms: 200,
+            retry_max_ms: 10_000,
+            breaker_failures: 5,
+            breaker_window_secs: 10,
+            breaker_open_secs: 30,
+        }
+    }
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self { reservation_expiry: "*/15 * * * * *".into(), wal_checkpoint: "0 */5 * * * *".into() }
+    }
+}
+
+/// A setting that stops start-up, with the setting's name in the message.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+/// The settings the agent cannot run without, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubLink {
+    /// This store.
+    pub store_id: StoreId,
+    /// The hub's base URL, without a trailing slash.
+    pub hub_url: String,
+    /// The store token.
+    pub hub_token: String,
+}
+
+impl EdgeConfig {
+    /// Loads defaults, then `file` (if given), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError(format!("config file {} does not exist", path.display())));
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("SHELFSYNC_EDGE").prefix_separator("_").separator("__").try_parsing(true),
+        );
+        let loaded: EdgeConfig =
+            builder.build().and_then(|c| c.try_deserialize()).map_err(|e| ConfigError(e.to_string()))?;
+        loaded.validate()?;
+        Ok(loaded)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let sync = &self.sync;
+        if sync.upload_batch == 0 || sync.upload_batch > shelfsync_common::sync::MAX_UPLOAD_BATCH {
+            return Err(ConfigError("sync.upload_batch must be 1..=500".into()));
+        }
+        for (name, value) in [
+            ("sync.pull_interval_secs", sync.pull_interval_secs),
+            ("sync.heartbeat_interval_secs", sync.heartbeat_interval_secs),
+            ("sync.request_timeout_secs", sync.request_timeout_secs),
+            ("sync.breaker_window_secs", sync.breaker_window_secs),
+            ("sync.breaker_open_secs", sync.breaker_open_secs),
+            ("http.request_timeout_secs", self.http.request_timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!("{name} must be at least 1")));
+            }
+        }
+        if sync.breaker_failures == 0 {
+            return Err(ConfigError("sync.breaker_failures must be at least 1".into()));
+        }
+        if sync.retry_min_ms == 0 || sync.retry_min_ms > sync.retry_max_ms {
+            return Err(ConfigError("sync.retry_min_ms must be at least 1 and at most sync.retry_max_ms".into()));
+        }
+        for (name, key) in [("terminal_key", &self.terminal_key), ("manager_key", &self.manager_key)] {
+            if key.as_deref().is_some_and(|k| k.len() < 16) {
+                return Err(ConfigError(format!("{name} must be at least 16 characters")));
+            }
+        }
+        for (name, expr) in
+            [("jobs.reservation_expiry", &self.jobs.reservation_expiry), ("jobs.wal_checkpoint", &self.jobs.wal_checkpoint)]
+        {
+            if expr.split_whitespace().count() != 6 {
+                return Err(ConfigError(format!(
+                    "{name} must be a cron expression with six fields (sec min hour day month weekday), got {expr:?}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The hub link settings, or an error naming the first missing one.
+    pub fn hub_link(&self) -> Result<HubLink, ConfigError> {
+        let missing = |name: &str, env: &str| {
+            ConfigError(format!("{name} is not set (in the config file, or as {env}); see `shelfsync-edge print-config`"))
+        };
+        let store_id = self.store_id.ok_or_else(|| missing("store_id", "SHELFSYNC_EDGE_STORE_ID"))?;
+        let hub_url = self.hub_url.clone().ok_or_else(|| missing("hub_url", "SHELFSYNC_EDGE_HUB_URL"))?;
+        if !(hub_url.starts_with("http://") || hub_url.starts_with("https://")) {
+            return Err(ConfigError(format!("hub_url must start with http:// or https://, got {hub_url:?}")));
+        }
+        let hub_token = self.hub_token.clone().ok_or_else(|| missing("hub_token", "SHELFSYNC_EDGE_HUB_TOKEN"))?;
+        Ok(HubLink { store_id, hub_url: hub_url.trim_end_matches('/').to_owned(), hub_token })
+    }
+
+    /// The hub-link breaker thresholds.
+    pub fn breaker(&self) -> BreakerConfig {
+        BreakerConfig {
+            failure_threshold: self.sync.breaker_failures,
+            failure_window: Duration::from_secs(self.sync.breaker_window_secs),
+            open_for: Duration::from_secs(self.sync.breaker_open_secs),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<EdgeConfig, config::ConfigError> {
+        config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()?
+            .try_deserialize()
+    }
+
+    #[test]
+    fn the_annotated_example_parses_to_the_defaults() {
+        assert_eq!(parse(EXAMPLE).unwrap(), EdgeConfig::default());
+    }
+
+    #[test]
+    fn missing_and_bad_settings_are_named() {
+        let err = EdgeConfig::default().hub_link().unwrap_err().to_string();
+        assert!(err.contains("store_id") && err.contains("SHELFSYNC_EDGE_STORE_ID"), "{err}");
+        let config = EdgeConfig { store_id: Some(StoreId::new_v7()), hub_url: Some("hub:7070".into()), ..EdgeConfig::default() };
+        assert!(config.hub_link().unwrap_err().to_string().contains("hub_url"));
+        assert!(parse("upload_batch = 3").unwrap_err().to_string().contains("upload_batch"));
+        let mut bad = EdgeConfig::default();
+        bad.sync.upload_batch = 501;
+        assert!(bad.validate().unwrap_err().to_string().contains("sync.upload_batch"));
+    }
+}

@@ -1,0 +1,77 @@
+//! Scheduled jobs (tokio-cron-scheduler): expiry of the reservations made at this store
+//! (the side that made a hold expires it; the hub expires its own), and WAL maintenance.
+//! Each release is an ordinary local command whose event id is derived from the
+//! reservation id, so overlapping runs never release twice.
+
+use crate::config::JobsConfig;
+use crate::store::{LocalCommand, LocalError, LocalStore, Target};
+use shelfsync_common::event::ReleaseReason;
+use shelfsync_common::{EventId, EventMetadata, InventoryCommand, Origin};
+use time::OffsetDateTime;
+use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
+
+/// Starts the scheduler with every job.
+pub async fn start(config: &JobsConfig, store: LocalStore) -> Result<JobScheduler, JobSchedulerError> {
+    let scheduler = JobScheduler::new().await?;
+    let expiry_store = store.clone();
+    scheduler
+        .add(Job::new_async(config.reservation_expiry.as_str(), move |_, _| {
+            let store = expiry_store.clone();
+            Box::pin(async move {
+                match expire_reservations(&store, OffsetDateTime::now_utc()).await {
+                    Ok(0) => {}
+                    Ok(released) => tracing::info!(released, "expired reservations released"),
+                    Err(error) => tracing::warn!(%error, "reservation expiry failed; will retry on the next run"),
+                }
+            })
+        })?)
+        .await?;
+    scheduler
+        .add(Job::new_async(config.wal_checkpoint.as_str(), move |_, _| {
+            let store = store.clone();
+            Box::pin(async move {
+                if let Err(error) = store.checkpoint().await {
+                    tracing::warn!(%error, "WAL checkpoint failed");
+                }
+            })
+        })?)
+        .await?;
+    scheduler.start().await?;
+    Ok(scheduler)
+}
+
+/// Stops the scheduler.
+pub async fn stop(mut scheduler: JobScheduler) {
+    if let Err(error) = scheduler.shutdown().await {
+        tracing::warn!(%error, "stopping the scheduler");
+    }
+}
+
+/// Releases every reservation made here that is due at `now`; returns how many.
+pub async fn expire_reservations(store: &LocalStore, now: OffsetDateTime) -> Result<usize, LocalError> {
+    let (store_id, due) = store.read(|view| (view.store_id, view.own_expired(now)));
+    let mut released = 0;
+    for (product, reservation_id) in due {
+        let command = LocalCommand {
+            target: Target::Product(product),
+            command: InventoryCommand::ReleaseStock { reservation_id, reason: ReleaseReason::Expired },
+            event_id: EventId::from_idempotency_key("reservation-expiry", &reservation_id.to_string()),
+            idempotency: None,
+            metadata: EventMetadata {
+                origin: Origin::Store(store_id),
+                actor: "job:reservation-expiry".into(),
+                correlation_id: reservation_id.0,
+                causation_id: None,
+                occurred_at: now,
+                recorded_at: None,
+            },
+        };
+        match store.execute(command).await {
+            Ok(_) => released += 1,
+            // Committed or released since the view was read.
+            Err(LocalError::Domain(shelfsync_common::DomainError::ReservationNotFound(_))) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(released)
+}
