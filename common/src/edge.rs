@@ -109,9 +109,15 @@ impl OutboxStatus {
 
     /// Parses a stored name.
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Pending, Self::Acked, Self::Confirmed, Self::Quarantined, Self::Discarded]
-            .into_iter()
-            .find(|s| s.as_str() == text)
+        [
+            Self::Pending,
+            Self::Acked,
+            Self::Confirmed,
+            Self::Quarantined,
+            Self::Discarded,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
     }
 }
 

@@ -15,11 +15,11 @@ pub mod ids;
 pub mod inventory;
 pub mod problem;
 pub mod product;
+pub mod quantity;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
-pub mod quantity;
 pub mod sync;
 pub mod wire;
 

@@ -30,7 +30,10 @@ pub enum MigrationError {
 pub fn migrate(conn: &mut Connection, migrations: Migrations) -> Result<usize, MigrationError> {
     let current = conn.query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0))? as usize;
     if current > migrations.len() {
-        return Err(MigrationError::TooNew { found: current, known: migrations.len() });
+        return Err(MigrationError::TooNew {
+            found: current,
+            known: migrations.len(),
+        });
     }
     for (index, (name, sql)) in migrations.iter().enumerate().skip(current) {
         let tx = conn.transaction()?;
@@ -113,7 +116,10 @@ pub fn settle<T: Send + 'static, E: Clone + Send + 'static>(
 mod tests {
     use super::*;
 
-    const TWO: Migrations = &[("one", "CREATE TABLE a (x INTEGER);"), ("two", "CREATE TABLE b (y INTEGER);")];
+    const TWO: Migrations = &[
+        ("one", "CREATE TABLE a (x INTEGER);"),
+        ("two", "CREATE TABLE b (y INTEGER);"),
+    ];
 
     #[test]
     fn migrations_run_once_and_refuse_a_newer_file() {

@@ -2,9 +2,9 @@
 //! push (Server-Sent Events), snapshot, heartbeat and fleet status. Both sides build and
 //! parse exactly these structs; `docs/sync-protocol.md` explains the rules around them.
 
+use crate::event::Origin;
 use crate::event::{EventEnvelope, EventMetadata, StreamId};
 use crate::ids::{EventId, ProductId, ReservationId, StoreId};
-use crate::event::Origin;
 use crate::wire::{ProductView, StockLevel, StoreInfo};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -264,7 +264,10 @@ mod tests {
     fn upload_outcomes_have_a_status_tag() {
         let result = UploadResult {
             event_id: EventId::from_bytes([1; 16]),
-            outcome: UploadOutcome::Rejected { reason: "wrong_store".into(), detail: "x".into() },
+            outcome: UploadOutcome::Rejected {
+                reason: "wrong_store".into(),
+                detail: "x".into(),
+            },
         };
         let json = serde_json::to_value(&result).unwrap();
         assert_eq!(json["status"], "rejected");

@@ -105,7 +105,10 @@ impl Default for EdgeConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { body_limit_bytes: 64 * 1024, request_timeout_secs: 10 }
+        Self {
+            body_limit_bytes: 64 * 1024,
+            request_timeout_secs: 10,
+        }
     }
 }
 
@@ -127,7 +130,10 @@ impl Default for SyncConfig {
 
 impl Default for JobsConfig {
     fn default() -> Self {
-        Self { reservation_expiry: "*/15 * * * * *".into(), wal_checkpoint: "0 */5 * * * *".into() }
+        Self {
+            reservation_expiry: "*/15 * * * * *".into(),
+            wal_checkpoint: "0 */5 * * * *".into(),
+        }
     }
 }
 
@@ -158,10 +164,15 @@ impl EdgeConfig {
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
         builder = builder.add_source(
-            config::Environment::with_prefix("SHELFSYNC_EDGE").prefix_separator("_").separator("__").try_parsing(true),
+            config::Environment::with_prefix("SHELFSYNC_EDGE")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true),
         );
-        let loaded: EdgeConfig =
-            builder.build().and_then(|c| c.try_deserialize()).map_err(|e| ConfigError(e.to_string()))?;
+        let loaded: EdgeConfig = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError(e.to_string()))?;
         loaded.validate()?;
         Ok(loaded)
     }
@@ -188,16 +199,19 @@ impl EdgeConfig {
             return Err(ConfigError("sync.breaker_failures must be at least 1".into()));
         }
         if sync.retry_min_ms == 0 || sync.retry_min_ms > sync.retry_max_ms {
-            return Err(ConfigError("sync.retry_min_ms must be at least 1 and at most sync.retry_max_ms".into()));
+            return Err(ConfigError(
+                "sync.retry_min_ms must be at least 1 and at most sync.retry_max_ms".into(),
+            ));
         }
         for (name, key) in [("terminal_key", &self.terminal_key), ("manager_key", &self.manager_key)] {
             if key.as_deref().is_some_and(|k| k.len() < 16) {
                 return Err(ConfigError(format!("{name} must be at least 16 characters")));
             }
         }
-        for (name, expr) in
-            [("jobs.reservation_expiry", &self.jobs.reservation_expiry), ("jobs.wal_checkpoint", &self.jobs.wal_checkpoint)]
-        {
+        for (name, expr) in [
+            ("jobs.reservation_expiry", &self.jobs.reservation_expiry),
+            ("jobs.wal_checkpoint", &self.jobs.wal_checkpoint),
+        ] {
             if expr.split_whitespace().count() != 6 {
                 return Err(ConfigError(format!(
                     "{name} must be a cron expression with six fields (sec min hour day month weekday), got {expr:?}"
@@ -210,15 +224,31 @@ impl EdgeConfig {
     /// The hub link settings, or an error naming the first missing one.
     pub fn hub_link(&self) -> Result<HubLink, ConfigError> {
         let missing = |name: &str, env: &str| {
-            ConfigError(format!("{name} is not set (in the config file, or as {env}); see `shelfsync-edge print-config`"))
+            ConfigError(format!(
+                "{name} is not set (in the config file, or as {env}); see `shelfsync-edge print-config`"
+            ))
         };
-        let store_id = self.store_id.ok_or_else(|| missing("store_id", "SHELFSYNC_EDGE_STORE_ID"))?;
-        let hub_url = self.hub_url.clone().ok_or_else(|| missing("hub_url", "SHELFSYNC_EDGE_HUB_URL"))?;
+        let store_id = self
+            .store_id
+            .ok_or_else(|| missing("store_id", "SHELFSYNC_EDGE_STORE_ID"))?;
+        let hub_url = self
+            .hub_url
+            .clone()
+            .ok_or_else(|| missing("hub_url", "SHELFSYNC_EDGE_HUB_URL"))?;
         if !(hub_url.starts_with("http://") || hub_url.starts_with("https://")) {
-            return Err(ConfigError(format!("hub_url must start with http:// or https://, got {hub_url:?}")));
+            return Err(ConfigError(format!(
+                "hub_url must start with http:// or https://, got {hub_url:?}"
+            )));
         }
-        let hub_token = self.hub_token.clone().ok_or_else(|| missing("hub_token", "SHELFSYNC_EDGE_HUB_TOKEN"))?;
-        Ok(HubLink { store_id, hub_url: hub_url.trim_end_matches('/').to_owned(), hub_token })
+        let hub_token = self
+            .hub_token
+            .clone()
+            .ok_or_else(|| missing("hub_token", "SHELFSYNC_EDGE_HUB_TOKEN"))?;
+        Ok(HubLink {
+            store_id,
+            hub_url: hub_url.trim_end_matches('/').to_owned(),
+            hub_token,
+        })
     }
 
     /// The hub-link breaker thresholds.
@@ -250,10 +280,20 @@ mod tests {
     #[test]
     fn missing_and_bad_settings_are_named() {
         let err = EdgeConfig::default().hub_link().unwrap_err().to_string();
-        assert!(err.contains("store_id") && err.contains("SHELFSYNC_EDGE_STORE_ID"), "{err}");
-        let config = EdgeConfig { store_id: Some(StoreId::new_v7()), hub_url: Some("hub:7070".into()), ..EdgeConfig::default() };
+        assert!(
+            err.contains("store_id") && err.contains("SHELFSYNC_EDGE_STORE_ID"),
+            "{err}"
+        );
+        let config = EdgeConfig {
+            store_id: Some(StoreId::new_v7()),
+            hub_url: Some("hub:7070".into()),
+            ..EdgeConfig::default()
+        };
         assert!(config.hub_link().unwrap_err().to_string().contains("hub_url"));
-        assert!(parse("upload_batch = 3").unwrap_err().to_string().contains("upload_batch"));
+        assert!(parse("upload_batch = 3")
+            .unwrap_err()
+            .to_string()
+            .contains("upload_batch"));
         let mut bad = EdgeConfig::default();
         bad.sync.upload_batch = 501;
         assert!(bad.validate().unwrap_err().to_string().contains("sync.upload_batch"));

@@ -54,7 +54,10 @@ pub async fn expire_reservations(store: &LocalStore, now: OffsetDateTime) -> Res
     for (product, reservation_id) in due {
         let command = LocalCommand {
             target: Target::Product(product),
-            command: InventoryCommand::ReleaseStock { reservation_id, reason: ReleaseReason::Expired },
+            command: InventoryCommand::ReleaseStock {
+                reservation_id,
+                reason: ReleaseReason::Expired,
+            },
             event_id: EventId::from_idempotency_key("reservation-expiry", &reservation_id.to_string()),
             idempotency: None,
             metadata: EventMetadata {

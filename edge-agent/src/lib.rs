@@ -61,7 +61,10 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let link = config.hub_link()?;
     let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir { path: data_dir.clone(), source })?;
+    std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
     let terminal_key = key(&data_dir, config.terminal_key.as_deref(), TERMINAL_KEY_FILE)?;
     let manager_key = key(&data_dir, config.manager_key.as_deref(), MANAGER_KEY_FILE)?;
     shelfsync_common::server::telemetry::metrics_handle();
@@ -69,7 +72,9 @@ pub async fn run(
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let config = Arc::new(config);
     let worker = sync::spawn(store.clone(), link.clone(), config.clone(), stopping.clone());
-    let scheduler = jobs::start(&config.jobs, store.clone()).await.map_err(|e| StartError::Jobs(e.to_string()))?;
+    let scheduler = jobs::start(&config.jobs, store.clone())
+        .await
+        .map_err(|e| StartError::Jobs(e.to_string()))?;
     let state = api::AppState {
         store: store.clone(),
         link: worker.status(),
@@ -83,7 +88,9 @@ pub async fn run(
         shutdown.await;
         let _ = stop.send(true);
     };
-    let served = axum::serve(listener, api::router(state)).with_graceful_shutdown(graceful).await;
+    let served = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(graceful)
+        .await;
     tracing::info!("shutting down: HTTP closed, stopping the sync worker and jobs");
     worker.join().await;
     jobs::stop(scheduler).await;
@@ -95,8 +102,13 @@ pub async fn run(
 /// A key from configuration, else from `<data_dir>/<file>`, generated (mode 0600) at first start.
 fn key(data_dir: &Path, configured: Option<&str>, file: &str) -> Result<String, StartError> {
     let path = data_dir.join(file);
-    let (key, generated) = shelfsync_common::server::secret::configured_or_stored(configured, &path)
-        .map_err(|source| StartError::DataDir { path: path.clone(), source })?;
+    let (key, generated) =
+        shelfsync_common::server::secret::configured_or_stored(configured, &path).map_err(|source| {
+            StartError::DataDir {
+                path: path.clone(),
+                source,
+            }
+        })?;
     if generated {
         tracing::info!(path = %path.display(), "generated a key");
     }

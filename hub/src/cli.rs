@@ -74,9 +74,10 @@ pub async fn run_store_action(hub_url: &str, token: &str, action: StoreAction) -
     let client = reqwest::Client::new();
     let url = |path: &str| format!("{}{path}", hub_url.trim_end_matches('/'));
     let request = match &action {
-        StoreAction::Add { name, id } => {
-            client.post(url("/v1/admin/stores")).json(&EnrollStoreRequest { name: name.clone(), id: *id })
-        }
+        StoreAction::Add { name, id } => client.post(url("/v1/admin/stores")).json(&EnrollStoreRequest {
+            name: name.clone(),
+            id: *id,
+        }),
         StoreAction::List => client.get(url("/v1/admin/stores")),
         StoreAction::Revoke { id } => client.post(url(&format!("/v1/admin/stores/{id}/revoke"))),
         StoreAction::Rotate { id } => client.post(url(&format!("/v1/admin/stores/{id}/token"))),
@@ -85,9 +86,15 @@ pub async fn run_store_action(hub_url: &str, token: &str, action: StoreAction) -
         .bearer_auth(token)
         .send()
         .await
-        .map_err(|source| CliError::Unreachable { url: hub_url.to_owned(), source })?;
+        .map_err(|source| CliError::Unreachable {
+            url: hub_url.to_owned(),
+            source,
+        })?;
     let status = response.status();
-    let body = response.bytes().await.map_err(|source| CliError::Unreachable { url: hub_url.to_owned(), source })?;
+    let body = response.bytes().await.map_err(|source| CliError::Unreachable {
+        url: hub_url.to_owned(),
+        source,
+    })?;
     if !status.is_success() {
         let problem: Option<Problem> = serde_json::from_slice(&body).ok();
         return Err(CliError::Refused {
@@ -115,7 +122,10 @@ pub async fn run_store_action(hub_url: &str, token: &str, action: StoreAction) -
             for store in stores {
                 let state = if store.revoked { "revoked" } else { "active" };
                 let enrolled = crate::store::reader::format_time(store.created_at);
-                out.push_str(&format!("{:<38} {:<8} {:<26} {}\n", store.id, state, enrolled, store.name));
+                out.push_str(&format!(
+                    "{:<38} {:<8} {:<26} {}\n",
+                    store.id, state, enrolled, store.name
+                ));
             }
             out
         }

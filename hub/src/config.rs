@@ -44,7 +44,10 @@ pub struct SyncConfig {
 
 impl Default for SyncConfig {
     fn default() -> Self {
-        Self { push_buffer_events: 1024, keep_alive_secs: 15 }
+        Self {
+            push_buffer_events: 1024,
+            keep_alive_secs: 15,
+        }
     }
 }
 

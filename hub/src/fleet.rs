@@ -31,7 +31,10 @@ pub struct Fleet {
 
 impl Default for Fleet {
     fn default() -> Self {
-        Self { stores: Mutex::new(HashMap::new()), revocations: broadcast::channel(64).0 }
+        Self {
+            stores: Mutex::new(HashMap::new()),
+            revocations: broadcast::channel(64).0,
+        }
     }
 }
 
@@ -57,7 +60,10 @@ impl Fleet {
     pub fn push_opened(self: &Arc<Self>, store: StoreId) -> PushGuard {
         self.stores().entry(store).or_default().push_streams += 1;
         metrics::gauge!("shelfsync_hub_sse_connections").increment(1.0);
-        PushGuard { fleet: self.clone(), store }
+        PushGuard {
+            fleet: self.clone(),
+            store,
+        }
     }
 
     /// A store's presence.

@@ -122,7 +122,9 @@ pub async fn run(
         shutdown.await;
         let _ = begin_stopping.send(true);
     };
-    let served = axum::serve(listener, api::router(state)).with_graceful_shutdown(graceful).await;
+    let served = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(graceful)
+        .await;
     tracing::info!("shutting down: HTTP closed, stopping jobs and the projection");
     jobs::stop(scheduler).await;
     let _ = stop.send(true);
@@ -136,8 +138,13 @@ pub async fn run(
 /// (mode 0600) at first start. Returns the secret and the file it came from, if any.
 fn admin_token(config: &HubConfig) -> Result<(String, Option<PathBuf>), StartError> {
     let path = config.data_dir.join(ADMIN_TOKEN_FILE);
-    let (secret, generated) = shelfsync_common::server::secret::configured_or_stored(config.admin_token.as_deref(), &path)
-        .map_err(|source| StartError::DataDir { path: path.clone(), source })?;
+    let (secret, generated) =
+        shelfsync_common::server::secret::configured_or_stored(config.admin_token.as_deref(), &path).map_err(
+            |source| StartError::DataDir {
+                path: path.clone(),
+                source,
+            },
+        )?;
     if generated {
         tracing::info!(path = %path.display(), "generated the admin token");
     }

@@ -2,9 +2,10 @@
 //! written as ordinary commands (so the read model and the log hold them like any other
 //! data). Ids are fixed, so the README's curl examples work as printed.
 
-use crate::store::reader::TokenRecord;
-use crate::store::{AppendError, Command, CommandRequest, EventStore, InventoryTarget};
+use crate::api::stores::store_token;
+use crate::store::{AppendError, Command, CommandRequest, EventStore, InventoryTarget, TokenSelector};
 use shelfsync_common::catalog::CatalogCommand;
+use shelfsync_common::server::secret::write_private;
 use shelfsync_common::{EventId, EventMetadata, InventoryCommand, Origin, Product, ProductId, StockQuantity, StoreId};
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
@@ -106,20 +107,19 @@ pub async fn seed_if_empty(store: &EventStore, data_dir: &Path) -> Result<bool, 
     }
     std::fs::create_dir_all(data_dir.join("store-tokens"))?;
     for demo in stores() {
-        let secret = shelfsync_common::server::secret::new_secret();
-        let token = TokenRecord {
-            id: Uuid::now_v7(),
-            name: format!("store-{}", demo.id),
-            role: "store".into(),
-            store_id: Some(demo.id),
-            secret_sha256: shelfsync_common::server::secret::digest(&secret),
-            created_at: time::OffsetDateTime::now_utc(),
-            revoked_at: None,
-        };
-        // A crash between enrolling and the first event leaves stores behind: keep them.
+        let path = store_token_path(data_dir, demo.id);
+        let (secret, token) = store_token(demo.id);
         match store.enroll_store(demo.id, demo.name.into(), token).await {
-            Ok(_) => shelfsync_common::server::secret::write_private(&store_token_path(data_dir, demo.id), &secret)?,
-            Err(AppendError::StoreExists(_)) => {}
+            Ok(_) => write_private(&path, &secret)?,
+            // Enrolled by an earlier start that was stopped while seeding.
+            Err(AppendError::StoreExists(_)) if path.exists() => {}
+            Err(AppendError::StoreExists(_)) => {
+                // ...and stopped before the token file was written: issue a new token.
+                store.revoke_tokens(TokenSelector::Store(demo.id)).await?;
+                let (secret, token) = store_token(demo.id);
+                store.add_token(token).await?;
+                write_private(&path, &secret)?;
+            }
             Err(error) => return Err(error.into()),
         }
     }

@@ -26,7 +26,11 @@ async fn stores_are_enrolled_listed_and_revoked_from_the_command_line() {
     let (ok, out, err) = tokio::task::block_in_place(|| hub_cli(&hub, &["store", "add", "Cologne Ehrenfeld"]));
     assert!(ok, "{out}{err}");
     let id = out.split_whitespace().nth(1).expect("store id").to_owned();
-    let token = out.lines().find_map(|l| l.strip_prefix("token: ")).expect("token line").to_owned();
+    let token = out
+        .lines()
+        .find_map(|l| l.strip_prefix("token: "))
+        .expect("token line")
+        .to_owned();
 
     let pull = |token: &str| {
         hub.client
@@ -38,16 +42,21 @@ async fn stores_are_enrolled_listed_and_revoked_from_the_command_line() {
     assert_eq!(pull(&token).await.unwrap().status(), 200);
 
     let (ok, out, err) = tokio::task::block_in_place(|| hub_cli(&hub, &["store", "list"]));
-    assert!(ok && out.lines().any(|l| l.starts_with(&id) && l.contains("active")), "{out}{err}");
+    assert!(
+        ok && out.lines().any(|l| l.starts_with(&id) && l.contains("active")),
+        "{out}{err}"
+    );
 
     let (ok, out, err) = tokio::task::block_in_place(|| hub_cli(&hub, &["store", "revoke", &id]));
     assert!(ok, "{out}{err}");
     assert_eq!(pull(&token).await.unwrap().status(), 401, "a revoked token is refused");
     let (_, out, _) = tokio::task::block_in_place(|| hub_cli(&hub, &["store", "list"]));
-    assert!(out.lines().any(|l| l.starts_with(&id) && l.contains("revoked")), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with(&id) && l.contains("revoked")),
+        "{out}"
+    );
 
-    let (ok, _, err) = tokio::task::block_in_place(|| {
-        hub_cli(&hub, &["store", "revoke", "01935701-0000-7000-8000-0000000000ff"])
-    });
+    let (ok, _, err) =
+        tokio::task::block_in_place(|| hub_cli(&hub, &["store", "revoke", "01935701-0000-7000-8000-0000000000ff"]));
     assert!(!ok && err.contains("store_not_found"), "{err}");
 }

@@ -36,7 +36,12 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<(bool, By
         .unwrap_or(false);
     let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ProblemResponse::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "Body too large", "the request body is larger than the limit")
+            ProblemResponse::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "Body too large",
+                "the request body is larger than the limit",
+            )
         } else {
             ProblemResponse::bad_request("unreadable_body", rejection.body_text())
         }
@@ -65,7 +70,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let (is_json, bytes) = body_bytes(req, state).await?;
         if bytes.is_empty() {
-            return Err(ProblemResponse::bad_request("missing_body", "this request needs a JSON body"));
+            return Err(ProblemResponse::bad_request(
+                "missing_body",
+                "this request needs a JSON body",
+            ));
         }
         decode(is_json, &bytes).map(ApiJson)
     }

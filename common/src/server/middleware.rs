@@ -13,17 +13,27 @@ use std::time::{Duration, Instant};
 pub async fn time_limit(State(limit): State<Duration>, request: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => ProblemResponse::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "Request timed out", "the request timed out")
-            .with_header(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"))
-            .into_response(),
+        Err(_) => ProblemResponse::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "Request timed out",
+            "the request timed out",
+        )
+        .with_header(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        )
+        .into_response(),
     }
 }
 
 /// Counts requests (`shelfsync_http_requests_total`) and their latency
 /// (`shelfsync_http_request_seconds`) by route, method and status.
 pub async fn record_request(request: Request, next: Next) -> Response {
-    let route =
-        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = request.method().to_string();
     let started = Instant::now();
     let response = next.run(request).await;

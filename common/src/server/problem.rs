@@ -17,7 +17,10 @@ pub struct ProblemResponse {
 impl ProblemResponse {
     /// A problem with this status, code, title and detail.
     pub fn new(status: StatusCode, code: &str, title: &str, detail: impl Into<String>) -> Self {
-        Self { problem: Problem::new(status.as_u16(), code, title, detail), headers: Vec::new() }
+        Self {
+            problem: Problem::new(status.as_u16(), code, title, detail),
+            headers: Vec::new(),
+        }
     }
 
     /// 400 with `code`.
@@ -32,12 +35,22 @@ impl ProblemResponse {
 
     /// 404 for a path no route serves.
     pub fn route_not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "route_not_found", "Not found", "no route serves this path")
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "route_not_found",
+            "Not found",
+            "no route serves this path",
+        )
     }
 
     /// 405 for a method a path does not take.
     pub fn method_not_allowed() -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed", "this path does not take that method")
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "Method not allowed",
+            "this path does not take that method",
+        )
     }
 
     /// Adds a header.

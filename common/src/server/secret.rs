@@ -101,6 +101,9 @@ mod tests {
         let (first, generated) = configured_or_stored(None, &path).unwrap();
         assert!(generated);
         assert_eq!(configured_or_stored(None, &path).unwrap(), (first, false));
-        assert_eq!(configured_or_stored(Some("set"), &path).unwrap(), ("set".to_owned(), false));
+        assert_eq!(
+            configured_or_stored(Some("set"), &path).unwrap(),
+            ("set".to_owned(), false)
+        );
     }
 }

@@ -12,15 +12,19 @@ mod writer;
 
 use shelfsync_common::edge::{LocalWriteResult, OutboxEntry, OutboxStatus};
 use shelfsync_common::sync::{SnapshotResponse, UploadEvent, UploadResult};
-use shelfsync_common::{DomainError, EventEnvelope, EventId, EventMetadata, InventoryCommand, ProductId, ReservationId, StoreId};
+use shelfsync_common::{
+    DomainError, EventEnvelope, EventId, EventMetadata, InventoryCommand, ProductId, ReservationId, StoreId,
+};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
 use view::View;
 
 /// The local store's migrations, oldest first.
-pub const MIGRATIONS: shelfsync_common::sqlite::Migrations =
-    &[("0001_local_store", include_str!("../../migrations/0001_local_store.sql"))];
+pub const MIGRATIONS: shelfsync_common::sqlite::Migrations = &[(
+    "0001_local_store",
+    include_str!("../../migrations/0001_local_store.sql"),
+)];
 
 /// Which stream a till's command is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,27 +129,50 @@ impl LocalStore {
 
     /// Records a till's command, durably, and answers with the new local stock.
     pub async fn execute(&self, command: LocalCommand) -> Result<LocalWriteResult, LocalError> {
-        self.submit(|reply| writer::Op::Write(writer::WriteOp::Command(Box::new(command), reply))).await?
+        self.submit(|reply| writer::Op::Write(writer::WriteOp::Command(Box::new(command), reply)))
+            .await?
     }
 
     /// Applies events from the hub (in position order) and moves the cursor to `cursor`.
-    pub async fn apply_hub(&self, events: Vec<EventEnvelope>, cursor: u64, head: u64) -> Result<ApplyReport, LocalError> {
-        self.submit(|reply| writer::Op::Write(writer::WriteOp::ApplyHub { events, cursor, head, reply })).await?
+    pub async fn apply_hub(
+        &self,
+        events: Vec<EventEnvelope>,
+        cursor: u64,
+        head: u64,
+    ) -> Result<ApplyReport, LocalError> {
+        self.submit(|reply| {
+            writer::Op::Write(writer::WriteOp::ApplyHub {
+                events,
+                cursor,
+                head,
+                reply,
+            })
+        })
+        .await?
     }
 
     /// Records the hub's answer to an upload.
     pub async fn acknowledge(&self, results: Vec<UploadResult>) -> Result<(), LocalError> {
-        self.submit(|reply| writer::Op::Write(writer::WriteOp::Acknowledge(results, reply))).await?
+        self.submit(|reply| writer::Op::Write(writer::WriteOp::Acknowledge(results, reply)))
+            .await?
     }
 
     /// Takes the starting snapshot (only on a store that has none).
     pub async fn bootstrap(&self, snapshot: SnapshotResponse) -> Result<(), LocalError> {
-        self.submit(|reply| writer::Op::Write(writer::WriteOp::Bootstrap(Box::new(snapshot), reply))).await?
+        self.submit(|reply| writer::Op::Write(writer::WriteOp::Bootstrap(Box::new(snapshot), reply)))
+            .await?
     }
 
     /// Retries or discards a quarantined event.
     pub async fn quarantine(&self, event_id: EventId, action: QuarantineAction) -> Result<(), LocalError> {
-        self.submit(|reply| writer::Op::Write(writer::WriteOp::Quarantine { event_id, action, reply })).await?
+        self.submit(|reply| {
+            writer::Op::Write(writer::WriteOp::Quarantine {
+                event_id,
+                action,
+                reply,
+            })
+        })
+        .await?
     }
 
     /// Checkpoints the WAL (scheduled maintenance).
@@ -161,12 +188,14 @@ impl LocalStore {
     /// The oldest pending events, in outbox order, ready to upload.
     pub async fn pending_batch(&self, limit: usize) -> Result<Vec<UploadEvent>, LocalError> {
         let store_id = self.read(|v| v.store_id);
-        self.query(move |conn| writer::pending_batch(conn, store_id, limit)).await
+        self.query(move |conn| writer::pending_batch(conn, store_id, limit))
+            .await
     }
 
     /// Outbox entries with one of `statuses`, newest first, at most `limit`.
     pub async fn outbox(&self, statuses: Vec<OutboxStatus>, limit: usize) -> Result<Vec<OutboxEntry>, LocalError> {
-        self.query(move |conn| writer::outbox_entries(conn, &statuses, limit)).await
+        self.query(move |conn| writer::outbox_entries(conn, &statuses, limit))
+            .await
     }
 
     async fn query<T: Send + 'static>(
@@ -184,7 +213,10 @@ impl LocalStore {
 
     async fn submit<T>(&self, op: impl FnOnce(oneshot::Sender<T>) -> writer::Op) -> Result<T, LocalError> {
         let (reply, answer) = oneshot::channel();
-        self.jobs.send(writer::Job::new(op(reply))).await.map_err(|_| LocalError::Unavailable)?;
+        self.jobs
+            .send(writer::Job::new(op(reply)))
+            .await
+            .map_err(|_| LocalError::Unavailable)?;
         answer.await.map_err(|_| LocalError::Unavailable)
     }
 

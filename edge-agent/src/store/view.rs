@@ -91,7 +91,9 @@ impl View {
 
     /// The local stock of a product (`None` when it has no stream here yet).
     pub fn stock(&self, product: ProductId) -> Option<LocalStockLevel> {
-        self.streams.get(&product).map(|stream| level(self.store_id, product, stream))
+        self.streams
+            .get(&product)
+            .map(|stream| level(self.store_id, product, stream))
     }
 
     /// The local state a command is decided against.
@@ -175,12 +177,21 @@ mod tests {
         let mut view = View::new(StoreId::from_bytes([9; 16]));
         let mut stream = StreamView::default();
         inventory::apply(&mut stream.confirmed, &EventPayload::StockAdded { quantity: 10 });
-        stream.pending.push(pending(1, EventPayload::StockAdjusted { delta: -3, reason: "broken".into() }));
+        stream.pending.push(pending(
+            1,
+            EventPayload::StockAdjusted {
+                delta: -3,
+                reason: "broken".into(),
+            },
+        ));
         view.streams.insert(product, stream);
         let level = view.stock(product).unwrap();
         assert_eq!((level.on_hand, level.available, level.confirmed_version), (7, 7, 1));
         assert!(level.includes_pending && level.pending_events == 1);
-        assert_eq!(view.outbox(), (1, Some(OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(1))));
+        assert_eq!(
+            view.outbox(),
+            (1, Some(OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(1)))
+        );
     }
 
     #[test]
@@ -191,7 +202,14 @@ mod tests {
         let mut stream = StreamView::default();
         for id in [mine, theirs] {
             let expires_at = OffsetDateTime::UNIX_EPOCH;
-            inventory::apply(&mut stream.confirmed, &EventPayload::StockReserved { reservation_id: id, quantity: 1, expires_at });
+            inventory::apply(
+                &mut stream.confirmed,
+                &EventPayload::StockReserved {
+                    reservation_id: id,
+                    quantity: 1,
+                    expires_at,
+                },
+            );
         }
         view.streams.insert(product, stream);
         view.own_reservations.insert(mine);

@@ -9,9 +9,9 @@
 use super::view::{level, PendingEvent, StreamView, SyncPosition, View};
 use super::{ApplyReport, LocalCommand, LocalError, QuarantineAction, Target, MIGRATIONS};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
-use shelfsync_common::sqlite::{settle, Deferred};
 use shelfsync_common::edge::{LocalWriteResult, OutboxEntry, OutboxStatus};
 use shelfsync_common::inventory::{self, InventoryState, Reservation};
+use shelfsync_common::sqlite::{settle, Deferred};
 use shelfsync_common::sync::{SnapshotResponse, UploadEvent, UploadOutcome, UploadResult};
 use shelfsync_common::wire::ProductView;
 use shelfsync_common::{
@@ -54,10 +54,19 @@ pub(super) enum Op {
 /// A write that shares a transaction with the others queued beside it.
 pub(super) enum WriteOp {
     Command(Box<LocalCommand>, Reply<LocalWriteResult>),
-    ApplyHub { events: Vec<EventEnvelope>, cursor: u64, head: u64, reply: Reply<ApplyReport> },
+    ApplyHub {
+        events: Vec<EventEnvelope>,
+        cursor: u64,
+        head: u64,
+        reply: Reply<ApplyReport>,
+    },
     Acknowledge(Vec<UploadResult>, Reply<()>),
     Bootstrap(Box<SnapshotResponse>, Reply<()>),
-    Quarantine { event_id: EventId, action: QuarantineAction, reply: Reply<()> },
+    Quarantine {
+        event_id: EventId,
+        action: QuarantineAction,
+        reply: Reply<()>,
+    },
 }
 
 impl WriteOp {
@@ -73,14 +82,21 @@ impl WriteOp {
     }
 }
 
-type Started = (mpsc::Sender<Job>, std::thread::JoinHandle<()>, Arc<RwLock<View>>, watch::Receiver<u64>);
+type Started = (
+    mpsc::Sender<Job>,
+    std::thread::JoinHandle<()>,
+    Arc<RwLock<View>>,
+    watch::Receiver<u64>,
+);
 
 /// Opens and migrates the file, loads the view, and starts the writer thread.
 pub(super) fn start(path: &Path, store_id: StoreId) -> Result<Started, Box<dyn std::error::Error + Send + Sync>> {
     let mut conn = shelfsync_common::sqlite::open_durable(path)?;
     shelfsync_common::sqlite::migrate(&mut conn, MIGRATIONS)?;
     let view = load_view(&conn, store_id)?;
-    let next_seq = conn.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox", [], |r| r.get::<_, i64>(0))? as u64;
+    let next_seq = conn.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox", [], |r| {
+        r.get::<_, i64>(0)
+    })? as u64;
     tracing::info!(
         %store_id,
         cursor = view.sync.cursor,
@@ -95,7 +111,15 @@ pub(super) fn start(path: &Path, store_id: StoreId) -> Result<Started, Box<dyn s
     let shared = view.clone();
     let thread = std::thread::Builder::new()
         .name("local-store-writer".into())
-        .spawn(move || Writer { conn, view: shared, next_seq, recorded: recorded_tx }.run(queue))?;
+        .spawn(move || {
+            Writer {
+                conn,
+                view: shared,
+                next_seq,
+                recorded: recorded_tx,
+            }
+            .run(queue)
+        })?;
     Ok((jobs, thread, view, recorded))
 }
 
@@ -125,7 +149,13 @@ fn load_view(conn: &Connection, store_id: StoreId) -> rusqlite::Result<View> {
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         let state: InventoryState = from_json(&row.get::<_, String>(1)?)?;
-        view.streams.insert(ProductId::from_bytes(row.get(0)?), StreamView { confirmed: state, pending: Vec::new() });
+        view.streams.insert(
+            ProductId::from_bytes(row.get(0)?),
+            StreamView {
+                confirmed: state,
+                pending: Vec::new(),
+            },
+        );
     }
     let mut stmt = conn.prepare(
         "SELECT seq, event_id, product_id, event_type, schema_version, data, recorded_at FROM outbox
@@ -133,15 +163,23 @@ fn load_view(conn: &Connection, store_id: StoreId) -> rusqlite::Result<View> {
     )?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
-        let payload = EventPayload::from_parts(&row.get::<_, String>(3)?, row.get(4)?, from_json(&row.get::<_, String>(5)?)?)
-            .map_err(|e| conversion(e.to_string()))?;
+        let payload = EventPayload::from_parts(
+            &row.get::<_, String>(3)?,
+            row.get(4)?,
+            from_json(&row.get::<_, String>(5)?)?,
+        )
+        .map_err(|e| conversion(e.to_string()))?;
         let pending = PendingEvent {
             seq: row.get::<_, i64>(0)? as u64,
             event_id: EventId::from_bytes(row.get(1)?),
             payload,
             recorded_at: parse_time(&row.get::<_, String>(6)?)?,
         };
-        view.streams.entry(ProductId::from_bytes(row.get(2)?)).or_default().pending.push(pending);
+        view.streams
+            .entry(ProductId::from_bytes(row.get(2)?))
+            .or_default()
+            .pending
+            .push(pending);
     }
     let mut stmt = conn.prepare("SELECT product_id, sku, name, price_minor, version FROM catalog")?;
     let mut rows = stmt.query([])?;
@@ -160,15 +198,21 @@ fn load_view(conn: &Connection, store_id: StoreId) -> rusqlite::Result<View> {
     for id in stmt.query_map([], |row| row.get::<_, [u8; 16]>(0))? {
         view.own_reservations.insert(ReservationId::from_bytes(id?));
     }
-    view.quarantined = conn.query_row("SELECT COUNT(*) FROM outbox WHERE status = 'quarantined'", [], |r| r.get::<_, i64>(0))? as u64;
-    view.sync = conn.query_row("SELECT cursor, hub_head, bootstrapped, last_sync_at FROM sync_state WHERE id = 1", [], |row| {
-        Ok(SyncPosition {
-            cursor: row.get::<_, i64>(0)? as u64,
-            hub_head: row.get::<_, i64>(1)? as u64,
-            bootstrapped: row.get(2)?,
-            last_sync_at: row.get::<_, Option<String>>(3)?.map(|t| parse_time(&t)).transpose()?,
-        })
-    })?;
+    view.quarantined = conn.query_row("SELECT COUNT(*) FROM outbox WHERE status = 'quarantined'", [], |r| {
+        r.get::<_, i64>(0)
+    })? as u64;
+    view.sync = conn.query_row(
+        "SELECT cursor, hub_head, bootstrapped, last_sync_at FROM sync_state WHERE id = 1",
+        [],
+        |row| {
+            Ok(SyncPosition {
+                cursor: row.get::<_, i64>(0)? as u64,
+                hub_head: row.get::<_, i64>(1)? as u64,
+                bootstrapped: row.get(2)?,
+                last_sync_at: row.get::<_, Option<String>>(3)?.map(|t| parse_time(&t)).transpose()?,
+            })
+        },
+    )?;
     Ok(view)
 }
 
@@ -238,7 +282,8 @@ impl Writer {
                 self.next_seq = changes.next_seq;
                 let recorded = changes.next_seq - 1;
                 changes.apply_to(&mut view.write().unwrap_or_else(std::sync::PoisonError::into_inner));
-                self.recorded.send_if_modified(|last| std::mem::replace(last, recorded) != recorded);
+                self.recorded
+                    .send_if_modified(|last| std::mem::replace(last, recorded) != recorded);
                 answers.into_iter().for_each(Deferred::send);
             }
             Err(error) => {
@@ -296,21 +341,34 @@ impl<'v> Batch<'v> {
     fn new(view: &'v View, next_seq: u64) -> Self {
         Self {
             view,
-            changes: Changes { next_seq, ..Changes::default() },
+            changes: Changes {
+                next_seq,
+                ..Changes::default()
+            },
             answered: HashMap::new(),
             recorded_ids: HashSet::new(),
             now: OffsetDateTime::now_utc(),
         }
     }
 
-    fn run(&mut self, tx: &Transaction<'_>, op: WriteOp, answers: &mut Vec<Deferred<LocalError>>) -> rusqlite::Result<()> {
+    fn run(
+        &mut self,
+        tx: &Transaction<'_>,
+        op: WriteOp,
+        answers: &mut Vec<Deferred<LocalError>>,
+    ) -> rusqlite::Result<()> {
         let storage = |error: &rusqlite::Error| LocalError::Storage(error.to_string());
         match op {
             WriteOp::Command(command, reply) => {
                 let result = self.command(tx, *command);
                 settle(answers, reply, result, storage)
             }
-            WriteOp::ApplyHub { events, cursor, head, reply } => {
+            WriteOp::ApplyHub {
+                events,
+                cursor,
+                head,
+                reply,
+            } => {
                 let result = self.apply_hub(tx, events, cursor, head).map(Ok);
                 settle(answers, reply, result, storage)
             }
@@ -322,7 +380,11 @@ impl<'v> Batch<'v> {
                 let result = self.bootstrap(tx, *snapshot).map(Ok);
                 settle(answers, reply, result, storage)
             }
-            WriteOp::Quarantine { event_id, action, reply } => {
+            WriteOp::Quarantine {
+                event_id,
+                action,
+                reply,
+            } => {
                 let result = self.quarantine(tx, event_id, action);
                 settle(answers, reply, result, storage)
             }
@@ -330,7 +392,12 @@ impl<'v> Batch<'v> {
     }
 
     fn stream(&self, product: ProductId) -> StreamView {
-        self.changes.streams.get(&product).or_else(|| self.view.streams.get(&product)).cloned().unwrap_or_default()
+        self.changes
+            .streams
+            .get(&product)
+            .or_else(|| self.view.streams.get(&product))
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn product_known(&self, product: ProductId) -> bool {
@@ -344,15 +411,29 @@ impl<'v> Batch<'v> {
     /// The product whose local state holds this open reservation.
     fn reservation_product(&self, id: ReservationId) -> Option<ProductId> {
         let changed = self.changes.streams.iter();
-        let committed = self.view.streams.iter().filter(|(p, _)| !self.changes.streams.contains_key(p));
-        changed.chain(committed).find(|(_, s)| s.local().reservations.contains_key(&id)).map(|(p, _)| *p)
+        let committed = self
+            .view
+            .streams
+            .iter()
+            .filter(|(p, _)| !self.changes.streams.contains_key(p));
+        changed
+            .chain(committed)
+            .find(|(_, s)| s.local().reservations.contains_key(&id))
+            .map(|(p, _)| *p)
     }
 
-    fn command(&mut self, tx: &Transaction<'_>, command: LocalCommand) -> rusqlite::Result<Result<LocalWriteResult, LocalError>> {
+    fn command(
+        &mut self,
+        tx: &Transaction<'_>,
+        command: LocalCommand,
+    ) -> rusqlite::Result<Result<LocalWriteResult, LocalError>> {
         if let Some((key, fingerprint)) = &command.idempotency {
             if let Some(earlier) = self.earlier_answer(tx, key)? {
                 return Ok(if earlier.0 == *fingerprint {
-                    Ok(LocalWriteResult { replayed: true, ..earlier.1 })
+                    Ok(LocalWriteResult {
+                        replayed: true,
+                        ..earlier.1
+                    })
                 } else {
                     Err(LocalError::IdempotencyConflict(key.clone()))
                 });
@@ -370,13 +451,19 @@ impl<'v> Batch<'v> {
         }
         if let InventoryCommand::ReserveStock { reservation_id, .. } = &command.command {
             if self.reservation_product(*reservation_id).is_some_and(|p| p != product) {
-                return Ok(Err(shelfsync_common::DomainError::ReservationExists(*reservation_id).into()));
+                return Ok(Err(
+                    shelfsync_common::DomainError::ReservationExists(*reservation_id).into()
+                ));
             }
         }
         let mut stream = self.stream(product);
         let payload = match inventory::decide(&stream.local(), &command.command) {
             Ok(mut events) if events.len() == 1 => events.remove(0),
-            Ok(_) => return Ok(Err(LocalError::Storage("a local command must record exactly one event".into()))),
+            Ok(_) => {
+                return Ok(Err(LocalError::Storage(
+                    "a local command must record exactly one event".into(),
+                )))
+            }
             Err(error) => return Ok(Err(error.into())),
         };
         let seq = self.changes.next_seq;
@@ -386,7 +473,12 @@ impl<'v> Batch<'v> {
                 .execute(params![&reservation_id.as_bytes()[..], &product.as_bytes()[..]])?;
             self.changes.own_reservations.push(*reservation_id);
         }
-        stream.pending.push(PendingEvent { seq, event_id: command.event_id, payload: payload.clone(), recorded_at: self.now });
+        stream.pending.push(PendingEvent {
+            seq,
+            event_id: command.event_id,
+            payload: payload.clone(),
+            recorded_at: self.now,
+        });
         let result = LocalWriteResult {
             event_id: command.event_id,
             seq,
@@ -398,14 +490,20 @@ impl<'v> Batch<'v> {
         self.changes.streams.insert(product, stream);
         self.changes.next_seq += 1;
         if let Some((key, fingerprint)) = command.idempotency {
-            tx.prepare_cached("INSERT INTO idempotency (key, fingerprint, outcome, created_at) VALUES (?1, ?2, ?3, ?4)")?
-                .execute(params![key, &fingerprint[..], to_json(&result)?, time_text(self.now)])?;
+            tx.prepare_cached(
+                "INSERT INTO idempotency (key, fingerprint, outcome, created_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![key, &fingerprint[..], to_json(&result)?, time_text(self.now)])?;
             self.answered.insert(key, (fingerprint, result.clone()));
         }
         Ok(Ok(result))
     }
 
-    fn earlier_answer(&self, tx: &Transaction<'_>, key: &str) -> rusqlite::Result<Option<([u8; 16], LocalWriteResult)>> {
+    fn earlier_answer(
+        &self,
+        tx: &Transaction<'_>,
+        key: &str,
+    ) -> rusqlite::Result<Option<([u8; 16], LocalWriteResult)>> {
         if let Some(found) = self.answered.get(key) {
             return Ok(Some(found.clone()));
         }
@@ -443,7 +541,13 @@ impl<'v> Batch<'v> {
         Ok(())
     }
 
-    fn apply_hub(&mut self, tx: &Transaction<'_>, events: Vec<EventEnvelope>, cursor: u64, head: u64) -> rusqlite::Result<ApplyReport> {
+    fn apply_hub(
+        &mut self,
+        tx: &Transaction<'_>,
+        events: Vec<EventEnvelope>,
+        cursor: u64,
+        head: u64,
+    ) -> rusqlite::Result<ApplyReport> {
         let mut sync = self.sync();
         let mut report = ApplyReport::default();
         for event in events {
@@ -458,8 +562,13 @@ impl<'v> Batch<'v> {
                 }
                 Some(_) => {}
                 None => {
-                    if let EventPayload::ProductRegistered(product) | EventPayload::ProductUpdated(product) = &event.payload {
-                        let view = ProductView { product: product.clone(), version: event.stream_version };
+                    if let EventPayload::ProductRegistered(product) | EventPayload::ProductUpdated(product) =
+                        &event.payload
+                    {
+                        let view = ProductView {
+                            product: product.clone(),
+                            version: event.stream_version,
+                        };
                         tx.prepare_cached(
                             "INSERT INTO catalog (product_id, sku, name, price_minor, version) VALUES (?1, ?2, ?3, ?4, ?5)
                              ON CONFLICT (product_id) DO UPDATE SET sku = excluded.sku, name = excluded.name,
@@ -566,8 +675,15 @@ impl<'v> Batch<'v> {
             state.version = row.version;
         }
         for hold in &snapshot.reservations {
-            let reservation = Reservation { quantity: hold.quantity, expires_at: hold.expires_at };
-            streams.entry(hold.product_id).or_default().reservations.insert(hold.reservation_id, reservation);
+            let reservation = Reservation {
+                quantity: hold.quantity,
+                expires_at: hold.expires_at,
+            };
+            streams
+                .entry(hold.product_id)
+                .or_default()
+                .reservations
+                .insert(hold.reservation_id, reservation);
         }
         for (product, confirmed) in streams {
             tx.prepare_cached("INSERT INTO confirmed_streams (product_id, state) VALUES (?1, ?2)")?
@@ -578,8 +694,16 @@ impl<'v> Batch<'v> {
         }
         for product in &snapshot.catalog {
             let p = &product.product;
-            tx.prepare_cached("INSERT INTO catalog (product_id, sku, name, price_minor, version) VALUES (?1, ?2, ?3, ?4, ?5)")?
-                .execute(params![&p.id.as_bytes()[..], p.sku, p.name, p.price_minor as i64, product.version as i64])?;
+            tx.prepare_cached(
+                "INSERT INTO catalog (product_id, sku, name, price_minor, version) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                &p.id.as_bytes()[..],
+                p.sku,
+                p.name,
+                p.price_minor as i64,
+                product.version as i64
+            ])?;
         }
         self.changes.catalog = snapshot.catalog;
         let mut sync = self.sync();
@@ -592,7 +716,12 @@ impl<'v> Batch<'v> {
         Ok(())
     }
 
-    fn quarantine(&mut self, tx: &Transaction<'_>, event_id: EventId, action: QuarantineAction) -> rusqlite::Result<Result<(), LocalError>> {
+    fn quarantine(
+        &mut self,
+        tx: &Transaction<'_>,
+        event_id: EventId,
+        action: QuarantineAction,
+    ) -> rusqlite::Result<Result<(), LocalError>> {
         let status = match action {
             QuarantineAction::Retry => "pending",
             QuarantineAction::Discard => "discarded",
@@ -611,10 +740,16 @@ impl<'v> Batch<'v> {
                     Ok((row.get::<_, i64>(0)?, row.get::<_, [u8; 16]>(1)?, row.get::<_, String>(2)?, row.get::<_, u16>(3)?, row.get::<_, String>(4)?, row.get::<_, String>(5)?))
                 })?;
             let (seq, product, event_type, schema_version, data, recorded_at) = row;
-            let payload = EventPayload::from_parts(&event_type, schema_version, from_json(&data)?).map_err(|e| conversion(e.to_string()))?;
+            let payload = EventPayload::from_parts(&event_type, schema_version, from_json(&data)?)
+                .map_err(|e| conversion(e.to_string()))?;
             let product = ProductId::from_bytes(product);
             let mut stream = self.stream(product);
-            let pending = PendingEvent { seq: seq as u64, event_id, payload, recorded_at: parse_time(&recorded_at)? };
+            let pending = PendingEvent {
+                seq: seq as u64,
+                event_id,
+                payload,
+                recorded_at: parse_time(&recorded_at)?,
+            };
             let at = stream.pending.partition_point(|p| p.seq < pending.seq);
             stream.pending.insert(at, pending);
             self.changes.streams.insert(product, stream);
@@ -624,8 +759,15 @@ impl<'v> Batch<'v> {
 
     fn finish(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
         if let Some(sync) = &self.changes.sync {
-            tx.prepare_cached("UPDATE sync_state SET cursor = ?1, hub_head = ?2, bootstrapped = ?3, last_sync_at = ?4 WHERE id = 1")?
-                .execute(params![sync.cursor as i64, sync.hub_head as i64, sync.bootstrapped, sync.last_sync_at.map(time_text)])?;
+            tx.prepare_cached(
+                "UPDATE sync_state SET cursor = ?1, hub_head = ?2, bootstrapped = ?3, last_sync_at = ?4 WHERE id = 1",
+            )?
+            .execute(params![
+                sync.cursor as i64,
+                sync.hub_head as i64,
+                sync.bootstrapped,
+                sync.last_sync_at.map(time_text)
+            ])?;
         }
         Ok(())
     }
@@ -651,7 +793,11 @@ pub(super) fn pending_batch(conn: &Connection, store: StoreId, limit: usize) -> 
 }
 
 /// Outbox entries with one of `statuses`, newest first.
-pub(super) fn outbox_entries(conn: &Connection, statuses: &[OutboxStatus], limit: usize) -> rusqlite::Result<Vec<OutboxEntry>> {
+pub(super) fn outbox_entries(
+    conn: &Connection,
+    statuses: &[OutboxStatus],
+    limit: usize,
+) -> rusqlite::Result<Vec<OutboxEntry>> {
     let wanted: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
     let mut stmt = conn.prepare_cached(
         "SELECT seq, event_id, product_id, event_type, status, hub_position, reject_reason, reject_detail, recorded_at

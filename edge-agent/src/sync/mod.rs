@@ -22,7 +22,12 @@ pub struct LinkState {
 
 impl Default for LinkState {
     fn default() -> Self {
-        Self { online: false, breaker: "closed", breaker_reason: None, push_connected: false }
+        Self {
+            online: false,
+            breaker: "closed",
+            breaker_reason: None,
+            push_connected: false,
+        }
     }
 }
 
@@ -65,5 +70,8 @@ impl SyncHandle {
 /// Starts the worker's tasks; they stop when `stopping` turns true.
 pub fn spawn(store: LocalStore, link: HubLink, config: Arc<EdgeConfig>, stopping: watch::Receiver<bool>) -> SyncHandle {
     let _ = (store, link, config, stopping);
-    SyncHandle { status: Arc::new(LinkStatus::default()), tasks: Vec::new() }
+    SyncHandle {
+        status: Arc::new(LinkStatus::default()),
+        tasks: Vec::new(),
+    }
 }

@@ -1,9 +1,7 @@
 //! `/v1/admin`: operator routes (admin token only): channel tokens for the hub's clients.
 
 use super::auth::Principal;
-use shelfsync_common::server::secret::{digest, new_secret};
 use super::error::ApiError;
-use shelfsync_common::server::extract::{ApiJson, ApiPath};
 use super::AppState;
 use crate::store::reader::TokenRecord;
 use crate::store::TokenSelector;
@@ -11,6 +9,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
+use shelfsync_common::server::extract::{ApiJson, ApiPath};
+use shelfsync_common::server::secret::{digest, new_secret};
 use shelfsync_common::wire::{valid_name, CreateTokenRequest, CreatedToken};
 
 /// Routes of this resource.

@@ -157,9 +157,10 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::Append(AppendError::VersionConflict { current, .. }) => {
                 answer.problem.current_version = Some(*current);
-                answer = answer
-                    .with_header(header::ETAG, etag(*current))
-                    .with_header(header::HeaderName::from_static(CURRENT_VERSION_HEADER), HeaderValue::from(*current));
+                answer = answer.with_header(header::ETAG, etag(*current)).with_header(
+                    header::HeaderName::from_static(CURRENT_VERSION_HEADER),
+                    HeaderValue::from(*current),
+                );
             }
             ApiError::Append(AppendError::Domain(DomainError::InvalidProduct { field, .. })) => {
                 answer.problem.field = Some((*field).to_owned());

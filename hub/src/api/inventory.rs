@@ -3,7 +3,6 @@
 //! version guards concurrent writers (`If-Match` or `expected_version`).
 
 use super::error::ApiError;
-use shelfsync_common::server::extract::{ApiJson, ApiPath, OptionalApiJson};
 use super::write::{written, WriteContext};
 use super::AppState;
 use crate::store::{Command, InventoryTarget};
@@ -12,6 +11,7 @@ use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
 use shelfsync_common::event::ReleaseReason;
+use shelfsync_common::server::extract::{ApiJson, ApiPath, OptionalApiJson};
 use shelfsync_common::wire::{
     AddStockRequest, AdjustStockRequest, CommitReservationRequest, ReleaseReservationRequest, ReserveStockRequest,
     WriteResult, DEFAULT_RESERVATION_TTL_SECONDS, MAX_RESERVATION_TTL_SECONDS,

@@ -3,7 +3,6 @@
 
 use super::auth::Principal;
 use super::error::ApiError;
-use shelfsync_common::server::extract::{ApiJson, ApiPath, ApiQuery};
 use super::stock::{answer, MinPosition};
 use super::write::{written, WriteContext};
 use super::AppState;
@@ -14,6 +13,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 use shelfsync_common::catalog::CatalogCommand;
+use shelfsync_common::server::extract::{ApiJson, ApiPath, ApiQuery};
 use shelfsync_common::wire::{ProductView, RegisterProductRequest, UpdateProductRequest, WriteResult};
 use shelfsync_common::{Product, ProductId};
 

@@ -12,7 +12,6 @@
 //! The stream ends when the store's token is revoked and when the hub shuts down.
 
 use super::error::ApiError;
-use shelfsync_common::server::extract::ApiQuery;
 use super::sync::StoreAgent;
 use super::AppState;
 use crate::bus::EventFeed;
@@ -23,6 +22,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use serde::Deserialize;
+use shelfsync_common::server::extract::ApiQuery;
 use shelfsync_common::sync::{CaughtUp, Progress, SSE_CAUGHT_UP, SSE_EVENT, SSE_PROGRESS};
 use shelfsync_common::StoreId;
 use std::convert::Infallible;
@@ -55,10 +55,15 @@ pub async fn stream(
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let after = match headers.get("last-event-id").map(|v| v.to_str().map(str::trim)) {
-        Some(Ok(text)) => text
-            .parse::<u64>()
-            .map_err(|_| ApiError::bad_request("invalid_last_event_id", "Last-Event-ID must be a position (a number)"))?,
-        Some(Err(_)) => return Err(ApiError::bad_request("invalid_last_event_id", "Last-Event-ID is not text")),
+        Some(Ok(text)) => text.parse::<u64>().map_err(|_| {
+            ApiError::bad_request("invalid_last_event_id", "Last-Event-ID must be a position (a number)")
+        })?,
+        Some(Err(_)) => {
+            return Err(ApiError::bad_request(
+                "invalid_last_event_id",
+                "Last-Event-ID is not text",
+            ))
+        }
         None => query.after.unwrap_or(0),
     };
     let (events, received) = mpsc::channel(state.config.sync.push_buffer_events.max(1));
@@ -112,7 +117,14 @@ impl Pump {
     }
 
     async fn pump(&mut self) -> End {
-        let Pump { store, feed, events, revocations, stopping, .. } = self;
+        let Pump {
+            store,
+            feed,
+            events,
+            revocations,
+            stopping,
+            ..
+        } = self;
         let mut caught_up = false;
         let mut sent_to = feed.cursor();
         let mut progress_due: Option<Instant> = None;
@@ -168,7 +180,11 @@ impl Pump {
 
 /// One SSE message whose id is `position`.
 fn encode(name: &str, position: u64, data: &impl serde::Serialize) -> Result<Event, End> {
-    Event::default().event(name).id(position.to_string()).json_data(data).map_err(|e| End::StoreFailed(e.to_string()))
+    Event::default()
+        .event(name)
+        .id(position.to_string())
+        .json_data(data)
+        .map_err(|e| End::StoreFailed(e.to_string()))
 }
 
 /// Queues one message, waiting for room in the buffer. Not dropping on the first full

@@ -4,7 +4,6 @@
 
 use super::auth::Principal;
 use super::error::ApiError;
-use shelfsync_common::server::extract::{ApiPath, ApiQuery};
 use super::AppState;
 use crate::query::{Answer, QueryError};
 use axum::extract::State;
@@ -13,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use shelfsync_common::server::extract::{ApiPath, ApiQuery};
 use shelfsync_common::wire::{Availability, ProductStock, StockLevel};
 use shelfsync_common::{ProductId, StockQuantity, StoreId};
 

@@ -2,9 +2,7 @@
 //! fleet's health (admin token only).
 
 use super::auth::Principal;
-use shelfsync_common::server::secret::{digest, new_secret};
 use super::error::ApiError;
-use shelfsync_common::server::extract::{ApiJson, ApiPath};
 use super::AppState;
 use crate::store::reader::{self, TokenRecord};
 use crate::store::TokenSelector;
@@ -12,6 +10,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use shelfsync_common::server::extract::{ApiJson, ApiPath};
+use shelfsync_common::server::secret::{digest, new_secret};
 use shelfsync_common::sync::{EnrollStoreRequest, EnrolledStore, FleetResponse, FleetStore};
 use shelfsync_common::wire::{valid_name, StoreInfo};
 use shelfsync_common::StoreId;
@@ -25,7 +25,8 @@ pub fn router() -> Router<AppState> {
         .route("/v1/admin/fleet", get(fleet))
 }
 
-fn store_token(store: StoreId) -> (String, TokenRecord) {
+/// A new token for `store`: its secret (to show once) and its record (hash only).
+pub(crate) fn store_token(store: StoreId) -> (String, TokenRecord) {
     let secret = new_secret();
     let record = TokenRecord {
         id: uuid::Uuid::now_v7(),
@@ -49,7 +50,10 @@ pub async fn enroll(
 ) -> Result<(StatusCode, Json<EnrolledStore>), ApiError> {
     principal.require_admin()?;
     if !valid_name(&body.name) {
-        return Err(ApiError::unprocessable("invalid_name", "name must be 1..=64 letters, digits, spaces, '-', '_' or '.'"));
+        return Err(ApiError::unprocessable(
+            "invalid_name",
+            "name must be 1..=64 letters, digits, spaces, '-', '_' or '.'",
+        ));
     }
     let id = body.id.unwrap_or_else(StoreId::new_v7);
     let (token, record) = store_token(id);
@@ -78,7 +82,10 @@ pub async fn revoke(
     let revoked = state.store.revoke_tokens(TokenSelector::Store(id)).await?;
     state.fleet.revoke(id);
     if revoked == 0 && !store_exists(&state, id).await? {
-        return Err(ApiError::NotFound { what: "store", id: id.to_string() });
+        return Err(ApiError::NotFound {
+            what: "store",
+            id: id.to_string(),
+        });
     }
     tracing::info!(store = %id, revoked, "store token revoked");
     Ok(StatusCode::NO_CONTENT)
@@ -95,12 +102,24 @@ pub async fn rotate_token(
 ) -> Result<(StatusCode, Json<EnrolledStore>), ApiError> {
     principal.require_admin()?;
     let stores = state.store.reads().run(|conn| reader::stores(conn)).await?;
-    let store = stores.into_iter().find(|s| s.id == id).ok_or(ApiError::NotFound { what: "store", id: id.to_string() })?;
+    let store = stores.into_iter().find(|s| s.id == id).ok_or(ApiError::NotFound {
+        what: "store",
+        id: id.to_string(),
+    })?;
     state.store.revoke_tokens(TokenSelector::Store(id)).await?;
     state.fleet.revoke(id);
     let (token, record) = store_token(id);
     state.store.add_token(record).await?;
-    Ok((StatusCode::CREATED, Json(EnrolledStore { store: StoreInfo { revoked: false, ..store }, token })))
+    Ok((
+        StatusCode::CREATED,
+        Json(EnrolledStore {
+            store: StoreInfo {
+                revoked: false,
+                ..store
+            },
+            token,
+        }),
+    ))
 }
 
 async fn store_exists(state: &AppState, id: StoreId) -> Result<bool, ApiError> {
@@ -113,8 +132,11 @@ async fn store_exists(state: &AppState, id: StoreId) -> Result<bool, ApiError> {
 pub async fn fleet(State(state): State<AppState>, principal: Principal) -> Result<Json<FleetResponse>, ApiError> {
     principal.require_admin()?;
     let head = state.store.bus().head();
-    let (stores, stats) =
-        state.store.reads().run(|conn| Ok((reader::stores(conn)?, reader::store_stats(conn)?))).await?;
+    let (stores, stats) = state
+        .store
+        .reads()
+        .run(|conn| Ok((reader::stores(conn)?, reader::store_stats(conn)?)))
+        .await?;
     let stores = stores
         .into_iter()
         .map(|store| {

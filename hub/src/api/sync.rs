@@ -4,7 +4,6 @@
 
 use super::auth::Principal;
 use super::error::ApiError;
-use shelfsync_common::server::extract::{ApiJson, ApiQuery};
 use super::AppState;
 use crate::store::reader;
 use axum::extract::{FromRequestParts, Request, State};
@@ -15,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use shelfsync_common::server::extract::{ApiJson, ApiQuery};
 use shelfsync_common::sync::{
     protocol_compatible, Heartbeat, HeartbeatAck, PullResponse, UploadOutcome, UploadRequest, UploadResponse,
     MAX_PULL_LIMIT, MAX_UPLOAD_BATCH, PROTOCOL_HEADER, PROTOCOL_VERSION,
@@ -45,13 +45,19 @@ pub async fn protocol(request: Request, next: Next) -> Response {
     if !request.uri().path().starts_with(SYNC_PREFIX) {
         return next.run(request).await;
     }
-    let offered = request.headers().get(PROTOCOL_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let offered = request
+        .headers()
+        .get(PROTOCOL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let mut response = match offered {
         Some(version) if protocol_compatible(&version) => next.run(request).await,
         Some(version) => ApiError::Invalid {
             status: axum::http::StatusCode::BAD_REQUEST,
             code: "unsupported_protocol",
-            detail: format!("this hub speaks sync protocol {PROTOCOL_VERSION}; the agent sent {version:?}: upgrade the older side"),
+            detail: format!(
+                "this hub speaks sync protocol {PROTOCOL_VERSION}; the agent sent {version:?}: upgrade the older side"
+            ),
         }
         .into_response(),
         None => ApiError::bad_request(
@@ -60,7 +66,9 @@ pub async fn protocol(request: Request, next: Next) -> Response {
         )
         .into_response(),
     };
-    response.headers_mut().insert(PROTOCOL_HEADER, HeaderValue::from_static(PROTOCOL_VERSION));
+    response
+        .headers_mut()
+        .insert(PROTOCOL_HEADER, HeaderValue::from_static(PROTOCOL_VERSION));
     response
 }
 
@@ -94,7 +102,10 @@ pub async fn upload(
     if body.events.len() > MAX_UPLOAD_BATCH {
         return Err(ApiError::unprocessable(
             "batch_too_large",
-            format!("at most {MAX_UPLOAD_BATCH} events per upload, got {}", body.events.len()),
+            format!(
+                "at most {MAX_UPLOAD_BATCH} events per upload, got {}",
+                body.events.len()
+            ),
         ));
     }
     let results = state.store.upload(store, body.events).await?;
@@ -106,7 +117,10 @@ pub async fn upload(
         };
         metrics::counter!("shelfsync_hub_sync_upload_events_total", "result" => label).increment(1);
     }
-    Ok(Json(UploadResponse { results, head: state.store.bus().head() }))
+    Ok(Json(UploadResponse {
+        results,
+        head: state.store.bus().head(),
+    }))
 }
 
 /// `?after=&limit=` for [`pull`].
@@ -130,7 +144,10 @@ pub async fn pull(
 ) -> Result<Json<PullResponse>, ApiError> {
     let limit = query.limit.unwrap_or(500);
     if limit == 0 || limit > MAX_PULL_LIMIT {
-        return Err(ApiError::bad_request("invalid_query", format!("limit must be 1..={MAX_PULL_LIMIT}")));
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be 1..={MAX_PULL_LIMIT}"),
+        ));
     }
     let head = state.store.bus().head();
     let after = query.after;
@@ -139,7 +156,11 @@ pub async fn pull(
         .reads()
         .run(move |conn| reader::visible_events_after(conn, store, after, limit, PULL_SCAN_WINDOW))
         .await?;
-    Ok(Json(PullResponse { events: page.events, next_cursor: page.scanned_to.max(after), head: head.max(page.scanned_to) }))
+    Ok(Json(PullResponse {
+        events: page.events,
+        next_cursor: page.scanned_to.max(after),
+        head: head.max(page.scanned_to),
+    }))
 }
 
 /// Report the agent's state for the fleet view.

@@ -6,11 +6,11 @@
 //! or schema version, malformed or out-of-range data, unknown product). These checks are
 //! pure; the writer applies them to every uploaded event and records what passes.
 
+use sha2::{Digest, Sha256};
 use shelfsync_common::event::PayloadError;
 use shelfsync_common::inventory::{validate_reason, MAX_ADJUSTMENT};
 use shelfsync_common::sync::UploadEvent;
 use shelfsync_common::{EventPayload, Origin, ProductId, StockQuantity, StoreId};
-use sha2::{Digest, Sha256};
 
 /// Why an uploaded event is not recorded: a stable reason code and a detail for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,7 +22,10 @@ pub struct Rejection {
 }
 
 fn reject(reason: &'static str, detail: impl Into<String>) -> Rejection {
-    Rejection { reason, detail: detail.into() }
+    Rejection {
+        reason,
+        detail: detail.into(),
+    }
 }
 
 /// Whether `store` may record `event` at all: its own stream, its own origin. Checked
@@ -35,7 +38,10 @@ pub fn authorize(store: StoreId, event: &UploadEvent) -> Result<(), Rejection> {
         None => return Err(reject("wrong_store", "catalog streams are written only at the hub")),
     }
     if event.metadata.origin != Origin::Store(store) {
-        return Err(reject("wrong_origin", "metadata.origin must be the uploading store's id"));
+        return Err(reject(
+            "wrong_origin",
+            "metadata.origin must be the uploading store's id",
+        ));
     }
     Ok(())
 }
@@ -50,7 +56,10 @@ pub fn check(
     let payload = EventPayload::from_parts(&event.event_type, event.schema_version, event.data.clone())
         .map_err(|e: PayloadError| reject(e.code(), e.to_string()))?;
     if !product_registered(event.stream.product_id) {
-        return Err(reject("unknown_product", format!("product {} is not in the catalog", event.stream.product_id)));
+        return Err(reject(
+            "unknown_product",
+            format!("product {} is not in the catalog", event.stream.product_id),
+        ));
     }
     check_ranges(&payload)?;
     Ok(payload)
@@ -58,7 +67,9 @@ pub fn check(
 
 fn check_ranges(payload: &EventPayload) -> Result<(), Rejection> {
     let quantity = |q: u32| {
-        StockQuantity::new(i64::from(q)).map(|_| ()).map_err(|e| reject("out_of_range", e.to_string()))
+        StockQuantity::new(i64::from(q))
+            .map(|_| ())
+            .map_err(|e| reject("out_of_range", e.to_string()))
     };
     match payload {
         EventPayload::StockAdded { quantity: q }
@@ -67,13 +78,19 @@ fn check_ranges(payload: &EventPayload) -> Result<(), Rejection> {
         | EventPayload::ReservationCommitted { quantity: q, .. } => quantity(*q),
         EventPayload::StockAdjusted { delta, reason } => {
             if *delta == 0 || delta.abs() > MAX_ADJUSTMENT {
-                return Err(reject("out_of_range", format!("delta must be non-zero and within ±{MAX_ADJUSTMENT}")));
+                return Err(reject(
+                    "out_of_range",
+                    format!("delta must be non-zero and within ±{MAX_ADJUSTMENT}"),
+                ));
             }
             validate_reason(reason).map_err(|e| reject("out_of_range", e.to_string()))
         }
-        EventPayload::ProductRegistered(_) | EventPayload::ProductUpdated(_) | EventPayload::OversellDetected { .. } => {
-            Err(reject("event_type_not_allowed", format!("{} is recorded only by the hub", payload.event_type())))
-        }
+        EventPayload::ProductRegistered(_)
+        | EventPayload::ProductUpdated(_)
+        | EventPayload::OversellDetected { .. } => Err(reject(
+            "event_type_not_allowed",
+            format!("{} is recorded only by the hub", payload.event_type()),
+        )),
     }
 }
 
@@ -126,7 +143,10 @@ mod tests {
 
     #[test]
     fn a_valid_sale_is_accepted() {
-        let sale = event("ReservationCommitted", json!({"reservation_id": uuid::Uuid::nil(), "quantity": 2}));
+        let sale = event(
+            "ReservationCommitted",
+            json!({"reservation_id": uuid::Uuid::nil(), "quantity": 2}),
+        );
         assert_eq!(reason(check(store(), &sale, |_| true)), "accepted");
     }
 
@@ -150,10 +170,19 @@ mod tests {
             (event("StockAdded", json!({"quantity": "two"})), "malformed_event"),
             (event("StockAdded", json!({"quantity": 0})), "out_of_range"),
             (event("StockAdded", json!({"quantity": 2_000_000})), "out_of_range"),
-            (event("StockAdjusted", json!({"delta": 0, "reason": "count"})), "out_of_range"),
-            (event("StockAdjusted", json!({"delta": 3, "reason": ""})), "out_of_range"),
             (
-                event("OversellDetected", json!({"caused_by": uuid::Uuid::nil(), "on_hand": 0, "reserved": 0, "available": -1})),
+                event("StockAdjusted", json!({"delta": 0, "reason": "count"})),
+                "out_of_range",
+            ),
+            (
+                event("StockAdjusted", json!({"delta": 3, "reason": ""})),
+                "out_of_range",
+            ),
+            (
+                event(
+                    "OversellDetected",
+                    json!({"caused_by": uuid::Uuid::nil(), "on_hand": 0, "reserved": 0, "available": -1}),
+                ),
                 "event_type_not_allowed",
             ),
         ];
@@ -169,6 +198,9 @@ mod tests {
         let mut retried = a.clone();
         retried.metadata.actor = "till-2".into();
         assert_eq!(fingerprint(&a), fingerprint(&retried));
-        assert_ne!(fingerprint(&a), fingerprint(&event("StockAdded", json!({"quantity": 2}))));
+        assert_ne!(
+            fingerprint(&a),
+            fingerprint(&event("StockAdded", json!({"quantity": 2})))
+        );
     }
 }

@@ -180,7 +180,15 @@ impl EventStore {
 
     /// Registers a store without a token (the demo seed).
     pub async fn add_store(&self, id: StoreId, name: String) -> Result<StoreInfo, AppendError> {
-        self.submit(|reply| writer::Op::Write(writer::WriteOp::AddStore { id, name, token: None, reply })).await?
+        self.submit(|reply| {
+            writer::Op::Write(writer::WriteOp::AddStore {
+                id,
+                name,
+                token: None,
+                reply,
+            })
+        })
+        .await?
     }
 
     /// Enrolls a store together with its first token, in one transaction.
@@ -191,12 +199,14 @@ impl EventStore {
         token: reader::TokenRecord,
     ) -> Result<StoreInfo, AppendError> {
         let token = Some(Box::new(token));
-        self.submit(|reply| writer::Op::Write(writer::WriteOp::AddStore { id, name, token, reply })).await?
+        self.submit(|reply| writer::Op::Write(writer::WriteOp::AddStore { id, name, token, reply }))
+            .await?
     }
 
     /// Records a store's uploaded events (design section 7); one result per event, in order.
     pub async fn upload(&self, store: StoreId, events: Vec<UploadEvent>) -> Result<Vec<UploadResult>, AppendError> {
-        self.submit(|reply| writer::Op::Write(writer::WriteOp::Upload { store, events, reply })).await?
+        self.submit(|reply| writer::Op::Write(writer::WriteOp::Upload { store, events, reply }))
+            .await?
     }
 
     /// Stores a new bearer token (its secret already hashed).

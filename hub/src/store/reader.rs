@@ -231,11 +231,15 @@ pub fn visible_events_after(
     ))?;
     let upper = after.saturating_add(scan_window);
     let mut rows = stmt.query(params![after as i64, upper.min(i64::MAX as u64) as i64])?;
-    let mut page = VisiblePage { events: Vec::new(), scanned_to: after };
+    let mut page = VisiblePage {
+        events: Vec::new(),
+        scanned_to: after,
+    };
     while let Some(row) = rows.next()? {
         let key: Vec<u8> = row.get(2)?;
         let position = row.get::<_, i64>(0)? as u64;
-        let stream = StreamId::from_key(&key).ok_or_else(|| StoreError::Corrupt(format!("bad stream key at {position}")))?;
+        let stream =
+            StreamId::from_key(&key).ok_or_else(|| StoreError::Corrupt(format!("bad stream key at {position}")))?;
         if visible_to(store, &stream) {
             page.events.push(envelope_from_row(row)?);
         }
@@ -264,7 +268,13 @@ pub fn store_stats(conn: &Connection) -> Result<std::collections::HashMap<StoreI
     })?;
     rows.map(|row| {
         let (id, rejected, oversells) = row?;
-        Ok((StoreId::from_bytes(id), StoreStats { rejected_uploads: rejected as u64, oversells: oversells as u64 }))
+        Ok((
+            StoreId::from_bytes(id),
+            StoreStats {
+                rejected_uploads: rejected as u64,
+                oversells: oversells as u64,
+            },
+        ))
     })
     .collect()
 }

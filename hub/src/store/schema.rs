@@ -5,14 +5,26 @@ pub use shelfsync_common::sqlite::{migrate, open_durable, open_read_only, Migrat
 
 /// The event store's migrations, oldest first.
 pub const EVENT_STORE: Migrations = &[
-    ("0001_event_store", include_str!("../../migrations/0001_event_store.sql")),
-    ("0002_store_stats", include_str!("../../migrations/0002_store_stats.sql")),
+    (
+        "0001_event_store",
+        include_str!("../../migrations/0001_event_store.sql"),
+    ),
+    (
+        "0002_store_stats",
+        include_str!("../../migrations/0002_store_stats.sql"),
+    ),
 ];
 
 /// The read model's migrations, oldest first (see [`crate::projection`]).
 pub const READ_MODEL: Migrations = &[
-    ("0001_read_model", include_str!("../../migrations/read_model/0001_read_model.sql")),
-    ("0002_stock_by_store", include_str!("../../migrations/read_model/0002_stock_by_store.sql")),
+    (
+        "0001_read_model",
+        include_str!("../../migrations/read_model/0001_read_model.sql"),
+    ),
+    (
+        "0002_stock_by_store",
+        include_str!("../../migrations/read_model/0002_stock_by_store.sql"),
+    ),
 ];
 
 #[cfg(test)]

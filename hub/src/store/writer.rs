@@ -9,7 +9,6 @@
 //! it gets a retryable storage error: nothing is half-written.
 
 use super::facts;
-use shelfsync_common::sqlite::{settle, Deferred};
 use super::reader::{envelope_from_row, format_time, StoreStats, TokenRecord, EVENT_COLUMNS};
 use super::schema::{self, EVENT_STORE};
 use super::{AppendError, Command, CommandRequest, InventoryTarget, StoreError, StreamState, TokenSelector};
@@ -17,6 +16,7 @@ use crate::bus::EventBus;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use shelfsync_common::catalog::{self, CatalogCommand, CatalogState};
 use shelfsync_common::inventory::{self, InventoryCommand, InventoryState};
+use shelfsync_common::sqlite::{settle, Deferred};
 use shelfsync_common::sync::{UploadEvent, UploadOutcome, UploadResult};
 use shelfsync_common::wire::{StoreInfo, WriteResult};
 use shelfsync_common::{
@@ -414,7 +414,12 @@ impl<'h> Batch<'h> {
                 return Ok(Err(error));
             }
         }
-        Ok(Ok(StoreInfo { id, name, created_at: self.now, revoked: false }))
+        Ok(Ok(StoreInfo {
+            id,
+            name,
+            created_at: self.now,
+            revoked: false,
+        }))
     }
 
     /// Records every uploaded event of `store` that may be recorded; one result each.
@@ -435,7 +440,12 @@ impl<'h> Batch<'h> {
 
     /// Records one store fact after whatever its stream holds (never refused for stock),
     /// and `OversellDetected` after it when it left the stream oversold.
-    fn record_fact(&mut self, tx: &Transaction<'_>, store: StoreId, event: UploadEvent) -> rusqlite::Result<UploadOutcome> {
+    fn record_fact(
+        &mut self,
+        tx: &Transaction<'_>,
+        store: StoreId,
+        event: UploadEvent,
+    ) -> rusqlite::Result<UploadOutcome> {
         if let Err(rejection) = facts::authorize(store, &event) {
             return Ok(self.rejected(store, rejection.reason, rejection.detail));
         }
@@ -447,7 +457,11 @@ impl<'h> Batch<'h> {
                     stream_version: original.stream_version,
                 });
             }
-            return Ok(self.rejected(store, "event_id_reused", "this event id was recorded with other content".into()));
+            return Ok(self.rejected(
+                store,
+                "event_id_reused",
+                "this event id was recorded with other content".into(),
+            ));
         }
         let payload = match facts::check(store, &event, |product| self.product_registered(product)) {
             Ok(payload) => payload,
@@ -462,12 +476,20 @@ impl<'h> Batch<'h> {
                 return Ok(self.rejected(store, "reservation_id_in_use", detail));
             }
         }
-        let mut state = self.stream(&stream).map_or(StreamState::Inventory(InventoryState::default()), |h| h.state.clone());
+        let mut state = self
+            .stream(&stream)
+            .map_or(StreamState::Inventory(InventoryState::default()), |h| h.state.clone());
         let StreamState::Inventory(before) = state.clone() else {
             return Ok(self.rejected(store, "wrong_store", "not an inventory stream".into()));
         };
-        let recorded =
-            self.append_event(tx, stream, &mut state, payload, (event.event_id, fingerprint), &event.metadata)?;
+        let recorded = self.append_event(
+            tx,
+            stream,
+            &mut state,
+            payload,
+            (event.event_id, fingerprint),
+            &event.metadata,
+        )?;
         if let StreamState::Inventory(after) = &state {
             if let Some(oversell) = inventory::oversell_after(&before, after, event.event_id) {
                 let metadata = EventMetadata {
@@ -478,18 +500,31 @@ impl<'h> Batch<'h> {
                     occurred_at: self.now,
                     recorded_at: None,
                 };
-                self.append_event(tx, stream, &mut state, oversell, (EventId::new_v7(), [0; 16]), &metadata)?;
+                self.append_event(
+                    tx,
+                    stream,
+                    &mut state,
+                    oversell,
+                    (EventId::new_v7(), [0; 16]),
+                    &metadata,
+                )?;
                 self.changes.stats.entry(store).or_default().oversells += 1;
                 tracing::warn!(%stream, caused_by = %event.event_id, "oversell detected");
             }
         }
         self.set_head(stream, state);
-        Ok(UploadOutcome::Appended { position: recorded.position, stream_version: recorded.stream_version })
+        Ok(UploadOutcome::Appended {
+            position: recorded.position,
+            stream_version: recorded.stream_version,
+        })
     }
 
     fn rejected(&mut self, store: StoreId, reason: &'static str, detail: String) -> UploadOutcome {
         self.changes.stats.entry(store).or_default().rejected_uploads += 1;
-        UploadOutcome::Rejected { reason: reason.into(), detail }
+        UploadOutcome::Rejected {
+            reason: reason.into(),
+            detail,
+        }
     }
 
     fn store_known(&self, id: StoreId) -> bool {
@@ -643,13 +678,21 @@ impl<'h> Batch<'h> {
     ) -> rusqlite::Result<WriteResult> {
         let mut events = Vec::with_capacity(payloads.len());
         for (index, payload) in payloads.into_iter().enumerate() {
-            let identity =
-                if index == 0 { (request.event_id, request.fingerprint) } else { (EventId::new_v7(), [0; 16]) };
+            let identity = if index == 0 {
+                (request.event_id, request.fingerprint)
+            } else {
+                (EventId::new_v7(), [0; 16])
+            };
             events.push(self.append_event(tx, stream, &mut state, payload, identity, &request.metadata)?);
         }
         let stream_version = state.version();
         self.set_head(stream, state);
-        Ok(WriteResult { events, stream_version, position: self.changes.next_position - 1, duplicate: false })
+        Ok(WriteResult {
+            events,
+            stream_version,
+            position: self.changes.next_position - 1,
+            duplicate: false,
+        })
     }
 
     /// Applies one event to `state`, inserts its row at the next position, and remembers
@@ -764,7 +807,11 @@ impl<'h> Batch<'h> {
                                                   oversells = oversells + excluded.oversells",
         )?;
         for (store, stats) in &self.changes.stats {
-            stmt.execute(params![&store.as_bytes()[..], stats.rejected_uploads as i64, stats.oversells as i64])?;
+            stmt.execute(params![
+                &store.as_bytes()[..],
+                stats.rejected_uploads as i64,
+                stats.oversells as i64
+            ])?;
         }
         Ok(self.changes)
     }

@@ -196,7 +196,12 @@ impl TestHub {
 
     /// An agent for `store` with `token`.
     pub fn agent(&self, store: StoreId, token: String) -> Agent {
-        Agent { url: self.url.clone(), client: self.client.clone(), store, token }
+        Agent {
+            url: self.url.clone(),
+            client: self.client.clone(),
+            store,
+            token,
+        }
     }
 
     /// `GET /v1/admin/fleet`.
@@ -208,7 +213,12 @@ impl TestHub {
 
     /// The value of a counter in `/metrics` (0 when not yet recorded).
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = self.client.get(format!("{}/metrics", self.url)).send().await.expect("metrics");
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .expect("metrics");
         let text = text.text().await.expect("metrics body");
         text.lines()
             .filter(|line| line.split([' ', '{']).next() == Some(name))
@@ -237,7 +247,9 @@ impl Agent {
 
     /// `POST /v1/sync/upload`, expecting 200.
     pub async fn upload(&self, events: &[UploadEvent]) -> UploadResponse {
-        let request = UploadRequest { events: events.to_vec() };
+        let request = UploadRequest {
+            events: events.to_vec(),
+        };
         let (status, body, _) = call(self.request(reqwest::Method::POST, "/v1/sync/upload").json(&request)).await;
         assert_eq!(status, 200, "{body}");
         serde_json::from_value(body).expect("UploadResponse")
@@ -257,7 +269,11 @@ impl Agent {
         let mut cursor = after;
         for _ in 0..10_000 {
             let page = self.pull(cursor, 1000).await;
-            assert!(page.next_cursor >= cursor, "the cursor went back: {cursor} -> {}", page.next_cursor);
+            assert!(
+                page.next_cursor >= cursor,
+                "the cursor went back: {cursor} -> {}",
+                page.next_cursor
+            );
             events.extend(page.events);
             cursor = page.next_cursor;
             if cursor >= page.head {
@@ -276,8 +292,11 @@ impl Agent {
 
     /// `POST /v1/sync/heartbeat`, expecting 200.
     pub async fn heartbeat(&self, heartbeat: &Heartbeat) -> HeartbeatAck {
-        let (status, body, _) =
-            call(self.request(reqwest::Method::POST, "/v1/sync/heartbeat").json(heartbeat)).await;
+        let (status, body, _) = call(
+            self.request(reqwest::Method::POST, "/v1/sync/heartbeat")
+                .json(heartbeat),
+        )
+        .await;
         assert_eq!(status, 200, "{body}");
         serde_json::from_value(body).expect("HeartbeatAck")
     }
@@ -356,21 +375,32 @@ pub struct SseClient {
 impl SseClient {
     pub fn new(response: reqwest::Response) -> Self {
         use eventsource_stream::Eventsource;
-        Self { events: Box::pin(response.bytes_stream().eventsource()) }
+        Self {
+            events: Box::pin(response.bytes_stream().eventsource()),
+        }
     }
 
     /// The next message; `None` when the stream ended (or broke). Panics after `within`.
     pub async fn next(&mut self, within: Duration) -> Option<Push> {
-        let next = tokio::time::timeout(within, self.events.next()).await.expect("no SSE message in time");
+        let next = tokio::time::timeout(within, self.events.next())
+            .await
+            .expect("no SSE message in time");
         let message = match next {
             None | Some(Err(_)) => return None,
             Some(Ok(message)) => message,
         };
-        let id: u64 = message.id.parse().unwrap_or_else(|_| panic!("SSE id is not a position: {message:?}"));
+        let id: u64 = message
+            .id
+            .parse()
+            .unwrap_or_else(|_| panic!("SSE id is not a position: {message:?}"));
         let push = match message.event.as_str() {
             SSE_EVENT => Push::Event(Box::new(serde_json::from_str(&message.data).expect("event data"))),
             SSE_CAUGHT_UP => Push::CaughtUp(serde_json::from_str::<CaughtUp>(&message.data).expect("caught-up").head),
-            SSE_PROGRESS => Push::Progress(serde_json::from_str::<Progress>(&message.data).expect("progress").position),
+            SSE_PROGRESS => Push::Progress(
+                serde_json::from_str::<Progress>(&message.data)
+                    .expect("progress")
+                    .position,
+            ),
             other => panic!("unexpected SSE event {other:?}: {message:?}"),
         };
         assert_eq!(push.id(), id, "the SSE id must be the position: {message:?}");
