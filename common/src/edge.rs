@@ -146,3 +146,30 @@ pub struct OutboxEntry {
     #[schema(value_type = String, format = DateTime)]
     pub recorded_at: OffsetDateTime,
 }
+
+/// `GET /v1/inventory/availability` on the agent: can this many units be reserved at this
+/// store now, by the local figures?
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LocalAvailability {
+    /// Product.
+    pub product_id: ProductId,
+    /// This store.
+    pub store_id: StoreId,
+    /// Units asked about.
+    pub requested: u32,
+    /// Units available now (on hand minus reserved), by the local figures.
+    pub available: i64,
+    /// Whether `requested` units can be reserved now.
+    pub sufficient: bool,
+    /// Whether the figures include events the hub has not confirmed yet.
+    pub includes_pending: bool,
+}
+
+/// The answer to `POST /v1/quarantine/{event_id}/retry` or `/discard`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct QuarantineOutcome {
+    /// The event.
+    pub event_id: EventId,
+    /// Where it is now: `pending` (to be uploaded again) or `discarded`.
+    pub status: OutboxStatus,
+}

@@ -156,23 +156,7 @@ pub struct HubLink {
 impl EdgeConfig {
     /// Loads defaults, then `file` (if given), then the environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut builder = config::Config::builder();
-        if let Some(path) = file {
-            if !path.exists() {
-                return Err(ConfigError(format!("config file {} does not exist", path.display())));
-            }
-            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
-        }
-        builder = builder.add_source(
-            config::Environment::with_prefix("SHELFSYNC_EDGE")
-                .prefix_separator("_")
-                .separator("__")
-                .try_parsing(true),
-        );
-        let loaded: EdgeConfig = builder
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .map_err(|e| ConfigError(e.to_string()))?;
+        let loaded: Self = shelfsync_common::server::settings::load(file, "SHELFSYNC_EDGE").map_err(ConfigError)?;
         loaded.validate()?;
         Ok(loaded)
     }
@@ -208,15 +192,10 @@ impl EdgeConfig {
                 return Err(ConfigError(format!("{name} must be at least 16 characters")));
             }
         }
-        for (name, expr) in [
-            ("jobs.reservation_expiry", &self.jobs.reservation_expiry),
-            ("jobs.wal_checkpoint", &self.jobs.wal_checkpoint),
-        ] {
-            if expr.split_whitespace().count() != 6 {
-                return Err(ConfigError(format!(
-                    "{name} must be a cron expression with six fields (sec min hour day month weekday), got {expr:?}"
-                )));
-            }
+        for (name, expr) in
+            [("jobs.reservation_expiry", &self.jobs.reservation_expiry), ("jobs.wal_checkpoint", &self.jobs.wal_checkpoint)]
+        {
+            shelfsync_common::server::settings::check_cron(name, expr).map_err(ConfigError)?;
         }
         Ok(())
     }
@@ -265,11 +244,8 @@ impl EdgeConfig {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<EdgeConfig, config::ConfigError> {
-        config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Toml))
-            .build()?
-            .try_deserialize()
+    fn parse(text: &str) -> Result<EdgeConfig, String> {
+        shelfsync_common::server::settings::from_toml(text)
     }
 
     #[test]

@@ -8,43 +8,36 @@ use crate::store::{LocalCommand, LocalError, LocalStore, Target};
 use shelfsync_common::event::ReleaseReason;
 use shelfsync_common::{EventId, EventMetadata, InventoryCommand, Origin};
 use time::OffsetDateTime;
-use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
+use shelfsync_common::server::schedule::add_job;
+pub use shelfsync_common::server::schedule::stop;
+use tokio_cron_scheduler::{JobScheduler, JobSchedulerError};
 
 /// Starts the scheduler with every job.
 pub async fn start(config: &JobsConfig, store: LocalStore) -> Result<JobScheduler, JobSchedulerError> {
     let scheduler = JobScheduler::new().await?;
-    let expiry_store = store.clone();
-    scheduler
-        .add(Job::new_async(config.reservation_expiry.as_str(), move |_, _| {
-            let store = expiry_store.clone();
-            Box::pin(async move {
-                match expire_reservations(&store, OffsetDateTime::now_utc()).await {
-                    Ok(0) => {}
-                    Ok(released) => tracing::info!(released, "expired reservations released"),
-                    Err(error) => tracing::warn!(%error, "reservation expiry failed; will retry on the next run"),
-                }
-            })
-        })?)
-        .await?;
-    scheduler
-        .add(Job::new_async(config.wal_checkpoint.as_str(), move |_, _| {
-            let store = store.clone();
-            Box::pin(async move {
-                if let Err(error) = store.checkpoint().await {
-                    tracing::warn!(%error, "WAL checkpoint failed");
-                }
-            })
-        })?)
-        .await?;
+    let expiring = store.clone();
+    add_job(&scheduler, &config.reservation_expiry, move || {
+        let store = expiring.clone();
+        async move {
+            match expire_reservations(&store, OffsetDateTime::now_utc()).await {
+                Ok(0) => {}
+                Ok(released) => tracing::info!(released, "expired reservations released"),
+                Err(error) => tracing::warn!(%error, "reservation expiry failed; will retry on the next run"),
+            }
+        }
+    })
+    .await?;
+    add_job(&scheduler, &config.wal_checkpoint, move || {
+        let store = store.clone();
+        async move {
+            if let Err(error) = store.checkpoint().await {
+                tracing::warn!(%error, "WAL checkpoint failed");
+            }
+        }
+    })
+    .await?;
     scheduler.start().await?;
     Ok(scheduler)
-}
-
-/// Stops the scheduler.
-pub async fn stop(mut scheduler: JobScheduler) {
-    if let Err(error) = scheduler.shutdown().await {
-        tracing::warn!(%error, "stopping the scheduler");
-    }
 }
 
 /// Releases every reservation made here that is due at `now`; returns how many.

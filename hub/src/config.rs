@@ -131,23 +131,7 @@ pub struct ConfigError(String);
 impl HubConfig {
     /// Loads defaults, then `file` (if given), then the environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut builder = config::Config::builder();
-        if let Some(path) = file {
-            if !path.exists() {
-                return Err(ConfigError(format!("config file {} does not exist", path.display())));
-            }
-            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
-        }
-        builder = builder.add_source(
-            config::Environment::with_prefix("SHELFSYNC_HUB")
-                .prefix_separator("_")
-                .separator("__")
-                .try_parsing(true),
-        );
-        let loaded: HubConfig = builder
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .map_err(|e| ConfigError(e.to_string()))?;
+        let loaded: Self = shelfsync_common::server::settings::load(file, "SHELFSYNC_HUB").map_err(ConfigError)?;
         loaded.validate()?;
         Ok(loaded)
     }
@@ -163,15 +147,10 @@ impl HubConfig {
         if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
             return Err(ConfigError("admin_token must be at least 16 characters".into()));
         }
-        for (name, expr) in [
-            ("jobs.reservation_expiry", &self.jobs.reservation_expiry),
-            ("jobs.wal_checkpoint", &self.jobs.wal_checkpoint),
-        ] {
-            if expr.split_whitespace().count() != 6 {
-                return Err(ConfigError(format!(
-                    "{name} must be a cron expression with six fields (sec min hour day month weekday), got {expr:?}"
-                )));
-            }
+        for (name, expr) in
+            [("jobs.reservation_expiry", &self.jobs.reservation_expiry), ("jobs.wal_checkpoint", &self.jobs.wal_checkpoint)]
+        {
+            shelfsync_common::server::settings::check_cron(name, expr).map_err(ConfigError)?;
         }
         Ok(())
     }
@@ -180,34 +159,17 @@ impl HubConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shelfsync_common::server::settings::from_toml;
 
     #[test]
     fn the_annotated_example_parses_to_the_defaults() {
-        let parsed: HubConfig = toml_like(EXAMPLE);
-        assert_eq!(parsed, HubConfig::default());
-    }
-
-    fn toml_like(text: &str) -> HubConfig {
-        config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Toml))
-            .build()
-            .unwrap()
-            .try_deserialize()
-            .unwrap()
+        assert_eq!(from_toml::<HubConfig>(EXAMPLE).unwrap(), HubConfig::default());
     }
 
     #[test]
     fn unknown_keys_and_bad_values_are_named() {
-        let err = config::Config::builder()
-            .add_source(config::File::from_str(
-                "lisen = \"1.2.3.4:1\"",
-                config::FileFormat::Toml,
-            ))
-            .build()
-            .unwrap()
-            .try_deserialize::<HubConfig>()
-            .unwrap_err();
-        assert!(err.to_string().contains("lisen"), "{err}");
+        let err = from_toml::<HubConfig>("lisen = \"1.2.3.4:1\"").unwrap_err();
+        assert!(err.contains("lisen"), "{err}");
         let mut bad = HubConfig::default();
         bad.jobs.wal_checkpoint = "*/5 * * * *".into();
         assert!(bad.validate().unwrap_err().to_string().contains("jobs.wal_checkpoint"));

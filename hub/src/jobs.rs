@@ -13,7 +13,9 @@ use shelfsync_common::event::ReleaseReason;
 use shelfsync_common::{DomainError, EventId, EventMetadata, InventoryCommand, Origin, ReservationId};
 use std::sync::Arc;
 use time::OffsetDateTime;
-use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
+use shelfsync_common::server::schedule::add_job;
+pub use shelfsync_common::server::schedule::stop;
+use tokio_cron_scheduler::{JobScheduler, JobSchedulerError};
 
 /// Starts the scheduler with every job.
 pub async fn start(
@@ -22,39 +24,29 @@ pub async fn start(
     read_model: Arc<dyn ReadModelQueries>,
 ) -> Result<JobScheduler, JobSchedulerError> {
     let scheduler = JobScheduler::new().await?;
-    let expiry_store = store.clone();
-    scheduler
-        .add(Job::new_async(config.reservation_expiry.as_str(), move |_, _| {
-            let store = expiry_store.clone();
-            let read_model = read_model.clone();
-            Box::pin(async move {
-                match expire_reservations(&store, read_model.as_ref(), OffsetDateTime::now_utc()).await {
-                    Ok(0) => {}
-                    Ok(released) => tracing::info!(released, "expired reservations released"),
-                    Err(error) => tracing::warn!(%error, "reservation expiry failed; will retry on the next run"),
-                }
-            })
-        })?)
-        .await?;
-    scheduler
-        .add(Job::new_async(config.wal_checkpoint.as_str(), move |_, _| {
-            let store = store.clone();
-            Box::pin(async move {
-                if let Err(error) = store.checkpoint().await {
-                    tracing::warn!(%error, "WAL checkpoint failed");
-                }
-            })
-        })?)
-        .await?;
+    let expiring = store.clone();
+    add_job(&scheduler, &config.reservation_expiry, move || {
+        let (store, read_model) = (expiring.clone(), read_model.clone());
+        async move {
+            match expire_reservations(&store, read_model.as_ref(), OffsetDateTime::now_utc()).await {
+                Ok(0) => {}
+                Ok(released) => tracing::info!(released, "expired reservations released"),
+                Err(error) => tracing::warn!(%error, "reservation expiry failed; will retry on the next run"),
+            }
+        }
+    })
+    .await?;
+    add_job(&scheduler, &config.wal_checkpoint, move || {
+        let store = store.clone();
+        async move {
+            if let Err(error) = store.checkpoint().await {
+                tracing::warn!(%error, "WAL checkpoint failed");
+            }
+        }
+    })
+    .await?;
     scheduler.start().await?;
     Ok(scheduler)
-}
-
-/// Stops the scheduler (jobs already running finish on their own).
-pub async fn stop(mut scheduler: JobScheduler) {
-    if let Err(error) = scheduler.shutdown().await {
-        tracing::warn!(%error, "stopping the scheduler");
-    }
 }
 
 /// Releases every hub-made reservation due at `now`; returns how many were released.

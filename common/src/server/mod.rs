@@ -6,7 +6,9 @@
 pub mod extract;
 pub mod middleware;
 pub mod problem;
+pub mod schedule;
 pub mod secret;
+pub mod settings;
 pub mod telemetry;
 
 pub use problem::ProblemResponse;

@@ -1,0 +1,179 @@
+//! What every till write shares: turning a request (key, headers, body) into a
+//! [`LocalCommand`] for the local store, and its answer into a response.
+//!
+//! Event id: the body's `event_id`, else one derived from the `Idempotency-Key` header
+//! (scoped by this store, the key presented and `X-Till-Id`, so two tills, or two stores,
+//! using the same key never collide at the hub), else a new UUIDv7.
+//!
+//! Idempotency: every write is recorded in the store's idempotency table under
+//! `event:<event id>`, in the same transaction as its event. So whichever way a request
+//! names its event (body `event_id`, `Idempotency-Key`, or the `event_id` of an earlier
+//! answer sent back), a repeat is answered from that table (`200`, `replayed: true`) and
+//! never reaches the outbox's `UNIQUE(event_id)`, which would fail the whole group commit
+//! and every till's write in it. The fingerprint is a digest of the route and the body
+//! without its `event_id`, so a different request reusing an id is refused
+//! (`422 idempotency_key_reused`). Only successful writes are remembered: a refused
+//! request may be retried and is decided again.
+
+use super::auth::Till;
+use super::error::ApiError;
+use super::AppState;
+use crate::store::{LocalCommand, Target};
+use axum::extract::FromRequestParts;
+use axum::http::header::IF_MATCH;
+use axum::http::request::Parts;
+use axum::http::{HeaderName, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use shelfsync_common::edge::LocalWriteResult;
+use shelfsync_common::{EventId, EventMetadata, ExpectedVersion, InventoryCommand, Origin, StoreId};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Header naming a client's retry key.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// Header grouping the events of one business operation.
+pub const CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
+/// Longest accepted `Idempotency-Key`.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
+
+/// The caller and the request headers a write needs.
+pub struct WriteContext {
+    /// Who is writing.
+    pub till: Till,
+    idempotency_key: Option<String>,
+    correlation_id: Uuid,
+    if_match: bool,
+}
+
+impl FromRequestParts<AppState> for WriteContext {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let till = Till::from_request_parts(parts, state).await?;
+        let idempotency_key = match parts.headers.get(IDEMPOTENCY_KEY) {
+            None => None,
+            Some(value) => match value.to_str() {
+                Ok(key) if (1..=MAX_IDEMPOTENCY_KEY_LEN).contains(&key.len()) => Some(key.to_owned()),
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "invalid_idempotency_key",
+                        format!("Idempotency-Key must be 1..={MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
+                    ))
+                }
+            },
+        };
+        let correlation_id = match parts.headers.get(CORRELATION_ID) {
+            None => Uuid::now_v7(),
+            Some(value) => value
+                .to_str()
+                .ok()
+                .and_then(|text| text.trim().parse::<Uuid>().ok())
+                .ok_or_else(|| ApiError::bad_request("invalid_correlation_id", "X-Correlation-Id must be a UUID"))?,
+        };
+        let if_match = parts.headers.contains_key(IF_MATCH);
+        Ok(Self { till, idempotency_key, correlation_id, if_match })
+    }
+}
+
+impl WriteContext {
+    /// Builds the store's command. `route` and `fingerprinted` (path ids and the body with
+    /// its `event_id` taken out) identify the request for idempotency.
+    #[allow(clippy::too_many_arguments)]
+    pub fn command(
+        &self,
+        store_id: StoreId,
+        target: Target,
+        command: InventoryCommand,
+        expected: Option<ExpectedVersion>,
+        body_event_id: Option<EventId>,
+        route: &str,
+        fingerprinted: &impl Serialize,
+    ) -> Result<LocalCommand, ApiError> {
+        if self.if_match || expected.is_some_and(|e| e != ExpectedVersion::Any) {
+            return Err(ApiError::unprocessable(
+                "expected_version_unsupported",
+                "the store agent records the till's facts in order and takes no If-Match or expected_version; \
+                 leave them out (or send \"any\")",
+            ));
+        }
+        let actor = self.till.actor();
+        let event_id = body_event_id
+            .or_else(|| {
+                let scope = idempotency_scope(store_id, &actor);
+                self.idempotency_key.as_deref().map(|key| EventId::from_idempotency_key(&scope, key))
+            })
+            .unwrap_or_else(EventId::new_v7);
+        Ok(LocalCommand {
+            target,
+            command,
+            event_id,
+            idempotency: Some((idempotency_record_key(event_id), fingerprint(route, fingerprinted))),
+            metadata: EventMetadata {
+                origin: Origin::Store(store_id),
+                actor,
+                correlation_id: self.correlation_id,
+                causation_id: None,
+                occurred_at: OffsetDateTime::now_utc(),
+                recorded_at: None,
+            },
+        })
+    }
+}
+
+/// The scope an `Idempotency-Key` is derived in: this store and the caller.
+pub fn idempotency_scope(store_id: StoreId, actor: &str) -> String {
+    format!("edge:{store_id}:{actor}")
+}
+
+/// The key of a write's row in the store's idempotency table.
+pub fn idempotency_record_key(event_id: EventId) -> String {
+    format!("event:{event_id}")
+}
+
+/// First 16 bytes of SHA-256 over the route name and the JSON of `fingerprinted`.
+pub fn fingerprint(route: &str, fingerprinted: &impl Serialize) -> [u8; 16] {
+    let mut hasher = Sha256::new();
+    hasher.update(route.as_bytes());
+    hasher.update([0u8]);
+    hasher.update(serde_json::to_vec(fingerprinted).unwrap_or_default());
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&hasher.finalize()[..16]);
+    out
+}
+
+/// 201 with the result for a new write, 200 for a repeated one.
+pub fn written(result: LocalWriteResult) -> Response {
+    let status = if result.replayed { StatusCode::OK } else { StatusCode::CREATED };
+    metrics::counter!(
+        "shelfsync_edge_writes_total",
+        "type" => result.payload.event_type(),
+        "replayed" => if result.replayed { "true" } else { "false" }
+    )
+    .increment(1);
+    (status, Json(result)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_tell_routes_and_bodies_apart() {
+        let body = serde_json::json!({"quantity": 1});
+        assert_eq!(fingerprint("add_stock", &body), fingerprint("add_stock", &body));
+        assert_ne!(fingerprint("add_stock", &body), fingerprint("reserve", &body));
+        assert_ne!(fingerprint("add_stock", &body), fingerprint("add_stock", &serde_json::json!({"quantity": 2})));
+    }
+
+    #[test]
+    fn derived_event_ids_are_scoped_by_store_and_till() {
+        let (a, b) = (StoreId::new_v7(), StoreId::new_v7());
+        let id = |store, actor| EventId::from_idempotency_key(&idempotency_scope(store, actor), "sale-1");
+        assert_eq!(id(a, "terminal"), id(a, "terminal"));
+        assert_ne!(id(a, "terminal"), id(b, "terminal"), "two stores' tills must not collide at the hub");
+        assert_ne!(id(a, "terminal:t1"), id(a, "terminal:t2"));
+    }
+}
