@@ -68,7 +68,10 @@ pub fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
 /// The answer owed to one job of a group commit, sent once the batch's fate is known:
 /// the job's own result after the commit, or the batch's error after a rollback. Both
 /// binaries' single writers collect one per job and settle them after `COMMIT`.
-pub struct Deferred<E>(Box<dyn FnOnce(Option<&E>) + Send>);
+pub struct Deferred<E>(Settle<E>);
+
+/// Sends a job's answer: `None` after a commit, `Some(error)` after a rollback.
+type Settle<E> = Box<dyn FnOnce(Option<&E>) + Send>;
 
 impl<E: Clone + Send + 'static> Deferred<E> {
     /// Owes `result` to `reply`.

@@ -959,9 +959,15 @@ async fn a_snapshot_plus_the_events_after_its_position_is_the_full_fold() {
     let new_product = json!({"sku": "CUP-ESP", "name": "Espresso cup", "price_minor": 599});
     assert_eq!(call(hub.post("/v1/products", &new_product)).await.0, 201);
 
+    // Let the read model reach the head first, so that the snapshot holds the history
+    // above (a read with min_position waits for the projection).
+    let head = hub.head().await;
+    let level = format!("/v1/inventory/products/{}/stores/{}?min_position={head}", product(0), a.store);
+    assert_eq!(call(hub.get(&level)).await.0, 200);
     let snapshot = a.snapshot().await;
     assert_eq!(snapshot.store_id, a.store);
     let p = snapshot.position;
+    assert!(p >= head);
     assert!(p > 0);
     assert!(snapshot.stock.iter().all(|s| s.store_id == a.store));
     assert!(snapshot

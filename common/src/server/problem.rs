@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 /// A problem answer ready to send.
 #[derive(Debug, Clone)]
 pub struct ProblemResponse {
-    /// The body.
-    pub problem: Problem,
+    /// The body (boxed: rejections travel in `Result`s and should stay small).
+    pub problem: Box<Problem>,
     /// Headers to add (ETag, Retry-After, ...).
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
@@ -18,7 +18,7 @@ impl ProblemResponse {
     /// A problem with this status, code, title and detail.
     pub fn new(status: StatusCode, code: &str, title: &str, detail: impl Into<String>) -> Self {
         Self {
-            problem: Problem::new(status.as_u16(), code, title, detail),
+            problem: Box::new(Problem::new(status.as_u16(), code, title, detail)),
             headers: Vec::new(),
         }
     }

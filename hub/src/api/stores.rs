@@ -66,7 +66,7 @@ pub async fn enroll(
 #[utoipa::path(get, path = "/v1/admin/stores", tag = "admin", responses((status = 200, body = Vec<StoreInfo>)))]
 pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<Vec<StoreInfo>>, ApiError> {
     principal.require_admin()?;
-    Ok(Json(state.store.reads().run(|conn| reader::stores(conn)).await?))
+    Ok(Json(state.store.reads().run(reader::stores).await?))
 }
 
 /// Revoke a store's token: refused from its next request on, and its open push streams end.
@@ -101,7 +101,7 @@ pub async fn rotate_token(
     ApiPath(id): ApiPath<StoreId>,
 ) -> Result<(StatusCode, Json<EnrolledStore>), ApiError> {
     principal.require_admin()?;
-    let stores = state.store.reads().run(|conn| reader::stores(conn)).await?;
+    let stores = state.store.reads().run(reader::stores).await?;
     let store = stores.into_iter().find(|s| s.id == id).ok_or(ApiError::NotFound {
         what: "store",
         id: id.to_string(),
@@ -123,7 +123,7 @@ pub async fn rotate_token(
 }
 
 async fn store_exists(state: &AppState, id: StoreId) -> Result<bool, ApiError> {
-    let stores = state.store.reads().run(|conn| reader::stores(conn)).await?;
+    let stores = state.store.reads().run(reader::stores).await?;
     Ok(stores.iter().any(|s| s.id == id))
 }
 
