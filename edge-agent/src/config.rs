@@ -192,9 +192,10 @@ impl EdgeConfig {
                 return Err(ConfigError(format!("{name} must be at least 16 characters")));
             }
         }
-        for (name, expr) in
-            [("jobs.reservation_expiry", &self.jobs.reservation_expiry), ("jobs.wal_checkpoint", &self.jobs.wal_checkpoint)]
-        {
+        for (name, expr) in [
+            ("jobs.reservation_expiry", &self.jobs.reservation_expiry),
+            ("jobs.wal_checkpoint", &self.jobs.wal_checkpoint),
+        ] {
             shelfsync_common::server::settings::check_cron(name, expr).map_err(ConfigError)?;
         }
         Ok(())

@@ -6,10 +6,10 @@
 use crate::config::JobsConfig;
 use crate::store::{LocalCommand, LocalError, LocalStore, Target};
 use shelfsync_common::event::ReleaseReason;
-use shelfsync_common::{EventId, EventMetadata, InventoryCommand, Origin};
-use time::OffsetDateTime;
 use shelfsync_common::server::schedule::add_job;
 pub use shelfsync_common::server::schedule::stop;
+use shelfsync_common::{EventId, EventMetadata, InventoryCommand, Origin};
+use time::OffsetDateTime;
 use tokio_cron_scheduler::{JobScheduler, JobSchedulerError};
 
 /// Starts the scheduler with every job.

@@ -9,6 +9,7 @@
 //! [`run`] wires them together for the binary and for tests.
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod jobs;
 pub mod store;
@@ -81,6 +82,7 @@ pub async fn run(
         config: config.clone(),
         terminal_digest: shelfsync_common::server::secret::digest(&terminal_key),
         manager_digest: shelfsync_common::server::secret::digest(&manager_key),
+        stopping: stopping.clone(),
     };
     let address = listener.local_addr().map_err(StartError::Serve)?;
     tracing::info!(%address, store = %link.store_id, hub = %link.hub_url, "edge agent listening");

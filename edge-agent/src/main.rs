@@ -1,3 +1,188 @@
-//! The `shelfsync-edge` command line (being built).
+//! The `shelfsync-edge` command line: run the agent (the default), ask the running agent
+//! for its status, outbox and quarantine, and print the example configuration. Start-up
+//! failures print one line that names the step.
 
-fn main() {}
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use shelfsync_common::EventId;
+use shelfsync_edge::cli::{self, Action};
+use shelfsync_edge::config::{EdgeConfig, EXAMPLE};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "shelfsync-edge",
+    version,
+    about = "The shelfsync edge agent: the store's POS API, local store and sync with the hub"
+)]
+struct Cli {
+    /// TOML configuration file (defaults < file < SHELFSYNC_EDGE_* environment).
+    #[arg(long, global = true, env = "SHELFSYNC_EDGE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+/// Options of the commands that talk to the running agent.
+#[derive(Args, Clone)]
+struct Client {
+    /// The agent's URL (default: http://<listen> from the configuration, 0.0.0.0 as 127.0.0.1).
+    #[arg(long, global = true)]
+    agent_url: Option<String>,
+    /// Print the agent's JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the agent (the default).
+    Run,
+    /// Show the running agent's status: hub link, outbox, quarantine, sync position.
+    Status {
+        #[command(flatten)]
+        client: Client,
+    },
+    /// List the outbox of the running agent (needs the manager key).
+    Outbox {
+        #[command(flatten)]
+        client: Client,
+        #[command(subcommand)]
+        action: OutboxCmd,
+    },
+    /// List, retry or discard events the hub rejected (needs the manager key).
+    Quarantine {
+        #[command(flatten)]
+        client: Client,
+        #[command(subcommand)]
+        action: QuarantineCmd,
+    },
+    /// Print the annotated example configuration.
+    PrintConfig,
+}
+
+#[derive(Subcommand)]
+enum OutboxCmd {
+    /// Outbox events, newest first.
+    List {
+        /// Comma-separated: pending, acked, confirmed, quarantined, discarded
+        /// (default: pending,acked,quarantined).
+        #[arg(long)]
+        status: Option<String>,
+        /// Most events to list (default 100, at most 1000).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuarantineCmd {
+    /// Quarantined events with the hub's reason, newest first.
+    List {
+        /// Most events to list (default 100, at most 1000).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Put an event back in the outbox to be uploaded again (fix the cause at the hub first).
+    Retry {
+        /// The event's id.
+        event_id: EventId,
+    },
+    /// Give an event up for good (it leaves this store's stock figures).
+    Discard {
+        /// The event's id.
+        event_id: EventId,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let (client, action) = match cli.command.unwrap_or(Cmd::Run) {
+        Cmd::PrintConfig => {
+            print!("{EXAMPLE}");
+            return Ok(());
+        }
+        Cmd::Run => {
+            let config = EdgeConfig::load(cli.config.as_deref()).context("loading configuration")?;
+            return run(config);
+        }
+        Cmd::Status { client } => (client, Action::Status),
+        Cmd::Outbox {
+            client,
+            action: OutboxCmd::List { status, limit },
+        } => (
+            client,
+            Action::OutboxList {
+                statuses: status,
+                limit,
+            },
+        ),
+        Cmd::Quarantine { client, action } => {
+            let action = match action {
+                QuarantineCmd::List { limit } => Action::QuarantineList { limit },
+                QuarantineCmd::Retry { event_id } => Action::QuarantineRetry(event_id),
+                QuarantineCmd::Discard { event_id } => Action::QuarantineDiscard(event_id),
+            };
+            (client, action)
+        }
+    };
+    let config = EdgeConfig::load(cli.config.as_deref()).context("loading configuration")?;
+    let agent_url = client.agent_url.unwrap_or_else(|| cli::agent_url(&config));
+    // The status page is open; every other command needs the manager key.
+    let key = match (&action, cli::manager_key(&config)) {
+        (_, Ok(key)) => Some(key),
+        (Action::Status, Err(_)) => None,
+        (_, Err(error)) => return Err(error.into()),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let output = runtime.block_on(cli::run(&agent_url, key.as_deref(), &action, client.json))?;
+    if output.ends_with('\n') {
+        print!("{output}");
+    } else {
+        println!("{output}");
+    }
+    Ok(())
+}
+
+fn run(config: EdgeConfig) -> anyhow::Result<()> {
+    config.hub_link().context("checking configuration")?;
+    shelfsync_common::server::telemetry::init_logging(&config.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
+            format!(
+                "binding {} (is another agent running? set listen / SHELFSYNC_EDGE_LISTEN)",
+                config.listen
+            )
+        })?;
+        let address = listener.local_addr().context("reading the listen address")?;
+        println!("shelfsync edge agent listening on http://{address}");
+        for (name, configured, file) in [
+            (
+                "terminal key",
+                config.terminal_key.is_some(),
+                shelfsync_edge::TERMINAL_KEY_FILE,
+            ),
+            (
+                "manager key",
+                config.manager_key.is_some(),
+                shelfsync_edge::MANAGER_KEY_FILE,
+            ),
+        ] {
+            if configured {
+                println!("{name}: as configured");
+            } else {
+                println!("{name}: in {}", config.data_dir.join(file).display());
+            }
+        }
+        shelfsync_edge::run(config, listener, shelfsync_edge::shutdown_signal())
+            .await
+            .context("running the edge agent")
+    })
+}

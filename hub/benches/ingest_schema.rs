@@ -15,8 +15,9 @@
 //! hub's pragmas: WAL, synchronous=FULL, the default page cache and auto-checkpoint.
 //!
 //! The report takes, at several file sizes, the `WINDOW_CHUNKS` (default 5) chunks just
-//! before that size: median (min, max) events/s of each schema, the ratio (a)/(b) of the
-//! medians, and bytes written per event.
+//! before that size: median (min, max) events/s of each schema, the ratio (a)/(b) (of the
+//! medians, and the median of the ratios of paired chunks), bytes written per event, and
+//! CPU time per event (the rest of the wall time is waiting, mostly for fsync).
 //!
 //! ```sh
 //! cargo bench -p shelfsync-hub --bench ingest_schema
@@ -282,12 +283,23 @@ fn io_counters() -> (u64, u64) {
     (field("wchar:"), field("write_bytes:"))
 }
 
+/// CPU time (user + system) of this thread so far, in ns, from
+/// `/proc/thread-self/schedstat`. Everything else of a chunk's wall time is waiting, mostly
+/// for fsync.
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
 /// One timed chunk of one schema.
 #[derive(Clone, Copy)]
 struct Sample {
     rate: f64,
     wchar_per_event: f64,
     disk_per_event: f64,
+    cpu_us_per_event: f64,
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -349,20 +361,24 @@ fn main() {
             rate: 0.0,
             wchar_per_event: 0.0,
             disk_per_event: 0.0,
+            cpu_us_per_event: 0.0,
         }; 2];
         let order = if c % 2 == 0 { [0, 1] } else { [1, 0] };
         for t in order {
             let (w0, d0) = io_counters();
+            let c0 = thread_cpu_ns();
             let t0 = Instant::now();
             for rows in &batches {
                 targets[t].ingest(rows, &workload);
             }
             let elapsed = t0.elapsed().as_secs_f64();
+            let c1 = thread_cpu_ns();
             let (w1, d1) = io_counters();
             pair[t] = Sample {
                 rate: chunk as f64 / elapsed,
                 wchar_per_event: (w1 - w0) as f64 / chunk as f64,
                 disk_per_event: d1.saturating_sub(d0) as f64 / chunk as f64,
+                cpu_us_per_event: c1.saturating_sub(c0) as f64 / 1e3 / chunk as f64,
             };
         }
         samples.push(pair);
@@ -402,7 +418,7 @@ fn main() {
     }
     println!();
     println!(
-        "| events in file | (a) hub schema ev/s, median (min-max) | (b) + UNIQUE(stream_key, stream_version) ev/s, median (min-max) | ratio (a)/(b) | (a) bytes written/event | (b) bytes written/event | (a) disk bytes/event | (b) disk bytes/event |"
+        "| events in file | (a) hub schema ev/s, median (min-max) | (b) + UNIQUE(stream_key, stream_version) ev/s, median (min-max) | ratio (a)/(b): of medians, median of paired chunks | bytes written/event (a) | (b) | CPU us/event (a) | (b) |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for end in points {
@@ -416,15 +432,25 @@ fn main() {
         let mean = |t: usize, f: fn(&Sample) -> f64| col(t, f).iter().sum::<f64>() / slice.len() as f64;
         let (am, amin, amax) = range(0);
         let (bm, bmin, bmax) = range(1);
+        let paired = median(&mut slice.iter().map(|s| s[0].rate / s[1].rate).collect::<Vec<f64>>());
         println!(
-            "| {}k-{}k | {am:.0} ({amin:.0}-{amax:.0}) | {bm:.0} ({bmin:.0}-{bmax:.0}) | {:.2}x | {:.0} | {:.0} | {:.0} | {:.0} |",
+            "| {}k-{}k | {am:.0} ({amin:.0}-{amax:.0}) | {bm:.0} ({bmin:.0}-{bmax:.0}) | {:.2}x, {paired:.2}x | {:.0} | {:.0} | {:.1} | {:.1} |",
             (end - window) * chunk / 1000,
             end * chunk / 1000,
             am / bm,
             mean(0, |s| s.wchar_per_event),
             mean(1, |s| s.wchar_per_event),
-            mean(0, |s| s.disk_per_event),
-            mean(1, |s| s.disk_per_event),
+            mean(0, |s| s.cpu_us_per_event),
+            mean(1, |s| s.cpu_us_per_event),
         );
     }
+    let total = |t: usize, f: fn(&Sample) -> f64| samples.iter().map(|s| f(&s[t])).sum::<f64>() / samples.len() as f64;
+    println!();
+    println!(
+        "whole run, bytes/event: (a) {:.0} written by SQLite (wchar), {:.0} sent to the block layer (write_bytes); (b) {:.0} and {:.0}",
+        total(0, |s| s.wchar_per_event),
+        total(0, |s| s.disk_per_event),
+        total(1, |s| s.wchar_per_event),
+        total(1, |s| s.disk_per_event),
+    );
 }

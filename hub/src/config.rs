@@ -36,7 +36,7 @@ pub struct HubConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SyncConfig {
-    /// Events buffered per push stream before a slow agent is dropped.
+    /// Events buffered per push stream; an agent whose buffer stays full for 5 s is dropped.
     pub push_buffer_events: usize,
     /// Seconds between keep-alives on an idle push stream.
     pub keep_alive_secs: u64,
@@ -147,9 +147,10 @@ impl HubConfig {
         if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
             return Err(ConfigError("admin_token must be at least 16 characters".into()));
         }
-        for (name, expr) in
-            [("jobs.reservation_expiry", &self.jobs.reservation_expiry), ("jobs.wal_checkpoint", &self.jobs.wal_checkpoint)]
-        {
+        for (name, expr) in [
+            ("jobs.reservation_expiry", &self.jobs.reservation_expiry),
+            ("jobs.wal_checkpoint", &self.jobs.wal_checkpoint),
+        ] {
             shelfsync_common::server::settings::check_cron(name, expr).map_err(ConfigError)?;
         }
         Ok(())

@@ -10,11 +10,11 @@ use crate::config::JobsConfig;
 use crate::projection::ReadModelQueries;
 use crate::store::{AppendError, Command, CommandRequest, EventStore, InventoryTarget};
 use shelfsync_common::event::ReleaseReason;
+use shelfsync_common::server::schedule::add_job;
+pub use shelfsync_common::server::schedule::stop;
 use shelfsync_common::{DomainError, EventId, EventMetadata, InventoryCommand, Origin, ReservationId};
 use std::sync::Arc;
 use time::OffsetDateTime;
-use shelfsync_common::server::schedule::add_job;
-pub use shelfsync_common::server::schedule::stop;
 use tokio_cron_scheduler::{JobScheduler, JobSchedulerError};
 
 /// Starts the scheduler with every job.

@@ -176,25 +176,7 @@ async fn parse_sse(body: Vec<u8>) -> Vec<Push> {
     let messages: Vec<_> = source.eventsource().collect().await;
     messages
         .into_iter()
-        .map(|message| {
-            let message = message.expect("valid SSE");
-            let push = match message.event.as_str() {
-                "event" => Push::Event(Box::new(serde_json::from_str(&message.data).expect("event"))),
-                "caught-up" => Push::CaughtUp(
-                    serde_json::from_str::<Value>(&message.data).unwrap()["head"]
-                        .as_u64()
-                        .unwrap(),
-                ),
-                "progress" => Push::Progress(
-                    serde_json::from_str::<Value>(&message.data).unwrap()["position"]
-                        .as_u64()
-                        .unwrap(),
-                ),
-                other => panic!("unexpected SSE event {other:?}"),
-            };
-            assert_eq!(message.id, push.id().to_string());
-            push
-        })
+        .map(|message| Push::parse(&message.expect("valid SSE")))
         .collect()
 }
 
@@ -962,7 +944,11 @@ async fn a_snapshot_plus_the_events_after_its_position_is_the_full_fold() {
     // Let the read model reach the head first, so that the snapshot holds the history
     // above (a read with min_position waits for the projection).
     let head = hub.head().await;
-    let level = format!("/v1/inventory/products/{}/stores/{}?min_position={head}", product(0), a.store);
+    let level = format!(
+        "/v1/inventory/products/{}/stores/{}?min_position={head}",
+        product(0),
+        a.store
+    );
     assert_eq!(call(hub.get(&level)).await.0, 200);
     let snapshot = a.snapshot().await;
     assert_eq!(snapshot.store_id, a.store);

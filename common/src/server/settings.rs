@@ -16,9 +16,15 @@ pub fn load<T: DeserializeOwned>(file: Option<&Path>, env_prefix: &str) -> Resul
         builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
     }
     builder = builder.add_source(
-        config::Environment::with_prefix(env_prefix).prefix_separator("_").separator("__").try_parsing(true),
+        config::Environment::with_prefix(env_prefix)
+            .prefix_separator("_")
+            .separator("__")
+            .try_parsing(true),
     );
-    builder.build().and_then(|c| c.try_deserialize()).map_err(|e| e.to_string())
+    builder
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| e.to_string())
 }
 
 /// Parses TOML text into `T` (for tests of annotated example files).
@@ -35,7 +41,9 @@ pub fn check_cron(name: &str, expr: &str) -> Result<(), String> {
     if expr.split_whitespace().count() == 6 {
         Ok(())
     } else {
-        Err(format!("{name} must be a cron expression with six fields (sec min hour day month weekday), got {expr:?}"))
+        Err(format!(
+            "{name} must be a cron expression with six fields (sec min hour day month weekday), got {expr:?}"
+        ))
     }
 }
 
@@ -51,9 +59,14 @@ mod tests {
 
     #[test]
     fn files_are_read_and_unknown_keys_named() {
-        assert_eq!(from_toml::<Example>("listen = \"a\"").unwrap(), Example { listen: "a".into() });
+        assert_eq!(
+            from_toml::<Example>("listen = \"a\"").unwrap(),
+            Example { listen: "a".into() }
+        );
         assert!(from_toml::<Example>("lisen = \"a\"").unwrap_err().contains("lisen"));
-        assert!(load::<Example>(Some(Path::new("/nonexistent.toml")), "X").unwrap_err().contains("does not exist"));
+        assert!(load::<Example>(Some(Path::new("/nonexistent.toml")), "X")
+            .unwrap_err()
+            .contains("does not exist"));
         assert!(check_cron("jobs.x", "* * * * *").unwrap_err().contains("jobs.x"));
         assert!(check_cron("jobs.x", "*/5 * * * * *").is_ok());
     }

@@ -74,7 +74,10 @@ fn role(parts: &Parts, state: &AppState) -> Result<Role, ApiError> {
 
 /// Whether `id` is an acceptable till name.
 pub fn valid_till_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    (1..=64).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 impl FromRequestParts<AppState> for Till {
@@ -122,7 +125,21 @@ mod tests {
 
     #[test]
     fn actors_name_the_key_and_the_till() {
-        assert_eq!(Till { role: Role::Terminal, till_id: None }.actor(), "terminal");
-        assert_eq!(Till { role: Role::Manager, till_id: Some("t1".into()) }.actor(), "manager:t1");
+        assert_eq!(
+            Till {
+                role: Role::Terminal,
+                till_id: None
+            }
+            .actor(),
+            "terminal"
+        );
+        assert_eq!(
+            Till {
+                role: Role::Manager,
+                till_id: Some("t1".into())
+            }
+            .actor(),
+            "manager:t1"
+        );
     }
 }

@@ -58,12 +58,20 @@ pub enum ApiError {
 impl ApiError {
     /// A 400 with this code.
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::Invalid { status: StatusCode::BAD_REQUEST, code, detail: detail.into() }
+        Self::Invalid {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            detail: detail.into(),
+        }
     }
 
     /// A 422 with this code.
     pub fn unprocessable(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::Invalid { status: StatusCode::UNPROCESSABLE_ENTITY, code, detail: detail.into() }
+        Self::Invalid {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code,
+            detail: detail.into(),
+        }
     }
 
     /// Status, stable code and title.
@@ -101,11 +109,18 @@ fn classify_local(error: &LocalError) -> (StatusCode, String, &'static str) {
         }
         LocalError::UnknownProduct(_) => (S::NOT_FOUND, "product_not_found".into(), "Not found"),
         LocalError::UnknownReservation(_) => (S::NOT_FOUND, "reservation_not_found".into(), "Not found"),
-        LocalError::IdempotencyConflict(_) => {
-            (S::UNPROCESSABLE_ENTITY, "idempotency_key_reused".into(), "Idempotency key reused")
-        }
+        // An event id already in the outbox names another fact: the same answer as the hub's.
+        LocalError::IdempotencyConflict(_) | LocalError::DuplicateEvent(_) => (
+            S::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused".into(),
+            "Idempotency key reused",
+        ),
         LocalError::NotQuarantined(_) => (S::NOT_FOUND, "quarantined_event_not_found".into(), "Not found"),
-        LocalError::Storage(_) => (S::SERVICE_UNAVAILABLE, "storage_unavailable".into(), "Storage unavailable"),
+        LocalError::Storage(_) => (
+            S::SERVICE_UNAVAILABLE,
+            "storage_unavailable".into(),
+            "Storage unavailable",
+        ),
         LocalError::Unavailable => (S::SERVICE_UNAVAILABLE, "shutting_down".into(), "Shutting down"),
     }
 }
@@ -119,17 +134,24 @@ impl IntoResponse for ApiError {
                 "the agent could not write to its disk; nothing was recorded; retry".to_owned()
             }
             // The store's message shows the internal key ("event:<id>"); say what the till did.
-            ApiError::Local(LocalError::IdempotencyConflict(_)) => {
+            ApiError::Local(LocalError::IdempotencyConflict(_) | LocalError::DuplicateEvent(_)) => {
                 "this Idempotency-Key (or event_id) was already used for a different request".to_owned()
             }
             _ => self.to_string(),
         };
         let mut answer = ProblemResponse::new(status, &code, title, detail);
         if matches!(self, ApiError::Unauthorized) {
-            answer = answer.with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"shelfsync-edge\""));
+            answer = answer.with_header(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"shelfsync-edge\""),
+            );
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            let after = if matches!(self, ApiError::NotBootstrapped) { "5" } else { "1" };
+            let after = if matches!(self, ApiError::NotBootstrapped) {
+                "5"
+            } else {
+                "1"
+            };
             answer = answer.with_header(header::RETRY_AFTER, HeaderValue::from_static(after));
         }
         answer.into_response()
@@ -144,14 +166,51 @@ mod tests {
     #[test]
     fn local_errors_map_to_stable_codes() {
         let cases: Vec<(LocalError, u16, &str)> = vec![
-            (DomainError::InsufficientStock { requested: 3, available: 1 }.into(), 409, "insufficient_stock"),
-            (DomainError::ReservationExists(ReservationId::new_v7()).into(), 409, "reservation_exists"),
-            (DomainError::ReservationNotFound(ReservationId::new_v7()).into(), 404, "reservation_not_found"),
+            (
+                DomainError::InsufficientStock {
+                    requested: 3,
+                    available: 1,
+                }
+                .into(),
+                409,
+                "insufficient_stock",
+            ),
+            (
+                DomainError::ReservationExists(ReservationId::new_v7()).into(),
+                409,
+                "reservation_exists",
+            ),
+            (
+                DomainError::ReservationNotFound(ReservationId::new_v7()).into(),
+                404,
+                "reservation_not_found",
+            ),
             (DomainError::ZeroAdjustment.into(), 422, "zero_adjustment"),
-            (LocalError::UnknownProduct(ProductId::new_v7()), 404, "product_not_found"),
-            (LocalError::UnknownReservation(ReservationId::new_v7()), 404, "reservation_not_found"),
-            (LocalError::IdempotencyConflict("k".into()), 422, "idempotency_key_reused"),
-            (LocalError::NotQuarantined(EventId::new_v7()), 404, "quarantined_event_not_found"),
+            (
+                LocalError::UnknownProduct(ProductId::new_v7()),
+                404,
+                "product_not_found",
+            ),
+            (
+                LocalError::UnknownReservation(ReservationId::new_v7()),
+                404,
+                "reservation_not_found",
+            ),
+            (
+                LocalError::IdempotencyConflict("k".into()),
+                422,
+                "idempotency_key_reused",
+            ),
+            (
+                LocalError::DuplicateEvent(EventId::new_v7()),
+                422,
+                "idempotency_key_reused",
+            ),
+            (
+                LocalError::NotQuarantined(EventId::new_v7()),
+                404,
+                "quarantined_event_not_found",
+            ),
             (LocalError::Storage("disk full".into()), 503, "storage_unavailable"),
             (LocalError::Unavailable, 503, "shutting_down"),
         ];
@@ -165,6 +224,9 @@ mod tests {
     fn storage_details_stay_inside() {
         let response = ApiError::Local(LocalError::Storage("SQLITE_FULL at /var/lib/x".into())).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(response.headers().get(header::RETRY_AFTER).map(|v| v.as_bytes()), Some(&b"1"[..]));
+        assert_eq!(
+            response.headers().get(header::RETRY_AFTER).map(|v| v.as_bytes()),
+            Some(&b"1"[..])
+        );
     }
 }

@@ -74,7 +74,12 @@ impl FromRequestParts<AppState> for WriteContext {
                 .ok_or_else(|| ApiError::bad_request("invalid_correlation_id", "X-Correlation-Id must be a UUID"))?,
         };
         let if_match = parts.headers.contains_key(IF_MATCH);
-        Ok(Self { till, idempotency_key, correlation_id, if_match })
+        Ok(Self {
+            till,
+            idempotency_key,
+            correlation_id,
+            if_match,
+        })
     }
 }
 
@@ -103,14 +108,16 @@ impl WriteContext {
         let event_id = body_event_id
             .or_else(|| {
                 let scope = idempotency_scope(store_id, &actor);
-                self.idempotency_key.as_deref().map(|key| EventId::from_idempotency_key(&scope, key))
+                self.idempotency_key
+                    .as_deref()
+                    .map(|key| EventId::from_idempotency_key(&scope, key))
             })
             .unwrap_or_else(EventId::new_v7);
         Ok(LocalCommand {
             target,
             command,
             event_id,
-            idempotency: Some((idempotency_record_key(event_id), fingerprint(route, fingerprinted))),
+            idempotency: match (body_event_id, &self.idempotency_key) { (Some(id), _) => Some((idempotency_record_key(id), fingerprint(route, fingerprinted))), (None, Some(k)) => Some((format!("{}:{k}", self.till.actor()), fingerprint(route, fingerprinted))), _ => None },
             metadata: EventMetadata {
                 origin: Origin::Store(store_id),
                 actor,
@@ -146,7 +153,11 @@ pub fn fingerprint(route: &str, fingerprinted: &impl Serialize) -> [u8; 16] {
 
 /// 201 with the result for a new write, 200 for a repeated one.
 pub fn written(result: LocalWriteResult) -> Response {
-    let status = if result.replayed { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if result.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     metrics::counter!(
         "shelfsync_edge_writes_total",
         "type" => result.payload.event_type(),
@@ -165,7 +176,10 @@ mod tests {
         let body = serde_json::json!({"quantity": 1});
         assert_eq!(fingerprint("add_stock", &body), fingerprint("add_stock", &body));
         assert_ne!(fingerprint("add_stock", &body), fingerprint("reserve", &body));
-        assert_ne!(fingerprint("add_stock", &body), fingerprint("add_stock", &serde_json::json!({"quantity": 2})));
+        assert_ne!(
+            fingerprint("add_stock", &body),
+            fingerprint("add_stock", &serde_json::json!({"quantity": 2}))
+        );
     }
 
     #[test]
@@ -173,7 +187,11 @@ mod tests {
         let (a, b) = (StoreId::new_v7(), StoreId::new_v7());
         let id = |store, actor| EventId::from_idempotency_key(&idempotency_scope(store, actor), "sale-1");
         assert_eq!(id(a, "terminal"), id(a, "terminal"));
-        assert_ne!(id(a, "terminal"), id(b, "terminal"), "two stores' tills must not collide at the hub");
+        assert_ne!(
+            id(a, "terminal"),
+            id(b, "terminal"),
+            "two stores' tills must not collide at the hub"
+        );
         assert_ne!(id(a, "terminal:t1"), id(a, "terminal:t2"));
     }
 }

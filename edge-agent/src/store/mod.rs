@@ -65,6 +65,9 @@ pub enum LocalError {
     /// The idempotency key was used before for a different request.
     #[error("Idempotency-Key {0:?} was already used for a different request")]
     IdempotencyConflict(String),
+    /// An event with this id is already in the outbox (a command must bring a new id).
+    #[error("event {0} is already recorded at this store")]
+    DuplicateEvent(EventId),
     /// No outbox event has this id (or it is not in the state the action needs).
     #[error("no quarantined event {0}")]
     NotQuarantined(EventId),

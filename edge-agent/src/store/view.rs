@@ -134,7 +134,9 @@ impl View {
     /// Replaces a product in the catalog, keeping the SKU index right.
     pub fn put_product(&mut self, product: ProductView) {
         if let Some(old) = self.catalog.get(&product.product.id) {
-            if old.product.sku != product.product.sku {
+            // Only while the old SKU still names this product: after a swap of SKUs it may
+            // already name another one.
+            if old.product.sku != product.product.sku && self.skus.get(&old.product.sku) == Some(&product.product.id) {
                 self.skus.remove(&old.product.sku);
             }
         }

@@ -15,7 +15,7 @@ use shelfsync_common::sqlite::{settle, Deferred};
 use shelfsync_common::sync::{SnapshotResponse, UploadEvent, UploadOutcome, UploadResult};
 use shelfsync_common::wire::ProductView;
 use shelfsync_common::{
-    EventEnvelope, EventId, EventMetadata, EventPayload, InventoryCommand, Product, ProductId, ReservationId, StoreId,
+    EventEnvelope, EventId, EventMetadata, EventPayload, InventoryCommand, Origin, Product, ProductId, ReservationId, StoreId,
     StreamId,
 };
 use std::collections::{HashMap, HashSet};
@@ -315,7 +315,15 @@ impl Changes {
             view.catalog.clear();
             view.skus.clear();
         }
-        view.streams.extend(self.streams);
+        for (product, stream) in self.streams {
+            // A stream with nothing confirmed and nothing pending has no row on disk either
+            // (its only event was rejected): drop it, as a restart would.
+            if stream == StreamView::default() {
+                view.streams.remove(&product);
+            } else {
+                view.streams.insert(product, stream);
+            }
+        }
         for product in self.catalog {
             view.put_product(product);
         }
@@ -439,6 +447,10 @@ impl<'v> Batch<'v> {
                 });
             }
         }
+        // The outbox's UNIQUE(event_id) would fail the whole group commit: refuse this one alone.
+        if self.recorded_ids.contains(&command.event_id) || self.in_outbox(tx, command.event_id)? {
+            return Ok(Err(LocalError::DuplicateEvent(command.event_id)));
+        }
         let product = match command.target {
             Target::Product(product) => product,
             Target::Reservation(id) => match self.reservation_product(id) {
@@ -512,6 +524,11 @@ impl<'v> Batch<'v> {
             .optional()?
             .map(|(fingerprint, outcome)| Ok((fingerprint, from_json(&outcome)?)))
             .transpose()
+    }
+
+    fn in_outbox(&self, tx: &Transaction<'_>, event_id: EventId) -> rusqlite::Result<bool> {
+        tx.prepare_cached("SELECT 1 FROM outbox WHERE event_id = ?1")?
+            .exists([&event_id.as_bytes()[..]])
     }
 
     fn insert_outbox(
@@ -675,6 +692,12 @@ impl<'v> Batch<'v> {
             state.version = row.version;
         }
         for hold in &snapshot.reservations {
+            // The side that made a hold expires it: this store's own holds stay its to expire.
+            if hold.origin == Origin::Store(self.view.store_id) {
+                tx.prepare_cached("INSERT OR IGNORE INTO own_reservations (reservation_id, product_id) VALUES (?1, ?2)")?
+                    .execute(params![&hold.reservation_id.as_bytes()[..], &hold.product_id.as_bytes()[..]])?;
+                self.changes.own_reservations.push(hold.reservation_id);
+            }
             let reservation = Reservation {
                 quantity: hold.quantity,
                 expires_at: hold.expires_at,
@@ -805,7 +828,8 @@ pub(super) fn outbox_entries(
     )?;
     let mut rows = stmt.query([])?;
     let mut entries = Vec::new();
-    while let Some(row) = rows.next()? {
+    while entries.len() < limit {
+        let Some(row) = rows.next()? else { break };
         let status: String = row.get(4)?;
         if !wanted.contains(&status.as_str()) {
             continue;
@@ -821,9 +845,6 @@ pub(super) fn outbox_entries(
             reject_detail: row.get(7)?,
             recorded_at: parse_time(&row.get::<_, String>(8)?)?,
         });
-        if entries.len() >= limit {
-            break;
-        }
     }
     Ok(entries)
 }

@@ -1,11 +1,40 @@
 //! The sync worker: everything that crosses the link to the hub.
 //!
-//! NOTE: being built (see the edge agent issue); only the shared link status is here yet.
+//! Four supervised tasks share one [`client::HubClient`] and one [`link::Link`] (the
+//! circuit breaker every hub call goes through):
+//!
+//! - [`bootstrap`]: on a fresh store, fetches the hub's snapshot of this store once;
+//!   uploading and following wait for it (an upload before the snapshot would be counted
+//!   twice: in the snapshot and in the pending set).
+//! - [`upload`]: sends the outbox in order and in batches, woken by every local write and
+//!   retried on a timer with jittered exponential back-off.
+//! - [`follow`]: follows the hub's push stream (SSE) from the store's cursor, and pulls on
+//!   an interval while the stream is down.
+//! - [`heartbeat`]: reports the agent's state to the hub's fleet view.
+//!
+//! Each task is restarted (after a short back-off) when it fails or panics, and every
+//! wait selects on `stopping`, so the worker stops promptly at shutdown. The shared
+//! [`LinkStatus`] is what the status page shows.
+
+mod bootstrap;
+pub mod client;
+mod follow;
+mod heartbeat;
+pub mod link;
+mod meters;
+mod upload;
 
 use crate::config::{EdgeConfig, HubLink};
-use crate::store::LocalStore;
+use crate::store::{LocalError, LocalStore};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use client::HubClient;
+use link::Link;
+use shelfsync_common::StoreId;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 /// What the status page and heartbeats say about the hub link.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +47,9 @@ pub struct LinkState {
     pub breaker_reason: Option<String>,
     /// The push stream is connected.
     pub push_connected: bool,
+    /// Why the last call to the hub failed (`None` once a call succeeds), e.g. "the hub
+    /// refused this store's token".
+    pub last_error: Option<String>,
 }
 
 impl Default for LinkState {
@@ -27,6 +59,7 @@ impl Default for LinkState {
             breaker: "closed",
             breaker_reason: None,
             push_connected: false,
+            last_error: None,
         }
     }
 }
@@ -67,11 +100,255 @@ impl SyncHandle {
     }
 }
 
+/// Why a sync task gave up (it is restarted by its supervisor).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The local store failed; nothing was lost (the hub's data is re-read, the outbox
+    /// is re-sent).
+    #[error("local store: {0}")]
+    Local(#[from] LocalError),
+}
+
 /// Starts the worker's tasks; they stop when `stopping` turns true.
 pub fn spawn(store: LocalStore, link: HubLink, config: Arc<EdgeConfig>, stopping: watch::Receiver<bool>) -> SyncHandle {
-    let _ = (store, link, config, stopping);
-    SyncHandle {
-        status: Arc::new(LinkStatus::default()),
-        tasks: Vec::new(),
+    meters::describe();
+    let status = Arc::new(LinkStatus::default());
+    let client = HubClient::new(&link, &config.sync);
+    let bootstrapped = watch::Sender::new(store.read(|view| view.sync.bootstrapped));
+    let ctx = Arc::new(Ctx {
+        store,
+        client,
+        link: Link::new(config.breaker(), status.clone()),
+        status: status.clone(),
+        store_id: link.store_id,
+        config,
+        bootstrapped,
+    });
+    let span = tracing::info_span!("sync", store = %link.store_id, hub = %link.hub_url);
+    span.in_scope(|| tracing::info!("sync worker starting"));
+    let tasks = vec![
+        supervise("bootstrap", &ctx, &stopping, &span, bootstrap::run),
+        supervise("upload", &ctx, &stopping, &span, upload::run),
+        supervise("follow", &ctx, &stopping, &span, follow::run),
+        supervise("heartbeat", &ctx, &stopping, &span, heartbeat::run),
+    ];
+    SyncHandle { status, tasks }
+}
+
+/// What every task shares.
+pub(crate) struct Ctx {
+    store: LocalStore,
+    client: HubClient,
+    link: Link,
+    status: Arc<LinkStatus>,
+    store_id: StoreId,
+    config: Arc<EdgeConfig>,
+    /// Turns true once the store has its starting snapshot.
+    bootstrapped: watch::Sender<bool>,
+}
+
+impl Ctx {
+    /// Jittered exponential back-off between `sync.retry_min_ms` and `sync.retry_max_ms`.
+    fn retry_backoff(&self) -> impl Iterator<Item = Duration> + Send {
+        backoff(self.config.sync.retry_min_ms, self.config.sync.retry_max_ms)
+    }
+
+    /// Waits until the store has its snapshot; false when stopping first.
+    async fn wait_bootstrapped(&self, stopping: &mut watch::Receiver<bool>) -> bool {
+        let mut bootstrapped = self.bootstrapped.subscribe();
+        tokio::select! {
+            ready = bootstrapped.wait_for(|ready| *ready) => ready.is_ok(),
+            () = stopped(stopping) => false,
+        }
+    }
+}
+
+/// Jittered exponential back-off: the delay doubles from `min_ms`, each delay is spread
+/// over [d, 2d) so that a fleet of agents does not retry in step, and none exceeds `max_ms`.
+fn backoff(min_ms: u64, max_ms: u64) -> impl Iterator<Item = Duration> + Send {
+    let (min, max) = (Duration::from_millis(min_ms), Duration::from_millis(max_ms));
+    ExponentialBuilder::new()
+        .with_min_delay(min)
+        .with_max_delay((max / 2).max(min))
+        .without_max_times()
+        .with_jitter()
+        // backon without its `std` feature seeds every process alike: all the agents of a
+        // fleet would then "jitter" identically after a hub outage.
+        .with_jitter_seed(rand::random())
+        .build()
+        .map(move |delay| delay.min(max))
+}
+
+/// Resolves when `stopping` turns true (or its sender is gone).
+pub(crate) async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
+}
+
+/// Whether `stopping` is true now.
+fn is_stopping(stopping: &watch::Receiver<bool>) -> bool {
+    *stopping.borrow()
+}
+
+/// Sleeps for `delay`; false when stopping first.
+pub(crate) async fn sleep_or_stop(delay: Duration, stopping: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(delay) => !is_stopping(stopping),
+        () = stopped(stopping) => false,
+    }
+}
+
+/// Runs `work` unless stopping comes first (`None`).
+pub(crate) async fn or_stop<T>(stopping: &mut watch::Receiver<bool>, work: impl Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        biased;
+        () = stopped(stopping) => None,
+        done = work => Some(done),
+    }
+}
+
+/// A task that ran this long without failing starts its restart back-off afresh.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+/// How long a task may take to notice `stopping` before it is aborted.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs one task until it finishes or `stopping` turns true, restarting it (after a
+/// back-off) when it returns an error or panics.
+fn supervise<F, Fut>(
+    name: &'static str,
+    ctx: &Arc<Ctx>,
+    stopping: &watch::Receiver<bool>,
+    span: &tracing::Span,
+    task: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(Arc<Ctx>, watch::Receiver<bool>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), SyncError>> + Send + 'static,
+{
+    let (ctx, mut stopping) = (ctx.clone(), stopping.clone());
+    let span = tracing::info_span!(parent: span, "task", task = name);
+    let inner_span = span.clone();
+    tokio::spawn(
+        async move {
+            let mut restarts = backoff(500, 30_000);
+            loop {
+                let started = tokio::time::Instant::now();
+                let mut running = tokio::spawn(task(ctx.clone(), stopping.clone()).instrument(inner_span.clone()));
+                let outcome = tokio::select! {
+                    outcome = &mut running => outcome,
+                    () = stopped(&mut stopping) => match tokio::time::timeout(STOP_GRACE, &mut running).await {
+                        Ok(outcome) => outcome,
+                        Err(_) => {
+                            running.abort();
+                            tracing::warn!("the task did not stop within {STOP_GRACE:?}; aborted");
+                            return;
+                        }
+                    },
+                };
+                match outcome {
+                    Ok(Ok(())) => return,
+                    Ok(Err(error)) if !is_stopping(&stopping) => {
+                        tracing::error!(%error, "sync task failed; restarting it");
+                    }
+                    Err(failure) if failure.is_panic() => {
+                        let panic = failure.into_panic();
+                        let message = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_owned())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "(no message)".into());
+                        tracing::error!(panic = %message, "sync task panicked; restarting it");
+                    }
+                    Ok(Err(_)) | Err(_) => return,
+                }
+                if started.elapsed() >= HEALTHY_RUN {
+                    restarts = backoff(500, 30_000);
+                }
+                let delay = restarts.next().unwrap_or(Duration::from_secs(30));
+                if !sleep_or_stop(delay, &mut stopping).await {
+                    return;
+                }
+            }
+        }
+        .instrument(span),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_jittered_and_stays_within_the_bounds() {
+        let delays: Vec<Duration> = backoff(200, 10_000).take(12).collect();
+        assert!(
+            delays[0] >= Duration::from_millis(200) && delays[0] < Duration::from_millis(400),
+            "{delays:?}"
+        );
+        assert!(
+            delays
+                .iter()
+                .all(|d| *d >= Duration::from_millis(200) && *d <= Duration::from_secs(10)),
+            "{delays:?}"
+        );
+        assert!(delays[11] >= Duration::from_secs(5), "it grows to the cap: {delays:?}");
+        // Two agents started together do not retry in step.
+        let (a, b): (Vec<_>, Vec<_>) = (
+            backoff(200, 10_000).take(6).collect(),
+            backoff(200, 10_000).take(6).collect(),
+        );
+        assert_ne!(a, b);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_or_panicking_task_is_restarted_and_all_stop_promptly() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&dir.path().join("edge.sqlite"), StoreId::new_v7()).unwrap();
+        let config = Arc::new(EdgeConfig::default());
+        let link = HubLink {
+            store_id: StoreId::new_v7(),
+            hub_url: "http://127.0.0.1:9".into(),
+            hub_token: "t".into(),
+        };
+        let status = Arc::new(LinkStatus::default());
+        let ctx = Arc::new(Ctx {
+            store: store.clone(),
+            client: HubClient::new(&link, &config.sync),
+            link: Link::new(config.breaker(), status.clone()),
+            status,
+            store_id: link.store_id,
+            config,
+            bootstrapped: watch::Sender::new(false),
+        });
+        let (stop, stopping) = watch::channel(false);
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counter = runs.clone();
+        let span = tracing::Span::none();
+        let task = supervise("flaky", &ctx, &stopping, &span, move |_, mut stopping| {
+            let run = counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match run {
+                    0 => Err(SyncError::Local(LocalError::Storage("disk on fire".into()))),
+                    1 => panic!("a bug"),
+                    _ => {
+                        stopped(&mut stopping).await;
+                        Ok(())
+                    }
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            3,
+            "restarted after an error and after a panic"
+        );
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .expect("stops promptly")
+            .unwrap();
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+        store.close().await;
     }
 }

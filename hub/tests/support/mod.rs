@@ -349,6 +349,27 @@ pub enum Push {
 }
 
 impl Push {
+    /// Parses one SSE message of the push stream; panics when it is not one, or when its
+    /// id is not the position its data names.
+    pub fn parse(message: &eventsource_stream::Event) -> Push {
+        let id: u64 = message
+            .id
+            .parse()
+            .unwrap_or_else(|_| panic!("SSE id is not a position: {message:?}"));
+        let push = match message.event.as_str() {
+            SSE_EVENT => Push::Event(Box::new(serde_json::from_str(&message.data).expect("event data"))),
+            SSE_CAUGHT_UP => Push::CaughtUp(serde_json::from_str::<CaughtUp>(&message.data).expect("caught-up").head),
+            SSE_PROGRESS => Push::Progress(
+                serde_json::from_str::<Progress>(&message.data)
+                    .expect("progress")
+                    .position,
+            ),
+            other => panic!("unexpected SSE event {other:?}: {message:?}"),
+        };
+        assert_eq!(push.id(), id, "the SSE id must be the position: {message:?}");
+        push
+    }
+
     /// The SSE id: the position to resume after.
     pub fn id(&self) -> u64 {
         match self {
@@ -389,22 +410,7 @@ impl SseClient {
             None | Some(Err(_)) => return None,
             Some(Ok(message)) => message,
         };
-        let id: u64 = message
-            .id
-            .parse()
-            .unwrap_or_else(|_| panic!("SSE id is not a position: {message:?}"));
-        let push = match message.event.as_str() {
-            SSE_EVENT => Push::Event(Box::new(serde_json::from_str(&message.data).expect("event data"))),
-            SSE_CAUGHT_UP => Push::CaughtUp(serde_json::from_str::<CaughtUp>(&message.data).expect("caught-up").head),
-            SSE_PROGRESS => Push::Progress(
-                serde_json::from_str::<Progress>(&message.data)
-                    .expect("progress")
-                    .position,
-            ),
-            other => panic!("unexpected SSE event {other:?}: {message:?}"),
-        };
-        assert_eq!(push.id(), id, "the SSE id must be the position: {message:?}");
-        Some(push)
+        Some(Push::parse(&message))
     }
 
     /// Messages until `caught-up` (returned last). Panics when the stream ends first.

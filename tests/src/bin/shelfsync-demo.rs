@@ -10,7 +10,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "shelfsync-demo", about = "A shelfsync hub and one store's edge agent, with sample data")]
+#[command(
+    name = "shelfsync-demo",
+    about = "A shelfsync hub and one store's edge agent, with sample data"
+)]
 struct Args {
     /// Where the demo keeps its files (the hub's, and the agent's in edge-berlin/).
     #[arg(long, default_value = "shelfsync-demo-data")]
@@ -26,7 +29,11 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     shelfsync_common::server::telemetry::init_logging("info");
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?.block_on(demo(args))
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(demo(args))
 }
 
 async fn demo(args: Args) -> anyhow::Result<()> {
@@ -36,9 +43,16 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     let agent_listener = tokio::net::TcpListener::bind(args.agent)
         .await
         .with_context(|| format!("binding the agent to {} (is a demo already running?)", args.agent))?;
-    let hub_config = HubConfig { listen: args.hub, data_dir: args.data_dir.clone(), ..HubConfig::default() };
+    let hub_config = HubConfig {
+        listen: args.hub,
+        data_dir: args.data_dir.clone(),
+        ..HubConfig::default()
+    };
     let (stop_hub, hub_stopped) = tokio::sync::oneshot::channel::<()>();
-    let options = shelfsync_hub::RunOptions { seed_demo_data: true, announce: true };
+    let options = shelfsync_hub::RunOptions {
+        seed_demo_data: true,
+        announce: true,
+    };
     let hub = tokio::spawn(shelfsync_hub::run(hub_config, hub_listener, options, async {
         let _ = hub_stopped.await;
     }));
@@ -64,7 +78,11 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     println!();
     println!("store agent for {} listening on http://{}", berlin.name, args.agent);
     println!("terminal key: {terminal_key}");
-    println!("(keys are also in {} and {})", args.data_dir.join("admin-token").display(), agent_dir.join("terminal-key").display());
+    println!(
+        "(keys are also in {} and {})",
+        args.data_dir.join("admin-token").display(),
+        agent_dir.join("terminal-key").display()
+    );
     println!("press Ctrl-C to stop");
 
     shelfsync_common::server::shutdown_signal().await;

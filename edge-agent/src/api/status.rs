@@ -1,0 +1,41 @@
+//! `GET /v1/status`: the agent's health for the store manager and the tills (is the hub
+//! link up, how much is waiting to be uploaded and for how long, how far behind the hub
+//! the agent is). Open without a key: it holds no stock figures and no secrets, and a
+//! till that cannot authenticate still needs to be able to show why.
+
+use super::AppState;
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use shelfsync_common::edge::AgentStatus;
+use time::OffsetDateTime;
+
+/// Routes of this resource.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/status", get(status))
+}
+
+/// The agent's link, outbox and sync position.
+#[utoipa::path(get, path = "/v1/status", tag = "status", responses((status = 200, body = AgentStatus)), security(()))]
+pub async fn status(State(state): State<AppState>) -> Json<AgentStatus> {
+    let link = state.link.get();
+    let now = OffsetDateTime::now_utc();
+    Json(state.store.read(|view| {
+        let (outbox_depth, oldest) = view.outbox();
+        AgentStatus {
+            store_id: view.store_id,
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            link: if link.online { "online" } else { "offline" }.to_owned(),
+            breaker: link.breaker.to_owned(),
+            breaker_reason: link.breaker_reason.clone(),
+            push_connected: link.push_connected,
+            outbox_depth,
+            oldest_pending_age_secs: oldest.map(|at| (now - at).whole_seconds().max(0) as u64),
+            quarantined: view.quarantined,
+            cursor: view.sync.cursor,
+            hub_head: view.sync.hub_head,
+            last_sync_at: view.sync.last_sync_at,
+            bootstrapped: view.sync.bootstrapped,
+        }
+    }))
+}

@@ -1,0 +1,353 @@
+//! The hub's HTTP client: the five sync routes, each request with the store token and the
+//! protocol header, each answer checked before it is used.
+//!
+//! Every answer must carry the hub's protocol header: a hub of another major version is a
+//! [`HubError::Protocol`] (upgrade one side), an answer without the header comes from
+//! something that is not a shelfsync hub (a wrong `hub_url`, a captive portal, a proxy
+//! page). 401/403 mean the hub refused this store's token. Calls have a total timeout
+//! (`sync.request_timeout_secs`); the push stream has none, but a read timeout longer
+//! than the hub's keep-alive interval, so a silently dead connection is noticed.
+
+use crate::config::{HubLink, SyncConfig};
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use shelfsync_common::sync::{
+    protocol_compatible, Heartbeat, HeartbeatAck, PullResponse, SnapshotResponse, UploadEvent, UploadRequest,
+    UploadResponse, PROTOCOL_HEADER, PROTOCOL_VERSION,
+};
+use std::time::Duration;
+
+/// No byte from the push stream for this long means the connection is dead (the hub
+/// sends a keep-alive comment every 15 s).
+pub const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// Why a call to the hub failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HubError {
+    /// No answer: connection refused or reset, DNS, timeout.
+    #[error("the hub is unreachable: {0}")]
+    Unreachable(String),
+    /// 401/403: the token is wrong, or was revoked (the store was revoked at the hub).
+    #[error(
+        "the hub refused this store's token (HTTP {status}: {detail}); check hub_token, or whether the store \
+         was revoked at the hub"
+    )]
+    Unauthorized {
+        /// 401 or 403.
+        status: u16,
+        /// The hub's explanation.
+        detail: String,
+    },
+    /// The hub speaks another major version of the sync protocol.
+    #[error("the hub speaks sync protocol {hub:?} and this agent speaks {PROTOCOL_VERSION}: upgrade the older side")]
+    Protocol {
+        /// What the hub announced.
+        hub: String,
+    },
+    /// A success answer without the protocol header: not a shelfsync hub.
+    #[error(
+        "the server at hub_url answered without the {PROTOCOL_HEADER} header (HTTP {status}): it is not a \
+         shelfsync hub, or a proxy is in the way; check hub_url"
+    )]
+    NotAHub {
+        /// Its status.
+        status: u16,
+    },
+    /// Any other error answer.
+    #[error("the hub answered HTTP {status} ({code}): {detail}")]
+    Status {
+        /// The status.
+        status: u16,
+        /// The problem's code (`unknown` when the body is not a problem).
+        code: String,
+        /// The problem's detail.
+        detail: String,
+    },
+    /// A success answer whose body is not what the protocol says.
+    #[error("the hub's answer could not be read: {0}")]
+    Decode(String),
+}
+
+/// The hub's sync API, as this store.
+#[derive(Debug, Clone)]
+pub struct HubClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    timeout: Duration,
+}
+
+impl HubClient {
+    /// A client for `link`, with the timeouts of `sync`.
+    pub fn new(link: &HubLink, sync: &SyncConfig) -> Self {
+        let timeout = Duration::from_secs(sync.request_timeout_secs);
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("shelfsync-edge/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(timeout)
+            .read_timeout(STREAM_IDLE_TIMEOUT)
+            .tcp_keepalive(Duration::from_secs(30))
+            .build()
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, "building the hub client; using the defaults");
+                reqwest::Client::new()
+            });
+        Self {
+            http,
+            base: link.hub_url.trim_end_matches('/').to_owned(),
+            token: link.hub_token.clone(),
+            timeout,
+        }
+    }
+
+    /// `POST /v1/sync/upload`.
+    pub async fn upload(&self, events: Vec<UploadEvent>) -> Result<UploadResponse, HubError> {
+        self.json(
+            self.request(Method::POST, "/v1/sync/upload")
+                .json(&UploadRequest { events }),
+        )
+        .await
+    }
+
+    /// `GET /v1/sync/events?after=&limit=`.
+    pub async fn pull(&self, after: u64, limit: usize) -> Result<PullResponse, HubError> {
+        self.json(self.request(Method::GET, &format!("/v1/sync/events?after={after}&limit={limit}")))
+            .await
+    }
+
+    /// `GET /v1/sync/snapshot`.
+    pub async fn snapshot(&self) -> Result<SnapshotResponse, HubError> {
+        self.json(self.request(Method::GET, "/v1/sync/snapshot")).await
+    }
+
+    /// `POST /v1/sync/heartbeat`.
+    pub async fn heartbeat(&self, heartbeat: &Heartbeat) -> Result<HeartbeatAck, HubError> {
+        self.json(self.request(Method::POST, "/v1/sync/heartbeat").json(heartbeat))
+            .await
+    }
+
+    /// Opens `GET /v1/sync/stream` after `cursor` (exclusive). The answer's body is the
+    /// event stream; only opening it (up to the headers) is bounded by the call timeout.
+    pub async fn open_stream(&self, cursor: u64) -> Result<Response, HubError> {
+        let request = self
+            .request(Method::GET, "/v1/sync/stream")
+            .header("Last-Event-ID", cursor.to_string())
+            .header(ACCEPT, "text/event-stream");
+        let response = tokio::time::timeout(self.timeout, self.send(request))
+            .await
+            .map_err(|_| HubError::Unreachable(format!("no answer within {} s", self.timeout.as_secs())))??;
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !content_type.starts_with("text/event-stream") {
+            return Err(HubError::Decode(format!(
+                "the push stream answered with content type {content_type:?}"
+            )));
+        }
+        Ok(response)
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header(PROTOCOL_HEADER, PROTOCOL_VERSION)
+    }
+
+    async fn json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, HubError> {
+        let response = self.send(request.timeout(self.timeout)).await?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| HubError::Unreachable(describe(&e)))?;
+        serde_json::from_slice(&body).map_err(|e| HubError::Decode(e.to_string()))
+    }
+
+    async fn send(&self, request: RequestBuilder) -> Result<Response, HubError> {
+        let response = request.send().await.map_err(|e| HubError::Unreachable(describe(&e)))?;
+        check(response).await
+    }
+}
+
+/// The checks every answer passes: protocol version, then status, then that a success
+/// really comes from a hub.
+async fn check(response: Response) -> Result<Response, HubError> {
+    let announced = response
+        .headers()
+        .get(PROTOCOL_HEADER)
+        .map(|v| v.to_str().unwrap_or("?").to_owned());
+    if let Some(version) = &announced {
+        if !protocol_compatible(version) {
+            return Err(HubError::Protocol { hub: version.clone() });
+        }
+    }
+    let status = response.status();
+    if !status.is_success() {
+        let (code, detail) = problem(response).await;
+        return Err(match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => HubError::Unauthorized {
+                status: status.as_u16(),
+                detail,
+            },
+            _ => HubError::Status {
+                status: status.as_u16(),
+                code,
+                detail,
+            },
+        });
+    }
+    if announced.is_none() {
+        return Err(HubError::NotAHub {
+            status: status.as_u16(),
+        });
+    }
+    Ok(response)
+}
+
+/// The `code` and `detail` of a problem answer, or what can be said without them.
+async fn problem(response: Response) -> (String, String) {
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    match serde_json::from_str::<shelfsync_common::problem::Problem>(&text) {
+        Ok(problem) => (problem.code, problem.detail),
+        Err(_) => {
+            let mut excerpt: String = text.chars().take(200).collect();
+            if excerpt.trim().is_empty() {
+                excerpt = status.canonical_reason().unwrap_or("no body").to_owned();
+            }
+            ("unknown".into(), excerpt)
+        }
+    }
+}
+
+/// A transport error with its causes ("error sending request" alone says little).
+fn describe(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        return "timed out".into();
+    }
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue};
+    use axum::response::IntoResponse;
+    use shelfsync_common::StoreId;
+
+    /// A server on 127.0.0.1 that answers every request with `answer` and records the
+    /// headers it got.
+    async fn server(
+        answer: fn() -> axum::response::Response,
+    ) -> (HubClient, tokio::sync::mpsc::UnboundedReceiver<HeaderMap>) {
+        let (seen, requests) = tokio::sync::mpsc::unbounded_channel();
+        let app = axum::Router::new().fallback(move |headers: HeaderMap| {
+            let _ = seen.send(headers);
+            async move { answer() }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let link = HubLink {
+            store_id: StoreId::new_v7(),
+            hub_url: url,
+            hub_token: "secret-token".into(),
+        };
+        (HubClient::new(&link, &SyncConfig::default()), requests)
+    }
+
+    fn with_protocol(version: &'static str, response: impl IntoResponse) -> axum::response::Response {
+        let mut response = response.into_response();
+        response
+            .headers_mut()
+            .insert(PROTOCOL_HEADER, HeaderValue::from_static(version));
+        response
+    }
+
+    #[tokio::test]
+    async fn every_request_carries_the_token_and_the_protocol_version() {
+        let (client, mut requests) = server(|| with_protocol("1.3", axum::Json(HeartbeatAck { head: 7 }))).await;
+        let beat = Heartbeat {
+            agent_version: "x".into(),
+            cursor: 1,
+            outbox_depth: 0,
+            oldest_pending_age_secs: None,
+            breaker_state: "closed".into(),
+            quarantined: 0,
+        };
+        assert_eq!(
+            client.heartbeat(&beat).await,
+            Ok(HeartbeatAck { head: 7 }),
+            "a minor version difference is fine"
+        );
+        let headers = requests.recv().await.unwrap();
+        assert_eq!(headers[PROTOCOL_HEADER], PROTOCOL_VERSION);
+        assert_eq!(headers["authorization"], "Bearer secret-token");
+    }
+
+    #[tokio::test]
+    async fn a_hub_of_another_major_version_is_a_clear_error() {
+        let (client, _) = server(|| {
+            let problem = shelfsync_common::problem::Problem::new(400, "unsupported_protocol", "Bad request", "upgrade");
+            with_protocol("2.0", (StatusCode::BAD_REQUEST, axum::Json(problem)))
+        })
+        .await;
+        let error = client.pull(0, 10).await.unwrap_err();
+        assert_eq!(error, HubError::Protocol { hub: "2.0".into() });
+        assert!(error.to_string().contains("upgrade the older side"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_says_so() {
+        let (client, _) = server(|| {
+            let problem =
+                shelfsync_common::problem::Problem::new(401, "unauthorized", "Unauthorized", "unknown or revoked token");
+            with_protocol("1.0", (StatusCode::UNAUTHORIZED, axum::Json(problem)))
+        })
+        .await;
+        let error = client.snapshot().await.unwrap_err();
+        assert!(matches!(error, HubError::Unauthorized { status: 401, .. }), "{error:?}");
+        assert!(
+            error.to_string().contains("the hub refused this store's token"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_without_the_protocol_header_is_not_from_a_hub() {
+        let (client, _) = server(|| axum::Json(HeartbeatAck { head: 1 }).into_response()).await;
+        assert_eq!(client.pull(0, 10).await.unwrap_err(), HubError::NotAHub { status: 200 });
+        let (client, _) = server(|| (StatusCode::BAD_GATEWAY, "upstream down").into_response()).await;
+        let error = client.pull(0, 10).await.unwrap_err();
+        assert!(
+            matches!(&error, HubError::Status { status: 502, detail, .. } if detail == "upstream down"),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_unreachable() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let link = HubLink {
+            store_id: StoreId::new_v7(),
+            hub_url: url,
+            hub_token: "t".into(),
+        };
+        let error = HubClient::new(&link, &SyncConfig::default())
+            .pull(0, 1)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, HubError::Unreachable(_)), "{error:?}");
+    }
+}

@@ -1,0 +1,58 @@
+//! Heartbeats: every `sync.heartbeat_interval_secs`, tell the hub's fleet view how this
+//! agent is doing (version, cursor, outbox depth and oldest age, breaker, quarantined).
+//! The answer carries the hub's head, which the status page shows. A heartbeat the
+//! breaker refuses is skipped, not queued.
+
+use super::link::CallError;
+use super::{meters, or_stop, stopped, Ctx, SyncError};
+use shelfsync_common::sync::Heartbeat;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+
+/// Runs until `stopping`.
+pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> Result<(), SyncError> {
+    let mut ticks = tokio::time::interval(Duration::from_secs(ctx.config.sync.heartbeat_interval_secs));
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stopped(&mut stopping) => return Ok(()),
+            _ = ticks.tick() => {}
+        }
+        meters::record_store(&ctx.store);
+        let beat = heartbeat(&ctx);
+        let cursor = beat.cursor;
+        let Some(sent) = or_stop(&mut stopping, ctx.link.call("heartbeat", ctx.client.heartbeat(&beat))).await else {
+            return Ok(());
+        };
+        match sent {
+            Ok(ack) => {
+                tracing::debug!(cursor, head = ack.head, "heartbeat");
+                if ack.head > ctx.store.read(|view| view.sync.hub_head) {
+                    // Only the head: the cursor moves with the events themselves.
+                    ctx.store.apply_hub(Vec::new(), 0, ack.head).await?;
+                    meters::record_store(&ctx.store);
+                }
+            }
+            Err(CallError::Open { .. }) => tracing::debug!("heartbeat skipped: the hub link is open"),
+            Err(CallError::Hub(error)) => tracing::warn!(%error, "heartbeat failed"),
+        }
+    }
+}
+
+/// What this agent reports now.
+fn heartbeat(ctx: &Ctx) -> Heartbeat {
+    let breaker_state = ctx.link.state().as_str().to_owned();
+    ctx.store.read(|view| {
+        let (outbox_depth, oldest) = view.outbox();
+        Heartbeat {
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            cursor: view.sync.cursor,
+            outbox_depth,
+            oldest_pending_age_secs: oldest.map(meters::age_secs),
+            breaker_state,
+            quarantined: view.quarantined,
+        }
+    })
+}

@@ -1,0 +1,435 @@
+//! Support of the sync tests: a real hub in-process (demo data, port 0, its own data dir),
+//! a TCP proxy the test controls (to cut and restore the link, or refuse the push
+//! stream), and the sync worker on its own local store. Everything listens on 127.0.0.1.
+
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+use shelfsync_common::sync::{SnapshotResponse, PROTOCOL_HEADER, PROTOCOL_VERSION};
+use shelfsync_common::wire::StockLevel;
+use shelfsync_common::{EventId, EventMetadata, InventoryCommand, Origin, ProductId, ReservationId, StockQuantity, StoreId};
+use shelfsync_edge::config::{EdgeConfig, HubLink};
+use shelfsync_edge::store::{LocalCommand, LocalStore, Target};
+use shelfsync_edge::sync::{LinkState, LinkStatus, SyncHandle};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch};
+
+/// The admin token of every test hub.
+pub const ADMIN: &str = "sync-test-admin-token-0123456789";
+/// The bound of every wait in these tests.
+pub const WAIT: Duration = Duration::from_secs(30);
+/// How long the worker may take to stop.
+pub const STOP_WITHIN: Duration = Duration::from_secs(5);
+
+/// Polls `$check` (an expression that may `.await`) until it is true; panics after
+/// [`WAIT`] with `$what` and the value of `$context`.
+macro_rules! eventually {
+    ($what:expr, $check:expr) => {
+        eventually!($what, $check, "")
+    };
+    ($what:expr, $check:expr, $context:expr) => {{
+        let deadline = tokio::time::Instant::now() + $crate::sync_support::WAIT;
+        loop {
+            if $check {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("timed out waiting until {}: {:?}", $what, $context);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }};
+}
+
+// ---------------------------------------------------------------------------------------
+// The hub.
+
+/// A hub running in-process.
+pub struct Hub {
+    pub url: String,
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub data_dir: PathBuf,
+    _dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A hub on a fresh data dir with the demo data.
+pub async fn start_hub() -> Hub {
+    shelfsync_common::server::telemetry::init_test_logging();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().to_owned();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let config = shelfsync_hub::config::HubConfig {
+        data_dir: data_dir.clone(),
+        admin_token: Some(ADMIN.into()),
+        ..shelfsync_hub::config::HubConfig::default()
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let options = shelfsync_hub::RunOptions { seed_demo_data: true, announce: false };
+    let task = tokio::spawn(async move {
+        shelfsync_hub::run(config, listener, options, async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("hub run");
+    });
+    let hub = Hub {
+        url: format!("http://{addr}"),
+        addr,
+        client: reqwest::Client::new(),
+        data_dir,
+        _dir: dir,
+        stop: Some(stop),
+        task: Some(task),
+    };
+    let ready = hub.client.get(format!("{}/healthz", hub.url)).send().await.expect("healthz");
+    assert!(ready.status().is_success());
+    hub
+}
+
+/// Demo store `n`.
+pub fn demo_store(n: usize) -> StoreId {
+    shelfsync_hub::seed::stores()[n].id
+}
+
+/// Demo product `n`.
+pub fn demo_product(n: usize) -> ProductId {
+    shelfsync_hub::seed::products()[n].id
+}
+
+/// Every demo product.
+pub fn demo_products() -> Vec<ProductId> {
+    shelfsync_hub::seed::products().into_iter().map(|p| p.id).collect()
+}
+
+impl Hub {
+    /// The token the demo wrote for `store`.
+    pub fn token(&self, store: StoreId) -> String {
+        let path = shelfsync_hub::seed::store_token_path(&self.data_dir, store);
+        std::fs::read_to_string(&path).expect("the demo store token").trim().to_owned()
+    }
+
+    /// The hub's head.
+    pub async fn head(&self) -> u64 {
+        let ready: Value = self.client.get(format!("{}/readyz", self.url)).send().await.unwrap().json().await.unwrap();
+        ready["head"].as_u64().expect("head")
+    }
+
+    /// Stock of `product` at `store` in the hub's read model, once it has reached the head.
+    pub async fn stock(&self, product: ProductId, store: StoreId) -> StockLevel {
+        let head = self.head().await;
+        let path = format!("/v1/inventory/products/{product}/stores/{store}?min_position={head}");
+        let response = self.client.get(format!("{}{path}", self.url)).bearer_auth(ADMIN).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        response.json().await.expect("StockLevel")
+    }
+
+    /// A delivery booked at the hub; returns its position.
+    pub async fn add_stock(&self, product: ProductId, store: StoreId, quantity: u32) -> u64 {
+        let body = json!({ "product_id": product, "store_id": store, "quantity": quantity });
+        let response = self
+            .client
+            .post(format!("{}/v1/inventory/stock", self.url))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let written: Value = response.json().await.unwrap();
+        written["position"].as_u64().expect("position")
+    }
+
+    /// Revokes `store` (its token stops working at once).
+    pub async fn revoke(&self, store: StoreId) {
+        let url = format!("{}/v1/admin/stores/{store}/revoke", self.url);
+        let response = self.client.post(url).bearer_auth(ADMIN).send().await.unwrap();
+        assert_eq!(response.status(), 204);
+    }
+
+    /// The fleet view's entry of `store`.
+    pub async fn fleet_entry(&self, store: StoreId) -> Value {
+        let url = format!("{}/v1/admin/fleet", self.url);
+        let fleet: Value = self.client.get(url).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+        fleet["stores"].as_array().unwrap().iter().find(|s| s["id"] == json!(store)).cloned().expect("in the fleet")
+    }
+
+    /// `store`'s snapshot, fetched as its agent would.
+    pub async fn snapshot(&self, store: StoreId) -> SnapshotResponse {
+        let response = self
+            .client
+            .get(format!("{}/v1/sync/snapshot", self.url))
+            .bearer_auth(self.token(store))
+            .header(PROTOCOL_HEADER, PROTOCOL_VERSION)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("SnapshotResponse")
+    }
+
+    /// Stops the hub and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(WAIT, task).await.expect("the hub stops").expect("hub task");
+        }
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A TCP proxy between the agent and the hub.
+
+/// Forwards 127.0.0.1 connections to a target, until told otherwise.
+pub struct Proxy {
+    pub url: String,
+    state: Arc<ProxyState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct ProxyState {
+    up: AtomicBool,
+    block_streams: AtomicBool,
+    requests: AtomicUsize,
+    /// Bumped to end every open connection.
+    cuts: watch::Sender<u64>,
+}
+
+impl Proxy {
+    /// Listens first, then forwards each connection to `target`.
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(ProxyState {
+            up: AtomicBool::new(true),
+            block_streams: AtomicBool::new(false),
+            requests: AtomicUsize::new(0),
+            cuts: watch::Sender::new(0),
+        });
+        let task = tokio::spawn(serve(listener, target, state.clone()));
+        Self { url, state, task }
+    }
+
+    /// Cuts the link: open connections end, new ones are closed at once.
+    pub fn cut(&self) {
+        self.state.up.store(false, Ordering::SeqCst);
+        self.state.cuts.send_modify(|n| *n += 1);
+    }
+
+    /// Restores the link.
+    pub fn restore(&self) {
+        self.state.up.store(true, Ordering::SeqCst);
+    }
+
+    /// Refuses (closes) connections that ask for the push stream, and ends the open ones.
+    pub fn block_streams(&self, block: bool) {
+        self.state.block_streams.store(block, Ordering::SeqCst);
+        if block {
+            self.state.cuts.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// HTTP requests forwarded so far (request lines seen).
+    pub fn requests(&self) -> usize {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.state.cuts.send_modify(|n| *n += 1);
+    }
+}
+
+async fn serve(listener: TcpListener, target: SocketAddr, state: Arc<ProxyState>) {
+    loop {
+        let Ok((client, _)) = listener.accept().await else { continue };
+        if !state.up.load(Ordering::SeqCst) {
+            drop(client);
+            continue;
+        }
+        tokio::spawn(forward(client, target, state.clone()));
+    }
+}
+
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack.windows(needle.len()).filter(|w| *w == needle).count()
+}
+
+async fn forward(client: TcpStream, target: SocketAddr, state: Arc<ProxyState>) {
+    let mut cuts = state.cuts.subscribe();
+    let Ok(server) = TcpStream::connect(target).await else { return };
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let upstream = async {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let n = client_read.read(&mut buffer).await?;
+            if n == 0 {
+                return Ok::<_, std::io::Error>(());
+            }
+            let chunk = &buffer[..n];
+            state.requests.fetch_add(count(chunk, b" HTTP/1.1\r\n"), Ordering::SeqCst);
+            if state.block_streams.load(Ordering::SeqCst) && count(chunk, b"GET /v1/sync/stream") > 0 {
+                return Ok(());
+            }
+            server_write.write_all(chunk).await?;
+        }
+    };
+    let downstream = tokio::io::copy(&mut server_read, &mut client_write);
+    tokio::select! {
+        _ = upstream => {}
+        _ = downstream => {}
+        _ = cuts.changed() => {}
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The sync worker on a local store.
+
+/// Sync settings fast enough for tests (the breaker keeps its 5 failures in 10 s).
+pub fn test_config(dir: &std::path::Path, store: StoreId, hub_url: &str, token: &str) -> EdgeConfig {
+    let mut config = EdgeConfig {
+        store_id: Some(store),
+        hub_url: Some(hub_url.to_owned()),
+        hub_token: Some(token.to_owned()),
+        data_dir: dir.to_owned(),
+        ..EdgeConfig::default()
+    };
+    config.sync.pull_interval_secs = 1;
+    config.sync.heartbeat_interval_secs = 1;
+    config.sync.request_timeout_secs = 5;
+    config.sync.retry_min_ms = 50;
+    config.sync.retry_max_ms = 1000;
+    config.sync.breaker_open_secs = 2;
+    config.validate().expect("a valid test config");
+    config
+}
+
+/// The sync worker running on its own local store.
+pub struct Agent {
+    pub store: LocalStore,
+    pub store_id: StoreId,
+    pub status: Arc<LinkStatus>,
+    handle: Option<SyncHandle>,
+    stop: watch::Sender<bool>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// A worker for `store` with a fresh local store; `configure` adjusts the test config.
+pub async fn start_agent(hub_url: &str, store: StoreId, token: &str, configure: impl FnOnce(&mut EdgeConfig)) -> Agent {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let local = LocalStore::open(&dir.path().join(shelfsync_edge::STORE_FILE), store).expect("open the local store");
+    let mut agent = start_agent_on(local, dir.path(), hub_url, store, token, configure);
+    agent._dir = Some(dir);
+    agent
+}
+
+/// A worker on `local` (already open).
+pub fn start_agent_on(
+    local: LocalStore,
+    dir: &std::path::Path,
+    hub_url: &str,
+    store: StoreId,
+    token: &str,
+    configure: impl FnOnce(&mut EdgeConfig),
+) -> Agent {
+    shelfsync_common::server::telemetry::init_test_logging();
+    let mut config = test_config(dir, store, hub_url, token);
+    configure(&mut config);
+    let link: HubLink = config.hub_link().expect("hub link");
+    let (stop, stopping) = watch::channel(false);
+    let handle = shelfsync_edge::sync::spawn(local.clone(), link, Arc::new(config), stopping);
+    Agent { store: local, store_id: store, status: handle.status(), handle: Some(handle), stop, _dir: None }
+}
+
+impl Agent {
+    /// The link state now.
+    pub fn link(&self) -> LinkState {
+        self.status.get()
+    }
+
+    /// Local on-hand of `product` (confirmed + pending).
+    pub fn on_hand(&self, product: ProductId) -> i64 {
+        self.store.read(|view| view.stock(product).map_or(0, |s| s.on_hand))
+    }
+
+    /// Unconfirmed local events.
+    pub fn outbox_depth(&self) -> u64 {
+        self.store.read(|view| view.outbox().0)
+    }
+
+    /// (cursor, hub head, bootstrapped, quarantined).
+    pub fn sync(&self) -> (u64, u64, bool, u64) {
+        self.store.read(|view| (view.sync.cursor, view.sync.hub_head, view.sync.bootstrapped, view.quarantined))
+    }
+
+    /// A sale at the till: reserve `quantity`, then commit; returns the two event ids.
+    pub async fn sell(&self, product: ProductId, quantity: i64) -> [EventId; 2] {
+        let reservation_id = ReservationId::new_v7();
+        let reserve = InventoryCommand::ReserveStock {
+            reservation_id,
+            quantity: StockQuantity::new(quantity).expect("quantity"),
+            expires_at: time::OffsetDateTime::now_utc() + time::Duration::minutes(15),
+        };
+        let first = self.execute(Target::Product(product), reserve).await;
+        let commit = InventoryCommand::CommitReservation { reservation_id };
+        let second = self.execute(Target::Reservation(reservation_id), commit).await;
+        [first, second]
+    }
+
+    async fn execute(&self, target: Target, command: InventoryCommand) -> EventId {
+        let event_id = EventId::new_v7();
+        let command = LocalCommand {
+            target,
+            command,
+            event_id,
+            idempotency: None,
+            metadata: EventMetadata {
+                origin: Origin::Store(self.store_id),
+                actor: "till-1".into(),
+                correlation_id: uuid::Uuid::now_v7(),
+                causation_id: None,
+                occurred_at: time::OffsetDateTime::now_utc(),
+                recorded_at: None,
+            },
+        };
+        self.store.execute(command).await.expect("the local write");
+        event_id
+    }
+
+    /// Stops the worker (it must stop within [`STOP_WITHIN`]) and closes the store.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(handle) = self.handle.take() {
+            tokio::time::timeout(STOP_WITHIN, handle.join()).await.expect("the sync worker stops promptly");
+        }
+        self.store.close().await;
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}

@@ -1,0 +1,555 @@
+//! The checker: after the faults are healed, did every store converge with the hub, and
+//! is every sale a till was told about in the hub's log exactly once?
+//!
+//! 1. **Quiescence** (bounded wait): the hub's read model has reached its head, and every
+//!    agent reports an empty outbox (quarantined events are counted apart and listed) and
+//!    a cursor equal to the hub's head, with the head unchanged between two looks.
+//! 2. **The log's shape**: positions are exactly `1..=head`, event ids are unique, each
+//!    stream's versions are `1, 2, 3, ...` in position order.
+//! 3. **Acknowledged writes**: every write a till got a 2xx for is in the log (once, by
+//!    the uniqueness above) on its stream with the payload the agent answered; and every
+//!    event a store recorded is one a till was told about (nothing invented, nothing
+//!    doubled under another id).
+//! 4. **Convergence**: for every store and product, the agent's figures
+//!    (`GET /v1/inventory/products/{id}` at the agent), the hub's read model (`GET
+//!    /v1/inventory/products/{id}/stores/{store}?min_position=head`) and the fold of the
+//!    log (`inventory::apply` per stream) agree: on hand, reserved, available, version; the
+//!    agent has nothing pending.
+//! 5. **Oversells**: each `OversellDetected` names (`caused_by`) an earlier event of its
+//!    stream, recorded by a store, right after which the fold's `available` was below zero
+//!    and lower than before, with the figures the event states; and every such breach has
+//!    exactly one `OversellDetected`.
+//!
+//! The log is read straight from the hub's SQLite file through the hub's own read-only
+//! pool (WAL: the running hub is not disturbed).
+
+use crate::process::{ADMIN_TOKEN, MANAGER_KEY, TERMINAL_KEY};
+use crate::workload::{http_client, TillLog};
+use serde_json::Value;
+use shelfsync_common::edge::{AgentStatus, LocalStockLevel};
+use shelfsync_common::inventory::{self, InventoryState};
+use shelfsync_common::wire::StockLevel;
+use shelfsync_common::event::ReleaseReason;
+use shelfsync_common::{EventEnvelope, EventId, EventPayload, Origin, ProductId, StoreId, StreamId};
+use shelfsync_hub::store::{reader, ReadPool};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// An agent as the checker sees it.
+#[derive(Debug, Clone)]
+pub struct AgentRef {
+    /// A name for messages.
+    pub name: String,
+    /// Its store.
+    pub store: StoreId,
+    /// Its POS API base URL.
+    pub url: String,
+}
+
+/// What the checker found (when everything held).
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// The hub's head at the check.
+    pub head: u64,
+    /// The whole log.
+    pub log: Vec<EventEnvelope>,
+    /// Every agent's status at quiescence.
+    pub statuses: Vec<(String, AgentStatus)>,
+    /// `OversellDetected` events: (stream, caused_by, available after).
+    pub oversells: Vec<(StreamId, EventId, i64)>,
+    /// Quarantined events, per agent, as the agent lists them.
+    pub quarantined: Vec<(String, Value)>,
+    /// How long quiescence took.
+    pub quiesced_in: Duration,
+}
+
+impl Report {
+    /// One paragraph for the test output.
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "checked: head {}, {} events, {} oversells, quiescent after {:.1}s",
+            self.head,
+            self.log.len(),
+            self.oversells.len(),
+            self.quiesced_in.as_secs_f64()
+        );
+        for (name, status) in &self.statuses {
+            let _ = write!(
+                out,
+                "\n  {name}: cursor {} outbox {} quarantined {} breaker {} link {} push {}",
+                status.cursor, status.outbox_depth, status.quarantined, status.breaker, status.link, status.push_connected
+            );
+        }
+        out
+    }
+}
+
+/// What a scenario lets the checker accept.
+#[derive(Debug, Clone)]
+pub struct Expect {
+    /// Longest wait for quiescence.
+    pub quiesce_within: Duration,
+    /// Quarantined events are acceptable (the scenario explains them); otherwise any is a failure.
+    pub quarantine_ok: bool,
+}
+
+impl Default for Expect {
+    fn default() -> Self {
+        Self {
+            quiesce_within: Duration::from_secs(60),
+            quarantine_ok: false,
+        }
+    }
+}
+
+/// GET with a bearer token; (status, JSON or text).
+pub async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> Result<(u16, Value), String> {
+    let response = http
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    let status = response.status().as_u16();
+    let text = response.text().await.map_err(|e| format!("GET {url}: {e}"))?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+}
+
+/// The hub's head and projected position (`/readyz`).
+pub async fn hub_positions(http: &reqwest::Client, hub_url: &str) -> Result<(u64, u64), String> {
+    let (status, ready) = get_json(http, &format!("{hub_url}/readyz"), ADMIN_TOKEN).await?;
+    match (status, ready["head"].as_u64(), ready["projected"].as_u64()) {
+        (200, Some(head), Some(projected)) => Ok((head, projected)),
+        _ => Err(format!("/readyz: {status} {ready}")),
+    }
+}
+
+/// An agent's `/v1/status`.
+pub async fn agent_status(http: &reqwest::Client, agent_url: &str) -> Result<AgentStatus, String> {
+    let (status, body) = get_json(http, &format!("{agent_url}/v1/status"), TERMINAL_KEY).await?;
+    if status != 200 {
+        return Err(format!("{agent_url}/v1/status: {status} {body}"));
+    }
+    serde_json::from_value(body.clone()).map_err(|e| format!("{agent_url}/v1/status is not an AgentStatus ({e}): {body}"))
+}
+
+/// Waits until the hub's read model is at its head and every agent has an empty outbox
+/// and a cursor at the head, with the head stable between two looks.
+pub async fn wait_quiescent(
+    http: &reqwest::Client,
+    hub_url: &str,
+    agents: &[AgentRef],
+    within: Duration,
+) -> Result<(u64, Vec<(String, AgentStatus)>), String> {
+    let deadline = Instant::now() + within;
+    let mut last_head = None;
+    let mut last_seen;
+    loop {
+        let look = async {
+            let (head, projected) = hub_positions(http, hub_url).await?;
+            let mut statuses = Vec::new();
+            for agent in agents {
+                statuses.push((agent.name.clone(), agent_status(http, &agent.url).await?));
+            }
+            Ok::<_, String>((head, projected, statuses))
+        }
+        .await;
+        match look {
+            Ok((head, projected, statuses)) => {
+                let settled = projected == head
+                    && statuses
+                        .iter()
+                        .all(|(_, s)| s.outbox_depth == 0 && s.cursor == head && s.hub_head == head);
+                if settled && last_head == Some(head) {
+                    return Ok((head, statuses));
+                }
+                last_head = settled.then_some(head);
+                last_seen = format!("hub head {head} projected {projected}");
+                for (name, s) in &statuses {
+                    let _ = write!(
+                        last_seen,
+                        "\n  {name}: outbox {} (oldest {:?}s) quarantined {} cursor {} hub_head {} breaker {} link {} push {} bootstrapped {}",
+                        s.outbox_depth,
+                        s.oldest_pending_age_secs,
+                        s.quarantined,
+                        s.cursor,
+                        s.hub_head,
+                        s.breaker,
+                        s.link,
+                        s.push_connected,
+                        s.bootstrapped
+                    );
+                }
+            }
+            Err(error) => last_seen = error,
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("not quiescent within {within:?}; last look:\n{last_seen}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The whole log, read from the hub's file with the hub's read-only pool.
+pub async fn read_log(events_file: &Path) -> Vec<EventEnvelope> {
+    let pool = Arc::new(ReadPool::new(events_file.to_path_buf()));
+    let mut events: Vec<EventEnvelope> = Vec::new();
+    loop {
+        let after = events.last().map_or(0, |e| e.position);
+        let page = pool
+            .run(move |conn| reader::events_after(conn, after, 1000))
+            .await
+            .expect("reading the hub's event log");
+        if page.is_empty() {
+            return events;
+        }
+        events.extend(page);
+    }
+}
+
+/// Positions `1..=head`, unique event ids, contiguous stream versions.
+pub fn log_shape_problems(log: &[EventEnvelope]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut versions: HashMap<StreamId, u64> = HashMap::new();
+    let mut ids: HashMap<EventId, u64> = HashMap::new();
+    for (index, event) in log.iter().enumerate() {
+        if event.position != index as u64 + 1 {
+            problems.push(format!(
+                "positions must be 1..=head without gaps: event {index} has position {}",
+                event.position
+            ));
+        }
+        if let Some(earlier) = ids.insert(event.event_id, event.position) {
+            problems.push(format!(
+                "event id {} is in the log twice: at {earlier} and at {}",
+                event.event_id, event.position
+            ));
+        }
+        let version = versions.entry(event.stream).or_default();
+        if event.stream_version != *version + 1 {
+            problems.push(format!(
+                "stream {} jumps from version {version} to {} at position {}",
+                event.stream, event.stream_version, event.position
+            ));
+        }
+        *version = event.stream_version;
+    }
+    problems
+}
+
+/// Every acknowledged write is in the log with its payload on its stream; every event a
+/// store recorded was acknowledged to a till (reservations the store expired aside).
+pub fn ack_problems(log: &[EventEnvelope], tills: &[TillLog]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let by_id: HashMap<EventId, &EventEnvelope> = log.iter().map(|e| (e.event_id, e)).collect();
+    let mut acked: HashMap<EventId, usize> = HashMap::new();
+    for ack in tills.iter().flat_map(|t| &t.acks) {
+        *acked.entry(ack.event_id).or_default() += 1;
+        match by_id.get(&ack.event_id) {
+            None => problems.push(format!(
+                "acknowledged to a till but not in the hub's log: {:?} {} {} (event {}, key {})",
+                ack.kind, ack.path, ack.body, ack.event_id, ack.key
+            )),
+            Some(event) => {
+                let stream = StreamId::inventory(ack.product, ack.store);
+                if event.stream != stream || event.payload != ack.payload {
+                    problems.push(format!(
+                        "acknowledged as {:?} on {stream} ({} {}), but the log holds {:?} on {} at {}",
+                        ack.payload, ack.path, ack.body, event.payload, event.stream, event.position
+                    ));
+                }
+                if event.metadata.origin != Origin::Store(ack.store) {
+                    problems.push(format!(
+                        "event {} was acknowledged by store {}'s agent but its origin is {:?}",
+                        ack.event_id, ack.store, event.metadata.origin
+                    ));
+                }
+            }
+        }
+    }
+    // Two different requests must never be answered with the same event.
+    let keys: HashMap<EventId, BTreeSet<&str>> =
+        tills
+            .iter()
+            .flat_map(|t| &t.acks)
+            .fold(HashMap::new(), |mut keys, ack| {
+                keys.entry(ack.event_id).or_default().insert(ack.key.as_str());
+                keys
+            });
+    for (event_id, keys) in keys {
+        if keys.len() > 1 {
+            problems.push(format!("event {event_id} answers several requests: {keys:?}"));
+        }
+    }
+    let tills_stores: BTreeSet<StoreId> = tills.iter().filter_map(|t| t.store).collect();
+    for event in log {
+        let Origin::Store(store) = event.metadata.origin else {
+            continue;
+        };
+        if !tills_stores.contains(&store) || acked.contains_key(&event.event_id) {
+            continue;
+        }
+        let expired = matches!(
+            event.payload,
+            EventPayload::StockReleased {
+                reason: ReleaseReason::Expired,
+                ..
+            }
+        );
+        if !expired {
+            problems.push(format!(
+                "store {store} recorded {:?} (event {}, position {}) but no till was told about it",
+                event.payload, event.event_id, event.position
+            ));
+        }
+    }
+    problems
+}
+
+/// Every inventory stream folded: its state and last position.
+pub fn fold(log: &[EventEnvelope]) -> BTreeMap<StreamId, (InventoryState, u64)> {
+    let mut streams: BTreeMap<StreamId, (InventoryState, u64)> = BTreeMap::new();
+    for event in log.iter().filter(|e| !e.stream.is_catalog()) {
+        let (state, position) = streams.entry(event.stream).or_default();
+        inventory::apply(state, &event.payload);
+        *position = event.position;
+    }
+    streams
+}
+
+/// The products in the catalog.
+pub fn catalog(log: &[EventEnvelope]) -> Vec<ProductId> {
+    let mut products: Vec<ProductId> = log
+        .iter()
+        .filter_map(|e| match &e.payload {
+            EventPayload::ProductRegistered(product) => Some(product.id),
+            _ => None,
+        })
+        .collect();
+    products.dedup();
+    products
+}
+
+/// `OversellDetected` events that match no breach, and breaches without one.
+pub fn oversell_problems(log: &[EventEnvelope]) -> (Vec<String>, Vec<(StreamId, EventId, i64)>) {
+    let mut problems = Vec::new();
+    let mut found = Vec::new();
+    let mut states: HashMap<StreamId, InventoryState> = HashMap::new();
+    // caused_by -> (stream, state after it), for events recorded by stores that breached.
+    let mut breaches: HashMap<EventId, (StreamId, InventoryState, u64)> = HashMap::new();
+    let mut flagged: HashMap<EventId, usize> = HashMap::new();
+    for event in log.iter().filter(|e| !e.stream.is_catalog()) {
+        let state = states.entry(event.stream).or_default();
+        let before = state.clone();
+        inventory::apply(state, &event.payload);
+        match &event.payload {
+            EventPayload::OversellDetected {
+                caused_by,
+                on_hand,
+                reserved,
+                available,
+            } => {
+                found.push((event.stream, *caused_by, *available));
+                *flagged.entry(*caused_by).or_default() += 1;
+                match breaches.get(caused_by) {
+                    None => problems.push(format!(
+                        "OversellDetected at {} names {caused_by}, which is no breach by a store on {}",
+                        event.position, event.stream
+                    )),
+                    Some((stream, after, at)) => {
+                        if *stream != event.stream {
+                            problems.push(format!(
+                                "OversellDetected at {} is on {} but its cause is on {stream}",
+                                event.position, event.stream
+                            ));
+                        }
+                        if (*on_hand, *reserved, *available) != (after.on_hand, after.reserved(), after.available()) {
+                            problems.push(format!(
+                                "OversellDetected at {} says (on_hand, reserved, available) = ({on_hand}, {reserved}, {available}), but right after its cause (position {at}) the fold has ({}, {}, {})",
+                                event.position,
+                                after.on_hand,
+                                after.reserved(),
+                                after.available()
+                            ));
+                        }
+                    }
+                }
+            }
+            _ => {
+                let from_store = matches!(event.metadata.origin, Origin::Store(_));
+                if from_store && state.available() < 0 && state.available() < before.available() {
+                    breaches.insert(event.event_id, (event.stream, state.clone(), event.position));
+                }
+            }
+        }
+    }
+    for (caused_by, (stream, after, at)) in &breaches {
+        match flagged.get(caused_by).copied().unwrap_or(0) {
+            1 => {}
+            0 => problems.push(format!(
+                "event {caused_by} at {at} left {stream} at available {} (lower than before) but no OversellDetected names it",
+                after.available()
+            )),
+            n => problems.push(format!("{n} OversellDetected events name {caused_by}")),
+        }
+    }
+    (problems, found)
+}
+
+/// Compares, for every store of `agents` and every product, the agent, the hub's read
+/// model and the fold.
+pub async fn convergence_problems(
+    http: &reqwest::Client,
+    hub_url: &str,
+    agents: &[AgentRef],
+    log: &[EventEnvelope],
+    head: u64,
+) -> Vec<String> {
+    let folded = fold(log);
+    let products = catalog(log);
+    let mut problems = Vec::new();
+    for agent in agents {
+        for product in &products {
+            let stream = StreamId::inventory(*product, agent.store);
+            let expected = folded.get(&stream).map(|(state, position)| {
+                (
+                    state.on_hand,
+                    state.reserved(),
+                    state.available(),
+                    state.version,
+                    *position,
+                )
+            });
+            let hub_path = format!(
+                "{hub_url}/v1/inventory/products/{product}/stores/{}?min_position={head}",
+                agent.store
+            );
+            let hub = match get_json(http, &hub_path, ADMIN_TOKEN).await {
+                Ok((200, body)) => match serde_json::from_value::<StockLevel>(body.clone()) {
+                    Ok(level) => Some((level.on_hand, level.reserved, level.available, level.version, level.position)),
+                    Err(e) => {
+                        problems.push(format!("{hub_path}: not a StockLevel ({e}): {body}"));
+                        continue;
+                    }
+                },
+                Ok((404, _)) => None,
+                Ok((status, body)) => {
+                    problems.push(format!("{hub_path}: {status} {body}"));
+                    continue;
+                }
+                Err(e) => {
+                    problems.push(e);
+                    continue;
+                }
+            };
+            if hub != expected {
+                problems.push(format!(
+                    "{stream}: hub read model {hub:?} != fold of the log {expected:?} (on_hand, reserved, available, version, position)"
+                ));
+            }
+            let agent_path = format!("{}/v1/inventory/products/{product}", agent.url);
+            let local = match get_json(http, &agent_path, TERMINAL_KEY).await {
+                Ok((200, body)) => match serde_json::from_value::<LocalStockLevel>(body.clone()) {
+                    Ok(level) => Some(level),
+                    Err(e) => {
+                        problems.push(format!("{agent_path}: not a LocalStockLevel ({e}): {body}"));
+                        continue;
+                    }
+                },
+                Ok((404, _)) => None,
+                Ok((status, body)) => {
+                    problems.push(format!("{} {agent_path}: {status} {body}", agent.name));
+                    continue;
+                }
+                Err(e) => {
+                    problems.push(e);
+                    continue;
+                }
+            };
+            let local_figures = local.as_ref().map(|l| (l.on_hand, l.reserved, l.available, l.confirmed_version));
+            let fold_figures = expected.map(|(on_hand, reserved, available, version, _)| (on_hand, reserved, available, version));
+            // An agent may show an empty row for a product without a stream.
+            let empty_row = fold_figures.is_none() && local_figures == Some((0, 0, 0, 0));
+            if local_figures != fold_figures && !empty_row {
+                problems.push(format!(
+                    "{} {stream}: agent {local_figures:?} != fold of the log {fold_figures:?} (on_hand, reserved, available, version)",
+                    agent.name
+                ));
+            }
+            if let Some(level) = local.filter(|l| l.pending_events > 0 || l.includes_pending) {
+                problems.push(format!(
+                    "{} {stream}: still {} pending events after quiescence",
+                    agent.name, level.pending_events
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// Quarantined events as the agent lists them (operator route, manager key), if it has one.
+pub async fn quarantined(http: &reqwest::Client, agent: &AgentRef) -> Value {
+    for path in ["/v1/quarantine", "/v1/outbox?status=quarantined"] {
+        if let Ok((200, body)) = get_json(http, &format!("{}{path}", agent.url), MANAGER_KEY).await {
+            return body;
+        }
+    }
+    Value::Null
+}
+
+/// Runs every check; panics with every problem found (and `context`) if any.
+pub async fn check(hub_url: &str, events_file: &Path, agents: &[AgentRef], tills: &[TillLog], expect: &Expect) -> Result<Report, String> {
+    let http = http_client();
+    let started = Instant::now();
+    let (head, statuses) = wait_quiescent(&http, hub_url, agents, expect.quiesce_within).await?;
+    let quiesced_in = started.elapsed();
+    let log = read_log(events_file).await;
+    let mut problems = Vec::new();
+    if log.last().map_or(0, |e| e.position) != head {
+        problems.push(format!(
+            "the log ends at {} but the hub says its head is {head}",
+            log.last().map_or(0, |e| e.position)
+        ));
+    }
+    problems.extend(log_shape_problems(&log));
+    problems.extend(ack_problems(&log, tills));
+    for till in tills {
+        problems.extend(till.problems.iter().map(|p| format!("till: {p}")));
+    }
+    let (oversell, oversells) = oversell_problems(&log);
+    problems.extend(oversell);
+    problems.extend(convergence_problems(&http, hub_url, agents, &log, head).await);
+    let mut listed = Vec::new();
+    for (agent, (_, status)) in agents.iter().zip(&statuses) {
+        if status.quarantined > 0 {
+            let list = quarantined(&http, agent).await;
+            if !expect.quarantine_ok {
+                problems.push(format!(
+                    "{}: {} quarantined events, none expected: {list}",
+                    agent.name, status.quarantined
+                ));
+            }
+            listed.push((agent.name.clone(), list));
+        }
+    }
+    // The hub's position may not have moved while we looked.
+    let (head_after, _) = hub_positions(&http, hub_url).await?;
+    if head_after != head {
+        problems.push(format!("the hub's head moved from {head} to {head_after} during the check"));
+    }
+    if problems.is_empty() {
+        Ok(Report {
+            head,
+            log,
+            statuses,
+            oversells,
+            quarantined: listed,
+            quiesced_in,
+        })
+    } else {
+        Err(format!("{} problems:\n{}", problems.len(), problems.join("\n")))
+    }
+}
