@@ -365,7 +365,7 @@ mod tests {
             reject_detail: Some("not in the catalog".into()),
             recorded_at: OffsetDateTime::UNIX_EPOCH,
         };
-        let text = format_entries(&[entry.clone()], true);
+        let text = format_entries(std::slice::from_ref(&entry), true);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0].find("EVENT ID"), lines[1].find(&entry.event_id.to_string()));

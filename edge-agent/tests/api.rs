@@ -18,17 +18,44 @@ async fn reserve_and_commit_sell_locally_while_the_hub_is_unreachable() {
     assert_eq!(reserved["replayed"], false);
     assert_eq!(reserved["stream"]["store_id"], json!(agent.store_id));
     let stock = &reserved["stock"];
-    assert_eq!((stock["on_hand"].as_i64(), stock["reserved"].as_i64(), stock["available"].as_i64()), (Some(10), Some(3), Some(7)));
-    let reservation = reserved["data"]["reservation_id"].as_str().expect("reservation id").to_owned();
+    assert_eq!(
+        (
+            stock["on_hand"].as_i64(),
+            stock["reserved"].as_i64(),
+            stock["available"].as_i64()
+        ),
+        (Some(10), Some(3), Some(7))
+    );
+    let reservation = reserved["data"]["reservation_id"]
+        .as_str()
+        .expect("reservation id")
+        .to_owned();
 
-    let (status, sold, _) = call(agent.post(&format!("/v1/inventory/reservations/{reservation}/commit"), &json!({}))).await;
+    let (status, sold, _) =
+        call(agent.post(&format!("/v1/inventory/reservations/{reservation}/commit"), &json!({}))).await;
     assert_eq!(status, 201, "{sold}");
-    assert_eq!((sold["type"].as_str(), sold["data"]["quantity"].as_u64()), (Some("ReservationCommitted"), Some(3)));
+    assert_eq!(
+        (sold["type"].as_str(), sold["data"]["quantity"].as_u64()),
+        (Some("ReservationCommitted"), Some(3))
+    );
 
     let level = agent.stock(apple).await;
-    assert_eq!((level["on_hand"].as_i64(), level["reserved"].as_i64(), level["available"].as_i64()), (Some(7), Some(0), Some(7)));
-    assert_eq!(level["includes_pending"], true, "the sale is not confirmed by the hub: {level}");
-    assert_eq!((level["pending_events"].as_u64(), level["confirmed_version"].as_u64()), (Some(2), Some(3)));
+    assert_eq!(
+        (
+            level["on_hand"].as_i64(),
+            level["reserved"].as_i64(),
+            level["available"].as_i64()
+        ),
+        (Some(7), Some(0), Some(7))
+    );
+    assert_eq!(
+        level["includes_pending"], true,
+        "the sale is not confirmed by the hub: {level}"
+    );
+    assert_eq!(
+        (level["pending_events"].as_u64(), level["confirmed_version"].as_u64()),
+        (Some(2), Some(3))
+    );
 
     let (status, availability, _) =
         call(agent.get(&format!("/v1/inventory/availability?product_id={apple}&quantity=8"))).await;
@@ -38,8 +65,14 @@ async fn reserve_and_commit_sell_locally_while_the_hub_is_unreachable() {
     assert_eq!(availability["includes_pending"], true);
 
     let outbox = agent.outbox().await;
-    let types: Vec<_> = outbox.iter().map(|e| (e["type"].as_str().unwrap(), e["status"].as_str().unwrap())).collect();
-    assert_eq!(types, [("ReservationCommitted", "pending"), ("StockReserved", "pending")]);
+    let types: Vec<_> = outbox
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap(), e["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        types,
+        [("ReservationCommitted", "pending"), ("StockReserved", "pending")]
+    );
 
     // The commit a second time, without a key, is a new request: the hold is gone.
     let again = call(agent.post(&format!("/v1/inventory/reservations/{reservation}/commit"), &json!({}))).await;
@@ -55,11 +88,21 @@ async fn a_released_hold_gives_the_units_back_and_deliveries_and_corrections_cou
     let reservation = reserved["data"]["reservation_id"].as_str().unwrap().to_owned();
     assert_eq!(agent.stock(bread).await["available"], 0);
     // An empty body is fine for release and commit.
-    let (status, released, _) =
-        call(agent.client.post(agent.path(&format!("/v1/inventory/reservations/{reservation}/release"))).bearer_auth(TERMINAL))
-            .await;
+    let (status, released, _) = call(
+        agent
+            .client
+            .post(agent.path(&format!("/v1/inventory/reservations/{reservation}/release")))
+            .bearer_auth(TERMINAL),
+    )
+    .await;
     assert_eq!(status, 201, "{released}");
-    assert_eq!((released["data"]["reason"].as_str(), released["stock"]["available"].as_i64()), (Some("cancelled"), Some(2)));
+    assert_eq!(
+        (
+            released["data"]["reason"].as_str(),
+            released["stock"]["available"].as_i64()
+        ),
+        (Some("cancelled"), Some(2))
+    );
 
     let (status, _, _) = call(agent.post("/v1/inventory/stock", &agent.stock_body(bread, 5))).await;
     assert_eq!(status, 201);
@@ -68,7 +111,11 @@ async fn a_released_hold_gives_the_units_back_and_deliveries_and_corrections_cou
     assert_eq!(status, 201, "{adjusted}");
     assert_eq!(adjusted["stock"]["on_hand"], 6);
     let zero = json!({ "product_id": bread, "store_id": agent.store_id, "delta": 0, "reason": "x" });
-    assert_problem(&call(agent.post("/v1/inventory/adjustments", &zero)).await, 422, "zero_adjustment");
+    assert_problem(
+        &call(agent.post("/v1/inventory/adjustments", &zero)).await,
+        422,
+        "zero_adjustment",
+    );
 }
 
 #[tokio::test]
@@ -78,13 +125,24 @@ async fn short_stock_is_refused_and_nothing_is_written() {
     let before = agent.outbox().await;
     let refused = call(agent.post("/v1/inventory/reservations", &agent.reserve_body(bread, 3))).await;
     assert_problem(&refused, 409, "insufficient_stock");
-    assert!(refused.1["detail"].as_str().unwrap().contains("available 2"), "{}", refused.1);
+    assert!(
+        refused.1["detail"].as_str().unwrap().contains("available 2"),
+        "{}",
+        refused.1
+    );
     let body = json!({ "product_id": bread, "store_id": agent.store_id, "delta": -3, "reason": "stock take" });
-    assert_problem(&call(agent.post("/v1/inventory/adjustments", &body)).await, 409, "insufficient_stock");
+    assert_problem(
+        &call(agent.post("/v1/inventory/adjustments", &body)).await,
+        409,
+        "insufficient_stock",
+    );
 
     assert_eq!(agent.outbox().await, before, "a refused command writes nothing");
     let level = agent.stock(bread).await;
-    assert_eq!((level["on_hand"].as_i64(), level["includes_pending"].as_bool()), (Some(2), Some(false)));
+    assert_eq!(
+        (level["on_hand"].as_i64(), level["includes_pending"].as_bool()),
+        (Some(2), Some(false))
+    );
     let (_, status, _) = call(agent.client.get(agent.path("/v1/status"))).await;
     assert_eq!(status["outbox_depth"], 0);
 }
@@ -95,13 +153,26 @@ async fn a_retry_with_the_same_idempotency_key_is_answered_once_and_is_one_sale(
     let apple = agent.catalog.apple;
     let keyed = |path: &str, body: &Value, key: &str| agent.post(path, body).header("Idempotency-Key", key);
 
-    let (status, first, _) = call(keyed("/v1/inventory/reservations", &agent.reserve_body(apple, 4), "basket-1/hold")).await;
+    let (status, first, _) = call(keyed(
+        "/v1/inventory/reservations",
+        &agent.reserve_body(apple, 4),
+        "basket-1/hold",
+    ))
+    .await;
     assert_eq!(status, 201, "{first}");
-    let (status, second, _) = call(keyed("/v1/inventory/reservations", &agent.reserve_body(apple, 4), "basket-1/hold")).await;
+    let (status, second, _) = call(keyed(
+        "/v1/inventory/reservations",
+        &agent.reserve_body(apple, 4),
+        "basket-1/hold",
+    ))
+    .await;
     assert_eq!(status, 200, "{second}");
     assert_eq!(second["replayed"], true);
     assert_eq!(second["event_id"], first["event_id"]);
-    assert_eq!(second["data"]["reservation_id"], first["data"]["reservation_id"], "the retry gets the same hold");
+    assert_eq!(
+        second["data"]["reservation_id"], first["data"]["reservation_id"],
+        "the retry gets the same hold"
+    );
 
     let reservation = first["data"]["reservation_id"].as_str().unwrap().to_owned();
     let commit = format!("/v1/inventory/reservations/{reservation}/commit");
@@ -109,21 +180,40 @@ async fn a_retry_with_the_same_idempotency_key_is_answered_once_and_is_one_sale(
     assert_eq!(status, 201, "{sold}");
     // The till did not hear the answer and sends the sale again: the first answer, not a 404.
     let (status, resold, _) = call(keyed(&commit, &json!({}), "basket-1/sale")).await;
-    assert_eq!((status, &resold["event_id"], &resold["replayed"]), (200, &sold["event_id"], &json!(true)), "{resold}");
+    assert_eq!(
+        (status, &resold["event_id"], &resold["replayed"]),
+        (200, &sold["event_id"], &json!(true)),
+        "{resold}"
+    );
 
     let level = agent.stock(apple).await;
-    assert_eq!((level["on_hand"].as_i64(), level["pending_events"].as_u64()), (Some(6), Some(2)), "one hold, one sale: {level}");
+    assert_eq!(
+        (level["on_hand"].as_i64(), level["pending_events"].as_u64()),
+        (Some(6), Some(2)),
+        "one hold, one sale: {level}"
+    );
     assert_eq!(agent.outbox().await.len(), 2);
 
     // The same key with another body is refused, and writes nothing.
-    let reused = call(keyed("/v1/inventory/reservations", &agent.reserve_body(apple, 1), "basket-1/hold")).await;
+    let reused = call(keyed(
+        "/v1/inventory/reservations",
+        &agent.reserve_body(apple, 1),
+        "basket-1/hold",
+    ))
+    .await;
     assert_problem(&reused, 422, "idempotency_key_reused");
     assert_eq!(agent.outbox().await.len(), 2);
 
     // Keys are scoped by the till: another till's "basket-1/hold" is its own request.
-    let (status, other, _) =
-        call(keyed("/v1/inventory/reservations", &agent.reserve_body(apple, 1), "basket-1/hold").header("X-Till-Id", "till-2"))
-            .await;
+    let (status, other, _) = call(
+        keyed(
+            "/v1/inventory/reservations",
+            &agent.reserve_body(apple, 1),
+            "basket-1/hold",
+        )
+        .header("X-Till-Id", "till-2"),
+    )
+    .await;
     assert_eq!(status, 201, "{other}");
     assert_ne!(other["event_id"], first["event_id"]);
     assert_eq!(agent.outbox().await.len(), 3);
@@ -140,15 +230,28 @@ async fn a_repeated_event_id_is_one_event_whichever_way_it_comes() {
     let (status, first, _) = call(agent.post("/v1/inventory/stock", &body)).await;
     assert_eq!((status, &first["event_id"]), (201, &json!(event_id)), "{first}");
     let (status, second, _) = call(agent.post("/v1/inventory/stock", &body)).await;
-    assert_eq!((status, &second["event_id"], &second["replayed"]), (200, &json!(event_id), &json!(true)), "{second}");
+    assert_eq!(
+        (status, &second["event_id"], &second["replayed"]),
+        (200, &json!(event_id), &json!(true)),
+        "{second}"
+    );
     // The same event id for another fact is refused (not a storage failure).
     let mut other = agent.stock_body(apple, 3);
     other["event_id"] = json!(event_id);
-    assert_problem(&call(agent.post("/v1/inventory/stock", &other)).await, 422, "idempotency_key_reused");
+    assert_problem(
+        &call(agent.post("/v1/inventory/stock", &other)).await,
+        422,
+        "idempotency_key_reused",
+    );
 
     // An answer's event id sent back as the body's event_id (the till's own retry logic)
     // is the same event, even though the first request named it with a header key.
-    let (_, keyed, _) = call(agent.post("/v1/inventory/stock", &agent.stock_body(apple, 1)).header("Idempotency-Key", "k-1")).await;
+    let (_, keyed, _) = call(
+        agent
+            .post("/v1/inventory/stock", &agent.stock_body(apple, 1))
+            .header("Idempotency-Key", "k-1"),
+    )
+    .await;
     let mut resent = agent.stock_body(apple, 1);
     resent["event_id"] = keyed["event_id"].clone();
     let (status, replay, _) = call(agent.post("/v1/inventory/stock", &resent)).await;
@@ -174,7 +277,10 @@ async fn the_same_event_id_sent_concurrently_is_recorded_once_and_never_fails_th
     // Many copies at once land in the same group commits as other tills' writes.
     let copies = (0..8).map(|_| call(agent.post("/v1/inventory/stock", &body)));
     let others = (0..8).map(|_| call(agent.post("/v1/inventory/stock", &agent.stock_body(apple, 1))));
-    let (copies, others) = tokio::join!(futures_util::future::join_all(copies), futures_util::future::join_all(others));
+    let (copies, others) = tokio::join!(
+        futures_util::future::join_all(copies),
+        futures_util::future::join_all(others)
+    );
     let mut statuses: Vec<u16> = copies.iter().map(|(s, _, _)| *s).collect();
     statuses.sort_unstable();
     assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 200, 201], "{copies:?}");
@@ -191,28 +297,53 @@ async fn keys_are_required_and_the_manager_key_opens_everything() {
     let missing = call(agent.client.get(agent.path(&path))).await;
     assert_problem(&missing, 401, "unauthorized");
     let response = agent.client.get(agent.path(&path)).send().await.unwrap();
-    assert!(response.headers().get("www-authenticate").is_some_and(|v| v.to_str().unwrap().starts_with("Bearer")));
-    assert_problem(&call(agent.client.get(agent.path(&path)).bearer_auth("not-the-key")).await, 401, "unauthorized");
-    assert_problem(&call(agent.client.get(agent.path(&path)).header("authorization", TERMINAL)).await, 401, "unauthorized");
-    let write = agent.client.post(agent.path("/v1/inventory/stock")).json(&agent.stock_body(agent.catalog.apple, 1));
+    assert!(response
+        .headers()
+        .get("www-authenticate")
+        .is_some_and(|v| v.to_str().unwrap().starts_with("Bearer")));
+    assert_problem(
+        &call(agent.client.get(agent.path(&path)).bearer_auth("not-the-key")).await,
+        401,
+        "unauthorized",
+    );
+    assert_problem(
+        &call(agent.client.get(agent.path(&path)).header("authorization", TERMINAL)).await,
+        401,
+        "unauthorized",
+    );
+    let write = agent
+        .client
+        .post(agent.path("/v1/inventory/stock"))
+        .json(&agent.stock_body(agent.catalog.apple, 1));
     assert_problem(&call(write).await, 401, "unauthorized");
 
     assert_eq!(call(agent.get(&path)).await.0, 200);
     assert_eq!(call(agent.manager_get(&path)).await.0, 200);
-    let (status, written, _) =
-        call(agent.client.post(agent.path("/v1/inventory/stock")).bearer_auth(MANAGER).json(&agent.stock_body(agent.catalog.apple, 1)))
-            .await;
+    let (status, written, _) = call(
+        agent
+            .client
+            .post(agent.path("/v1/inventory/stock"))
+            .bearer_auth(MANAGER)
+            .json(&agent.stock_body(agent.catalog.apple, 1)),
+    )
+    .await;
     assert_eq!(status, 201, "{written}");
 
     // A bad till name is refused before anything is written.
-    let bad_till = agent.post("/v1/inventory/stock", &agent.stock_body(agent.catalog.apple, 1)).header("X-Till-Id", "till 1");
+    let bad_till = agent
+        .post("/v1/inventory/stock", &agent.stock_body(agent.catalog.apple, 1))
+        .header("X-Till-Id", "till 1");
     assert_problem(&call(bad_till).await, 400, "invalid_till_id");
     assert_eq!(agent.outbox().await.len(), 1);
 }
 
 #[tokio::test]
 async fn operator_routes_need_the_manager_key() {
-    let agent = spawn_agent_with(Options { quarantined: 2, ..Options::default() }).await;
+    let agent = spawn_agent_with(Options {
+        quarantined: 2,
+        ..Options::default()
+    })
+    .await;
     let [first, second] = [agent.quarantined[0], agent.quarantined[1]];
     for path in ["/v1/outbox", "/v1/quarantine"] {
         assert_problem(&call(agent.client.get(agent.path(path))).await, 401, "unauthorized");
@@ -220,37 +351,84 @@ async fn operator_routes_need_the_manager_key() {
     }
     for action in ["retry", "discard"] {
         let path = format!("/v1/quarantine/{first}/{action}");
-        assert_problem(&call(agent.client.post(agent.path(&path)).bearer_auth(TERMINAL)).await, 403, "forbidden");
+        assert_problem(
+            &call(agent.client.post(agent.path(&path)).bearer_auth(TERMINAL)).await,
+            403,
+            "forbidden",
+        );
         assert_problem(&call(agent.client.post(agent.path(&path))).await, 401, "unauthorized");
     }
 
     let (status, listed, _) = call(agent.manager_get("/v1/quarantine")).await;
     assert_eq!(status, 200, "{listed}");
-    let ids: Vec<&str> = listed.as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, [second.to_string(), first.to_string()], "newest first");
     assert_eq!(listed[0]["reject_reason"], "unknown_product");
     let (_, status, _) = call(agent.client.get(agent.path("/v1/status"))).await;
-    assert_eq!((status["quarantined"].as_u64(), status["outbox_depth"].as_u64()), (Some(2), Some(0)));
+    assert_eq!(
+        (status["quarantined"].as_u64(), status["outbox_depth"].as_u64()),
+        (Some(2), Some(0))
+    );
 
     let (status, retried, _) = call(agent.manager_post(&format!("/v1/quarantine/{first}/retry"))).await;
-    assert_eq!((status, retried["status"].as_str()), (200, Some("pending")), "{retried}");
+    assert_eq!(
+        (status, retried["status"].as_str()),
+        (200, Some("pending")),
+        "{retried}"
+    );
     let (status, discarded, _) = call(agent.manager_post(&format!("/v1/quarantine/{second}/discard"))).await;
-    assert_eq!((status, discarded["status"].as_str()), (200, Some("discarded")), "{discarded}");
-    assert_problem(&call(agent.manager_post(&format!("/v1/quarantine/{first}/retry"))).await, 404, "quarantined_event_not_found");
-    assert_problem(&call(agent.manager_post("/v1/quarantine/not-a-uuid/retry")).await, 400, "invalid_path");
+    assert_eq!(
+        (status, discarded["status"].as_str()),
+        (200, Some("discarded")),
+        "{discarded}"
+    );
+    assert_problem(
+        &call(agent.manager_post(&format!("/v1/quarantine/{first}/retry"))).await,
+        404,
+        "quarantined_event_not_found",
+    );
+    assert_problem(
+        &call(agent.manager_post("/v1/quarantine/not-a-uuid/retry")).await,
+        400,
+        "invalid_path",
+    );
 
     let (_, pending, _) = call(agent.manager_get("/v1/outbox?status=pending")).await;
     assert_eq!(pending.as_array().unwrap().len(), 1);
     assert_eq!(pending[0]["event_id"], json!(first));
     let (_, left, _) = call(agent.manager_get("/v1/quarantine")).await;
     assert_eq!(left, json!([]));
-    assert_eq!(agent.stock(agent.catalog.bread).await["on_hand"], 3, "the retried delivery is back in the figures");
+    assert_eq!(
+        agent.stock(agent.catalog.bread).await["on_hand"],
+        3,
+        "the retried delivery is back in the figures"
+    );
     let (_, status, _) = call(agent.client.get(agent.path("/v1/status"))).await;
-    assert_eq!((status["quarantined"].as_u64(), status["outbox_depth"].as_u64()), (Some(0), Some(1)));
+    assert_eq!(
+        (status["quarantined"].as_u64(), status["outbox_depth"].as_u64()),
+        (Some(0), Some(1))
+    );
 
-    assert_problem(&call(agent.manager_get("/v1/outbox?status=sent")).await, 400, "invalid_query");
-    assert_problem(&call(agent.manager_get("/v1/outbox?limit=0")).await, 400, "invalid_query");
-    assert_problem(&call(agent.manager_get("/v1/outbox?limit=1001")).await, 400, "invalid_query");
+    assert_problem(
+        &call(agent.manager_get("/v1/outbox?status=sent")).await,
+        400,
+        "invalid_query",
+    );
+    assert_problem(
+        &call(agent.manager_get("/v1/outbox?limit=0")).await,
+        400,
+        "invalid_query",
+    );
+    assert_problem(
+        &call(agent.manager_get("/v1/outbox?limit=1001")).await,
+        400,
+        "invalid_query",
+    );
 }
 
 #[tokio::test]
@@ -259,17 +437,33 @@ async fn another_stores_body_is_refused() {
     let other = shelfsync_common::StoreId::new_v7();
     let apple = agent.catalog.apple;
     for (path, body) in [
-        ("/v1/inventory/stock", json!({ "product_id": apple, "store_id": other, "quantity": 1 })),
-        ("/v1/inventory/reservations", json!({ "product_id": apple, "store_id": other, "quantity": 1 })),
-        ("/v1/inventory/adjustments", json!({ "product_id": apple, "store_id": other, "delta": 1, "reason": "x" })),
+        (
+            "/v1/inventory/stock",
+            json!({ "product_id": apple, "store_id": other, "quantity": 1 }),
+        ),
+        (
+            "/v1/inventory/reservations",
+            json!({ "product_id": apple, "store_id": other, "quantity": 1 }),
+        ),
+        (
+            "/v1/inventory/adjustments",
+            json!({ "product_id": apple, "store_id": other, "delta": 1, "reason": "x" }),
+        ),
     ] {
         let refused = call(agent.post(path, &body)).await;
         assert_problem(&refused, 422, "wrong_store");
-        assert!(refused.1["detail"].as_str().unwrap().contains(&agent.store_id.to_string()));
+        assert!(refused.1["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&agent.store_id.to_string()));
     }
     let query = format!("/v1/inventory/availability?product_id={apple}&store_id={other}");
     assert_problem(&call(agent.get(&query)).await, 422, "wrong_store");
-    let (status, _, _) = call(agent.get(&format!("/v1/inventory/availability?product_id={apple}&store_id={}", agent.store_id))).await;
+    let (status, _, _) = call(agent.get(&format!(
+        "/v1/inventory/availability?product_id={apple}&store_id={}",
+        agent.store_id
+    )))
+    .await;
     assert_eq!(status, 200);
     assert!(agent.outbox().await.is_empty());
 }
@@ -278,12 +472,36 @@ async fn another_stores_body_is_refused() {
 async fn unknown_products_and_reservations_are_404_and_catalog_products_without_stock_read_as_zero() {
     let agent = spawn_agent().await;
     let unknown = shelfsync_common::ProductId::new_v7();
-    assert_problem(&call(agent.get(&format!("/v1/products/{unknown}"))).await, 404, "product_not_found");
-    assert_problem(&call(agent.get("/v1/products?sku=NOPE")).await, 404, "product_not_found");
-    assert_problem(&call(agent.get(&format!("/v1/inventory/products/{unknown}"))).await, 404, "product_not_found");
-    assert_problem(&call(agent.get(&format!("/v1/inventory/availability?product_id={unknown}"))).await, 404, "product_not_found");
-    assert_problem(&call(agent.post("/v1/inventory/stock", &agent.stock_body(unknown, 1))).await, 404, "product_not_found");
-    assert_problem(&call(agent.post("/v1/inventory/reservations", &agent.reserve_body(unknown, 1))).await, 404, "product_not_found");
+    assert_problem(
+        &call(agent.get(&format!("/v1/products/{unknown}"))).await,
+        404,
+        "product_not_found",
+    );
+    assert_problem(
+        &call(agent.get("/v1/products?sku=NOPE")).await,
+        404,
+        "product_not_found",
+    );
+    assert_problem(
+        &call(agent.get(&format!("/v1/inventory/products/{unknown}"))).await,
+        404,
+        "product_not_found",
+    );
+    assert_problem(
+        &call(agent.get(&format!("/v1/inventory/availability?product_id={unknown}"))).await,
+        404,
+        "product_not_found",
+    );
+    assert_problem(
+        &call(agent.post("/v1/inventory/stock", &agent.stock_body(unknown, 1))).await,
+        404,
+        "product_not_found",
+    );
+    assert_problem(
+        &call(agent.post("/v1/inventory/reservations", &agent.reserve_body(unknown, 1))).await,
+        404,
+        "product_not_found",
+    );
     let hold = shelfsync_common::ReservationId::new_v7();
     for action in ["release", "commit"] {
         let path = format!("/v1/inventory/reservations/{hold}/{action}");
@@ -291,14 +509,32 @@ async fn unknown_products_and_reservations_are_404_and_catalog_products_without_
     }
 
     let (status, product, _) = call(agent.get("/v1/products?sku=APL-1")).await;
-    assert_eq!((status, &product["id"], &product["version"]), (200, &json!(agent.catalog.apple), &json!(1)), "{product}");
+    assert_eq!(
+        (status, &product["id"], &product["version"]),
+        (200, &json!(agent.catalog.apple), &json!(1)),
+        "{product}"
+    );
     let (status, product, _) = call(agent.get(&format!("/v1/products/{}", agent.catalog.bread))).await;
     assert_eq!((status, product["sku"].as_str()), (200, Some("BRD-1")));
 
     let cheese = agent.stock(agent.catalog.cheese).await;
-    assert_eq!((cheese["on_hand"].as_i64(), cheese["available"].as_i64(), cheese["includes_pending"].as_bool()), (Some(0), Some(0), Some(false)));
-    let (_, availability, _) = call(agent.get(&format!("/v1/inventory/availability?product_id={}", agent.catalog.cheese))).await;
-    assert_eq!((availability["requested"].as_u64(), availability["sufficient"].as_bool()), (Some(1), Some(false)));
+    assert_eq!(
+        (
+            cheese["on_hand"].as_i64(),
+            cheese["available"].as_i64(),
+            cheese["includes_pending"].as_bool()
+        ),
+        (Some(0), Some(0), Some(false))
+    );
+    let (_, availability, _) = call(agent.get(&format!(
+        "/v1/inventory/availability?product_id={}",
+        agent.catalog.cheese
+    )))
+    .await;
+    assert_eq!(
+        (availability["requested"].as_u64(), availability["sufficient"].as_bool()),
+        (Some(1), Some(false))
+    );
     // A delivery of a catalog product starts its stream here.
     let (status, _, _) = call(agent.post("/v1/inventory/stock", &agent.stock_body(agent.catalog.cheese, 4))).await;
     assert_eq!(status, 201);
@@ -318,39 +554,103 @@ async fn bad_requests_are_problems_and_write_nothing() {
             .header("content-type", content_type)
             .body(body.to_owned())
     };
-    assert_problem(&call(raw("{\"product_id\":", "application/json")).await, 400, "malformed_json");
+    assert_problem(
+        &call(raw("{\"product_id\":", "application/json")).await,
+        400,
+        "malformed_json",
+    );
     assert_problem(&call(raw("", "application/json")).await, 400, "missing_body");
-    assert_problem(&call(raw(&agent.stock_body(apple, 1).to_string(), "text/plain")).await, 415, "unsupported_media_type");
+    assert_problem(
+        &call(raw(&agent.stock_body(apple, 1).to_string(), "text/plain")).await,
+        415,
+        "unsupported_media_type",
+    );
     let huge = format!("{{\"reason\":\"{}\"}}", "x".repeat(70 * 1024));
     assert_problem(&call(raw(&huge, "application/json")).await, 413, "body_too_large");
-    assert_problem(&call(agent.post("/v1/inventory/stock", &agent.stock_body(apple, 0))).await, 422, "invalid_body");
-    assert_problem(&call(agent.post("/v1/inventory/stock", &agent.stock_body(apple, 1_000_001))).await, 422, "invalid_body");
+    assert_problem(
+        &call(agent.post("/v1/inventory/stock", &agent.stock_body(apple, 0))).await,
+        422,
+        "invalid_body",
+    );
+    assert_problem(
+        &call(agent.post("/v1/inventory/stock", &agent.stock_body(apple, 1_000_001))).await,
+        422,
+        "invalid_body",
+    );
     let mut typo = agent.stock_body(apple, 1);
     typo["quantiy"] = json!(1);
-    assert_problem(&call(agent.post("/v1/inventory/stock", &typo)).await, 422, "invalid_body");
-    assert_problem(&call(agent.post("/v1/inventory/stock", &json!({ "product_id": apple }))).await, 422, "invalid_body");
+    assert_problem(
+        &call(agent.post("/v1/inventory/stock", &typo)).await,
+        422,
+        "invalid_body",
+    );
+    assert_problem(
+        &call(agent.post("/v1/inventory/stock", &json!({ "product_id": apple }))).await,
+        422,
+        "invalid_body",
+    );
 
     let mut ttl = agent.reserve_body(apple, 1);
     ttl["ttl_seconds"] = json!(604_801);
-    assert_problem(&call(agent.post("/v1/inventory/reservations", &ttl)).await, 422, "invalid_ttl");
+    assert_problem(
+        &call(agent.post("/v1/inventory/reservations", &ttl)).await,
+        422,
+        "invalid_ttl",
+    );
     ttl["ttl_seconds"] = json!(0);
-    assert_problem(&call(agent.post("/v1/inventory/reservations", &ttl)).await, 422, "invalid_ttl");
+    assert_problem(
+        &call(agent.post("/v1/inventory/reservations", &ttl)).await,
+        422,
+        "invalid_ttl",
+    );
     let mut versioned = agent.stock_body(apple, 1);
     versioned["expected_version"] = json!(3);
-    assert_problem(&call(agent.post("/v1/inventory/stock", &versioned)).await, 422, "expected_version_unsupported");
-    let if_match = agent.post("/v1/inventory/stock", &agent.stock_body(apple, 1)).header("If-Match", "\"3\"");
+    assert_problem(
+        &call(agent.post("/v1/inventory/stock", &versioned)).await,
+        422,
+        "expected_version_unsupported",
+    );
+    let if_match = agent
+        .post("/v1/inventory/stock", &agent.stock_body(apple, 1))
+        .header("If-Match", "\"3\"");
     assert_problem(&call(if_match).await, 422, "expected_version_unsupported");
-    let long_key = agent.post("/v1/inventory/stock", &agent.stock_body(apple, 1)).header("Idempotency-Key", "k".repeat(201));
+    let long_key = agent
+        .post("/v1/inventory/stock", &agent.stock_body(apple, 1))
+        .header("Idempotency-Key", "k".repeat(201));
     assert_problem(&call(long_key).await, 400, "invalid_idempotency_key");
-    let bad_correlation = agent.post("/v1/inventory/stock", &agent.stock_body(apple, 1)).header("X-Correlation-Id", "basket-9");
+    let bad_correlation = agent
+        .post("/v1/inventory/stock", &agent.stock_body(apple, 1))
+        .header("X-Correlation-Id", "basket-9");
     assert_problem(&call(bad_correlation).await, 400, "invalid_correlation_id");
 
     assert_problem(&call(agent.get("/v1/products/not-a-uuid")).await, 400, "invalid_path");
-    assert_problem(&call(agent.get("/v1/inventory/availability?product_id=x")).await, 400, "invalid_query");
-    assert_problem(&call(agent.get(&format!("/v1/inventory/availability?product_id={apple}&quantity=0"))).await, 400, "invalid_query");
+    assert_problem(
+        &call(agent.get("/v1/inventory/availability?product_id=x")).await,
+        400,
+        "invalid_query",
+    );
+    assert_problem(
+        &call(agent.get(&format!("/v1/inventory/availability?product_id={apple}&quantity=0"))).await,
+        400,
+        "invalid_query",
+    );
     assert_problem(&call(agent.get("/v1/nothing-here")).await, 404, "route_not_found");
-    assert_problem(&call(agent.client.delete(agent.path("/v1/inventory/stock")).bearer_auth(TERMINAL)).await, 405, "method_not_allowed");
-    assert_problem(&call(agent.client.put(agent.path("/v1/products/x")).bearer_auth(TERMINAL)).await, 405, "method_not_allowed");
+    assert_problem(
+        &call(
+            agent
+                .client
+                .delete(agent.path("/v1/inventory/stock"))
+                .bearer_auth(TERMINAL),
+        )
+        .await,
+        405,
+        "method_not_allowed",
+    );
+    assert_problem(
+        &call(agent.client.put(agent.path("/v1/products/x")).bearer_auth(TERMINAL)).await,
+        405,
+        "method_not_allowed",
+    );
 
     assert!(agent.outbox().await.is_empty(), "no bad request wrote anything");
     // With the body valid, the same request goes through (the checks above were not vacuous).
@@ -368,28 +668,58 @@ async fn the_status_page_reports_link_outbox_and_position_without_a_key() {
     assert_eq!(page["store_id"], json!(agent.store_id));
     assert_eq!(page["agent_version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(page["link"], "offline", "the hub is unreachable: {page}");
-    assert!(["closed", "open", "half_open"].contains(&page["breaker"].as_str().unwrap()), "{page}");
+    assert!(
+        ["closed", "open", "half_open"].contains(&page["breaker"].as_str().unwrap()),
+        "{page}"
+    );
     assert_eq!(page["push_connected"], false);
-    assert_eq!((page["outbox_depth"].as_u64(), page["quarantined"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(
+        (page["outbox_depth"].as_u64(), page["quarantined"].as_u64()),
+        (Some(0), Some(0))
+    );
     assert_eq!(page["oldest_pending_age_secs"], Value::Null);
-    assert_eq!((page["cursor"].as_u64(), page["hub_head"].as_u64()), (Some(SNAPSHOT_AT), Some(SNAPSHOT_AT)));
+    assert_eq!(
+        (page["cursor"].as_u64(), page["hub_head"].as_u64()),
+        (Some(SNAPSHOT_AT), Some(SNAPSHOT_AT))
+    );
     assert_eq!(page["bootstrapped"], true);
-    assert!(page["last_sync_at"].is_string(), "the snapshot was the last exchange: {page}");
+    assert!(
+        page["last_sync_at"].is_string(),
+        "the snapshot was the last exchange: {page}"
+    );
 
     call(agent.post("/v1/inventory/stock", &agent.stock_body(agent.catalog.apple, 1))).await;
     let (_, page, _) = call(agent.client.get(agent.path("/v1/status"))).await;
     assert_eq!(page["outbox_depth"], 1);
-    assert!(page["oldest_pending_age_secs"].as_u64().is_some_and(|age| age < 60), "{page}");
+    assert!(
+        page["oldest_pending_age_secs"].as_u64().is_some_and(|age| age < 60),
+        "{page}"
+    );
 }
 
 #[tokio::test]
 async fn an_agent_without_its_snapshot_says_so() {
-    let agent = spawn_agent_with(Options { not_bootstrapped: true, ..Options::default() }).await;
+    let agent = spawn_agent_with(Options {
+        not_bootstrapped: true,
+        ..Options::default()
+    })
+    .await;
     let (status, ready, _) = call(agent.client.get(agent.path("/readyz"))).await;
-    assert_eq!((status, ready["status"].as_str(), ready["bootstrapped"].as_bool()), (200, Some("ready"), Some(false)));
+    assert_eq!(
+        (status, ready["status"].as_str(), ready["bootstrapped"].as_bool()),
+        (200, Some("ready"), Some(false))
+    );
     let unknown = shelfsync_common::ProductId::new_v7();
-    assert_problem(&call(agent.get(&format!("/v1/products/{unknown}"))).await, 503, "not_bootstrapped");
-    assert_problem(&call(agent.post("/v1/inventory/stock", &agent.stock_body(unknown, 1))).await, 503, "not_bootstrapped");
+    assert_problem(
+        &call(agent.get(&format!("/v1/products/{unknown}"))).await,
+        503,
+        "not_bootstrapped",
+    );
+    assert_problem(
+        &call(agent.post("/v1/inventory/stock", &agent.stock_body(unknown, 1))).await,
+        503,
+        "not_bootstrapped",
+    );
     let (_, page, _) = call(agent.client.get(agent.path("/v1/status"))).await;
     assert_eq!(page["bootstrapped"], false);
 }
@@ -399,9 +729,20 @@ async fn ops_routes_answer_and_openapi_lists_every_route() {
     let agent = spawn_agent().await;
     assert_eq!(call(agent.client.get(agent.path("/healthz"))).await.0, 200);
     let (status, ready, _) = call(agent.client.get(agent.path("/readyz"))).await;
-    assert_eq!((status, ready["status"].as_str(), ready["bootstrapped"].as_bool()), (200, Some("ready"), Some(true)));
+    assert_eq!(
+        (status, ready["status"].as_str(), ready["bootstrapped"].as_bool()),
+        (200, Some("ready"), Some(true))
+    );
     call(agent.post("/v1/inventory/stock", &agent.stock_body(agent.catalog.apple, 1))).await;
-    let metrics = agent.client.get(agent.path("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = agent
+        .client
+        .get(agent.path("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("shelfsync_http_requests_total"), "{metrics}");
     assert!(metrics.contains("shelfsync_edge_writes_total"), "{metrics}");
 
@@ -429,34 +770,81 @@ async fn ops_routes_answer_and_openapi_lists_every_route() {
     ];
     let paths = openapi["paths"].as_object().expect("paths");
     for (method, path) in routes {
-        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from /openapi.json");
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing from /openapi.json"
+        );
     }
     let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
-    assert_eq!(documented, routes.len(), "/openapi.json documents a route this test does not know: {:?}", paths.keys());
+    assert_eq!(
+        documented,
+        routes.len(),
+        "/openapi.json documents a route this test does not know: {:?}",
+        paths.keys()
+    );
     // Every documented path is served (none answers route_not_found).
     for (method, path) in routes {
-        let concrete = path.replace("{id}", &agent.catalog.apple.to_string()).replace("{event_id}", &agent.catalog.apple.to_string());
-        let request = agent.client.request(method.parse().unwrap(), agent.path(&concrete)).bearer_auth(MANAGER);
+        let concrete = path
+            .replace("{id}", &agent.catalog.apple.to_string())
+            .replace("{event_id}", &agent.catalog.apple.to_string());
+        let request = agent
+            .client
+            .request(method.parse().unwrap(), agent.path(&concrete))
+            .bearer_auth(MANAGER);
         let (_, body, _) = call(request).await;
         assert_ne!(body["code"], "route_not_found", "{method} {path}");
     }
     let schemes = &openapi["components"]["securitySchemes"];
-    assert!(schemes["terminal"].is_object() && schemes["manager"].is_object(), "{schemes}");
+    assert!(
+        schemes["terminal"].is_object() && schemes["manager"].is_object(),
+        "{schemes}"
+    );
     let write_params = openapi["paths"]["/v1/inventory/stock"]["post"]["parameters"].to_string();
-    assert!(write_params.contains("Idempotency-Key") && write_params.contains("X-Till-Id"), "{write_params}");
+    assert!(
+        write_params.contains("Idempotency-Key") && write_params.contains("X-Till-Id"),
+        "{write_params}"
+    );
 }
 
 #[tokio::test]
 async fn generated_keys_are_written_to_the_data_dir_and_work() {
-    let agent = spawn_agent_with(Options { generated_keys: true, ..Options::default() }).await;
-    let read = |file: &str| std::fs::read_to_string(agent.data_dir.join(file)).expect("key file").trim().to_owned();
-    let (terminal, manager) = (read(shelfsync_edge::TERMINAL_KEY_FILE), read(shelfsync_edge::MANAGER_KEY_FILE));
+    let agent = spawn_agent_with(Options {
+        generated_keys: true,
+        ..Options::default()
+    })
+    .await;
+    let read = |file: &str| {
+        std::fs::read_to_string(agent.data_dir.join(file))
+            .expect("key file")
+            .trim()
+            .to_owned()
+    };
+    let (terminal, manager) = (
+        read(shelfsync_edge::TERMINAL_KEY_FILE),
+        read(shelfsync_edge::MANAGER_KEY_FILE),
+    );
     assert_ne!(terminal, manager);
     let path = format!("/v1/products/{}", agent.catalog.apple);
-    assert_eq!(call(agent.client.get(agent.path(&path)).bearer_auth(&terminal)).await.0, 200);
-    assert_problem(&call(agent.client.get(agent.path(&path)).bearer_auth(TERMINAL)).await, 401, "unauthorized");
-    assert_eq!(call(agent.client.get(agent.path("/v1/outbox")).bearer_auth(&manager)).await.0, 200);
-    assert_problem(&call(agent.client.get(agent.path("/v1/outbox")).bearer_auth(&terminal)).await, 403, "forbidden");
+    assert_eq!(
+        call(agent.client.get(agent.path(&path)).bearer_auth(&terminal)).await.0,
+        200
+    );
+    assert_problem(
+        &call(agent.client.get(agent.path(&path)).bearer_auth(TERMINAL)).await,
+        401,
+        "unauthorized",
+    );
+    assert_eq!(
+        call(agent.client.get(agent.path("/v1/outbox")).bearer_auth(&manager))
+            .await
+            .0,
+        200
+    );
+    assert_problem(
+        &call(agent.client.get(agent.path("/v1/outbox")).bearer_auth(&terminal)).await,
+        403,
+        "forbidden",
+    );
 }
 
 #[tokio::test]

@@ -72,6 +72,7 @@ impl EventBus {
             live: self.batches.subscribe(),
             head: self.head.subscribe(),
             cursor: after,
+            behind: true,
         }
     }
 }
@@ -82,6 +83,9 @@ pub struct EventFeed {
     live: broadcast::Receiver<Arc<[EventEnvelope]>>,
     head: watch::Receiver<u64>,
     cursor: u64,
+    /// Events after the cursor may be missing from the channel (at the start, after a lag
+    /// or a gap): read the store before trusting the channel again.
+    behind: bool,
 }
 
 impl EventFeed {
@@ -99,17 +103,18 @@ impl EventFeed {
     /// closed (the hub is shutting down).
     pub async fn next(&mut self) -> Option<Result<Vec<EventEnvelope>, StoreError>> {
         loop {
-            if !self.caught_up() {
+            // The channel was subscribed before the first read, so once a read of the store
+            // comes back short, every later commit is in the channel: read it from memory.
+            if self.behind {
                 let after = self.cursor;
-                let page = self
-                    .reads
-                    .run(move |conn| reader::events_after(conn, after, CATCH_UP_PAGE))
-                    .await;
+                let page = self.reads.run(move |conn| reader::events_after(conn, after, CATCH_UP_PAGE)).await;
                 match page {
-                    Ok(events) if events.is_empty() => {}
                     Ok(events) => {
-                        self.cursor = events.last().map_or(after, |e| e.position);
-                        return Some(Ok(events));
+                        self.behind = events.len() == CATCH_UP_PAGE;
+                        if let Some(last) = events.last() {
+                            self.cursor = last.position;
+                            return Some(Ok(events));
+                        }
                     }
                     Err(error) => return Some(Err(error)),
                 }
@@ -124,12 +129,13 @@ impl EventFeed {
                             return Some(Ok(fresh));
                         }
                         // A gap before this batch: read it from the store on the next turn.
-                        Some(_) => {}
+                        Some(_) => self.behind = true,
                         None => continue,
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(skipped)) => {
                     tracing::debug!(skipped, cursor = self.cursor, "feed lagged; re-reading from the store");
+                    self.behind = true;
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }

@@ -77,7 +77,15 @@ fn build() -> Binaries {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let mut command = Command::new(&cargo);
     command
-        .args(["build", "--bins", "-p", "shelfsync-hub", "-p", "shelfsync-edge", "--profile"])
+        .args([
+            "build",
+            "--bins",
+            "-p",
+            "shelfsync-hub",
+            "-p",
+            "shelfsync-edge",
+            "--profile",
+        ])
         .arg(&profile)
         .arg("--manifest-path")
         .arg(&manifest)

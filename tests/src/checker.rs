@@ -27,9 +27,9 @@ use crate::process::{ADMIN_TOKEN, MANAGER_KEY, TERMINAL_KEY};
 use crate::workload::{http_client, TillLog};
 use serde_json::Value;
 use shelfsync_common::edge::{AgentStatus, LocalStockLevel};
+use shelfsync_common::event::ReleaseReason;
 use shelfsync_common::inventory::{self, InventoryState};
 use shelfsync_common::wire::StockLevel;
-use shelfsync_common::event::ReleaseReason;
 use shelfsync_common::{EventEnvelope, EventId, EventPayload, Origin, ProductId, StoreId, StreamId};
 use shelfsync_hub::store::{reader, ReadPool};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -80,7 +80,12 @@ impl Report {
             let _ = write!(
                 out,
                 "\n  {name}: cursor {} outbox {} quarantined {} breaker {} link {} push {}",
-                status.cursor, status.outbox_depth, status.quarantined, status.breaker, status.link, status.push_connected
+                status.cursor,
+                status.outbox_depth,
+                status.quarantined,
+                status.breaker,
+                status.link,
+                status.push_connected
             );
         }
         out
@@ -133,7 +138,8 @@ pub async fn agent_status(http: &reqwest::Client, agent_url: &str) -> Result<Age
     if status != 200 {
         return Err(format!("{agent_url}/v1/status: {status} {body}"));
     }
-    serde_json::from_value(body.clone()).map_err(|e| format!("{agent_url}/v1/status is not an AgentStatus ({e}): {body}"))
+    serde_json::from_value(body.clone())
+        .map_err(|e| format!("{agent_url}/v1/status is not an AgentStatus ({e}): {body}"))
 }
 
 /// Waits until the hub's read model is at its head and every agent has an empty outbox
@@ -429,7 +435,13 @@ pub async fn convergence_problems(
             );
             let hub = match get_json(http, &hub_path, ADMIN_TOKEN).await {
                 Ok((200, body)) => match serde_json::from_value::<StockLevel>(body.clone()) {
-                    Ok(level) => Some((level.on_hand, level.reserved, level.available, level.version, level.position)),
+                    Ok(level) => Some((
+                        level.on_hand,
+                        level.reserved,
+                        level.available,
+                        level.version,
+                        level.position,
+                    )),
                     Err(e) => {
                         problems.push(format!("{hub_path}: not a StockLevel ({e}): {body}"));
                         continue;
@@ -469,8 +481,11 @@ pub async fn convergence_problems(
                     continue;
                 }
             };
-            let local_figures = local.as_ref().map(|l| (l.on_hand, l.reserved, l.available, l.confirmed_version));
-            let fold_figures = expected.map(|(on_hand, reserved, available, version, _)| (on_hand, reserved, available, version));
+            let local_figures = local
+                .as_ref()
+                .map(|l| (l.on_hand, l.reserved, l.available, l.confirmed_version));
+            let fold_figures =
+                expected.map(|(on_hand, reserved, available, version, _)| (on_hand, reserved, available, version));
             // An agent may show an empty row for a product without a stream.
             let empty_row = fold_figures.is_none() && local_figures == Some((0, 0, 0, 0));
             if local_figures != fold_figures && !empty_row {
@@ -501,7 +516,13 @@ pub async fn quarantined(http: &reqwest::Client, agent: &AgentRef) -> Value {
 }
 
 /// Runs every check; panics with every problem found (and `context`) if any.
-pub async fn check(hub_url: &str, events_file: &Path, agents: &[AgentRef], tills: &[TillLog], expect: &Expect) -> Result<Report, String> {
+pub async fn check(
+    hub_url: &str,
+    events_file: &Path,
+    agents: &[AgentRef],
+    tills: &[TillLog],
+    expect: &Expect,
+) -> Result<Report, String> {
     let http = http_client();
     let started = Instant::now();
     let (head, statuses) = wait_quiescent(&http, hub_url, agents, expect.quiesce_within).await?;
@@ -538,7 +559,9 @@ pub async fn check(hub_url: &str, events_file: &Path, agents: &[AgentRef], tills
     // The hub's position may not have moved while we looked.
     let (head_after, _) = hub_positions(&http, hub_url).await?;
     if head_after != head {
-        problems.push(format!("the hub's head moved from {head} to {head_after} during the check"));
+        problems.push(format!(
+            "the hub's head moved from {head} to {head_after} during the check"
+        ));
     }
     if problems.is_empty() {
         Ok(Report {

@@ -195,7 +195,9 @@ impl Cluster {
             store.id,
             store.agent.process.endpoint(),
             demo_products(),
-            self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(index as u64 + 1),
+            self.seed
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .wrapping_add(index as u64 + 1),
             workload,
         )
     }
@@ -247,10 +249,21 @@ impl Cluster {
             eprintln!("[e2e] till at {:?}: {}", till.store, till.summary());
         }
         let started = Instant::now();
-        let result = checker::check(&self.hub_url(), &self.hub.events_file(), &self.agent_refs(), tills, &expect).await;
+        let result = checker::check(
+            &self.hub_url(),
+            &self.hub.events_file(),
+            &self.agent_refs(),
+            tills,
+            &expect,
+        )
+        .await;
         match result {
             Ok(report) => {
-                eprintln!("[e2e] {} (check took {:.1}s)", report.summary(), started.elapsed().as_secs_f64());
+                eprintln!(
+                    "[e2e] {} (check took {:.1}s)",
+                    report.summary(),
+                    started.elapsed().as_secs_f64()
+                );
                 for store in &self.stores {
                     eprintln!("[e2e] {}", store.proxy.summary());
                 }
@@ -302,8 +315,15 @@ impl Cluster {
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
-    /// The value of a counter in the hub's `/metrics` (0 when not recorded yet).
+    /// The value of a counter in the hub's `/metrics`, summed over its labels (0 when not
+    /// recorded yet).
     pub async fn hub_metric(&self, name: &str) -> f64 {
+        self.hub_metric_labelled(name, "").await
+    }
+
+    /// The value of a counter in the hub's `/metrics`, summed over the series whose labels
+    /// contain `label` (e.g. `result="duplicate"`).
+    pub async fn hub_metric_labelled(&self, name: &str, label: &str) -> f64 {
         let text = self
             .http
             .get(format!("{}/metrics", self.hub_url()))
@@ -314,7 +334,7 @@ impl Cluster {
             .await
             .expect("metrics body");
         text.lines()
-            .filter(|line| line.split([' ', '{']).next() == Some(name))
+            .filter(|line| line.split([' ', '{']).next() == Some(name) && line.contains(label))
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }

@@ -7,12 +7,13 @@
 //! [`Mode`]:
 //!
 //! - `Pass`: relay both ways.
-//! - `Delay(ms)`: relay, each chunk held back `ms` in each direction (latency, not
-//!   bandwidth).
+//! - `Delay(ms)`: relay, each chunk held back `ms` in each direction, one chunk after the
+//!   other (so it also caps throughput at one 16 KiB chunk per delay).
 //! - `Throttle(bytes/s)`: relay at most that many bytes a second each way, reading no more
 //!   than it can pass on, so the sender's socket buffers fill and it feels backpressure (a
 //!   slow agent, as the hub's push stream sees it). The proxy's upstream socket has a
-//!   small receive buffer so that backpressure arrives soon.
+//!   small receive buffer and announces small segments, so that backpressure arrives after
+//!   kilobytes rather than megabytes.
 //! - `Blackhole`: accept, and never forward or answer; the peer only learns by timing out.
 //! - `Reset`: accept and close at once with a TCP reset.
 //! - `DropResponses`: forward the request bytes to the hub, and when the answer starts to
@@ -129,6 +130,10 @@ impl std::fmt::Debug for FaultProxy {
 /// Receive buffer of the upstream sockets: small, so that a throttled reader pushes back
 /// on the hub soon instead of after megabytes.
 const UPSTREAM_RECV_BUFFER: u32 = 16 * 1024;
+/// Receive buffer of a throttled connection's upstream socket.
+const THROTTLED_RECV_BUFFER: u32 = 4 * 1024;
+/// Segment size a throttled connection announces to the hub.
+const THROTTLED_MSS: u32 = 536;
 /// Largest chunk read at once.
 const CHUNK: usize = 16 * 1024;
 
@@ -172,7 +177,10 @@ impl FaultProxy {
 
     /// The mode last set.
     pub fn mode(&self) -> Mode {
-        self.mode.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.mode
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Changes the mode; existing connections are closed (or frozen, entering `Blackhole`).
@@ -285,10 +293,20 @@ fn reset(stream: TcpStream, counters: &Counters) {
     drop(stream);
 }
 
-async fn connect_upstream(upstream: SocketAddr) -> std::io::Result<TcpStream> {
+/// Connects to the hub. A throttled connection also announces a small segment size: the
+/// hub's kernel sizes its send buffer in segments, so small segments keep the bytes
+/// parked between the hub's push stream and the slow reader to a few dozen kilobytes
+/// (with loopback's 64 KiB segments it would be megabytes, and the hub would never feel
+/// the slow reader).
+async fn connect_upstream(upstream: SocketAddr, mode: &Mode) -> std::io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
-    socket.set_recv_buffer_size(UPSTREAM_RECV_BUFFER)?;
     socket.set_nodelay(true)?;
+    if let Mode::Throttle(_) = mode {
+        socket.set_recv_buffer_size(THROTTLED_RECV_BUFFER)?;
+        socket2::SockRef::from(&socket).set_tcp_mss(THROTTLED_MSS)?;
+    } else {
+        socket.set_recv_buffer_size(UPSTREAM_RECV_BUFFER)?;
+    }
     tokio::time::timeout(Duration::from_secs(5), socket.connect(upstream))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
@@ -299,7 +317,12 @@ async fn changed(phases: &mut watch::Receiver<Phase>, generation: u64) {
     let _ = phases.wait_for(|phase| phase.generation != generation).await;
 }
 
-async fn connection(client: TcpStream, upstream: SocketAddr, mut phases: watch::Receiver<Phase>, counters: Arc<Counters>) {
+async fn connection(
+    client: TcpStream,
+    upstream: SocketAddr,
+    mut phases: watch::Receiver<Phase>,
+    counters: Arc<Counters>,
+) {
     let Phase { generation, mode } = phases.borrow_and_update().clone();
     match mode {
         Mode::Reset => reset(client, &counters),
@@ -309,7 +332,7 @@ async fn connection(client: TcpStream, upstream: SocketAddr, mut phases: watch::
             reset(client, &counters);
         }
         Mode::Pass | Mode::Delay(_) | Mode::Throttle(_) | Mode::DropResponses => {
-            let server = match connect_upstream(upstream).await {
+            let server = match connect_upstream(upstream, &mode).await {
                 Ok(server) => server,
                 Err(_) => {
                     counters.upstream_failures.fetch_add(1, Ordering::Relaxed);

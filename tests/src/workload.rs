@@ -382,9 +382,8 @@ impl Till {
             }
             let problem: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             let code = problem["code"].as_str().unwrap_or("").to_owned();
-            let allowed = status == 409
-                && code == "insufficient_stock"
-                && matches!(kind, OpKind::Reserve | OpKind::Adjust);
+            let allowed =
+                status == 409 && code == "insufficient_stock" && matches!(kind, OpKind::Reserve | OpKind::Adjust);
             if allowed {
                 *self.log.refused.entry(code).or_default() += 1;
                 return Outcome::Refused;
@@ -402,7 +401,9 @@ impl Till {
 fn payload_mismatch(ack: &Ack) -> Option<String> {
     let body = &ack.body;
     let fits = match (&ack.kind, &ack.payload) {
-        (OpKind::Stock, EventPayload::StockAdded { quantity }) => body["quantity"].as_u64() == Some(u64::from(*quantity)),
+        (OpKind::Stock, EventPayload::StockAdded { quantity }) => {
+            body["quantity"].as_u64() == Some(u64::from(*quantity))
+        }
         (OpKind::Adjust, EventPayload::StockAdjusted { delta, .. }) => body["delta"].as_i64() == Some(*delta),
         (
             OpKind::Reserve,

@@ -57,7 +57,9 @@ async fn roundtrip(stream: &mut TcpStream, line: &str, within: Duration) -> Resu
 }
 
 async fn connect(proxy: &FaultProxy) -> TcpStream {
-    TcpStream::connect(proxy.url().trim_start_matches("http://")).await.unwrap()
+    TcpStream::connect(proxy.url().trim_start_matches("http://"))
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -77,7 +79,11 @@ async fn every_mode_does_what_it_says() {
     let mut stream = connect(&proxy).await;
     let started = Instant::now();
     assert_eq!(roundtrip(&mut stream, "c", short * 4).await, Ok("c".into()));
-    assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
 
     // Black hole: silence, for open and new connections; nothing reaches the server.
     let before = received.load(Ordering::SeqCst);
@@ -114,7 +120,11 @@ async fn every_mode_does_what_it_says() {
     let line = "x".repeat(1000);
     let started = Instant::now();
     assert_eq!(roundtrip(&mut stream, &line, short * 10).await, Ok(line.clone()));
-    assert!(started.elapsed() >= Duration::from_millis(400), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
 
     // Flap: some connections work, some do not, and it keeps changing.
     proxy.set_mode(Mode::flap_reset(100));

@@ -117,7 +117,7 @@ impl WriteContext {
             target,
             command,
             event_id,
-            idempotency: match (body_event_id, &self.idempotency_key) { (Some(id), _) => Some((idempotency_record_key(id), fingerprint(route, fingerprinted))), (None, Some(k)) => Some((format!("{}:{k}", self.till.actor()), fingerprint(route, fingerprinted))), _ => None },
+            idempotency: Some((idempotency_record_key(event_id), fingerprint(route, fingerprinted))),
             metadata: EventMetadata {
                 origin: Origin::Store(store_id),
                 actor,

@@ -1871,6 +1871,7 @@ async fn a_restart_mid_sync_finds_the_same_view() {
     let d = s.ok(s.deliver(s.cheese, 4)).await; // pending
     let e = s.ok(s.commit(hold)).await; // acked, then confirmed before the ack
     let f = s.ok(keyed(s.sell(s.bread, 1), "sale-f", 6)).await; // pending
+    let g = s.ok(s.sell(s.apple, 1)).await; // acked, not seen back yet
     s.ack(vec![appended(&a, 41, 4), appended(&b, 43, 5), rejected(&c)])
         .await;
     let web = ReservationId::new_v7();
@@ -1898,7 +1899,8 @@ async fn a_restart_mid_sync_finds_the_same_view() {
             cursor: 45
         }
     );
-    s.ack(vec![appended(&e, 45, 6)]).await;
+    s.ack(vec![appended(&e, 45, 6), appended(&g, 46, 7)]).await;
+    assert_eq!(s.pending(s.apple), vec![g.event_id]);
     let level = s.level(s.apple);
     assert_eq!(
         (
@@ -1907,7 +1909,7 @@ async fn a_restart_mid_sync_finds_the_same_view() {
             level.pending_events,
             level.confirmed_version
         ),
-        (7, 0, 0, 6)
+        (6, 0, 1, 6)
     );
     let bread = s.level(s.bread);
     assert_eq!(
@@ -1920,7 +1922,7 @@ async fn a_restart_mid_sync_finds_the_same_view() {
         (4, 3, 1, 3)
     );
     assert_eq!(s.pending(s.cheese), vec![d.event_id]);
-    assert_eq!(s.store.read(|v| (v.quarantined, v.outbox().0)), (1, 2));
+    assert_eq!(s.store.read(|v| (v.quarantined, v.outbox().0)), (1, 3));
 
     let before = s.state();
     let outbox = s.outbox().await;
@@ -1936,10 +1938,12 @@ async fn a_restart_mid_sync_finds_the_same_view() {
     let replayed = s.run(keyed(s.sell(s.bread, 1), "sale-f", 6)).await.unwrap();
     assert_eq!(replayed, LocalWriteResult { replayed: true, ..f });
 
-    // And the next event of an own stream confirms on top of the reloaded state.
+    // The acked event and the next ones come back on top of the reloaded state.
     s.ack(vec![appended(&d, 48, 1)]).await;
-    let report = s.apply(vec![s.echo(&d, 1, 48)], 48, 48).await;
-    assert_eq!(report.confirmed_own, 1);
+    let report = s.apply(vec![s.echo(&g, 7, 46), s.echo(&d, 1, 48)], 48, 48).await;
+    assert_eq!(report.confirmed_own, 2);
+    let apple = s.level(s.apple);
+    assert_eq!((apple.on_hand, apple.confirmed_version, apple.pending_events), (6, 7, 0));
     let cheese = s.level(s.cheese);
     assert_eq!(
         (cheese.on_hand, cheese.confirmed_version, cheese.pending_events),

@@ -15,8 +15,8 @@ use shelfsync_common::sqlite::{settle, Deferred};
 use shelfsync_common::sync::{SnapshotResponse, UploadEvent, UploadOutcome, UploadResult};
 use shelfsync_common::wire::ProductView;
 use shelfsync_common::{
-    EventEnvelope, EventId, EventMetadata, EventPayload, InventoryCommand, Origin, Product, ProductId, ReservationId, StoreId,
-    StreamId,
+    EventEnvelope, EventId, EventMetadata, EventPayload, InventoryCommand, Origin, Product, ProductId, ReservationId,
+    StoreId, StreamId,
 };
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -694,8 +694,13 @@ impl<'v> Batch<'v> {
         for hold in &snapshot.reservations {
             // The side that made a hold expires it: this store's own holds stay its to expire.
             if hold.origin == Origin::Store(self.view.store_id) {
-                tx.prepare_cached("INSERT OR IGNORE INTO own_reservations (reservation_id, product_id) VALUES (?1, ?2)")?
-                    .execute(params![&hold.reservation_id.as_bytes()[..], &hold.product_id.as_bytes()[..]])?;
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO own_reservations (reservation_id, product_id) VALUES (?1, ?2)",
+                )?
+                .execute(params![
+                    &hold.reservation_id.as_bytes()[..],
+                    &hold.product_id.as_bytes()[..]
+                ])?;
                 self.changes.own_reservations.push(hold.reservation_id);
             }
             let reservation = Reservation {

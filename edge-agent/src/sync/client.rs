@@ -223,15 +223,23 @@ async fn problem(response: Response) -> (String, String) {
 }
 
 /// A transport error with its causes ("error sending request" alone says little).
-fn describe(error: &reqwest::Error) -> String {
+pub(crate) fn describe(error: &reqwest::Error) -> String {
     if error.is_timeout() {
         return "timed out".into();
     }
+    chain(error)
+}
+
+/// An error and its sources, joined with ": ".
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
+    let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text
@@ -297,7 +305,8 @@ mod tests {
     #[tokio::test]
     async fn a_hub_of_another_major_version_is_a_clear_error() {
         let (client, _) = server(|| {
-            let problem = shelfsync_common::problem::Problem::new(400, "unsupported_protocol", "Bad request", "upgrade");
+            let problem =
+                shelfsync_common::problem::Problem::new(400, "unsupported_protocol", "Bad request", "upgrade");
             with_protocol("2.0", (StatusCode::BAD_REQUEST, axum::Json(problem)))
         })
         .await;
@@ -309,8 +318,12 @@ mod tests {
     #[tokio::test]
     async fn a_refused_token_says_so() {
         let (client, _) = server(|| {
-            let problem =
-                shelfsync_common::problem::Problem::new(401, "unauthorized", "Unauthorized", "unknown or revoked token");
+            let problem = shelfsync_common::problem::Problem::new(
+                401,
+                "unauthorized",
+                "Unauthorized",
+                "unknown or revoked token",
+            );
             with_protocol("1.0", (StatusCode::UNAUTHORIZED, axum::Json(problem)))
         })
         .await;

@@ -127,6 +127,11 @@ async fn catch_up(ctx: &Ctx, stopping: &mut watch::Receiver<bool>) -> Result<boo
             confirmed_own = report.confirmed_own,
             "pulled"
         );
+        if next_cursor > head {
+            // The heartbeat reports it (once it is more than a race with a commit).
+            tracing::debug!(cursor, head, "the hub's head is behind the cursor");
+            return Ok(false);
+        }
         if report.cursor >= head {
             return Ok(true);
         }
@@ -161,7 +166,7 @@ struct Pending {
 async fn consume<S, E>(ctx: &Ctx, messages: S, stopping: &mut watch::Receiver<bool>) -> Result<End, SyncError>
 where
     S: Stream<Item = Result<Event, EventStreamError<E>>> + Send,
-    E: std::fmt::Display,
+    E: std::error::Error,
 {
     let mut messages = std::pin::pin!(messages);
     let mut caught_up = false;
@@ -196,7 +201,7 @@ where
 }
 
 /// Takes one message into `pending`; `Some` when the stream is over.
-fn read<E: std::fmt::Display>(
+fn read<E: std::error::Error>(
     ctx: &Ctx,
     message: Option<Result<Event, EventStreamError<E>>>,
     pending: &mut Pending,
@@ -204,7 +209,9 @@ fn read<E: std::fmt::Display>(
 ) -> Option<End> {
     let message = match message {
         None => return Some(End::Closed("the hub closed the stream".into())),
-        Some(Err(EventStreamError::Transport(error))) => return Some(End::Closed(format!("connection: {error}"))),
+        Some(Err(EventStreamError::Transport(error))) => {
+            return Some(End::Closed(format!("connection: {}", super::client::chain(&error))))
+        }
         Some(Err(error)) => return Some(broken(ctx, format!("unreadable event stream: {error}"))),
         Some(Ok(message)) => message,
     };

@@ -15,6 +15,7 @@ use tokio::time::MissedTickBehavior;
 pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> Result<(), SyncError> {
     let mut ticks = tokio::time::interval(Duration::from_secs(ctx.config.sync.heartbeat_interval_secs));
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut behind = 0u32;
     loop {
         tokio::select! {
             () = stopped(&mut stopping) => return Ok(()),
@@ -29,6 +30,14 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
         match sent {
             Ok(ack) => {
                 tracing::debug!(cursor, head = ack.head, "heartbeat");
+                // Twice in a row: once could be a race between a commit and its publication.
+                behind = if ack.head < cursor { behind + 1 } else { 0 };
+                if behind == 2 {
+                    tracing::error!(cursor, head = ack.head,
+                        "the hub's head is behind this agent's cursor: the hub was restored from an older backup \
+                         or this agent belongs to another hub; this agent must be bootstrapped again (give it a new \
+                         data directory; an operator should first check its outbox)");
+                }
                 if ack.head > ctx.store.read(|view| view.sync.hub_head) {
                     // Only the head: the cursor moves with the events themselves.
                     ctx.store.apply_hub(Vec::new(), 0, ack.head).await?;

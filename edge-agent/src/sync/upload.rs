@@ -6,6 +6,7 @@
 //! (jittered exponential back-off, cut short when the breaker closes again), never
 //! waiting for the next sale. While the breaker is open it waits for the probe.
 
+use super::client::HubError;
 use super::link::CallError;
 use super::{is_stopping, meters, or_stop, stopped, Ctx, SyncError};
 use shelfsync_common::sync::UploadOutcome;
@@ -24,6 +25,8 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
     let mut recorded = ctx.store.recorded();
     let mut backoff = ctx.retry_backoff();
     let mut failures = 0u32;
+    // Halved when the hub finds a batch too large (a hub with a smaller body limit).
+    let mut batch_limit = ctx.config.sync.upload_batch;
     // A quarantined event sent back to the outbox by an operator is not a new write.
     let recheck = Duration::from_secs(ctx.config.sync.pull_interval_secs);
     loop {
@@ -32,7 +35,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
         }
         // Seen before reading the outbox: a write after this read wakes the wait below.
         recorded.borrow_and_update();
-        let batch = ctx.store.pending_batch(ctx.config.sync.upload_batch).await?;
+        let batch = ctx.store.pending_batch(batch_limit).await?;
         if batch.is_empty() {
             tokio::select! {
                 () = stopped(&mut stopping) => return Ok(()),
@@ -100,7 +103,15 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
             }
             // Nothing was sent; `ready` waits for the probe.
             Err(CallError::Open { .. }) => continue,
-            Err(CallError::Hub(error)) => Some(error.to_string()),
+            Err(CallError::Hub(error)) => {
+                if let HubError::Status { status: 413, .. } = error {
+                    if batch_limit > 1 {
+                        batch_limit = batch_limit.max(1);
+                        tracing::warn!(batch_limit, "the hub found an upload too large; sending smaller batches");
+                    }
+                }
+                Some(error.to_string())
+            }
         };
         if let Some(error) = error {
             failures += 1;

@@ -66,11 +66,24 @@ pub async fn spawn_agent() -> TestAgent {
 }
 
 fn product(sku: &str) -> Product {
-    Product { id: ProductId::new_v7(), sku: sku.into(), name: format!("Product {sku}"), price_minor: 199 }
+    Product {
+        id: ProductId::new_v7(),
+        sku: sku.into(),
+        name: format!("Product {sku}"),
+        price_minor: 199,
+    }
 }
 
 fn stock(product: ProductId, store: StoreId, on_hand: i64, version: u64) -> StockLevel {
-    StockLevel { product_id: product, store_id: store, on_hand, reserved: 0, available: on_hand, version, position: 7 }
+    StockLevel {
+        product_id: product,
+        store_id: store,
+        on_hand,
+        reserved: 0,
+        available: on_hand,
+        version,
+        position: 7,
+    }
 }
 
 /// An agent started as `options` say.
@@ -80,17 +93,25 @@ pub async fn spawn_agent_with(options: Options) -> TestAgent {
     let data_dir = dir.path().to_owned();
     let store_id = StoreId::new_v7();
     let (apple, bread, cheese) = (product("APL-1"), product("BRD-1"), product("CHS-1"));
-    let catalog = Catalog { apple: apple.id, bread: bread.id, cheese: cheese.id };
+    let catalog = Catalog {
+        apple: apple.id,
+        bread: bread.id,
+        cheese: cheese.id,
+    };
     let mut quarantined = Vec::new();
     {
-        let store = LocalStore::open(&data_dir.join(shelfsync_edge::STORE_FILE), store_id).expect("open the local store");
+        let store =
+            LocalStore::open(&data_dir.join(shelfsync_edge::STORE_FILE), store_id).expect("open the local store");
         if !options.not_bootstrapped {
             let snapshot = SnapshotResponse {
                 store_id,
                 position: SNAPSHOT_AT,
                 stock: vec![stock(apple.id, store_id, 10, 3), stock(bread.id, store_id, 2, 1)],
                 reservations: Vec::new(),
-                catalog: [apple, bread, cheese].into_iter().map(|product| ProductView { product, version: 1 }).collect(),
+                catalog: [apple, bread, cheese]
+                    .into_iter()
+                    .map(|product| ProductView { product, version: 1 })
+                    .collect(),
             };
             store.bootstrap(snapshot).await.expect("bootstrap");
         }
@@ -98,7 +119,9 @@ pub async fn spawn_agent_with(options: Options) -> TestAgent {
             let event_id = EventId::new_v7();
             let command = LocalCommand {
                 target: Target::Product(catalog.bread),
-                command: InventoryCommand::AddStock { quantity: StockQuantity::new(1).expect("quantity") },
+                command: InventoryCommand::AddStock {
+                    quantity: StockQuantity::new(1).expect("quantity"),
+                },
                 event_id,
                 idempotency: None,
                 metadata: EventMetadata {
@@ -111,16 +134,28 @@ pub async fn spawn_agent_with(options: Options) -> TestAgent {
                 },
             };
             store.execute(command).await.expect("record an event");
-            let rejected = UploadOutcome::Rejected { reason: "unknown_product".into(), detail: "not at the hub".into() };
-            store.acknowledge(vec![UploadResult { event_id, outcome: rejected }]).await.expect("quarantine it");
+            let rejected = UploadOutcome::Rejected {
+                reason: "unknown_product".into(),
+                detail: "not at the hub".into(),
+            };
+            store
+                .acknowledge(vec![UploadResult {
+                    event_id,
+                    outcome: rejected,
+                }])
+                .await
+                .expect("quarantine it");
             quarantined.push(event_id);
         }
         store.close().await;
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let (terminal_key, manager_key) =
-        if options.generated_keys { (None, None) } else { (Some(TERMINAL.to_owned()), Some(MANAGER.to_owned())) };
+    let (terminal_key, manager_key) = if options.generated_keys {
+        (None, None)
+    } else {
+        (Some(TERMINAL.to_owned()), Some(MANAGER.to_owned()))
+    };
     let config = EdgeConfig {
         store_id: Some(store_id),
         hub_url: Some(CLOSED_HUB.into()),
@@ -258,10 +293,18 @@ impl Drop for TestAgent {
 pub async fn call(request: reqwest::RequestBuilder) -> (u16, Value, String) {
     let response = request.send().await.expect("request");
     let status = response.status().as_u16();
-    let content_type =
-        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
     let text = response.text().await.expect("body");
-    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
     (status, body, content_type)
 }
 

@@ -7,7 +7,9 @@
 use serde_json::{json, Value};
 use shelfsync_common::sync::{SnapshotResponse, PROTOCOL_HEADER, PROTOCOL_VERSION};
 use shelfsync_common::wire::StockLevel;
-use shelfsync_common::{EventId, EventMetadata, InventoryCommand, Origin, ProductId, ReservationId, StockQuantity, StoreId};
+use shelfsync_common::{
+    EventId, EventMetadata, InventoryCommand, Origin, ProductId, ReservationId, StockQuantity, StoreId,
+};
 use shelfsync_edge::config::{EdgeConfig, HubLink};
 use shelfsync_edge::store::{LocalCommand, LocalStore, Target};
 use shelfsync_edge::sync::{LinkState, LinkStatus, SyncHandle};
@@ -63,18 +65,27 @@ pub struct Hub {
 
 /// A hub on a fresh data dir with the demo data.
 pub async fn start_hub() -> Hub {
+    start_hub_with(|_| {}).await
+}
+
+/// A hub on a fresh data dir with the demo data, its settings changed by `configure`.
+pub async fn start_hub_with(configure: impl FnOnce(&mut shelfsync_hub::config::HubConfig)) -> Hub {
     shelfsync_common::server::telemetry::init_test_logging();
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = dir.path().to_owned();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let config = shelfsync_hub::config::HubConfig {
+    let mut config = shelfsync_hub::config::HubConfig {
         data_dir: data_dir.clone(),
         admin_token: Some(ADMIN.into()),
         ..shelfsync_hub::config::HubConfig::default()
     };
+    configure(&mut config);
     let (stop, stopped) = oneshot::channel::<()>();
-    let options = shelfsync_hub::RunOptions { seed_demo_data: true, announce: false };
+    let options = shelfsync_hub::RunOptions {
+        seed_demo_data: true,
+        announce: false,
+    };
     let task = tokio::spawn(async move {
         shelfsync_hub::run(config, listener, options, async {
             let _ = stopped.await;
@@ -91,7 +102,12 @@ pub async fn start_hub() -> Hub {
         stop: Some(stop),
         task: Some(task),
     };
-    let ready = hub.client.get(format!("{}/healthz", hub.url)).send().await.expect("healthz");
+    let ready = hub
+        .client
+        .get(format!("{}/healthz", hub.url))
+        .send()
+        .await
+        .expect("healthz");
     assert!(ready.status().is_success());
     hub
 }
@@ -115,12 +131,23 @@ impl Hub {
     /// The token the demo wrote for `store`.
     pub fn token(&self, store: StoreId) -> String {
         let path = shelfsync_hub::seed::store_token_path(&self.data_dir, store);
-        std::fs::read_to_string(&path).expect("the demo store token").trim().to_owned()
+        std::fs::read_to_string(&path)
+            .expect("the demo store token")
+            .trim()
+            .to_owned()
     }
 
     /// The hub's head.
     pub async fn head(&self) -> u64 {
-        let ready: Value = self.client.get(format!("{}/readyz", self.url)).send().await.unwrap().json().await.unwrap();
+        let ready: Value = self
+            .client
+            .get(format!("{}/readyz", self.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         ready["head"].as_u64().expect("head")
     }
 
@@ -128,7 +155,13 @@ impl Hub {
     pub async fn stock(&self, product: ProductId, store: StoreId) -> StockLevel {
         let head = self.head().await;
         let path = format!("/v1/inventory/products/{product}/stores/{store}?min_position={head}");
-        let response = self.client.get(format!("{}{path}", self.url)).bearer_auth(ADMIN).send().await.unwrap();
+        let response = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200, "{path}");
         response.json().await.expect("StockLevel")
     }
@@ -159,8 +192,23 @@ impl Hub {
     /// The fleet view's entry of `store`.
     pub async fn fleet_entry(&self, store: StoreId) -> Value {
         let url = format!("{}/v1/admin/fleet", self.url);
-        let fleet: Value = self.client.get(url).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
-        fleet["stores"].as_array().unwrap().iter().find(|s| s["id"] == json!(store)).cloned().expect("in the fleet")
+        let fleet: Value = self
+            .client
+            .get(url)
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        fleet["stores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == json!(store))
+            .cloned()
+            .expect("in the fleet")
     }
 
     /// `store`'s snapshot, fetched as its agent would.
@@ -183,7 +231,10 @@ impl Hub {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
-            tokio::time::timeout(WAIT, task).await.expect("the hub stops").expect("hub task");
+            tokio::time::timeout(WAIT, task)
+                .await
+                .expect("the hub stops")
+                .expect("hub task");
         }
     }
 }
@@ -263,7 +314,9 @@ impl Drop for Proxy {
 
 async fn serve(listener: TcpListener, target: SocketAddr, state: Arc<ProxyState>) {
     loop {
-        let Ok((client, _)) = listener.accept().await else { continue };
+        let Ok((client, _)) = listener.accept().await else {
+            continue;
+        };
         if !state.up.load(Ordering::SeqCst) {
             drop(client);
             continue;
@@ -278,7 +331,9 @@ fn count(haystack: &[u8], needle: &[u8]) -> usize {
 
 async fn forward(client: TcpStream, target: SocketAddr, state: Arc<ProxyState>) {
     let mut cuts = state.cuts.subscribe();
-    let Ok(server) = TcpStream::connect(target).await else { return };
+    let Ok(server) = TcpStream::connect(target).await else {
+        return;
+    };
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let upstream = async {
@@ -289,7 +344,9 @@ async fn forward(client: TcpStream, target: SocketAddr, state: Arc<ProxyState>) 
                 return Ok::<_, std::io::Error>(());
             }
             let chunk = &buffer[..n];
-            state.requests.fetch_add(count(chunk, b" HTTP/1.1\r\n"), Ordering::SeqCst);
+            state
+                .requests
+                .fetch_add(count(chunk, b" HTTP/1.1\r\n"), Ordering::SeqCst);
             if state.block_streams.load(Ordering::SeqCst) && count(chunk, b"GET /v1/sync/stream") > 0 {
                 return Ok(());
             }
@@ -360,7 +417,14 @@ pub fn start_agent_on(
     let link: HubLink = config.hub_link().expect("hub link");
     let (stop, stopping) = watch::channel(false);
     let handle = shelfsync_edge::sync::spawn(local.clone(), link, Arc::new(config), stopping);
-    Agent { store: local, store_id: store, status: handle.status(), handle: Some(handle), stop, _dir: None }
+    Agent {
+        store: local,
+        store_id: store,
+        status: handle.status(),
+        handle: Some(handle),
+        stop,
+        _dir: None,
+    }
 }
 
 impl Agent {
@@ -381,7 +445,14 @@ impl Agent {
 
     /// (cursor, hub head, bootstrapped, quarantined).
     pub fn sync(&self) -> (u64, u64, bool, u64) {
-        self.store.read(|view| (view.sync.cursor, view.sync.hub_head, view.sync.bootstrapped, view.quarantined))
+        self.store.read(|view| {
+            (
+                view.sync.cursor,
+                view.sync.hub_head,
+                view.sync.bootstrapped,
+                view.quarantined,
+            )
+        })
     }
 
     /// A sale at the till: reserve `quantity`, then commit; returns the two event ids.
@@ -422,7 +493,9 @@ impl Agent {
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
         if let Some(handle) = self.handle.take() {
-            tokio::time::timeout(STOP_WITHIN, handle.join()).await.expect("the sync worker stops promptly");
+            tokio::time::timeout(STOP_WITHIN, handle.join())
+                .await
+                .expect("the sync worker stops promptly");
         }
         self.store.close().await;
     }
