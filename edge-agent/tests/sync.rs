@@ -283,8 +283,14 @@ async fn a_backlog_larger_than_the_hubs_body_limit_goes_up_in_smaller_batches() 
     }
     agent.stop().await;
     let local = LocalStore::open(&dir.path().join(shelfsync_edge::STORE_FILE), store).unwrap();
-    let agent = start_agent_on(local, dir.path(), &hub.url, store, &hub.token(store), |c| c.sync.upload_batch = 20);
-    eventually!("the backlog drains", agent.outbox_depth() == 0, (agent.outbox_depth(), agent.link()));
+    let agent = start_agent_on(local, dir.path(), &hub.url, store, &hub.token(store), |c| {
+        c.sync.upload_batch = 20
+    });
+    eventually!(
+        "the backlog drains",
+        agent.outbox_depth() == 0,
+        (agent.outbox_depth(), agent.link())
+    );
     assert_eq!(hub.stock(product, store).await.on_hand, before - 10);
     assert_eq!(agent.on_hand(product), before - 10);
     agent.stop().await;

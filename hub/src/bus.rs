@@ -107,7 +107,10 @@ impl EventFeed {
             // comes back short, every later commit is in the channel: read it from memory.
             if self.behind {
                 let after = self.cursor;
-                let page = self.reads.run(move |conn| reader::events_after(conn, after, CATCH_UP_PAGE)).await;
+                let page = self
+                    .reads
+                    .run(move |conn| reader::events_after(conn, after, CATCH_UP_PAGE))
+                    .await;
                 match page {
                     Ok(events) => {
                         self.behind = events.len() == CATCH_UP_PAGE;

@@ -24,7 +24,7 @@
 //! pool (WAL: the running hub is not disturbed).
 
 use crate::process::{ADMIN_TOKEN, MANAGER_KEY, TERMINAL_KEY};
-use crate::workload::{http_client, TillLog};
+use crate::workload::{http_client, TillLog, WebLog};
 use serde_json::Value;
 use shelfsync_common::edge::{AgentStatus, LocalStockLevel};
 use shelfsync_common::event::ReleaseReason;
@@ -515,15 +515,53 @@ pub async fn quarantined(http: &reqwest::Client, agent: &AgentRef) -> Value {
     Value::Null
 }
 
-/// Runs every check; panics with every problem found (and `context`) if any.
+/// Every write the hub acknowledged to the web shop is in the log, on its stream, as the
+/// hub's own (origin `hub`).
+pub fn web_problems(log: &[EventEnvelope], web: &[WebLog]) -> Vec<String> {
+    let by_id: HashMap<EventId, &EventEnvelope> = log.iter().map(|e| (e.event_id, e)).collect();
+    let mut problems = Vec::new();
+    for ack in web.iter().flat_map(|w| &w.acks) {
+        match by_id.get(&ack.event_id) {
+            None => problems.push(format!(
+                "acknowledged to the web shop but not in the log: {} {} (event {})",
+                ack.path, ack.body, ack.event_id
+            )),
+            Some(event) if event.stream != ack.stream || event.metadata.origin != Origin::Hub => {
+                problems.push(format!(
+                    "the web shop's {} {} was acknowledged on {} but the log holds {:?} on {} from {:?}",
+                    ack.path, ack.body, ack.stream, event.payload, event.stream, event.metadata.origin
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    problems.extend(web.iter().flat_map(|w| w.problems.iter().cloned()));
+    problems
+}
+
+/// Runs every check; `Err` with every problem found.
 pub async fn check(
     hub_url: &str,
     events_file: &Path,
     agents: &[AgentRef],
     tills: &[TillLog],
+    web: &[WebLog],
     expect: &Expect,
 ) -> Result<Report, String> {
     let http = http_client();
+    // Short-lived holds are released by whoever made them, on a one-second job: let the
+    // last of them lapse (and be released) before asking for quiescence.
+    let lapse_by = tills
+        .iter()
+        .filter_map(|t| t.holds_lapse_by)
+        .chain(web.iter().filter_map(|w| w.holds_lapse_by))
+        .max();
+    if let Some(lapse_by) = lapse_by {
+        let wait = lapse_by - time::OffsetDateTime::now_utc() + time::Duration::milliseconds(2500);
+        if wait.is_positive() {
+            tokio::time::sleep(wait.unsigned_abs()).await;
+        }
+    }
     let started = Instant::now();
     let (head, statuses) = wait_quiescent(&http, hub_url, agents, expect.quiesce_within).await?;
     let quiesced_in = started.elapsed();
@@ -537,6 +575,7 @@ pub async fn check(
     }
     problems.extend(log_shape_problems(&log));
     problems.extend(ack_problems(&log, tills));
+    problems.extend(web_problems(&log, web));
     for till in tills {
         problems.extend(till.problems.iter().map(|p| format!("till: {p}")));
     }

@@ -7,9 +7,9 @@
 //! processes' logs in it.
 
 use crate::checker::{self, AgentRef, Expect, Report};
-use crate::process::{AgentProcess, HubProcess, ADMIN_TOKEN};
+use crate::process::{AgentProcess, Endpoint, HubProcess, ADMIN_TOKEN};
 use crate::proxy::{FaultProxy, Mode};
-use crate::workload::{http_client, Till, TillLog, Workload};
+use crate::workload::{http_client, Till, TillLog, WebLog, WebShop, Workload};
 use serde_json::Value;
 use shelfsync_common::sync::EnrolledStore;
 use shelfsync_common::{ProductId, StoreId};
@@ -189,11 +189,16 @@ impl Cluster {
 
     /// A till at store `index`, seeded from the scenario's seed.
     pub fn till(&self, index: usize, workload: Workload) -> Till {
+        self.till_via(index, self.stores[index].agent.process.endpoint(), workload)
+    }
+
+    /// A till at store `index` that reaches its agent at `endpoint` (e.g. through a proxy).
+    pub fn till_via(&self, index: usize, endpoint: Endpoint, workload: Workload) -> Till {
         let store = &self.stores[index];
         Till::new(
             &format!("{}-{}", self.scenario, store.name),
             store.id,
-            store.agent.process.endpoint(),
+            endpoint,
             demo_products(),
             self.seed
                 .wrapping_mul(0x9E37_79B9_7F4A_7C15)
@@ -241,12 +246,26 @@ impl Cluster {
         self.stores.iter().map(Store::agent_ref).collect()
     }
 
+    /// A web shop at the hub over every store of the cluster, seeded from the scenario's seed.
+    pub fn web_shop(&self, ops: usize) -> WebShop {
+        WebShop::new(
+            self.hub.process.endpoint(),
+            self.stores.iter().map(|s| s.id).collect(),
+            demo_products(),
+            self.seed.wrapping_mul(0x2545_F491_4F6C_DD1D).wrapping_add(7),
+            ops,
+        )
+    }
+
     /// Heals every link, then runs the checker; panics with the problems, the seed and the
     /// processes' log tails when anything does not hold.
-    pub async fn heal_and_check(&self, tills: &[TillLog], expect: Expect) -> Report {
+    pub async fn heal_and_check(&self, tills: &[TillLog], web: &[WebLog], expect: Expect) -> Report {
         self.heal();
         for till in tills {
             eprintln!("[e2e] till at {:?}: {}", till.store, till.summary());
+        }
+        for shop in web {
+            eprintln!("[e2e] {}", shop.summary());
         }
         let started = Instant::now();
         let result = checker::check(
@@ -254,6 +273,7 @@ impl Cluster {
             &self.hub.events_file(),
             &self.agent_refs(),
             tills,
+            web,
             &expect,
         )
         .await;

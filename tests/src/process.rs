@@ -38,6 +38,11 @@ pub const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct Endpoint(Arc<RwLock<String>>);
 
 impl Endpoint {
+    /// An endpoint that never moves (e.g. a proxy's).
+    pub fn fixed(url: String) -> Endpoint {
+        Endpoint(Arc::new(RwLock::new(url)))
+    }
+
     /// The current base URL (`http://127.0.0.1:PORT`).
     pub fn url(&self) -> String {
         self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
@@ -294,6 +299,11 @@ impl HubProcess {
         let mut vars = vec![
             ("SHELFSYNC_HUB_ADMIN_TOKEN".to_owned(), ADMIN_TOKEN.to_owned()),
             ("SHELFSYNC_HUB_LOG".to_owned(), "info".to_owned()),
+            // Web holds in the tests live seconds: expire them every second.
+            (
+                "SHELFSYNC_HUB_JOBS__RESERVATION_EXPIRY".to_owned(),
+                "* * * * * *".to_owned(),
+            ),
         ];
         vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let spec = Spec {
@@ -361,6 +371,8 @@ impl AgentProcess {
             ("SHELFSYNC_EDGE_SYNC__RETRY_MIN_MS", "50".to_owned()),
             ("SHELFSYNC_EDGE_SYNC__RETRY_MAX_MS", "1000".to_owned()),
             ("SHELFSYNC_EDGE_SYNC__BREAKER_OPEN_SECS", "2".to_owned()),
+            // The tills' short holds live seconds: expire them every second.
+            ("SHELFSYNC_EDGE_JOBS__RESERVATION_EXPIRY", "* * * * * *".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

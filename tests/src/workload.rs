@@ -28,8 +28,10 @@ pub struct Workload {
     pub ops: usize,
     /// Pause between operations, milliseconds (uniform in this range).
     pub pause_ms: (u64, u64),
-    /// Lifetime of the holds the till makes (long: the tests do not expire them).
+    /// Lifetime of most holds the till makes (long: they end in a sale or a release).
     pub ttl_seconds: u32,
+    /// Share of holds made short-lived (1 to 3 s), for the agent to expire.
+    pub short_holds: f64,
     /// Longest time one operation may keep retrying before it counts as a problem.
     pub retry_for: Duration,
 }
@@ -40,6 +42,7 @@ impl Default for Workload {
             ops: 100,
             pause_ms: (5, 40),
             ttl_seconds: 3600,
+            short_holds: 0.15,
             retry_for: Duration::from_secs(60),
         }
     }
@@ -100,6 +103,8 @@ pub struct TillLog {
     pub replays: usize,
     /// Anything that must not happen.
     pub problems: Vec<String>,
+    /// When the last short-lived hold lapses (the agent then releases it, as `expired`).
+    pub holds_lapse_by: Option<time::OffsetDateTime>,
 }
 
 impl TillLog {
@@ -161,11 +166,14 @@ pub struct Till {
     products: Vec<ProductId>,
     http: reqwest::Client,
     rng: StdRng,
-    open: Vec<(ReservationId, ProductId)>,
+    open: Vec<(ReservationId, ProductId, time::OffsetDateTime)>,
     workload: Workload,
     progress: Progress,
     next_key: u64,
     log: TillLog,
+    /// While closing a hold: when it lapses (a `reservation_not_found` after that is the
+    /// agent's expiry winning the race, not a fault).
+    closing: Option<time::OffsetDateTime>,
 }
 
 /// Outcome of one request (after retries).
@@ -197,6 +205,7 @@ impl Till {
             workload,
             progress: Progress::default(),
             next_key: 0,
+            closing: None,
             log: TillLog {
                 store: Some(store),
                 ..TillLog::default()
@@ -266,21 +275,34 @@ impl Till {
                 let product = self.product();
                 let quantity = self.rng.random_range(1..=3u32);
                 let reservation = ReservationId::from_bytes(self.rng.random::<[u8; 16]>());
+                let short = self.rng.random_bool(self.workload.short_holds);
+                let ttl = if short {
+                    self.rng.random_range(1..=3)
+                } else {
+                    self.workload.ttl_seconds
+                };
                 let body = json!({
                     "product_id": product, "store_id": store, "quantity": quantity,
-                    "reservation_id": reservation, "ttl_seconds": self.workload.ttl_seconds,
+                    "reservation_id": reservation, "ttl_seconds": ttl,
                 });
+                let asked_at = time::OffsetDateTime::now_utc();
                 let outcome = self
                     .send(kind, product, "/v1/inventory/reservations".into(), body)
                     .await;
                 if let Outcome::Acked = outcome {
-                    self.open.push((reservation, product));
+                    // The agent started the hold between our asking and its answer.
+                    let ttl = time::Duration::seconds(i64::from(ttl));
+                    self.open.push((reservation, product, asked_at + ttl));
+                    if short {
+                        let lapses = time::OffsetDateTime::now_utc() + ttl;
+                        self.log.holds_lapse_by = self.log.holds_lapse_by.max(Some(lapses));
+                    }
                 }
                 outcome
             }
             OpKind::Commit | OpKind::Release => {
                 let index = self.rng.random_range(0..self.open.len());
-                let (reservation, product) = self.open.swap_remove(index);
+                let (reservation, product, lapses) = self.open.swap_remove(index);
                 let verb = if kind == OpKind::Commit { "commit" } else { "release" };
                 let path = format!("/v1/inventory/reservations/{reservation}/{verb}");
                 let body = if kind == OpKind::Release {
@@ -288,11 +310,9 @@ impl Till {
                 } else {
                     json!({})
                 };
+                self.closing = Some(lapses);
                 let outcome = self.send(kind, product, path, body).await;
-                if let Outcome::Refused = outcome {
-                    // Still open as far as we know; keep it.
-                    self.open.push((reservation, product));
-                }
+                self.closing = None;
                 outcome
             }
         }
@@ -382,8 +402,13 @@ impl Till {
             }
             let problem: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             let code = problem["code"].as_str().unwrap_or("").to_owned();
-            let allowed =
-                status == 409 && code == "insufficient_stock" && matches!(kind, OpKind::Reserve | OpKind::Adjust);
+            let allowed = match code.as_str() {
+                "insufficient_stock" => status == 409 && matches!(kind, OpKind::Reserve | OpKind::Adjust),
+                "reservation_not_found" => self
+                    .closing
+                    .is_some_and(|lapses| time::OffsetDateTime::now_utc() >= lapses),
+                _ => false,
+            };
             if allowed {
                 *self.log.refused.entry(code).or_default() += 1;
                 return Outcome::Refused;
@@ -423,4 +448,205 @@ fn payload_mismatch(ack: &Ack) -> Option<String> {
         _ => false,
     };
     (!fits).then(|| "the recorded event is not what the till asked for".to_owned())
+}
+
+// ---------------------------------------------------------------------------------------
+// The web shop: strict commands at the hub on the stores' streams.
+
+/// A write the hub acknowledged to the web shop.
+#[derive(Debug, Clone)]
+pub struct WebAck {
+    /// The route.
+    pub path: String,
+    /// The body (with its `event_id`).
+    pub body: Value,
+    /// The event id the web shop chose.
+    pub event_id: EventId,
+    /// The stream it wrote.
+    pub stream: shelfsync_common::StreamId,
+}
+
+/// Everything the web shop saw.
+#[derive(Debug, Default, Clone)]
+pub struct WebLog {
+    /// 2xx answers.
+    pub acks: Vec<WebAck>,
+    /// Refusals the rules allow (short stock; a hold that expired or was closed), by code.
+    pub refused: BTreeMap<String, usize>,
+    /// Requests retried after a transport error or a 5xx.
+    pub retries: usize,
+    /// Anything that must not happen.
+    pub problems: Vec<String>,
+    /// When the last short-lived hold lapses (the hub then releases it, as `expired`).
+    pub holds_lapse_by: Option<time::OffsetDateTime>,
+}
+
+impl WebLog {
+    /// One line.
+    pub fn summary(&self) -> String {
+        format!(
+            "web shop: {} acked, refused {:?}, {} retries, {} problems",
+            self.acks.len(),
+            self.refused,
+            self.retries,
+            self.problems.len()
+        )
+    }
+}
+
+/// A web shop selling from the stores' stock through the hub (admin token): holds (some
+/// short-lived, left for the hub to expire), sales, releases and deliveries, each with its
+/// own `event_id` so that a retry after a lost answer is recorded once. It keeps going
+/// through hub restarts (retrying the same request) until `ops` operations are answered.
+pub struct WebShop {
+    hub: Endpoint,
+    stores: Vec<StoreId>,
+    products: Vec<ProductId>,
+    http: reqwest::Client,
+    rng: StdRng,
+    ops: usize,
+    pause_ms: (u64, u64),
+    open: Vec<(ReservationId, time::OffsetDateTime)>,
+    log: WebLog,
+}
+
+impl WebShop {
+    /// A web shop at the hub behind `hub`, over `stores` and `products`.
+    pub fn new(hub: Endpoint, stores: Vec<StoreId>, products: Vec<ProductId>, seed: u64, ops: usize) -> Self {
+        Self {
+            hub,
+            stores,
+            products,
+            http: http_client(),
+            rng: StdRng::seed_from_u64(seed),
+            ops,
+            pause_ms: (10, 60),
+            open: Vec::new(),
+            log: WebLog::default(),
+        }
+    }
+
+    /// Runs; returns what it saw.
+    pub async fn run(mut self) -> WebLog {
+        for _ in 0..self.ops {
+            if !self.one().await {
+                break;
+            }
+            let pause = self.rng.random_range(self.pause_ms.0..=self.pause_ms.1);
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+        self.log
+    }
+
+    async fn one(&mut self) -> bool {
+        let store = self.stores[self.rng.random_range(0..self.stores.len())];
+        let product = self.products[self.rng.random_range(0..self.products.len())];
+        let stream = shelfsync_common::StreamId::inventory(product, store);
+        let roll = self.rng.random_range(0..100u32);
+        if !self.open.is_empty() && roll < 40 {
+            let index = self.rng.random_range(0..self.open.len());
+            let (reservation, expires_at) = self.open.swap_remove(index);
+            let verb = if roll < 30 { "commit" } else { "release" };
+            let path = format!("/v1/inventory/reservations/{reservation}/{verb}");
+            // Which stream it is on is the hub's business; the checker only needs the id.
+            return self.send(path, json!({}), stream, Some(expires_at)).await;
+        }
+        if roll < 70 {
+            let reservation = ReservationId::from_bytes(self.rng.random::<[u8; 16]>());
+            // A third of the holds are short and left to the hub's expiry job.
+            let short = self.rng.random_bool(0.33);
+            let ttl: u32 = if short { self.rng.random_range(1..=3) } else { 3600 };
+            let body = json!({
+                "product_id": product, "store_id": store, "quantity": 1,
+                "reservation_id": reservation, "ttl_seconds": ttl,
+            });
+            let before = self.log.acks.len();
+            let going = self.send("/v1/inventory/reservations".into(), body, stream, None).await;
+            let lapses = time::OffsetDateTime::now_utc() + time::Duration::seconds(i64::from(ttl));
+            if self.log.acks.len() > before {
+                if short {
+                    self.log.holds_lapse_by = self.log.holds_lapse_by.max(Some(lapses));
+                } else {
+                    self.open.push((reservation, lapses));
+                }
+            }
+            return going;
+        }
+        let body = json!({"product_id": product, "store_id": store, "quantity": self.rng.random_range(1..=4u32)});
+        self.send("/v1/inventory/stock".into(), body, stream, None).await
+    }
+
+    /// Sends until answered; false when the web shop should stop (a problem).
+    async fn send(
+        &mut self,
+        path: String,
+        mut body: Value,
+        stream: shelfsync_common::StreamId,
+        hold_expires: Option<time::OffsetDateTime>,
+    ) -> bool {
+        let event_id = EventId::from_bytes(self.rng.random::<[u8; 16]>());
+        body["event_id"] = json!(event_id);
+        let started = Instant::now();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            if attempts > 1 {
+                self.log.retries += 1;
+                if started.elapsed() > Duration::from_secs(60) {
+                    self.log
+                        .problems
+                        .push(format!("web shop: {path} {body}: no answer within 60 s"));
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let sent = self
+                .http
+                .post(format!("{}{path}", self.hub.url()))
+                .bearer_auth(crate::process::ADMIN_TOKEN)
+                .json(&body)
+                .send()
+                .await;
+            let Ok(response) = sent else { continue };
+            let status = response.status().as_u16();
+            let Ok(text) = response.text().await else { continue };
+            if status >= 500 {
+                continue;
+            }
+            let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            if (200..300).contains(&status) {
+                let answered = answer["events"][0]["event_id"].as_str().map(str::to_owned);
+                if answered.as_deref() != Some(event_id.to_string().as_str()) {
+                    self.log
+                        .problems
+                        .push(format!("web shop: {path} {body}: answered with another event: {text}"));
+                }
+                let stream = serde_json::from_value(answer["events"][0]["stream"].clone()).unwrap_or(stream);
+                self.log.acks.push(WebAck {
+                    path,
+                    body,
+                    event_id,
+                    stream,
+                });
+                return true;
+            }
+            let code = answer["code"].as_str().unwrap_or("").to_owned();
+            let allowed = match code.as_str() {
+                "insufficient_stock" => path.ends_with("/reservations"),
+                // The hold lapsed (the hub expired it) before the customer paid.
+                "reservation_not_found" => {
+                    hold_expires.is_some_and(|at| time::OffsetDateTime::now_utc() + time::Duration::seconds(1) >= at)
+                }
+                _ => false,
+            };
+            if allowed {
+                *self.log.refused.entry(code).or_default() += 1;
+            } else {
+                self.log.problems.push(format!(
+                    "web shop: {path} {body} (attempt {attempts}): unexpected {status} {text}"
+                ));
+            }
+            return true;
+        }
+    }
 }

@@ -11,9 +11,10 @@ use shelfsync_common::edge::LocalStockLevel;
 use shelfsync_common::{EventPayload, ProductId, ReservationId, StoreId, StreamId};
 use shelfsync_tests::checker::{self, Expect};
 use shelfsync_tests::cluster::{demo_products, seed, soak, Cluster};
+use shelfsync_tests::process::Endpoint;
 use shelfsync_tests::process::TERMINAL_KEY;
-use shelfsync_tests::proxy::Mode;
-use shelfsync_tests::workload::{Progress, TillLog, Workload};
+use shelfsync_tests::proxy::{FaultProxy, Mode};
+use shelfsync_tests::workload::{Progress, TillLog, WebLog, Workload};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
@@ -50,10 +51,11 @@ async fn fleet(scenario: &str, hub_env: &[(&str, &str)]) -> Cluster {
     cluster
 }
 
-/// Running tills.
+/// Running tills (and perhaps a web shop at the hub).
 struct Tills {
     tasks: Vec<JoinHandle<TillLog>>,
     progress: Vec<Progress>,
+    web: Vec<JoinHandle<WebLog>>,
 }
 
 impl Tills {
@@ -62,6 +64,7 @@ impl Tills {
         let mut tills = Tills {
             tasks: Vec::new(),
             progress: Vec::new(),
+            web: Vec::new(),
         };
         for index in stores {
             let till = cluster.till(index, workload.clone());
@@ -89,7 +92,22 @@ impl Tills {
         }
     }
 
-    async fn join(self) -> Vec<TillLog> {
+    /// Adds a web shop selling through the hub from every store's stock.
+    fn with_web_shop(mut self, cluster: &Cluster) -> Tills {
+        self.web.push(tokio::spawn(cluster.web_shop(ops()).run()));
+        self
+    }
+
+    async fn join(self) -> (Vec<TillLog>, Vec<WebLog>) {
+        let mut web = Vec::new();
+        for task in self.web {
+            web.push(
+                tokio::time::timeout(Duration::from_secs(300), task)
+                    .await
+                    .expect("the web shop did not finish")
+                    .expect("the web shop panicked"),
+            );
+        }
         let mut logs = Vec::new();
         for task in self.tasks {
             logs.push(
@@ -99,7 +117,7 @@ impl Tills {
                     .expect("a till panicked"),
             );
         }
-        logs
+        (logs, web)
     }
 }
 
@@ -138,9 +156,9 @@ async fn wait_status(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_stores_converge_without_faults() {
     let cluster = fleet("three_stores_converge_without_faults", &[]).await;
-    let tills = Tills::start(&cluster, all(&cluster), &workload());
-    let logs = tills.join().await;
-    cluster.heal_and_check(&logs, Expect::default()).await;
+    let tills = Tills::start(&cluster, all(&cluster), &workload()).with_web_shop(&cluster);
+    let (logs, web) = tills.join().await;
+    cluster.heal_and_check(&logs, &web, Expect::default()).await;
 }
 
 /// The hub is down for a while (stopped with SIGTERM, as for maintenance) while three
@@ -149,7 +167,7 @@ async fn three_stores_converge_without_faults() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_down_while_three_stores_sell() {
     let mut cluster = fleet("hub_down_while_three_stores_sell", &[]).await;
-    let tills = Tills::start(&cluster, all(&cluster), &workload());
+    let tills = Tills::start(&cluster, all(&cluster), &workload()).with_web_shop(&cluster);
     let outages = if soak() { 3 } else { 1 };
     let per_outage = ops() * cluster.stores.len() / (outages + 1);
     for outage in 1..=outages {
@@ -173,8 +191,8 @@ async fn hub_down_while_three_stores_sell() {
         assert!(sold_offline > 0, "the tills must keep selling while the hub is down");
         cluster.start_hub().await;
     }
-    let logs = tills.join().await;
-    cluster.heal_and_check(&logs, Expect::default()).await;
+    let (logs, web) = tills.join().await;
+    cluster.heal_and_check(&logs, &web, Expect::default()).await;
 }
 
 /// An agent is SIGKILLed under load and restarted on its data directory: its till retries
@@ -182,7 +200,7 @@ async fn hub_down_while_three_stores_sell() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_killed_under_load_and_restarted() {
     let mut cluster = fleet("agent_killed_under_load_and_restarted", &[]).await;
-    let tills = Tills::start(&cluster, all(&cluster), &workload());
+    let tills = Tills::start(&cluster, all(&cluster), &workload()).with_web_shop(&cluster);
     let kills = if soak() { 6 } else { 2 };
     let total = ops() * cluster.stores.len();
     for kill in 1..=kills {
@@ -199,10 +217,10 @@ async fn agent_killed_under_load_and_restarted() {
         store.agent.process.start().await;
         eprintln!("[e2e] agent {} restarted at {}", store.name, store.agent.process.url());
     }
-    let logs = tills.join().await;
+    let (logs, web) = tills.join().await;
     let retried: usize = logs.iter().map(|l| l.retries).sum();
     eprintln!("[e2e] tills retried {retried} requests across the kills");
-    cluster.heal_and_check(&logs, Expect::default()).await;
+    cluster.heal_and_check(&logs, &web, Expect::default()).await;
 }
 
 /// The hub is SIGKILLed while the agents upload a backlog (built up behind black-holed
@@ -211,7 +229,7 @@ async fn agent_killed_under_load_and_restarted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_killed_while_agents_upload() {
     let mut cluster = fleet("hub_killed_while_agents_upload", &[]).await;
-    let tills = Tills::start(&cluster, all(&cluster), &workload());
+    let tills = Tills::start(&cluster, all(&cluster), &workload()).with_web_shop(&cluster);
     let kills = if soak() { 4 } else { 2 };
     let total = ops() * cluster.stores.len();
     for kill in 1..=kills {
@@ -227,8 +245,8 @@ async fn hub_killed_while_agents_upload() {
         tokio::time::sleep(Duration::from_millis(700)).await;
         cluster.start_hub().await;
     }
-    let logs = tills.join().await;
-    cluster.heal_and_check(&logs, Expect::default()).await;
+    let (logs, web) = tills.join().await;
+    cluster.heal_and_check(&logs, &web, Expect::default()).await;
 }
 
 /// Every link flaps every few hundred milliseconds for the whole workload: between pass
@@ -254,48 +272,84 @@ async fn flapping_links_for_the_whole_workload() {
         pause_ms: (20, 80),
         ..workload()
     };
-    let tills = Tills::start(&cluster, all(&cluster), &slow);
-    let logs = tills.join().await;
-    cluster.heal_and_check(&logs, Expect::default()).await;
+    let tills = Tills::start(&cluster, all(&cluster), &slow).with_web_shop(&cluster);
+    let (logs, web) = tills.join().await;
+    cluster.heal_and_check(&logs, &web, Expect::default()).await;
 }
 
-/// The hub commits uploads whose answers never reach the agent (the proxy resets the
-/// connection as the answer starts): the agent must send them again and the hub must
-/// answer `duplicate` instead of recording them twice.
+/// Answers lost after the write was committed, on both hops. Between agent and hub the
+/// proxy resets the connection as the hub's answer starts: the agent must send its upload
+/// again and the hub must answer `duplicate` instead of recording it twice. Between till
+/// and agent (a second proxy, flapping into the same fault): the till retries with its
+/// `Idempotency-Key` and the agent must replay its first answer, not record a second sale.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn responses_lost_after_the_hub_committed() {
-    let cluster = fleet("responses_lost_after_the_hub_committed", &[]).await;
-    let tills = Tills::start(&cluster, all(&cluster), &workload());
+async fn responses_lost_after_the_write_was_committed() {
+    let cluster = fleet("responses_lost_after_the_write_was_committed", &[]).await;
+    let mut till_proxies = Vec::new();
+    let mut tills = Tills {
+        tasks: Vec::new(),
+        progress: Vec::new(),
+        web: Vec::new(),
+    };
+    for (index, store) in cluster.stores.iter().enumerate() {
+        let proxy = FaultProxy::start(&format!("till-{}", store.name), store.agent.process.addr()).await;
+        let till = cluster.till_via(index, Endpoint::fixed(proxy.url()), workload());
+        tills.progress.push(till.progress());
+        tills.tasks.push(tokio::spawn(till.run()));
+        till_proxies.push(proxy);
+    }
     let total = ops() * cluster.stores.len();
     tills.wait_for(total / 5).await;
     let rounds = if soak() { 4 } else { 1 };
     for round in 0..rounds {
         cluster.set_all(Mode::DropResponses);
+        for proxy in &till_proxies {
+            proxy.set_mode(Mode::Flap {
+                a: Box::new(Mode::Pass),
+                b: Box::new(Mode::DropResponses),
+                every_ms: 150,
+            });
+        }
         tokio::time::sleep(Duration::from_millis(2500)).await;
         cluster.heal();
+        for proxy in &till_proxies {
+            proxy.heal();
+        }
         tills.wait_for(total * (round + 2) / (rounds + 3)).await;
     }
-    let logs = tills.join().await;
-    let report = cluster.heal_and_check(&logs, Expect::default()).await;
-    let dropped: u64 = cluster
-        .stores
-        .iter()
-        .map(|s| {
-            s.proxy
-                .counters()
-                .dropped_responses
-                .load(std::sync::atomic::Ordering::Relaxed)
-        })
-        .sum();
+    let (logs, web) = tills.join().await;
+    let report = cluster.heal_and_check(&logs, &web, Expect::default()).await;
+    let dropped = |proxies: &mut dyn Iterator<Item = &FaultProxy>| -> u64 {
+        proxies
+            .map(|p| {
+                p.counters()
+                    .dropped_responses
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            })
+            .sum()
+    };
+    let hub_dropped = dropped(&mut cluster.stores.iter().map(|s| &s.proxy));
+    let till_dropped = dropped(&mut till_proxies.iter());
     let duplicates = cluster
         .hub_metric_labelled("shelfsync_hub_sync_upload_events_total", "result=\"duplicate\"")
         .await;
-    eprintln!("[e2e] {dropped} answers dropped; the hub answered {duplicates} uploaded events as duplicates");
-    assert!(dropped > 0, "the proxy dropped no answer: the scenario tested nothing");
+    let replays: usize = logs.iter().map(|l| l.replays).sum();
+    eprintln!(
+        "[e2e] agent-hub: {hub_dropped} answers dropped, {duplicates} uploaded events answered as duplicates; \
+         till-agent: {till_dropped} answers dropped, {replays} answers replayed"
+    );
+    assert!(
+        hub_dropped > 0 && till_dropped > 0,
+        "the proxies dropped no answer: the scenario tested nothing"
+    );
     assert!(
         duplicates > 0.0,
         "uploads whose answers were lost must come back and be answered as duplicates ({})",
         report.summary()
+    );
+    assert!(
+        replays > 0,
+        "tills whose answers were lost must get the first answer replayed when they retry"
     );
 }
 
@@ -368,13 +422,13 @@ async fn web_reservation_races_an_offline_sale_of_the_last_unit() {
         "the store sold its last unit while offline: {local:?}"
     );
     // Back online: the sale is uploaded, flagged, and both sides converge.
-    let mut logs = others.join().await;
+    let (mut logs, web) = others.join().await;
     logs.push(TillLog {
         store: Some(berlin.id),
         acks: sale.iter().cloned().collect(),
         ..TillLog::default()
     });
-    let report = cluster.heal_and_check(&logs, Expect::default()).await;
+    let report = cluster.heal_and_check(&logs, &web, Expect::default()).await;
     let stream = StreamId::inventory(product, berlin.id);
     let reserve_event = sale[0].event_id;
     assert!(
@@ -456,8 +510,8 @@ async fn a_new_agent_bootstraps_from_the_snapshot_of_a_long_history() {
     }
     // Now they sell; the history's open web holds are in their state.
     let tills = Tills::start(&cluster, all(&cluster), &workload());
-    let logs = tills.join().await;
-    cluster.heal_and_check(&logs, Expect::default()).await;
+    let (logs, web) = tills.join().await;
+    cluster.heal_and_check(&logs, &web, Expect::default()).await;
 }
 
 /// A slow agent (its link throttled to a trickle) cannot keep up with a burst of pushes:
@@ -500,8 +554,8 @@ async fn a_slow_agent_is_dropped_and_catches_up() {
     }
     eprintln!("[e2e] {:.1}s: the hub dropped the slow agent", cluster.elapsed());
     writer.await.expect("history writer");
-    let logs = tills.join().await;
-    cluster.heal_and_check(&logs, Expect::default()).await;
+    let (logs, web) = tills.join().await;
+    cluster.heal_and_check(&logs, &web, Expect::default()).await;
     let hub_log = cluster.hub.process.all_stderr();
     assert!(
         hub_log
@@ -522,7 +576,7 @@ async fn random_faults_everywhere() {
         pause_ms: (10, 60),
         ..workload()
     };
-    let tills = Tills::start(&cluster, all(&cluster), &slow);
+    let tills = Tills::start(&cluster, all(&cluster), &slow).with_web_shop(&cluster);
     let steps = if soak() { 60 } else { 8 };
     for _ in 0..steps {
         let index = rng.random_range(0..cluster.stores.len());
@@ -556,8 +610,8 @@ async fn random_faults_everywhere() {
         tokio::time::sleep(Duration::from_millis(rng.random_range(200..1200))).await;
     }
     cluster.heal();
-    let logs = tills.join().await;
-    cluster.heal_and_check(&logs, Expect::default()).await;
+    let (logs, web) = tills.join().await;
+    cluster.heal_and_check(&logs, &web, Expect::default()).await;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -719,6 +719,28 @@ async fn an_answered_command_survives_a_restart_and_seqs_keep_growing() {
 }
 
 #[tokio::test]
+async fn closing_finishes_the_queued_writes_first_then_refuses_new_ones() {
+    let mut s = shop().await;
+    let mut queued = Vec::new();
+    for units in 1..=4 {
+        queued.push(enqueue(&s.store, s.sell(s.apple, units)).await);
+    }
+    within(s.store.close()).await;
+    let mut seqs = Vec::new();
+    for answer_of in queued {
+        seqs.push(answer(answer_of).await.expect("a queued write is recorded before the writer stops").seq);
+    }
+    assert_eq!(seqs, vec![1, 2, 3, 4]);
+    assert_eq!(s.run(s.sell(s.apple, 1)).await, Err(LocalError::Unavailable));
+    assert_eq!(within(s.store.apply_hub(Vec::new(), 99, 99)).await, Err(LocalError::Unavailable));
+    let before = s.state();
+    s.store = LocalStore::open(&s.path, s.id).expect("reopen the local store");
+    assert_eq!(s.state(), before);
+    assert_eq!(s.outbox().await.len(), 4);
+    assert_eq!(s.level(s.apple).on_hand, 0);
+}
+
+#[tokio::test]
 async fn a_batch_that_cannot_commit_answers_every_caller_with_an_error_and_changes_nothing() {
     let s = shop().await;
     let before = (s.state(), s.counts());
@@ -738,6 +760,48 @@ async fn a_batch_that_cannot_commit_answers_every_caller_with_an_error_and_chang
     assert_eq!(*s.store.recorded().borrow(), 0);
     let retried = s.ok(s.sell(s.apple, 1)).await;
     assert_eq!(retried.seq, 1, "a rolled-back batch uses up no seq");
+}
+
+#[tokio::test]
+async fn a_failure_in_the_middle_of_a_batch_rolls_all_of_it_back() {
+    let s = shop().await;
+    let before = (s.state(), s.counts());
+    // SQLite refuses any outbox row for cheese, as a full disk would refuse a page.
+    let cheese: String = s.cheese.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let conn = rusqlite::Connection::open(&s.path).expect("second connection");
+    conn.execute_batch(&format!(
+        "CREATE TRIGGER refuse_cheese BEFORE INSERT ON outbox WHEN NEW.product_id = X'{cheese}'
+         BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;"
+    ))
+    .expect("create the trigger");
+
+    let hold = ReservationId::new_v7();
+    let hour = s.started + time::Duration::hours(1);
+    let results = one_batch(
+        &s,
+        vec![
+            keyed(s.sell(s.apple, 1), "sale-1", 1),
+            s.reserve(s.bread, hold, 1, hour),
+            s.deliver(s.cheese, 1),
+            s.sell(s.apple, 2),
+        ],
+    )
+    .await;
+    for result in &results {
+        assert!(
+            matches!(result, Err(LocalError::Storage(message)) if message.contains("disk on fire")),
+            "{result:?}"
+        );
+    }
+    assert_eq!((s.state(), s.counts()), before, "the writes before the failure are gone too");
+    assert_eq!(*s.store.recorded().borrow(), 0);
+
+    conn.execute_batch("DROP TRIGGER refuse_cheese;").expect("drop the trigger");
+    let retried = s.ok(keyed(s.sell(s.apple, 1), "sale-1", 1)).await;
+    assert_eq!(retried.seq, 1, "the key was not remembered and no seq was used up");
+    assert!(!s.store.read(|v| v.own_reservations.contains(&hold)));
+    s.ok(s.reserve(s.bread, hold, 1, hour)).await;
+    assert_eq!(s.ok(s.deliver(s.cheese, 1)).await.seq, 3);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1943,7 +2007,10 @@ async fn a_restart_mid_sync_finds_the_same_view() {
     let report = s.apply(vec![s.echo(&g, 7, 46), s.echo(&d, 1, 48)], 48, 48).await;
     assert_eq!(report.confirmed_own, 2);
     let apple = s.level(s.apple);
-    assert_eq!((apple.on_hand, apple.confirmed_version, apple.pending_events), (6, 7, 0));
+    assert_eq!(
+        (apple.on_hand, apple.confirmed_version, apple.pending_events),
+        (6, 7, 0)
+    );
     let cheese = s.level(s.cheese);
     assert_eq!(
         (cheese.on_hand, cheese.confirmed_version, cheese.pending_events),

@@ -33,10 +33,13 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
                 // Twice in a row: once could be a race between a commit and its publication.
                 behind = if ack.head < cursor { behind + 1 } else { 0 };
                 if behind == 2 {
-                    tracing::error!(cursor, head = ack.head,
+                    tracing::error!(
+                        cursor,
+                        head = ack.head,
                         "the hub's head is behind this agent's cursor: the hub was restored from an older backup \
                          or this agent belongs to another hub; this agent must be bootstrapped again (give it a new \
-                         data directory; an operator should first check its outbox)");
+                         data directory; an operator should first check its outbox)"
+                    );
                 }
                 if ack.head > ctx.store.read(|view| view.sync.hub_head) {
                     // Only the head: the cursor moves with the events themselves.

@@ -106,8 +106,11 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
             Err(CallError::Hub(error)) => {
                 if let HubError::Status { status: 413, .. } = error {
                     if batch_limit > 1 {
-                        batch_limit = batch_limit.max(1);
-                        tracing::warn!(batch_limit, "the hub found an upload too large; sending smaller batches");
+                        batch_limit = (batch_limit / 2).max(1);
+                        tracing::warn!(
+                            batch_limit,
+                            "the hub found an upload too large; sending smaller batches"
+                        );
                     }
                 }
                 Some(error.to_string())

@@ -1304,7 +1304,9 @@ async fn a_feed_re_reads_from_the_store_when_a_batch_does_not_follow_its_cursor(
     let product = register_product(store, "FEED-3").await;
     let shop = enroll_store(store).await;
     for _ in 0..9 {
-        execute(store, add_stock(product, shop, 1), ExpectedVersion::Any).await.unwrap();
+        execute(store, add_stock(product, shop, 1), ExpectedVersion::Any)
+            .await
+            .unwrap();
     }
     assert_eq!(all_events(store).await.len(), 10);
 
@@ -1316,11 +1318,15 @@ async fn a_feed_re_reads_from_the_store_when_a_batch_does_not_follow_its_cursor(
     assert!(feed.caught_up());
     let mut parked = Box::pin(feed.next());
     assert!(
-        tokio::time::timeout(Duration::from_millis(50), &mut parked).await.is_err(),
+        tokio::time::timeout(Duration::from_millis(50), &mut parked)
+            .await
+            .is_err(),
         "a caught-up feed waits for the bus"
     );
     for _ in 0..11 {
-        execute(store, add_stock(product, shop, 1), ExpectedVersion::Any).await.unwrap();
+        execute(store, add_stock(product, shop, 1), ExpectedVersion::Any)
+            .await
+            .unwrap();
     }
     let log = all_events(store).await;
     assert_eq!(log.len(), 21);
