@@ -728,11 +728,19 @@ async fn closing_finishes_the_queued_writes_first_then_refuses_new_ones() {
     within(s.store.close()).await;
     let mut seqs = Vec::new();
     for answer_of in queued {
-        seqs.push(answer(answer_of).await.expect("a queued write is recorded before the writer stops").seq);
+        seqs.push(
+            answer(answer_of)
+                .await
+                .expect("a queued write is recorded before the writer stops")
+                .seq,
+        );
     }
     assert_eq!(seqs, vec![1, 2, 3, 4]);
     assert_eq!(s.run(s.sell(s.apple, 1)).await, Err(LocalError::Unavailable));
-    assert_eq!(within(s.store.apply_hub(Vec::new(), 99, 99)).await, Err(LocalError::Unavailable));
+    assert_eq!(
+        within(s.store.apply_hub(Vec::new(), 99, 99)).await,
+        Err(LocalError::Unavailable)
+    );
     let before = s.state();
     s.store = LocalStore::open(&s.path, s.id).expect("reopen the local store");
     assert_eq!(s.state(), before);
@@ -793,10 +801,15 @@ async fn a_failure_in_the_middle_of_a_batch_rolls_all_of_it_back() {
             "{result:?}"
         );
     }
-    assert_eq!((s.state(), s.counts()), before, "the writes before the failure are gone too");
+    assert_eq!(
+        (s.state(), s.counts()),
+        before,
+        "the writes before the failure are gone too"
+    );
     assert_eq!(*s.store.recorded().borrow(), 0);
 
-    conn.execute_batch("DROP TRIGGER refuse_cheese;").expect("drop the trigger");
+    conn.execute_batch("DROP TRIGGER refuse_cheese;")
+        .expect("drop the trigger");
     let retried = s.ok(keyed(s.sell(s.apple, 1), "sale-1", 1)).await;
     assert_eq!(retried.seq, 1, "the key was not remembered and no seq was used up");
     assert!(!s.store.read(|v| v.own_reservations.contains(&hold)));

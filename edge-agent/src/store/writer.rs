@@ -311,6 +311,7 @@ struct Changes {
 impl Changes {
     fn apply_to(self, view: &mut View) {
         if self.replace_all {
+            // A bootstrap: `streams` holds every stream, `catalog` the whole catalog.
             view.streams.clear();
             view.catalog.clear();
             view.skus.clear();
@@ -713,13 +714,21 @@ impl<'v> Batch<'v> {
                 .reservations
                 .insert(hold.reservation_id, reservation);
         }
-        for (product, confirmed) in streams {
-            tx.prepare_cached("INSERT INTO confirmed_streams (product_id, state) VALUES (?1, ?2)")?
-                .execute(params![&product.as_bytes()[..], to_json(&confirmed)?])?;
+        // The snapshot replaces the confirmed state and the catalog wholesale; events
+        // recorded here stay pending on top of it.
+        let known: HashSet<ProductId> =
+            self.view.streams.keys().chain(self.changes.streams.keys()).chain(streams.keys()).copied().collect();
+        for product in known {
+            let confirmed = streams.remove(&product).unwrap_or_default();
+            if confirmed != InventoryState::default() {
+                tx.prepare_cached("INSERT INTO confirmed_streams (product_id, state) VALUES (?1, ?2)")?
+                    .execute(params![&product.as_bytes()[..], to_json(&confirmed)?])?;
+            }
             let mut stream = self.stream(product);
             stream.confirmed = confirmed;
             self.changes.streams.insert(product, stream);
         }
+        self.changes.replace_all = true;
         for product in &snapshot.catalog {
             let p = &product.product;
             tx.prepare_cached(
