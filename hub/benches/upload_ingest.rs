@@ -29,7 +29,9 @@
 mod support;
 
 use rusqlite::{params, Connection, TransactionBehavior};
-use shelfsync_common::sync::{UploadEvent, UploadOutcome, UploadRequest, UploadResponse, PROTOCOL_HEADER, PROTOCOL_VERSION};
+use shelfsync_common::sync::{
+    UploadEvent, UploadOutcome, UploadRequest, UploadResponse, PROTOCOL_HEADER, PROTOCOL_VERSION,
+};
 use shelfsync_common::{EventId, EventMetadata, EventPayload, Origin, ProductId, ReservationId, StoreId, StreamId};
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -716,8 +716,14 @@ impl<'v> Batch<'v> {
         }
         // The snapshot replaces the confirmed state and the catalog wholesale; events
         // recorded here stay pending on top of it.
-        let known: HashSet<ProductId> =
-            self.view.streams.keys().chain(self.changes.streams.keys()).chain(streams.keys()).copied().collect();
+        let known: HashSet<ProductId> = self
+            .view
+            .streams
+            .keys()
+            .chain(self.changes.streams.keys())
+            .chain(streams.keys())
+            .copied()
+            .collect();
         for product in known {
             let confirmed = streams.remove(&product).unwrap_or_default();
             if confirmed != InventoryState::default() {
