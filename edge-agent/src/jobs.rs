@@ -1,7 +1,7 @@
 //! Scheduled jobs (tokio-cron-scheduler): expiry of the reservations made at this store
 //! (the side that made a hold expires it; the hub expires its own), and WAL maintenance.
-//! Each release is an ordinary local command whose event id is derived from the
-//! reservation id, so overlapping runs never release twice.
+//! Each release is an ordinary local command, so overlapping runs never release twice:
+//! the rules refuse to release a hold that is no longer open.
 
 use crate::config::JobsConfig;
 use crate::store::{LocalCommand, LocalError, LocalStore, Target};
@@ -51,7 +51,9 @@ pub async fn expire_reservations(store: &LocalStore, now: OffsetDateTime) -> Res
                 reservation_id,
                 reason: ReleaseReason::Expired,
             },
-            event_id: EventId::from_idempotency_key("reservation-expiry", &reservation_id.to_string()),
+            // A fresh id: the rules already refuse a second release of the same hold, and a
+            // reservation id may be reused after its hold ended.
+            event_id: EventId::new_v7(),
             idempotency: None,
             metadata: EventMetadata {
                 origin: Origin::Store(store_id),
@@ -66,7 +68,9 @@ pub async fn expire_reservations(store: &LocalStore, now: OffsetDateTime) -> Res
             Ok(_) => released += 1,
             // Committed or released since the view was read.
             Err(LocalError::Domain(shelfsync_common::DomainError::ReservationNotFound(_))) => {}
-            Err(error) => return Err(error),
+            Err(error @ (LocalError::Storage(_) | LocalError::Unavailable)) => return Err(error),
+            // Anything else concerns this hold only: the others are still due.
+            Err(error) => tracing::warn!(%reservation_id, %error, "could not release an expired reservation"),
         }
     }
     Ok(released)

@@ -2,9 +2,9 @@
 //!
 //! Expiry follows the rule "the side that created a reservation expires it": the hub
 //! releases only reservations that were made through its own API (origin `hub`); a store's
-//! reservations are expired by that store's agent. Each release is an ordinary command with
-//! an event id derived from the reservation id, so two overlapping runs, or a run racing a
-//! client's own release or commit, never release twice.
+//! reservations are expired by that store's agent. Each release is an ordinary command, so
+//! two overlapping runs, or a run racing a client's own release or commit, never release
+//! twice: the rules refuse to release a hold that is no longer open.
 
 use crate::config::JobsConfig;
 use crate::projection::ReadModelQueries;
@@ -73,7 +73,6 @@ pub async fn expire_reservations(
 }
 
 fn expiry_command(reservation_id: ReservationId, now: OffsetDateTime) -> CommandRequest {
-    let key = reservation_id.to_string();
     CommandRequest {
         command: Command::Inventory {
             target: InventoryTarget::Reservation(reservation_id),
@@ -83,8 +82,10 @@ fn expiry_command(reservation_id: ReservationId, now: OffsetDateTime) -> Command
             },
         },
         expected: Default::default(),
-        event_id: EventId::from_idempotency_key("reservation-expiry", &key),
-        fingerprint: *EventId::from_idempotency_key("reservation-expiry-request", &key).as_bytes(),
+        // A fresh id: the rules already refuse a second release of the same hold, and a
+        // reservation id may be reused after its hold ended.
+        event_id: EventId::new_v7(),
+        fingerprint: *EventId::from_idempotency_key("reservation-expiry", &reservation_id.to_string()).as_bytes(),
         metadata: EventMetadata {
             origin: Origin::Hub,
             actor: "job:reservation-expiry".into(),

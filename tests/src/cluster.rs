@@ -187,22 +187,23 @@ impl Cluster {
         }
     }
 
-    /// A till at store `index`, seeded from the scenario's seed.
-    pub fn till(&self, index: usize, workload: Workload) -> Till {
-        self.till_via(index, self.stores[index].agent.process.endpoint(), workload)
+    /// Till number `n` at store `index`, seeded from the scenario's seed.
+    pub fn till(&self, index: usize, n: usize, workload: Workload) -> Till {
+        self.till_via(index, n, self.stores[index].agent.process.endpoint(), workload)
     }
 
-    /// A till at store `index` that reaches its agent at `endpoint` (e.g. through a proxy).
-    pub fn till_via(&self, index: usize, endpoint: Endpoint, workload: Workload) -> Till {
+    /// Till number `n` at store `index`, reaching its agent at `endpoint` (e.g. through a
+    /// proxy).
+    pub fn till_via(&self, index: usize, n: usize, endpoint: Endpoint, workload: Workload) -> Till {
         let store = &self.stores[index];
         Till::new(
-            &format!("{}-{}", self.scenario, store.name),
+            &format!("{}-{}-{n}", self.scenario, store.name),
             store.id,
             endpoint,
             demo_products(),
             self.seed
                 .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                .wrapping_add(index as u64 + 1),
+                .wrapping_add((index * 64 + n) as u64 + 1),
             workload,
         )
     }

@@ -147,6 +147,8 @@ impl Process {
                 command.env_remove(name);
             }
         }
+        // Plain logs in the files.
+        command.env("NO_COLOR", "1");
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "info,tokio_cron_scheduler=warn");
         }

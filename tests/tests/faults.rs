@@ -67,11 +67,26 @@ impl Tills {
             web: Vec::new(),
         };
         for index in stores {
-            let till = cluster.till(index, workload.clone());
+            let till = cluster.till(index, 0, workload.clone());
             tills.progress.push(till.progress());
             tills.tasks.push(tokio::spawn(till.run()));
         }
         tills
+    }
+
+    /// Adds a second till at each store in `stores`: two tills share one agent.
+    fn with_second_tills(
+        mut self,
+        cluster: &Cluster,
+        stores: impl IntoIterator<Item = usize>,
+        workload: &Workload,
+    ) -> Tills {
+        for index in stores {
+            let till = cluster.till(index, 1, workload.clone());
+            self.progress.push(till.progress());
+            self.tasks.push(tokio::spawn(till.run()));
+        }
+        self
     }
 
     /// Acknowledged operations over every till.
@@ -200,11 +215,14 @@ async fn hub_down_while_three_stores_sell() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_killed_under_load_and_restarted() {
     let mut cluster = fleet("agent_killed_under_load_and_restarted", &[]).await;
-    let tills = Tills::start(&cluster, all(&cluster), &workload()).with_web_shop(&cluster);
+    // Two tills at every store, so that kills land among concurrent writes.
+    let tills = Tills::start(&cluster, all(&cluster), &workload())
+        .with_second_tills(&cluster, all(&cluster), &workload())
+        .with_web_shop(&cluster);
     let kills = if soak() { 6 } else { 2 };
-    let total = ops() * cluster.stores.len();
+    let total = 2 * ops() * cluster.stores.len();
     for kill in 1..=kills {
-        tills.wait_for(total * kill / (kills + 1)).await;
+        tills.wait_for(total * kill / (kills + 2)).await;
         let victim = (cluster.seed as usize + kill) % cluster.stores.len();
         let store = &mut cluster.stores[victim];
         eprintln!(
@@ -217,6 +235,15 @@ async fn agent_killed_under_load_and_restarted() {
         store.agent.process.start().await;
         eprintln!("[e2e] agent {} restarted at {}", store.name, store.agent.process.url());
     }
+    // A graceful stop (SIGTERM) while the agent cannot reach the hub and its till sells:
+    // it must finish in-flight writes and exit 0 in time, then carry on after a restart.
+    tills.wait_for(total * (kills + 1) / (kills + 2)).await;
+    let store = &mut cluster.stores[cluster.seed as usize % 3];
+    store.proxy.set_mode(Mode::Blackhole);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    eprintln!("[e2e] SIGTERM agent {} behind a black hole", store.name);
+    store.agent.process.terminate().await;
+    store.agent.process.start().await;
     let (logs, web) = tills.join().await;
     let retried: usize = logs.iter().map(|l| l.retries).sum();
     eprintln!("[e2e] tills retried {retried} requests across the kills");
@@ -293,7 +320,7 @@ async fn responses_lost_after_the_write_was_committed() {
     };
     for (index, store) in cluster.stores.iter().enumerate() {
         let proxy = FaultProxy::start(&format!("till-{}", store.name), store.agent.process.addr()).await;
-        let till = cluster.till_via(index, Endpoint::fixed(proxy.url()), workload());
+        let till = cluster.till_via(index, 0, Endpoint::fixed(proxy.url()), workload());
         tills.progress.push(till.progress());
         tills.tasks.push(tokio::spawn(till.run()));
         till_proxies.push(proxy);
@@ -425,7 +452,7 @@ async fn web_reservation_races_an_offline_sale_of_the_last_unit() {
     let (mut logs, web) = others.join().await;
     logs.push(TillLog {
         store: Some(berlin.id),
-        acks: sale.iter().cloned().collect(),
+        acks: sale.to_vec(),
         ..TillLog::default()
     });
     let report = cluster.heal_and_check(&logs, &web, Expect::default()).await;
@@ -572,11 +599,14 @@ async fn random_faults_everywhere() {
     use rand::{Rng, SeedableRng};
     let mut cluster = fleet("random_faults_everywhere", &[]).await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(cluster.seed);
+    // Slow enough that the tills are still selling while the faults come.
     let slow = Workload {
-        pause_ms: (10, 60),
+        pause_ms: (30, 150),
         ..workload()
     };
-    let tills = Tills::start(&cluster, all(&cluster), &slow).with_web_shop(&cluster);
+    let tills = Tills::start(&cluster, all(&cluster), &slow)
+        .with_second_tills(&cluster, 0..1, &slow)
+        .with_web_shop(&cluster);
     let steps = if soak() { 60 } else { 8 };
     for _ in 0..steps {
         let index = rng.random_range(0..cluster.stores.len());
@@ -587,6 +617,13 @@ async fn random_faults_everywhere() {
                 eprintln!("[e2e] {at:.1}s: SIGKILL agent {}", store.name);
                 store.agent.process.kill9();
                 tokio::time::sleep(Duration::from_millis(rng.random_range(100..800))).await;
+                store.agent.process.start().await;
+            }
+            8 => {
+                let at = cluster.elapsed();
+                let store = &mut cluster.stores[index];
+                eprintln!("[e2e] {at:.1}s: SIGTERM agent {}", store.name);
+                store.agent.process.terminate().await;
                 store.agent.process.start().await;
             }
             1 => {

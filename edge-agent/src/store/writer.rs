@@ -841,30 +841,34 @@ pub(super) fn outbox_entries(
     statuses: &[OutboxStatus],
     limit: usize,
 ) -> rusqlite::Result<Vec<OutboxEntry>> {
-    let wanted: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
-    let mut stmt = conn.prepare_cached(
-        "SELECT seq, event_id, product_id, event_type, status, hub_position, reject_reason, reject_detail, recorded_at
-         FROM outbox ORDER BY seq DESC",
-    )?;
-    let mut rows = stmt.query([])?;
+    // One statement per status, merged newest first. The status is written into the SQL
+    // (it comes from the enum, never from input) so SQLite can use the partial index on
+    // (status, seq) for the unconfirmed ones.
     let mut entries = Vec::new();
-    while entries.len() < limit {
-        let Some(row) = rows.next()? else { break };
-        let status: String = row.get(4)?;
-        if !wanted.contains(&status.as_str()) {
-            continue;
+    for status in statuses {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT seq, event_id, product_id, event_type, status, hub_position, reject_reason, reject_detail, recorded_at
+             FROM outbox WHERE status = '{}' ORDER BY seq DESC LIMIT ?1",
+            status.as_str()
+        ))?;
+        let mut rows = stmt.query([limit as i64])?;
+        while let Some(row) = rows.next()? {
+            let status: String = row.get(4)?;
+            entries.push(OutboxEntry {
+                seq: row.get::<_, i64>(0)? as u64,
+                event_id: EventId::from_bytes(row.get(1)?),
+                product_id: ProductId::from_bytes(row.get(2)?),
+                event_type: row.get(3)?,
+                status: OutboxStatus::parse(&status).ok_or_else(|| conversion(format!("bad status {status}")))?,
+                hub_position: row.get::<_, Option<i64>>(5)?.map(|p| p as u64),
+                reject_reason: row.get(6)?,
+                reject_detail: row.get(7)?,
+                recorded_at: parse_time(&row.get::<_, String>(8)?)?,
+            });
         }
-        entries.push(OutboxEntry {
-            seq: row.get::<_, i64>(0)? as u64,
-            event_id: EventId::from_bytes(row.get(1)?),
-            product_id: ProductId::from_bytes(row.get(2)?),
-            event_type: row.get(3)?,
-            status: OutboxStatus::parse(&status).ok_or_else(|| conversion(format!("bad status {status}")))?,
-            hub_position: row.get::<_, Option<i64>>(5)?.map(|p| p as u64),
-            reject_reason: row.get(6)?,
-            reject_detail: row.get(7)?,
-            recorded_at: parse_time(&row.get::<_, String>(8)?)?,
-        });
     }
+    entries.sort_by(|a, b| b.seq.cmp(&a.seq));
+    entries.dedup_by_key(|e| e.seq);
+    entries.truncate(limit);
     Ok(entries)
 }

@@ -126,10 +126,24 @@ pub struct BenchHub {
 
 impl BenchHub {
     pub fn start(configure: impl FnOnce(&mut HubConfig)) -> Self {
+        Self::start_with(false, configure)
+    }
+
+    /// As [`BenchHub::start`]; `nodelay` sets `TCP_NODELAY` on the listening socket, which
+    /// Linux copies to every accepted connection (a diagnostic: the hub itself does not
+    /// set it).
+    pub fn start_with(nodelay: bool, configure: impl FnOnce(&mut HubConfig)) -> Self {
         let dir = tempfile::tempdir_in(bench_dir()).expect("temp dir");
         let runtime = runtime("hub");
         let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .block_on(async {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                if nodelay {
+                    socket.set_nodelay(true)?;
+                }
+                socket.bind("127.0.0.1:0".parse().expect("address"))?;
+                socket.listen(1024)
+            })
             .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let mut config = HubConfig {
