@@ -867,7 +867,7 @@ pub(super) fn outbox_entries(
             });
         }
     }
-    entries.sort_by(|a, b| b.seq.cmp(&a.seq));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.seq));
     entries.dedup_by_key(|e| e.seq);
     entries.truncate(limit);
     Ok(entries)
