@@ -122,6 +122,17 @@ pub struct ReserveStockRequest {
     pub event_id: Option<EventId>,
 }
 
+impl ReserveStockRequest {
+    /// When the hold lapses if made at `now`, or why `ttl_seconds` is out of range.
+    pub fn expires_at(&self, now: OffsetDateTime) -> Result<OffsetDateTime, String> {
+        let ttl = self.ttl_seconds.unwrap_or(DEFAULT_RESERVATION_TTL_SECONDS);
+        if ttl == 0 || ttl > MAX_RESERVATION_TTL_SECONDS {
+            return Err(format!("ttl_seconds must be 1..={MAX_RESERVATION_TTL_SECONDS}, got {ttl}"));
+        }
+        Ok(now + time::Duration::seconds(i64::from(ttl)))
+    }
+}
+
 /// `POST /v1/inventory/reservations/{id}/release` (the body is optional).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

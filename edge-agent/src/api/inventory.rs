@@ -27,10 +27,9 @@ use shelfsync_common::event::ReleaseReason;
 use shelfsync_common::server::extract::{ApiJson, ApiPath, ApiQuery, OptionalApiJson};
 use shelfsync_common::wire::{
     AddStockRequest, AdjustStockRequest, CommitReservationRequest, ReleaseReservationRequest, ReserveStockRequest,
-    DEFAULT_RESERVATION_TTL_SECONDS, MAX_RESERVATION_TTL_SECONDS,
 };
 use shelfsync_common::{InventoryCommand, ProductId, ReservationId, StockQuantity, StoreId};
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -140,18 +139,14 @@ pub async fn reserve(
     ApiJson(mut body): ApiJson<ReserveStockRequest>,
 ) -> Result<Response, ApiError> {
     let store_id = this_store(&state, body.store_id)?;
-    let ttl = body.ttl_seconds.unwrap_or(DEFAULT_RESERVATION_TTL_SECONDS);
-    if ttl == 0 || ttl > MAX_RESERVATION_TTL_SECONDS {
-        return Err(ApiError::unprocessable(
-            "invalid_ttl",
-            format!("ttl_seconds must be 1..={MAX_RESERVATION_TTL_SECONDS}, got {ttl}"),
-        ));
-    }
+    let expires_at = body
+        .expires_at(OffsetDateTime::now_utc())
+        .map_err(|detail| ApiError::unprocessable("invalid_ttl", detail))?;
     let event_id = body.event_id.take();
     let command = InventoryCommand::ReserveStock {
         reservation_id: body.reservation_id.unwrap_or_else(ReservationId::new_v7),
         quantity: body.quantity,
-        expires_at: OffsetDateTime::now_utc() + Duration::seconds(i64::from(ttl)),
+        expires_at,
     };
     let target = Target::Product(body.product_id);
     let local = ctx.command(

@@ -14,10 +14,10 @@ use shelfsync_common::event::ReleaseReason;
 use shelfsync_common::server::extract::{ApiJson, ApiPath, OptionalApiJson};
 use shelfsync_common::wire::{
     AddStockRequest, AdjustStockRequest, CommitReservationRequest, ReleaseReservationRequest, ReserveStockRequest,
-    WriteResult, DEFAULT_RESERVATION_TTL_SECONDS, MAX_RESERVATION_TTL_SECONDS,
+    WriteResult,
 };
 use shelfsync_common::{InventoryCommand, ReservationId};
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -80,20 +80,16 @@ pub async fn reserve(
     ApiJson(body): ApiJson<ReserveStockRequest>,
 ) -> Result<Response, ApiError> {
     ctx.principal.require_channel()?;
-    let ttl = body.ttl_seconds.unwrap_or(DEFAULT_RESERVATION_TTL_SECONDS);
-    if ttl == 0 || ttl > MAX_RESERVATION_TTL_SECONDS {
-        return Err(ApiError::unprocessable(
-            "invalid_ttl",
-            format!("ttl_seconds must be 1..={MAX_RESERVATION_TTL_SECONDS}, got {ttl}"),
-        ));
-    }
+    let expires_at = body
+        .expires_at(OffsetDateTime::now_utc())
+        .map_err(|detail| ApiError::unprocessable("invalid_ttl", detail))?;
     let reservation_id = body.reservation_id.unwrap_or_else(ReservationId::new_v7);
     let command = Command::Inventory {
         target: InventoryTarget::Stream(body.product_id, body.store_id),
         command: InventoryCommand::ReserveStock {
             reservation_id,
             quantity: body.quantity,
-            expires_at: OffsetDateTime::now_utc() + Duration::seconds(i64::from(ttl)),
+            expires_at,
         },
     };
     let request = ctx.command(command, body.expected_version, body.event_id, "reserve", &body)?;
