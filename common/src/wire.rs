@@ -127,7 +127,9 @@ impl ReserveStockRequest {
     pub fn expires_at(&self, now: OffsetDateTime) -> Result<OffsetDateTime, String> {
         let ttl = self.ttl_seconds.unwrap_or(DEFAULT_RESERVATION_TTL_SECONDS);
         if ttl == 0 || ttl > MAX_RESERVATION_TTL_SECONDS {
-            return Err(format!("ttl_seconds must be 1..={MAX_RESERVATION_TTL_SECONDS}, got {ttl}"));
+            return Err(format!(
+                "ttl_seconds must be 1..={MAX_RESERVATION_TTL_SECONDS}, got {ttl}"
+            ));
         }
         Ok(now + time::Duration::seconds(i64::from(ttl)))
     }

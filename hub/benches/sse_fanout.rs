@@ -280,14 +280,17 @@ async fn enroll(client: &reqwest::Client, url: &str, n: usize) -> Vec<String> {
     tokens
 }
 
+/// What one stream received: (position, receipt wall clock in ns).
+type Log = Arc<Mutex<Vec<(u64, i128)>>>;
+
 /// Open push streams and what they have received.
 struct Streams {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     deliveries: Arc<AtomicUsize>,
     caught_up: Arc<AtomicUsize>,
     ended: Arc<AtomicUsize>,
-    /// Per stream: (position, receipt wall clock in ns).
-    logs: Vec<Arc<Mutex<Vec<(u64, i128)>>>>,
+    /// Per stream.
+    logs: Vec<Log>,
 }
 
 async fn open_streams(client: &reqwest::Client, url: &str, tokens: &[String], n: usize, head: u64) -> Streams {
@@ -298,7 +301,7 @@ async fn open_streams(client: &reqwest::Client, url: &str, tokens: &[String], n:
     let mut tasks = Vec::with_capacity(n);
     let mut logs = Vec::with_capacity(n);
     for i in 0..n {
-        let log = Arc::new(Mutex::new(Vec::new()));
+        let log: Log = Arc::new(Mutex::new(Vec::new()));
         logs.push(log.clone());
         let request = client
             .get(format!("{url}/v1/sync/stream"))

@@ -21,7 +21,7 @@
 //!
 //! ```sh
 //! cargo bench -p shelfsync-hub --bench upload_ingest
-//! RUNS=7 STORES=3 BATCH=500 BATCHES=40 WARMUP=2 BASELINE_BATCHES=120 cargo bench -p shelfsync-hub --bench upload_ingest
+//! RUNS=5 STORES=3 BATCH=500 BATCHES=100 WARMUP=1 BASELINE_BATCHES=300 cargo bench -p shelfsync-hub --bench upload_ingest
 //! ```
 //!
 //! `BENCH_DIR` sets where the temp files go (default: the system temp dir).
@@ -54,7 +54,7 @@ fn main() {
         runs: env_usize("RUNS", 5).max(1),
         stores: env_usize("STORES", 3).max(1),
         batch: env_usize("BATCH", 500).clamp(1, shelfsync_common::sync::MAX_UPLOAD_BATCH),
-        batches: env_usize("BATCHES", 40).max(1),
+        batches: env_usize("BATCHES", 100).max(1),
         warmup: env_usize("WARMUP", 1),
         baseline_batches: env_usize("BASELINE_BATCHES", 0),
     };
@@ -78,13 +78,14 @@ fn main() {
     let mut details = Vec::new();
     for run in 0..settings.runs {
         let mut baseline = Baseline::new(settings.batch);
-        let first = baseline.run(baseline_batches / 2);
+        let (first, cpu1) = baseline.run(baseline_batches / 2);
         let h = hub_run(&settings);
-        let second = baseline.run(baseline_batches - baseline_batches / 2);
+        let (second, cpu2) = baseline.run(baseline_batches - baseline_batches / 2);
         let b = (baseline_batches * settings.batch) as f64 / (first + second).as_secs_f64();
+        let base_cpu_us = (cpu1 + cpu2).as_secs_f64() * 1e6 / (baseline_batches * settings.batch) as f64;
         let ms_per_commit = (first + second).as_secs_f64() * 1e3 / baseline_batches as f64;
         println!(
-            "run {}: hub {:>7.0} ev/s (upload p50 {:>5.1} ms, max {:>5.1} ms; {:.2} uploads per group commit; CPU/event: hub {:>4.1} us + writer {:>4.1} us, load generator {:>4.1} us; {:.2} cores busy) | baseline {:>7.0} ev/s ({:.1} ms per {}-row commit) | ratio hub/baseline {:.2} | load {}",
+            "run {}: hub {:>7.0} ev/s (upload p50 {:>5.1} ms, max {:>5.1} ms; {:.2} uploads per group commit; CPU/event: hub {:>4.1} us + writer {:>4.1} us, load generator {:>4.1} us; {:.2} cores busy) | baseline {:>7.0} ev/s ({:.1} ms per {}-row commit, {:.1} us CPU/event) | ratio hub/baseline {:.2} | load {}",
             run + 1,
             h.rate,
             h.upload_p50_ms,
@@ -97,6 +98,7 @@ fn main() {
             b,
             ms_per_commit,
             settings.batch,
+            base_cpu_us,
             h.rate / b,
             load_average(),
         );
@@ -111,6 +113,7 @@ fn main() {
             h.mean_batch,
             h.upload_p50_ms,
             ms_per_commit,
+            base_cpu_us,
         ]);
     }
     let (hm, hmin, hmax) = stats(&hub);
@@ -134,7 +137,7 @@ fn main() {
         hm / bm
     );
     println!(
-        "hub side, medians: upload p50 {:.1} ms; {:.2} uploads per group commit; CPU per event {:.1} us in hub runtime threads + {:.1} us in the writer thread, {:.1} us in the load generator; {:.2} of {} cores busy; baseline {:.1} ms per commit",
+        "hub side, medians: upload p50 {:.1} ms; {:.2} uploads per group commit; CPU per event {:.1} us in hub runtime threads + {:.1} us in the writer thread, {:.1} us in the load generator; {:.2} of {} cores busy; baseline {:.1} ms per commit and {:.1} us CPU per event",
         col(5),
         col(4),
         col(0),
@@ -143,6 +146,7 @@ fn main() {
         col(3),
         cores(),
         col(6),
+        col(7),
     );
 }
 
@@ -271,13 +275,13 @@ impl Baseline {
             .collect()
     }
 
-    /// Writes `batches` transactions of `batch` rows; returns the time spent in SQLite
-    /// (the rows are built before each transaction, outside the clock).
-    fn run(&mut self, batches: usize) -> Duration {
-        let mut spent = Duration::ZERO;
-        for _ in 0..batches {
-            let rows = self.rows();
-            let started = Instant::now();
+    /// Writes `batches` transactions of `batch` rows; returns the time spent in SQLite and
+    /// this thread's CPU time meanwhile. The rows are built first, outside both clocks.
+    fn run(&mut self, batches: usize) -> (Duration, Duration) {
+        let all: Vec<Vec<Row>> = (0..batches).map(|_| self.rows()).collect();
+        let cpu_before = support::this_thread_cpu();
+        let started = Instant::now();
+        for rows in all {
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -307,9 +311,8 @@ impl Baseline {
                 }
             }
             tx.commit().expect("commit");
-            spent += started.elapsed();
         }
-        spent
+        (started.elapsed(), support::this_thread_cpu().saturating_sub(cpu_before))
     }
 }
 
@@ -368,7 +371,9 @@ fn hub_run(settings: &Settings) -> HubResult {
     });
 
     // Every body, serialized before the clock starts.
-    let bodies: Vec<(String, Vec<Vec<u8>>, Vec<Vec<u8>>)> = agents
+    // (token, warm-up bodies, timed bodies) per store.
+    type Bodies = (String, Vec<Vec<u8>>, Vec<Vec<u8>>);
+    let bodies: Vec<Bodies> = agents
         .iter()
         .map(|(store, token)| {
             let mut till = Till::new(*store);

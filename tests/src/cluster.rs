@@ -154,7 +154,15 @@ impl Cluster {
 
     /// Adds (and starts) an agent for `id` behind a new proxy; returns its index.
     pub async fn add_store(&mut self, name: &str, id: StoreId, token: &str) -> usize {
+        self.add_store_behind(name, id, token, Mode::Pass).await
+    }
+
+    /// Adds (and starts) an agent for `id` behind a new proxy that starts in `mode`.
+    pub async fn add_store_behind(&mut self, name: &str, id: StoreId, token: &str, mode: Mode) -> usize {
         let proxy = FaultProxy::start(name, self.hub.process.addr()).await;
+        if mode != Mode::Pass {
+            proxy.set_mode(mode);
+        }
         let env: Vec<(&str, &str)> = self.agent_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let mut agent = AgentProcess::new(&self.root_path, name, id, &proxy.url(), token, &env);
         agent.process.start().await;

@@ -19,6 +19,8 @@
 //! - `DropResponses`: forward the request bytes to the hub, and when the answer starts to
 //!   arrive, reset the client connection instead of relaying it: the hub committed the
 //!   request, the agent never hears so (it must retry; the hub must dedupe).
+//! - `Refuse(prefix)`: relay, but reset a connection whose request starts with `prefix`
+//!   (`GET /v1/sync/stream`: push is blocked, everything else works).
 //! - `Flap { a, b, every_ms }`: alternate between two modes every `every_ms`.
 //!
 //! A mode change applies to existing connections too: on every change (flap phases
@@ -51,6 +53,9 @@ pub enum Mode {
     Reset,
     /// Forward requests; reset the client when the answer starts.
     DropResponses,
+    /// Relay, but reset a connection as soon as a request on it starts with this text
+    /// (e.g. `GET /v1/sync/stream`: a middlebox that will not carry event streams).
+    Refuse(String),
     /// Alternate between two (non-flapping) modes every `every_ms` milliseconds.
     Flap {
         /// The first phase.
@@ -331,7 +336,7 @@ async fn connection(
             changed(&mut phases, generation).await;
             reset(client, &counters);
         }
-        Mode::Pass | Mode::Delay(_) | Mode::Throttle(_) | Mode::DropResponses => {
+        Mode::Pass | Mode::Delay(_) | Mode::Throttle(_) | Mode::DropResponses | Mode::Refuse(_) => {
             let server = match connect_upstream(upstream, &mode).await {
                 Ok(server) => server,
                 Err(_) => {
@@ -438,6 +443,12 @@ async fn pump(
         if n == 0 {
             let _ = to.shutdown().await;
             return Ok(());
+        }
+        if let (Direction::Up, Mode::Refuse(prefix)) = (direction, mode) {
+            // Requests start at the beginning of a write; that is good enough here.
+            if buf[..n].starts_with(prefix.as_bytes()) {
+                return Err(PumpError::Io);
+            }
         }
         if direction == Direction::Down && *mode == Mode::DropResponses {
             return Err(PumpError::AnswerArrived);

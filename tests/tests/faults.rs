@@ -37,7 +37,13 @@ fn workload() -> Workload {
 /// A hub (with `hub_env`) and the three demo stores' agents, bootstrapped; in the soak two
 /// more stores are enrolled.
 async fn fleet(scenario: &str, hub_env: &[(&str, &str)]) -> Cluster {
+    fleet_with(scenario, hub_env, &[]).await
+}
+
+/// [`fleet`], with `agent_env` settings for every agent.
+async fn fleet_with(scenario: &str, hub_env: &[(&str, &str)], agent_env: &[(&str, &str)]) -> Cluster {
     let mut cluster = Cluster::start(scenario, seed(), hub_env).await;
+    cluster.set_agent_env(agent_env);
     for index in 0..3 {
         cluster.add_demo_store(index).await;
     }
@@ -94,10 +100,11 @@ impl Tills {
         self.progress.iter().map(Progress::acked).sum()
     }
 
-    /// Waits (bounded) until the tills together have `n` acknowledged operations.
+    /// Waits (bounded) until the tills together have `n` acknowledged operations, or have
+    /// all finished (refusals make the total a little less than the operations tried).
     async fn wait_for(&self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while self.acked() < n {
+        while self.acked() < n && !self.tasks.iter().all(JoinHandle::is_finished) {
             assert!(
                 Instant::now() < deadline,
                 "the tills made only {} of {n} operations",
@@ -181,7 +188,12 @@ async fn three_stores_converge_without_faults() {
 /// every sale is uploaded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_down_while_three_stores_sell() {
-    let mut cluster = fleet("hub_down_while_three_stores_sell", &[]).await;
+    let mut cluster = fleet_with(
+        "hub_down_while_three_stores_sell",
+        &[],
+        &[("SHELFSYNC_EDGE_SYNC__UPLOAD_BATCH", "25")],
+    )
+    .await;
     let tills = Tills::start(&cluster, all(&cluster), &workload()).with_web_shop(&cluster);
     let outages = if soak() { 3 } else { 1 };
     let per_outage = ops() * cluster.stores.len() / (outages + 1);
@@ -255,7 +267,14 @@ async fn agent_killed_under_load_and_restarted() {
 /// unacknowledged ones are sent again and recorded once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_killed_while_agents_upload() {
-    let mut cluster = fleet("hub_killed_while_agents_upload", &[]).await;
+    // Small upload batches: a backlog goes up in many requests, and the kill lands between
+    // (or inside) them.
+    let mut cluster = fleet_with(
+        "hub_killed_while_agents_upload",
+        &[],
+        &[("SHELFSYNC_EDGE_SYNC__UPLOAD_BATCH", "7")],
+    )
+    .await;
     let tills = Tills::start(&cluster, all(&cluster), &workload()).with_web_shop(&cluster);
     let kills = if soak() { 4 } else { 2 };
     let total = ops() * cluster.stores.len();
@@ -378,6 +397,31 @@ async fn responses_lost_after_the_write_was_committed() {
         replays > 0,
         "tills whose answers were lost must get the first answer replayed when they retry"
     );
+}
+
+/// Push is blocked for the whole workload (the proxies reset every request for the SSE
+/// stream, as a middlebox that will not carry event streams would): the agents must notice,
+/// fall back to pulling every `sync.pull_interval_secs`, move their cursors past events they
+/// do not see, and converge as well as with push.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_blocked_agents_follow_by_pulling() {
+    let cluster = fleet("push_blocked_agents_follow_by_pulling", &[]).await;
+    cluster.set_all(Mode::Refuse("GET /v1/sync/stream".into()));
+    for index in all(&cluster) {
+        wait_status(&cluster, index, "the push stream dropping", |s| !s.push_connected).await;
+    }
+    let tills = Tills::start(&cluster, all(&cluster), &workload()).with_web_shop(&cluster);
+    let (logs, web) = tills.join().await;
+    // Converge while push is still blocked: by pulls alone.
+    let agents = cluster.agent_refs();
+    let (head, statuses) = checker::wait_quiescent(&cluster.http, &cluster.hub_url(), &agents, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("pulls alone did not converge: {e}\n{}", cluster.logs()));
+    for (name, status) in &statuses {
+        assert!(!status.push_connected, "{name} cannot have a push stream: {status:?}");
+    }
+    eprintln!("[e2e] every agent reached head {head} by pulling");
+    cluster.heal_and_check(&logs, &web, Expect::default()).await;
 }
 
 /// A web shop reserves the last unit of a product at the hub while the store, offline,
@@ -535,9 +579,31 @@ async fn a_new_agent_bootstraps_from_the_snapshot_of_a_long_history() {
             cluster.stores[index].name
         );
     }
+    // A third store's agent starts for the first time while its link is dark: it cannot
+    // take its snapshot, so its till is told `503 not_bootstrapped` and retries; once the
+    // link heals, the agent bootstraps and the till's sales go through.
+    let hamburg = shelfsync_tests::cluster::demo_stores()[1];
+    let token = cluster.hub.store_token(hamburg);
+    let hamburg_index = cluster
+        .add_store_behind("hamburg", hamburg, &token, Mode::Blackhole)
+        .await;
     // Now they sell; the history's open web holds are in their state.
     let tills = Tills::start(&cluster, all(&cluster), &workload());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = checker::agent_status(&cluster.http, &cluster.stores[hamburg_index].agent.process.url())
+        .await
+        .expect("hamburg's status");
+    assert!(
+        !status.bootstrapped,
+        "hamburg cannot have its snapshot behind a black hole: {status:?}"
+    );
+    cluster.stores[hamburg_index].proxy.heal();
     let (logs, web) = tills.join().await;
+    let waited = logs.iter().find(|l| l.store == Some(hamburg)).map_or(0, |l| l.retries);
+    assert!(
+        waited > 0,
+        "hamburg's till must have been told to wait for the snapshot"
+    );
     cluster.heal_and_check(&logs, &web, Expect::default()).await;
 }
 

@@ -114,6 +114,15 @@ async fn every_mode_does_what_it_says() {
     assert_eq!(received.load(Ordering::SeqCst), before + 1, "the request went through");
     assert!(proxy.counters().dropped_responses.load(Ordering::SeqCst) >= 1);
 
+    // Refuse: one kind of request is reset, the others pass.
+    proxy.set_mode(Mode::Refuse("GET /v1/sync/stream".into()));
+    let mut stream = connect(&proxy).await;
+    assert_eq!(
+        roundtrip(&mut stream, "POST /v1/sync/upload", short).await,
+        Ok("POST /v1/sync/upload".into())
+    );
+    assert!(roundtrip(&mut stream, "GET /v1/sync/stream", short).await.is_err());
+
     // Throttle: 2 KB at 4 KB/s takes about half a second.
     proxy.set_mode(Mode::Throttle(4096));
     let mut stream = connect(&proxy).await;

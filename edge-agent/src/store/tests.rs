@@ -264,15 +264,19 @@ impl Shop {
     }
 
     fn confirmed(&self, product: ProductId) -> InventoryState {
-        self.store
-            .read(|v| v.streams.get(&product).map(|s| s.confirmed.clone()).unwrap_or_default())
+        self.store.read(|v| {
+            v.streams
+                .get(&product)
+                .map(|s| s.confirmed().clone())
+                .unwrap_or_default()
+        })
     }
 
     fn pending(&self, product: ProductId) -> Vec<EventId> {
         self.store.read(|v| {
             v.streams
                 .get(&product)
-                .map(|s| s.pending.iter().map(|p| p.event_id).collect())
+                .map(|s| s.pending().iter().map(|p| p.event_id).collect())
                 .unwrap_or_default()
         })
     }

@@ -7,7 +7,7 @@ use shelfsync_common::edge::LocalStockLevel;
 use shelfsync_common::inventory::{self, InventoryState};
 use shelfsync_common::wire::ProductView;
 use shelfsync_common::{EventId, EventPayload, ProductId, ReservationId, StoreId};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use time::OffsetDateTime;
 
 /// An event recorded here and not yet part of the confirmed state.
@@ -23,23 +23,90 @@ pub struct PendingEvent {
     pub recorded_at: OffsetDateTime,
 }
 
-/// One product's stock at this store.
+/// One product's stock at this store: the hub-confirmed state, this store's unconfirmed
+/// events on top, and their sum (`local`), kept up to date so that reading it costs
+/// nothing however long the store has been offline.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamView {
-    /// As the hub confirmed it.
-    pub confirmed: InventoryState,
-    /// Recorded here, unconfirmed, in outbox order.
-    pub pending: Vec<PendingEvent>,
+    confirmed: InventoryState,
+    pending: VecDeque<PendingEvent>,
+    local: InventoryState,
 }
 
 impl StreamView {
-    /// Confirmed state with the pending events applied on top.
-    pub fn local(&self) -> InventoryState {
-        let mut state = self.confirmed.clone();
-        for event in &self.pending {
-            inventory::apply(&mut state, &event.payload);
+    /// A stream with this confirmed state and nothing pending.
+    pub fn new(confirmed: InventoryState) -> Self {
+        Self {
+            local: confirmed.clone(),
+            confirmed,
+            pending: VecDeque::new(),
         }
-        state
+    }
+
+    /// As the hub confirmed it.
+    pub fn confirmed(&self) -> &InventoryState {
+        &self.confirmed
+    }
+
+    /// Recorded here, unconfirmed, in outbox order.
+    pub fn pending(&self) -> &VecDeque<PendingEvent> {
+        &self.pending
+    }
+
+    /// Confirmed state with the pending events applied on top.
+    pub fn local(&self) -> &InventoryState {
+        &self.local
+    }
+
+    /// A new event recorded here (the newest).
+    pub fn record(&mut self, event: PendingEvent) {
+        inventory::apply(&mut self.local, &event.payload);
+        self.pending.push_back(event);
+    }
+
+    /// An event from the hub's feed at `version`; returns whether it was one of ours
+    /// leaving the pending set. Our oldest pending event coming back (the usual case)
+    /// leaves the local state as it was: the same events, in the same order.
+    pub fn confirm(&mut self, event_id: EventId, payload: &EventPayload, version: u64) -> bool {
+        inventory::apply(&mut self.confirmed, payload);
+        let in_order = self.confirmed.version == version;
+        self.confirmed.version = version;
+        if in_order && self.pending.front().is_some_and(|p| p.event_id == event_id) {
+            self.pending.pop_front();
+            return true;
+        }
+        let own = match self.pending.iter().position(|p| p.event_id == event_id) {
+            Some(index) => self.pending.remove(index).is_some(),
+            None => false,
+        };
+        self.recompute();
+        own
+    }
+
+    /// Takes an event out of the pending set (the hub rejected it).
+    pub fn remove_pending(&mut self, event_id: EventId) {
+        self.pending.retain(|p| p.event_id != event_id);
+        self.recompute();
+    }
+
+    /// Puts an event back into the pending set, in outbox order (a quarantine retry).
+    pub fn restore_pending(&mut self, event: PendingEvent) {
+        let at = self.pending.partition_point(|p| p.seq < event.seq);
+        self.pending.insert(at, event);
+        self.recompute();
+    }
+
+    /// Replaces the confirmed state (a snapshot), keeping the pending events on top.
+    pub fn replace_confirmed(&mut self, confirmed: InventoryState) {
+        self.confirmed = confirmed;
+        self.recompute();
+    }
+
+    fn recompute(&mut self) {
+        self.local = self.confirmed.clone();
+        for event in &self.pending {
+            inventory::apply(&mut self.local, &event.payload);
+        }
     }
 }
 
@@ -96,11 +163,6 @@ impl View {
             .map(|stream| level(self.store_id, product, stream))
     }
 
-    /// The local state a command is decided against.
-    pub fn local_state(&self, product: ProductId) -> InventoryState {
-        self.streams.get(&product).map(StreamView::local).unwrap_or_default()
-    }
-
     /// A product by SKU.
     pub fn product_by_sku(&self, sku: &str) -> Option<&ProductView> {
         self.skus.get(sku).and_then(|id| self.catalog.get(id))
@@ -108,7 +170,7 @@ impl View {
 
     /// Unconfirmed events and the time the oldest was recorded.
     pub fn outbox(&self) -> (u64, Option<OffsetDateTime>) {
-        let pending = self.streams.values().flat_map(|s| s.pending.iter());
+        let pending = self.streams.values().flat_map(|s| s.pending().iter());
         pending.fold((0, None), |(count, oldest), event| {
             let oldest = match oldest {
                 Some(at) if at <= event.recorded_at => Some(at),
@@ -154,9 +216,9 @@ pub fn level(store: StoreId, product: ProductId, stream: &StreamView) -> LocalSt
         on_hand: local.on_hand,
         reserved: local.reserved(),
         available: local.available(),
-        confirmed_version: stream.confirmed.version,
-        pending_events: stream.pending.len() as u32,
-        includes_pending: !stream.pending.is_empty(),
+        confirmed_version: stream.confirmed().version,
+        pending_events: stream.pending().len() as u32,
+        includes_pending: !stream.pending().is_empty(),
     }
 }
 
@@ -177,9 +239,10 @@ mod tests {
     fn local_figures_are_confirmed_plus_pending_and_say_so() {
         let product = ProductId::from_bytes([1; 16]);
         let mut view = View::new(StoreId::from_bytes([9; 16]));
-        let mut stream = StreamView::default();
-        inventory::apply(&mut stream.confirmed, &EventPayload::StockAdded { quantity: 10 });
-        stream.pending.push(pending(
+        let mut confirmed = InventoryState::default();
+        inventory::apply(&mut confirmed, &EventPayload::StockAdded { quantity: 10 });
+        let mut stream = StreamView::new(confirmed);
+        stream.record(pending(
             1,
             EventPayload::StockAdjusted {
                 delta: -3,
@@ -201,20 +264,57 @@ mod tests {
         let product = ProductId::from_bytes([1; 16]);
         let (mine, theirs) = (ReservationId::from_bytes([1; 16]), ReservationId::from_bytes([2; 16]));
         let mut view = View::new(StoreId::from_bytes([9; 16]));
-        let mut stream = StreamView::default();
+        let mut confirmed = InventoryState::default();
         for id in [mine, theirs] {
             let expires_at = OffsetDateTime::UNIX_EPOCH;
-            inventory::apply(
-                &mut stream.confirmed,
-                &EventPayload::StockReserved {
-                    reservation_id: id,
-                    quantity: 1,
-                    expires_at,
-                },
-            );
+            let reserved = EventPayload::StockReserved {
+                reservation_id: id,
+                quantity: 1,
+                expires_at,
+            };
+            inventory::apply(&mut confirmed, &reserved);
         }
-        view.streams.insert(product, stream);
+        view.streams.insert(product, StreamView::new(confirmed));
         view.own_reservations.insert(mine);
         assert_eq!(view.own_expired(OffsetDateTime::now_utc()), vec![(product, mine)]);
+    }
+
+    #[test]
+    fn the_cached_local_state_always_equals_confirmed_plus_pending() {
+        let fold = |stream: &StreamView| {
+            let mut state = stream.confirmed().clone();
+            stream
+                .pending()
+                .iter()
+                .for_each(|p| inventory::apply(&mut state, &p.payload));
+            state
+        };
+        let mut stream = StreamView::new(InventoryState::default());
+        for seq in 1..=4 {
+            stream.record(pending(seq, EventPayload::StockAdded { quantity: seq as u32 }));
+        }
+        assert_eq!(stream.local(), &fold(&stream));
+        let first = stream.pending()[0].clone();
+        assert!(stream.confirm(first.event_id, &first.payload, 1), "ours, in order");
+        assert_eq!(stream.local(), &fold(&stream));
+        let web = EventPayload::StockAdjusted {
+            delta: -1,
+            reason: "web".into(),
+        };
+        assert!(
+            !stream.confirm(EventId::from_bytes([99; 16]), &web, 2),
+            "another origin's event"
+        );
+        assert_eq!(stream.local(), &fold(&stream));
+        let third = stream.pending()[1].clone();
+        assert!(stream.confirm(third.event_id, &third.payload, 3), "ours, out of order");
+        assert_eq!(stream.local(), &fold(&stream));
+        stream.remove_pending(stream.pending()[0].event_id);
+        assert_eq!(stream.local(), &fold(&stream));
+        stream.restore_pending(first.clone());
+        assert_eq!(stream.pending()[0].seq, 1);
+        assert_eq!(stream.local(), &fold(&stream));
+        stream.replace_confirmed(InventoryState::default());
+        assert_eq!(stream.local(), &fold(&stream));
     }
 }

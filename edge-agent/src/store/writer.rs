@@ -149,13 +149,8 @@ fn load_view(conn: &Connection, store_id: StoreId) -> rusqlite::Result<View> {
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         let state: InventoryState = from_json(&row.get::<_, String>(1)?)?;
-        view.streams.insert(
-            ProductId::from_bytes(row.get(0)?),
-            StreamView {
-                confirmed: state,
-                pending: Vec::new(),
-            },
-        );
+        view.streams
+            .insert(ProductId::from_bytes(row.get(0)?), StreamView::new(state));
     }
     let mut stmt = conn.prepare(
         "SELECT seq, event_id, product_id, event_type, schema_version, data, recorded_at FROM outbox
@@ -178,8 +173,7 @@ fn load_view(conn: &Connection, store_id: StoreId) -> rusqlite::Result<View> {
         view.streams
             .entry(ProductId::from_bytes(row.get(2)?))
             .or_default()
-            .pending
-            .push(pending);
+            .record(pending);
     }
     let mut stmt = conn.prepare("SELECT product_id, sku, name, price_minor, version FROM catalog")?;
     let mut rows = stmt.query([])?;
@@ -400,13 +394,22 @@ impl<'v> Batch<'v> {
         }
     }
 
-    fn stream(&self, product: ProductId) -> StreamView {
+    /// A stream as this batch sees it (its changes, else the committed view).
+    fn stream(&self, product: ProductId) -> Option<&StreamView> {
         self.changes
             .streams
             .get(&product)
             .or_else(|| self.view.streams.get(&product))
-            .cloned()
-            .unwrap_or_default()
+    }
+
+    /// A stream to change in this batch: copied from the committed view on first touch,
+    /// edited in place after that.
+    fn stream_mut(&mut self, product: ProductId) -> &mut StreamView {
+        let committed = self.view;
+        self.changes
+            .streams
+            .entry(product)
+            .or_insert_with(|| committed.streams.get(&product).cloned().unwrap_or_default())
     }
 
     fn product_known(&self, product: ProductId) -> bool {
@@ -469,8 +472,8 @@ impl<'v> Batch<'v> {
                 ));
             }
         }
-        let mut stream = self.stream(product);
-        let payload = match inventory::decide(&stream.local(), &command.command) {
+        let local = self.stream(product).map(StreamView::local);
+        let payload = match inventory::decide(local.unwrap_or(&InventoryState::default()), &command.command) {
             Ok(mut events) if events.len() == 1 => events.remove(0),
             Ok(_) => {
                 return Ok(Err(LocalError::Storage(
@@ -486,21 +489,23 @@ impl<'v> Batch<'v> {
                 .execute(params![&reservation_id.as_bytes()[..], &product.as_bytes()[..]])?;
             self.changes.own_reservations.push(*reservation_id);
         }
-        stream.pending.push(PendingEvent {
+        let (store_id, now) = (self.view.store_id, self.now);
+        let stream = self.stream_mut(product);
+        stream.record(PendingEvent {
             seq,
             event_id: command.event_id,
             payload: payload.clone(),
-            recorded_at: self.now,
+            recorded_at: now,
         });
+        let stock = level(store_id, product, stream);
         let result = LocalWriteResult {
             event_id: command.event_id,
             seq,
             stream: StreamId::inventory(product, self.view.store_id),
             payload,
-            stock: level(self.view.store_id, product, &stream),
+            stock,
             replayed: false,
         };
-        self.changes.streams.insert(product, stream);
         self.changes.next_seq += 1;
         if let Some((key, fingerprint)) = command.idempotency {
             tx.prepare_cached(
@@ -612,22 +617,16 @@ impl<'v> Batch<'v> {
     /// was one of ours leaving the pending set.
     fn confirm(&mut self, tx: &Transaction<'_>, event: &EventEnvelope) -> rusqlite::Result<bool> {
         let product = event.stream.product_id;
-        let mut stream = self.stream(product);
-        if event.stream_version <= stream.confirmed.version {
+        let have = self.stream(product).map_or(0, |s| s.confirmed().version);
+        if event.stream_version <= have {
             return Ok(false);
         }
-        if event.stream_version != stream.confirmed.version + 1 {
-            tracing::warn!(stream = %event.stream, have = stream.confirmed.version, got = event.stream_version, "stream version gap in the hub feed");
+        if event.stream_version != have + 1 {
+            tracing::warn!(stream = %event.stream, have, got = event.stream_version, "stream version gap in the hub feed");
         }
-        inventory::apply(&mut stream.confirmed, &event.payload);
-        stream.confirmed.version = event.stream_version;
-        let own = match stream.pending.iter().position(|p| p.event_id == event.event_id) {
-            Some(index) => {
-                stream.pending.remove(index);
-                true
-            }
-            None => false,
-        };
+        let stream = self.stream_mut(product);
+        let own = stream.confirm(event.event_id, &event.payload, event.stream_version);
+        let confirmed = to_json(stream.confirmed())?;
         if own || self.recorded_ids.contains(&event.event_id) {
             tx.prepare_cached("UPDATE outbox SET status = 'confirmed', hub_position = ?2 WHERE event_id = ?1")?
                 .execute(params![&event.event_id.as_bytes()[..], event.position as i64])?;
@@ -636,8 +635,7 @@ impl<'v> Batch<'v> {
             "INSERT INTO confirmed_streams (product_id, state) VALUES (?1, ?2)
              ON CONFLICT (product_id) DO UPDATE SET state = excluded.state",
         )?
-        .execute(params![&product.as_bytes()[..], to_json(&stream.confirmed)?])?;
-        self.changes.streams.insert(product, stream);
+        .execute(params![&product.as_bytes()[..], confirmed])?;
         Ok(own)
     }
 
@@ -677,9 +675,7 @@ impl<'v> Batch<'v> {
             .query_row([&event_id.as_bytes()[..]], |row| row.get(0))
             .optional()?;
         if let Some(product) = product.map(ProductId::from_bytes) {
-            let mut stream = self.stream(product);
-            stream.pending.retain(|p| p.event_id != event_id);
-            self.changes.streams.insert(product, stream);
+            self.stream_mut(product).remove_pending(event_id);
         }
         Ok(())
     }
@@ -730,9 +726,7 @@ impl<'v> Batch<'v> {
                 tx.prepare_cached("INSERT INTO confirmed_streams (product_id, state) VALUES (?1, ?2)")?
                     .execute(params![&product.as_bytes()[..], to_json(&confirmed)?])?;
             }
-            let mut stream = self.stream(product);
-            stream.confirmed = confirmed;
-            self.changes.streams.insert(product, stream);
+            self.stream_mut(product).replace_confirmed(confirmed);
         }
         self.changes.replace_all = true;
         for product in &snapshot.catalog {
@@ -786,16 +780,13 @@ impl<'v> Batch<'v> {
             let payload = EventPayload::from_parts(&event_type, schema_version, from_json(&data)?)
                 .map_err(|e| conversion(e.to_string()))?;
             let product = ProductId::from_bytes(product);
-            let mut stream = self.stream(product);
             let pending = PendingEvent {
                 seq: seq as u64,
                 event_id,
                 payload,
                 recorded_at: parse_time(&recorded_at)?,
             };
-            let at = stream.pending.partition_point(|p| p.seq < pending.seq);
-            stream.pending.insert(at, pending);
-            self.changes.streams.insert(product, stream);
+            self.stream_mut(product).restore_pending(pending);
         }
         Ok(Ok(()))
     }

@@ -103,6 +103,14 @@ pub fn thread_cpu(roles: &[&str]) -> Vec<f64> {
     cpu
 }
 
+/// CPU time of the calling thread so far (from `/proc/thread-self/schedstat`, ns).
+pub fn this_thread_cpu() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split(' ').next()?.parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
+}
+
 /// A multi-threaded runtime with one worker per core, its threads named `name`.
 pub fn runtime(name: &str) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
