@@ -90,9 +90,7 @@ pub async fn run(
         shutdown.await;
         let _ = stop.send(true);
     };
-    let served = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(graceful)
-        .await;
+    let served = shelfsync_common::server::serve(listener, api::router(state), graceful).await;
     tracing::info!("shutting down: HTTP closed, stopping the sync worker and jobs");
     worker.join().await;
     jobs::stop(scheduler).await;

@@ -122,9 +122,7 @@ pub async fn run(
         shutdown.await;
         let _ = begin_stopping.send(true);
     };
-    let served = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(graceful)
-        .await;
+    let served = shelfsync_common::server::serve(listener, api::router(state), graceful).await;
     tracing::info!("shutting down: HTTP closed, stopping jobs and the projection");
     jobs::stop(scheduler).await;
     let _ = stop.send(true);

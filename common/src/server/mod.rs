@@ -13,6 +13,23 @@ pub mod telemetry;
 
 pub use problem::ProblemResponse;
 
+/// Serves `app` on `listener` until `shutdown` resolves, then finishes the requests in
+/// flight. Every connection gets `TCP_NODELAY`: answers and push events are small, and
+/// Nagle's algorithm would hold each one back for the peer's delayed ACK (about 40 ms).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
