@@ -21,12 +21,14 @@
 //!   request, the agent never hears so (it must retry; the hub must dedupe).
 //! - `Refuse(prefix)`: relay, but reset a connection whose request starts with `prefix`
 //!   (`GET /v1/sync/stream`: push is blocked, everything else works).
+//! - `FreezeOpen`: the connections open at the change go silent for good (a NAT that lost
+//!   their state: no reset, no data); new connections pass.
 //! - `Flap { a, b, every_ms }`: alternate between two modes every `every_ms`.
 //!
 //! A mode change applies to existing connections too: on every change (flap phases
 //! included) every open connection is closed with a reset, except that connections open
-//! when the proxy enters `Blackhole` freeze (nothing passes, nothing is closed) until the
-//! next change, which closes them. So a black hole looks like a partition (silence), and
+//! when the proxy enters `Blackhole` or `FreezeOpen` freeze (nothing passes, nothing is
+//! closed) until the next change, which closes them. So a black hole looks like a partition (silence), and
 //! whatever was half-relayed when a fault began or ended never continues.
 
 use std::net::SocketAddr;
@@ -56,6 +58,9 @@ pub enum Mode {
     /// Relay, but reset a connection as soon as a request on it starts with this text
     /// (e.g. `GET /v1/sync/stream`: a middlebox that will not carry event streams).
     Refuse(String),
+    /// Connections open at the change go silent (nothing passes, nothing is closed: a NAT
+    /// that lost their state); new connections pass.
+    FreezeOpen,
     /// Alternate between two (non-flapping) modes every `every_ms` milliseconds.
     Flap {
         /// The first phase.
@@ -336,7 +341,7 @@ async fn connection(
             changed(&mut phases, generation).await;
             reset(client, &counters);
         }
-        Mode::Pass | Mode::Delay(_) | Mode::Throttle(_) | Mode::DropResponses | Mode::Refuse(_) => {
+        Mode::Pass | Mode::Delay(_) | Mode::Throttle(_) | Mode::DropResponses | Mode::Refuse(_) | Mode::FreezeOpen => {
             let server = match connect_upstream(upstream, &mode).await {
                 Ok(server) => server,
                 Err(_) => {
@@ -390,7 +395,7 @@ async fn relay(
                 }
                 () = changed(&mut phases, generation) => {
                     let next = phases.borrow().clone();
-                    if next.mode == Mode::Blackhole {
+                    if matches!(next.mode, Mode::Blackhole | Mode::FreezeOpen) {
                         // Freeze: relay nothing, keep the sockets, reset at the next change.
                         changed(&mut phases, next.generation).await;
                     }

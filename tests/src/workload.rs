@@ -174,6 +174,8 @@ pub struct Till {
     /// While closing a hold: when it lapses (a `reservation_not_found` after that is the
     /// agent's expiry winning the race, not a fault).
     closing: Option<time::OffsetDateTime>,
+    /// Holds this till saw closed (their ids may be used again).
+    closed: Vec<ReservationId>,
 }
 
 /// Outcome of one request (after retries).
@@ -206,6 +208,7 @@ impl Till {
             progress: Progress::default(),
             next_key: 0,
             closing: None,
+            closed: Vec::new(),
             log: TillLog {
                 store: Some(store),
                 ..TillLog::default()
@@ -274,7 +277,13 @@ impl Till {
             OpKind::Reserve => {
                 let product = self.product();
                 let quantity = self.rng.random_range(1..=3u32);
-                let reservation = ReservationId::from_bytes(self.rng.random::<[u8; 16]>());
+                // Now and then a till reuses the id of a hold it saw closed (basket numbers
+                // come round again): an id is unique among open holds, not forever.
+                let reservation = if !self.closed.is_empty() && self.rng.random_bool(0.1) {
+                    self.closed.swap_remove(self.rng.random_range(0..self.closed.len()))
+                } else {
+                    ReservationId::from_bytes(self.rng.random::<[u8; 16]>())
+                };
                 let short = self.rng.random_bool(self.workload.short_holds);
                 let ttl = if short {
                     self.rng.random_range(1..=3)
@@ -313,6 +322,10 @@ impl Till {
                 self.closing = Some(lapses);
                 let outcome = self.send(kind, product, path, body).await;
                 self.closing = None;
+                // Answered (a sale, a release, or "it lapsed"): the hold is closed.
+                if !matches!(outcome, Outcome::Failed) {
+                    self.closed.push(reservation);
+                }
                 outcome
             }
         }
@@ -507,6 +520,7 @@ pub struct WebShop {
     ops: usize,
     pause_ms: (u64, u64),
     open: Vec<(ReservationId, time::OffsetDateTime)>,
+    closed: Vec<ReservationId>,
     log: WebLog,
 }
 
@@ -522,6 +536,7 @@ impl WebShop {
             ops,
             pause_ms: (10, 60),
             open: Vec::new(),
+            closed: Vec::new(),
             log: WebLog::default(),
         }
     }
@@ -549,10 +564,20 @@ impl WebShop {
             let verb = if roll < 30 { "commit" } else { "release" };
             let path = format!("/v1/inventory/reservations/{reservation}/{verb}");
             // Which stream it is on is the hub's business; the checker only needs the id.
-            return self.send(path, json!({}), stream, Some(expires_at)).await;
+            let before = self.log.acks.len();
+            let going = self.send(path, json!({}), stream, Some(expires_at)).await;
+            if self.log.acks.len() > before {
+                self.closed.push(reservation);
+            }
+            return going;
         }
         if roll < 70 {
-            let reservation = ReservationId::from_bytes(self.rng.random::<[u8; 16]>());
+            // Now and then an order number comes round again: reuse a closed hold's id.
+            let reservation = if !self.closed.is_empty() && self.rng.random_bool(0.1) {
+                self.closed.swap_remove(self.rng.random_range(0..self.closed.len()))
+            } else {
+                ReservationId::from_bytes(self.rng.random::<[u8; 16]>())
+            };
             // A third of the holds are short and left to the hub's expiry job.
             let short = self.rng.random_bool(0.33);
             let ttl: u32 = if short { self.rng.random_range(1..=3) } else { 3600 };

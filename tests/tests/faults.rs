@@ -658,6 +658,37 @@ async fn a_slow_agent_is_dropped_and_catches_up() {
     );
 }
 
+/// The push stream dies silently: the connection stays open but nothing arrives any more
+/// (a NAT box lost its state; no reset, no keep-alives). The agent must notice by itself
+/// (no byte for longer than the hub's keep-alive interval allows), reconnect, and catch up
+/// with what the hub wrote meanwhile; its tills' sales go up all along on new connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_dead_push_stream_is_noticed() {
+    let mut cluster = Cluster::start("a_silently_dead_push_stream_is_noticed", seed(), &[]).await;
+    cluster.add_demo_store(0).await;
+    cluster.wait_bootstrapped(Duration::from_secs(30)).await;
+    wait_status(&cluster, 0, "the push stream connecting", |s| s.push_connected).await;
+    cluster.stores[0].proxy.set_mode(Mode::FreezeOpen);
+    let frozen_at = Instant::now();
+    let slow = Workload {
+        pause_ms: (100, 400),
+        ..workload()
+    };
+    let tills = Tills::start(&cluster, all(&cluster), &slow).with_web_shop(&cluster);
+    // The agent's own sales come back only through the feed: until it notices, its
+    // cursor stays behind the head.
+    let agents = cluster.agent_refs();
+    let (head, _) = checker::wait_quiescent(&cluster.http, &cluster.hub_url(), &agents, Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|e| panic!("the agent never noticed its dead push stream: {e}\n{}", cluster.logs()));
+    eprintln!(
+        "[e2e] caught up to {head} {:.1}s after the stream went silent",
+        frozen_at.elapsed().as_secs_f64()
+    );
+    let (logs, web) = tills.join().await;
+    cluster.heal_and_check(&logs, &web, Expect::default()).await;
+}
+
 /// Random faults, seeded, on every link and process at once: black holes, resets, lost
 /// answers, delays, flapping, agent and hub kills. Short in CI; the soak's main event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

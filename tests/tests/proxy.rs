@@ -123,6 +123,15 @@ async fn every_mode_does_what_it_says() {
     );
     assert!(roundtrip(&mut stream, "GET /v1/sync/stream", short).await.is_err());
 
+    // Freeze: open connections go silent, new ones work.
+    proxy.heal();
+    let mut open = connect(&proxy).await;
+    assert_eq!(roundtrip(&mut open, "m", short).await, Ok("m".into()));
+    proxy.set_mode(Mode::FreezeOpen);
+    assert_eq!(roundtrip(&mut open, "n", short).await, Err("timed out".into()));
+    let mut new = connect(&proxy).await;
+    assert_eq!(roundtrip(&mut new, "o", short).await, Ok("o".into()));
+
     // Throttle: 2 KB at 4 KB/s takes about half a second.
     proxy.set_mode(Mode::Throttle(4096));
     let mut stream = connect(&proxy).await;
