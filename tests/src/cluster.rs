@@ -296,6 +296,12 @@ impl Cluster {
                 for store in &self.stores {
                     eprintln!("[e2e] {}", store.proxy.summary());
                 }
+                eprintln!(
+                    "[e2e] scenario {} checked after {:.1}s (seed {})",
+                    self.scenario,
+                    self.elapsed(),
+                    self.seed
+                );
                 report
             }
             Err(problems) => panic!(
