@@ -1,6 +1,7 @@
 //! `ProblemResponse`: an `application/problem+json` answer with optional extra headers.
 //! Each binary's own error type decides status and code; this builds the answer.
 
+use crate::error::DomainError;
 use crate::problem::{Problem, PROBLEM_CONTENT_TYPE};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -57,6 +58,22 @@ impl ProblemResponse {
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.push((name, value));
         self
+    }
+}
+
+/// The HTTP status of a rule the domain refused, the same on the hub and at the till:
+/// a conflict with the current stock is 409, something missing is 404, bad values are 422.
+pub fn domain_status(error: &DomainError) -> StatusCode {
+    match error {
+        DomainError::InsufficientStock { .. }
+        | DomainError::ReservationExists(_)
+        | DomainError::ProductAlreadyRegistered(_) => StatusCode::CONFLICT,
+        DomainError::ReservationNotFound(_) | DomainError::ProductNotRegistered(_) => StatusCode::NOT_FOUND,
+        DomainError::ZeroAdjustment
+        | DomainError::AdjustmentOutOfRange
+        | DomainError::InvalidReason
+        | DomainError::InvalidProduct { .. }
+        | DomainError::ProductIdMismatch => StatusCode::UNPROCESSABLE_ENTITY,
     }
 }
 

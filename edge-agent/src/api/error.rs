@@ -6,8 +6,9 @@
 use crate::store::LocalError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use shelfsync_common::server::problem::domain_status;
 use shelfsync_common::server::ProblemResponse;
-use shelfsync_common::{DomainError, StoreId};
+use shelfsync_common::StoreId;
 
 /// A failed request.
 #[derive(Debug, thiserror::Error)]
@@ -93,20 +94,11 @@ impl ApiError {
 fn classify_local(error: &LocalError) -> (StatusCode, String, &'static str) {
     use StatusCode as S;
     match error {
-        LocalError::Domain(domain) => {
-            let status = match domain {
-                DomainError::InsufficientStock { .. }
-                | DomainError::ReservationExists(_)
-                | DomainError::ProductAlreadyRegistered(_) => S::CONFLICT,
-                DomainError::ReservationNotFound(_) | DomainError::ProductNotRegistered(_) => S::NOT_FOUND,
-                DomainError::ZeroAdjustment
-                | DomainError::AdjustmentOutOfRange
-                | DomainError::InvalidReason
-                | DomainError::InvalidProduct { .. }
-                | DomainError::ProductIdMismatch => S::UNPROCESSABLE_ENTITY,
-            };
-            (status, domain.code().into(), "Refused by the inventory rules")
-        }
+        LocalError::Domain(domain) => (
+            domain_status(domain),
+            domain.code().into(),
+            "Refused by the inventory rules",
+        ),
         LocalError::UnknownProduct(_) => (S::NOT_FOUND, "product_not_found".into(), "Not found"),
         LocalError::UnknownReservation(_) => (S::NOT_FOUND, "reservation_not_found".into(), "Not found"),
         // An event id already in the outbox names another fact: the same answer as the hub's.

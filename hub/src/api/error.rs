@@ -5,6 +5,7 @@
 use crate::store::{AppendError, StoreError};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use shelfsync_common::server::problem::domain_status;
 use shelfsync_common::server::ProblemResponse;
 use shelfsync_common::DomainError;
 
@@ -106,20 +107,11 @@ impl ApiError {
 fn classify_append(error: &AppendError) -> (StatusCode, String, &'static str) {
     use StatusCode as S;
     match error {
-        AppendError::Domain(domain) => {
-            let status = match domain {
-                DomainError::InsufficientStock { .. }
-                | DomainError::ReservationExists(_)
-                | DomainError::ProductAlreadyRegistered(_) => S::CONFLICT,
-                DomainError::ReservationNotFound(_) | DomainError::ProductNotRegistered(_) => S::NOT_FOUND,
-                DomainError::ZeroAdjustment
-                | DomainError::AdjustmentOutOfRange
-                | DomainError::InvalidReason
-                | DomainError::InvalidProduct { .. }
-                | DomainError::ProductIdMismatch => S::UNPROCESSABLE_ENTITY,
-            };
-            (status, domain.code().into(), "Refused by the inventory rules")
-        }
+        AppendError::Domain(domain) => (
+            domain_status(domain),
+            domain.code().into(),
+            "Refused by the inventory rules",
+        ),
         AppendError::VersionConflict { .. } => (S::CONFLICT, "version_conflict".into(), "Version conflict"),
         AppendError::IdempotencyConflict(_) => (
             S::UNPROCESSABLE_ENTITY,
