@@ -63,6 +63,8 @@ pub struct SyncConfig {
     pub heartbeat_interval_secs: u64,
     /// Timeout of one hub call, in seconds.
     pub request_timeout_secs: u64,
+    /// Silence on the push stream (no event, no keep-alive) after which it counts as dead.
+    pub stream_idle_timeout_secs: u64,
     /// First retry delay, in milliseconds.
     pub retry_min_ms: u64,
     /// Longest retry delay, in milliseconds.
@@ -119,6 +121,7 @@ impl Default for SyncConfig {
             pull_interval_secs: 5,
             heartbeat_interval_secs: 15,
             request_timeout_secs: 10,
+            stream_idle_timeout_secs: 45,
             retry_min_ms: 200,
             retry_max_ms: 10_000,
             breaker_failures: 5,
@@ -171,6 +174,7 @@ impl EdgeConfig {
             ("sync.pull_interval_secs", sync.pull_interval_secs),
             ("sync.heartbeat_interval_secs", sync.heartbeat_interval_secs),
             ("sync.request_timeout_secs", sync.request_timeout_secs),
+            ("sync.stream_idle_timeout_secs", sync.stream_idle_timeout_secs),
             ("sync.breaker_window_secs", sync.breaker_window_secs),
             ("sync.breaker_open_secs", sync.breaker_open_secs),
             ("http.request_timeout_secs", self.http.request_timeout_secs),

@@ -301,6 +301,8 @@ impl HubProcess {
         let mut vars = vec![
             ("SHELFSYNC_HUB_ADMIN_TOKEN".to_owned(), ADMIN_TOKEN.to_owned()),
             ("SHELFSYNC_HUB_LOG".to_owned(), "info".to_owned()),
+            // Keep-alives every second, so that agents notice a dead stream within seconds.
+            ("SHELFSYNC_HUB_SYNC__KEEP_ALIVE_SECS".to_owned(), "1".to_owned()),
             // Web holds in the tests live seconds: expire them every second.
             (
                 "SHELFSYNC_HUB_JOBS__RESERVATION_EXPIRY".to_owned(),
@@ -370,6 +372,7 @@ impl AgentProcess {
             ("SHELFSYNC_EDGE_SYNC__PULL_INTERVAL_SECS", "1".to_owned()),
             ("SHELFSYNC_EDGE_SYNC__HEARTBEAT_INTERVAL_SECS", "1".to_owned()),
             ("SHELFSYNC_EDGE_SYNC__REQUEST_TIMEOUT_SECS", "3".to_owned()),
+            ("SHELFSYNC_EDGE_SYNC__STREAM_IDLE_TIMEOUT_SECS", "4".to_owned()),
             ("SHELFSYNC_EDGE_SYNC__RETRY_MIN_MS", "50".to_owned()),
             ("SHELFSYNC_EDGE_SYNC__RETRY_MAX_MS", "1000".to_owned()),
             ("SHELFSYNC_EDGE_SYNC__BREAKER_OPEN_SECS", "2".to_owned()),

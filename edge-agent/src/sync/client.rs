@@ -18,10 +18,6 @@ use shelfsync_common::sync::{
 };
 use std::time::Duration;
 
-/// No byte from the push stream for this long means the connection is dead (the hub
-/// sends a keep-alive comment every 15 s).
-pub const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(45);
-
 /// Why a call to the hub failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HubError {
@@ -85,7 +81,8 @@ impl HubClient {
         let http = reqwest::Client::builder()
             .user_agent(concat!("shelfsync-edge/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(timeout)
-            .read_timeout(STREAM_IDLE_TIMEOUT)
+            // No byte for this long means the connection is dead (the hub sends keep-alives).
+            .read_timeout(Duration::from_secs(sync.stream_idle_timeout_secs))
             .tcp_keepalive(Duration::from_secs(30))
             .build()
             .unwrap_or_else(|error| {
