@@ -153,7 +153,7 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shelfsync_common::{EventId, ProductId, ReservationId};
+    use shelfsync_common::{DomainError, EventId, ProductId, ReservationId};
 
     #[test]
     fn local_errors_map_to_stable_codes() {
