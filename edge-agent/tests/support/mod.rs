@@ -289,24 +289,9 @@ impl Drop for TestAgent {
     }
 }
 
-/// Sends and returns (status, JSON body, content type).
-pub async fn call(request: reqwest::RequestBuilder) -> (u16, Value, String) {
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let text = response.text().await.expect("body");
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    (status, body, content_type)
-}
+#[path = "../../../hub/tests/support/http.rs"]
+mod http;
+pub use http::call;
 
 /// Asserts a problem+json answer with this status and code.
 #[track_caller]

@@ -129,24 +129,8 @@ impl Drop for TestHub {
     }
 }
 
-/// Sends and returns (status, JSON body, content type).
-pub async fn call(request: reqwest::RequestBuilder) -> (u16, Value, String) {
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let text = response.text().await.expect("body");
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    (status, body, content_type)
-}
+mod http;
+pub use http::call;
 
 /// Demo ids.
 pub fn demo_store(n: usize) -> String {
