@@ -73,8 +73,12 @@ pub struct SyncConfig {
     pub breaker_failures: u32,
     /// Window of those failures, in seconds.
     pub breaker_window_secs: u64,
-    /// Seconds the breaker stays open before a probe.
+    /// Longest time the breaker stays open before a probe, in seconds.
     pub breaker_open_secs: u64,
+    /// The breaker's first open period, and the period after a probe that found nothing
+    /// listening, in seconds (probes that reach a failing hub double it, up to
+    /// `breaker_open_secs`).
+    pub breaker_first_open_secs: u64,
 }
 
 /// Cron schedules (six fields, with seconds).
@@ -127,6 +131,7 @@ impl Default for SyncConfig {
             breaker_failures: 5,
             breaker_window_secs: 10,
             breaker_open_secs: 30,
+            breaker_first_open_secs: 1,
         }
     }
 }
@@ -177,6 +182,7 @@ impl EdgeConfig {
             ("sync.stream_idle_timeout_secs", sync.stream_idle_timeout_secs),
             ("sync.breaker_window_secs", sync.breaker_window_secs),
             ("sync.breaker_open_secs", sync.breaker_open_secs),
+            ("sync.breaker_first_open_secs", sync.breaker_first_open_secs),
             ("http.request_timeout_secs", self.http.request_timeout_secs),
         ] {
             if value == 0 {
@@ -241,6 +247,7 @@ impl EdgeConfig {
             failure_threshold: self.sync.breaker_failures,
             failure_window: Duration::from_secs(self.sync.breaker_window_secs),
             open_for: Duration::from_secs(self.sync.breaker_open_secs),
+            first_open_for: Duration::from_secs(self.sync.breaker_first_open_secs),
         }
     }
 }
