@@ -236,6 +236,9 @@ pub struct EnrollStoreRequest {
     /// The store's id (a new one is made when absent).
     #[serde(default)]
     pub id: Option<StoreId>,
+    /// Enroll even when another store has this name (else `409 store_name_taken`).
+    #[serde(default)]
+    pub allow_duplicate_name: bool,
 }
 
 /// A store and its token, shown once.

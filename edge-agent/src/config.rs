@@ -225,11 +225,7 @@ impl EdgeConfig {
             .hub_url
             .clone()
             .ok_or_else(|| missing("hub_url", "SHELFSYNC_EDGE_HUB_URL"))?;
-        if !(hub_url.starts_with("http://") || hub_url.starts_with("https://")) {
-            return Err(ConfigError(format!(
-                "hub_url must start with http:// or https://, got {hub_url:?}"
-            )));
-        }
+        shelfsync_common::server::settings::check_http_url("hub_url", &hub_url).map_err(ConfigError)?;
         let hub_token = self
             .hub_token
             .clone()

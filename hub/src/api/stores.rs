@@ -57,7 +57,10 @@ pub async fn enroll(
     }
     let id = body.id.unwrap_or_else(StoreId::new_v7);
     let (token, record) = store_token(id);
-    let store = state.store.enroll_store(id, body.name, record).await?;
+    let store = state
+        .store
+        .enroll_store(id, body.name, record, body.allow_duplicate_name)
+        .await?;
     tracing::info!(store = %store.id, name = %store.name, "store enrolled");
     Ok((StatusCode::CREATED, Json(EnrolledStore { store, token })))
 }

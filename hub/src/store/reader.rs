@@ -183,6 +183,22 @@ pub fn stores(conn: &Connection) -> Result<Vec<StoreInfo>, StoreError> {
     .collect()
 }
 
+/// Whether a store with this id is enrolled (revoked or not).
+pub fn store_enrolled(conn: &Connection, id: StoreId) -> Result<bool, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM stores WHERE id = ?1)")?;
+    Ok(stmt.query_row([&id.as_bytes()[..]], |row| row.get(0))?)
+}
+
+/// The store enrolled under this name, if any (the oldest one).
+pub fn store_named(conn: &Connection, name: &str) -> Result<Option<StoreId>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT id FROM stores WHERE name = ?1 ORDER BY created_at, id LIMIT 1")?;
+    let mut rows = stmt.query([name])?;
+    Ok(match rows.next()? {
+        Some(row) => Some(StoreId::from_bytes(row.get::<_, [u8; 16]>(0)?)),
+        None => None,
+    })
+}
+
 /// Parses an RFC 3339 timestamp stored as text.
 pub fn parse_time(text: &str) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
