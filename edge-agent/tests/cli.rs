@@ -252,6 +252,8 @@ fn run_serves_announces_its_address_and_stops_on_sigterm() {
     assert!(killed.success());
     let exit = child.wait().expect("wait");
     assert!(exit.success(), "a SIGTERM is a clean stop: {exit:?}");
+    let wal = std::fs::metadata(dir.path().join("edge.sqlite-wal")).map_or(0, |m| m.len());
+    assert_eq!(wal, 0, "a clean stop checkpoints and truncates the WAL");
 
     // Its log went to a pipe, not a terminal: plain text, no colour codes.
     let mut log = String::new();

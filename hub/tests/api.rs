@@ -386,6 +386,10 @@ async fn data_survives_a_graceful_restart() {
     assert_eq!(status, 201);
     let position = written["position"].as_u64().unwrap();
     hub.stop().await;
+    for file in ["events.sqlite-wal", "read_model.sqlite-wal"] {
+        let left = std::fs::metadata(dir.path().join(file)).map_or(0, |m| m.len());
+        assert_eq!(left, 0, "{file}: a clean stop checkpoints and truncates the WAL");
+    }
     let hub = spawn_hub_at(dir.path().to_owned(), true).await;
     assert_eq!(head(&hub).await, position, "the demo seed must not run twice");
     let (_, level, _) = call(hub.get(&format!(

@@ -218,20 +218,28 @@ struct Writer {
 }
 
 impl Writer {
+    /// Copies the WAL into the database file and truncates it.
+    fn checkpoint(&self) -> Result<(), LocalError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0))
+            .map(|_| ())
+            .map_err(|e| LocalError::Storage(e.to_string()))
+    }
+
     fn run(mut self, mut queue: mpsc::Receiver<Job>) {
         while let Some(first) = queue.blocking_recv() {
             let mut next = Some(first);
             while let Some(job) = next.take() {
                 match job.op {
                     Op::Checkpoint(reply) => {
-                        let result = self
-                            .conn
-                            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0))
-                            .map(|_| ())
-                            .map_err(|e| LocalError::Storage(e.to_string()));
-                        let _ = reply.send(result);
+                        let _ = reply.send(self.checkpoint());
                     }
                     Op::Shutdown(reply) => {
+                        // A clean stop leaves an empty WAL (the reader connection may
+                        // still be open, so SQLite cannot remove the file).
+                        if let Err(error) = self.checkpoint() {
+                            tracing::warn!(%error, "final WAL checkpoint failed");
+                        }
                         tracing::info!("local store writer stopped");
                         let _ = reply.send(());
                         return;

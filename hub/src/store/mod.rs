@@ -275,6 +275,7 @@ impl EventStore {
     /// Lets the writer finish what is queued, stops it, and waits for it. Writes sent
     /// after this through any clone answer [`AppendError::Unavailable`].
     pub async fn close(&self) {
+        self.reads.close_idle();
         let _ = self.submit(writer::Op::Shutdown).await;
         let handle = self.writer_thread.lock().ok().and_then(|mut h| h.take());
         if let Some(handle) = handle {

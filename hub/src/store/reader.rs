@@ -27,6 +27,14 @@ impl ReadPool {
         }
     }
 
+    /// Closes the idle connections (at shutdown, so that the writer's is the last one
+    /// open and SQLite removes the WAL files when it closes).
+    pub fn close_idle(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+    }
+
     /// Runs `query` on a pooled connection in tokio's blocking pool.
     pub async fn run<T, F>(self: &std::sync::Arc<Self>, query: F) -> Result<T, StoreError>
     where

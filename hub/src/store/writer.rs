@@ -176,6 +176,11 @@ fn run(mut conn: Connection, mut heads: Heads, mut queue: mpsc::Receiver<Job>, b
                     let _ = reply.send(checkpoint(&conn));
                 }
                 Op::Shutdown(reply) => {
+                    // Leave no WAL behind a clean stop (the last connection to close
+                    // then deletes the empty file).
+                    if let Err(error) = checkpoint(&conn) {
+                        tracing::warn!(%error, "final WAL checkpoint failed");
+                    }
                     tracing::info!("event store writer stopped");
                     let _ = reply.send(());
                     return;
