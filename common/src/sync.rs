@@ -212,6 +212,9 @@ pub struct FleetStore {
     pub heartbeat: Option<Heartbeat>,
     /// head - reported cursor.
     pub cursor_lag: Option<u64>,
+    /// Seconds since the heartbeat that reported that cursor (the lag may have shrunk
+    /// since: agents send one every `sync.heartbeat_interval_secs`).
+    pub cursor_lag_age_secs: Option<u64>,
     /// `OversellDetected` events on its streams.
     pub oversells: u64,
     /// Uploaded events the hub rejected.
