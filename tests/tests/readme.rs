@@ -173,6 +173,23 @@ fn the_readme_kills_only_what_it_started() {
 }
 
 #[test]
+fn the_docs_stand_on_their_own() {
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+    let mut pages = vec![("README.md".to_owned(), README.to_owned())];
+    for entry in std::fs::read_dir(&docs).expect("docs/") {
+        let path = entry.expect("a docs entry").path();
+        if path.extension().is_some_and(|ext| ext == "md") {
+            let text = std::fs::read_to_string(&path).expect("a page");
+            pages.push((path.display().to_string(), text));
+        }
+    }
+    assert!(pages.len() > 5, "found the docs");
+    for (page, text) in pages {
+        assert!(!text.contains("../shared"), "{page} points outside the repository");
+    }
+}
+
+#[test]
 fn the_five_minute_tour_runs_against_the_demo() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let (hub, agent) = (free_port(), free_port());
