@@ -224,7 +224,10 @@ mod tests {
     /// when that happened.
     fn fail_probe(b: &mut CircuitBreaker, at: Instant, kind: Failure) -> Instant {
         let due = at + b.open_period();
-        assert!(b.try_acquire(due - Duration::from_millis(1)).is_err(), "not before it is due");
+        assert!(
+            b.try_acquire(due - Duration::from_millis(1)).is_err(),
+            "not before it is due"
+        );
         assert!(b.try_acquire(due).is_ok(), "the probe passes when due");
         assert!(b.on_failure(due, kind, "still down"));
         due
@@ -241,7 +244,11 @@ mod tests {
         assert_eq!(b.state(t0 + SECOND * 4), BreakerState::Open);
         assert_eq!(b.trip_reason(), Some("timeout"));
         let refused = b.try_acquire(t0 + SECOND * 4 + Duration::from_millis(400)).unwrap_err();
-        assert_eq!(refused.retry_after, Duration::from_millis(600), "the first open period is 1 s");
+        assert_eq!(
+            refused.retry_after,
+            Duration::from_millis(600),
+            "the first open period is 1 s"
+        );
     }
 
     #[test]

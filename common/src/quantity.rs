@@ -70,7 +70,9 @@ impl<'de> Deserialize<'de> for StockQuantity {
 
             fn visit_f64<E: de::Error>(self, value: f64) -> Result<StockQuantity, E> {
                 if value.fract() != 0.0 || !value.is_finite() {
-                    Err(E::custom(format!("quantity must be a whole number of units, got {value}")))
+                    Err(E::custom(format!(
+                        "quantity must be a whole number of units, got {value}"
+                    )))
                 } else if value > f64::from(StockQuantity::MAX) {
                     Err(E::custom(format!("quantity must be at most 1000000, got {value}")))
                 } else {
@@ -125,15 +127,24 @@ mod tests {
     fn every_wrong_number_gets_a_sentence_about_quantities() {
         let error = |json: &str| serde_json::from_str::<StockQuantity>(json).unwrap_err().to_string();
         for (json, said) in [
-            ("99999999999999999999", "quantity must be at most 1000000, got 100000000000000000000"),
-            ("18446744073709551615", "quantity must be at most 1000000, got 18446744073709551615"),
+            (
+                "99999999999999999999",
+                "quantity must be at most 1000000, got 100000000000000000000",
+            ),
+            (
+                "18446744073709551615",
+                "quantity must be at most 1000000, got 18446744073709551615",
+            ),
             ("1e7", "quantity must be at most 1000000, got 10000000"),
             ("2.5", "quantity must be a whole number of units, got 2.5"),
             ("-1e30", "quantity must be at least 1"),
             ("\"3\"", "expected a whole number of units, 1 to 1000000"),
         ] {
             let text = error(json);
-            assert!(text.contains(said) && !text.contains("floating point"), "{json}: {text}");
+            assert!(
+                text.contains(said) && !text.contains("floating point"),
+                "{json}: {text}"
+            );
         }
         assert_eq!(serde_json::from_str::<StockQuantity>("3.0").unwrap().get(), 3);
     }

@@ -140,9 +140,8 @@ fn store_table(stores: &[StoreInfo]) -> String {
     let mut rows = vec![["ID".to_owned(), "TOKEN".into(), "ENROLLED".into(), "NAME".into()]];
     for store in stores {
         // To the second: enough for people, and every row the same width.
-        let enrolled = crate::store::reader::format_time(
-            store.created_at.replace_nanosecond(0).unwrap_or(store.created_at),
-        );
+        let enrolled =
+            crate::store::reader::format_time(store.created_at.replace_nanosecond(0).unwrap_or(store.created_at));
         let state = if store.revoked { "revoked" } else { "active" };
         rows.push([store.id.to_string(), state.into(), enrolled, store.name.clone()]);
     }
@@ -198,5 +197,4 @@ mod tests {
         }
         assert!(lines[2].ends_with("  Hamburg"), "{table}");
     }
-
 }

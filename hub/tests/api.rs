@@ -408,8 +408,14 @@ async fn reads_of_an_unknown_product_or_store_are_404_not_out_of_stock() {
     let nothing = "01900000-0000-7000-8000-00000000dead";
     let cases = [
         (format!("/v1/inventory/products/{nothing}"), "product_not_found"),
-        (format!("/v1/inventory/products/{nothing}/stores/{store}"), "product_not_found"),
-        (format!("/v1/inventory/products/{product}/stores/{nothing}"), "store_not_found"),
+        (
+            format!("/v1/inventory/products/{nothing}/stores/{store}"),
+            "product_not_found",
+        ),
+        (
+            format!("/v1/inventory/products/{product}/stores/{nothing}"),
+            "store_not_found",
+        ),
         (
             format!("/v1/inventory/availability?product_id={nothing}&store_id={store}"),
             "product_not_found",
@@ -436,7 +442,10 @@ async fn reads_of_an_unknown_product_or_store_are_404_not_out_of_stock() {
     ))
     .await;
     assert_eq!(status, 201, "{body}");
-    let (new, position) = (body["events"][0]["data"]["id"].as_str().unwrap().to_owned(), body["position"].as_u64().unwrap());
+    let (new, position) = (
+        body["events"][0]["data"]["id"].as_str().unwrap().to_owned(),
+        body["position"].as_u64().unwrap(),
+    );
     let (status, body, _) = call(hub.get(&format!("/v1/inventory/products/{new}?min_position={position}"))).await;
     assert_eq!((status, body["total_on_hand"].as_i64()), (200, Some(0)), "{body}");
     let (status, body, _) = call(hub.get(&format!(
@@ -458,7 +467,11 @@ async fn two_concurrent_enrollments_with_one_name_make_one_store_unless_asked() 
     let mut statuses = [first.0, second.0];
     statuses.sort_unstable();
     assert_eq!(statuses, [201, 409], "{} / {}", first.1, second.1);
-    let (created, refused) = if first.0 == 201 { (first.1, second.1) } else { (second.1, first.1) };
+    let (created, refused) = if first.0 == 201 {
+        (first.1, second.1)
+    } else {
+        (second.1, first.1)
+    };
     assert_eq!(refused["code"], "store_name_taken", "{refused}");
     assert_eq!(refused["existing_store_id"], created["store"]["id"], "{refused}");
 
@@ -466,6 +479,11 @@ async fn two_concurrent_enrollments_with_one_name_make_one_store_unless_asked() 
     assert_eq!(status, 201, "{body}");
     assert_ne!(body["store"]["id"], created["store"]["id"]);
     let (_, stores, _) = call(hub.get("/v1/admin/stores")).await;
-    let named = stores.as_array().unwrap().iter().filter(|s| s["name"] == "Leipzig Hbf").count();
+    let named = stores
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"] == "Leipzig Hbf")
+        .count();
     assert_eq!(named, 2, "{stores}");
 }

@@ -98,9 +98,7 @@ pub fn build() -> Result<Binaries, String> {
         command.args(["--target", triple]);
     }
     let started = std::time::Instant::now();
-    let output = command
-        .output()
-        .map_err(|e| format!("running {cargo:?} build: {e}"))?;
+    let output = command.output().map_err(|e| format!("running {cargo:?} build: {e}"))?;
     if !output.status.success() {
         return Err(format!(
             "building the binaries failed ({}):\n{}",

@@ -75,7 +75,9 @@ fn run(script: &str, dir: &Path) -> (bool, String, String) {
         }
         if Instant::now() >= deadline {
             // The group is this script's: bash and what it started.
-            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status();
             let _ = child.wait();
             break None;
         }
@@ -114,7 +116,12 @@ impl Demo {
     fn start(dir: &Path, hub: &str, agent: &str) -> (Demo, String) {
         bin_dir(); // built, so the demo finds them beside itself
         let mut child = Command::new(env!("CARGO_BIN_EXE_shelfsync-demo"))
-            .args(["--hub", &format!("127.0.0.1:{hub}"), "--agent", &format!("127.0.0.1:{agent}")])
+            .args([
+                "--hub",
+                &format!("127.0.0.1:{hub}"),
+                "--agent",
+                &format!("127.0.0.1:{agent}"),
+            ])
             .env_remove("CARGO")
             .current_dir(dir)
             .stdout(Stdio::piped())
@@ -209,12 +216,12 @@ fn the_five_minute_tour_runs_against_the_demo() {
     let (ok, out, err) = run(&script, dir.path());
     assert!(ok && err.is_empty(), "the tour failed:\n{out}\n{err}");
     for shown in [
-        "\"replayed\":true",           // the retried commit
-        "\"sufficient\":true",         // the web order's read-your-writes
+        "\"replayed\":true",             // the retried commit
+        "\"sufficient\":true",           // the web order's read-your-writes
         "\"code\":\"version_conflict\"", // the stale If-Match
-        "\"code\":\"invalid_body\"",   // quantity 0 at the till
-        "Berlin Mitte",                // store list
-        "hub link       online",       // shelfsync-edge status
+        "\"code\":\"invalid_body\"",     // quantity 0 at the till
+        "Berlin Mitte",                  // store list
+        "hub link       online",         // shelfsync-edge status
     ] {
         assert!(out.contains(shown), "the tour's output shows {shown}:\n{out}");
     }

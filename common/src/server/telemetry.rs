@@ -20,10 +20,7 @@ pub fn init_logging(filter: &str) {
     // The scheduler logs every job creation at info; keep it to warnings unless asked.
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("tokio_cron_scheduler=warn,{filter}")));
-    let colour = use_colour(
-        std::io::stderr().is_terminal(),
-        std::env::var_os("NO_COLOR").as_deref(),
-    );
+    let colour = use_colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -78,7 +75,10 @@ mod tests {
     #[test]
     fn colour_only_at_a_terminal_without_no_color() {
         assert!(use_colour(true, None));
-        assert!(use_colour(true, Some(OsStr::new(""))), "an empty NO_COLOR does not count");
+        assert!(
+            use_colour(true, Some(OsStr::new(""))),
+            "an empty NO_COLOR does not count"
+        );
         assert!(!use_colour(true, Some(OsStr::new("1"))));
         assert!(!use_colour(false, None), "a file or a pipe gets plain text");
         assert!(!use_colour(false, Some(OsStr::new("1"))));

@@ -103,7 +103,12 @@ async fn unknown(
         });
     }
     if let Some(store) = store {
-        if !state.store.reads().run(move |conn| reader::store_enrolled(conn, store)).await? {
+        if !state
+            .store
+            .reads()
+            .run(move |conn| reader::store_enrolled(conn, store))
+            .await?
+        {
             return Err(ApiError::NotFound {
                 what: "store",
                 id: store.to_string(),

@@ -47,8 +47,7 @@ fn demo(args: Args) -> anyhow::Result<()> {
         })?;
     }
     let binaries = binaries()?;
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     let mut hub = Started::spawn(
         "hub",
         Command::new(&binaries.hub)
@@ -74,7 +73,10 @@ fn demo(args: Args) -> anyhow::Result<()> {
             .env("SHELFSYNC_EDGE_DATA_DIR", &agent_dir),
     )?;
     let keys = [
-        ("admin token (hub)", wait_for_file(&args.data_dir.join("admin-token"), &mut hub)?),
+        (
+            "admin token (hub)",
+            wait_for_file(&args.data_dir.join("admin-token"), &mut hub)?,
+        ),
         (
             "terminal key (tills)",
             wait_for_file(&agent_dir.join(shelfsync_edge::TERMINAL_KEY_FILE), &mut agent)?,
@@ -122,7 +124,10 @@ fn print_banner(args: &Args, binaries: &shelfsync_tests::bins::Binaries, store: 
     let agent_dir = args.data_dir.join("edge-berlin");
     let (hub_bin, edge_bin) = (relative(&binaries.hub), relative(&binaries.edge));
     println!();
-    println!("shelfsync demo: hub on http://{}, the agent of {store} on http://{}", args.hub, args.agent);
+    println!(
+        "shelfsync demo: hub on http://{}, the agent of {store} on http://{}",
+        args.hub, args.agent
+    );
     for (name, key) in keys {
         println!("  {name:<28} {key}");
     }
