@@ -385,6 +385,12 @@ async fn data_survives_a_graceful_restart() {
         call(hub.post("/v1/inventory/stock", &stock_body(&demo_product(4), &demo_store(0), 9))).await;
     assert_eq!(status, 201);
     let position = written["position"].as_u64().unwrap();
+    let (status, _, _) = call(hub.get(&format!(
+        "/v1/inventory/products/{}?min_position={position}",
+        demo_product(4)
+    )))
+    .await;
+    assert_eq!(status, 200, "a read holds a read-model connection open");
     hub.stop().await;
     for file in ["events.sqlite-wal", "read_model.sqlite-wal"] {
         let left = std::fs::metadata(dir.path().join(file)).map_or(0, |m| m.len());

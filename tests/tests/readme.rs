@@ -6,8 +6,10 @@
 //! directory by a temporary one, `target/...` by the binaries this test built (and the
 //! release build line dropped). Every replacement must find its text, so a README edit that
 //! moves it fails loudly rather than running something else. The scripts stop what they
-//! started by pid; the test runs each in its own process group and kills that group if a
-//! script overruns its bound, so nothing outlives the test, and nothing else is touched.
+//! started by pid; the test runs each in its own process group and, when a script fails or
+//! overruns its bound, stops what is left of that group (SIGTERM, then SIGKILL), so nothing
+//! outlives the test, and nothing else is touched. The demo is stopped with SIGTERM, so it
+//! stops its two processes.
 //! The README's other blocks (building, installing, the CI commands) are not run here.
 
 use shelfsync_tests::bins::binaries;
@@ -69,20 +71,24 @@ fn run(script: &str, dir: &Path) -> (bool, String, String) {
         .expect("run bash");
     let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
     let deadline = Instant::now() + SCRIPT_TIMEOUT;
+    let group = format!("-{}", child.id());
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait for bash") {
             break Some(status);
         }
         if Instant::now() >= deadline {
-            // The group is this script's: bash and what it started.
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", child.id())])
-                .status();
-            let _ = child.wait();
             break None;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    if !status.is_some_and(|s| s.success()) {
+        // The group is this script's: bash and what it started. A failed script may have
+        // left its hub and agents running.
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        std::thread::sleep(Duration::from_secs(2));
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = child.wait();
+    }
     let (out, err) = (collect(stdout), collect(stderr));
     let status = status.unwrap_or_else(|| panic!("the script ran over {SCRIPT_TIMEOUT:?}:\n{out}\n{err}"));
     (status.success(), out, err)
@@ -165,7 +171,8 @@ impl Demo {
 
 impl Drop for Demo {
     fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
+        // SIGTERM first: a SIGKILL would leave the demo's hub and agent running.
+        if matches!(self.0.try_wait(), Ok(None)) && !self.stop() {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
