@@ -81,7 +81,14 @@ fn run(script: &str, dir: &Path) -> (bool, String, String) {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    if !status.is_some_and(|s| s.success()) {
+    let succeeded = status.is_some_and(|s| s.success());
+    let left_running = succeeded
+        && Command::new("kill")
+            .args(["-0", "--", &group])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if !succeeded || left_running {
         // The group is this script's: bash and what it started. A failed script may have
         // left its hub and agents running.
         let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
@@ -91,6 +98,7 @@ fn run(script: &str, dir: &Path) -> (bool, String, String) {
     }
     let (out, err) = (collect(stdout), collect(stderr));
     let status = status.unwrap_or_else(|| panic!("the script ran over {SCRIPT_TIMEOUT:?}:\n{out}\n{err}"));
+    assert!(!left_running, "the script left processes running:\n{out}\n{err}");
     (status.success(), out, err)
 }
 
