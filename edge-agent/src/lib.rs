@@ -90,7 +90,8 @@ pub async fn run(
         shutdown.await;
         let _ = stop.send(true);
     };
-    let served = shelfsync_common::server::serve(listener, api::router(state), graceful).await;
+    let limits = config.http.connection_limits();
+    let served = shelfsync_common::server::serve(listener, api::router(state), limits, graceful).await;
     tracing::info!("shutting down: HTTP closed, stopping the sync worker and jobs");
     worker.join().await;
     jobs::stop(scheduler).await;

@@ -622,6 +622,10 @@ async fn bad_requests_are_problems_and_write_nothing() {
         .post("/v1/inventory/stock", &agent.stock_body(apple, 1))
         .header("X-Correlation-Id", "basket-9");
     assert_problem(&call(bad_correlation).await, 400, "invalid_correlation_id");
+    let positional = agent
+        .post("/v1/inventory/stock", &json!([apple, agent.store_id, 1]))
+        .header("Idempotency-Key", "array-body");
+    assert_problem(&call(positional).await, 422, "invalid_body");
 
     assert_problem(&call(agent.get("/v1/products/not-a-uuid")).await, 400, "invalid_path");
     assert_problem(

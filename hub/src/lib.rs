@@ -122,7 +122,8 @@ pub async fn run(
         shutdown.await;
         let _ = begin_stopping.send(true);
     };
-    let served = shelfsync_common::server::serve(listener, api::router(state), graceful).await;
+    let limits = config.http.connection_limits();
+    let served = shelfsync_common::server::serve(listener, api::router(state), limits, graceful).await;
     tracing::info!("shutting down: HTTP closed, stopping jobs and the projection");
     jobs::stop(scheduler).await;
     let _ = stop.send(true);
