@@ -1239,6 +1239,57 @@ async fn enrollment_heartbeat_and_revocation() {
     assert_eq!(entry.cursor_lag, Some(hub.head().await - head));
 }
 
+/// Token names are per role: a channel token may carry a store token's name without
+/// touching it, the by-name route never revokes a store's token (or leaves its stream
+/// open), and rotating a store's token is one step that such a name cannot break.
+#[tokio::test]
+async fn token_names_of_different_roles_do_not_collide() {
+    let hub = spawn_hub().await;
+    let (_, agent) = hub.enroll("Dresden Neustadt").await;
+    let store_token_name = json!({ "name": format!("store-{}", agent.store) });
+    let revoke_by_name = || hub.post_empty(&format!("/v1/admin/tokens/store-{}/revoke", agent.store));
+    let mut stream = agent.stream(None).await;
+    stream.until_caught_up(WAIT).await;
+
+    let (status, body, _) = call(hub.post("/v1/admin/tokens", &store_token_name)).await;
+    assert_eq!(status, 201, "a channel token's name is its own: {body}");
+    assert_eq!(call(revoke_by_name()).await.0, 204, "revokes the channel token");
+    let (status, body, _) = call(revoke_by_name()).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("token_not_found")),
+        "{body}"
+    );
+    assert_eq!(
+        call(agent.request(reqwest::Method::GET, "/v1/sync/snapshot")).await.0,
+        200,
+        "the store's token was not revoked by name"
+    );
+    agent.upload(&[agent.fact(product(0), added(1))]).await;
+    assert!(
+        matches!(stream.next(WAIT).await, Some(Push::Event(_))),
+        "the store's push stream still delivers"
+    );
+
+    // Rotation while a channel token carries the store token's name: one step, and the
+    // store ends with exactly the new token.
+    let (status, body, _) = call(hub.post("/v1/admin/tokens", &store_token_name)).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, rotated, _) = call(hub.post_empty(&format!("/v1/admin/stores/{}/token", agent.store))).await;
+    assert_eq!(status, 201, "{rotated}");
+    let fresh = hub.agent(agent.store, rotated["token"].as_str().unwrap().to_owned());
+    assert_eq!(
+        call(fresh.request(reqwest::Method::GET, "/v1/sync/snapshot")).await.0,
+        200
+    );
+    assert_eq!(
+        call(agent.request(reqwest::Method::GET, "/v1/sync/snapshot")).await.0,
+        401
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(5), stream.next(WAIT)).await;
+    assert_eq!(ended.expect("the old token's stream must end on rotation"), None);
+}
+
 // ---------------------------------------------------------------------------------------
 // 9. The pull cursor.
 
