@@ -26,9 +26,15 @@ pub const SSE_CAUGHT_UP: &str = "caught-up";
 /// (`data` is [`Progress`]).
 pub const SSE_PROGRESS: &str = "progress";
 
-/// The MAJOR part of a `MAJOR.MINOR` version, if it parses.
+/// The MAJOR part of a version written exactly `MAJOR.MINOR` (two runs of ASCII digits
+/// joined by one dot: not `1`, `1.0.0`, `+1.0` or `1.x`), if it is one.
 pub fn protocol_major(version: &str) -> Option<u32> {
-    let major = version.trim().split('.').next()?;
+    let (major, minor) = version.split_once('.')?;
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    if !(digits(major) && digits(minor)) {
+        return None;
+    }
+    minor.parse::<u32>().ok()?;
     major.parse().ok()
 }
 
@@ -258,6 +264,16 @@ mod tests {
         assert!(!protocol_compatible("2.0"));
         assert!(!protocol_compatible("one"));
         assert!(!protocol_compatible(""));
+    }
+
+    #[test]
+    fn a_protocol_version_is_exactly_major_dot_minor() {
+        assert_eq!(protocol_major("1.0"), Some(1));
+        assert_eq!(protocol_major("12.34"), Some(12));
+        for malformed in ["1", "1.0.0", "1.", ".0", "+1.0", "1.+0", " 1.0", "1.x", "1..0", "1,0"] {
+            assert_eq!(protocol_major(malformed), None, "{malformed:?}");
+            assert!(!protocol_compatible(malformed), "{malformed:?}");
+        }
     }
 
     #[test]

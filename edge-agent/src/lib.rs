@@ -42,6 +42,12 @@ pub enum StartError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The terminal key and the manager key are the same secret.
+    #[error(
+        "the terminal key and the manager key are the same, so every till would be the manager: \
+         set different keys (terminal_key, manager_key or their files in the data directory)"
+    )]
+    SameKeys,
     /// Opening the local store.
     #[error("opening the local store: {0}")]
     Store(store::LocalError),
@@ -68,6 +74,9 @@ pub async fn run(
     })?;
     let terminal_key = key(&data_dir, config.terminal_key.as_deref(), TERMINAL_KEY_FILE)?;
     let manager_key = key(&data_dir, config.manager_key.as_deref(), MANAGER_KEY_FILE)?;
+    if terminal_key == manager_key {
+        return Err(StartError::SameKeys);
+    }
     shelfsync_common::server::telemetry::metrics_handle();
     let store = LocalStore::open(&data_dir.join(STORE_FILE), link.store_id).map_err(StartError::Store)?;
     let (stop, stopping) = tokio::sync::watch::channel(false);

@@ -365,6 +365,18 @@ async fn tokens_scope_what_a_client_may_do() {
     ))))
     .await;
     assert_eq!(status, 401, "a revoked token is refused at once");
+    let refused = hub
+        .client
+        .get(format!("{}/v1/products/{}", hub.url, demo_product(0)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(
+        refused.headers()["www-authenticate"],
+        "Bearer realm=\"shelfsync-hub\"",
+        "a 401 names the scheme (RFC 9110)"
+    );
 }
 
 #[tokio::test]

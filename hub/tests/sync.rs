@@ -1053,13 +1053,16 @@ async fn the_protocol_header_is_required_and_always_answered() {
             None => request,
         }
     };
-    for version in [None, Some("2.0"), Some("0.9"), Some("one")] {
+    for version in [None, Some("2.0"), Some("0.9"), Some("one"), Some("1"), Some("1.0.0")] {
         let response = bare(version).send().await.unwrap();
         assert_eq!(response.status(), 400, "{version:?}");
         assert_eq!(response.headers()[PROTOCOL_HEADER], PROTOCOL_VERSION);
         assert_eq!(response.headers()["content-type"], "application/problem+json");
         let problem: Value = response.json().await.unwrap();
         assert_eq!(problem["code"], "unsupported_protocol", "{problem}");
+        if matches!(version, Some("1" | "1.0.0")) {
+            assert!(problem["detail"].as_str().unwrap().contains("MAJOR.MINOR"), "{problem}");
+        }
     }
     // Checked before anything else: even without a token.
     let response = hub

@@ -147,6 +147,12 @@ impl IntoResponse for ApiError {
         };
         let mut answer = ProblemResponse::new(status, &code, title, detail);
         match &self {
+            ApiError::Unauthorized => {
+                answer = answer.with_header(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"shelfsync-hub\""),
+                );
+            }
             ApiError::Append(AppendError::VersionConflict { current, .. }) => {
                 answer.problem.current_version = Some(*current);
                 answer = answer.with_header(header::ETAG, etag(*current)).with_header(

@@ -16,8 +16,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use shelfsync_common::server::extract::{ApiJson, ApiQuery};
 use shelfsync_common::sync::{
-    protocol_compatible, Heartbeat, HeartbeatAck, PullResponse, UploadOutcome, UploadRequest, UploadResponse,
-    MAX_PULL_LIMIT, MAX_UPLOAD_BATCH, PROTOCOL_HEADER, PROTOCOL_VERSION,
+    protocol_compatible, protocol_major, Heartbeat, HeartbeatAck, PullResponse, UploadOutcome, UploadRequest,
+    UploadResponse, MAX_PULL_LIMIT, MAX_UPLOAD_BATCH, PROTOCOL_HEADER, PROTOCOL_VERSION,
 };
 use shelfsync_common::StoreId;
 
@@ -52,6 +52,11 @@ pub async fn protocol(request: Request, next: Next) -> Response {
         .map(str::to_owned);
     let mut response = match offered {
         Some(version) if protocol_compatible(&version) => next.run(request).await,
+        Some(version) if protocol_major(&version).is_none() => ApiError::bad_request(
+            "unsupported_protocol",
+            format!("{PROTOCOL_HEADER} must be MAJOR.MINOR, e.g. {PROTOCOL_VERSION}; the agent sent {version:?}"),
+        )
+        .into_response(),
         Some(version) => ApiError::Invalid {
             status: axum::http::StatusCode::BAD_REQUEST,
             code: "unsupported_protocol",
