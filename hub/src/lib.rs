@@ -95,6 +95,7 @@ pub async fn run(
     let queries = Arc::new(query::QueryService::new(
         projector.queries(),
         projector.projected(),
+        store.bus().watch_head(),
         projector.touched(),
         query::QueryConfig::from(&config.query),
     ));

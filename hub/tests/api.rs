@@ -154,6 +154,13 @@ async fn bad_input_gets_problem_json_and_writes_nothing() {
             400,
             "invalid_correlation_id",
         ),
+        (
+            hub.get(&format!(
+                "/v1/inventory/products/{product}/stores/{store}?min_position=999999999"
+            )),
+            400,
+            "min_position_past_head",
+        ),
         (hub.get("/v1/products/not-a-uuid"), 400, "invalid_path"),
         (hub.get("/v1/nothing-here"), 404, "route_not_found"),
         (
@@ -264,7 +271,11 @@ async fn reserve_commit_and_read_your_writes() {
         position + 1000
     )))
     .await;
-    assert_eq!((status, body["code"].as_str()), (503, Some("read_model_behind")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("min_position_past_head")),
+        "no write has that position: waiting cannot help"
+    );
 }
 
 #[tokio::test]

@@ -1172,6 +1172,13 @@ async fn enrollment_heartbeat_and_revocation() {
     assert!(body.get("token").is_none());
     let (status, body, _) = call(hub.post("/v1/admin/stores", &json!({"name": ""}))).await;
     assert_eq!((status, body["code"].as_str()), (422, Some("invalid_name")));
+    let nil = "00000000-0000-0000-0000-000000000000";
+    let (status, body, _) = call(hub.post("/v1/admin/stores", &json!({"name": "Nil", "id": nil}))).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("invalid_body")),
+        "the nil store's streams would be the catalog's: {body}"
+    );
     let (status, _, _) = call(agent.request(reqwest::Method::GET, "/v1/admin/stores")).await;
     assert_eq!(status, 403);
 

@@ -51,6 +51,17 @@ pub enum ApiError {
         /// Seconds until the next attempt is worth making.
         retry_after_secs: u64,
     },
+    /// `min_position` names a position the log has not reached: no write answered it.
+    #[error(
+        "min_position {wanted} is past the log's head ({head}): no write has that position, so waiting \
+         cannot help; pass the position a write answered"
+    )]
+    PastHead {
+        /// Requested `min_position`.
+        wanted: u64,
+        /// The log's head.
+        head: u64,
+    },
     /// The read model did not reach the requested position in time.
     #[error("the read model reached position {reached}, not yet {wanted}; retry shortly")]
     NotCaughtUp {
@@ -100,6 +111,7 @@ impl ApiError {
                 "Read model unavailable",
             ),
             ApiError::NotCaughtUp { .. } => (S::SERVICE_UNAVAILABLE, "read_model_behind".into(), "Read model behind"),
+            ApiError::PastHead { .. } => (S::BAD_REQUEST, "min_position_past_head".into(), "Invalid request"),
         }
     }
 }
