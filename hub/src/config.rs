@@ -40,6 +40,8 @@ pub struct SyncConfig {
     pub push_buffer_events: usize,
     /// Seconds between keep-alives on an idle push stream.
     pub keep_alive_secs: u64,
+    /// Push streams one store may have open at once (its agent needs one).
+    pub max_push_streams_per_store: u32,
 }
 
 impl Default for SyncConfig {
@@ -47,6 +49,7 @@ impl Default for SyncConfig {
         Self {
             push_buffer_events: 1024,
             keep_alive_secs: 15,
+            max_push_streams_per_store: 4,
         }
     }
 }
@@ -162,6 +165,9 @@ impl HubConfig {
         }
         if self.http.header_read_timeout_secs == 0 {
             return Err(ConfigError("http.header_read_timeout_secs must be at least 1".into()));
+        }
+        if self.sync.max_push_streams_per_store == 0 {
+            return Err(ConfigError("sync.max_push_streams_per_store must be at least 1".into()));
         }
         if self.http.max_connections == 0 {
             return Err(ConfigError("http.max_connections must be at least 1".into()));

@@ -1194,6 +1194,19 @@ async fn enrollment_heartbeat_and_revocation() {
     assert!(entry.last_seen.is_some());
     assert!(!entry.push_connected);
     assert!(fleet_entry(&fleet, demo_store(2)).heartbeat.is_none());
+    let metrics = hub
+        .client
+        .get(format!("{}/metrics", hub.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains(&agent.store.to_string()),
+        "the open /metrics must not list store ids"
+    );
 
     // Rejected uploads are counted.
     let mut wrong_origin = agent.fact(product(0), added(1));
@@ -1298,6 +1311,46 @@ async fn token_names_of_different_roles_do_not_collide() {
     );
     let ended = tokio::time::timeout(Duration::from_secs(5), stream.next(WAIT)).await;
     assert_eq!(ended.expect("the old token's stream must end on rotation"), None);
+}
+
+/// A store may hold `sync.max_push_streams_per_store` push streams; one more is a clear
+/// 429, and closing one makes room again. Other stores are not affected.
+#[tokio::test]
+async fn push_streams_per_store_are_capped() {
+    let hub = spawn_hub_with(|config| config.sync.max_push_streams_per_store = 2).await;
+    let agent = hub.demo_agent(0).await;
+    let mut first = agent.stream(None).await;
+    first.until_caught_up(WAIT).await;
+    let mut second = agent.stream(None).await;
+    second.until_caught_up(WAIT).await;
+
+    let (status, problem, content_type) = call(agent.request(reqwest::Method::GET, "/v1/sync/stream")).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (429, Some("too_many_streams")),
+        "{problem}"
+    );
+    assert_eq!(content_type, "application/problem+json");
+    hub.demo_agent(1).await.stream(None).await.until_caught_up(WAIT).await;
+
+    drop(first);
+    let mut reopened = None;
+    for _ in 0..100 {
+        let response = agent
+            .request(reqwest::Method::GET, "/v1/sync/stream")
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            reopened = Some(support::SseClient::new(response));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    reopened
+        .expect("closing a stream makes room for another")
+        .until_caught_up(WAIT)
+        .await;
 }
 
 // ---------------------------------------------------------------------------------------

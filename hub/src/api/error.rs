@@ -62,6 +62,14 @@ pub enum ApiError {
         /// The log's head.
         head: u64,
     },
+    /// The store already has as many push streams open as it may.
+    #[error("this store already has {open} push streams open, the most it may have is {limit}; close one first")]
+    TooManyStreams {
+        /// Streams open now.
+        open: u32,
+        /// `sync.max_push_streams_per_store`.
+        limit: u32,
+    },
     /// The read model did not reach the requested position in time.
     #[error("the read model reached position {reached}, not yet {wanted}; retry shortly")]
     NotCaughtUp {
@@ -112,6 +120,7 @@ impl ApiError {
             ),
             ApiError::NotCaughtUp { .. } => (S::SERVICE_UNAVAILABLE, "read_model_behind".into(), "Read model behind"),
             ApiError::PastHead { .. } => (S::BAD_REQUEST, "min_position_past_head".into(), "Invalid request"),
+            ApiError::TooManyStreams { .. } => (S::TOO_MANY_REQUESTS, "too_many_streams".into(), "Too many streams"),
         }
     }
 }
@@ -174,6 +183,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::Append(AppendError::Domain(DomainError::InvalidProduct { field, .. })) => {
                 answer.problem.field = Some((*field).to_owned());
+            }
+            ApiError::TooManyStreams { .. } => {
+                answer = answer.with_header(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             ApiError::ReadModelUnavailable { retry_after_secs } => {
                 answer = answer.with_header(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));

@@ -177,8 +177,9 @@ pub async fn heartbeat(
     ApiJson(body): ApiJson<Heartbeat>,
 ) -> Json<HeartbeatAck> {
     let head = state.store.bus().head();
-    metrics::gauge!("shelfsync_hub_store_cursor_lag", "store" => store.to_string())
-        .set(head.saturating_sub(body.cursor) as f64);
+    // No store label: /metrics is open without a token and must not list the fleet's
+    // store ids. Each store's lag is in the (admin-only) fleet view.
+    metrics::histogram!("shelfsync_hub_heartbeat_cursor_lag").record(head.saturating_sub(body.cursor) as f64);
     state.fleet.heartbeat(store, body);
     Json(HeartbeatAck { head })
 }
