@@ -195,6 +195,27 @@ pub struct Heartbeat {
     pub quarantined: u64,
 }
 
+/// The longest `agent_version` a heartbeat may carry.
+pub const MAX_AGENT_VERSION_LEN: usize = 64;
+
+impl Heartbeat {
+    /// Checks the free-text fields (the hub keeps and shows them): `agent_version` 1..=64
+    /// visible ASCII characters, `breaker_state` one of `closed`, `open`, `half_open`.
+    pub fn check_fields(&self) -> Result<(), String> {
+        let version = &self.agent_version;
+        if version.is_empty() || version.len() > MAX_AGENT_VERSION_LEN || !version.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(format!(
+                "agent_version must be 1..={MAX_AGENT_VERSION_LEN} visible ASCII characters"
+            ));
+        }
+        if !matches!(self.breaker_state.as_str(), "closed" | "open" | "half_open") {
+            return Err("breaker_state must be closed, open or half_open".into());
+        }
+        Ok(())
+    }
+}
+
 /// The hub's answer to a heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HeartbeatAck {

@@ -501,3 +501,32 @@ async fn stalled_connections_are_closed_and_the_hub_keeps_answering() {
     }
     assert!(started.elapsed() < Duration::from_secs(20));
 }
+
+/// A SKU that only looks different is the same SKU: fullwidth input is stored in its plain
+/// form (and found by either), and invisible or bidi characters are refused.
+#[tokio::test]
+async fn look_alike_skus_are_one_product_or_refused() {
+    let hub = spawn_hub().await;
+    let register = |sku: &str| {
+        hub.post(
+            "/v1/products",
+            &json!({"sku": sku, "name": "Filter coffee 250g", "price_minor": 650}),
+        )
+    };
+    let (status, body, _) = call(register("ＦＩＬ-２５０")).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["events"][0]["data"]["sku"], "FIL-250");
+    let position = body["position"].as_u64().unwrap();
+    let (status, found, _) = call(hub.get(&format!("/v1/products?sku=ＦＩＬ-250&min_position={position}"))).await;
+    assert_eq!((status, found["sku"].as_str()), (200, Some("FIL-250")), "{found}");
+    let (status, body, _) = call(register("FIL-250")).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("sku_taken")), "{body}");
+    for invisible in ["FIL-250\u{200B}", "FIL-\u{202E}052", "\u{FEFF}FIL-250"] {
+        let (status, body, _) = call(register(invisible)).await;
+        assert_eq!(
+            (status, body["code"].as_str(), body["field"].as_str()),
+            (422, Some("invalid_product"), Some("sku")),
+            "{invisible:?}: {body}"
+        );
+    }
+}

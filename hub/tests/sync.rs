@@ -1207,6 +1207,25 @@ async fn enrollment_heartbeat_and_revocation() {
         !metrics.contains(&agent.store.to_string()),
         "the open /metrics must not list store ids"
     );
+    for bad in [
+        Heartbeat {
+            agent_version: "v".repeat(900 * 1024),
+            ..heartbeat(3)
+        },
+        Heartbeat {
+            breaker_state: "melted".into(),
+            ..heartbeat(3)
+        },
+    ] {
+        let request = agent.request(reqwest::Method::POST, "/v1/sync/heartbeat").json(&bad);
+        let (status, body, _) = call(request).await;
+        assert_eq!((status, body["code"].as_str()), (422, Some("invalid_body")), "{body}");
+    }
+    assert_eq!(
+        fleet_entry(&hub.fleet().await, agent.store).heartbeat,
+        Some(heartbeat(3)),
+        "a refused heartbeat is not kept"
+    );
 
     // Rejected uploads are counted.
     let mut wrong_origin = agent.fact(product(0), added(1));

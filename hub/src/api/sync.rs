@@ -175,11 +175,13 @@ pub async fn heartbeat(
     State(state): State<AppState>,
     StoreAgent(store): StoreAgent,
     ApiJson(body): ApiJson<Heartbeat>,
-) -> Json<HeartbeatAck> {
+) -> Result<Json<HeartbeatAck>, ApiError> {
+    body.check_fields()
+        .map_err(|detail| ApiError::unprocessable("invalid_body", detail))?;
     let head = state.store.bus().head();
     // No store label: /metrics is open without a token and must not list the fleet's
     // store ids. Each store's lag is in the (admin-only) fleet view.
     metrics::histogram!("shelfsync_hub_heartbeat_cursor_lag").record(head.saturating_sub(body.cursor) as f64);
     state.fleet.heartbeat(store, body);
-    Json(HeartbeatAck { head })
+    Ok(Json(HeartbeatAck { head }))
 }
