@@ -105,7 +105,7 @@ pub async fn seed_if_empty(store: &EventStore, data_dir: &Path) -> Result<bool, 
     if !seed_prefix || written.len() == requests.len() {
         return Ok(false);
     }
-    std::fs::create_dir_all(data_dir.join("store-tokens"))?;
+    shelfsync_common::sqlite::create_private_dir(&data_dir.join("store-tokens"))?;
     for demo in stores() {
         let path = store_token_path(data_dir, demo.id);
         let (secret, token) = store_token(demo.id);
