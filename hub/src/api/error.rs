@@ -70,6 +70,12 @@ pub enum ApiError {
         /// `sync.max_push_streams_per_store`.
         limit: u32,
     },
+    /// The projector is retrying a batch it cannot write: reads are going stale.
+    #[error("the read model is not keeping up with the log: {reason}")]
+    ProjectionStalled {
+        /// What the projector last hit.
+        reason: String,
+    },
     /// The read model did not reach the requested position in time.
     #[error("the read model reached position {reached}, not yet {wanted}; retry shortly")]
     NotCaughtUp {
@@ -121,6 +127,11 @@ impl ApiError {
             ApiError::NotCaughtUp { .. } => (S::SERVICE_UNAVAILABLE, "read_model_behind".into(), "Read model behind"),
             ApiError::PastHead { .. } => (S::BAD_REQUEST, "min_position_past_head".into(), "Invalid request"),
             ApiError::TooManyStreams { .. } => (S::TOO_MANY_REQUESTS, "too_many_streams".into(), "Too many streams"),
+            ApiError::ProjectionStalled { .. } => (
+                S::SERVICE_UNAVAILABLE,
+                "projection_stalled".into(),
+                "Read model projection stalled",
+            ),
         }
     }
 }

@@ -77,7 +77,8 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// The hub can serve: the writer is running and the read model's breaker is not open.
+/// The hub can serve: the writer is running, the projector is not stuck and the read
+/// model's breaker is not open. Also lists the latest events the projection had to skip.
 #[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200), (status = 503)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let head = state.store.bus().head();
@@ -86,11 +87,17 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Va
     if breaker == shelfsync_common::breaker::BreakerState::Open {
         return Err(ApiError::ReadModelUnavailable { retry_after_secs: 5 });
     }
+    if let Some(reason) = state.projection_stall.borrow().clone() {
+        return Err(ApiError::ProjectionStalled { reason });
+    }
+    let (poison_count, latest_poison) = state.read_model.poison_events(10).await?;
     Ok(Json(json!({
         "status": "ready",
         "head": head,
         "projected": projected,
         "read_model_breaker": breaker.as_str(),
+        "poison_events": poison_count,
+        "latest_poison_events": latest_poison,
     })))
 }
 

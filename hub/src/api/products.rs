@@ -102,6 +102,7 @@ pub struct SkuQuery {
     /// The SKU to look up.
     pub sku: String,
     /// Wait until the read model has reached this position.
+    #[serde(default, deserialize_with = "shelfsync_common::sync::bounded::optional_position")]
     pub min_position: Option<u64>,
 }
 

@@ -32,6 +32,7 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct MinPosition {
     /// Wait (bounded) until the read model has reached this position (from a write's answer).
+    #[serde(default, deserialize_with = "shelfsync_common::sync::bounded::optional_position")]
     pub min_position: Option<u64>,
 }
 
@@ -111,6 +112,7 @@ pub struct AvailabilityQuery {
     #[param(value_type = Option<u32>)]
     pub quantity: Option<StockQuantity>,
     /// Wait until the read model has reached this position.
+    #[serde(default, deserialize_with = "shelfsync_common::sync::bounded::optional_position")]
     pub min_position: Option<u64>,
 }
 
