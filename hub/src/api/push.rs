@@ -50,7 +50,8 @@ pub struct StreamQuery {
 
 /// Follow the events this store may see, live.
 #[utoipa::path(get, path = "/v1/sync/stream", tag = "sync", params(StreamQuery),
-    responses((status = 200, description = "text/event-stream of `event`, `caught-up` and `progress` events")))]
+    responses((status = 200, description = "text/event-stream of `event`, `caught-up` and `progress` events"),
+        (status = 429, description = "too_many_streams")))]
 pub async fn stream(
     State(state): State<AppState>,
     StoreAgent(store): StoreAgent,
