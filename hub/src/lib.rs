@@ -78,7 +78,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
+    shelfsync_common::sqlite::create_private_dir(&data_dir).map_err(|source| StartError::DataDir {
         path: data_dir.clone(),
         source,
     })?;
@@ -95,6 +95,7 @@ pub async fn run(
     let queries = Arc::new(query::QueryService::new(
         projector.queries(),
         projector.projected(),
+        store.bus().watch_head(),
         projector.touched(),
         query::QueryConfig::from(&config.query),
     ));
@@ -123,7 +124,8 @@ pub async fn run(
         shutdown.await;
         let _ = begin_stopping.send(true);
     };
-    let served = shelfsync_common::server::serve(listener, api::router(state), graceful).await;
+    let limits = config.http.connection_limits();
+    let served = shelfsync_common::server::serve(listener, api::router(state), limits, graceful).await;
     tracing::info!("shutting down: HTTP closed, stopping jobs and the projection");
     jobs::stop(scheduler).await;
     let _ = stop.send(true);

@@ -222,15 +222,28 @@ impl EventStore {
             .await?
     }
 
-    /// Stores a new bearer token (its secret already hashed).
+    /// Stores a new bearer token (its secret already hashed). Its name must be free among
+    /// the live tokens of its role.
     pub async fn add_token(&self, token: reader::TokenRecord) -> Result<(), AppendError> {
         self.submit(|reply| writer::Op::Write(writer::WriteOp::AddToken(Box::new(token), reply)))
             .await?
     }
 
-    /// Revokes every live token of this name; returns how many were revoked.
-    pub async fn revoke_tokens(&self, selector: TokenSelector) -> Result<usize, AppendError> {
+    /// Revokes the selected live tokens; says how many, and whose store tokens they were.
+    pub async fn revoke_tokens(&self, selector: TokenSelector) -> Result<RevokedTokens, AppendError> {
         self.submit(|reply| writer::Op::Write(writer::WriteOp::RevokeTokens(selector, reply)))
+            .await?
+    }
+
+    /// Replaces `store`'s tokens with `token` in one writer job: the old ones are revoked
+    /// and the new one is stored in the same transaction, or nothing changes.
+    pub async fn rotate_store_token(
+        &self,
+        store: StoreId,
+        token: reader::TokenRecord,
+    ) -> Result<RevokedTokens, AppendError> {
+        let token = Box::new(token);
+        self.submit(|reply| writer::Op::Write(writer::WriteOp::RotateStoreToken { store, token, reply }))
             .await?
     }
 
@@ -276,11 +289,21 @@ impl EventStore {
     }
 }
 
-/// Which tokens to revoke.
+/// Which tokens to revoke. Each role names its tokens in its own namespace, so a name
+/// only ever selects channel tokens and a store's tokens are selected by its id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSelector {
     /// Every token of a store.
     Store(StoreId),
-    /// The token with this name.
-    Name(String),
+    /// The channel token with this name.
+    Channel(String),
+}
+
+/// What a revocation did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RevokedTokens {
+    /// How many live tokens were revoked.
+    pub count: usize,
+    /// The stores whose tokens were among them (their open push streams must end).
+    pub stores: Vec<StoreId>,
 }

@@ -1464,3 +1464,77 @@ async fn expected_versions_are_checked_against_the_stream() {
     );
     check_log(&all_events(store).await);
 }
+
+// ---------------------------------------------------------------------------------------
+// Tokens
+// ---------------------------------------------------------------------------------------
+
+fn token(role: &str, name: &str, store_id: Option<StoreId>) -> super::reader::TokenRecord {
+    super::reader::TokenRecord {
+        id: uuid::Uuid::now_v7(),
+        name: name.into(),
+        role: role.into(),
+        store_id,
+        secret_sha256: Sha256::digest(uuid::Uuid::now_v7().as_bytes()).into(),
+        created_at: OffsetDateTime::now_utc(),
+        revoked_at: None,
+    }
+}
+
+#[tokio::test]
+async fn token_names_are_per_role_and_revocations_name_the_stores_they_hit() {
+    use super::{RevokedTokens, TokenSelector};
+    let TestStore { store, .. } = new_store();
+    let shop = enroll_store(&store).await;
+    let name = format!("store-{shop}");
+    store
+        .add_token(token("store", &name, Some(shop)))
+        .await
+        .expect("store token");
+    store
+        .add_token(token("channel", &name, None))
+        .await
+        .expect("same name, other role");
+    assert!(matches!(
+        store.add_token(token("channel", &name, None)).await,
+        Err(AppendError::TokenNameTaken(_))
+    ));
+
+    let by_name = store.revoke_tokens(TokenSelector::Channel(name.clone())).await.unwrap();
+    assert_eq!(
+        by_name,
+        RevokedTokens {
+            count: 1,
+            stores: vec![]
+        },
+        "only the channel token"
+    );
+    let rotated = store
+        .rotate_store_token(shop, token("store", &name, Some(shop)))
+        .await
+        .unwrap();
+    assert_eq!(
+        rotated,
+        RevokedTokens {
+            count: 1,
+            stores: vec![shop]
+        }
+    );
+    let revoked = store.revoke_tokens(TokenSelector::Store(shop)).await.unwrap();
+    assert_eq!(
+        revoked,
+        RevokedTokens {
+            count: 1,
+            stores: vec![shop]
+        },
+        "the rotated token was live"
+    );
+
+    let unknown = StoreId::new_v7();
+    assert!(matches!(
+        store
+            .rotate_store_token(unknown, token("store", "store-x", Some(unknown)))
+            .await,
+        Err(AppendError::UnknownStore(_))
+    ));
+}

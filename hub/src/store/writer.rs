@@ -11,7 +11,9 @@
 use super::facts;
 use super::reader::{envelope_from_row, format_time, StoreStats, TokenRecord, EVENT_COLUMNS};
 use super::schema::{self, EVENT_STORE};
-use super::{AppendError, Command, CommandRequest, InventoryTarget, StoreError, StreamState, TokenSelector};
+use super::{
+    AppendError, Command, CommandRequest, InventoryTarget, RevokedTokens, StoreError, StreamState, TokenSelector,
+};
 use crate::bus::EventBus;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use shelfsync_common::catalog::{self, CatalogCommand, CatalogState};
@@ -87,7 +89,12 @@ pub(super) enum WriteOp {
         reply: Reply<Vec<UploadResult>>,
     },
     AddToken(Box<TokenRecord>, Reply<()>),
-    RevokeTokens(TokenSelector, Reply<usize>),
+    RevokeTokens(TokenSelector, Reply<RevokedTokens>),
+    RotateStoreToken {
+        store: StoreId,
+        token: Box<TokenRecord>,
+        reply: Reply<RevokedTokens>,
+    },
 }
 
 /// One stream's committed head.
@@ -249,6 +256,7 @@ impl WriteOp {
             WriteOp::AddStore { reply, .. } => Pending::new(reply, Err(AppendError::Unavailable)),
             WriteOp::AddToken(_, reply) => Pending::new(reply, Err(AppendError::Unavailable)),
             WriteOp::RevokeTokens(_, reply) => Pending::new(reply, Err(AppendError::Unavailable)),
+            WriteOp::RotateStoreToken { reply, .. } => Pending::new(reply, Err(AppendError::Unavailable)),
             WriteOp::Upload { reply, .. } => Pending::new(reply, Err(AppendError::Unavailable)),
         }
     }
@@ -381,7 +389,11 @@ impl<'h> Batch<'h> {
                 settle(outcomes, reply, result, storage)
             }
             WriteOp::RevokeTokens(selector, reply) => {
-                let result = self.revoke_tokens(tx, selector);
+                let result = self.revoke_tokens(tx, selector).map(Ok);
+                settle(outcomes, reply, result, storage)
+            }
+            WriteOp::RotateStoreToken { store, token, reply } => {
+                let result = self.rotate_store_token(tx, store, *token);
                 settle(outcomes, reply, result, storage)
             }
             WriteOp::Upload { store, events, reply } => {
@@ -392,7 +404,7 @@ impl<'h> Batch<'h> {
     }
 
     fn add_token(&mut self, tx: &Transaction<'_>, token: TokenRecord) -> rusqlite::Result<Result<(), AppendError>> {
-        if super::reader::live_token_named(tx, &token.name).map_err(into_sqlite)? {
+        if super::reader::live_token_named(tx, &token.role, &token.name, None).map_err(into_sqlite)? {
             return Ok(Err(AppendError::TokenNameTaken(token.name)));
         }
         tx.prepare_cached(
@@ -410,23 +422,55 @@ impl<'h> Batch<'h> {
         Ok(Ok(()))
     }
 
-    fn revoke_tokens(
+    /// Revokes the selected live tokens and reports the stores they belonged to, so that
+    /// whichever route revoked a store's token, the caller can end its push streams.
+    fn revoke_tokens(&mut self, tx: &Transaction<'_>, selector: TokenSelector) -> rusqlite::Result<RevokedTokens> {
+        let now = format_time(self.now);
+        let mut stmt;
+        let mut rows = match &selector {
+            TokenSelector::Store(store) => {
+                stmt = tx.prepare_cached(
+                    "UPDATE tokens SET revoked_at = ?1 WHERE store_id = ?2 AND revoked_at IS NULL RETURNING store_id",
+                )?;
+                stmt.query(params![now, &store.as_bytes()[..]])?
+            }
+            TokenSelector::Channel(name) => {
+                stmt = tx.prepare_cached(
+                    "UPDATE tokens SET revoked_at = ?1 WHERE role = 'channel' AND name = ?2 AND revoked_at IS NULL
+                     RETURNING store_id",
+                )?;
+                stmt.query(params![now, name])?
+            }
+        };
+        let mut revoked = RevokedTokens::default();
+        while let Some(row) = rows.next()? {
+            revoked.count += 1;
+            if let Some(store) = row.get::<_, Option<[u8; 16]>>(0)?.map(StoreId::from_bytes) {
+                if !revoked.stores.contains(&store) {
+                    revoked.stores.push(store);
+                }
+            }
+        }
+        Ok(revoked)
+    }
+
+    /// Revokes `store`'s tokens and stores `token` for it, in this one job. The checks come
+    /// first, so a refusal changes nothing: a store is never left without a token.
+    fn rotate_store_token(
         &mut self,
         tx: &Transaction<'_>,
-        selector: TokenSelector,
-    ) -> rusqlite::Result<Result<usize, AppendError>> {
-        let now = format_time(self.now);
-        let revoked = match selector {
-            TokenSelector::Store(store) => tx.execute(
-                "UPDATE tokens SET revoked_at = ?1 WHERE store_id = ?2 AND revoked_at IS NULL",
-                params![now, &store.as_bytes()[..]],
-            )?,
-            TokenSelector::Name(name) => tx.execute(
-                "UPDATE tokens SET revoked_at = ?1 WHERE name = ?2 AND revoked_at IS NULL",
-                params![now, name],
-            )?,
-        };
-        Ok(Ok(revoked))
+        store: StoreId,
+        token: TokenRecord,
+    ) -> rusqlite::Result<Result<RevokedTokens, AppendError>> {
+        if !self.store_known(store) {
+            return Ok(Err(AppendError::UnknownStore(store)));
+        }
+        if super::reader::live_token_named(tx, &token.role, &token.name, Some(store)).map_err(into_sqlite)? {
+            return Ok(Err(AppendError::TokenNameTaken(token.name)));
+        }
+        let revoked = self.revoke_tokens(tx, TokenSelector::Store(store))?;
+        // Cannot be refused: the name is free once this store's own tokens are revoked.
+        Ok(self.add_token(tx, token)?.map(|()| revoked))
     }
 
     fn add_store(
@@ -440,7 +484,7 @@ impl<'h> Batch<'h> {
             return Ok(Err(AppendError::StoreExists(id)));
         }
         if let Some(token) = &token {
-            if super::reader::live_token_named(tx, &token.name).map_err(into_sqlite)? {
+            if super::reader::live_token_named(tx, &token.role, &token.name, None).map_err(into_sqlite)? {
                 return Ok(Err(AppendError::TokenNameTaken(token.name.clone())));
             }
         }
