@@ -11,6 +11,8 @@ pub mod catalog;
 pub mod edge;
 pub mod error;
 pub mod event;
+#[cfg(feature = "sqlite")]
+pub mod group_commit;
 pub mod ids;
 pub mod inventory;
 pub mod problem;

@@ -297,10 +297,11 @@ type Answer = oneshot::Receiver<Result<WriteResult, AppendError>>;
 /// Puts a command on the writer's queue directly: when this returns the job is queued
 /// (`EventStore::execute` only tells once it is answered).
 async fn enqueue(store: &EventStore, request: CommandRequest) -> Answer {
-    let (reply, answer) = oneshot::channel();
-    let job = writer::Job::new(writer::Op::Write(writer::WriteOp::Command(Box::new(request), reply)));
-    assert!(store.jobs.send(job).await.is_ok(), "the writer is running");
-    answer
+    store
+        .writer()
+        .queue(|reply| writer::WriteOp::Command(Box::new(request), reply))
+        .await
+        .expect("the writer is running")
 }
 
 async fn answer(answer: Answer) -> Result<WriteResult, AppendError> {
@@ -322,9 +323,12 @@ async fn one_batch(t: &TestStore, requests: Vec<CommandRequest>) -> Vec<Result<W
     let lock = WriteLock::hold(&t.path);
     let stall = ReservationId::new_v7();
     let stalled = enqueue(&t.store, request(commit(stall), ExpectedVersion::Any)).await;
-    let (reply, checkpointed) = oneshot::channel();
-    let barrier = writer::Job::new(writer::Op::Checkpoint(reply));
-    assert!(t.store.jobs.send(barrier).await.is_ok(), "the writer is running");
+    let checkpointed = t
+        .store
+        .writer()
+        .queue_checkpoint()
+        .await
+        .expect("the writer is running");
     let mut answers = Vec::with_capacity(requests.len());
     for request in requests {
         answers.push(enqueue(&t.store, request).await);
