@@ -8,6 +8,10 @@
 //! circuit breaker; [`jobs`] expires this store's reservations and maintains the file.
 //! [`run`] wires them together for the binary and for tests.
 
+// Production code never unwraps: an error becomes an answer, a log line or an exit code
+// (clippy.toml allows it in tests).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod api;
 pub mod cli;
 pub mod config;

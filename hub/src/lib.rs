@@ -7,6 +7,10 @@
 //! them together for the binary and for tests, which start the real thing in-process on
 //! a port-0 listener.
 
+// Production code never unwraps: an error becomes an answer, a log line or an exit code
+// (clippy.toml allows it in tests).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod api;
 pub mod bus;
 pub mod cli;
