@@ -16,9 +16,9 @@
 use super::error::ApiError;
 use super::sync::StoreAgent;
 use super::AppState;
-use crate::bus::EventFeed;
 use crate::fleet::PushGuard;
 use crate::store::reader::visible_to;
+use crate::store::EventFeed;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -77,7 +77,7 @@ pub async fn stream(
     let (events, received) = mpsc::channel(state.config.sync.push_buffer_events.max(1));
     let pump = Pump {
         store,
-        feed: state.store.bus().feed(state.store.reads().clone(), after),
+        feed: state.store.feed(after),
         events,
         revocations: state.fleet.revocations(),
         stopping: state.stopping.clone(),
