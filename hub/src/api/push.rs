@@ -13,11 +13,10 @@
 //! may have at most `sync.max_push_streams_per_store` open at once (an agent needs one);
 //! one more is `429 too_many_streams`.
 
+use super::auth::StoreAgent;
 use super::error::ApiError;
-use super::sync::StoreAgent;
 use super::AppState;
 use crate::fleet::PushGuard;
-use crate::store::reader::visible_to;
 use crate::store::EventFeed;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -171,7 +170,7 @@ impl Pump {
                 progress_due = None;
                 continue;
             };
-            for event in batch.iter().filter(|e| visible_to(*store, &e.stream)) {
+            for event in batch.iter().filter(|e| e.stream.visible_to(*store)) {
                 let message = encode(SSE_EVENT, event.position, event);
                 if let Err(end) = queue(events, revocations, stopping, *store, message).await {
                     return end;

@@ -2,12 +2,11 @@
 //! response carries the protocol version header; a request whose major version the hub
 //! does not speak is refused with `unsupported_protocol` before anything else happens.
 
-use super::auth::Principal;
+use super::auth::StoreAgent;
 use super::error::ApiError;
 use super::AppState;
 use crate::store::reader;
-use axum::extract::{FromRequestParts, Request, State};
-use axum::http::request::Parts;
+use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -19,7 +18,6 @@ use shelfsync_common::sync::{
     protocol_compatible, protocol_major, Heartbeat, HeartbeatAck, PullResponse, UploadOutcome, UploadRequest,
     UploadResponse, MAX_PULL_LIMIT, MAX_UPLOAD_BATCH, PROTOCOL_HEADER, PROTOCOL_VERSION,
 };
-use shelfsync_common::StoreId;
 
 /// Positions one pull scans at most (the store may see few of them).
 const PULL_SCAN_WINDOW: u64 = 20_000;
@@ -75,25 +73,6 @@ pub async fn protocol(request: Request, next: Next) -> Response {
         .headers_mut()
         .insert(PROTOCOL_HEADER, HeaderValue::from_static(PROTOCOL_VERSION));
     response
-}
-
-/// The calling agent's store (a store token is required), recorded as seen.
-pub struct StoreAgent(pub StoreId);
-
-impl FromRequestParts<AppState> for StoreAgent {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        match Principal::from_request_parts(parts, state).await? {
-            Principal::Store { store_id, .. } => {
-                state.fleet.seen(store_id);
-                Ok(StoreAgent(store_id))
-            }
-            Principal::Admin | Principal::Channel { .. } => {
-                Err(ApiError::Forbidden("the sync routes take a store token".into()))
-            }
-        }
-    }
 }
 
 /// Upload outbox events; one result per event, in order.
