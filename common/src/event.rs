@@ -47,6 +47,12 @@ impl StreamId {
         self.store_id.is_none()
     }
 
+    /// Whether `store` may see this stream's events (sync protocol: a store sees its own
+    /// inventory streams and the whole catalog, never another store's stock).
+    pub fn visible_to(&self, store: StoreId) -> bool {
+        self.store_id.is_none_or(|owner| owner == store)
+    }
+
     /// A 32-byte key (product bytes, then store bytes or zeros) for storage.
     pub fn key(&self) -> [u8; 32] {
         let mut key = [0u8; 32];
@@ -149,6 +155,28 @@ pub struct EventMetadata {
     )]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub recorded_at: Option<OffsetDateTime>,
+}
+
+/// The longest `actor` accepted in an uploaded event's metadata, in bytes (the actors the
+/// hub and the agents make are far shorter: `terminal:<till id of at most 64>`).
+pub const MAX_ACTOR_LEN: usize = 128;
+
+impl EventMetadata {
+    /// Checks the free-text fields a client supplies (today `actor`: 1..=128 bytes, no
+    /// control or format characters), so that nothing unbounded is recorded for good.
+    pub fn check_fields(&self) -> Result<(), String> {
+        if self.actor.is_empty() || self.actor.len() > MAX_ACTOR_LEN {
+            return Err(format!("metadata.actor must be 1..={MAX_ACTOR_LEN} bytes"));
+        }
+        if self
+            .actor
+            .chars()
+            .any(|c| c.is_control() || crate::product::is_format_char(c))
+        {
+            return Err("metadata.actor must not contain control or format characters".into());
+        }
+        Ok(())
+    }
 }
 
 /// Why a reservation was released.
@@ -502,6 +530,15 @@ mod tests {
                 recorded_at: Some(datetime!(2026-11-25 09:46 UTC)),
             },
         }
+    }
+
+    #[test]
+    fn a_store_sees_its_own_streams_and_the_catalog_only() {
+        let (mine, theirs) = (StoreId::from_bytes([1; 16]), StoreId::from_bytes([2; 16]));
+        let product = ProductId::from_bytes([3; 16]);
+        assert!(StreamId::inventory(product, mine).visible_to(mine));
+        assert!(StreamId::catalog(product).visible_to(mine));
+        assert!(!StreamId::inventory(product, theirs).visible_to(mine));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 use shelfsync_common::catalog::CatalogCommand;
+use shelfsync_common::product::normalize_sku;
 use shelfsync_common::server::extract::{ApiJson, ApiPath, ApiQuery};
 use shelfsync_common::wire::{ProductView, RegisterProductRequest, UpdateProductRequest, WriteResult};
 use shelfsync_common::{Product, ProductId};
@@ -39,7 +40,8 @@ pub async fn register(
         sku: body.sku.clone(),
         name: body.name.clone(),
         price_minor: body.price_minor,
-    };
+    }
+    .normalized();
     let location = format!("/v1/products/{}", product.id);
     let command = Command::Catalog(CatalogCommand::RegisterProduct { product });
     let request = ctx.command(command, None, body.event_id, "register_product", &body)?;
@@ -62,7 +64,8 @@ pub async fn update(
         sku: body.sku.clone(),
         name: body.name.clone(),
         price_minor: body.price_minor,
-    };
+    }
+    .normalized();
     let command = Command::Catalog(CatalogCommand::UpdateProduct { product });
     let request = ctx.command(
         command,
@@ -114,7 +117,7 @@ pub async fn find_by_sku(
     principal.require_channel()?;
     let found = state
         .queries
-        .product_by_sku(query.sku.clone(), query.min_position)
+        .product_by_sku(normalize_sku(&query.sku), query.min_position)
         .await?;
     answer(found, || ApiError::NotFound {
         what: "product",

@@ -9,14 +9,15 @@
 //! the bus, and its feed re-reads the store when it resumes), and an agent that leaves
 //! the buffer full for [`SLOW_AGENT_STALL`] is dropped (it resumes by reconnecting). A
 //! burst or a replay longer than the buffer therefore never drops an agent that reads.
-//! The stream ends when the store's token is revoked and when the hub shuts down.
+//! The stream ends when the store's token is revoked and when the hub shuts down. A store
+//! may have at most `sync.max_push_streams_per_store` open at once (an agent needs one);
+//! one more is `429 too_many_streams`.
 
+use super::auth::StoreAgent;
 use super::error::ApiError;
-use super::sync::StoreAgent;
 use super::AppState;
-use crate::bus::EventFeed;
 use crate::fleet::PushGuard;
-use crate::store::reader::visible_to;
+use crate::store::EventFeed;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -48,7 +49,8 @@ pub struct StreamQuery {
 
 /// Follow the events this store may see, live.
 #[utoipa::path(get, path = "/v1/sync/stream", tag = "sync", params(StreamQuery),
-    responses((status = 200, description = "text/event-stream of `event`, `caught-up` and `progress` events")))]
+    responses((status = 200, description = "text/event-stream of `event`, `caught-up` and `progress` events"),
+        (status = 429, description = "too_many_streams")))]
 pub async fn stream(
     State(state): State<AppState>,
     StoreAgent(store): StoreAgent,
@@ -66,14 +68,19 @@ pub async fn stream(
         }
         None => query.after.unwrap_or(0),
     };
+    let limit = state.config.sync.max_push_streams_per_store;
+    let presence = state
+        .fleet
+        .push_opened(store, limit)
+        .map_err(|open| ApiError::TooManyStreams { open, limit })?;
     let (events, received) = mpsc::channel(state.config.sync.push_buffer_events.max(1));
     let pump = Pump {
         store,
-        feed: state.store.bus().feed(state.store.reads().clone(), after),
+        feed: state.store.feed(after),
         events,
         revocations: state.fleet.revocations(),
         stopping: state.stopping.clone(),
-        _presence: state.fleet.push_opened(store),
+        _presence: presence,
     };
     tracing::info!(%store, after, "push stream opened");
     tokio::spawn(pump.run());
@@ -163,7 +170,7 @@ impl Pump {
                 progress_due = None;
                 continue;
             };
-            for event in batch.iter().filter(|e| visible_to(*store, &e.stream)) {
+            for event in batch.iter().filter(|e| e.stream.visible_to(*store)) {
                 let message = encode(SSE_EVENT, event.position, event);
                 if let Err(end) = queue(events, revocations, stopping, *store, message).await {
                     return end;

@@ -2,12 +2,11 @@
 //! response carries the protocol version header; a request whose major version the hub
 //! does not speak is refused with `unsupported_protocol` before anything else happens.
 
-use super::auth::Principal;
+use super::auth::StoreAgent;
 use super::error::ApiError;
 use super::AppState;
 use crate::store::reader;
-use axum::extract::{FromRequestParts, Request, State};
-use axum::http::request::Parts;
+use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -16,10 +15,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use shelfsync_common::server::extract::{ApiJson, ApiQuery};
 use shelfsync_common::sync::{
-    protocol_compatible, Heartbeat, HeartbeatAck, PullResponse, UploadOutcome, UploadRequest, UploadResponse,
-    MAX_PULL_LIMIT, MAX_UPLOAD_BATCH, PROTOCOL_HEADER, PROTOCOL_VERSION,
+    protocol_compatible, protocol_major, Heartbeat, HeartbeatAck, PullResponse, UploadOutcome, UploadRequest,
+    UploadResponse, MAX_PULL_LIMIT, MAX_UPLOAD_BATCH, PROTOCOL_HEADER, PROTOCOL_VERSION,
 };
-use shelfsync_common::StoreId;
 
 /// Positions one pull scans at most (the store may see few of them).
 const PULL_SCAN_WINDOW: u64 = 20_000;
@@ -52,6 +50,11 @@ pub async fn protocol(request: Request, next: Next) -> Response {
         .map(str::to_owned);
     let mut response = match offered {
         Some(version) if protocol_compatible(&version) => next.run(request).await,
+        Some(version) if protocol_major(&version).is_none() => ApiError::bad_request(
+            "unsupported_protocol",
+            format!("{PROTOCOL_HEADER} must be MAJOR.MINOR, e.g. {PROTOCOL_VERSION}; the agent sent {version:?}"),
+        )
+        .into_response(),
         Some(version) => ApiError::Invalid {
             status: axum::http::StatusCode::BAD_REQUEST,
             code: "unsupported_protocol",
@@ -70,25 +73,6 @@ pub async fn protocol(request: Request, next: Next) -> Response {
         .headers_mut()
         .insert(PROTOCOL_HEADER, HeaderValue::from_static(PROTOCOL_VERSION));
     response
-}
-
-/// The calling agent's store (a store token is required), recorded as seen.
-pub struct StoreAgent(pub StoreId);
-
-impl FromRequestParts<AppState> for StoreAgent {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        match Principal::from_request_parts(parts, state).await? {
-            Principal::Store { store_id, .. } => {
-                state.fleet.seen(store_id);
-                Ok(StoreAgent(store_id))
-            }
-            Principal::Admin | Principal::Channel { .. } => {
-                Err(ApiError::Forbidden("the sync routes take a store token".into()))
-            }
-        }
-    }
 }
 
 /// Upload outbox events; one result per event, in order.
@@ -170,10 +154,13 @@ pub async fn heartbeat(
     State(state): State<AppState>,
     StoreAgent(store): StoreAgent,
     ApiJson(body): ApiJson<Heartbeat>,
-) -> Json<HeartbeatAck> {
+) -> Result<Json<HeartbeatAck>, ApiError> {
+    body.check_fields()
+        .map_err(|detail| ApiError::unprocessable("invalid_body", detail))?;
     let head = state.store.bus().head();
-    metrics::gauge!("shelfsync_hub_store_cursor_lag", "store" => store.to_string())
-        .set(head.saturating_sub(body.cursor) as f64);
+    // No store label: /metrics is open without a token and must not list the fleet's
+    // store ids. Each store's lag is in the (admin-only) fleet view.
+    metrics::histogram!("shelfsync_hub_heartbeat_cursor_lag").record(head.saturating_sub(body.cursor) as f64);
     state.fleet.heartbeat(store, body);
-    Json(HeartbeatAck { head })
+    Ok(Json(HeartbeatAck { head }))
 }

@@ -219,11 +219,20 @@ pub fn format_time(at: OffsetDateTime) -> String {
         .unwrap_or_else(|_| at.to_string())
 }
 
-/// Whether a live token has this name.
-pub fn live_token_named(conn: &Connection, name: &str) -> Result<bool, StoreError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM tokens WHERE name = ?1 AND revoked_at IS NULL)")?;
-    Ok(stmt.query_row([name], |row| row.get(0))?)
+/// Whether a live token of `role` has this name (each role is its own namespace), not
+/// counting `except_store`'s tokens.
+pub fn live_token_named(
+    conn: &Connection,
+    role: &str,
+    name: &str,
+    except_store: Option<StoreId>,
+) -> Result<bool, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM tokens WHERE role = ?1 AND name = ?2 AND revoked_at IS NULL
+                        AND (?3 IS NULL OR store_id IS NOT ?3))",
+    )?;
+    let except = except_store.map(|s| s.as_bytes().to_vec());
+    Ok(stmt.query_row(rusqlite::params![role, name, except], |row| row.get(0))?)
 }
 
 /// A page of the events a store may see: its own streams and the catalog.
@@ -240,11 +249,6 @@ pub struct VisiblePage {
 /// of wrapping to a negative number that would read the log from its start.
 fn sql_position(position: u64) -> i64 {
     i64::try_from(position).unwrap_or(i64::MAX)
-}
-
-/// Whether `store` may see events of `stream`.
-pub fn visible_to(store: StoreId, stream: &StreamId) -> bool {
-    stream.store_id.is_none_or(|owner| owner == store)
 }
 
 /// Scans at most `scan_window` positions after `after` and returns up to `limit` events
@@ -271,7 +275,7 @@ pub fn visible_events_after(
         let position = row.get::<_, i64>(0)? as u64;
         let stream =
             StreamId::from_key(&key).ok_or_else(|| StoreError::Corrupt(format!("bad stream key at {position}")))?;
-        if visible_to(store, &stream) {
+        if stream.visible_to(store) {
             page.events.push(envelope_from_row(row)?);
         }
         page.scanned_to = position;

@@ -7,7 +7,8 @@
 //! commit instead of hoping the scheduler arranges it.
 
 use super::{writer, AppendError, Command, CommandRequest, EventStore, InventoryTarget};
-use crate::bus::{EventBus, EventFeed};
+use crate::bus::EventBus;
+use crate::store::EventFeed;
 use rusqlite::OptionalExtension;
 use sha2::{Digest, Sha256};
 use shelfsync_common::catalog::CatalogCommand;
@@ -297,10 +298,11 @@ type Answer = oneshot::Receiver<Result<WriteResult, AppendError>>;
 /// Puts a command on the writer's queue directly: when this returns the job is queued
 /// (`EventStore::execute` only tells once it is answered).
 async fn enqueue(store: &EventStore, request: CommandRequest) -> Answer {
-    let (reply, answer) = oneshot::channel();
-    let job = writer::Job::new(writer::Op::Write(writer::WriteOp::Command(Box::new(request), reply)));
-    assert!(store.jobs.send(job).await.is_ok(), "the writer is running");
-    answer
+    store
+        .writer()
+        .queue(|reply| writer::WriteOp::Command(Box::new(request), reply))
+        .await
+        .expect("the writer is running")
 }
 
 async fn answer(answer: Answer) -> Result<WriteResult, AppendError> {
@@ -322,9 +324,12 @@ async fn one_batch(t: &TestStore, requests: Vec<CommandRequest>) -> Vec<Result<W
     let lock = WriteLock::hold(&t.path);
     let stall = ReservationId::new_v7();
     let stalled = enqueue(&t.store, request(commit(stall), ExpectedVersion::Any)).await;
-    let (reply, checkpointed) = oneshot::channel();
-    let barrier = writer::Job::new(writer::Op::Checkpoint(reply));
-    assert!(t.store.jobs.send(barrier).await.is_ok(), "the writer is running");
+    let checkpointed = t
+        .store
+        .writer()
+        .queue_checkpoint()
+        .await
+        .expect("the writer is running");
     let mut answers = Vec::with_capacity(requests.len());
     for request in requests {
         answers.push(enqueue(&t.store, request).await);
@@ -1207,12 +1212,12 @@ async fn a_feed_from_zero_returns_the_whole_history_in_order() {
     assert_eq!(head, HISTORY as u64 + 1);
     check_log(&log);
 
-    let mut feed = store.bus().feed(store.reads().clone(), 0);
+    let mut feed = store.feed(0);
     assert!(!feed.caught_up());
     assert_eq!(read_feed_until(&mut feed, head).await, log);
     assert!(feed.caught_up());
 
-    let mut from_middle = store.bus().feed(store.reads().clone(), 1234);
+    let mut from_middle = store.feed(1234);
     assert_eq!(read_feed_until(&mut from_middle, head).await, log[1234..]);
 
     // A caught-up feed follows the bus: the next commit arrives live.
@@ -1239,7 +1244,7 @@ async fn a_live_feed_yields_every_event_once_even_after_the_bus_overflowed() {
         streams.push((product, enroll_store(store).await));
     }
     let start = log_head(store).await;
-    let mut feed = store.bus().feed(store.reads().clone(), start);
+    let mut feed = store.feed(start);
     assert!(feed.caught_up());
 
     // Read while four writers append.
@@ -1314,7 +1319,7 @@ async fn a_feed_re_reads_from_the_store_when_a_batch_does_not_follow_its_cursor(
     // and then waits on this bus.
     let bus = EventBus::new();
     bus.set_head(10);
-    let mut feed = bus.feed(store.reads().clone(), 10);
+    let mut feed = EventFeed::new(store.reads().clone(), &bus, 10);
     assert!(feed.caught_up());
     let mut parked = Box::pin(feed.next());
     assert!(
@@ -1463,4 +1468,78 @@ async fn expected_versions_are_checked_against_the_stream() {
         })
     );
     check_log(&all_events(store).await);
+}
+
+// ---------------------------------------------------------------------------------------
+// Tokens
+// ---------------------------------------------------------------------------------------
+
+fn token(role: &str, name: &str, store_id: Option<StoreId>) -> super::reader::TokenRecord {
+    super::reader::TokenRecord {
+        id: uuid::Uuid::now_v7(),
+        name: name.into(),
+        role: role.into(),
+        store_id,
+        secret_sha256: Sha256::digest(uuid::Uuid::now_v7().as_bytes()).into(),
+        created_at: OffsetDateTime::now_utc(),
+        revoked_at: None,
+    }
+}
+
+#[tokio::test]
+async fn token_names_are_per_role_and_revocations_name_the_stores_they_hit() {
+    use super::{RevokedTokens, TokenSelector};
+    let TestStore { store, .. } = new_store();
+    let shop = enroll_store(&store).await;
+    let name = format!("store-{shop}");
+    store
+        .add_token(token("store", &name, Some(shop)))
+        .await
+        .expect("store token");
+    store
+        .add_token(token("channel", &name, None))
+        .await
+        .expect("same name, other role");
+    assert!(matches!(
+        store.add_token(token("channel", &name, None)).await,
+        Err(AppendError::TokenNameTaken(_))
+    ));
+
+    let by_name = store.revoke_tokens(TokenSelector::Channel(name.clone())).await.unwrap();
+    assert_eq!(
+        by_name,
+        RevokedTokens {
+            count: 1,
+            stores: vec![]
+        },
+        "only the channel token"
+    );
+    let rotated = store
+        .rotate_store_token(shop, token("store", &name, Some(shop)))
+        .await
+        .unwrap();
+    assert_eq!(
+        rotated,
+        RevokedTokens {
+            count: 1,
+            stores: vec![shop]
+        }
+    );
+    let revoked = store.revoke_tokens(TokenSelector::Store(shop)).await.unwrap();
+    assert_eq!(
+        revoked,
+        RevokedTokens {
+            count: 1,
+            stores: vec![shop]
+        },
+        "the rotated token was live"
+    );
+
+    let unknown = StoreId::new_v7();
+    assert!(matches!(
+        store
+            .rotate_store_token(unknown, token("store", "store-x", Some(unknown)))
+            .await,
+        Err(AppendError::UnknownStore(_))
+    ));
 }
