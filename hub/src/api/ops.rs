@@ -2,13 +2,16 @@
 //! the OpenAPI document generated from the handlers' annotations.
 
 use super::error::ApiError;
+use super::sync::ProtocolHeader;
 use super::AppState;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
+use serde::Serialize;
+use shelfsync_common::server::openapi::LayerAnswers;
+use shelfsync_common::wire::Liveness;
 use utoipa::OpenApi;
 
 /// Routes of this resource.
@@ -23,7 +26,7 @@ pub fn router() -> Router<AppState> {
 /// The API description.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "shelfsync hub", description = "The authoritative inventory event store of a shelfsync fleet."),
+    info(title = "shelfsync hub", description = "The authoritative inventory event store of a shelfsync fleet. See docs/api.md."),
     paths(
         super::products::register,
         super::products::update,
@@ -51,9 +54,11 @@ pub fn router() -> Router<AppState> {
         super::push::stream,
         healthz,
         readyz,
+        metrics,
+        openapi,
     ),
-    components(schemas(shelfsync_common::problem::Problem)),
-    modifiers(&BearerAuth)
+    components(schemas(shelfsync_common::problem::Problem, shelfsync_common::wire::WriteResult)),
+    modifiers(&BearerAuth, &LayerAnswers, &ProtocolHeader)
 )]
 pub struct ApiDoc;
 
@@ -65,35 +70,60 @@ impl utoipa::Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The admin token (config admin_token or <data_dir>/admin-token), a channel token \
+                         (POST /v1/admin/tokens) or a store token (the /v1/sync routes only)",
+                    ))
+                    .build(),
+            ),
         );
         openapi.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
     }
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200)))]
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Liveness)), security(()))]
+pub async fn healthz() -> Json<Liveness> {
+    Json(Liveness::ok())
+}
+
+/// `GET /readyz`: where the log and the read model are.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ready`.
+    pub status: &'static str,
+    /// The log's last position.
+    pub head: u64,
+    /// The position the read model has reached.
+    pub projected: u64,
+    /// The read model's breaker: closed, open or half_open.
+    pub read_model_breaker: &'static str,
 }
 
 /// The hub can serve: the writer is running and the read model's breaker is not open.
-#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200), (status = 503)))]
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(get, path = "/readyz", tag = "ops", security(()),
+    responses((status = 200, body = Readiness), (status = 503, description = "read_model_unavailable: the read model's breaker is open")))]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
     let head = state.store.bus().head();
     let projected = state.queries.projected_position();
     let breaker = state.queries.breaker_state();
     if breaker == shelfsync_common::breaker::BreakerState::Open {
         return Err(ApiError::ReadModelUnavailable { retry_after_secs: 5 });
     }
-    Ok(Json(json!({
-        "status": "ready",
-        "head": head,
-        "projected": projected,
-        "read_model_breaker": breaker.as_str(),
-    })))
+    Ok(Json(Readiness {
+        status: "ready",
+        head,
+        projected,
+        read_model_breaker: breaker.as_str(),
+    }))
 }
 
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "ops", security(()),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 async fn metrics() -> impl IntoResponse {
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -101,6 +131,9 @@ async fn metrics() -> impl IntoResponse {
     )
 }
 
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "ops", security(()),
+    responses((status = 200, description = "this OpenAPI 3.1 document", content_type = "application/json")))]
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
