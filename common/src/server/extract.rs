@@ -95,12 +95,9 @@ fn integral_floats_to_integers(value: &mut serde_json::Value) -> bool {
             };
             integer.map(|n| *value = Value::Number(n)).is_some()
         }
-        Value::Array(items) => items
-            .iter_mut()
-            .fold(false, |any, v| integral_floats_to_integers(v) || any),
-        Value::Object(map) => map
-            .values_mut()
-            .fold(false, |any, v| integral_floats_to_integers(v) || any),
+        // Every member is visited (no short circuit): all of them may need rewriting.
+        Value::Array(items) => items.iter_mut().map(integral_floats_to_integers).filter(|&r| r).count() > 0,
+        Value::Object(map) => map.values_mut().map(integral_floats_to_integers).filter(|&r| r).count() > 0,
         _ => false,
     }
 }
