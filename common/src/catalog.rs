@@ -59,7 +59,7 @@ pub fn apply(state: &mut CatalogState, event: &EventPayload) {
     if let EventPayload::ProductRegistered(product) | EventPayload::ProductUpdated(product) = event {
         state.product = Some(product.clone());
     }
-    state.version += 1;
+    state.version = state.version.saturating_add(1);
 }
 
 #[cfg(test)]

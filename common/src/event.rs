@@ -4,7 +4,8 @@
 //! store for a till's sale) and never changes; `stream_version` and `position` are
 //! assigned by the hub's single writer. `type` + `schema_version` + `data` are the
 //! payload; [`EventPayload::from_parts`] is the one place that turns untrusted parts
-//! (an agent's upload) into a typed payload with a precise reason when it cannot.
+//! (an agent's upload) into a typed payload with a precise reason when it cannot, and
+//! [`EventPayload::decode`] reads what was already recorded.
 
 use crate::ids::{EventId, ProductId, ReservationId, StoreId};
 use crate::product::Product;
@@ -267,6 +268,15 @@ pub enum PayloadError {
         /// What the parser said.
         detail: String,
     },
+    /// `data` has the shape but a value no reader of the log could handle.
+    #[error("{event_type}: {source}")]
+    OutOfRange {
+        /// The event type.
+        event_type: String,
+        /// Which value.
+        #[source]
+        source: crate::timestamp::TimeOutOfRange,
+    },
 }
 
 impl PayloadError {
@@ -276,6 +286,7 @@ impl PayloadError {
             PayloadError::UnknownType(_) => "unknown_event_type",
             PayloadError::UnsupportedSchemaVersion { .. } => "unsupported_schema_version",
             PayloadError::Malformed { .. } => "malformed_event",
+            PayloadError::OutOfRange { .. } => "out_of_range",
         }
     }
 }
@@ -311,8 +322,23 @@ impl EventPayload {
         }
     }
 
-    /// Builds a typed payload from untrusted `type`, `schema_version` and `data`.
+    /// Builds a typed payload from untrusted `type`, `schema_version` and `data` (an
+    /// upload): [`EventPayload::decode`], then every time checked and put in UTC
+    /// ([`crate::timestamp`]), so that nothing a reader of the log cannot handle is
+    /// recorded.
     pub fn from_parts(event_type: &str, schema_version: u16, data: serde_json::Value) -> Result<Self, PayloadError> {
+        Self::decode(event_type, schema_version, data)?
+            .in_utc()
+            .map_err(|source| PayloadError::OutOfRange {
+                event_type: event_type.to_owned(),
+                source,
+            })
+    }
+
+    /// Reads a payload's shape from its parts, as recorded: the log's readers use this,
+    /// so that an event recorded before a rule existed can still be read (and, if it
+    /// cannot be applied, skipped as poison) instead of making the log unreadable.
+    pub fn decode(event_type: &str, schema_version: u16, data: serde_json::Value) -> Result<Self, PayloadError> {
         if !EVENT_TYPES.contains(&event_type) {
             return Err(PayloadError::UnknownType(event_type.chars().take(64).collect()));
         }
@@ -326,6 +352,29 @@ impl EventPayload {
         serde_json::from_value(tagged).map_err(|e| PayloadError::Malformed {
             event_type: event_type.to_owned(),
             detail: e.to_string(),
+        })
+    }
+
+    /// The same payload with every time in UTC, or why a time cannot be recorded
+    /// (see [`crate::timestamp`]).
+    pub fn in_utc(self) -> Result<Self, crate::timestamp::TimeOutOfRange> {
+        Ok(match self {
+            EventPayload::StockReserved {
+                reservation_id,
+                quantity,
+                expires_at,
+            } => EventPayload::StockReserved {
+                reservation_id,
+                quantity,
+                expires_at: crate::timestamp::to_utc("expires_at", expires_at)?,
+            },
+            other @ (EventPayload::ProductRegistered(_)
+            | EventPayload::ProductUpdated(_)
+            | EventPayload::StockAdded { .. }
+            | EventPayload::StockReleased { .. }
+            | EventPayload::ReservationCommitted { .. }
+            | EventPayload::StockAdjusted { .. }
+            | EventPayload::OversellDetected { .. }) => other,
         })
     }
 }
@@ -507,6 +556,20 @@ mod tests {
                 .unwrap_err()
                 .code(),
             "malformed_event"
+        );
+        let year_10000 = serde_json::json!({
+            "reservation_id": uuid::Uuid::nil(), "quantity": 1, "expires_at": "9999-12-31T23:59:59-23:59"
+        });
+        assert_eq!(
+            EventPayload::from_parts("StockReserved", 1, year_10000.clone())
+                .unwrap_err()
+                .code(),
+            "out_of_range",
+            "an upload may not record a time no reader can convert to UTC"
+        );
+        assert!(
+            EventPayload::decode("StockReserved", 1, year_10000).is_ok(),
+            "but a recorded one can still be read"
         );
         let ok = EventPayload::from_parts("StockAdded", 1, serde_json::json!({"quantity": 4})).unwrap();
         assert_eq!(ok, EventPayload::StockAdded { quantity: 4 });

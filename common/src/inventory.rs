@@ -44,12 +44,14 @@ pub struct InventoryState {
 impl InventoryState {
     /// Units held by open reservations.
     pub fn reserved(&self) -> i64 {
-        self.reservations.values().map(|r| i64::from(r.quantity)).sum()
+        self.reservations
+            .values()
+            .fold(0i64, |sum, r| sum.saturating_add(i64::from(r.quantity)))
     }
 
     /// Units that can still be promised: on hand minus reserved.
     pub fn available(&self) -> i64 {
-        self.on_hand - self.reserved()
+        self.on_hand.saturating_sub(self.reserved())
     }
 
     /// Open reservations whose expiry is at or before `now`.
@@ -139,15 +141,11 @@ pub fn decide(state: &InventoryState, command: &InventoryCommand) -> Result<Vec<
             }
         }
         InventoryCommand::AdjustStock { delta, reason } => {
-            if *delta == 0 {
-                return Err(DomainError::ZeroAdjustment);
-            }
-            if delta.abs() > MAX_ADJUSTMENT {
-                return Err(DomainError::AdjustmentOutOfRange);
-            }
+            validate_adjustment(*delta)?;
             validate_reason(reason)?;
             if *delta < 0 {
-                ensure_available(state, -delta)?;
+                // In range, so the magnitude fits (i64::MIN has none).
+                ensure_available(state, delta.unsigned_abs() as i64)?;
             }
             EventPayload::StockAdjusted {
                 delta: *delta,
@@ -156,6 +154,18 @@ pub fn decide(state: &InventoryState, command: &InventoryCommand) -> Result<Vec<
         }
     };
     Ok(vec![event])
+}
+
+/// Checks an adjustment's delta: non-zero and within ±[`MAX_ADJUSTMENT`]. Compares
+/// magnitudes without negating, so `i64::MIN` (whose negation overflows) is refused too.
+pub fn validate_adjustment(delta: i64) -> Result<(), DomainError> {
+    if delta == 0 {
+        Err(DomainError::ZeroAdjustment)
+    } else if delta.unsigned_abs() > MAX_ADJUSTMENT.unsigned_abs() {
+        Err(DomainError::AdjustmentOutOfRange)
+    } else {
+        Ok(())
+    }
 }
 
 /// The OpenAPI schema of an adjustment's `delta`: a non-zero integer within
@@ -205,7 +215,7 @@ fn open_reservation<'a>(state: &'a InventoryState, id: &ReservationId) -> Result
 /// live on their own streams) but still count as applied.
 pub fn apply(state: &mut InventoryState, event: &EventPayload) {
     match event {
-        EventPayload::StockAdded { quantity } => state.on_hand += i64::from(*quantity),
+        EventPayload::StockAdded { quantity } => state.on_hand = state.on_hand.saturating_add(i64::from(*quantity)),
         EventPayload::StockReserved {
             reservation_id,
             quantity,
@@ -227,14 +237,14 @@ pub fn apply(state: &mut InventoryState, event: &EventPayload) {
             quantity,
         } => {
             state.reservations.remove(reservation_id);
-            state.on_hand -= i64::from(*quantity);
+            state.on_hand = state.on_hand.saturating_sub(i64::from(*quantity));
         }
-        EventPayload::StockAdjusted { delta, .. } => state.on_hand += delta,
+        EventPayload::StockAdjusted { delta, .. } => state.on_hand = state.on_hand.saturating_add(*delta),
         EventPayload::OversellDetected { .. }
         | EventPayload::ProductRegistered(_)
         | EventPayload::ProductUpdated(_) => {}
     }
-    state.version += 1;
+    state.version = state.version.saturating_add(1);
 }
 
 /// After a recorded fact from a store, whether the hub must record `OversellDetected`:
@@ -390,12 +400,70 @@ mod tests {
             decide(&state, &adjust(MAX_ADJUSTMENT + 1)),
             Err(DomainError::AdjustmentOutOfRange)
         );
+        assert_eq!(
+            decide(&state, &adjust(-MAX_ADJUSTMENT)).map(|_| ()),
+            Err(DomainError::InsufficientStock {
+                requested: MAX_ADJUSTMENT,
+                available: 3
+            })
+        );
         let blank = InventoryCommand::AdjustStock {
             delta: 1,
             reason: " ".into(),
         };
         assert_eq!(decide(&state, &blank), Err(DomainError::InvalidReason));
         assert_eq!(given(&[add(5), reserve(1, 3), adjust(-2)]).available(), 0);
+    }
+
+    #[test]
+    fn extreme_deltas_are_refused_without_overflow() {
+        // i64::MIN has no positive counterpart: `abs()` and negation wrap (or panic).
+        let state = given(&[add(5)]);
+        for delta in [i64::MIN, i64::MIN + 1, i64::MAX, -MAX_ADJUSTMENT - 1] {
+            let command = InventoryCommand::AdjustStock {
+                delta,
+                reason: "count".into(),
+            };
+            assert_eq!(
+                decide(&state, &command),
+                Err(DomainError::AdjustmentOutOfRange),
+                "{delta}"
+            );
+            assert_eq!(
+                validate_adjustment(delta),
+                Err(DomainError::AdjustmentOutOfRange),
+                "{delta}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_fold_saturates_instead_of_wrapping() {
+        // Recorded facts are folded whatever they say; the fold must stay total.
+        let mut state = InventoryState {
+            on_hand: i64::MAX - 1,
+            ..InventoryState::default()
+        };
+        apply(&mut state, &EventPayload::StockAdded { quantity: 10 });
+        assert_eq!(state.on_hand, i64::MAX);
+        state.on_hand = i64::MIN + 1;
+        apply(
+            &mut state,
+            &EventPayload::StockAdjusted {
+                delta: -5,
+                reason: "count".into(),
+            },
+        );
+        assert_eq!(state.on_hand, i64::MIN);
+        apply(
+            &mut state,
+            &EventPayload::StockReserved {
+                reservation_id: rid(1),
+                quantity: u32::MAX,
+                expires_at: LATER,
+            },
+        );
+        assert_eq!(state.available(), i64::MIN);
     }
 
     #[test]

@@ -21,11 +21,14 @@ pub mod server;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 pub mod sync;
+pub mod timestamp;
 pub mod wire;
+#[cfg(any(feature = "server", feature = "sqlite"))]
+pub mod write_gate;
 
 pub use error::DomainError;
 pub use event::{EventEnvelope, EventMetadata, EventPayload, ExpectedVersion, Origin, StreamId};
-pub use ids::{EventId, ProductId, ReservationId, StoreId};
+pub use ids::{EventId, IdKey, ProductId, ReservationId, StoreId};
 pub use inventory::{InventoryCommand, InventoryState};
 pub use product::Product;
 pub use quantity::StockQuantity;

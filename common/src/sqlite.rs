@@ -65,6 +65,30 @@ pub fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// This database's [`IdKey`](crate::IdKey), made (32 random bytes) and stored the first
+/// time. The file must have a `secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)`
+/// table. Kept in the database rather than a file beside it: ids derived before a
+/// restore must be derived the same way after it, so the key travels with the records.
+pub fn id_key(conn: &Connection) -> rusqlite::Result<crate::IdKey> {
+    let stored: Option<Vec<u8>> = conn
+        .query_row("SELECT value FROM secrets WHERE name = 'id_key'", [], |row| row.get(0))
+        .map(Some)
+        .or_else(|error| match error {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            other => Err(other),
+        })?;
+    if let Some(bytes) = stored.and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+        return Ok(crate::IdKey::from_bytes(bytes));
+    }
+    let key = crate::IdKey::from_bytes(rand::random());
+    conn.execute(
+        "INSERT INTO secrets (name, value) VALUES ('id_key', ?1)
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        [&key.as_bytes()[..]],
+    )?;
+    Ok(key)
+}
+
 /// The answer owed to one job of a group commit, sent once the batch's fate is known:
 /// the job's own result after the commit, or the batch's error after a rollback. Both
 /// binaries' single writers collect one per job and settle them after `COMMIT`.
@@ -134,6 +158,25 @@ mod tests {
         conn.pragma_update(None, "user_version", 99).unwrap();
         let err = migrate(&mut conn, TWO).unwrap_err();
         assert!(err.to_string().contains("newer than this build"), "{err}");
+    }
+
+    #[test]
+    fn the_id_key_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.sqlite");
+        let conn = open_durable(&path).unwrap();
+        conn.execute_batch("CREATE TABLE secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);")
+            .unwrap();
+        let first = id_key(&conn).unwrap();
+        drop(conn);
+        let reopened = open_durable(&path).unwrap();
+        assert_eq!(id_key(&reopened).unwrap(), first, "the same key after a restart");
+        let other = tempfile::tempdir().unwrap();
+        let elsewhere = open_durable(&other.path().join("t.sqlite")).unwrap();
+        elsewhere
+            .execute_batch("CREATE TABLE secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);")
+            .unwrap();
+        assert_ne!(id_key(&elsewhere).unwrap(), first, "each database has its own");
     }
 
     #[test]

@@ -26,6 +26,47 @@ pub const SSE_CAUGHT_UP: &str = "caught-up";
 /// (`data` is [`Progress`]).
 pub const SSE_PROGRESS: &str = "progress";
 
+/// The largest position, cursor or count a peer may send. The log keeps positions as
+/// SQLite integers (signed 64-bit) and the OpenAPI documents them as `int64`; a larger
+/// number would wrap into a negative one (and read the log from its start), so it is
+/// refused where it enters.
+pub const MAX_POSITION: u64 = i64::MAX as u64;
+
+/// Parses a position sent as text (a `Last-Event-ID`): digits only, at most
+/// [`MAX_POSITION`].
+pub fn parse_position(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|position| *position <= MAX_POSITION)
+        .ok_or_else(|| format!("must be a position: a whole number from 0 to {MAX_POSITION}"))
+}
+
+/// Serde for a position, cursor or count a peer sends: a number in 0..=[`MAX_POSITION`].
+/// Use as `#[serde(deserialize_with = "bounded::position")]` (or `bounded::optional_position`).
+pub mod bounded {
+    use super::MAX_POSITION;
+    use serde::{Deserialize, Deserializer};
+
+    /// A number in 0..=[`MAX_POSITION`].
+    pub fn position<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        let value = u64::deserialize(deserializer)?;
+        if value > MAX_POSITION {
+            return Err(serde::de::Error::custom(format_args!(
+                "{value} is larger than the largest position, {MAX_POSITION}"
+            )));
+        }
+        Ok(value)
+    }
+
+    /// An optional number in 0..=[`MAX_POSITION`].
+    pub fn optional_position<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+        #[derive(Deserialize)]
+        struct Bounded(#[serde(deserialize_with = "position")] u64);
+        Ok(Option::<Bounded>::deserialize(deserializer)?.map(|Bounded(value)| value))
+    }
+}
+
 /// The MAJOR part of a `MAJOR.MINOR` version, if it parses.
 pub fn protocol_major(version: &str) -> Option<u32> {
     let major = version.trim().split('.').next()?;
@@ -227,15 +268,18 @@ pub struct Heartbeat {
     /// The agent's version.
     pub agent_version: String,
     /// The last position the agent has applied.
+    #[serde(deserialize_with = "bounded::position")]
     pub cursor: u64,
     /// Events waiting to be uploaded.
+    #[serde(deserialize_with = "bounded::position")]
     pub outbox_depth: u64,
     /// Age of the oldest of them, in seconds.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded::optional_position")]
     pub oldest_pending_age_secs: Option<u64>,
     /// The agent's hub-link breaker: closed, open or half_open.
     pub breaker_state: String,
     /// Events the hub rejected, held for an operator.
+    #[serde(deserialize_with = "bounded::position")]
     pub quarantined: u64,
 }
 
@@ -301,6 +345,30 @@ pub struct EnrolledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positions_past_int64_are_refused_not_wrapped() {
+        assert_eq!(parse_position("9223372036854775807"), Ok(MAX_POSITION));
+        assert!(parse_position("9223372036854775808").is_err());
+        assert!(parse_position("-1").is_err());
+        assert!(parse_position("1e3").is_err());
+        let heartbeat = |cursor: &str| {
+            serde_json::from_str::<Heartbeat>(&format!(
+                r#"{{"agent_version":"1","cursor":{cursor},"outbox_depth":0,"breaker_state":"closed","quarantined":0}}"#
+            ))
+        };
+        assert_eq!(heartbeat("9223372036854775807").unwrap().cursor, MAX_POSITION);
+        assert!(heartbeat("9223372036854775808").is_err());
+        assert!(heartbeat("18446744073709551615").is_err());
+        #[derive(Deserialize)]
+        struct Query {
+            #[serde(default, deserialize_with = "bounded::optional_position")]
+            after: Option<u64>,
+        }
+        assert_eq!(serde_json::from_str::<Query>("{}").unwrap().after, None);
+        assert_eq!(serde_json::from_str::<Query>(r#"{"after":5}"#).unwrap().after, Some(5));
+        assert!(serde_json::from_str::<Query>(r#"{"after":9223372036854775808}"#).is_err());
+    }
 
     #[test]
     fn protocol_versions_are_compatible_by_major() {

@@ -152,7 +152,7 @@ impl ReserveStockRequest {
                 "ttl_seconds must be 1..={MAX_RESERVATION_TTL_SECONDS}, got {ttl}"
             ));
         }
-        Ok(now + time::Duration::seconds(i64::from(ttl)))
+        crate::timestamp::after("expires_at", now, i64::from(ttl)).map_err(|e| e.to_string())
     }
 }
 

@@ -64,8 +64,13 @@ pub async fn expire_reservations(
         match store.execute(expiry_command(reservation_id, now)).await {
             Ok(result) if !result.duplicate => released += 1,
             Ok(_) => {}
-            // Already committed or released since the read model saw it.
-            Err(AppendError::UnknownReservation(_) | AppendError::Domain(DomainError::ReservationNotFound(_))) => {}
+            // Already committed or released since the read model saw it (the read model
+            // lags the writer by a moment). A hold that stays here run after run would be
+            // one the writer lost track of: say so rather than skip it silently.
+            Err(AppendError::UnknownReservation(_) | AppendError::Domain(DomainError::ReservationNotFound(_))) => {
+                metrics::counter!("shelfsync_hub_expiry_unknown_reservations_total").increment(1);
+                tracing::debug!(%reservation_id, "due reservation is no longer open at the writer");
+            }
             Err(error) => return Err(error),
         }
     }
@@ -85,7 +90,7 @@ fn expiry_command(reservation_id: ReservationId, now: OffsetDateTime) -> Command
         // A fresh id: the rules already refuse a second release of the same hold, and a
         // reservation id may be reused after its hold ended.
         event_id: EventId::new_v7(),
-        fingerprint: *EventId::from_idempotency_key("reservation-expiry", &reservation_id.to_string()).as_bytes(),
+        fingerprint: *EventId::from_name("reservation-expiry", &reservation_id.to_string()).as_bytes(),
         metadata: EventMetadata {
             origin: Origin::Hub,
             actor: "job:reservation-expiry".into(),

@@ -110,6 +110,7 @@ pub async fn run(
         config: Arc::new(config.clone()),
         fleet: Arc::new(fleet::Fleet::default()),
         stopping,
+        projection_stall: projector.stall(),
     };
     let address = listener.local_addr().map_err(StartError::Serve)?;
     tracing::info!(%address, data_dir = %data_dir.display(), "hub listening");

@@ -11,8 +11,13 @@
 //! The [`spawn`]ed projector follows the log through [`crate::bus::EventFeed`] (ordered,
 //! gap-free, history first) and writes every batch *and* the new checkpoint in one
 //! transaction, so the read model is always exactly "the log up to the checkpoint". A
-//! batch that fails is retried, the same batch, with exponential backoff (capped at 5 s);
-//! no event is ever skipped. After each commit, and before the projected position moves,
+//! batch that fails for a storage reason is retried, the same batch, with exponential
+//! backoff (capped at 5 s), and `/readyz` answers 503 while it does. A batch that fails
+//! for any other reason (or panics) is applied again one event at a time: an event that
+//! cannot be applied on its own is a *poison event*; it is recorded in `poison_events`
+//! with the reason, counted (`shelfsync_hub_projection_poison_events_total`), logged as an
+//! error, and skipped, so that one bad event can never stop the read side
+//! ([`apply_skipping_poison`]). After each commit, and before the projected position moves,
 //! the projector records in a shared [`TouchLog`] which read-model keys ([`ViewKey`]) the
 //! batch changed: that is how the query cache ([`crate::query`]) learns what to
 //! invalidate, without a race against reads that were in flight during the commit.
@@ -39,7 +44,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use time::format_description::StaticFormatDescription;
-use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
+use time::{OffsetDateTime, PrimitiveDateTime};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -223,6 +228,11 @@ impl ReadModel {
         }
     }
 
+    /// Events the projection skipped: how many, and the latest `limit` of them.
+    pub async fn poison_events(&self, limit: usize) -> Result<(u64, Vec<PoisonEvent>), StoreError> {
+        self.reads.run(move |conn| read_poison_events(conn, limit)).await
+    }
+
     fn snapshot<T, F>(&self, read: F) -> BoxFuture<'_, Result<AtPosition<T>, StoreError>>
     where
         T: Send + 'static,
@@ -308,6 +318,7 @@ impl ReadModelQueries for ReadModel {
 pub struct ProjectionHandle {
     read_model: Arc<ReadModel>,
     projected: watch::Receiver<u64>,
+    stall: watch::Receiver<Option<String>>,
     touches: Arc<TouchLog>,
     task: JoinHandle<()>,
     lag_task: JoinHandle<()>,
@@ -322,6 +333,11 @@ impl ProjectionHandle {
     /// The position the read model has reached (moves after each commit).
     pub fn projected(&self) -> watch::Receiver<u64> {
         self.projected.clone()
+    }
+
+    /// Why the projector is stuck retrying a batch right now (`None` while it keeps up).
+    pub fn stall(&self) -> watch::Receiver<Option<String>> {
+        self.stall.clone()
     }
 
     /// What each committed batch touched (for the query cache).
@@ -364,12 +380,14 @@ pub fn spawn(
     }
     metrics::gauge!("shelfsync_hub_projection_position").set(checkpoint as f64);
     let (projected_tx, projected) = watch::channel(checkpoint);
+    let (stall_tx, stall) = watch::channel(None);
     let touches = Arc::new(TouchLog::new());
     let lag_task = tokio::spawn(report_lag(store.bus().watch_head(), projected.clone()));
     let projector = Projector {
         store,
         conn: Arc::new(Mutex::new(conn)),
         projected: projected_tx,
+        stall: stall_tx,
         touches: touches.clone(),
         shutdown,
         position: checkpoint,
@@ -378,6 +396,7 @@ pub fn spawn(
     Ok(ProjectionHandle {
         read_model: Arc::new(ReadModel::new(path)),
         projected,
+        stall,
         touches,
         task,
         lag_task,
@@ -425,7 +444,8 @@ pub fn rebuild(store_path: &Path, read_model_path: &Path, show_progress: bool) -
             if page.is_empty() {
                 break;
             }
-            let batch = apply_batch(&mut conn, &page)?;
+            let (batch, outcome) = apply_skipping_poison(&mut conn, &page);
+            outcome?;
             applied += batch.events as u64;
             position = batch.position;
             if position > bar.length().unwrap_or(0) {
@@ -466,6 +486,7 @@ struct Projector {
     store: EventStore,
     conn: Arc<Mutex<Connection>>,
     projected: watch::Sender<u64>,
+    stall: watch::Sender<Option<String>>,
     touches: Arc<TouchLog>,
     shutdown: watch::Receiver<bool>,
     position: u64,
@@ -493,6 +514,8 @@ impl Projector {
                     metrics::counter!("shelfsync_hub_projection_retries_total").increment(1);
                     tracing::warn!(%error, position = self.position, retry_in_ms = delay.as_millis() as u64,
                         "reading the event log for the projection failed; retrying");
+                    self.stall
+                        .send_replace(Some(format!("the event log cannot be read: {error}")));
                     if !self.pause(delay).await {
                         break;
                     }
@@ -528,36 +551,39 @@ impl Projector {
             let started = Instant::now();
             let conn = self.conn.clone();
             let batch = events.clone();
-            let result = tokio::task::spawn_blocking(move || {
+            let (applied, outcome) = tokio::task::spawn_blocking(move || {
                 let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                apply_batch(&mut conn, &batch)
+                apply_skipping_poison(&mut conn, &batch)
             })
             .await
-            .map_err(|e| StoreError::Join(e.to_string()))
-            .and_then(|applied| applied);
-            match result {
-                Ok(applied) => {
-                    metrics::histogram!("shelfsync_hub_projection_batch_seconds")
-                        .record(started.elapsed().as_secs_f64());
-                    metrics::counter!("shelfsync_hub_projection_events_total").increment(applied.events as u64);
-                    // Touches first, then the position: whoever sees the new position also
-                    // sees what it invalidated.
-                    for key in &applied.touched {
-                        self.touches.record(key, applied.position);
-                    }
-                    self.position = applied.position;
-                    metrics::gauge!("shelfsync_hub_projection_position").set(applied.position as f64);
-                    self.projected.send_replace(applied.position);
+            .unwrap_or_else(|e| (Applied::nothing(self.position), Err(StoreError::Join(e.to_string()))));
+            if applied.position > self.position {
+                metrics::histogram!("shelfsync_hub_projection_batch_seconds").record(started.elapsed().as_secs_f64());
+                metrics::counter!("shelfsync_hub_projection_events_total").increment(applied.events as u64);
+                // Touches first, then the position: whoever sees the new position also
+                // sees what it invalidated.
+                for key in &applied.touched {
+                    self.touches.record(key, applied.position);
+                }
+                self.position = applied.position;
+                metrics::gauge!("shelfsync_hub_projection_position").set(applied.position as f64);
+                self.projected.send_replace(applied.position);
+            }
+            match outcome {
+                Ok(()) => {
                     if attempt > 1 {
                         tracing::info!(first, last, attempt, "projection batch applied after retries");
                     }
+                    self.stall.send_replace(None);
                     return true;
                 }
                 Err(error) => {
                     let delay = delays.next().unwrap_or(MAX_BACKOFF);
                     metrics::counter!("shelfsync_hub_projection_retries_total").increment(1);
                     tracing::warn!(%error, first, last, attempt, retry_in_ms = delay.as_millis() as u64,
-                        "applying events to the read model failed; retrying the same batch");
+                        "applying events to the read model failed; retrying the rest of the batch");
+                    self.stall
+                        .send_replace(Some(format!("the read model cannot be written: {error}")));
                     if !self.pause(delay).await {
                         return false;
                     }
@@ -613,6 +639,139 @@ pub struct Applied {
     pub events: usize,
     /// Every view key the batch changed.
     pub touched: Vec<ViewKey>,
+}
+
+impl Applied {
+    /// A batch that changed nothing: the checkpoint stays at `position`.
+    fn nothing(position: u64) -> Self {
+        Self {
+            position,
+            events: 0,
+            touched: Vec::new(),
+        }
+    }
+
+    fn absorb(&mut self, later: Applied) {
+        self.position = self.position.max(later.position);
+        self.events += later.events;
+        self.touched.extend(later.touched);
+    }
+}
+
+/// Applies `events` like [`apply_batch`], but never lets one event stop the read side.
+///
+/// When the batch fails for a reason other than storage (a row it cannot write, a
+/// conversion, a panic), the events are applied again one at a time, each in its own
+/// transaction; one that fails alone is a poison event: it is recorded in
+/// `poison_events` together with the checkpoint moving past it, counted, logged, and
+/// skipped. A storage failure (busy, I/O, full disk) stops the pass: it is returned with
+/// what was committed before it, and the caller retries the rest (events at or before the
+/// checkpoint are skipped, so passing the same batch again is safe).
+pub fn apply_skipping_poison(conn: &mut Connection, events: &[EventEnvelope]) -> (Applied, Result<(), StoreError>) {
+    let before = match read_checkpoint(conn) {
+        Ok(position) => position,
+        Err(error) => return (Applied::nothing(0), Err(error)),
+    };
+    let error = match applied_or_caught(conn, events) {
+        Ok(applied) => return (applied, Ok(())),
+        Err(error) if is_storage_failure(&error) => return (Applied::nothing(before), Err(error)),
+        Err(error) => error,
+    };
+    tracing::warn!(%error, events = events.len(), "a projection batch failed; applying its events one at a time");
+    let mut applied = Applied::nothing(before);
+    for event in events.iter().filter(|e| e.position > before) {
+        let outcome = match applied_or_caught(conn, std::slice::from_ref(event)) {
+            Ok(one) => Ok(one),
+            Err(error) if is_storage_failure(&error) => Err(error),
+            Err(reason) => skip_poison(conn, event, &reason.to_string()).map(|()| Applied::nothing(event.position)),
+        };
+        match outcome {
+            Ok(one) => applied.absorb(one),
+            Err(error) => return (applied, Err(error)),
+        }
+    }
+    (applied, Ok(()))
+}
+
+/// [`apply_batch`], with a panic turned into an error (its transaction rolls back as it
+/// unwinds).
+fn applied_or_caught(conn: &mut Connection, events: &[EventEnvelope]) -> Result<Applied, StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply_batch(conn, events))).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned());
+        Err(StoreError::Corrupt(format!("applying the event panicked: {message}")))
+    })
+}
+
+/// Whether `error` came from the database itself (busy, I/O, a full disk, a constraint
+/// the read model's own rows break): retried as is, with `/readyz` failing meanwhile,
+/// because the event may well apply once the database recovers (or an operator rebuilds
+/// the read model). Everything else (a value that cannot be converted or stored, a panic)
+/// is about the event, and would fail the same way for ever.
+fn is_storage_failure(error: &StoreError) -> bool {
+    match error {
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(..)) | StoreError::Join(_) | StoreError::Migration(_) => true,
+        StoreError::Sqlite(_) | StoreError::Corrupt(_) => false,
+    }
+}
+
+/// Records `event` as poison and moves the checkpoint past it, in one transaction.
+fn skip_poison(conn: &mut Connection, event: &EventEnvelope, reason: &str) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT INTO poison_events (position, event_id, reason, skipped_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (position) DO NOTHING",
+        params![
+            event.position as i64,
+            &event.event_id.as_bytes()[..],
+            reason,
+            format_time(OffsetDateTime::now_utc())?,
+        ],
+    )?;
+    tx.execute(
+        "INSERT INTO checkpoint (name, position) VALUES (?1, ?2)
+         ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+        params![CHECKPOINT_NAME, event.position as i64],
+    )?;
+    tx.commit()?;
+    metrics::counter!("shelfsync_hub_projection_poison_events_total").increment(1);
+    tracing::error!(
+        position = event.position,
+        event_id = %event.event_id,
+        event_type = event.payload.event_type(),
+        %reason,
+        "poison event: the read model cannot apply it; skipped and recorded in poison_events"
+    );
+    Ok(())
+}
+
+/// An event the projection skipped because it could not apply it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct PoisonEvent {
+    /// Its position in the log.
+    pub position: u64,
+    /// Its id.
+    pub event_id: uuid::Uuid,
+    /// Why it could not be applied.
+    pub reason: String,
+}
+
+/// The most recent poison events (at most `limit`, newest first) and how many there are.
+pub fn read_poison_events(conn: &Connection, limit: usize) -> Result<(u64, Vec<PoisonEvent>), StoreError> {
+    let count: i64 = conn.query_row("SELECT COUNT(*) FROM poison_events", [], |row| row.get(0))?;
+    let mut stmt =
+        conn.prepare_cached("SELECT position, event_id, reason FROM poison_events ORDER BY position DESC LIMIT ?1")?;
+    let rows = stmt.query_map([limit as i64], |row| {
+        Ok(PoisonEvent {
+            position: row.get::<_, i64>(0)? as u64,
+            event_id: uuid::Uuid::from_bytes(row.get(1)?),
+            reason: row.get(2)?,
+        })
+    })?;
+    Ok((count as u64, rows.collect::<rusqlite::Result<Vec<_>>>()?))
 }
 
 /// Applies `events` (in position order) and moves the checkpoint, in one transaction.
@@ -787,7 +946,7 @@ impl StreamWork {
             s,
             self.state.on_hand,
             reserved,
-            self.state.on_hand - reserved,
+            self.state.available(),
             self.state.version as i64,
             self.position as i64,
         ])?;
@@ -1016,9 +1175,10 @@ pub fn read_expired_reservations(
 }
 
 fn format_time(at: OffsetDateTime) -> Result<String, StoreError> {
-    at.to_offset(UtcOffset::UTC)
-        .format(TIME_FORMAT)
-        .map_err(|e| StoreError::Corrupt(format!("time {at} cannot be stored: {e}")))
+    shelfsync_common::timestamp::to_utc("time", at)
+        .ok()
+        .and_then(|utc| utc.format(TIME_FORMAT).ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("time {at} cannot be stored")))
 }
 
 fn parse_time(text: &str) -> Result<OffsetDateTime, StoreError> {
@@ -1426,6 +1586,10 @@ mod tests {
         // Ahead of the failing event, the projector is stuck (retrying), not skipping.
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert!(*projected.borrow() < registered.position);
+        assert!(
+            handle.stall().borrow().is_some(),
+            "a stuck projector says so (/readyz fails)"
+        );
         {
             let conn = open_writer(&fixture.read_model_path()).unwrap();
             conn.execute("DELETE FROM products WHERE name = 'squatter'", [])
@@ -1435,6 +1599,128 @@ mod tests {
         let tea_view = handle.queries().product(tea).await.unwrap().value.unwrap();
         assert_eq!(tea_view.product.sku, "SKU-2");
         assert!(handle.queries().product(fixture.product).await.unwrap().value.is_some());
+    }
+
+    /// Writes, behind the writer's back, the event an earlier build let in: a hold whose
+    /// expiry is valid RFC 3339 text but lies in the year 10000 in UTC. Returns its position.
+    fn sneak_in_year_10000_hold(fixture: &Fixture, after: u64, stream_version: u64) -> u64 {
+        let conn = schema::open_durable(&fixture.events_path()).unwrap();
+        let position = after + 1;
+        conn.execute(
+            "INSERT INTO events (position, event_id, stream_key, stream_version, event_type, schema_version, data, metadata, fingerprint)
+             VALUES (?1, ?2, ?3, ?4, 'StockReserved', 1, ?5, ?6, ?7)",
+            params![
+                position as i64,
+                &shelfsync_common::EventId::new_v7().as_bytes()[..],
+                &shelfsync_common::StreamId::inventory(fixture.product, fixture.shop).key()[..],
+                stream_version as i64,
+                serde_json::json!({
+                    "reservation_id": ReservationId::new_v7(),
+                    "quantity": 1,
+                    "expires_at": "9999-12-31T23:59:59-23:59",
+                })
+                .to_string(),
+                serde_json::json!({
+                    "origin": "hub", "actor": "earlier-build", "correlation_id": uuid::Uuid::now_v7(),
+                    "occurred_at": "2026-01-01T00:00:00Z", "recorded_at": "2026-01-01T00:00:00Z",
+                })
+                .to_string(),
+                &[0u8; 16][..],
+            ],
+        )
+        .unwrap();
+        position
+    }
+
+    #[tokio::test]
+    async fn a_poison_event_is_skipped_recorded_and_the_projection_goes_on() {
+        let mut fixture = Fixture::new().await;
+        let added = fixture.add(5).await;
+        fixture.store.close().await;
+        let poison = sneak_in_year_10000_hold(&fixture, added.position, added.stream_version + 1);
+        fixture.store = EventStore::open(&fixture.events_path(), crate::bus::EventBus::new()).unwrap();
+        let after = fixture.add(2).await;
+        assert!(after.position > poison);
+
+        let (handle, _stop) = start(&fixture);
+        let mut projected = handle.projected();
+        reach(&mut projected, after.position).await;
+        assert_eq!(*handle.stall().borrow(), None, "not stuck");
+        let stock = handle
+            .queries()
+            .stock_level(fixture.product, fixture.shop)
+            .await
+            .unwrap();
+        assert_eq!(stock.value.map(|s| (s.on_hand, s.reserved)), Some((7, 0)));
+        let (count, skipped) = handle.queries().poison_events(10).await.unwrap();
+        assert_eq!(count, 1);
+        assert_eq!(skipped[0].position, poison);
+        assert!(skipped[0].reason.contains("cannot be stored"), "{}", skipped[0].reason);
+    }
+
+    #[tokio::test]
+    async fn a_rebuild_skips_a_poison_event_too() {
+        let fixture = Fixture::new().await;
+        let added = fixture.add(5).await;
+        fixture.store.close().await;
+        let poison = sneak_in_year_10000_hold(&fixture, added.position, added.stream_version + 1);
+        let applied = rebuild(&fixture.events_path(), &fixture.read_model_path(), false).unwrap();
+        assert_eq!(applied, added.position, "every event but the poison one");
+        let conn = read_model_conn(&fixture.read_model_path());
+        assert_eq!(read_checkpoint(&conn).unwrap(), poison);
+        let (count, skipped) = read_poison_events(&conn, 10).unwrap();
+        assert_eq!((count, skipped[0].position), (1, poison));
+    }
+
+    #[test]
+    fn a_batch_around_a_poison_event_applies_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_writer(&dir.path().join("rm.sqlite")).unwrap();
+        let (product, shop) = (ProductId::new_v7(), StoreId::new_v7());
+        let event = |position: u64, payload: EventPayload| EventEnvelope {
+            event_id: shelfsync_common::EventId::new_v7(),
+            stream: shelfsync_common::StreamId::inventory(product, shop),
+            stream_version: position,
+            position,
+            schema_version: 1,
+            payload,
+            metadata: shelfsync_common::EventMetadata {
+                origin: Origin::Hub,
+                actor: "test".into(),
+                correlation_id: uuid::Uuid::nil(),
+                causation_id: None,
+                occurred_at: OffsetDateTime::UNIX_EPOCH,
+                recorded_at: None,
+            },
+        };
+        let year_10000 = OffsetDateTime::parse(
+            "9999-12-31T23:59:59-23:59",
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        let batch = [
+            event(1, EventPayload::StockAdded { quantity: 4 }),
+            event(
+                2,
+                EventPayload::StockReserved {
+                    reservation_id: ReservationId::new_v7(),
+                    quantity: 1,
+                    expires_at: year_10000,
+                },
+            ),
+            event(3, EventPayload::StockAdded { quantity: 1 }),
+        ];
+        let (applied, outcome) = apply_skipping_poison(&mut conn, &batch);
+        outcome.unwrap();
+        assert_eq!((applied.position, applied.events), (3, 2));
+        assert!(applied.touched.contains(&ViewKey::Stock(product, shop)));
+        let level = read_stock_level(&conn, product, shop).unwrap().unwrap();
+        assert_eq!((level.on_hand, level.reserved), (5, 0));
+        assert_eq!(read_poison_events(&conn, 10).unwrap().0, 1);
+        // Applying the same batch again changes nothing (everything is at or before the checkpoint).
+        let (again, outcome) = apply_skipping_poison(&mut conn, &batch);
+        outcome.unwrap();
+        assert_eq!((again.position, again.events), (3, 0));
     }
 
     #[tokio::test]

@@ -73,7 +73,7 @@ pub async fn seed_if_empty(store: &EventStore, data_dir: &Path) -> Result<bool, 
         CommandRequest {
             command,
             expected: Default::default(),
-            event_id: EventId::from_idempotency_key("demo-seed", &counter.to_string()),
+            event_id: EventId::from_name("demo-seed", &counter.to_string()),
             fingerprint: [counter as u8; 16],
             metadata: EventMetadata {
                 origin: Origin::Hub,

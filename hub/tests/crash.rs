@@ -1043,7 +1043,7 @@ async fn kill_first_start_while_seeding(root: &Path, target: u64) -> Option<(u64
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_during_the_first_start_seed_is_finished_by_the_next_start() {
     let seed_ids: Vec<EventId> = (1..=SEED_EVENTS)
-        .map(|n| EventId::from_idempotency_key("demo-seed", &n.to_string()))
+        .map(|n| EventId::from_name("demo-seed", &n.to_string()))
         .collect();
     let mut caught = Vec::new();
     for target in [0, 1, 3, 6, 10, 15, 19] {

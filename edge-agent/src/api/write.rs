@@ -3,7 +3,9 @@
 //!
 //! Event id: the body's `event_id`, else one derived from the `Idempotency-Key` header
 //! (scoped by this store, the key presented and `X-Till-Id`, so two tills, or two stores,
-//! using the same key never collide at the hub), else a new UUIDv7.
+//! using the same key never collide at the hub, and keyed with this agent's secret
+//! [`IdKey`], so that no other party can compute the id and claim it first), else a new
+//! UUIDv7.
 //!
 //! Idempotency: every write is recorded in the store's idempotency table under
 //! `event:<event id>`, in the same transaction as its event. So whichever way a request
@@ -28,7 +30,7 @@ use axum::Json;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use shelfsync_common::edge::LocalWriteResult;
-use shelfsync_common::{EventId, EventMetadata, ExpectedVersion, InventoryCommand, Origin, StoreId};
+use shelfsync_common::{EventId, EventMetadata, ExpectedVersion, IdKey, InventoryCommand, Origin, StoreId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -56,6 +58,7 @@ pub struct WriteContext {
     idempotency_key: Option<String>,
     correlation_id: Uuid,
     if_match: bool,
+    id_key: IdKey,
 }
 
 impl FromRequestParts<AppState> for WriteContext {
@@ -89,6 +92,7 @@ impl FromRequestParts<AppState> for WriteContext {
             idempotency_key,
             correlation_id,
             if_match,
+            id_key: state.store.id_key().clone(),
         })
     }
 }
@@ -120,7 +124,7 @@ impl WriteContext {
                 let scope = idempotency_scope(store_id, &actor);
                 self.idempotency_key
                     .as_deref()
-                    .map(|key| EventId::from_idempotency_key(&scope, key))
+                    .map(|key| self.id_key.event_id(&scope, key))
             })
             .unwrap_or_else(EventId::new_v7);
         Ok(LocalCommand {
@@ -195,7 +199,8 @@ mod tests {
     #[test]
     fn derived_event_ids_are_scoped_by_store_and_till() {
         let (a, b) = (StoreId::new_v7(), StoreId::new_v7());
-        let id = |store, actor| EventId::from_idempotency_key(&idempotency_scope(store, actor), "sale-1");
+        let key = IdKey::from_bytes([3; 32]);
+        let id = |store, actor| key.event_id(&idempotency_scope(store, actor), "sale-1");
         assert_eq!(id(a, "terminal"), id(a, "terminal"));
         assert_ne!(
             id(a, "terminal"),

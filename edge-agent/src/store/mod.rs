@@ -21,10 +21,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use view::View;
 
 /// The local store's migrations, oldest first.
-pub const MIGRATIONS: shelfsync_common::sqlite::Migrations = &[(
-    "0001_local_store",
-    include_str!("../../migrations/0001_local_store.sql"),
-)];
+pub const MIGRATIONS: shelfsync_common::sqlite::Migrations = &[
+    (
+        "0001_local_store",
+        include_str!("../../migrations/0001_local_store.sql"),
+    ),
+    ("0002_secrets", include_str!("../../migrations/0002_secrets.sql")),
+];
 
 /// Which stream a till's command is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,13 +110,14 @@ pub struct LocalStore {
     reader: Arc<Mutex<rusqlite::Connection>>,
     recorded: watch::Receiver<u64>,
     writer_thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    id_key: Arc<shelfsync_common::IdKey>,
 }
 
 impl LocalStore {
     /// Opens (creating and migrating if needed) the store of `store_id` at `path`.
     pub fn open(path: &Path, store_id: StoreId) -> Result<Self, LocalError> {
         let storage = |e: &dyn std::fmt::Display| LocalError::Storage(e.to_string());
-        let (jobs, thread, view, recorded) = writer::start(path, store_id).map_err(|e| storage(&e))?;
+        let (jobs, thread, view, recorded, id_key) = writer::start(path, store_id).map_err(|e| storage(&e))?;
         let reader = shelfsync_common::sqlite::open_read_only(path).map_err(|e| storage(&e))?;
         Ok(Self {
             jobs,
@@ -121,7 +125,14 @@ impl LocalStore {
             reader: Arc::new(Mutex::new(reader)),
             recorded,
             writer_thread: Arc::new(Mutex::new(Some(thread))),
+            id_key: Arc::new(id_key),
         })
+    }
+
+    /// The key that derives event ids from the tills' idempotency keys (kept in this
+    /// file, see [`shelfsync_common::IdKey`]).
+    pub fn id_key(&self) -> &shelfsync_common::IdKey {
+        &self.id_key
     }
 
     /// Reads the view (never blocks on disk).

@@ -14,6 +14,7 @@ use shelfsync_common::inventory::{self, InventoryState, Reservation};
 use shelfsync_common::sqlite::{settle, Deferred};
 use shelfsync_common::sync::{SnapshotResponse, UploadEvent, UploadOutcome, UploadResult};
 use shelfsync_common::wire::ProductView;
+use shelfsync_common::write_gate::{self, WriteGate};
 use shelfsync_common::{
     EventEnvelope, EventId, EventMetadata, EventPayload, InventoryCommand, Origin, Product, ProductId, ReservationId,
     StoreId, StreamId,
@@ -33,11 +34,16 @@ type Reply<T> = oneshot::Sender<Result<T, LocalError>>;
 /// A queued request.
 pub(super) struct Job {
     op: Op,
+    gate: Option<WriteGate>,
 }
 
 impl Job {
+    /// A job for `op`, carrying the gate of the request being served (if any).
     pub(super) fn new(op: Op) -> Self {
-        Self { op }
+        Self {
+            op,
+            gate: write_gate::current(),
+        }
     }
 }
 
@@ -87,12 +93,14 @@ type Started = (
     std::thread::JoinHandle<()>,
     Arc<RwLock<View>>,
     watch::Receiver<u64>,
+    shelfsync_common::IdKey,
 );
 
 /// Opens and migrates the file, loads the view, and starts the writer thread.
 pub(super) fn start(path: &Path, store_id: StoreId) -> Result<Started, Box<dyn std::error::Error + Send + Sync>> {
     let mut conn = shelfsync_common::sqlite::open_durable(path)?;
     shelfsync_common::sqlite::migrate(&mut conn, MIGRATIONS)?;
+    let id_key = shelfsync_common::sqlite::id_key(&conn)?;
     let view = load_view(&conn, store_id)?;
     let next_seq = conn.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox", [], |r| {
         r.get::<_, i64>(0)
@@ -120,7 +128,7 @@ pub(super) fn start(path: &Path, store_id: StoreId) -> Result<Started, Box<dyn s
             }
             .run(queue)
         })?;
-    Ok((jobs, thread, view, recorded))
+    Ok((jobs, thread, view, recorded, id_key))
 }
 
 fn time_text(at: OffsetDateTime) -> String {
@@ -158,7 +166,7 @@ fn load_view(conn: &Connection, store_id: StoreId) -> rusqlite::Result<View> {
     )?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
-        let payload = EventPayload::from_parts(
+        let payload = EventPayload::decode(
             &row.get::<_, String>(3)?,
             row.get(4)?,
             from_json(&row.get::<_, String>(5)?)?,
@@ -237,10 +245,13 @@ impl Writer {
                         return;
                     }
                     Op::Write(op) => {
-                        let mut ops = vec![op];
+                        let mut ops = vec![(op, job.gate)];
                         while ops.len() < MAX_BATCH {
                             match queue.try_recv() {
-                                Ok(Job { op: Op::Write(op) }) => ops.push(op),
+                                Ok(Job {
+                                    op: Op::Write(op),
+                                    gate,
+                                }) => ops.push((op, gate)),
                                 Ok(barrier) => {
                                     next = Some(barrier);
                                     break;
@@ -255,7 +266,21 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, ops: Vec<WriteOp>) {
+    fn commit(&mut self, ops: Vec<(WriteOp, Option<WriteGate>)>) {
+        // A job whose request already answered "timed out" must not be written.
+        let ops: Vec<WriteOp> = ops
+            .into_iter()
+            .filter_map(|(op, gate)| {
+                let run = gate.as_ref().is_none_or(WriteGate::claim);
+                if !run {
+                    metrics::counter!("shelfsync_edge_writes_abandoned_total").increment(1);
+                }
+                run.then_some(op)
+            })
+            .collect();
+        if ops.is_empty() {
+            return;
+        }
         let view = self.view.clone();
         let committed = view.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut batch = Batch::new(&committed, self.next_seq);
@@ -777,7 +802,7 @@ impl<'v> Batch<'v> {
                     Ok((row.get::<_, i64>(0)?, row.get::<_, [u8; 16]>(1)?, row.get::<_, String>(2)?, row.get::<_, u16>(3)?, row.get::<_, String>(4)?, row.get::<_, String>(5)?))
                 })?;
             let (seq, product, event_type, schema_version, data, recorded_at) = row;
-            let payload = EventPayload::from_parts(&event_type, schema_version, from_json(&data)?)
+            let payload = EventPayload::decode(&event_type, schema_version, from_json(&data)?)
                 .map_err(|e| conversion(e.to_string()))?;
             let product = ProductId::from_bytes(product);
             let pending = PendingEvent {

@@ -51,6 +51,12 @@ pub enum ApiError {
         /// Seconds until the next attempt is worth making.
         retry_after_secs: u64,
     },
+    /// The projector is retrying a batch it cannot write: reads are going stale.
+    #[error("the read model is not keeping up with the log: {reason}")]
+    ProjectionStalled {
+        /// What the projector last hit.
+        reason: String,
+    },
     /// The read model did not reach the requested position in time.
     #[error("the read model reached position {reached}, not yet {wanted}; retry shortly")]
     NotCaughtUp {
@@ -100,6 +106,11 @@ impl ApiError {
                 "Read model unavailable",
             ),
             ApiError::NotCaughtUp { .. } => (S::SERVICE_UNAVAILABLE, "read_model_behind".into(), "Read model behind"),
+            ApiError::ProjectionStalled { .. } => (
+                S::SERVICE_UNAVAILABLE,
+                "projection_stalled".into(),
+                "Read model projection stalled",
+            ),
         }
     }
 }

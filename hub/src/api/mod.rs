@@ -46,6 +46,8 @@ pub struct AppState {
     pub fleet: Arc<Fleet>,
     /// Turns true when the hub starts shutting down (ends push streams).
     pub stopping: watch::Receiver<bool>,
+    /// Why the projector is stuck retrying right now, if it is (`/readyz` fails then).
+    pub projection_stall: watch::Receiver<Option<String>>,
 }
 
 /// The whole API.

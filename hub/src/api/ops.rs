@@ -4,6 +4,7 @@
 use super::error::ApiError;
 use super::sync::ProtocolHeader;
 use super::AppState;
+use crate::projection::PoisonEvent;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
@@ -101,11 +102,17 @@ pub struct Readiness {
     pub projected: u64,
     /// The read model's breaker: closed, open or half_open.
     pub read_model_breaker: &'static str,
+    /// Events the projection could not apply and skipped (with an alarm), in all.
+    pub poison_events: u64,
+    /// The latest of them, newest first (at most 10).
+    pub latest_poison_events: Vec<PoisonEvent>,
 }
 
-/// The hub can serve: the writer is running and the read model's breaker is not open.
+/// The hub can serve: the writer is running, the projector is not stuck and the read
+/// model's breaker is not open. Also lists the latest events the projection had to skip.
 #[utoipa::path(get, path = "/readyz", tag = "ops", security(()),
-    responses((status = 200, body = Readiness), (status = 503, description = "read_model_unavailable: the read model's breaker is open")))]
+    responses((status = 200, body = Readiness),
+        (status = 503, description = "read_model_unavailable (the read model's breaker is open) or projection_stalled")))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
     let head = state.store.bus().head();
     let projected = state.queries.projected_position();
@@ -113,11 +120,17 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Ap
     if breaker == shelfsync_common::breaker::BreakerState::Open {
         return Err(ApiError::ReadModelUnavailable { retry_after_secs: 5 });
     }
+    if let Some(reason) = state.projection_stall.borrow().clone() {
+        return Err(ApiError::ProjectionStalled { reason });
+    }
+    let (poison_events, latest_poison_events) = state.read_model.poison_events(10).await?;
     Ok(Json(Readiness {
         status: "ready",
         head,
         projected,
         read_model_breaker: breaker.as_str(),
+        poison_events,
+        latest_poison_events,
     }))
 }
 

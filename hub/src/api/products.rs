@@ -103,6 +103,7 @@ pub struct SkuQuery {
     /// The SKU to look up.
     pub sku: String,
     /// Wait (bounded) until the read model has reached this position (from a write's answer).
+    #[serde(default, deserialize_with = "shelfsync_common::sync::bounded::optional_position")]
     #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub min_position: Option<u64>,
 }

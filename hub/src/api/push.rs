@@ -43,6 +43,7 @@ pub const SLOW_AGENT_STALL: Duration = Duration::from_secs(5);
 #[serde(deny_unknown_fields)]
 pub struct StreamQuery {
     /// Resume after this position (exclusive).
+    #[serde(default, deserialize_with = "shelfsync_common::sync::bounded::optional_position")]
     #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub after: Option<u64>,
 }
@@ -68,9 +69,8 @@ pub async fn stream(
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let after = match headers.get("last-event-id").map(|v| v.to_str().map(str::trim)) {
-        Some(Ok(text)) => text.parse::<u64>().map_err(|_| {
-            ApiError::bad_request("invalid_last_event_id", "Last-Event-ID must be a position (a number)")
-        })?,
+        Some(Ok(text)) => shelfsync_common::sync::parse_position(text)
+            .map_err(|detail| ApiError::bad_request("invalid_last_event_id", format!("Last-Event-ID {detail}")))?,
         Some(Err(_)) => {
             return Err(ApiError::bad_request(
                 "invalid_last_event_id",

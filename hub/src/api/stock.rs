@@ -33,6 +33,7 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct MinPosition {
     /// Wait (bounded) until the read model has reached this position (from a write's answer).
+    #[serde(default, deserialize_with = "shelfsync_common::sync::bounded::optional_position")]
     #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub min_position: Option<u64>,
 }
@@ -113,6 +114,7 @@ pub struct AvailabilityQuery {
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1_000_000)]
     pub quantity: Option<StockQuantity>,
     /// Wait (bounded) until the read model has reached this position (from a write's answer).
+    #[serde(default, deserialize_with = "shelfsync_common::sync::bounded::optional_position")]
     #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub min_position: Option<u64>,
 }

@@ -196,7 +196,7 @@ pub async fn upload(
 #[serde(deny_unknown_fields)]
 pub struct PullQuery {
     /// Return events after this position (exclusive; 0 = from the start).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "shelfsync_common::sync::bounded::position")]
     #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub after: u64,
     /// At most this many events (1..=1000, default 500).

@@ -2,7 +2,8 @@
 //! [`CommandRequest`] for the writer, and a [`WriteResult`] into the answer.
 //!
 //! Idempotency: the event id is the body's `event_id`, else one derived from the
-//! `Idempotency-Key` header and the caller's identity, else a fresh UUIDv7. The
+//! `Idempotency-Key` header and the caller's identity with the hub's secret
+//! [`IdKey`] (so no other party can compute it), else a fresh UUIDv7. The
 //! fingerprint is a digest of the route and body, so a retry is recognised and a
 //! different request reusing the id is refused.
 
@@ -19,7 +20,7 @@ use axum::Json;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use shelfsync_common::wire::WriteResult;
-use shelfsync_common::{EventId, EventMetadata, ExpectedVersion, Origin};
+use shelfsync_common::{EventId, EventMetadata, ExpectedVersion, IdKey, Origin};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -84,6 +85,7 @@ pub struct WriteContext {
     if_match: Option<ExpectedVersion>,
     idempotency_key: Option<String>,
     correlation_id: Uuid,
+    id_key: IdKey,
 }
 
 impl FromRequestParts<AppState> for WriteContext {
@@ -117,6 +119,7 @@ impl FromRequestParts<AppState> for WriteContext {
             if_match,
             idempotency_key,
             correlation_id,
+            id_key: state.store.id_key().clone(),
         })
     }
 }
@@ -146,7 +149,7 @@ impl WriteContext {
             .or_else(|| {
                 self.idempotency_key
                     .as_deref()
-                    .map(|key| EventId::from_idempotency_key(&actor, key))
+                    .map(|key| self.id_key.event_id(&actor, key))
             })
             .unwrap_or_else(EventId::new_v7);
         let mut hasher = Sha256::new();

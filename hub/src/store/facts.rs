@@ -8,9 +8,9 @@
 
 use sha2::{Digest, Sha256};
 use shelfsync_common::event::PayloadError;
-use shelfsync_common::inventory::{validate_reason, MAX_ADJUSTMENT};
+use shelfsync_common::inventory::{validate_adjustment, validate_reason};
 use shelfsync_common::sync::UploadEvent;
-use shelfsync_common::{EventPayload, Origin, ProductId, StockQuantity, StoreId};
+use shelfsync_common::{timestamp, EventMetadata, EventPayload, Origin, ProductId, StockQuantity, StoreId};
 
 /// Why an uploaded event is not recorded: a stable reason code and a detail for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,15 +46,28 @@ pub fn authorize(store: StoreId, event: &UploadEvent) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// Checks one uploaded event for `store`; returns its typed payload when it may be recorded.
+/// An uploaded event that may be recorded: its typed payload and its metadata, every
+/// time in them in UTC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fact {
+    /// What happened.
+    pub payload: EventPayload,
+    /// Where and when it happened.
+    pub metadata: EventMetadata,
+}
+
+/// Checks one uploaded event for `store`; returns the fact to record when it may be.
 pub fn check(
     store: StoreId,
     event: &UploadEvent,
     product_registered: impl Fn(ProductId) -> bool,
-) -> Result<EventPayload, Rejection> {
+) -> Result<Fact, Rejection> {
     authorize(store, event)?;
     let payload = EventPayload::from_parts(&event.event_type, event.schema_version, event.data.clone())
         .map_err(|e: PayloadError| reject(e.code(), e.to_string()))?;
+    let mut metadata = event.metadata.clone();
+    metadata.occurred_at = timestamp::to_utc("metadata.occurred_at", metadata.occurred_at)
+        .map_err(|e| reject("out_of_range", e.to_string()))?;
     if !product_registered(event.stream.product_id) {
         return Err(reject(
             "unknown_product",
@@ -62,7 +75,7 @@ pub fn check(
         ));
     }
     check_ranges(&payload)?;
-    Ok(payload)
+    Ok(Fact { payload, metadata })
 }
 
 fn check_ranges(payload: &EventPayload) -> Result<(), Rejection> {
@@ -77,12 +90,7 @@ fn check_ranges(payload: &EventPayload) -> Result<(), Rejection> {
         | EventPayload::StockReleased { quantity: q, .. }
         | EventPayload::ReservationCommitted { quantity: q, .. } => quantity(*q),
         EventPayload::StockAdjusted { delta, reason } => {
-            if *delta == 0 || delta.abs() > MAX_ADJUSTMENT {
-                return Err(reject(
-                    "out_of_range",
-                    format!("delta must be non-zero and within ±{MAX_ADJUSTMENT}"),
-                ));
-            }
+            validate_adjustment(*delta).map_err(|e| reject("out_of_range", e.to_string()))?;
             validate_reason(reason).map_err(|e| reject("out_of_range", e.to_string()))
         }
         EventPayload::ProductRegistered(_)
@@ -137,7 +145,7 @@ mod tests {
         }
     }
 
-    fn reason(result: Result<EventPayload, Rejection>) -> &'static str {
+    fn reason(result: Result<Fact, Rejection>) -> &'static str {
         result.err().map_or("accepted", |r| r.reason)
     }
 
@@ -161,6 +169,8 @@ mod tests {
         wrong_origin.metadata.origin = Origin::Hub;
         let mut future_schema = added.clone();
         future_schema.schema_version = 2;
+        let mut occurred_in_10000 = added.clone();
+        occurred_in_10000.metadata.occurred_at = year_10000();
         let cases = [
             (other_store, "wrong_store"),
             (catalog, "wrong_store"),
@@ -169,6 +179,18 @@ mod tests {
             (future_schema, "unsupported_schema_version"),
             (event("StockAdded", json!({"quantity": "two"})), "malformed_event"),
             (event("StockAdded", json!({"quantity": 0})), "out_of_range"),
+            (
+                event(
+                    "StockReserved",
+                    json!({"reservation_id": uuid::Uuid::nil(), "quantity": 1, "expires_at": "9999-12-31T23:59:59-23:59"}),
+                ),
+                "out_of_range",
+            ),
+            (occurred_in_10000, "out_of_range"),
+            (
+                event("StockAdjusted", json!({"delta": i64::MIN, "reason": "count"})),
+                "out_of_range",
+            ),
             (event("StockAdded", json!({"quantity": 2_000_000})), "out_of_range"),
             (
                 event("StockAdjusted", json!({"delta": 0, "reason": "count"})),
@@ -190,6 +212,31 @@ mod tests {
             assert_eq!(reason(check(store(), &case, |_| true)), want, "{case:?}");
         }
         assert_eq!(reason(check(store(), &added, |_| false)), "unknown_product");
+    }
+
+    fn year_10000() -> time::OffsetDateTime {
+        time::OffsetDateTime::parse(
+            "9999-12-31T23:59:59-23:59",
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn recorded_times_are_in_utc() {
+        let mut held = event(
+            "StockReserved",
+            json!({"reservation_id": uuid::Uuid::nil(), "quantity": 1, "expires_at": "2030-01-01T10:00:00+02:00"}),
+        );
+        held.metadata.occurred_at = time::macros::datetime!(2030-01-01 01:00 +01:00);
+        let fact = check(store(), &held, |_| true).unwrap();
+        assert_eq!(fact.metadata.occurred_at, time::macros::datetime!(2030-01-01 00:00 UTC));
+        assert_eq!(fact.metadata.occurred_at.offset(), time::UtcOffset::UTC);
+        let EventPayload::StockReserved { expires_at, .. } = fact.payload else {
+            panic!("{:?}", fact.payload)
+        };
+        assert_eq!(expires_at.offset(), time::UtcOffset::UTC);
+        assert_eq!(expires_at, time::macros::datetime!(2030-01-01 08:00 UTC));
     }
 
     #[test]

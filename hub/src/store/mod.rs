@@ -157,19 +157,32 @@ pub struct EventStore {
     reads: Arc<ReadPool>,
     bus: EventBus,
     writer_thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+    id_key: Arc<shelfsync_common::IdKey>,
 }
 
 impl EventStore {
     /// Opens (creating and migrating if needed) the store at `path` and starts its writer.
     pub fn open(path: &Path, bus: EventBus) -> Result<Self, StoreError> {
-        let (jobs, thread, head) = writer::start(path, bus.clone())?;
+        let writer::Started {
+            jobs,
+            thread,
+            head,
+            id_key,
+        } = writer::start(path, bus.clone())?;
         bus.set_head(head);
         Ok(Self {
             jobs,
             reads: Arc::new(ReadPool::new(path.to_owned())),
             bus,
             writer_thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+            id_key: Arc::new(id_key),
         })
+    }
+
+    /// The key that derives event ids from clients' idempotency keys (kept in the log's
+    /// file, see [`shelfsync_common::IdKey`]).
+    pub fn id_key(&self) -> &shelfsync_common::IdKey {
+        &self.id_key
     }
 
     /// Runs one strict command through the writer.

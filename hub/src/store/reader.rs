@@ -74,7 +74,7 @@ pub fn envelope_from_row(row: &Row<'_>) -> Result<EventEnvelope, StoreError> {
     let stream = StreamId::from_key(&stream_key).ok_or_else(|| corrupt("bad stream key".into()))?;
     let data = serde_json::from_str(&data).map_err(|e| corrupt(e.to_string()))?;
     let schema_version = u16::try_from(schema_version).map_err(|e| corrupt(e.to_string()))?;
-    let payload = EventPayload::from_parts(&event_type, schema_version, data).map_err(|e| corrupt(e.to_string()))?;
+    let payload = EventPayload::decode(&event_type, schema_version, data).map_err(|e| corrupt(e.to_string()))?;
     Ok(EventEnvelope {
         event_id: EventId::from_bytes(event_id),
         stream,
@@ -91,7 +91,7 @@ pub fn events_after(conn: &Connection, after: u64, limit: usize) -> Result<Vec<E
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
     ))?;
-    let mut rows = stmt.query(params![after as i64, limit as i64])?;
+    let mut rows = stmt.query(params![sql_position(after), limit as i64])?;
     let mut events = Vec::new();
     while let Some(row) = rows.next()? {
         events.push(envelope_from_row(row)?);
@@ -211,6 +211,13 @@ pub struct VisiblePage {
     pub scanned_to: u64,
 }
 
+/// A position as SQLite stores it. Positions past `i64::MAX` do not exist; one asked for
+/// (a cursor from outside) reads as the largest, after which there is nothing, instead
+/// of wrapping to a negative number that would read the log from its start.
+fn sql_position(position: u64) -> i64 {
+    i64::try_from(position).unwrap_or(i64::MAX)
+}
+
 /// Whether `store` may see events of `stream`.
 pub fn visible_to(store: StoreId, stream: &StreamId) -> bool {
     stream.store_id.is_none_or(|owner| owner == store)
@@ -230,7 +237,7 @@ pub fn visible_events_after(
         "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position"
     ))?;
     let upper = after.saturating_add(scan_window);
-    let mut rows = stmt.query(params![after as i64, upper.min(i64::MAX as u64) as i64])?;
+    let mut rows = stmt.query(params![sql_position(after), sql_position(upper)])?;
     let mut page = VisiblePage {
         events: Vec::new(),
         scanned_to: after,

@@ -13,6 +13,7 @@ pub const EVENT_STORE: Migrations = &[
         "0002_store_stats",
         include_str!("../../migrations/0002_store_stats.sql"),
     ),
+    ("0003_secrets", include_str!("../../migrations/0003_secrets.sql")),
 ];
 
 /// The read model's migrations, oldest first (see [`crate::projection`]).
@@ -24,6 +25,10 @@ pub const READ_MODEL: Migrations = &[
     (
         "0002_stock_by_store",
         include_str!("../../migrations/read_model/0002_stock_by_store.sql"),
+    ),
+    (
+        "0003_poison_events",
+        include_str!("../../migrations/read_model/0003_poison_events.sql"),
     ),
 ];
 

@@ -19,6 +19,7 @@ use shelfsync_common::inventory::{self, InventoryCommand, InventoryState};
 use shelfsync_common::sqlite::{settle, Deferred};
 use shelfsync_common::sync::{UploadEvent, UploadOutcome, UploadResult};
 use shelfsync_common::wire::{StoreInfo, WriteResult};
+use shelfsync_common::write_gate::{self, WriteGate};
 use shelfsync_common::{
     DomainError, EventEnvelope, EventId, EventMetadata, EventPayload, Origin, ProductId, ReservationId, StoreId,
     StreamId,
@@ -40,15 +41,25 @@ type Reply<T> = oneshot::Sender<Result<T, AppendError>>;
 pub(super) struct Job {
     op: Op,
     queued_at: Instant,
+    gate: Option<WriteGate>,
 }
 
 impl Job {
+    /// A job for `op`, carrying the gate of the request being served (if any).
     pub(super) fn new(op: Op) -> Self {
         Self {
             op,
             queued_at: Instant::now(),
+            gate: write_gate::current(),
         }
     }
+}
+
+/// A write taken from the queue, with what it was queued with.
+struct Queued {
+    op: WriteOp,
+    queued_at: Instant,
+    gate: Option<WriteGate>,
 }
 
 /// What the writer can be asked to do.
@@ -97,13 +108,10 @@ struct Heads {
 }
 
 /// Opens the file, migrates it, loads the heads and starts the writer thread.
-/// Returns the job queue, the thread, and the current head position.
-pub(super) fn start(
-    path: &Path,
-    bus: EventBus,
-) -> Result<(mpsc::Sender<Job>, std::thread::JoinHandle<()>, u64), StoreError> {
+pub(super) fn start(path: &Path, bus: EventBus) -> Result<Started, StoreError> {
     let mut conn = schema::open_durable(path)?;
     schema::migrate(&mut conn, EVENT_STORE)?;
+    let id_key = shelfsync_common::sqlite::id_key(&conn)?;
     let heads = load_heads(&conn)?;
     let head = heads.next_position - 1;
     let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
@@ -111,7 +119,21 @@ pub(super) fn start(
         .name("event-store-writer".into())
         .spawn(move || run(conn, heads, queue, bus))
         .map_err(|e| StoreError::Join(e.to_string()))?;
-    Ok((jobs, thread, head))
+    Ok(Started {
+        jobs,
+        thread,
+        head,
+        id_key,
+    })
+}
+
+/// What [`start`] hands back: the job queue, the writer thread, the head position, and
+/// the key that derives event ids from idempotency keys.
+pub(super) struct Started {
+    pub jobs: mpsc::Sender<Job>,
+    pub thread: std::thread::JoinHandle<()>,
+    pub head: u64,
+    pub id_key: shelfsync_common::IdKey,
 }
 
 fn load_heads(conn: &Connection) -> Result<Heads, StoreError> {
@@ -180,13 +202,18 @@ fn run(mut conn: Connection, mut heads: Heads, mut queue: mpsc::Receiver<Job>, b
                     return;
                 }
                 Op::Write(op) => {
-                    let mut writes = vec![(op, job.queued_at)];
+                    let mut writes = vec![Queued {
+                        op,
+                        queued_at: job.queued_at,
+                        gate: job.gate,
+                    }];
                     while writes.len() < MAX_BATCH {
                         match queue.try_recv() {
                             Ok(Job {
                                 op: Op::Write(op),
                                 queued_at,
-                            }) => writes.push((op, queued_at)),
+                                gate,
+                            }) => writes.push(Queued { op, queued_at, gate }),
                             Ok(barrier) => {
                                 next = Some(barrier);
                                 break;
@@ -227,18 +254,31 @@ impl WriteOp {
     }
 }
 
-fn commit_batch(conn: &mut Connection, heads: &mut Heads, jobs: Vec<(WriteOp, Instant)>, bus: &EventBus) {
+fn commit_batch(conn: &mut Connection, heads: &mut Heads, jobs: Vec<Queued>, bus: &EventBus) {
     let started = Instant::now();
+    // A job whose request already answered "timed out" must not be written.
+    let jobs: Vec<WriteOp> = jobs
+        .into_iter()
+        .filter_map(|job| {
+            metrics::histogram!("shelfsync_hub_append_queue_seconds").record(job.queued_at.elapsed().as_secs_f64());
+            if job.gate.as_ref().is_none_or(WriteGate::claim) {
+                Some(job.op)
+            } else {
+                metrics::counter!("shelfsync_hub_append_abandoned_total").increment(1);
+                None
+            }
+        })
+        .collect();
     let size = jobs.len();
-    for (_, queued_at) in &jobs {
-        metrics::histogram!("shelfsync_hub_append_queue_seconds").record(queued_at.elapsed().as_secs_f64());
+    if size == 0 {
+        return;
     }
     let mut outcomes = Vec::with_capacity(size);
     let mut jobs = jobs.into_iter();
     let result = (|| -> rusqlite::Result<Changes> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut batch = Batch::new(heads);
-        for (op, _) in jobs.by_ref() {
+        for op in jobs.by_ref() {
             batch.run(&tx, op, &mut outcomes)?;
         }
         let changes = batch.finish(&tx)?;
@@ -263,7 +303,7 @@ fn commit_batch(conn: &mut Connection, heads: &mut Heads, jobs: Vec<(WriteOp, In
             let error = AppendError::Storage(error.to_string());
             outcomes.into_iter().for_each(|o| o.fail(&error));
             // Jobs the batch never reached (BEGIN failed, or an earlier job did).
-            jobs.for_each(|(op, _)| op.unanswered().fail(&error));
+            jobs.for_each(|op| op.unanswered().fail(&error));
         }
     }
 }
@@ -463,10 +503,11 @@ impl<'h> Batch<'h> {
                 "this event id was recorded with other content".into(),
             ));
         }
-        let payload = match facts::check(store, &event, |product| self.product_registered(product)) {
-            Ok(payload) => payload,
-            Err(rejection) => return Ok(self.rejected(store, rejection.reason, rejection.detail)),
-        };
+        let facts::Fact { payload, metadata } =
+            match facts::check(store, &event, |product| self.product_registered(product)) {
+                Ok(fact) => fact,
+                Err(rejection) => return Ok(self.rejected(store, rejection.reason, rejection.detail)),
+            };
         let stream = event.stream;
         if let EventPayload::StockReserved { reservation_id, .. } = &payload {
             // Open anywhere, this stream included: a second hold under one id would
@@ -488,14 +529,14 @@ impl<'h> Batch<'h> {
             &mut state,
             payload,
             (event.event_id, fingerprint),
-            &event.metadata,
+            &metadata,
         )?;
         if let StreamState::Inventory(after) = &state {
             if let Some(oversell) = inventory::oversell_after(&before, after, event.event_id) {
                 let metadata = EventMetadata {
                     origin: Origin::Hub,
                     actor: "hub:oversell-rule".into(),
-                    correlation_id: event.metadata.correlation_id,
+                    correlation_id: metadata.correlation_id,
                     causation_id: Some(event.event_id.0),
                     occurred_at: self.now,
                     recorded_at: None,
@@ -750,7 +791,12 @@ impl<'h> Batch<'h> {
             }
             EventPayload::StockReleased { reservation_id, .. }
             | EventPayload::ReservationCommitted { reservation_id, .. } => {
-                self.changes.reservations.insert(*reservation_id, None);
+                // Only this stream's own hold leaves the index: a store's fact naming an
+                // id that is open on another stream (another store's, or a web order's)
+                // must not strand that hold where nothing can commit, release or expire it.
+                if self.reservation_stream(reservation_id) == Some(stream) {
+                    self.changes.reservations.insert(*reservation_id, None);
+                }
             }
             EventPayload::StockAdded { .. }
             | EventPayload::StockAdjusted { .. }
