@@ -8,6 +8,7 @@
 //! (`sync.request_timeout_secs`); the push stream has none, but a read timeout longer
 //! than the hub's keep-alive interval, so a silently dead connection is noticed.
 
+use super::meters;
 use crate::config::{HubLink, SyncConfig};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -74,6 +75,14 @@ pub struct HubClient {
     timeout: Duration,
 }
 
+/// A pull page with its events still unread, so that each is read on its own.
+#[derive(serde::Deserialize)]
+struct RawPullPage {
+    events: Vec<serde_json::Value>,
+    next_cursor: u64,
+    head: u64,
+}
+
 impl HubClient {
     /// A client for `link`, with the timeouts of `sync`.
     pub fn new(link: &HubLink, sync: &SyncConfig) -> Self {
@@ -106,10 +115,29 @@ impl HubClient {
         .await
     }
 
-    /// `GET /v1/sync/events?after=&limit=`.
+    /// `GET /v1/sync/events?after=&limit=`. Each event is read on its own: one this agent
+    /// cannot read is skipped with an alarm ([`meters::skip_unreadable`]) instead of
+    /// failing the page, which would stop the store from following the hub for good (the
+    /// same page would fail on every retry). `next_cursor` still moves past it.
     pub async fn pull(&self, after: u64, limit: usize) -> Result<PullResponse, HubError> {
-        self.json(self.request(Method::GET, &format!("/v1/sync/events?after={after}&limit={limit}")))
-            .await
+        let page: RawPullPage = self
+            .json(self.request(Method::GET, &format!("/v1/sync/events?after={after}&limit={limit}")))
+            .await?;
+        let events = page
+            .events
+            .into_iter()
+            .filter_map(|event| {
+                let position = event.get("position").and_then(serde_json::Value::as_u64);
+                serde_json::from_value(event)
+                    .map_err(|error| meters::skip_unreadable(position, &error.to_string()))
+                    .ok()
+            })
+            .collect();
+        Ok(PullResponse {
+            events,
+            next_cursor: page.next_cursor,
+            head: page.head,
+        })
     }
 
     /// `GET /v1/sync/snapshot`.
@@ -342,6 +370,32 @@ mod tests {
             matches!(&error, HubError::Status { status: 502, detail, .. } if detail == "upstream down"),
             "{error:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_pulled_event_this_agent_cannot_read_is_skipped_not_fatal() {
+        let (client, _) = server(|| {
+            let mut page = serde_json::json!({"events": [], "next_cursor": 3, "head": 9});
+            let readable = |position: u64| {
+                serde_json::json!({
+                    "event_id": uuid::Uuid::now_v7(), "stream": {"product_id": uuid::Uuid::now_v7()},
+                    "stream_version": 1, "position": position, "schema_version": 1,
+                    "type": "ProductRegistered",
+                    "data": {"id": uuid::Uuid::now_v7(), "sku": "S", "name": "N", "price_minor": 1},
+                    "metadata": {"origin": "hub", "actor": "a", "correlation_id": uuid::Uuid::nil(),
+                                 "occurred_at": "2026-01-01T00:00:00Z"},
+                })
+            };
+            let mut from_the_future = readable(2);
+            from_the_future["type"] = serde_json::json!("StockTeleported");
+            page["events"] = serde_json::json!([readable(1), from_the_future, readable(3)]);
+            with_protocol("1.0", axum::Json(page))
+        })
+        .await;
+        let page = client.pull(0, 10).await.expect("the page is read");
+        let positions: Vec<u64> = page.events.iter().map(|e| e.position).collect();
+        assert_eq!(positions, vec![1, 3], "the unreadable one is skipped");
+        assert_eq!((page.next_cursor, page.head), (3, 9), "and the cursor moves past it");
     }
 
     #[tokio::test]

@@ -219,20 +219,11 @@ fn read<E: std::error::Error>(
         return Some(broken(ctx, format!("an SSE id is not a position: {:?}", message.id)));
     };
     match message.event.as_str() {
-        SSE_EVENT => match serde_json::from_str::<EventEnvelope>(&message.data) {
-            Ok(event) if event.position == id => {
-                pending.cursor = pending.cursor.max(id);
-                pending.head = pending.head.max(id);
-                pending.events.push(event);
+        SSE_EVENT => {
+            if let Err(reason) = take_event(id, &message.data, pending) {
+                return Some(broken(ctx, reason));
             }
-            Ok(event) => {
-                return Some(broken(
-                    ctx,
-                    format!("event at position {} sent with id {id}", event.position),
-                ));
-            }
-            Err(error) => return Some(broken(ctx, format!("an event's data cannot be read: {error}"))),
-        },
+        }
         SSE_CAUGHT_UP => match serde_json::from_str::<CaughtUp>(&message.data) {
             Ok(CaughtUp { head }) => {
                 pending.cursor = pending.cursor.max(head);
@@ -256,10 +247,63 @@ fn read<E: std::error::Error>(
     None
 }
 
+/// Takes the `event` message with SSE id `id` into `pending`. An event whose position is
+/// not its id breaks the protocol (`Err`). One this agent cannot read is skipped with an
+/// alarm and the cursor moves past it: reconnecting would only bring the same event back
+/// for ever (the pull fallback skips it the same way).
+fn take_event(id: u64, data: &str, pending: &mut Pending) -> Result<(), String> {
+    match serde_json::from_str::<EventEnvelope>(data) {
+        Ok(event) if event.position != id => Err(format!("event at position {} sent with id {id}", event.position)),
+        Ok(event) => {
+            pending.events.push(event);
+            pending.cursor = pending.cursor.max(id);
+            pending.head = pending.head.max(id);
+            Ok(())
+        }
+        Err(error) => {
+            meters::skip_unreadable(Some(id), &error.to_string());
+            pending.cursor = pending.cursor.max(id);
+            pending.head = pending.head.max(id);
+            Ok(())
+        }
+    }
+}
+
 /// A stream that breaks the protocol: counted against the link, then reconnected.
 fn broken(ctx: &Ctx, reason: String) -> End {
     let error = HubError::Decode(reason.clone());
     tracing::warn!(%error, "the push stream broke the sync protocol");
     ctx.link.report_failure("push stream", &error);
     End::Closed(reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event_data(position: u64, event_type: &str) -> String {
+        serde_json::json!({
+            "event_id": uuid::Uuid::now_v7(), "stream": {"product_id": uuid::Uuid::now_v7()},
+            "stream_version": 1, "position": position, "schema_version": 1, "type": event_type,
+            "data": {"id": uuid::Uuid::now_v7(), "sku": "S", "name": "N", "price_minor": 1},
+            "metadata": {"origin": "hub", "actor": "a", "correlation_id": uuid::Uuid::nil(),
+                         "occurred_at": "2026-01-01T00:00:00Z"},
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn a_pushed_event_this_agent_cannot_read_is_skipped_and_the_cursor_moves_past_it() {
+        let mut pending = Pending::default();
+        take_event(4, &event_data(4, "ProductRegistered"), &mut pending).unwrap();
+        take_event(5, &event_data(5, "StockTeleported"), &mut pending).unwrap();
+        assert_eq!(pending.events.len(), 1, "only the readable one is applied");
+        assert_eq!(
+            (pending.cursor, pending.head),
+            (5, 5),
+            "the cursor is past the unreadable one"
+        );
+        let mismatch = take_event(7, &event_data(6, "ProductRegistered"), &mut pending);
+        assert!(mismatch.is_err(), "an id that is not the position breaks the protocol");
+    }
 }

@@ -25,6 +25,8 @@ pub const OUTBOX_OLDEST_AGE: &str = "shelfsync_edge_outbox_oldest_age_seconds";
 pub const QUARANTINED: &str = "shelfsync_edge_quarantined_events";
 /// The hub's head minus this agent's cursor, as last seen.
 pub const CURSOR_LAG: &str = "shelfsync_edge_sync_cursor_lag";
+/// Hub events this agent could not read and skipped (the cursor moved past them).
+pub const UNREADABLE_EVENTS: &str = "shelfsync_edge_sync_unreadable_events_total";
 
 /// Registers the help texts.
 pub fn describe() {
@@ -41,6 +43,21 @@ pub fn describe() {
     );
     metrics::describe_gauge!(QUARANTINED, "Local events the hub rejected, waiting for an operator");
     metrics::describe_gauge!(CURSOR_LAG, "Hub head minus the agent's cursor, as last seen");
+    metrics::describe_counter!(
+        UNREADABLE_EVENTS,
+        "Hub events this agent could not read and skipped (an alarm: see the agent's log)"
+    );
+}
+
+/// One hub event this agent cannot read: skipped, so that one bad event never stops the
+/// store from following the hub, but loudly (an error in the log, a counter to alert on).
+pub fn skip_unreadable(position: Option<u64>, error: &str) {
+    metrics::counter!(UNREADABLE_EVENTS).increment(1);
+    tracing::error!(
+        ?position,
+        %error,
+        "a hub event cannot be read by this agent; skipped (is the agent older than the hub?)"
+    );
 }
 
 /// The breaker gauge's value of a state.
