@@ -57,7 +57,7 @@ pub struct AgentStatus {
     pub link: String,
     /// The hub-link breaker: closed, open or half_open.
     pub breaker: String,
-    /// Why the breaker last opened.
+    /// Why the breaker last opened (shown to the manager key only).
     pub breaker_reason: Option<String>,
     /// Whether the push stream from the hub is connected.
     pub push_connected: bool,

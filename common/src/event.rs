@@ -161,6 +161,28 @@ pub struct EventMetadata {
     pub recorded_at: Option<OffsetDateTime>,
 }
 
+/// The longest `actor` accepted in an uploaded event's metadata, in bytes (the actors the
+/// hub and the agents make are far shorter: `terminal:<till id of at most 64>`).
+pub const MAX_ACTOR_LEN: usize = 128;
+
+impl EventMetadata {
+    /// Checks the free-text fields a client supplies (today `actor`: 1..=128 bytes, no
+    /// control or format characters), so that nothing unbounded is recorded for good.
+    pub fn check_fields(&self) -> Result<(), String> {
+        if self.actor.is_empty() || self.actor.len() > MAX_ACTOR_LEN {
+            return Err(format!("metadata.actor must be 1..={MAX_ACTOR_LEN} bytes"));
+        }
+        if self
+            .actor
+            .chars()
+            .any(|c| c.is_control() || crate::product::is_format_char(c))
+        {
+            return Err("metadata.actor must not contain control or format characters".into());
+        }
+        Ok(())
+    }
+}
+
 /// Why a reservation was released.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -7,10 +7,21 @@ use std::fmt;
 use std::str::FromStr;
 use uuid::Uuid;
 
+/// Why text or JSON is not an id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// Not a UUID.
+    #[error("not a UUID: {0}")]
+    Malformed(#[from] uuid::Error),
+    /// The nil UUID, which this kind of id may not be.
+    #[error("the nil UUID (all zeros) is not a valid {0}")]
+    Nil(&'static str),
+}
+
 macro_rules! uuid_id {
-    ($(#[$doc:meta])* $name:ident) => {
+    ($(#[$doc:meta])* $name:ident, nil allowed: $nil_allowed:expr, called: $what:expr) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
         #[serde(transparent)]
         #[schema(value_type = String, format = Uuid)]
         pub struct $name(pub Uuid);
@@ -30,6 +41,14 @@ macro_rules! uuid_id {
             pub fn from_bytes(bytes: [u8; 16]) -> Self {
                 Self(Uuid::from_bytes(bytes))
             }
+
+            /// The id `uuid` names, if this kind of id may be it.
+            pub fn checked(uuid: Uuid) -> Result<Self, IdError> {
+                if uuid.is_nil() && !$nil_allowed {
+                    return Err(IdError::Nil($what));
+                }
+                Ok(Self(uuid))
+            }
         }
 
         impl fmt::Display for $name {
@@ -39,9 +58,15 @@ macro_rules! uuid_id {
         }
 
         impl FromStr for $name {
-            type Err = uuid::Error;
+            type Err = IdError;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Uuid::parse_str(s).map(Self)
+                Self::checked(Uuid::parse_str(s)?)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                Self::checked(Uuid::deserialize(d)?).map_err(serde::de::Error::custom)
             }
         }
     };
@@ -49,19 +74,20 @@ macro_rules! uuid_id {
 
 uuid_id!(
     /// A product in the catalog.
-    ProductId
+    ProductId, nil allowed: true, called: "product id"
 );
 uuid_id!(
-    /// A store (one edge agent) enrolled at the hub.
-    StoreId
+    /// A store (one edge agent) enrolled at the hub. Never the nil UUID: an inventory
+    /// stream's key with the nil store would be its product's catalog stream key.
+    StoreId, nil allowed: false, called: "store id"
 );
 uuid_id!(
     /// The identity of one recorded fact, made by whoever first records it.
-    EventId
+    EventId, nil allowed: true, called: "event id"
 );
 uuid_id!(
     /// One hold on stock, named by the client that placed it.
-    ReservationId
+    ReservationId, nil allowed: true, called: "reservation id"
 );
 
 impl EventId {
@@ -133,6 +159,24 @@ impl fmt::Debug for IdKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_nil_uuid_is_never_a_store_id() {
+        let nil = "00000000-0000-0000-0000-000000000000";
+        assert_eq!(nil.parse::<StoreId>(), Err(IdError::Nil("store id")));
+        assert!(serde_json::from_str::<StoreId>(&format!("\"{nil}\"")).is_err());
+        assert!(
+            serde_json::from_value::<crate::StreamId>(serde_json::json!({
+                "product_id": "01939d01-0000-7000-8000-000000000001", "store_id": nil
+            }))
+            .is_err(),
+            "a store stream with the nil store would be the catalog stream"
+        );
+        let id = StoreId::new_v7();
+        assert_eq!(id.to_string().parse::<StoreId>(), Ok(id));
+        assert_eq!(serde_json::from_value::<StoreId>(serde_json::json!(id)).unwrap(), id);
+        assert!(nil.parse::<ProductId>().is_ok(), "only store ids refuse it");
+    }
 
     #[test]
     fn idempotency_key_ids_are_stable_scoped_and_keyed() {

@@ -6,11 +6,17 @@
 //! twins), and the JSON shapes that cross the network, so that both binaries serialize
 //! and validate exactly the same structs.
 
+// Production code never unwraps: an error becomes an answer, a log line or an exit code
+// (clippy.toml allows it in tests).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod breaker;
 pub mod catalog;
 pub mod edge;
 pub mod error;
 pub mod event;
+#[cfg(feature = "sqlite")]
+pub mod group_commit;
 pub mod ids;
 pub mod inventory;
 pub mod problem;

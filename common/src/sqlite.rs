@@ -1,5 +1,9 @@
-//! SQLite helpers shared by both binaries (cargo feature `sqlite`): durable connections
-//! and schema migrations. Each migration is a SQL file compiled into the binary; `PRAGMA
+//! SQLite helpers shared by both binaries (cargo feature `sqlite`): durable connections,
+//! private data files and schema migrations. Data files are made owner-only (the data
+//! directory 0700, each database 0600, which SQLite copies to its `-wal` and `-shm`
+//! files) whoever starts the daemon: under systemd the unit's `StateDirectory` already
+//! does this for the directory, but a hand-started daemon must not leave stock, sales and
+//! token hashes readable by every local user. Each migration is a SQL file compiled into the binary; `PRAGMA
 //! user_version` records how many have run, and each runs in its own transaction with the
 //! version bump, so a crash mid-migration leaves the file at the previous version.
 
@@ -45,8 +49,35 @@ pub fn migrate(conn: &mut Connection, migrations: Migrations) -> Result<usize, M
     Ok(migrations.len() - current)
 }
 
-/// Opens a read-write connection: WAL, a full fsync on every commit, foreign keys on.
+/// Creates `dir` and its missing parents with mode 0700 (an existing directory is left
+/// as it is: its owner chose its mode).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Creates the database file at `path`, if it is not there, with mode 0600, before
+/// SQLite does (SQLite would make it 0644, and its `-wal` and `-shm` files after it).
+fn create_private_file(path: &Path) -> rusqlite::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map(drop).map_err(|error| {
+        rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+            Some(format!("creating {}: {error}", path.display())),
+        )
+    })
+}
+
+/// Opens a read-write connection: WAL, a full fsync on every commit, foreign keys on. A
+/// new file is created owner-only (0600).
 pub fn open_durable(path: &Path) -> rusqlite::Result<Connection> {
+    create_private_file(path)?;
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -158,6 +189,28 @@ mod tests {
         conn.pragma_update(None, "user_version", 99).unwrap();
         let err = migrate(&mut conn, TWO).unwrap_err();
         assert!(err.to_string().contains("newer than this build"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn data_files_and_their_directory_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("var/lib/shelfsync");
+        create_private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        let file = dir.join("t.sqlite");
+        let mut conn = open_durable(&file).unwrap();
+        migrate(&mut conn, TWO).unwrap();
+        conn.execute("INSERT INTO a (x) VALUES (1)", []).unwrap();
+        for path in [file.clone(), dir.join("t.sqlite-wal"), dir.join("t.sqlite-shm")] {
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+        drop(conn);
+        let conn = open_durable(&file).unwrap();
+        let kept: i64 = conn.query_row("SELECT x FROM a", [], |r| r.get(0)).unwrap();
+        assert_eq!(kept, 1, "an existing file is opened, not truncated");
     }
 
     #[test]

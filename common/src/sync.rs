@@ -67,9 +67,15 @@ pub mod bounded {
     }
 }
 
-/// The MAJOR part of a `MAJOR.MINOR` version, if it parses.
+/// The MAJOR part of a version written exactly `MAJOR.MINOR` (two runs of ASCII digits
+/// joined by one dot: not `1`, `1.0.0`, `+1.0` or `1.x`), if it is one.
 pub fn protocol_major(version: &str) -> Option<u32> {
-    let major = version.trim().split('.').next()?;
+    let (major, minor) = version.split_once('.')?;
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    if !(digits(major) && digits(minor)) {
+        return None;
+    }
+    minor.parse::<u32>().ok()?;
     major.parse().ok()
 }
 
@@ -283,6 +289,27 @@ pub struct Heartbeat {
     pub quarantined: u64,
 }
 
+/// The longest `agent_version` a heartbeat may carry.
+pub const MAX_AGENT_VERSION_LEN: usize = 64;
+
+impl Heartbeat {
+    /// Checks the free-text fields (the hub keeps and shows them): `agent_version` 1..=64
+    /// visible ASCII characters, `breaker_state` one of `closed`, `open`, `half_open`.
+    pub fn check_fields(&self) -> Result<(), String> {
+        let version = &self.agent_version;
+        if version.is_empty() || version.len() > MAX_AGENT_VERSION_LEN || !version.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(format!(
+                "agent_version must be 1..={MAX_AGENT_VERSION_LEN} visible ASCII characters"
+            ));
+        }
+        if !matches!(self.breaker_state.as_str(), "closed" | "open" | "half_open") {
+            return Err("breaker_state must be closed, open or half_open".into());
+        }
+        Ok(())
+    }
+}
+
 /// The hub's answer to a heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HeartbeatAck {
@@ -377,6 +404,16 @@ mod tests {
         assert!(!protocol_compatible("2.0"));
         assert!(!protocol_compatible("one"));
         assert!(!protocol_compatible(""));
+    }
+
+    #[test]
+    fn a_protocol_version_is_exactly_major_dot_minor() {
+        assert_eq!(protocol_major("1.0"), Some(1));
+        assert_eq!(protocol_major("12.34"), Some(12));
+        for malformed in ["1", "1.0.0", "1.", ".0", "+1.0", "1.+0", " 1.0", "1.x", "1..0", "1,0"] {
+            assert_eq!(protocol_major(malformed), None, "{malformed:?}");
+            assert!(!protocol_compatible(malformed), "{malformed:?}");
+        }
     }
 
     #[test]

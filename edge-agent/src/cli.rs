@@ -103,7 +103,7 @@ fn chain(error: &dyn std::error::Error) -> String {
 }
 
 /// Runs one action against the agent at `agent_url`; returns what to print. `key` is the
-/// manager key (the status page needs none).
+/// manager key (the status page needs none, but shows why the hub link failed only with it).
 pub async fn run(agent_url: &str, key: Option<&str>, action: &Action, json: bool) -> Result<String, CliError> {
     let base = agent_url.trim_end_matches('/');
     let client = reqwest::Client::builder()

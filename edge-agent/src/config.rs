@@ -49,6 +49,10 @@ pub struct HttpConfig {
     pub body_limit_bytes: usize,
     /// Request timeout in seconds.
     pub request_timeout_secs: u64,
+    /// Seconds a connection may take to send a request's headers (idle keep-alive too).
+    pub header_read_timeout_secs: u64,
+    /// Most client connections open at once (keep it under the file descriptor limit).
+    pub max_connections: usize,
 }
 
 /// Sync settings.
@@ -110,6 +114,18 @@ impl Default for HttpConfig {
         Self {
             body_limit_bytes: 64 * 1024,
             request_timeout_secs: 10,
+            header_read_timeout_secs: 10,
+            max_connections: 256,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The connection limits the accept loop enforces.
+    pub fn connection_limits(&self) -> shelfsync_common::server::ConnectionLimits {
+        shelfsync_common::server::ConnectionLimits {
+            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_secs),
+            max_connections: self.max_connections,
         }
     }
 }
@@ -178,6 +194,8 @@ impl EdgeConfig {
             ("sync.breaker_window_secs", sync.breaker_window_secs),
             ("sync.breaker_open_secs", sync.breaker_open_secs),
             ("http.request_timeout_secs", self.http.request_timeout_secs),
+            ("http.header_read_timeout_secs", self.http.header_read_timeout_secs),
+            ("http.max_connections", self.http.max_connections as u64),
         ] {
             if value == 0 {
                 return Err(ConfigError(format!("{name} must be at least 1")));

@@ -8,6 +8,10 @@
 //! circuit breaker; [`jobs`] expires this store's reservations and maintains the file.
 //! [`run`] wires them together for the binary and for tests.
 
+// Production code never unwraps: an error becomes an answer, a log line or an exit code
+// (clippy.toml allows it in tests).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod api;
 pub mod cli;
 pub mod config;
@@ -42,6 +46,12 @@ pub enum StartError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The terminal key and the manager key are the same secret.
+    #[error(
+        "the terminal key and the manager key are the same, so every till would be the manager: \
+         set different keys (terminal_key, manager_key or their files in the data directory)"
+    )]
+    SameKeys,
     /// Opening the local store.
     #[error("opening the local store: {0}")]
     Store(store::LocalError),
@@ -62,12 +72,15 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let link = config.hub_link()?;
     let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
+    shelfsync_common::sqlite::create_private_dir(&data_dir).map_err(|source| StartError::DataDir {
         path: data_dir.clone(),
         source,
     })?;
     let terminal_key = key(&data_dir, config.terminal_key.as_deref(), TERMINAL_KEY_FILE)?;
     let manager_key = key(&data_dir, config.manager_key.as_deref(), MANAGER_KEY_FILE)?;
+    if terminal_key == manager_key {
+        return Err(StartError::SameKeys);
+    }
     shelfsync_common::server::telemetry::metrics_handle();
     let store = LocalStore::open(&data_dir.join(STORE_FILE), link.store_id).map_err(StartError::Store)?;
     let (stop, stopping) = tokio::sync::watch::channel(false);
@@ -90,7 +103,8 @@ pub async fn run(
         shutdown.await;
         let _ = stop.send(true);
     };
-    let served = shelfsync_common::server::serve(listener, api::router(state), graceful).await;
+    let limits = config.http.connection_limits();
+    let served = shelfsync_common::server::serve(listener, api::router(state), limits, graceful).await;
     tracing::info!("shutting down: HTTP closed, stopping the sync worker and jobs");
     worker.join().await;
     jobs::stop(scheduler).await;

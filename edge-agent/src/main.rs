@@ -2,6 +2,10 @@
 //! for its status, outbox and quarantine, and print the example configuration. Start-up
 //! failures print one line that names the step.
 
+// Production code never unwraps: an error becomes an answer, a log line or an exit code
+// (clippy.toml allows it in tests).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use shelfsync_common::EventId;

@@ -622,6 +622,10 @@ async fn bad_requests_are_problems_and_write_nothing() {
         .post("/v1/inventory/stock", &agent.stock_body(apple, 1))
         .header("X-Correlation-Id", "basket-9");
     assert_problem(&call(bad_correlation).await, 400, "invalid_correlation_id");
+    let positional = agent
+        .post("/v1/inventory/stock", &json!([apple, agent.store_id, 1]))
+        .header("Idempotency-Key", "array-body");
+    assert_problem(&call(positional).await, 422, "invalid_body");
 
     assert_problem(&call(agent.get("/v1/products/not-a-uuid")).await, 400, "invalid_path");
     assert_problem(
@@ -867,6 +871,64 @@ async fn recorded_events_carry_the_stores_origin_the_till_and_the_correlation() 
     assert_eq!(metadata.correlation_id, correlation);
     assert_eq!(metadata.origin, shelfsync_common::Origin::Store(store_id));
     reopened.store.close().await;
+}
+
+/// One key for tills and manager would make every till the manager: the agent refuses to
+/// start (before it opens its store or calls the hub).
+#[tokio::test]
+async fn the_agent_refuses_to_start_when_the_terminal_key_is_the_managers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let key = "one-key-for-everyone-0123";
+    let config = shelfsync_edge::config::EdgeConfig {
+        store_id: Some(shelfsync_common::StoreId::new_v7()),
+        hub_url: Some("http://127.0.0.1:9".into()),
+        hub_token: Some("ss_unused".into()),
+        data_dir: dir.path().to_owned(),
+        terminal_key: Some(key.into()),
+        manager_key: Some(key.into()),
+        ..shelfsync_edge::config::EdgeConfig::default()
+    };
+    let started = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        shelfsync_edge::run(config, listener, std::future::pending()),
+    )
+    .await
+    .expect("the agent must refuse to start, not serve");
+    assert!(
+        matches!(started, Err(shelfsync_edge::StartError::SameKeys)),
+        "{started:?}"
+    );
+}
+
+/// Why the hub link failed (raw connection errors naming the hub's address) is shown to
+/// the manager key only; the open status page and the tills' key see the rest.
+#[tokio::test]
+async fn the_open_status_page_hides_why_the_hub_link_failed() {
+    let agent = spawn_agent().await;
+    let page = |key: Option<&str>| {
+        let request = agent.client.get(agent.path("/v1/status"));
+        let request = match key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        };
+        async move { call(request).await.1 }
+    };
+    let mut reason = Value::Null;
+    for _ in 0..300 {
+        reason = page(Some(MANAGER)).await["breaker_reason"].clone();
+        if reason.is_string() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(reason.is_string(), "the breaker to the closed hub never opened");
+    for key in [None, Some(TERMINAL), Some("not-a-key")] {
+        let shown = page(key).await;
+        assert_eq!(shown["breaker"], "open", "{shown}");
+        assert_eq!(shown["breaker_reason"], Value::Null, "{key:?}: {shown}");
+        assert!(!shown.to_string().contains("127.0.0.1:9"), "{shown}");
+    }
 }
 
 #[tokio::test]

@@ -40,6 +40,8 @@ pub struct SyncConfig {
     pub push_buffer_events: usize,
     /// Seconds between keep-alives on an idle push stream.
     pub keep_alive_secs: u64,
+    /// Push streams one store may have open at once (its agent needs one).
+    pub max_push_streams_per_store: u32,
 }
 
 impl Default for SyncConfig {
@@ -47,6 +49,7 @@ impl Default for SyncConfig {
         Self {
             push_buffer_events: 1024,
             keep_alive_secs: 15,
+            max_push_streams_per_store: 4,
         }
     }
 }
@@ -59,6 +62,10 @@ pub struct HttpConfig {
     pub body_limit_bytes: usize,
     /// Request timeout in seconds.
     pub request_timeout_secs: u64,
+    /// Seconds a connection may take to send a request's headers (idle keep-alive too).
+    pub header_read_timeout_secs: u64,
+    /// Most client connections open at once (keep it under the file descriptor limit).
+    pub max_connections: usize,
 }
 
 /// Read-side settings.
@@ -101,6 +108,18 @@ impl Default for HttpConfig {
         Self {
             body_limit_bytes: 1024 * 1024,
             request_timeout_secs: 30,
+            header_read_timeout_secs: 10,
+            max_connections: 800,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The connection limits the accept loop enforces.
+    pub fn connection_limits(&self) -> shelfsync_common::server::ConnectionLimits {
+        shelfsync_common::server::ConnectionLimits {
+            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_secs),
+            max_connections: self.max_connections,
         }
     }
 }
@@ -143,6 +162,15 @@ impl HubConfig {
         }
         if self.http.request_timeout_secs == 0 {
             return Err(ConfigError("http.request_timeout_secs must be at least 1".into()));
+        }
+        if self.http.header_read_timeout_secs == 0 {
+            return Err(ConfigError("http.header_read_timeout_secs must be at least 1".into()));
+        }
+        if self.sync.max_push_streams_per_store == 0 {
+            return Err(ConfigError("sync.max_push_streams_per_store must be at least 1".into()));
+        }
+        if self.http.max_connections == 0 {
+            return Err(ConfigError("http.max_connections must be at least 1".into()));
         }
         if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
             return Err(ConfigError("admin_token must be at least 16 characters".into()));

@@ -56,14 +56,20 @@ impl Fleet {
         presence.heartbeat = Some(heartbeat);
     }
 
-    /// Counts an open push stream until the guard drops.
-    pub fn push_opened(self: &Arc<Self>, store: StoreId) -> PushGuard {
-        self.stores().entry(store).or_default().push_streams += 1;
+    /// Counts an open push stream until the guard drops, unless `store` already has
+    /// `limit` open: then `Err` with how many it has.
+    pub fn push_opened(self: &Arc<Self>, store: StoreId, limit: u32) -> Result<PushGuard, u32> {
+        let mut stores = self.stores();
+        let presence = stores.entry(store).or_default();
+        if presence.push_streams >= limit {
+            return Err(presence.push_streams);
+        }
+        presence.push_streams += 1;
         metrics::gauge!("shelfsync_hub_sse_connections").increment(1.0);
-        PushGuard {
+        Ok(PushGuard {
             fleet: self.clone(),
             store,
-        }
+        })
     }
 
     /// A store's presence.

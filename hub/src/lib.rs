@@ -7,6 +7,10 @@
 //! them together for the binary and for tests, which start the real thing in-process on
 //! a port-0 listener.
 
+// Production code never unwraps: an error becomes an answer, a log line or an exit code
+// (clippy.toml allows it in tests).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod api;
 pub mod bus;
 pub mod cli;
@@ -78,7 +82,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
+    shelfsync_common::sqlite::create_private_dir(&data_dir).map_err(|source| StartError::DataDir {
         path: data_dir.clone(),
         source,
     })?;
@@ -95,6 +99,7 @@ pub async fn run(
     let queries = Arc::new(query::QueryService::new(
         projector.queries(),
         projector.projected(),
+        store.bus().watch_head(),
         projector.touched(),
         query::QueryConfig::from(&config.query),
     ));
@@ -123,7 +128,8 @@ pub async fn run(
         shutdown.await;
         let _ = begin_stopping.send(true);
     };
-    let served = shelfsync_common::server::serve(listener, api::router(state), graceful).await;
+    let limits = config.http.connection_limits();
+    let served = shelfsync_common::server::serve(listener, api::router(state), limits, graceful).await;
     tracing::info!("shutting down: HTTP closed, stopping jobs and the projection");
     jobs::stop(scheduler).await;
     let _ = stop.send(true);

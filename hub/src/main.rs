@@ -1,6 +1,10 @@
 //! The `shelfsync-hub` command line: serve, run the demo, rebuild the read model, print
 //! the example configuration. Start-up failures print one line that names the step.
 
+// Production code never unwraps: an error becomes an answer, a log line or an exit code
+// (clippy.toml allows it in tests).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use shelfsync_hub::cli;

@@ -17,6 +17,8 @@
 //! - **Read-your-writes**: a query may pass `min_position` (a write's answer); it waits,
 //!   bounded (2 s by default), until the projection has reached it, else
 //!   [`QueryError::NotCaughtUp`]; and it is never answered from an entry older than that.
+//!   A `min_position` past the log's head names no write at all (a write is published
+//!   before it is answered), so waiting cannot help: [`QueryError::PastHead`] at once.
 
 use crate::projection::{AtPosition, ReadModelQueries, TouchLog, ViewKey};
 use crate::store::StoreError;
@@ -106,6 +108,14 @@ pub enum QueryError {
     /// The read model failed on this query and nothing is cached.
     #[error("read model: {0}")]
     Storage(String),
+    /// `min_position` is past the log's head: no write has that position yet.
+    #[error("min_position {wanted} is past the log's head ({head}): no write has that position")]
+    PastHead {
+        /// The requested `min_position`.
+        wanted: u64,
+        /// The log's head.
+        head: u64,
+    },
 }
 
 /// A cached value of any query kind.
@@ -182,6 +192,7 @@ type EntryCache = Cache<ViewKey, Arc<Entry>>;
 pub struct QueryService {
     read_model: Arc<dyn ReadModelQueries>,
     projected: watch::Receiver<u64>,
+    log_head: watch::Receiver<u64>,
     touches: Arc<TouchLog>,
     config: QueryConfig,
     fresh: EntryCache,
@@ -191,10 +202,11 @@ pub struct QueryService {
 
 impl QueryService {
     /// A service over `read_model`, following the projector's `projected` position and
-    /// `touches` (see [`crate::projection::ProjectionHandle`]).
+    /// `touches` (see [`crate::projection::ProjectionHandle`]) and the event log's head.
     pub fn new(
         read_model: Arc<dyn ReadModelQueries>,
         projected: watch::Receiver<u64>,
+        log_head: watch::Receiver<u64>,
         touches: Arc<TouchLog>,
         config: QueryConfig,
     ) -> Self {
@@ -209,6 +221,7 @@ impl QueryService {
         Self {
             read_model,
             projected,
+            log_head,
             touches,
             fresh: cache(config.ttl),
             last_good: cache(config.stale_ttl.max(config.ttl)),
@@ -352,6 +365,10 @@ impl QueryService {
         let Some(wanted) = min_position else {
             return Ok(());
         };
+        let head = *self.log_head.borrow();
+        if wanted > head {
+            return Err(QueryError::PastHead { wanted, head });
+        }
         let mut projected = self.projected.clone();
         let reached = tokio::time::timeout(self.config.min_position_wait, projected.wait_for(|p| *p >= wanted))
             .await
@@ -590,6 +607,7 @@ mod tests {
         QueryService::new(
             fake.clone(),
             projected,
+            watch::channel(u64::MAX).1,
             Arc::new(TouchLog::new()),
             QueryConfig::default(),
         )
@@ -694,6 +712,26 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_min_position_past_the_log_head_is_refused_at_once() {
+        let fake = Fake::new(3, 5);
+        let (_projected_tx, projected) = watch::channel(3);
+        let (_head_tx, log_head) = watch::channel(10);
+        let service = QueryService::new(
+            fake.clone(),
+            projected,
+            log_head,
+            Arc::new(TouchLog::new()),
+            QueryConfig::default(),
+        );
+        let (product, store) = ids();
+        let started = Instant::now();
+        let error = service.stock_level(product, store, Some(11)).await.unwrap_err();
+        assert_eq!(error, QueryError::PastHead { wanted: 11, head: 10 });
+        assert_eq!(started.elapsed(), Duration::ZERO, "waiting cannot help");
+        assert_eq!(fake.calls(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn min_position_waits_for_the_projection_then_gives_up_with_not_caught_up() {
         let fake = Fake::new(3, 5);
         let (projected_tx, projected) = watch::channel(3);
@@ -768,7 +806,13 @@ mod tests {
         let fake = Fake::new(5, 5);
         let touches = Arc::new(TouchLog::new());
         let (_projected_tx, projected) = watch::channel(5);
-        let service = QueryService::new(fake.clone(), projected, touches.clone(), QueryConfig::default());
+        let service = QueryService::new(
+            fake.clone(),
+            projected,
+            watch::channel(u64::MAX).1,
+            touches.clone(),
+            QueryConfig::default(),
+        );
         let (product, store) = ids();
         assert_eq!(on_hand(&service.stock_level(product, store, None).await.unwrap()), 5);
         fake.set(7, 8);
@@ -866,6 +910,7 @@ mod tests {
         let service = Arc::new(QueryService::new(
             model.clone(),
             handle.projected(),
+            fixture.store.bus().watch_head(),
             handle.touched(),
             QueryConfig::default(),
         ));

@@ -3,7 +3,7 @@
 //! data). Ids are fixed, so the README's curl examples work as printed.
 
 use crate::api::stores::store_token;
-use crate::store::{AppendError, Command, CommandRequest, EventStore, InventoryTarget, TokenSelector};
+use crate::store::{AppendError, Command, CommandRequest, EventStore, InventoryTarget};
 use shelfsync_common::catalog::CatalogCommand;
 use shelfsync_common::server::secret::write_private;
 use shelfsync_common::{EventId, EventMetadata, InventoryCommand, Origin, Product, ProductId, StockQuantity, StoreId};
@@ -105,7 +105,7 @@ pub async fn seed_if_empty(store: &EventStore, data_dir: &Path) -> Result<bool, 
     if !seed_prefix || written.len() == requests.len() {
         return Ok(false);
     }
-    std::fs::create_dir_all(data_dir.join("store-tokens"))?;
+    shelfsync_common::sqlite::create_private_dir(&data_dir.join("store-tokens"))?;
     for demo in stores() {
         let path = store_token_path(data_dir, demo.id);
         let (secret, token) = store_token(demo.id);
@@ -115,9 +115,8 @@ pub async fn seed_if_empty(store: &EventStore, data_dir: &Path) -> Result<bool, 
             Err(AppendError::StoreExists(_)) if path.exists() => {}
             Err(AppendError::StoreExists(_)) => {
                 // ...and stopped before the token file was written: issue a new token.
-                store.revoke_tokens(TokenSelector::Store(demo.id)).await?;
                 let (secret, token) = store_token(demo.id);
-                store.add_token(token).await?;
+                store.rotate_store_token(demo.id, token).await?;
                 write_private(&path, &secret)?;
             }
             Err(error) => return Err(error.into()),

@@ -10,6 +10,11 @@ fn stock_body(product: &str, store: &str, quantity: i64) -> Value {
     json!({ "product_id": product, "store_id": store, "quantity": quantity })
 }
 
+/// A header value with bytes outside ASCII (HTTP allows them; the hub must refuse them).
+fn non_ascii(bytes: &[u8]) -> reqwest::header::HeaderValue {
+    reqwest::header::HeaderValue::from_bytes(bytes).expect("obs-text is a valid header value")
+}
+
 async fn head(hub: &support::TestHub) -> u64 {
     let (_, ready, _) = call(hub.client.get(format!("{}/readyz", hub.url))).await;
     ready["head"].as_u64().expect("head")
@@ -126,6 +131,36 @@ async fn bad_input_gets_problem_json_and_writes_nothing() {
             401,
             "unauthorized",
         ),
+        (
+            hub.post("/v1/inventory/stock", &json!([product, store, 2])),
+            422,
+            "invalid_body",
+        ),
+        (
+            hub.post("/v1/inventory/stock", &stock_body(&product, &store, 1))
+                .header("Idempotency-Key", non_ascii(b"retry-\xc3\xa9")),
+            400,
+            "invalid_idempotency_key",
+        ),
+        (
+            hub.post("/v1/inventory/stock", &stock_body(&product, &store, 1))
+                .header("If-Match", non_ascii(b"\"1\xff\"")),
+            400,
+            "invalid_if_match",
+        ),
+        (
+            hub.post("/v1/inventory/stock", &stock_body(&product, &store, 1))
+                .header("X-Correlation-Id", non_ascii(b"\xc3\xa9")),
+            400,
+            "invalid_correlation_id",
+        ),
+        (
+            hub.get(&format!(
+                "/v1/inventory/products/{product}/stores/{store}?min_position=999999999"
+            )),
+            400,
+            "min_position_past_head",
+        ),
         (hub.get("/v1/products/not-a-uuid"), 400, "invalid_path"),
         (hub.get("/v1/nothing-here"), 404, "route_not_found"),
         (
@@ -236,7 +271,11 @@ async fn reserve_commit_and_read_your_writes() {
         position + 1000
     )))
     .await;
-    assert_eq!((status, body["code"].as_str()), (503, Some("read_model_behind")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("min_position_past_head")),
+        "no write has that position: waiting cannot help"
+    );
 }
 
 #[tokio::test]
@@ -337,6 +376,18 @@ async fn tokens_scope_what_a_client_may_do() {
     ))))
     .await;
     assert_eq!(status, 401, "a revoked token is refused at once");
+    let refused = hub
+        .client
+        .get(format!("{}/v1/products/{}", hub.url, demo_product(0)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(
+        refused.headers()["www-authenticate"],
+        "Bearer realm=\"shelfsync-hub\"",
+        "a 401 names the scheme (RFC 9110)"
+    );
 }
 
 #[tokio::test]
@@ -395,6 +446,89 @@ async fn data_survives_a_graceful_restart() {
     )))
     .await;
     assert_eq!(level["position"].as_u64(), Some(position));
+}
+
+/// Slow clients cannot hold the hub: a connection that never finishes its headers is
+/// closed after `http.header_read_timeout_secs`, and with three times
+/// `http.max_connections` such connections open, `/healthz` on a new connection still
+/// answers (once the stalled ones ahead of it are cut). Real TCP, no token.
+#[tokio::test]
+async fn stalled_connections_are_closed_and_the_hub_keeps_answering() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const CAP: usize = 8;
+    let hub = support::spawn_hub_with(|config| {
+        config.http.header_read_timeout_secs = 1;
+        config.http.max_connections = CAP;
+    })
+    .await;
+    let addr = hub.url.trim_start_matches("http://").to_owned();
+    let started = Instant::now();
+    let mut stalled = Vec::new();
+    for _ in 0..3 * CAP {
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: hub\r\n")
+            .await
+            .expect("partial headers");
+        stalled.push(tcp);
+    }
+
+    let mut probe = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    probe
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: hub\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), probe.read_to_end(&mut answer))
+        .await
+        .expect("/healthz must answer while stalled connections are open")
+        .expect("read");
+    let waited = started.elapsed();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(
+        waited >= Duration::from_millis(900),
+        "all {CAP} connection slots were held by stalled clients, yet /healthz answered after {waited:?}: no cap"
+    );
+
+    for (n, mut tcp) in stalled.into_iter().enumerate() {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "stalled connection {n} is still open after 20 s");
+    }
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+/// A SKU that only looks different is the same SKU: fullwidth input is stored in its plain
+/// form (and found by either), and invisible or bidi characters are refused.
+#[tokio::test]
+async fn look_alike_skus_are_one_product_or_refused() {
+    let hub = spawn_hub().await;
+    let register = |sku: &str| {
+        hub.post(
+            "/v1/products",
+            &json!({"sku": sku, "name": "Filter coffee 250g", "price_minor": 650}),
+        )
+    };
+    let (status, body, _) = call(register("ＦＩＬ-２５０")).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["events"][0]["data"]["sku"], "FIL-250");
+    let position = body["position"].as_u64().unwrap();
+    let (status, found, _) = call(hub.get(&format!("/v1/products?sku=ＦＩＬ-250&min_position={position}"))).await;
+    assert_eq!((status, found["sku"].as_str()), (200, Some("FIL-250")), "{found}");
+    let (status, body, _) = call(register("FIL-250")).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("sku_taken")), "{body}");
+    for invisible in ["FIL-250\u{200B}", "FIL-\u{202E}052", "\u{FEFF}FIL-250"] {
+        let (status, body, _) = call(register(invisible)).await;
+        assert_eq!(
+            (status, body["code"].as_str(), body["field"].as_str()),
+            (422, Some("invalid_product"), Some("sku")),
+            "{invisible:?}: {body}"
+        );
+    }
 }
 
 /// The parameters a document declares in `place`, as (method, path, name).

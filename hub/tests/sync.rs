@@ -1053,13 +1053,16 @@ async fn the_protocol_header_is_required_and_always_answered() {
             None => request,
         }
     };
-    for version in [None, Some("2.0"), Some("0.9"), Some("one")] {
+    for version in [None, Some("2.0"), Some("0.9"), Some("one"), Some("1"), Some("1.0.0")] {
         let response = bare(version).send().await.unwrap();
         assert_eq!(response.status(), 400, "{version:?}");
         assert_eq!(response.headers()[PROTOCOL_HEADER], PROTOCOL_VERSION);
         assert_eq!(response.headers()["content-type"], "application/problem+json");
         let problem: Value = response.json().await.unwrap();
         assert_eq!(problem["code"], "unsupported_protocol", "{problem}");
+        if matches!(version, Some("1" | "1.0.0")) {
+            assert!(problem["detail"].as_str().unwrap().contains("MAJOR.MINOR"), "{problem}");
+        }
     }
     // Checked before anything else: even without a token.
     let response = hub
@@ -1169,6 +1172,13 @@ async fn enrollment_heartbeat_and_revocation() {
     assert!(body.get("token").is_none());
     let (status, body, _) = call(hub.post("/v1/admin/stores", &json!({"name": ""}))).await;
     assert_eq!((status, body["code"].as_str()), (422, Some("invalid_name")));
+    let nil = "00000000-0000-0000-0000-000000000000";
+    let (status, body, _) = call(hub.post("/v1/admin/stores", &json!({"name": "Nil", "id": nil}))).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("invalid_body")),
+        "the nil store's streams would be the catalog's: {body}"
+    );
     let (status, _, _) = call(agent.request(reqwest::Method::GET, "/v1/admin/stores")).await;
     assert_eq!(status, 403);
 
@@ -1184,6 +1194,38 @@ async fn enrollment_heartbeat_and_revocation() {
     assert!(entry.last_seen.is_some());
     assert!(!entry.push_connected);
     assert!(fleet_entry(&fleet, demo_store(2)).heartbeat.is_none());
+    let metrics = hub
+        .client
+        .get(format!("{}/metrics", hub.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains(&agent.store.to_string()),
+        "the open /metrics must not list store ids"
+    );
+    for bad in [
+        Heartbeat {
+            agent_version: "v".repeat(900 * 1024),
+            ..heartbeat(3)
+        },
+        Heartbeat {
+            breaker_state: "melted".into(),
+            ..heartbeat(3)
+        },
+    ] {
+        let request = agent.request(reqwest::Method::POST, "/v1/sync/heartbeat").json(&bad);
+        let (status, body, _) = call(request).await;
+        assert_eq!((status, body["code"].as_str()), (422, Some("invalid_body")), "{body}");
+    }
+    assert_eq!(
+        fleet_entry(&hub.fleet().await, agent.store).heartbeat,
+        Some(heartbeat(3)),
+        "a refused heartbeat is not kept"
+    );
 
     // Rejected uploads are counted.
     let mut wrong_origin = agent.fact(product(0), added(1));
@@ -1237,6 +1279,97 @@ async fn enrollment_heartbeat_and_revocation() {
     let entry = fleet_entry(&hub.fleet().await, agent.store);
     assert!(!entry.store.revoked);
     assert_eq!(entry.cursor_lag, Some(hub.head().await - head));
+}
+
+/// Token names are per role: a channel token may carry a store token's name without
+/// touching it, the by-name route never revokes a store's token (or leaves its stream
+/// open), and rotating a store's token is one step that such a name cannot break.
+#[tokio::test]
+async fn token_names_of_different_roles_do_not_collide() {
+    let hub = spawn_hub().await;
+    let (_, agent) = hub.enroll("Dresden Neustadt").await;
+    let store_token_name = json!({ "name": format!("store-{}", agent.store) });
+    let revoke_by_name = || hub.post_empty(&format!("/v1/admin/tokens/store-{}/revoke", agent.store));
+    let mut stream = agent.stream(None).await;
+    stream.until_caught_up(WAIT).await;
+
+    let (status, body, _) = call(hub.post("/v1/admin/tokens", &store_token_name)).await;
+    assert_eq!(status, 201, "a channel token's name is its own: {body}");
+    assert_eq!(call(revoke_by_name()).await.0, 204, "revokes the channel token");
+    let (status, body, _) = call(revoke_by_name()).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("token_not_found")),
+        "{body}"
+    );
+    assert_eq!(
+        call(agent.request(reqwest::Method::GET, "/v1/sync/snapshot")).await.0,
+        200,
+        "the store's token was not revoked by name"
+    );
+    agent.upload(&[agent.fact(product(0), added(1))]).await;
+    assert!(
+        matches!(stream.next(WAIT).await, Some(Push::Event(_))),
+        "the store's push stream still delivers"
+    );
+
+    // Rotation while a channel token carries the store token's name: one step, and the
+    // store ends with exactly the new token.
+    let (status, body, _) = call(hub.post("/v1/admin/tokens", &store_token_name)).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, rotated, _) = call(hub.post_empty(&format!("/v1/admin/stores/{}/token", agent.store))).await;
+    assert_eq!(status, 201, "{rotated}");
+    let fresh = hub.agent(agent.store, rotated["token"].as_str().unwrap().to_owned());
+    assert_eq!(
+        call(fresh.request(reqwest::Method::GET, "/v1/sync/snapshot")).await.0,
+        200
+    );
+    assert_eq!(
+        call(agent.request(reqwest::Method::GET, "/v1/sync/snapshot")).await.0,
+        401
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(5), stream.next(WAIT)).await;
+    assert_eq!(ended.expect("the old token's stream must end on rotation"), None);
+}
+
+/// A store may hold `sync.max_push_streams_per_store` push streams; one more is a clear
+/// 429, and closing one makes room again. Other stores are not affected.
+#[tokio::test]
+async fn push_streams_per_store_are_capped() {
+    let hub = spawn_hub_with(|config| config.sync.max_push_streams_per_store = 2).await;
+    let agent = hub.demo_agent(0).await;
+    let mut first = agent.stream(None).await;
+    first.until_caught_up(WAIT).await;
+    let mut second = agent.stream(None).await;
+    second.until_caught_up(WAIT).await;
+
+    let (status, problem, content_type) = call(agent.request(reqwest::Method::GET, "/v1/sync/stream")).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (429, Some("too_many_streams")),
+        "{problem}"
+    );
+    assert_eq!(content_type, "application/problem+json");
+    hub.demo_agent(1).await.stream(None).await.until_caught_up(WAIT).await;
+
+    drop(first);
+    let mut reopened = None;
+    for _ in 0..100 {
+        let response = agent
+            .request(reqwest::Method::GET, "/v1/sync/stream")
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            reopened = Some(support::SseClient::new(response));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    reopened
+        .expect("closing a stream makes room for another")
+        .until_caught_up(WAIT)
+        .await;
 }
 
 // ---------------------------------------------------------------------------------------

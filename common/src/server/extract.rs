@@ -1,13 +1,20 @@
 //! Request extractors whose rejections are `problem+json`: bodies, paths and query
 //! strings that do not parse get a 400/413/415/422 with a stable code instead of axum's
-//! plain-text default. Bodies are read under the router's size limit.
+//! plain-text default. Bodies are read under the router's size limit, and only a JSON
+//! object is a body: serde would otherwise fill a struct from an array by field position.
+//!
+//! [`WriteHeaders`] is the one parser of the headers a write may carry, for both servers:
+//! a header that is present but unreadable is refused, never taken as absent.
 
 use super::problem::ProblemResponse;
+use crate::event::ExpectedVersion;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_TYPE, IF_MATCH};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName};
 use serde::de::DeserializeOwned;
+use uuid::Uuid;
 
 /// A required JSON body.
 pub struct ApiJson<T>(pub T);
@@ -56,6 +63,12 @@ fn decode<T: DeserializeOwned>(is_json: bool, bytes: &[u8]) -> Result<T, Problem
             "unsupported_media_type",
             "Unsupported media type",
             "send the body as Content-Type: application/json",
+        ));
+    }
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ProblemResponse::unprocessable(
+            "invalid_body",
+            "the body must be a JSON object",
         ));
     }
     let refused = |e: serde_json::Error| match e.classify() {
@@ -126,7 +139,10 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalA
             return Ok(OptionalApiJson(T::default()));
         }
         // `null` says "no body" as well as an empty body does.
-        decode::<Option<T>>(is_json, &bytes).map(|body| OptionalApiJson(body.unwrap_or_default()))
+        if bytes.trim_ascii() == b"null" {
+            return Ok(OptionalApiJson(T::default()));
+        }
+        decode(is_json, &bytes).map(OptionalApiJson)
     }
 }
 
@@ -152,9 +168,161 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
+/// Header naming a client's retry key.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// Header grouping the events of one business operation.
+pub const CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
+/// Longest accepted `Idempotency-Key`.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
+
+/// The headers a write may carry. Each one that is present must be readable: a retry key
+/// taken as absent would write twice, an `If-Match` taken as absent would skip the check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteHeaders {
+    /// `Idempotency-Key`: 1..=200 ASCII characters, surrounding blanks trimmed.
+    pub idempotency_key: Option<String>,
+    /// `If-Match`: an expected version (`"7"`, `W/"7"`, `any`, `no_stream`, `exists`).
+    pub if_match: Option<ExpectedVersion>,
+    /// `X-Correlation-Id`: a UUID.
+    pub correlation_id: Option<Uuid>,
+}
+
+/// A write header that is present but not acceptable: a stable code and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadHeader {
+    /// Stable code (`invalid_idempotency_key`, `invalid_if_match`, `invalid_correlation_id`).
+    pub code: &'static str,
+    /// For people.
+    pub detail: String,
+}
+
+impl WriteHeaders {
+    /// Reads the write headers from `headers`.
+    pub fn parse(headers: &HeaderMap) -> Result<Self, BadHeader> {
+        let text = |name: &HeaderName, code: &'static str, what: &str| -> Result<Option<&str>, BadHeader> {
+            headers
+                .get(name)
+                .map(|value| {
+                    value.to_str().map(str::trim).map_err(|_| BadHeader {
+                        code,
+                        detail: format!("{what} must be ASCII text"),
+                    })
+                })
+                .transpose()
+        };
+        let idempotency_key = text(&IDEMPOTENCY_KEY, "invalid_idempotency_key", "Idempotency-Key")?
+            .map(|key| {
+                if (1..=MAX_IDEMPOTENCY_KEY_LEN).contains(&key.len()) {
+                    Ok(key.to_owned())
+                } else {
+                    Err(BadHeader {
+                        code: "invalid_idempotency_key",
+                        detail: format!("Idempotency-Key must be 1..={MAX_IDEMPOTENCY_KEY_LEN} ASCII characters"),
+                    })
+                }
+            })
+            .transpose()?;
+        let if_match = text(&IF_MATCH, "invalid_if_match", "If-Match")?
+            .map(|tag| {
+                tag.trim_start_matches("W/")
+                    .parse::<ExpectedVersion>()
+                    .map_err(|detail| BadHeader {
+                        code: "invalid_if_match",
+                        detail: format!("If-Match: {detail}"),
+                    })
+            })
+            .transpose()?;
+        let correlation_id = text(&CORRELATION_ID, "invalid_correlation_id", "X-Correlation-Id")?
+            .map(|id| {
+                id.parse::<Uuid>().map_err(|_| BadHeader {
+                    code: "invalid_correlation_id",
+                    detail: "X-Correlation-Id must be a UUID".into(),
+                })
+            })
+            .transpose()?;
+        Ok(Self {
+            idempotency_key,
+            if_match,
+            correlation_id,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Stock {
+        product_id: String,
+        quantity: u32,
+    }
+
+    #[test]
+    fn only_a_json_object_is_a_body() {
+        let refused = |body: &str| {
+            decode::<Stock>(true, body.as_bytes())
+                .err()
+                .map(|p| (p.problem.status, p.problem.code))
+        };
+        assert!(decode::<Stock>(true, br#" {"product_id": "p", "quantity": 2}"#).is_ok());
+        assert_eq!(
+            refused(r#"["p", 2]"#),
+            Some((422, "invalid_body".to_owned())),
+            "an array is read by position"
+        );
+        assert_eq!(refused(" \n[\"p\", 2]"), Some((422, "invalid_body".to_owned())));
+        assert_eq!(refused("null"), Some((422, "invalid_body".to_owned())));
+        assert_eq!(refused("{"), Some((400, "malformed_json".to_owned())));
+    }
+
+    fn headers(pairs: &[(&HeaderName, &[u8])]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert((*name).clone(), HeaderValue::from_bytes(value).expect("header value"));
+        }
+        map
+    }
+
+    #[test]
+    fn write_headers_are_read_when_well_formed() {
+        let id = Uuid::now_v7();
+        let parsed = WriteHeaders::parse(&headers(&[
+            (&IDEMPOTENCY_KEY, b" order-1 "),
+            (&IF_MATCH, b"W/\"7\""),
+            (&CORRELATION_ID, id.to_string().as_bytes()),
+        ]));
+        assert_eq!(
+            parsed,
+            Ok(WriteHeaders {
+                idempotency_key: Some("order-1".into()),
+                if_match: Some(ExpectedVersion::Exact(7)),
+                correlation_id: Some(id),
+            })
+        );
+        assert_eq!(WriteHeaders::parse(&HeaderMap::new()), Ok(WriteHeaders::default()));
+    }
+
+    #[test]
+    fn a_present_but_unreadable_write_header_is_refused_not_ignored() {
+        let code =
+            |name: &HeaderName, value: &[u8]| WriteHeaders::parse(&headers(&[(name, value)])).map_err(|e| e.code);
+        assert_eq!(
+            code(&IDEMPOTENCY_KEY, "k\u{e9}y".as_bytes()),
+            Err("invalid_idempotency_key")
+        );
+        assert_eq!(code(&IDEMPOTENCY_KEY, b"  "), Err("invalid_idempotency_key"));
+        assert_eq!(code(&IDEMPOTENCY_KEY, &[b'k'; 201]), Err("invalid_idempotency_key"));
+        assert_eq!(code(&IF_MATCH, "\"7\u{e9}\"".as_bytes()), Err("invalid_if_match"));
+        assert_eq!(code(&IF_MATCH, b"\"seven\""), Err("invalid_if_match"));
+        assert_eq!(
+            code(&CORRELATION_ID, "\u{e9}".as_bytes()),
+            Err("invalid_correlation_id")
+        );
+        assert_eq!(code(&CORRELATION_ID, b"not-a-uuid"), Err("invalid_correlation_id"));
+    }
 
     #[derive(Debug, Default, PartialEq, serde::Deserialize)]
     struct Body {

@@ -11,7 +11,7 @@ use super::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::HeaderName;
+use axum::http::{HeaderMap, HeaderName};
 use shelfsync_common::server::secret::{bearer, digest, same_digest};
 
 /// Header a till names itself with.
@@ -59,8 +59,8 @@ impl Till {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Manager;
 
-fn role(parts: &Parts, state: &AppState) -> Result<Role, ApiError> {
-    let secret = bearer(parts.headers.get(AUTHORIZATION)).ok_or(ApiError::Unauthorized)?;
+fn role(headers: &HeaderMap, state: &AppState) -> Result<Role, ApiError> {
+    let secret = bearer(headers.get(AUTHORIZATION)).ok_or(ApiError::Unauthorized)?;
     let presented = digest(secret);
     // Compare with both keys every time, so timing says nothing about which one matched.
     let manager = same_digest(&presented, &state.manager_digest);
@@ -70,6 +70,12 @@ fn role(parts: &Parts, state: &AppState) -> Result<Role, ApiError> {
         (false, true) => Ok(Role::Terminal),
         (false, false) => Err(ApiError::Unauthorized),
     }
+}
+
+/// Whether the request presents the manager key (for routes open to everyone that show
+/// the manager more).
+pub fn is_manager(headers: &HeaderMap, state: &AppState) -> bool {
+    matches!(role(headers, state), Ok(Role::Manager))
 }
 
 /// Whether `id` is an acceptable till name.
@@ -84,7 +90,7 @@ impl FromRequestParts<AppState> for Till {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let role = role(parts, state)?;
+        let role = role(&parts.headers, state)?;
         let till_id = match parts.headers.get(TILL_ID) {
             None => None,
             Some(value) => match value.to_str().map(str::trim) {
@@ -105,7 +111,7 @@ impl FromRequestParts<AppState> for Manager {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        match role(parts, state)? {
+        match role(&parts.headers, state)? {
             Role::Manager => Ok(Manager),
             Role::Terminal => Err(ApiError::Forbidden("this route needs the manager key")),
         }

@@ -67,7 +67,7 @@ async fn execute(state: &AppState, command: crate::store::LocalCommand) -> Resul
 
 /// Book a delivery at this store.
 #[utoipa::path(post, path = "/v1/inventory/stock", tag = "inventory", request_body = AddStockRequest,
-    params(super::WriteHeaders),
+    params(super::WriteHeaderParams),
     responses(WriteAnswers, (status = 400, description = "invalid_idempotency_key, invalid_till_id or invalid_correlation_id"), (status = 404, description = "product_not_found"),
         (status = 422, description = "wrong_store, expected_version_unsupported or idempotency_key_reused"), (status = 503, description = "not_bootstrapped (the catalog has not come from the hub yet; Retry-After), storage_unavailable or shutting_down: nothing was recorded")),
     security(("terminal" = []), ("manager" = [])))]
@@ -96,7 +96,7 @@ pub async fn add_stock(
 
 /// Correct the count (signed delta, with a reason).
 #[utoipa::path(post, path = "/v1/inventory/adjustments", tag = "inventory", request_body = AdjustStockRequest,
-    params(super::WriteHeaders),
+    params(super::WriteHeaderParams),
     responses(WriteAnswers, (status = 400, description = "invalid_idempotency_key, invalid_till_id or invalid_correlation_id"), (status = 404, description = "product_not_found"), (status = 409, description = "insufficient_stock"),
         (status = 422, description = "wrong_store, zero_adjustment, adjustment_out_of_range, invalid_reason, expected_version_unsupported or idempotency_key_reused"), (status = 503, description = "not_bootstrapped (the catalog has not come from the hub yet; Retry-After), storage_unavailable or shutting_down: nothing was recorded")),
     security(("terminal" = []), ("manager" = [])))]
@@ -127,7 +127,7 @@ pub async fn adjust_stock(
 /// Hold units for a customer (default 15 minutes, at most 7 days). This agent releases
 /// the hold itself when it lapses.
 #[utoipa::path(post, path = "/v1/inventory/reservations", tag = "inventory", request_body = ReserveStockRequest,
-    params(super::WriteHeaders),
+    params(super::WriteHeaderParams),
     responses(WriteAnswers, (status = 400, description = "invalid_idempotency_key, invalid_till_id or invalid_correlation_id"), (status = 404, description = "product_not_found"), (status = 409, description = "insufficient_stock or reservation_exists"),
         (status = 422, description = "wrong_store, invalid_ttl, expected_version_unsupported or idempotency_key_reused"), (status = 503, description = "not_bootstrapped (the catalog has not come from the hub yet; Retry-After), storage_unavailable or shutting_down: nothing was recorded")),
     security(("terminal" = []), ("manager" = [])))]
@@ -162,7 +162,7 @@ pub async fn reserve(
 /// Give a hold back (reason `cancelled` unless the body says otherwise).
 #[utoipa::path(post, path = "/v1/inventory/reservations/{id}/release", tag = "inventory",
     request_body(content = Option<ReleaseReservationRequest>, description = "optional"),
-    params(("id" = uuid::Uuid, Path, description = "reservation id"), super::WriteHeaders),
+    params(("id" = uuid::Uuid, Path, description = "reservation id"), super::WriteHeaderParams),
     responses(WriteAnswers, (status = 400, description = "invalid_idempotency_key, invalid_till_id or invalid_correlation_id"), (status = 404, description = "reservation_not_found"),
         (status = 422, description = "expected_version_unsupported or idempotency_key_reused"), (status = 503, description = "not_bootstrapped (the catalog has not come from the hub yet; Retry-After), storage_unavailable or shutting_down: nothing was recorded")),
     security(("terminal" = []), ("manager" = [])))]
@@ -194,7 +194,7 @@ pub async fn release(
 /// Turn a hold into a sale: on hand and reserved both drop.
 #[utoipa::path(post, path = "/v1/inventory/reservations/{id}/commit", tag = "inventory",
     request_body(content = Option<CommitReservationRequest>, description = "optional"),
-    params(("id" = uuid::Uuid, Path, description = "reservation id"), super::WriteHeaders),
+    params(("id" = uuid::Uuid, Path, description = "reservation id"), super::WriteHeaderParams),
     responses(WriteAnswers, (status = 400, description = "invalid_idempotency_key, invalid_till_id or invalid_correlation_id"), (status = 404, description = "reservation_not_found"),
         (status = 422, description = "expected_version_unsupported or idempotency_key_reused"), (status = 503, description = "not_bootstrapped (the catalog has not come from the hub yet; Retry-After), storage_unavailable or shutting_down: nothing was recorded")),
     security(("terminal" = []), ("manager" = [])))]

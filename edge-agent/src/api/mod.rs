@@ -49,7 +49,7 @@ pub struct AppState {
 /// The optional headers of every write, for the OpenAPI document.
 #[derive(Debug, utoipa::IntoParams)]
 #[into_params(parameter_in = Header)]
-pub struct WriteHeaders {
+pub struct WriteHeaderParams {
     /// Makes a retry safe: 1..=200 characters, scoped by the key and `X-Till-Id`. A body
     /// `event_id` takes precedence.
     #[param(

@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
+use shelfsync_common::product::normalize_sku;
 use shelfsync_common::server::extract::{ApiPath, ApiQuery};
 use shelfsync_common::wire::ProductView;
 use shelfsync_common::ProductId;
@@ -69,7 +70,7 @@ pub async fn find_by_sku(
     state
         .store
         .read(|view| {
-            view.product_by_sku(&query.sku)
+            view.product_by_sku(&normalize_sku(&query.sku))
                 .cloned()
                 .ok_or_else(|| not_found(view.sync.bootstrapped, format!("with sku {:?}", query.sku)))
         })

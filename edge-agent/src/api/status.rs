@@ -1,10 +1,14 @@
 //! `GET /v1/status`: the agent's health for the store manager and the tills (is the hub
 //! link up, how much is waiting to be uploaded and for how long, how far behind the hub
 //! the agent is). Open without a key: it holds no stock figures and no secrets, and a
-//! till that cannot authenticate still needs to be able to show why.
+//! till that cannot authenticate still needs to be able to show why. Why the hub link
+//! failed (`breaker_reason`: raw connection errors, which name the hub's address) is
+//! shown to the manager key only: anyone on the store LAN can read this page.
 
+use super::auth::is_manager;
 use super::AppState;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
 use shelfsync_common::edge::AgentStatus;
@@ -17,8 +21,13 @@ pub fn router() -> Router<AppState> {
 
 /// The agent's link, outbox and sync position.
 #[utoipa::path(get, path = "/v1/status", tag = "status", responses((status = 200, body = AgentStatus)), security(()))]
-pub async fn status(State(state): State<AppState>) -> Json<AgentStatus> {
+pub async fn status(State(state): State<AppState>, headers: HeaderMap) -> Json<AgentStatus> {
     let link = state.link.get();
+    let breaker_reason = if is_manager(&headers, &state) {
+        link.breaker_reason.clone()
+    } else {
+        None
+    };
     let now = OffsetDateTime::now_utc();
     Json(state.store.read(|view| {
         let (outbox_depth, oldest) = view.outbox();
@@ -27,7 +36,7 @@ pub async fn status(State(state): State<AppState>) -> Json<AgentStatus> {
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             link: if link.online { "online" } else { "offline" }.to_owned(),
             breaker: link.breaker.to_owned(),
-            breaker_reason: link.breaker_reason.clone(),
+            breaker_reason,
             push_connected: link.push_connected,
             outbox_depth,
             oldest_pending_age_secs: oldest.map(|at| (now - at).whole_seconds().max(0) as u64),

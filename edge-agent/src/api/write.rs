@@ -22,24 +22,17 @@ use super::error::ApiError;
 use super::AppState;
 use crate::store::{LocalCommand, Target};
 use axum::extract::FromRequestParts;
-use axum::http::header::IF_MATCH;
 use axum::http::request::Parts;
-use axum::http::{HeaderName, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use shelfsync_common::edge::LocalWriteResult;
+use shelfsync_common::server::extract::WriteHeaders;
 use shelfsync_common::{EventId, EventMetadata, ExpectedVersion, IdKey, InventoryCommand, Origin, StoreId};
 use time::OffsetDateTime;
 use uuid::Uuid;
-
-/// Header naming a client's retry key.
-pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
-/// Header grouping the events of one business operation.
-pub const CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
-/// Longest accepted `Idempotency-Key`.
-pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
 
 /// The answers of every till write: 201 (new) or 200 (a retry, `replayed: true`) with the
 /// [`LocalWriteResult`].
@@ -66,32 +59,12 @@ impl FromRequestParts<AppState> for WriteContext {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let till = Till::from_request_parts(parts, state).await?;
-        let idempotency_key = match parts.headers.get(IDEMPOTENCY_KEY) {
-            None => None,
-            Some(value) => match value.to_str() {
-                Ok(key) if (1..=MAX_IDEMPOTENCY_KEY_LEN).contains(&key.len()) => Some(key.to_owned()),
-                _ => {
-                    return Err(ApiError::bad_request(
-                        "invalid_idempotency_key",
-                        format!("Idempotency-Key must be 1..={MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
-                    ))
-                }
-            },
-        };
-        let correlation_id = match parts.headers.get(CORRELATION_ID) {
-            None => Uuid::now_v7(),
-            Some(value) => value
-                .to_str()
-                .ok()
-                .and_then(|text| text.trim().parse::<Uuid>().ok())
-                .ok_or_else(|| ApiError::bad_request("invalid_correlation_id", "X-Correlation-Id must be a UUID"))?,
-        };
-        let if_match = parts.headers.contains_key(IF_MATCH);
+        let headers = WriteHeaders::parse(&parts.headers).map_err(|bad| ApiError::bad_request(bad.code, bad.detail))?;
         Ok(Self {
             till,
-            idempotency_key,
-            correlation_id,
-            if_match,
+            idempotency_key: headers.idempotency_key,
+            correlation_id: headers.correlation_id.unwrap_or_else(Uuid::now_v7),
+            if_match: headers.if_match.is_some(),
             id_key: state.store.id_key().clone(),
         })
     }

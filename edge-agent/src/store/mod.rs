@@ -17,7 +17,7 @@ use shelfsync_common::{
 };
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 use view::View;
 
 /// The local store's migrations, oldest first.
@@ -105,11 +105,10 @@ pub enum QuarantineAction {
 /// A handle on the local store; cheap to clone.
 #[derive(Clone)]
 pub struct LocalStore {
-    jobs: mpsc::Sender<writer::Job>,
+    writer: writer::LocalWriter,
     view: Arc<RwLock<View>>,
     reader: Arc<Mutex<rusqlite::Connection>>,
     recorded: watch::Receiver<u64>,
-    writer_thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
     id_key: Arc<shelfsync_common::IdKey>,
 }
 
@@ -117,14 +116,13 @@ impl LocalStore {
     /// Opens (creating and migrating if needed) the store of `store_id` at `path`.
     pub fn open(path: &Path, store_id: StoreId) -> Result<Self, LocalError> {
         let storage = |e: &dyn std::fmt::Display| LocalError::Storage(e.to_string());
-        let (jobs, thread, view, recorded, id_key) = writer::start(path, store_id).map_err(|e| storage(&e))?;
+        let (writer, view, recorded, id_key) = writer::start(path, store_id).map_err(|e| storage(&e))?;
         let reader = shelfsync_common::sqlite::open_read_only(path).map_err(|e| storage(&e))?;
         Ok(Self {
-            jobs,
+            writer,
             view,
             reader: Arc::new(Mutex::new(reader)),
             recorded,
-            writer_thread: Arc::new(Mutex::new(Some(thread))),
             id_key: Arc::new(id_key),
         })
     }
@@ -143,8 +141,9 @@ impl LocalStore {
 
     /// Records a till's command, durably, and answers with the new local stock.
     pub async fn execute(&self, command: LocalCommand) -> Result<LocalWriteResult, LocalError> {
-        self.submit(|reply| writer::Op::Write(writer::WriteOp::Command(Box::new(command), reply)))
-            .await?
+        self.writer
+            .submit(|reply| writer::WriteOp::Command(Box::new(command), reply))
+            .await
     }
 
     /// Applies events from the hub (in position order) and moves the cursor to `cursor`.
@@ -154,44 +153,50 @@ impl LocalStore {
         cursor: u64,
         head: u64,
     ) -> Result<ApplyReport, LocalError> {
-        self.submit(|reply| {
-            writer::Op::Write(writer::WriteOp::ApplyHub {
+        self.writer
+            .submit(|reply| writer::WriteOp::ApplyHub {
                 events,
                 cursor,
                 head,
                 reply,
             })
-        })
-        .await?
+            .await
     }
 
     /// Records the hub's answer to an upload.
     pub async fn acknowledge(&self, results: Vec<UploadResult>) -> Result<(), LocalError> {
-        self.submit(|reply| writer::Op::Write(writer::WriteOp::Acknowledge(results, reply)))
-            .await?
+        self.writer
+            .submit(|reply| writer::WriteOp::Acknowledge(results, reply))
+            .await
     }
 
     /// Takes the starting snapshot (only on a store that has none).
     pub async fn bootstrap(&self, snapshot: SnapshotResponse) -> Result<(), LocalError> {
-        self.submit(|reply| writer::Op::Write(writer::WriteOp::Bootstrap(Box::new(snapshot), reply)))
-            .await?
+        self.writer
+            .submit(|reply| writer::WriteOp::Bootstrap(Box::new(snapshot), reply))
+            .await
     }
 
     /// Retries or discards a quarantined event.
     pub async fn quarantine(&self, event_id: EventId, action: QuarantineAction) -> Result<(), LocalError> {
-        self.submit(|reply| {
-            writer::Op::Write(writer::WriteOp::Quarantine {
+        self.writer
+            .submit(|reply| writer::WriteOp::Quarantine {
                 event_id,
                 action,
                 reply,
             })
-        })
-        .await?
+            .await
     }
 
     /// Checkpoints the WAL (scheduled maintenance).
     pub async fn checkpoint(&self) -> Result<(), LocalError> {
-        self.submit(writer::Op::Checkpoint).await?
+        self.writer.checkpoint().await
+    }
+
+    /// The writer itself (tests queue work on it without waiting for the answer).
+    #[cfg(test)]
+    fn writer(&self) -> &writer::LocalWriter {
+        &self.writer
     }
 
     /// Changes whenever a new event is recorded (its outbox seq): wakes the uploader.
@@ -225,22 +230,9 @@ impl LocalStore {
         .map_err(|e| LocalError::Storage(e.to_string()))?
     }
 
-    async fn submit<T>(&self, op: impl FnOnce(oneshot::Sender<T>) -> writer::Op) -> Result<T, LocalError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(writer::Job::new(op(reply)))
-            .await
-            .map_err(|_| LocalError::Unavailable)?;
-        answer.await.map_err(|_| LocalError::Unavailable)
-    }
-
-    /// Lets the writer finish what is queued, stops it, and waits for it.
+    /// Lets the writer finish what is queued, checkpoints, stops it, and waits for it.
     pub async fn close(&self) {
-        let _ = self.submit(writer::Op::Shutdown).await;
-        let handle = self.writer_thread.lock().ok().and_then(|mut h| h.take());
-        if let Some(handle) = handle {
-            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
-        }
+        self.writer.close().await;
     }
 }
 

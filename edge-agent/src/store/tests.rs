@@ -415,10 +415,11 @@ type Answer = oneshot::Receiver<Result<LocalWriteResult, LocalError>>;
 /// Puts a command on the writer's queue directly: when this returns the job is queued
 /// (`LocalStore::execute` only tells once it is answered).
 async fn enqueue(store: &LocalStore, command: LocalCommand) -> Answer {
-    let (reply, answer) = oneshot::channel();
-    let job = writer::Job::new(writer::Op::Write(writer::WriteOp::Command(Box::new(command), reply)));
-    assert!(store.jobs.send(job).await.is_ok(), "the writer is running");
-    answer
+    store
+        .writer()
+        .queue(|reply| writer::WriteOp::Command(Box::new(command), reply))
+        .await
+        .expect("the writer is running")
 }
 
 async fn answer(answer: Answer) -> Result<LocalWriteResult, LocalError> {
@@ -435,9 +436,12 @@ async fn one_batch(shop: &Shop, commands: Vec<LocalCommand>) -> Vec<Result<Local
     let lock = WriteLock::hold(&shop.path);
     let stall = ReservationId::new_v7();
     let stalled = enqueue(&shop.store, shop.commit(stall)).await;
-    let (reply, checkpointed) = oneshot::channel();
-    let barrier = writer::Job::new(writer::Op::Checkpoint(reply));
-    assert!(shop.store.jobs.send(barrier).await.is_ok(), "the writer is running");
+    let checkpointed = shop
+        .store
+        .writer()
+        .queue_checkpoint()
+        .await
+        .expect("the writer is running");
     let mut answers = Vec::with_capacity(commands.len());
     for command in commands {
         answers.push(enqueue(&shop.store, command).await);

@@ -1,20 +1,22 @@
-//! The local store's single writer: one thread, one write connection, group commit.
+//! The local store's batch logic, run by the shared group-commit writer
+//! ([`shelfsync_common::group_commit`]): one thread, one write connection, one fsync per
+//! batch, every caller answered after the commit (or failed after a rollback).
 //!
-//! It blocks for the first queued job, drains whatever else is queued, runs each job
-//! against the committed view plus this batch's changes, commits once (one fsync), then
-//! publishes the changes to the shared view and answers every caller. A job the rules
-//! refuse writes nothing; if SQLite fails, the batch rolls back, the view is untouched,
-//! and every caller in the batch gets a storage error.
+//! What this file adds: each write runs against the committed view plus this batch's
+//! changes; after the commit the changes are published to the shared view (and the
+//! outbox's new last sequence to the uploader) before the callers are answered. A write
+//! the rules refuse writes nothing; if SQLite fails, the batch rolls back and the view is
+//! untouched.
 
 use super::view::{level, PendingEvent, StreamView, SyncPosition, View};
 use super::{ApplyReport, LocalCommand, LocalError, QuarantineAction, Target, MIGRATIONS};
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use shelfsync_common::edge::{LocalWriteResult, OutboxEntry, OutboxStatus};
+use shelfsync_common::group_commit::{BatchLogic, Reply as GenericReply, Writer, WriterMetrics, WriterSettings};
 use shelfsync_common::inventory::{self, InventoryState, Reservation};
 use shelfsync_common::sqlite::{settle, Deferred};
 use shelfsync_common::sync::{SnapshotResponse, UploadEvent, UploadOutcome, UploadResult};
 use shelfsync_common::wire::ProductView;
-use shelfsync_common::write_gate::{self, WriteGate};
 use shelfsync_common::{
     EventEnvelope, EventId, EventMetadata, EventPayload, InventoryCommand, Origin, Product, ProductId, ReservationId,
     StoreId, StreamId,
@@ -24,38 +26,25 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 
-/// Most jobs committed in one transaction.
-const MAX_BATCH: usize = 512;
+/// The local store's writer: its thread, queue and limits.
+const SETTINGS: WriterSettings = WriterSettings {
+    thread_name: "local-store-writer",
+    queue_depth: 4096,
+    max_batch: 512,
+    metrics: WriterMetrics {
+        queue_seconds: "shelfsync_edge_write_queue_seconds",
+        batch_writes: "shelfsync_edge_write_batch_jobs",
+        commit_seconds: "shelfsync_edge_write_commit_seconds",
+        abandoned: "shelfsync_edge_writes_abandoned_total",
+    },
+};
 
-type Reply<T> = oneshot::Sender<Result<T, LocalError>>;
+type Reply<T> = GenericReply<T, LocalError>;
 
-/// A queued request.
-pub(super) struct Job {
-    op: Op,
-    gate: Option<WriteGate>,
-}
-
-impl Job {
-    /// A job for `op`, carrying the gate of the request being served (if any).
-    pub(super) fn new(op: Op) -> Self {
-        Self {
-            op,
-            gate: write_gate::current(),
-        }
-    }
-}
-
-/// What the writer can be asked to do.
-pub(super) enum Op {
-    /// A write that joins the current group commit.
-    Write(WriteOp),
-    /// Checkpoint the WAL (runs alone, after what was queued before it).
-    Checkpoint(Reply<()>),
-    /// Stop after what was queued before it.
-    Shutdown(oneshot::Sender<()>),
-}
+/// A handle on the local store's writer.
+pub(super) type LocalWriter = Writer<LocalBatches>;
 
 /// A write that shares a transaction with the others queued beside it.
 pub(super) enum WriteOp {
@@ -75,22 +64,8 @@ pub(super) enum WriteOp {
     },
 }
 
-impl WriteOp {
-    /// The answer owed to a job the batch never reached.
-    fn unanswered(self) -> Deferred<LocalError> {
-        match self {
-            WriteOp::Command(_, reply) => Deferred::new(reply, Err(LocalError::Unavailable)),
-            WriteOp::ApplyHub { reply, .. } => Deferred::new(reply, Err(LocalError::Unavailable)),
-            WriteOp::Acknowledge(_, reply) => Deferred::new(reply, Err(LocalError::Unavailable)),
-            WriteOp::Bootstrap(_, reply) => Deferred::new(reply, Err(LocalError::Unavailable)),
-            WriteOp::Quarantine { reply, .. } => Deferred::new(reply, Err(LocalError::Unavailable)),
-        }
-    }
-}
-
 type Started = (
-    mpsc::Sender<Job>,
-    std::thread::JoinHandle<()>,
+    LocalWriter,
     Arc<RwLock<View>>,
     watch::Receiver<u64>,
     shelfsync_common::IdKey,
@@ -115,20 +90,13 @@ pub(super) fn start(path: &Path, store_id: StoreId) -> Result<Started, Box<dyn s
     );
     let view = Arc::new(RwLock::new(view));
     let (recorded_tx, recorded) = watch::channel(next_seq - 1);
-    let (jobs, queue) = mpsc::channel(4096);
-    let shared = view.clone();
-    let thread = std::thread::Builder::new()
-        .name("local-store-writer".into())
-        .spawn(move || {
-            Writer {
-                conn,
-                view: shared,
-                next_seq,
-                recorded: recorded_tx,
-            }
-            .run(queue)
-        })?;
-    Ok((jobs, thread, view, recorded, id_key))
+    let logic = LocalBatches {
+        view: view.clone(),
+        next_seq,
+        recorded: recorded_tx,
+    };
+    let writer = Writer::start(conn, logic, SETTINGS)?;
+    Ok((writer, view, recorded, id_key))
 }
 
 fn time_text(at: OffsetDateTime) -> String {
@@ -218,106 +186,67 @@ fn load_view(conn: &Connection, store_id: StoreId) -> rusqlite::Result<View> {
     Ok(view)
 }
 
-struct Writer {
-    conn: Connection,
+/// The local store's side of the group commit: the shared view it publishes to, the
+/// next outbox sequence, and where the outbox's last sequence is announced.
+pub(super) struct LocalBatches {
     view: Arc<RwLock<View>>,
     next_seq: u64,
     recorded: watch::Sender<u64>,
 }
 
-impl Writer {
-    fn run(mut self, mut queue: mpsc::Receiver<Job>) {
-        while let Some(first) = queue.blocking_recv() {
-            let mut next = Some(first);
-            while let Some(job) = next.take() {
-                match job.op {
-                    Op::Checkpoint(reply) => {
-                        let result = self
-                            .conn
-                            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0))
-                            .map(|_| ())
-                            .map_err(|e| LocalError::Storage(e.to_string()));
-                        let _ = reply.send(result);
-                    }
-                    Op::Shutdown(reply) => {
-                        tracing::info!("local store writer stopped");
-                        let _ = reply.send(());
-                        return;
-                    }
-                    Op::Write(op) => {
-                        let mut ops = vec![(op, job.gate)];
-                        while ops.len() < MAX_BATCH {
-                            match queue.try_recv() {
-                                Ok(Job {
-                                    op: Op::Write(op),
-                                    gate,
-                                }) => ops.push((op, gate)),
-                                Ok(barrier) => {
-                                    next = Some(barrier);
-                                    break;
-                                }
-                                Err(_) => break,
-                            }
-                        }
-                        self.commit(ops);
-                    }
-                }
+impl BatchLogic for LocalBatches {
+    type Write = WriteOp;
+    type Error = LocalError;
+    type Changes = Changes;
+
+    fn run_batch(
+        &mut self,
+        tx: &Transaction<'_>,
+        writes: &mut dyn Iterator<Item = WriteOp>,
+        answers: &mut Vec<Deferred<LocalError>>,
+    ) -> rusqlite::Result<Changes> {
+        let committed = self.view.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut batch = Batch::new(&committed, self.next_seq);
+        for write in writes {
+            batch.run(tx, write, answers)?;
+        }
+        batch.finish(tx)?;
+        Ok(batch.changes)
+    }
+
+    fn committed(&mut self, changes: Changes) {
+        self.next_seq = changes.next_seq;
+        let recorded = changes.next_seq - 1;
+        changes.apply_to(&mut self.view.write().unwrap_or_else(std::sync::PoisonError::into_inner));
+        self.recorded
+            .send_if_modified(|last| std::mem::replace(last, recorded) != recorded);
+    }
+
+    fn fail(write: WriteOp, error: &LocalError) {
+        fn refuse<T>(reply: Reply<T>, error: &LocalError) {
+            let _ = reply.send(Err(error.clone()));
+        }
+        match write {
+            WriteOp::Command(_, reply) => refuse(reply, error),
+            WriteOp::ApplyHub { reply, .. } => refuse(reply, error),
+            WriteOp::Acknowledge(_, reply) | WriteOp::Bootstrap(_, reply) | WriteOp::Quarantine { reply, .. } => {
+                refuse(reply, error)
             }
         }
     }
 
-    fn commit(&mut self, ops: Vec<(WriteOp, Option<WriteGate>)>) {
-        // A job whose request already answered "timed out" must not be written.
-        let ops: Vec<WriteOp> = ops
-            .into_iter()
-            .filter_map(|(op, gate)| {
-                let run = gate.as_ref().is_none_or(WriteGate::claim);
-                if !run {
-                    metrics::counter!("shelfsync_edge_writes_abandoned_total").increment(1);
-                }
-                run.then_some(op)
-            })
-            .collect();
-        if ops.is_empty() {
-            return;
-        }
-        let view = self.view.clone();
-        let committed = view.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut batch = Batch::new(&committed, self.next_seq);
-        let mut answers = Vec::with_capacity(ops.len());
-        let mut ops = ops.into_iter();
-        let result = (|| -> rusqlite::Result<()> {
-            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            for op in ops.by_ref() {
-                batch.run(&tx, op, &mut answers)?;
-            }
-            batch.finish(&tx)?;
-            tx.commit()
-        })();
-        let changes = batch.changes;
-        drop(committed);
-        match result {
-            Ok(()) => {
-                self.next_seq = changes.next_seq;
-                let recorded = changes.next_seq - 1;
-                changes.apply_to(&mut view.write().unwrap_or_else(std::sync::PoisonError::into_inner));
-                self.recorded
-                    .send_if_modified(|last| std::mem::replace(last, recorded) != recorded);
-                answers.into_iter().for_each(Deferred::send);
-            }
-            Err(error) => {
-                tracing::error!(%error, "local write batch rolled back");
-                let error = LocalError::Storage(error.to_string());
-                answers.into_iter().for_each(|answer| answer.fail(&error));
-                ops.for_each(|op| op.unanswered().fail(&error));
-            }
-        }
+    fn storage_error(error: &rusqlite::Error) -> LocalError {
+        LocalError::Storage(error.to_string())
+    }
+
+    fn unavailable() -> LocalError {
+        LocalError::Unavailable
     }
 }
 
 /// What one batch changed, published to the view after its commit.
 #[derive(Default)]
-struct Changes {
+pub(super) struct Changes {
     next_seq: u64,
     streams: HashMap<ProductId, StreamView>,
     catalog: Vec<ProductView>,

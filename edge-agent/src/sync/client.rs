@@ -93,6 +93,9 @@ impl HubClient {
             // No byte for this long means the connection is dead (the hub sends keep-alives).
             .read_timeout(Duration::from_secs(sync.stream_idle_timeout_secs))
             .tcp_keepalive(Duration::from_secs(30))
+            // Drop idle connections before the hub's header timeout (10 s by default) closes
+            // them, so a request is not sent on a connection the hub is closing.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .unwrap_or_else(|error| {
                 tracing::error!(%error, "building the hub client; using the defaults");

@@ -59,7 +59,8 @@ pub async fn issue_channel_token(store: &crate::store::EventStore, name: &str) -
     })
 }
 
-/// Revoke every live token with this name (refused from the next request on).
+/// Revoke the live channel token with this name (refused from the next request on). Store
+/// tokens are not named here: they are revoked through their store.
 #[utoipa::path(post, path = "/v1/admin/tokens/{name}/revoke", tag = "admin",
     params(("name" = String, Path, description = "token name")),
     responses((status = 204, description = "revoked"), (status = 403, description = "forbidden: needs the admin token"), (status = 404, description = "token_not_found"), (status = 503, description = "storage_unavailable or shutting_down: nothing was written; retry")))]
@@ -69,7 +70,7 @@ pub async fn revoke_token(
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
-    match state.store.revoke_tokens(TokenSelector::Name(name.clone())).await? {
+    match super::stores::revoke_tokens(&state, TokenSelector::Channel(name.clone())).await? {
         0 => Err(ApiError::NotFound {
             what: "token",
             id: name,

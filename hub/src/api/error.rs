@@ -51,6 +51,25 @@ pub enum ApiError {
         /// Seconds until the next attempt is worth making.
         retry_after_secs: u64,
     },
+    /// `min_position` names a position the log has not reached: no write answered it.
+    #[error(
+        "min_position {wanted} is past the log's head ({head}): no write has that position, so waiting \
+         cannot help; pass the position a write answered"
+    )]
+    PastHead {
+        /// Requested `min_position`.
+        wanted: u64,
+        /// The log's head.
+        head: u64,
+    },
+    /// The store already has as many push streams open as it may.
+    #[error("this store already has {open} push streams open, the most it may have is {limit}; close one first")]
+    TooManyStreams {
+        /// Streams open now.
+        open: u32,
+        /// `sync.max_push_streams_per_store`.
+        limit: u32,
+    },
     /// The projector is retrying a batch it cannot write: reads are going stale.
     #[error("the read model is not keeping up with the log: {reason}")]
     ProjectionStalled {
@@ -106,6 +125,8 @@ impl ApiError {
                 "Read model unavailable",
             ),
             ApiError::NotCaughtUp { .. } => (S::SERVICE_UNAVAILABLE, "read_model_behind".into(), "Read model behind"),
+            ApiError::PastHead { .. } => (S::BAD_REQUEST, "min_position_past_head".into(), "Invalid request"),
+            ApiError::TooManyStreams { .. } => (S::TOO_MANY_REQUESTS, "too_many_streams".into(), "Too many streams"),
             ApiError::ProjectionStalled { .. } => (
                 S::SERVICE_UNAVAILABLE,
                 "projection_stalled".into(),
@@ -158,6 +179,12 @@ impl IntoResponse for ApiError {
         };
         let mut answer = ProblemResponse::new(status, &code, title, detail);
         match &self {
+            ApiError::Unauthorized => {
+                answer = answer.with_header(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"shelfsync-hub\""),
+                );
+            }
             ApiError::Append(AppendError::VersionConflict { current, .. }) => {
                 answer.problem.current_version = Some(*current);
                 answer = answer.with_header(header::ETAG, etag(*current)).with_header(
@@ -167,6 +194,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::Append(AppendError::Domain(DomainError::InvalidProduct { field, .. })) => {
                 answer.problem.field = Some((*field).to_owned());
+            }
+            ApiError::TooManyStreams { .. } => {
+                answer = answer.with_header(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             ApiError::ReadModelUnavailable { retry_after_secs } => {
                 answer = answer.with_header(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));

@@ -3,7 +3,7 @@
 //! version guards concurrent writers (`If-Match` or `expected_version`).
 
 use super::error::ApiError;
-use super::write::{written, WriteAnswers, WriteContext, WriteHeaders};
+use super::write::{written, WriteAnswers, WriteContext, WriteHeaderParams};
 use super::AppState;
 use crate::store::{Command, InventoryTarget};
 use axum::extract::State;
@@ -29,7 +29,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Book a delivery.
-#[utoipa::path(post, path = "/v1/inventory/stock", tag = "inventory", request_body = AddStockRequest, params(WriteHeaders),
+#[utoipa::path(post, path = "/v1/inventory/stock", tag = "inventory", request_body = AddStockRequest, params(WriteHeaderParams),
     responses(WriteAnswers, (status = 400, description = "invalid_if_match, invalid_idempotency_key, invalid_correlation_id or conflicting_preconditions"), (status = 403, description = "forbidden: store tokens may only use the /v1/sync routes"), (status = 404, description = "product_not_found or store_not_found"),
         (status = 409, description = "version_conflict"), (status = 422, description = "idempotency_key_reused"), (status = 503, description = "storage_unavailable or shutting_down: nothing was written; retry")))]
 pub async fn add_stock(
@@ -49,7 +49,7 @@ pub async fn add_stock(
 }
 
 /// Correct the count (signed delta, with a reason).
-#[utoipa::path(post, path = "/v1/inventory/adjustments", tag = "inventory", request_body = AdjustStockRequest, params(WriteHeaders),
+#[utoipa::path(post, path = "/v1/inventory/adjustments", tag = "inventory", request_body = AdjustStockRequest, params(WriteHeaderParams),
     responses(WriteAnswers, (status = 400, description = "invalid_if_match, invalid_idempotency_key, invalid_correlation_id or conflicting_preconditions"), (status = 403, description = "forbidden: store tokens may only use the /v1/sync routes"), (status = 404, description = "product_not_found or store_not_found"),
         (status = 409, description = "insufficient_stock or version_conflict"),
         (status = 422, description = "zero_adjustment, adjustment_out_of_range, invalid_reason or idempotency_key_reused"), (status = 503, description = "storage_unavailable or shutting_down: nothing was written; retry")))]
@@ -71,7 +71,7 @@ pub async fn adjust_stock(
 }
 
 /// Hold units for a customer (default 15 minutes). `Location` names the reservation.
-#[utoipa::path(post, path = "/v1/inventory/reservations", tag = "inventory", request_body = ReserveStockRequest, params(WriteHeaders),
+#[utoipa::path(post, path = "/v1/inventory/reservations", tag = "inventory", request_body = ReserveStockRequest, params(WriteHeaderParams),
     responses(WriteAnswers, (status = 400, description = "invalid_if_match, invalid_idempotency_key, invalid_correlation_id or conflicting_preconditions"), (status = 403, description = "forbidden: store tokens may only use the /v1/sync routes"), (status = 404, description = "product_not_found or store_not_found"),
         (status = 409, description = "insufficient_stock, reservation_exists or version_conflict"),
         (status = 422, description = "invalid_ttl or idempotency_key_reused"), (status = 503, description = "storage_unavailable or shutting_down: nothing was written; retry")))]
@@ -107,7 +107,7 @@ pub async fn reserve(
 /// Give a hold back (reason `cancelled` unless the body says otherwise).
 #[utoipa::path(post, path = "/v1/inventory/reservations/{id}/release", tag = "inventory",
     request_body(content = Option<ReleaseReservationRequest>, description = "optional"),
-    params(("id" = uuid::Uuid, Path, description = "reservation id"), WriteHeaders),
+    params(("id" = uuid::Uuid, Path, description = "reservation id"), WriteHeaderParams),
     responses(WriteAnswers, (status = 400, description = "invalid_if_match, invalid_idempotency_key, invalid_correlation_id or conflicting_preconditions"), (status = 403, description = "forbidden: store tokens may only use the /v1/sync routes"), (status = 404, description = "reservation_not_found"),
         (status = 409, description = "version_conflict"), (status = 422, description = "idempotency_key_reused"), (status = 503, description = "storage_unavailable or shutting_down: nothing was written; retry")))]
 pub async fn release(
@@ -131,7 +131,7 @@ pub async fn release(
 /// Turn a hold into a sale.
 #[utoipa::path(post, path = "/v1/inventory/reservations/{id}/commit", tag = "inventory",
     request_body(content = Option<CommitReservationRequest>, description = "optional"),
-    params(("id" = uuid::Uuid, Path, description = "reservation id"), WriteHeaders),
+    params(("id" = uuid::Uuid, Path, description = "reservation id"), WriteHeaderParams),
     responses(WriteAnswers, (status = 400, description = "invalid_if_match, invalid_idempotency_key, invalid_correlation_id or conflicting_preconditions"), (status = 403, description = "forbidden: store tokens may only use the /v1/sync routes"), (status = 404, description = "reservation_not_found"),
         (status = 409, description = "version_conflict"), (status = 422, description = "idempotency_key_reused"), (status = 503, description = "storage_unavailable or shutting_down: nothing was written; retry")))]
 pub async fn commit(

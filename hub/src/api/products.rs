@@ -4,7 +4,7 @@
 use super::auth::Principal;
 use super::error::ApiError;
 use super::stock::{answer, MinPosition};
-use super::write::{written, WriteAnswers, WriteContext, WriteHeaders};
+use super::write::{written, WriteAnswers, WriteContext, WriteHeaderParams};
 use super::AppState;
 use crate::store::Command;
 use axum::extract::State;
@@ -13,6 +13,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 use shelfsync_common::catalog::CatalogCommand;
+use shelfsync_common::product::normalize_sku;
 use shelfsync_common::server::extract::{ApiJson, ApiPath, ApiQuery};
 use shelfsync_common::wire::{ProductView, RegisterProductRequest, UpdateProductRequest};
 use shelfsync_common::{Product, ProductId};
@@ -25,7 +26,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Register a product (admin token). `Location` names the new product.
-#[utoipa::path(post, path = "/v1/products", tag = "catalog", request_body = RegisterProductRequest, params(WriteHeaders),
+#[utoipa::path(post, path = "/v1/products", tag = "catalog", request_body = RegisterProductRequest, params(WriteHeaderParams),
     responses(WriteAnswers, (status = 400, description = "invalid_if_match, invalid_idempotency_key, invalid_correlation_id or conflicting_preconditions"), (status = 403, description = "forbidden: needs the admin token"),
         (status = 409, description = "product_exists or sku_taken"),
         (status = 422, description = "invalid_product (`field` names the field) or idempotency_key_reused"), (status = 503, description = "storage_unavailable or shutting_down: nothing was written; retry")))]
@@ -40,7 +41,8 @@ pub async fn register(
         sku: body.sku.clone(),
         name: body.name.clone(),
         price_minor: body.price_minor,
-    };
+    }
+    .normalized();
     let location = format!("/v1/products/{}", product.id);
     let command = Command::Catalog(CatalogCommand::RegisterProduct { product });
     let request = ctx.command(command, None, body.event_id, "register_product", &body)?;
@@ -49,7 +51,7 @@ pub async fn register(
 
 /// Replace a product's SKU, name and price (`If-Match` with its version to guard).
 #[utoipa::path(put, path = "/v1/products/{id}", tag = "catalog", request_body = UpdateProductRequest,
-    params(("id" = uuid::Uuid, Path, description = "product id"), WriteHeaders),
+    params(("id" = uuid::Uuid, Path, description = "product id"), WriteHeaderParams),
     responses(WriteAnswers, (status = 400, description = "invalid_if_match, invalid_idempotency_key, invalid_correlation_id or conflicting_preconditions"), (status = 403, description = "forbidden: needs the admin token"), (status = 404, description = "product_not_found"),
         (status = 409, description = "version_conflict (`current_version`, `X-Shelfsync-Current-Version`) or sku_taken"),
         (status = 422, description = "invalid_product, product_id_mismatch or idempotency_key_reused"), (status = 503, description = "storage_unavailable or shutting_down: nothing was written; retry")))]
@@ -65,7 +67,8 @@ pub async fn update(
         sku: body.sku.clone(),
         name: body.name.clone(),
         price_minor: body.price_minor,
-    };
+    }
+    .normalized();
     let command = Command::Catalog(CatalogCommand::UpdateProduct { product });
     let request = ctx.command(
         command,
@@ -119,7 +122,7 @@ pub async fn find_by_sku(
     principal.require_channel()?;
     let found = state
         .queries
-        .product_by_sku(query.sku.clone(), query.min_position)
+        .product_by_sku(normalize_sku(&query.sku), query.min_position)
         .await?;
     answer(found, || ApiError::NotFound {
         what: "product",

@@ -9,7 +9,9 @@
 //! the bus, and its feed re-reads the store when it resumes), and an agent that leaves
 //! the buffer full for [`SLOW_AGENT_STALL`] is dropped (it resumes by reconnecting). A
 //! burst or a replay longer than the buffer therefore never drops an agent that reads.
-//! The stream ends when the store's token is revoked and when the hub shuts down.
+//! The stream ends when the store's token is revoked and when the hub shuts down. A store
+//! may have at most `sync.max_push_streams_per_store` open at once (an agent needs one);
+//! one more is `429 too_many_streams`.
 
 use super::error::ApiError;
 use super::sync::StoreAgent;
@@ -61,7 +63,8 @@ pub struct LastEventId {
 #[utoipa::path(get, path = "/v1/sync/stream", tag = "sync", params(StreamQuery, LastEventId),
     responses((status = 200, description = "an endless text/event-stream of `event` (an EventEnvelope), `caught-up` and `progress` events, with keep-alive comments",
         content_type = "text/event-stream"),
-        (status = 400, description = "invalid_last_event_id"), (status = 403, description = "forbidden: the sync routes take a store token")))]
+        (status = 400, description = "invalid_last_event_id"), (status = 403, description = "forbidden: the sync routes take a store token"),
+        (status = 429, description = "too_many_streams: this store has as many push streams open as it may")))]
 pub async fn stream(
     State(state): State<AppState>,
     StoreAgent(store): StoreAgent,
@@ -79,6 +82,11 @@ pub async fn stream(
         }
         None => query.after.unwrap_or(0),
     };
+    let limit = state.config.sync.max_push_streams_per_store;
+    let presence = state
+        .fleet
+        .push_opened(store, limit)
+        .map_err(|open| ApiError::TooManyStreams { open, limit })?;
     let (events, received) = mpsc::channel(state.config.sync.push_buffer_events.max(1));
     let pump = Pump {
         store,
@@ -86,7 +94,7 @@ pub async fn stream(
         events,
         revocations: state.fleet.revocations(),
         stopping: state.stopping.clone(),
-        _presence: state.fleet.push_opened(store),
+        _presence: presence,
     };
     tracing::info!(%store, after, "push stream opened");
     tokio::spawn(pump.run());

@@ -46,6 +46,7 @@ impl From<QueryError> for ApiError {
             },
             QueryError::NotCaughtUp { wanted, reached } => ApiError::NotCaughtUp { wanted, reached },
             QueryError::Storage(detail) => ApiError::ReadModel(detail),
+            QueryError::PastHead { wanted, head } => ApiError::PastHead { wanted, head },
         }
     }
 }

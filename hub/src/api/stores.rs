@@ -5,7 +5,7 @@ use super::auth::Principal;
 use super::error::ApiError;
 use super::AppState;
 use crate::store::reader::{self, TokenRecord};
-use crate::store::TokenSelector;
+use crate::store::{RevokedTokens, TokenSelector};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -81,8 +81,7 @@ pub async fn revoke(
     ApiPath(id): ApiPath<StoreId>,
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
-    let revoked = state.store.revoke_tokens(TokenSelector::Store(id)).await?;
-    state.fleet.revoke(id);
+    let revoked = revoke_tokens(&state, TokenSelector::Store(id)).await?;
     if revoked == 0 && !store_exists(&state, id).await? {
         return Err(ApiError::NotFound {
             what: "store",
@@ -93,7 +92,8 @@ pub async fn revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Issue a new token for a store (its old token is revoked).
+/// Issue a new token for a store: its old tokens are revoked and the new one stored in one
+/// transaction, and its open push streams end.
 #[utoipa::path(post, path = "/v1/admin/stores/{id}/token", tag = "admin",
     params(("id" = uuid::Uuid, Path, description = "store id")),
     responses((status = 201, body = EnrolledStore), (status = 403, description = "forbidden: needs the admin token"), (status = 404, description = "store_not_found"),
@@ -109,10 +109,9 @@ pub async fn rotate_token(
         what: "store",
         id: id.to_string(),
     })?;
-    state.store.revoke_tokens(TokenSelector::Store(id)).await?;
-    state.fleet.revoke(id);
     let (token, record) = store_token(id);
-    state.store.add_token(record).await?;
+    let revoked = state.store.rotate_store_token(id, record).await?;
+    end_push_streams(&state, &revoked);
     Ok((
         StatusCode::CREATED,
         Json(EnrolledStore {
@@ -123,6 +122,21 @@ pub async fn rotate_token(
             token,
         }),
     ))
+}
+
+/// Revokes the selected tokens and ends the push streams of every store whose token was
+/// among them: the one way the API revokes, so no route can leave a revoked store's stream
+/// open. Returns how many tokens were revoked.
+pub(super) async fn revoke_tokens(state: &AppState, selector: TokenSelector) -> Result<usize, ApiError> {
+    let revoked = state.store.revoke_tokens(selector).await?;
+    end_push_streams(state, &revoked);
+    Ok(revoked.count)
+}
+
+fn end_push_streams(state: &AppState, revoked: &RevokedTokens) {
+    for store in &revoked.stores {
+        state.fleet.revoke(*store);
+    }
 }
 
 async fn store_exists(state: &AppState, id: StoreId) -> Result<bool, ApiError> {

@@ -16,8 +16,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use shelfsync_common::server::extract::{ApiJson, ApiQuery};
 use shelfsync_common::sync::{
-    protocol_compatible, Heartbeat, HeartbeatAck, PullResponse, UploadOutcome, UploadRequest, UploadResponse,
-    MAX_PULL_LIMIT, MAX_UPLOAD_BATCH, PROTOCOL_HEADER, PROTOCOL_VERSION,
+    protocol_compatible, protocol_major, Heartbeat, HeartbeatAck, PullResponse, UploadOutcome, UploadRequest,
+    UploadResponse, MAX_PULL_LIMIT, MAX_UPLOAD_BATCH, PROTOCOL_HEADER, PROTOCOL_VERSION,
 };
 use shelfsync_common::StoreId;
 
@@ -52,6 +52,11 @@ pub async fn protocol(request: Request, next: Next) -> Response {
         .map(str::to_owned);
     let mut response = match offered {
         Some(version) if protocol_compatible(&version) => next.run(request).await,
+        Some(version) if protocol_major(&version).is_none() => ApiError::bad_request(
+            "unsupported_protocol",
+            format!("{PROTOCOL_HEADER} must be MAJOR.MINOR, e.g. {PROTOCOL_VERSION}; the agent sent {version:?}"),
+        )
+        .into_response(),
         Some(version) => ApiError::Invalid {
             status: axum::http::StatusCode::BAD_REQUEST,
             code: "unsupported_protocol",
@@ -240,10 +245,13 @@ pub async fn heartbeat(
     State(state): State<AppState>,
     StoreAgent(store): StoreAgent,
     ApiJson(body): ApiJson<Heartbeat>,
-) -> Json<HeartbeatAck> {
+) -> Result<Json<HeartbeatAck>, ApiError> {
+    body.check_fields()
+        .map_err(|detail| ApiError::unprocessable("invalid_body", detail))?;
     let head = state.store.bus().head();
-    metrics::gauge!("shelfsync_hub_store_cursor_lag", "store" => store.to_string())
-        .set(head.saturating_sub(body.cursor) as f64);
+    // No store label: /metrics is open without a token and must not list the fleet's
+    // store ids. Each store's lag is in the (admin-only) fleet view.
+    metrics::histogram!("shelfsync_hub_heartbeat_cursor_lag").record(head.saturating_sub(body.cursor) as f64);
     state.fleet.heartbeat(store, body);
-    Json(HeartbeatAck { head })
+    Ok(Json(HeartbeatAck { head }))
 }

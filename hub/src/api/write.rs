@@ -12,29 +12,26 @@ use super::error::{etag, ApiError};
 use super::AppState;
 use crate::store::{Command, CommandRequest};
 use axum::extract::FromRequestParts;
-use axum::http::header::{HeaderName, IF_MATCH, LOCATION};
+use axum::http::header::{HeaderName, LOCATION};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use shelfsync_common::server::extract::WriteHeaders;
 use shelfsync_common::wire::WriteResult;
 use shelfsync_common::{EventId, EventMetadata, ExpectedVersion, IdKey, Origin};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// Header naming a client's retry key.
-pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
-/// Header grouping the events of one business operation.
-pub const CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
 /// Header carrying the position of a write's last event.
 pub const POSITION: HeaderName = HeaderName::from_static("x-shelfsync-position");
 
 /// The optional headers of every write, for the OpenAPI document.
 #[derive(Debug, utoipa::IntoParams)]
 #[into_params(parameter_in = Header)]
-pub struct WriteHeaders {
+pub struct WriteHeaderParams {
     /// Makes a retry safe: 1..=200 visible ASCII characters, scoped by the caller's token.
     /// A body `event_id` takes precedence.
     #[param(
@@ -93,32 +90,12 @@ impl FromRequestParts<AppState> for WriteContext {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let principal = Principal::from_request_parts(parts, state).await?;
-        let header = |name: &HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-        let if_match = header(&IF_MATCH)
-            .map(|v| {
-                v.trim_start_matches("W/")
-                    .parse::<ExpectedVersion>()
-                    .map_err(|detail| ApiError::bad_request("invalid_if_match", format!("If-Match: {detail}")))
-            })
-            .transpose()?;
-        let idempotency_key = header(&IDEMPOTENCY_KEY).map(str::to_owned);
-        if idempotency_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 200) {
-            return Err(ApiError::bad_request(
-                "invalid_idempotency_key",
-                "Idempotency-Key must be 1..=200 characters",
-            ));
-        }
-        let correlation_id = match header(&CORRELATION_ID) {
-            Some(text) => text
-                .parse::<Uuid>()
-                .map_err(|_| ApiError::bad_request("invalid_correlation_id", "X-Correlation-Id must be a UUID"))?,
-            None => Uuid::now_v7(),
-        };
+        let headers = WriteHeaders::parse(&parts.headers).map_err(|bad| ApiError::bad_request(bad.code, bad.detail))?;
         Ok(Self {
             principal,
-            if_match,
-            idempotency_key,
-            correlation_id,
+            if_match: headers.if_match,
+            idempotency_key: headers.idempotency_key,
+            correlation_id: headers.correlation_id.unwrap_or_else(Uuid::now_v7),
             id_key: state.store.id_key().clone(),
         })
     }

@@ -63,6 +63,10 @@ pub fn check(
     product_registered: impl Fn(ProductId) -> bool,
 ) -> Result<Fact, Rejection> {
     authorize(store, event)?;
+    event
+        .metadata
+        .check_fields()
+        .map_err(|detail| reject("invalid_metadata", detail))?;
     let payload = EventPayload::from_parts(&event.event_type, event.schema_version, event.data.clone())
         .map_err(|e: PayloadError| reject(e.code(), e.to_string()))?;
     let mut metadata = event.metadata.clone();
@@ -249,5 +253,21 @@ mod tests {
             fingerprint(&a),
             fingerprint(&event("StockAdded", json!({"quantity": 2})))
         );
+    }
+
+    #[test]
+    fn metadata_free_text_is_bounded() {
+        let mut long_actor = event("StockAdded", json!({"quantity": 1}));
+        long_actor.metadata.actor = "a".repeat(900 * 1024);
+        let mut empty_actor = long_actor.clone();
+        empty_actor.metadata.actor = String::new();
+        let mut hidden = long_actor.clone();
+        hidden.metadata.actor = "till-1\u{202E}".into();
+        for case in [long_actor, empty_actor, hidden] {
+            assert_eq!(reason(check(store(), &case, |_| true)), "invalid_metadata");
+        }
+        let mut longest = event("StockAdded", json!({"quantity": 1}));
+        longest.metadata.actor = "a".repeat(shelfsync_common::event::MAX_ACTOR_LEN);
+        assert_eq!(reason(check(store(), &longest, |_| true)), "accepted");
     }
 }

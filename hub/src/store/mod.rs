@@ -24,7 +24,6 @@ use shelfsync_common::{
 };
 use std::path::Path;
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
 
 pub use reader::ReadPool;
 
@@ -153,30 +152,29 @@ pub enum StoreError {
 /// A handle on the event store; cheap to clone.
 #[derive(Clone)]
 pub struct EventStore {
-    jobs: mpsc::Sender<writer::Job>,
+    writer: writer::LogWriter,
     reads: Arc<ReadPool>,
     bus: EventBus,
-    writer_thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
     id_key: Arc<shelfsync_common::IdKey>,
 }
 
 impl EventStore {
     /// Opens (creating and migrating if needed) the store at `path` and starts its writer.
     pub fn open(path: &Path, bus: EventBus) -> Result<Self, StoreError> {
-        let writer::Started {
-            jobs,
-            thread,
-            head,
-            id_key,
-        } = writer::start(path, bus.clone())?;
+        let writer::Started { writer, head, id_key } = writer::start(path, bus.clone())?;
         bus.set_head(head);
         Ok(Self {
-            jobs,
+            writer,
             reads: Arc::new(ReadPool::new(path.to_owned())),
             bus,
-            writer_thread: Arc::new(std::sync::Mutex::new(Some(thread))),
             id_key: Arc::new(id_key),
         })
+    }
+
+    /// The writer itself (tests queue work on it without waiting for the answer).
+    #[cfg(test)]
+    fn writer(&self) -> &writer::LogWriter {
+        &self.writer
     }
 
     /// The key that derives event ids from clients' idempotency keys (kept in the log's
@@ -187,21 +185,21 @@ impl EventStore {
 
     /// Runs one strict command through the writer.
     pub async fn execute(&self, request: CommandRequest) -> Result<WriteResult, AppendError> {
-        self.submit(|reply| writer::Op::Write(writer::WriteOp::Command(Box::new(request), reply)))
-            .await?
+        self.writer
+            .submit(|reply| writer::WriteOp::Command(Box::new(request), reply))
+            .await
     }
 
     /// Registers a store without a token (the demo seed).
     pub async fn add_store(&self, id: StoreId, name: String) -> Result<StoreInfo, AppendError> {
-        self.submit(|reply| {
-            writer::Op::Write(writer::WriteOp::AddStore {
+        self.writer
+            .submit(|reply| writer::WriteOp::AddStore {
                 id,
                 name,
                 token: None,
                 reply,
             })
-        })
-        .await?
+            .await
     }
 
     /// Enrolls a store together with its first token, in one transaction.
@@ -212,40 +210,49 @@ impl EventStore {
         token: reader::TokenRecord,
     ) -> Result<StoreInfo, AppendError> {
         let token = Some(Box::new(token));
-        self.submit(|reply| writer::Op::Write(writer::WriteOp::AddStore { id, name, token, reply }))
-            .await?
+        self.writer
+            .submit(|reply| writer::WriteOp::AddStore { id, name, token, reply })
+            .await
     }
 
     /// Records a store's uploaded events (design section 7); one result per event, in order.
     pub async fn upload(&self, store: StoreId, events: Vec<UploadEvent>) -> Result<Vec<UploadResult>, AppendError> {
-        self.submit(|reply| writer::Op::Write(writer::WriteOp::Upload { store, events, reply }))
-            .await?
+        self.writer
+            .submit(|reply| writer::WriteOp::Upload { store, events, reply })
+            .await
     }
 
-    /// Stores a new bearer token (its secret already hashed).
+    /// Stores a new bearer token (its secret already hashed). Its name must be free among
+    /// the live tokens of its role.
     pub async fn add_token(&self, token: reader::TokenRecord) -> Result<(), AppendError> {
-        self.submit(|reply| writer::Op::Write(writer::WriteOp::AddToken(Box::new(token), reply)))
-            .await?
+        self.writer
+            .submit(|reply| writer::WriteOp::AddToken(Box::new(token), reply))
+            .await
     }
 
-    /// Revokes every live token of this name; returns how many were revoked.
-    pub async fn revoke_tokens(&self, selector: TokenSelector) -> Result<usize, AppendError> {
-        self.submit(|reply| writer::Op::Write(writer::WriteOp::RevokeTokens(selector, reply)))
-            .await?
+    /// Revokes the selected live tokens; says how many, and whose store tokens they were.
+    pub async fn revoke_tokens(&self, selector: TokenSelector) -> Result<RevokedTokens, AppendError> {
+        self.writer
+            .submit(|reply| writer::WriteOp::RevokeTokens(selector, reply))
+            .await
+    }
+
+    /// Replaces `store`'s tokens with `token` in one writer job: the old ones are revoked
+    /// and the new one is stored in the same transaction, or nothing changes.
+    pub async fn rotate_store_token(
+        &self,
+        store: StoreId,
+        token: reader::TokenRecord,
+    ) -> Result<RevokedTokens, AppendError> {
+        let token = Box::new(token);
+        self.writer
+            .submit(|reply| writer::WriteOp::RotateStoreToken { store, token, reply })
+            .await
     }
 
     /// Checkpoints the WAL into the main file (scheduled maintenance).
     pub async fn checkpoint(&self) -> Result<(), AppendError> {
-        self.submit(writer::Op::Checkpoint).await?
-    }
-
-    async fn submit<T>(&self, op: impl FnOnce(oneshot::Sender<T>) -> writer::Op) -> Result<T, AppendError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(writer::Job::new(op(reply)))
-            .await
-            .map_err(|_| AppendError::Unavailable)?;
-        answer.await.map_err(|_| AppendError::Unavailable)
+        self.writer.checkpoint().await
     }
 
     /// The read-only connection pool.
@@ -268,19 +275,25 @@ impl EventStore {
     /// Lets the writer finish what is queued, stops it, and waits for it. Writes sent
     /// after this through any clone answer [`AppendError::Unavailable`].
     pub async fn close(&self) {
-        let _ = self.submit(writer::Op::Shutdown).await;
-        let handle = self.writer_thread.lock().ok().and_then(|mut h| h.take());
-        if let Some(handle) = handle {
-            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
-        }
+        self.writer.close().await;
     }
 }
 
-/// Which tokens to revoke.
+/// Which tokens to revoke. Each role names its tokens in its own namespace, so a name
+/// only ever selects channel tokens and a store's tokens are selected by its id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSelector {
     /// Every token of a store.
     Store(StoreId),
-    /// The token with this name.
-    Name(String),
+    /// The channel token with this name.
+    Channel(String),
+}
+
+/// What a revocation did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RevokedTokens {
+    /// How many live tokens were revoked.
+    pub count: usize,
+    /// The stores whose tokens were among them (their open push streams must end).
+    pub stores: Vec<StoreId>,
 }

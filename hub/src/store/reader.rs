@@ -195,11 +195,20 @@ pub fn format_time(at: OffsetDateTime) -> String {
         .unwrap_or_else(|_| at.to_string())
 }
 
-/// Whether a live token has this name.
-pub fn live_token_named(conn: &Connection, name: &str) -> Result<bool, StoreError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM tokens WHERE name = ?1 AND revoked_at IS NULL)")?;
-    Ok(stmt.query_row([name], |row| row.get(0))?)
+/// Whether a live token of `role` has this name (each role is its own namespace), not
+/// counting `except_store`'s tokens.
+pub fn live_token_named(
+    conn: &Connection,
+    role: &str,
+    name: &str,
+    except_store: Option<StoreId>,
+) -> Result<bool, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM tokens WHERE role = ?1 AND name = ?2 AND revoked_at IS NULL
+                        AND (?3 IS NULL OR store_id IS NOT ?3))",
+    )?;
+    let except = except_store.map(|s| s.as_bytes().to_vec());
+    Ok(stmt.query_row(rusqlite::params![role, name, except], |row| row.get(0))?)
 }
 
 /// A page of the events a store may see: its own streams and the catalog.

@@ -297,10 +297,11 @@ type Answer = oneshot::Receiver<Result<WriteResult, AppendError>>;
 /// Puts a command on the writer's queue directly: when this returns the job is queued
 /// (`EventStore::execute` only tells once it is answered).
 async fn enqueue(store: &EventStore, request: CommandRequest) -> Answer {
-    let (reply, answer) = oneshot::channel();
-    let job = writer::Job::new(writer::Op::Write(writer::WriteOp::Command(Box::new(request), reply)));
-    assert!(store.jobs.send(job).await.is_ok(), "the writer is running");
-    answer
+    store
+        .writer()
+        .queue(|reply| writer::WriteOp::Command(Box::new(request), reply))
+        .await
+        .expect("the writer is running")
 }
 
 async fn answer(answer: Answer) -> Result<WriteResult, AppendError> {
@@ -322,9 +323,12 @@ async fn one_batch(t: &TestStore, requests: Vec<CommandRequest>) -> Vec<Result<W
     let lock = WriteLock::hold(&t.path);
     let stall = ReservationId::new_v7();
     let stalled = enqueue(&t.store, request(commit(stall), ExpectedVersion::Any)).await;
-    let (reply, checkpointed) = oneshot::channel();
-    let barrier = writer::Job::new(writer::Op::Checkpoint(reply));
-    assert!(t.store.jobs.send(barrier).await.is_ok(), "the writer is running");
+    let checkpointed = t
+        .store
+        .writer()
+        .queue_checkpoint()
+        .await
+        .expect("the writer is running");
     let mut answers = Vec::with_capacity(requests.len());
     for request in requests {
         answers.push(enqueue(&t.store, request).await);
@@ -1463,4 +1467,78 @@ async fn expected_versions_are_checked_against_the_stream() {
         })
     );
     check_log(&all_events(store).await);
+}
+
+// ---------------------------------------------------------------------------------------
+// Tokens
+// ---------------------------------------------------------------------------------------
+
+fn token(role: &str, name: &str, store_id: Option<StoreId>) -> super::reader::TokenRecord {
+    super::reader::TokenRecord {
+        id: uuid::Uuid::now_v7(),
+        name: name.into(),
+        role: role.into(),
+        store_id,
+        secret_sha256: Sha256::digest(uuid::Uuid::now_v7().as_bytes()).into(),
+        created_at: OffsetDateTime::now_utc(),
+        revoked_at: None,
+    }
+}
+
+#[tokio::test]
+async fn token_names_are_per_role_and_revocations_name_the_stores_they_hit() {
+    use super::{RevokedTokens, TokenSelector};
+    let TestStore { store, .. } = new_store();
+    let shop = enroll_store(&store).await;
+    let name = format!("store-{shop}");
+    store
+        .add_token(token("store", &name, Some(shop)))
+        .await
+        .expect("store token");
+    store
+        .add_token(token("channel", &name, None))
+        .await
+        .expect("same name, other role");
+    assert!(matches!(
+        store.add_token(token("channel", &name, None)).await,
+        Err(AppendError::TokenNameTaken(_))
+    ));
+
+    let by_name = store.revoke_tokens(TokenSelector::Channel(name.clone())).await.unwrap();
+    assert_eq!(
+        by_name,
+        RevokedTokens {
+            count: 1,
+            stores: vec![]
+        },
+        "only the channel token"
+    );
+    let rotated = store
+        .rotate_store_token(shop, token("store", &name, Some(shop)))
+        .await
+        .unwrap();
+    assert_eq!(
+        rotated,
+        RevokedTokens {
+            count: 1,
+            stores: vec![shop]
+        }
+    );
+    let revoked = store.revoke_tokens(TokenSelector::Store(shop)).await.unwrap();
+    assert_eq!(
+        revoked,
+        RevokedTokens {
+            count: 1,
+            stores: vec![shop]
+        },
+        "the rotated token was live"
+    );
+
+    let unknown = StoreId::new_v7();
+    assert!(matches!(
+        store
+            .rotate_store_token(unknown, token("store", "store-x", Some(unknown)))
+            .await,
+        Err(AppendError::UnknownStore(_))
+    ));
 }

@@ -1,93 +1,77 @@
-//! The single writer: one thread owns the only write connection and group-commits.
+//! The event log's batch logic, run by the shared group-commit writer
+//! ([`shelfsync_common::group_commit`]): one thread owns the only write connection,
+//! drains the queue into batches, commits each batch with one fsync, and answers every
+//! caller after the commit (or fails every caller after a rollback).
 //!
-//! It blocks for the first queued job, drains whatever else is queued (up to
-//! [`MAX_BATCH`]), runs every job against in-memory stream heads, writes all of their rows
-//! in one transaction, fsyncs once on commit, and only then answers the callers and
-//! publishes the events. Positions are handed out from an in-memory counter that only
-//! moves forward when a commit succeeds, so the log is gap-free and commit-ordered.
-//! If SQLite fails anywhere in a batch, the whole batch rolls back and every caller in
-//! it gets a retryable storage error: nothing is half-written.
+//! What this file adds: every write runs against in-memory stream heads (the state of
+//! every stream, the SKU, reservation and store indexes), and the heads move only after
+//! the batch committed. Positions are handed out from an in-memory counter that only
+//! moves forward with a commit, so the log is gap-free and commit-ordered. After a
+//! commit the batch's events are published on the bus *before* its callers are answered,
+//! so the bus head is never behind a position a caller was given.
 
 use super::facts;
 use super::reader::{envelope_from_row, format_time, StoreStats, TokenRecord, EVENT_COLUMNS};
 use super::schema::{self, EVENT_STORE};
-use super::{AppendError, Command, CommandRequest, InventoryTarget, StoreError, StreamState, TokenSelector};
+use super::{
+    AppendError, Command, CommandRequest, InventoryTarget, RevokedTokens, StoreError, StreamState, TokenSelector,
+};
 use crate::bus::EventBus;
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use shelfsync_common::catalog::{self, CatalogCommand, CatalogState};
+use shelfsync_common::group_commit::{BatchLogic, Reply, Writer, WriterMetrics, WriterSettings};
 use shelfsync_common::inventory::{self, InventoryCommand, InventoryState};
 use shelfsync_common::sqlite::{settle, Deferred};
 use shelfsync_common::sync::{UploadEvent, UploadOutcome, UploadResult};
 use shelfsync_common::wire::{StoreInfo, WriteResult};
-use shelfsync_common::write_gate::{self, WriteGate};
 use shelfsync_common::{
     DomainError, EventEnvelope, EventId, EventMetadata, EventPayload, Origin, ProductId, ReservationId, StoreId,
     StreamId,
 };
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::time::Instant;
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
 
-/// Most jobs committed in one transaction.
+/// Most writes committed in one transaction.
 pub const MAX_BATCH: usize = 1024;
-/// Jobs that may wait in the queue before senders are slowed down.
-const QUEUE_DEPTH: usize = 8192;
 
-type Reply<T> = oneshot::Sender<Result<T, AppendError>>;
+/// The event log's writer: its thread, queue and limits.
+const SETTINGS: WriterSettings = WriterSettings {
+    thread_name: "event-store-writer",
+    queue_depth: 8192,
+    max_batch: MAX_BATCH,
+    metrics: WriterMetrics {
+        queue_seconds: "shelfsync_hub_append_queue_seconds",
+        batch_writes: "shelfsync_hub_append_batch_jobs",
+        commit_seconds: "shelfsync_hub_append_commit_seconds",
+        abandoned: "shelfsync_hub_append_abandoned_total",
+    },
+};
 
-/// A queued request to the writer.
-pub(super) struct Job {
-    op: Op,
-    queued_at: Instant,
-    gate: Option<WriteGate>,
-}
-
-impl Job {
-    /// A job for `op`, carrying the gate of the request being served (if any).
-    pub(super) fn new(op: Op) -> Self {
-        Self {
-            op,
-            queued_at: Instant::now(),
-            gate: write_gate::current(),
-        }
-    }
-}
-
-/// A write taken from the queue, with what it was queued with.
-struct Queued {
-    op: WriteOp,
-    queued_at: Instant,
-    gate: Option<WriteGate>,
-}
-
-/// What the writer can be asked to do.
-pub(super) enum Op {
-    /// A write that joins the current group commit.
-    Write(WriteOp),
-    /// Checkpoint the WAL (runs alone, after what was queued before it).
-    Checkpoint(Reply<()>),
-    /// Stop after what was queued before it.
-    Shutdown(oneshot::Sender<()>),
-}
+/// A handle on the event log's writer.
+pub(super) type LogWriter = Writer<LogBatches>;
 
 /// A write that shares a transaction with the others queued beside it.
 pub(super) enum WriteOp {
-    Command(Box<CommandRequest>, Reply<WriteResult>),
+    Command(Box<CommandRequest>, Reply<WriteResult, AppendError>),
     AddStore {
         id: StoreId,
         name: String,
         token: Option<Box<TokenRecord>>,
-        reply: Reply<StoreInfo>,
+        reply: Reply<StoreInfo, AppendError>,
     },
     Upload {
         store: StoreId,
         events: Vec<UploadEvent>,
-        reply: Reply<Vec<UploadResult>>,
+        reply: Reply<Vec<UploadResult>, AppendError>,
     },
-    AddToken(Box<TokenRecord>, Reply<()>),
-    RevokeTokens(TokenSelector, Reply<usize>),
+    AddToken(Box<TokenRecord>, Reply<(), AppendError>),
+    RevokeTokens(TokenSelector, Reply<RevokedTokens, AppendError>),
+    RotateStoreToken {
+        store: StoreId,
+        token: Box<TokenRecord>,
+        reply: Reply<RevokedTokens, AppendError>,
+    },
 }
 
 /// One stream's committed head.
@@ -114,24 +98,15 @@ pub(super) fn start(path: &Path, bus: EventBus) -> Result<Started, StoreError> {
     let id_key = shelfsync_common::sqlite::id_key(&conn)?;
     let heads = load_heads(&conn)?;
     let head = heads.next_position - 1;
-    let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
-    let thread = std::thread::Builder::new()
-        .name("event-store-writer".into())
-        .spawn(move || run(conn, heads, queue, bus))
-        .map_err(|e| StoreError::Join(e.to_string()))?;
-    Ok(Started {
-        jobs,
-        thread,
-        head,
-        id_key,
-    })
+    let writer =
+        Writer::start(conn, LogBatches { heads, bus }, SETTINGS).map_err(|e| StoreError::Join(e.to_string()))?;
+    Ok(Started { writer, head, id_key })
 }
 
-/// What [`start`] hands back: the job queue, the writer thread, the head position, and
-/// the key that derives event ids from idempotency keys.
+/// What [`start`] hands back: the writer, the head position, and the key that derives
+/// event ids from idempotency keys.
 pub(super) struct Started {
-    pub jobs: mpsc::Sender<Job>,
-    pub thread: std::thread::JoinHandle<()>,
+    pub writer: LogWriter,
     pub head: u64,
     pub id_key: shelfsync_common::IdKey,
 }
@@ -188,129 +163,68 @@ fn index_state(heads: &mut Heads, stream: StreamId, state: &StreamState) {
     }
 }
 
-fn run(mut conn: Connection, mut heads: Heads, mut queue: mpsc::Receiver<Job>, bus: EventBus) {
-    while let Some(first) = queue.blocking_recv() {
-        let mut next = Some(first);
-        while let Some(job) = next.take() {
-            match job.op {
-                Op::Checkpoint(reply) => {
-                    let _ = reply.send(checkpoint(&conn));
-                }
-                Op::Shutdown(reply) => {
-                    tracing::info!("event store writer stopped");
-                    let _ = reply.send(());
-                    return;
-                }
-                Op::Write(op) => {
-                    let mut writes = vec![Queued {
-                        op,
-                        queued_at: job.queued_at,
-                        gate: job.gate,
-                    }];
-                    while writes.len() < MAX_BATCH {
-                        match queue.try_recv() {
-                            Ok(Job {
-                                op: Op::Write(op),
-                                queued_at,
-                                gate,
-                            }) => writes.push(Queued { op, queued_at, gate }),
-                            Ok(barrier) => {
-                                next = Some(barrier);
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    commit_batch(&mut conn, &mut heads, writes, &bus);
-                }
-            }
-        }
-    }
-    tracing::info!("event store writer stopped: every handle dropped");
-}
-
-fn checkpoint(conn: &Connection) -> Result<(), AppendError> {
-    let busy: i64 = conn
-        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
-        .map_err(|e| AppendError::Storage(e.to_string()))?;
-    if busy != 0 {
-        tracing::debug!("WAL checkpoint could not finish: readers active");
-    }
-    Ok(())
+/// The event log's side of the group commit: the heads as of the last commit, and the
+/// bus that committed events are published on.
+pub(super) struct LogBatches {
+    heads: Heads,
+    bus: EventBus,
 }
 
 type Pending = Deferred<AppendError>;
 
-impl WriteOp {
-    /// The answer owed to a job the batch never reached.
-    fn unanswered(self) -> Pending {
-        match self {
-            WriteOp::Command(_, reply) => Pending::new(reply, Err(AppendError::Unavailable)),
-            WriteOp::AddStore { reply, .. } => Pending::new(reply, Err(AppendError::Unavailable)),
-            WriteOp::AddToken(_, reply) => Pending::new(reply, Err(AppendError::Unavailable)),
-            WriteOp::RevokeTokens(_, reply) => Pending::new(reply, Err(AppendError::Unavailable)),
-            WriteOp::Upload { reply, .. } => Pending::new(reply, Err(AppendError::Unavailable)),
-        }
-    }
-}
+impl BatchLogic for LogBatches {
+    type Write = WriteOp;
+    type Error = AppendError;
+    type Changes = Changes;
 
-fn commit_batch(conn: &mut Connection, heads: &mut Heads, jobs: Vec<Queued>, bus: &EventBus) {
-    let started = Instant::now();
-    // A job whose request already answered "timed out" must not be written.
-    let jobs: Vec<WriteOp> = jobs
-        .into_iter()
-        .filter_map(|job| {
-            metrics::histogram!("shelfsync_hub_append_queue_seconds").record(job.queued_at.elapsed().as_secs_f64());
-            if job.gate.as_ref().is_none_or(WriteGate::claim) {
-                Some(job.op)
-            } else {
-                metrics::counter!("shelfsync_hub_append_abandoned_total").increment(1);
-                None
-            }
-        })
-        .collect();
-    let size = jobs.len();
-    if size == 0 {
-        return;
+    fn run_batch(
+        &mut self,
+        tx: &Transaction<'_>,
+        writes: &mut dyn Iterator<Item = WriteOp>,
+        answers: &mut Vec<Pending>,
+    ) -> rusqlite::Result<Changes> {
+        let mut batch = Batch::new(&self.heads);
+        for write in writes {
+            batch.run(tx, write, answers)?;
+        }
+        batch.finish(tx)
     }
-    let mut outcomes = Vec::with_capacity(size);
-    let mut jobs = jobs.into_iter();
-    let result = (|| -> rusqlite::Result<Changes> {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut batch = Batch::new(heads);
-        for op in jobs.by_ref() {
-            batch.run(&tx, op, &mut outcomes)?;
+
+    fn committed(&mut self, changes: Changes) {
+        let events = changes.apply_to(&mut self.heads);
+        metrics::counter!("shelfsync_hub_events_appended_total").increment(events.len() as u64);
+        // Publish before answering, so that the bus head is never behind a position a
+        // caller has already been given.
+        if !events.is_empty() {
+            self.bus.publish(events);
         }
-        let changes = batch.finish(&tx)?;
-        tx.commit()?;
-        Ok(changes)
-    })();
-    match result {
-        Ok(changes) => {
-            let events = changes.apply_to(heads);
-            metrics::histogram!("shelfsync_hub_append_batch_jobs").record(size as f64);
-            metrics::histogram!("shelfsync_hub_append_commit_seconds").record(started.elapsed().as_secs_f64());
-            metrics::counter!("shelfsync_hub_events_appended_total").increment(events.len() as u64);
-            // Publish before answering, so that the bus head is never behind a position
-            // a caller has already been given.
-            if !events.is_empty() {
-                bus.publish(events);
-            }
-            outcomes.into_iter().for_each(Deferred::send);
+    }
+
+    fn fail(write: WriteOp, error: &AppendError) {
+        fn refuse<T>(reply: Reply<T, AppendError>, error: &AppendError) {
+            let _ = reply.send(Err(error.clone()));
         }
-        Err(error) => {
-            tracing::error!(%error, jobs = size, "append batch rolled back");
-            let error = AppendError::Storage(error.to_string());
-            outcomes.into_iter().for_each(|o| o.fail(&error));
-            // Jobs the batch never reached (BEGIN failed, or an earlier job did).
-            jobs.for_each(|op| op.unanswered().fail(&error));
+        match write {
+            WriteOp::Command(_, reply) => refuse(reply, error),
+            WriteOp::AddStore { reply, .. } => refuse(reply, error),
+            WriteOp::AddToken(_, reply) => refuse(reply, error),
+            WriteOp::RevokeTokens(_, reply) | WriteOp::RotateStoreToken { reply, .. } => refuse(reply, error),
+            WriteOp::Upload { reply, .. } => refuse(reply, error),
         }
+    }
+
+    fn storage_error(error: &rusqlite::Error) -> AppendError {
+        AppendError::Storage(error.to_string())
+    }
+
+    fn unavailable() -> AppendError {
+        AppendError::Unavailable
     }
 }
 
 /// What one batch changed, applied to [`Heads`] only after its commit.
 #[derive(Default)]
-struct Changes {
+pub(super) struct Changes {
     next_position: u64,
     streams: HashMap<StreamId, StreamHead>,
     skus: HashMap<String, Option<ProductId>>,
@@ -381,7 +295,11 @@ impl<'h> Batch<'h> {
                 settle(outcomes, reply, result, storage)
             }
             WriteOp::RevokeTokens(selector, reply) => {
-                let result = self.revoke_tokens(tx, selector);
+                let result = self.revoke_tokens(tx, selector).map(Ok);
+                settle(outcomes, reply, result, storage)
+            }
+            WriteOp::RotateStoreToken { store, token, reply } => {
+                let result = self.rotate_store_token(tx, store, *token);
                 settle(outcomes, reply, result, storage)
             }
             WriteOp::Upload { store, events, reply } => {
@@ -392,7 +310,7 @@ impl<'h> Batch<'h> {
     }
 
     fn add_token(&mut self, tx: &Transaction<'_>, token: TokenRecord) -> rusqlite::Result<Result<(), AppendError>> {
-        if super::reader::live_token_named(tx, &token.name).map_err(into_sqlite)? {
+        if super::reader::live_token_named(tx, &token.role, &token.name, None).map_err(into_sqlite)? {
             return Ok(Err(AppendError::TokenNameTaken(token.name)));
         }
         tx.prepare_cached(
@@ -410,23 +328,55 @@ impl<'h> Batch<'h> {
         Ok(Ok(()))
     }
 
-    fn revoke_tokens(
+    /// Revokes the selected live tokens and reports the stores they belonged to, so that
+    /// whichever route revoked a store's token, the caller can end its push streams.
+    fn revoke_tokens(&mut self, tx: &Transaction<'_>, selector: TokenSelector) -> rusqlite::Result<RevokedTokens> {
+        let now = format_time(self.now);
+        let mut stmt;
+        let mut rows = match &selector {
+            TokenSelector::Store(store) => {
+                stmt = tx.prepare_cached(
+                    "UPDATE tokens SET revoked_at = ?1 WHERE store_id = ?2 AND revoked_at IS NULL RETURNING store_id",
+                )?;
+                stmt.query(params![now, &store.as_bytes()[..]])?
+            }
+            TokenSelector::Channel(name) => {
+                stmt = tx.prepare_cached(
+                    "UPDATE tokens SET revoked_at = ?1 WHERE role = 'channel' AND name = ?2 AND revoked_at IS NULL
+                     RETURNING store_id",
+                )?;
+                stmt.query(params![now, name])?
+            }
+        };
+        let mut revoked = RevokedTokens::default();
+        while let Some(row) = rows.next()? {
+            revoked.count += 1;
+            if let Some(store) = row.get::<_, Option<[u8; 16]>>(0)?.map(StoreId::from_bytes) {
+                if !revoked.stores.contains(&store) {
+                    revoked.stores.push(store);
+                }
+            }
+        }
+        Ok(revoked)
+    }
+
+    /// Revokes `store`'s tokens and stores `token` for it, in this one job. The checks come
+    /// first, so a refusal changes nothing: a store is never left without a token.
+    fn rotate_store_token(
         &mut self,
         tx: &Transaction<'_>,
-        selector: TokenSelector,
-    ) -> rusqlite::Result<Result<usize, AppendError>> {
-        let now = format_time(self.now);
-        let revoked = match selector {
-            TokenSelector::Store(store) => tx.execute(
-                "UPDATE tokens SET revoked_at = ?1 WHERE store_id = ?2 AND revoked_at IS NULL",
-                params![now, &store.as_bytes()[..]],
-            )?,
-            TokenSelector::Name(name) => tx.execute(
-                "UPDATE tokens SET revoked_at = ?1 WHERE name = ?2 AND revoked_at IS NULL",
-                params![now, name],
-            )?,
-        };
-        Ok(Ok(revoked))
+        store: StoreId,
+        token: TokenRecord,
+    ) -> rusqlite::Result<Result<RevokedTokens, AppendError>> {
+        if !self.store_known(store) {
+            return Ok(Err(AppendError::UnknownStore(store)));
+        }
+        if super::reader::live_token_named(tx, &token.role, &token.name, Some(store)).map_err(into_sqlite)? {
+            return Ok(Err(AppendError::TokenNameTaken(token.name)));
+        }
+        let revoked = self.revoke_tokens(tx, TokenSelector::Store(store))?;
+        // Cannot be refused: the name is free once this store's own tokens are revoked.
+        Ok(self.add_token(tx, token)?.map(|()| revoked))
     }
 
     fn add_store(
@@ -440,7 +390,7 @@ impl<'h> Batch<'h> {
             return Ok(Err(AppendError::StoreExists(id)));
         }
         if let Some(token) = &token {
-            if super::reader::live_token_named(tx, &token.name).map_err(into_sqlite)? {
+            if super::reader::live_token_named(tx, &token.role, &token.name, None).map_err(into_sqlite)? {
                 return Ok(Err(AppendError::TokenNameTaken(token.name.clone())));
             }
         }

@@ -1,0 +1,108 @@
+//! The accept loop both binaries serve HTTP/1.1 with, in place of `axum::serve`, for two
+//! limits that a client without a token must not get around:
+//!
+//! - **Header read timeout**: a connection must send a request's complete headers within
+//!   [`ConnectionLimits::header_read_timeout`] of the server starting to wait for them,
+//!   else it is closed. hyper only enforces this when it is given a timer, which
+//!   `axum::serve` does not do; so without this loop a connection that never finishes its
+//!   headers stays open for as long as its peer likes. The same timeout closes idle
+//!   keep-alive connections. A response being streamed (a push stream) is not affected.
+//! - **Connection cap**: at most [`ConnectionLimits::max_connections`] connections are
+//!   open at once, so slow connections cannot use up the process's file descriptors
+//!   (which its SQLite files need too). At the cap the loop stops accepting: new
+//!   connections wait in the kernel's listen backlog, costing no descriptor, until a slot
+//!   frees, which a stalled connection's does within the header timeout.
+//!
+//! Shutdown: when `shutdown` resolves the loop stops accepting, tells every connection to
+//! finish its request in flight and close, and returns once all of them have.
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+/// What one server accepts from its clients' connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Longest wait for a request's headers (idle keep-alive included).
+    pub header_read_timeout: Duration,
+    /// Most connections open at once.
+    pub max_connections: usize,
+}
+
+/// Pause after a failed `accept` (e.g. out of file descriptors) before the next one.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
+/// Serves `app` on `listener` under `limits` until `shutdown` resolves, then finishes the
+/// requests in flight. Every connection gets `TCP_NODELAY`: answers and push events are
+/// small, and Nagle's algorithm would hold each one back for the peer's delayed ACK.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let (closing, closing_seen) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        let tcp = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _peer)) => tcp,
+                Err(error) => {
+                    tracing::warn!(%error, "could not accept a connection");
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+        let service = TowerToHyperService::new(app.clone());
+        let mut closing = closing_seen.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout);
+            let connection = builder.serve_connection(TokioIo::new(tcp), service);
+            tokio::pin!(connection);
+            let finished = tokio::select! {
+                served = connection.as_mut() => Some(served),
+                _ = closing.wait_for(|closing| *closing) => None,
+            };
+            let served = match finished {
+                Some(served) => served,
+                None => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = served {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let _ = closing.send(true);
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
