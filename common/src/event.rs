@@ -47,6 +47,12 @@ impl StreamId {
         self.store_id.is_none()
     }
 
+    /// Whether `store` may see this stream's events (sync protocol: a store sees its own
+    /// inventory streams and the whole catalog, never another store's stock).
+    pub fn visible_to(&self, store: StoreId) -> bool {
+        self.store_id.is_none_or(|owner| owner == store)
+    }
+
     /// A 32-byte key (product bytes, then store bytes or zeros) for storage.
     pub fn key(&self) -> [u8; 32] {
         let mut key = [0u8; 32];
@@ -546,6 +552,15 @@ mod tests {
                 recorded_at: Some(datetime!(2026-11-25 09:46 UTC)),
             },
         }
+    }
+
+    #[test]
+    fn a_store_sees_its_own_streams_and_the_catalog_only() {
+        let (mine, theirs) = (StoreId::from_bytes([1; 16]), StoreId::from_bytes([2; 16]));
+        let product = ProductId::from_bytes([3; 16]);
+        assert!(StreamId::inventory(product, mine).visible_to(mine));
+        assert!(StreamId::catalog(product).visible_to(mine));
+        assert!(!StreamId::inventory(product, theirs).visible_to(mine));
     }
 
     #[test]

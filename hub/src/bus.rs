@@ -1,21 +1,16 @@
-//! The in-process event bus and the catch-up feed built on it.
+//! The in-process event bus: the fan-out of committed batches, and the head position.
 //!
-//! The writer publishes each committed batch once; subscribers (the projection, and the
-//! push streams to agents) read it through an [`EventFeed`], which starts from a cursor,
-//! reads history from the store, then follows the bus. When a subscriber falls behind
-//! (the broadcast channel overflowed, or a batch does not start where it stopped), the
-//! feed re-reads the gap from the store: the bus may drop messages, the feed never
-//! drops an event.
+//! The writer publishes each committed batch once. The bus is bounded and may drop
+//! batches for a slow subscriber; subscribers therefore read it through the store's
+//! [`crate::store::EventFeed`], which re-reads from the log whatever the bus dropped.
+//! The bus knows nothing of the store, so the store can depend on it.
 
-use crate::store::{reader, ReadPool, StoreError};
 use shelfsync_common::EventEnvelope;
 use std::sync::Arc;
 use tokio::sync::{broadcast, watch};
 
 /// Batches kept for slow subscribers before they must re-read from the store.
 const BUS_CAPACITY: usize = 1024;
-/// Events read from the store per catch-up page.
-const CATCH_UP_PAGE: usize = 1000;
 
 /// Fan-out of committed events to in-process subscribers.
 #[derive(Clone)]
@@ -65,83 +60,8 @@ impl EventBus {
         self.head.subscribe()
     }
 
-    /// A feed of every event after `after`, in order, history first.
-    pub fn feed(&self, reads: Arc<ReadPool>, after: u64) -> EventFeed {
-        EventFeed {
-            reads,
-            live: self.batches.subscribe(),
-            head: self.head.subscribe(),
-            cursor: after,
-            behind: true,
-        }
-    }
-}
-
-/// An ordered, gap-free stream of events after a cursor.
-pub struct EventFeed {
-    reads: Arc<ReadPool>,
-    live: broadcast::Receiver<Arc<[EventEnvelope]>>,
-    head: watch::Receiver<u64>,
-    cursor: u64,
-    /// Events after the cursor may be missing from the channel (at the start, after a lag
-    /// or a gap): read the store before trusting the channel again.
-    behind: bool,
-}
-
-impl EventFeed {
-    /// The position of the last event returned.
-    pub fn cursor(&self) -> u64 {
-        self.cursor
-    }
-
-    /// Whether the feed has returned everything committed so far.
-    pub fn caught_up(&self) -> bool {
-        self.cursor >= *self.head.borrow()
-    }
-
-    /// The next events, in order, waiting until there are some. `None` means the bus
-    /// closed (the hub is shutting down).
-    pub async fn next(&mut self) -> Option<Result<Vec<EventEnvelope>, StoreError>> {
-        loop {
-            // The channel was subscribed before the first read, so once a read of the store
-            // comes back short, every later commit is in the channel: read it from memory.
-            if self.behind {
-                let after = self.cursor;
-                let page = self
-                    .reads
-                    .run(move |conn| reader::events_after(conn, after, CATCH_UP_PAGE))
-                    .await;
-                match page {
-                    Ok(events) => {
-                        self.behind = events.len() == CATCH_UP_PAGE;
-                        if let Some(last) = events.last() {
-                            self.cursor = last.position;
-                            return Some(Ok(events));
-                        }
-                    }
-                    Err(error) => return Some(Err(error)),
-                }
-            }
-            match self.live.recv().await {
-                Ok(batch) => {
-                    let fresh: Vec<EventEnvelope> =
-                        batch.iter().filter(|e| e.position > self.cursor).cloned().collect();
-                    match fresh.first() {
-                        Some(first) if first.position == self.cursor + 1 => {
-                            self.cursor = fresh.last().map_or(self.cursor, |e| e.position);
-                            return Some(Ok(fresh));
-                        }
-                        // A gap before this batch: read it from the store on the next turn.
-                        Some(_) => self.behind = true,
-                        None => continue,
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(skipped)) => {
-                    tracing::debug!(skipped, cursor = self.cursor, "feed lagged; re-reading from the store");
-                    self.behind = true;
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
+    /// A subscription to the batches published from now on, and to the head.
+    pub fn subscribe(&self) -> (broadcast::Receiver<Arc<[EventEnvelope]>>, watch::Receiver<u64>) {
+        (self.batches.subscribe(), self.head.subscribe())
     }
 }

@@ -8,7 +8,7 @@
 //! and the projector simply re-reads them from the log), and it can be rebuilt from zero
 //! at any time with [`rebuild`] without touching the authoritative log.
 //!
-//! The [`spawn`]ed projector follows the log through [`crate::bus::EventFeed`] (ordered,
+//! The [`spawn`]ed projector follows the log through [`crate::store::EventFeed`] (ordered,
 //! gap-free, history first) and writes every batch *and* the new checkpoint in one
 //! transaction, so the read model is always exactly "the log up to the checkpoint". A
 //! batch that fails for a storage reason is retried, the same batch, with exponential
@@ -495,7 +495,7 @@ struct Projector {
 impl Projector {
     async fn run(mut self) {
         tracing::info!(from = self.position, "projection started");
-        let mut feed = self.store.bus().feed(self.store.reads().clone(), self.position);
+        let mut feed = self.store.feed(self.position);
         let mut read_failures = backoff();
         loop {
             let next = tokio::select! {

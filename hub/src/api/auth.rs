@@ -89,3 +89,22 @@ impl FromRequestParts<AppState> for Principal {
         }
     }
 }
+
+/// The calling agent's store (a store token is required), recorded as seen.
+pub struct StoreAgent(pub StoreId);
+
+impl FromRequestParts<AppState> for StoreAgent {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        match Principal::from_request_parts(parts, state).await? {
+            Principal::Store { store_id, .. } => {
+                state.fleet.seen(store_id);
+                Ok(StoreAgent(store_id))
+            }
+            Principal::Admin | Principal::Channel { .. } => {
+                Err(ApiError::Forbidden("the sync routes take a store token".into()))
+            }
+        }
+    }
+}

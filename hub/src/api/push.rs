@@ -13,12 +13,11 @@
 //! may have at most `sync.max_push_streams_per_store` open at once (an agent needs one);
 //! one more is `429 too_many_streams`.
 
+use super::auth::StoreAgent;
 use super::error::ApiError;
-use super::sync::StoreAgent;
 use super::AppState;
-use crate::bus::EventFeed;
 use crate::fleet::PushGuard;
-use crate::store::reader::visible_to;
+use crate::store::EventFeed;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -90,7 +89,7 @@ pub async fn stream(
     let (events, received) = mpsc::channel(state.config.sync.push_buffer_events.max(1));
     let pump = Pump {
         store,
-        feed: state.store.bus().feed(state.store.reads().clone(), after),
+        feed: state.store.feed(after),
         events,
         revocations: state.fleet.revocations(),
         stopping: state.stopping.clone(),
@@ -184,7 +183,7 @@ impl Pump {
                 progress_due = None;
                 continue;
             };
-            for event in batch.iter().filter(|e| visible_to(*store, &e.stream)) {
+            for event in batch.iter().filter(|e| e.stream.visible_to(*store)) {
                 let message = encode(SSE_EVENT, event.position, event);
                 if let Err(end) = queue(events, revocations, stopping, *store, message).await {
                     return end;

@@ -2,8 +2,8 @@
 //! reservations and the whole catalog, all read in one read transaction of the read model,
 //! so they reflect exactly the events up to one position P; the agent then follows from P.
 
+use super::auth::StoreAgent;
 use super::error::ApiError;
-use super::sync::StoreAgent;
 use super::AppState;
 use axum::extract::State;
 use axum::Json;

@@ -2,12 +2,11 @@
 //! response carries the protocol version header; a request whose major version the hub
 //! does not speak is refused with `unsupported_protocol` before anything else happens.
 
-use super::auth::Principal;
+use super::auth::StoreAgent;
 use super::error::ApiError;
 use super::AppState;
 use crate::store::reader;
-use axum::extract::{FromRequestParts, Request, State};
-use axum::http::request::Parts;
+use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -19,7 +18,6 @@ use shelfsync_common::sync::{
     protocol_compatible, protocol_major, Heartbeat, HeartbeatAck, PullResponse, UploadOutcome, UploadRequest,
     UploadResponse, MAX_PULL_LIMIT, MAX_UPLOAD_BATCH, PROTOCOL_HEADER, PROTOCOL_VERSION,
 };
-use shelfsync_common::StoreId;
 
 /// Positions one pull scans at most (the store may see few of them).
 const PULL_SCAN_WINDOW: u64 = 20_000;
@@ -142,28 +140,7 @@ fn protocol_pattern() -> String {
     format!(r"^{major}\.[0-9]+$")
 }
 
-/// The calling agent's store (a store token is required), recorded as seen.
-pub struct StoreAgent(pub StoreId);
-
-impl FromRequestParts<AppState> for StoreAgent {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        match Principal::from_request_parts(parts, state).await? {
-            Principal::Store { store_id, .. } => {
-                state.fleet.seen(store_id);
-                Ok(StoreAgent(store_id))
-            }
-            Principal::Admin | Principal::Channel { .. } => {
-                Err(ApiError::Forbidden("the sync routes take a store token".into()))
-            }
-        }
-    }
-}
-
-/// Upload outbox events; one result per event, in order. An event the hub cannot take
-/// (malformed, another store's, an unknown product) is `rejected` in the 200 answer with
-/// a reason code, never failing the batch.
+/// Upload outbox events; one result per event, in order.
 #[utoipa::path(post, path = "/v1/sync/upload", tag = "sync", request_body = UploadRequest,
     responses((status = 200, body = UploadResponse), (status = 403, description = "forbidden: the sync routes take a store token"), (status = 422, description = "batch_too_large"), (status = 503, description = "storage_unavailable or shutting_down: nothing was written; retry")))]
 pub async fn upload(

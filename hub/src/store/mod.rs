@@ -7,6 +7,7 @@
 //! published that is not on disk.
 
 mod facts;
+mod feed;
 pub mod reader;
 pub mod schema;
 mod writer;
@@ -25,6 +26,7 @@ use shelfsync_common::{
 use std::path::Path;
 use std::sync::Arc;
 
+pub use feed::EventFeed;
 pub use reader::ReadPool;
 
 /// The write side's state of one stream.
@@ -175,6 +177,11 @@ impl EventStore {
     #[cfg(test)]
     fn writer(&self) -> &writer::LogWriter {
         &self.writer
+    }
+
+    /// A feed of every event after `after`, in order: history from the log, then live.
+    pub fn feed(&self, after: u64) -> EventFeed {
+        EventFeed::new(self.reads.clone(), &self.bus, after)
     }
 
     /// The key that derives event ids from clients' idempotency keys (kept in the log's

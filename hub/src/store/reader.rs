@@ -227,11 +227,6 @@ fn sql_position(position: u64) -> i64 {
     i64::try_from(position).unwrap_or(i64::MAX)
 }
 
-/// Whether `store` may see events of `stream`.
-pub fn visible_to(store: StoreId, stream: &StreamId) -> bool {
-    stream.store_id.is_none_or(|owner| owner == store)
-}
-
 /// Scans at most `scan_window` positions after `after` and returns up to `limit` events
 /// that `store` may see. Positions are gap-free, so the scan is a bounded range read on
 /// the primary key whatever the other stores wrote.
@@ -256,7 +251,7 @@ pub fn visible_events_after(
         let position = row.get::<_, i64>(0)? as u64;
         let stream =
             StreamId::from_key(&key).ok_or_else(|| StoreError::Corrupt(format!("bad stream key at {position}")))?;
-        if visible_to(store, &stream) {
+        if stream.visible_to(store) {
             page.events.push(envelope_from_row(row)?);
         }
         page.scanned_to = position;

@@ -7,7 +7,8 @@
 //! commit instead of hoping the scheduler arranges it.
 
 use super::{writer, AppendError, Command, CommandRequest, EventStore, InventoryTarget};
-use crate::bus::{EventBus, EventFeed};
+use crate::bus::EventBus;
+use crate::store::EventFeed;
 use rusqlite::OptionalExtension;
 use sha2::{Digest, Sha256};
 use shelfsync_common::catalog::CatalogCommand;
@@ -1211,12 +1212,12 @@ async fn a_feed_from_zero_returns_the_whole_history_in_order() {
     assert_eq!(head, HISTORY as u64 + 1);
     check_log(&log);
 
-    let mut feed = store.bus().feed(store.reads().clone(), 0);
+    let mut feed = store.feed(0);
     assert!(!feed.caught_up());
     assert_eq!(read_feed_until(&mut feed, head).await, log);
     assert!(feed.caught_up());
 
-    let mut from_middle = store.bus().feed(store.reads().clone(), 1234);
+    let mut from_middle = store.feed(1234);
     assert_eq!(read_feed_until(&mut from_middle, head).await, log[1234..]);
 
     // A caught-up feed follows the bus: the next commit arrives live.
@@ -1243,7 +1244,7 @@ async fn a_live_feed_yields_every_event_once_even_after_the_bus_overflowed() {
         streams.push((product, enroll_store(store).await));
     }
     let start = log_head(store).await;
-    let mut feed = store.bus().feed(store.reads().clone(), start);
+    let mut feed = store.feed(start);
     assert!(feed.caught_up());
 
     // Read while four writers append.
@@ -1318,7 +1319,7 @@ async fn a_feed_re_reads_from_the_store_when_a_batch_does_not_follow_its_cursor(
     // and then waits on this bus.
     let bus = EventBus::new();
     bus.set_head(10);
-    let mut feed = bus.feed(store.reads().clone(), 10);
+    let mut feed = EventFeed::new(store.reads().clone(), &bus, 10);
     assert!(feed.caught_up());
     let mut parked = Box::pin(feed.next());
     assert!(

@@ -1,0 +1,98 @@
+//! The catch-up feed: an ordered, gap-free stream of the log's events after a cursor.
+//!
+//! Subscribers (the projection, and the push streams to agents) start from a cursor, read
+//! history from the log, then follow the [`EventBus`]. When a subscriber falls behind (the
+//! broadcast channel overflowed, or a batch does not start where it stopped), the feed
+//! re-reads the gap from the log: the bus may drop messages, the feed never drops an
+//! event.
+
+use super::{reader, ReadPool, StoreError};
+use crate::bus::EventBus;
+use shelfsync_common::EventEnvelope;
+use std::sync::Arc;
+use tokio::sync::{broadcast, watch};
+
+/// Events read from the log per catch-up page.
+const CATCH_UP_PAGE: usize = 1000;
+
+/// An ordered, gap-free stream of events after a cursor.
+pub struct EventFeed {
+    reads: Arc<ReadPool>,
+    live: broadcast::Receiver<Arc<[EventEnvelope]>>,
+    head: watch::Receiver<u64>,
+    cursor: u64,
+    /// Events after the cursor may be missing from the channel (at the start, after a lag
+    /// or a gap): read the store before trusting the channel again.
+    behind: bool,
+}
+
+impl EventFeed {
+    /// A feed of every event after `after`, in order, history first. It subscribes to the
+    /// bus before its first read of the log, so nothing committed in between is missed.
+    pub(super) fn new(reads: Arc<ReadPool>, bus: &EventBus, after: u64) -> Self {
+        let (live, head) = bus.subscribe();
+        Self {
+            reads,
+            live,
+            head,
+            cursor: after,
+            behind: true,
+        }
+    }
+
+    /// The position of the last event returned.
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// Whether the feed has returned everything committed so far.
+    pub fn caught_up(&self) -> bool {
+        self.cursor >= *self.head.borrow()
+    }
+
+    /// The next events, in order, waiting until there are some. `None` means the bus
+    /// closed (the hub is shutting down).
+    pub async fn next(&mut self) -> Option<Result<Vec<EventEnvelope>, StoreError>> {
+        loop {
+            // The channel was subscribed before the first read, so once a read of the store
+            // comes back short, every later commit is in the channel: read it from memory.
+            if self.behind {
+                let after = self.cursor;
+                let page = self
+                    .reads
+                    .run(move |conn| reader::events_after(conn, after, CATCH_UP_PAGE))
+                    .await;
+                match page {
+                    Ok(events) => {
+                        self.behind = events.len() == CATCH_UP_PAGE;
+                        if let Some(last) = events.last() {
+                            self.cursor = last.position;
+                            return Some(Ok(events));
+                        }
+                    }
+                    Err(error) => return Some(Err(error)),
+                }
+            }
+            match self.live.recv().await {
+                Ok(batch) => {
+                    let fresh: Vec<EventEnvelope> =
+                        batch.iter().filter(|e| e.position > self.cursor).cloned().collect();
+                    match fresh.first() {
+                        Some(first) if first.position == self.cursor + 1 => {
+                            self.cursor = fresh.last().map_or(self.cursor, |e| e.position);
+                            return Some(Ok(fresh));
+                        }
+                        // A gap before this batch: read it from the store on the next turn.
+                        Some(_) => self.behind = true,
+                        None => continue,
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                    tracing::debug!(skipped, cursor = self.cursor, "feed lagged; re-reading from the store");
+                    self.behind = true;
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
