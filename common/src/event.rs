@@ -144,7 +144,9 @@ impl utoipa::ToSchema for Origin {}
 pub struct EventMetadata {
     /// Who first recorded the fact.
     pub origin: Origin,
-    /// The user, till or token that caused it.
+    /// The user, till or token that caused it (1..=128 bytes, no control or format
+    /// characters).
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")]
     pub actor: String,
     /// Groups every event of one business operation.
     #[schema(value_type = String, format = Uuid)]

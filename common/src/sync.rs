@@ -271,21 +271,27 @@ pub struct SnapshotResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
-    /// The agent's version.
+    /// The agent's version (1..=64 visible ASCII characters).
+    #[schema(min_length = 1, max_length = 64, pattern = "^[!-~]+$")]
     pub agent_version: String,
     /// The last position the agent has applied.
     #[serde(deserialize_with = "bounded::position")]
+    #[schema(maximum = 9_223_372_036_854_775_807_i64)]
     pub cursor: u64,
     /// Events waiting to be uploaded.
     #[serde(deserialize_with = "bounded::position")]
+    #[schema(maximum = 9_223_372_036_854_775_807_i64)]
     pub outbox_depth: u64,
     /// Age of the oldest of them, in seconds.
     #[serde(default, deserialize_with = "bounded::optional_position")]
+    #[schema(maximum = 9_223_372_036_854_775_807_i64)]
     pub oldest_pending_age_secs: Option<u64>,
     /// The agent's hub-link breaker: closed, open or half_open.
+    #[schema(pattern = "^(closed|open|half_open)$")]
     pub breaker_state: String,
     /// Events the hub rejected, held for an operator.
     #[serde(deserialize_with = "bounded::position")]
+    #[schema(maximum = 9_223_372_036_854_775_807_i64)]
     pub quarantined: u64,
 }
 

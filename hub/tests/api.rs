@@ -712,6 +712,19 @@ async fn openapi_says_what_the_hub_does() {
         ],
         "a delta is never 0: {delta}"
     );
+    assert_eq!(
+        limits(&property("Heartbeat", "agent_version")),
+        [None, None, Some(1), Some(64)]
+    );
+    assert_eq!(
+        property("Heartbeat", "breaker_state")["pattern"],
+        "^(closed|open|half_open)$"
+    );
+    assert_eq!(property("Heartbeat", "cursor")["maximum"], i64::MAX);
+    assert_eq!(
+        limits(&property("EventMetadata", "actor")),
+        [None, None, Some(1), Some(128)]
+    );
     let pull_limit = doc["paths"]["/v1/sync/events"]["get"]["parameters"]
         .as_array()
         .unwrap()

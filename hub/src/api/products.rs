@@ -83,7 +83,7 @@ pub async fn update(
 /// One product.
 #[utoipa::path(get, path = "/v1/products/{id}", tag = "catalog",
     params(("id" = uuid::Uuid, Path, description = "product id"), MinPosition),
-    responses((status = 200, body = ProductView), (status = 403, description = "forbidden: store tokens may only use the /v1/sync routes"), (status = 404, description = "product_not_found"), (status = 503, description = "read_model_unavailable (Retry-After), read_model_behind (min_position not reached in time) or storage_unavailable")))]
+    responses((status = 200, body = ProductView), (status = 403, description = "forbidden: store tokens may only use the /v1/sync routes"), (status = 404, description = "product_not_found"), (status = 400, description = "min_position_past_head: no write has that position yet"), (status = 503, description = "read_model_unavailable (Retry-After), read_model_behind (min_position not reached in time) or storage_unavailable")))]
 pub async fn get_product(
     State(state): State<AppState>,
     principal: Principal,
@@ -113,7 +113,7 @@ pub struct SkuQuery {
 
 /// Find a product by SKU.
 #[utoipa::path(get, path = "/v1/products", tag = "catalog", params(SkuQuery),
-    responses((status = 200, body = ProductView), (status = 403, description = "forbidden: store tokens may only use the /v1/sync routes"), (status = 404, description = "product_not_found"), (status = 503, description = "read_model_unavailable (Retry-After), read_model_behind (min_position not reached in time) or storage_unavailable")))]
+    responses((status = 200, body = ProductView), (status = 403, description = "forbidden: store tokens may only use the /v1/sync routes"), (status = 404, description = "product_not_found"), (status = 400, description = "min_position_past_head: no write has that position yet"), (status = 503, description = "read_model_unavailable (Retry-After), read_model_behind (min_position not reached in time) or storage_unavailable")))]
 pub async fn find_by_sku(
     State(state): State<AppState>,
     principal: Principal,
