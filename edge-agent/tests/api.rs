@@ -116,6 +116,15 @@ async fn a_released_hold_gives_the_units_back_and_deliveries_and_corrections_cou
         422,
         "zero_adjustment",
     );
+    // i64::MIN has no positive counterpart: refused, never negated into a huge stock.
+    for delta in [i64::MIN, i64::MAX] {
+        let extreme = json!({ "product_id": bread, "store_id": agent.store_id, "delta": delta, "reason": "x" });
+        assert_problem(
+            &call(agent.post("/v1/inventory/adjustments", &extreme)).await,
+            422,
+            "adjustment_out_of_range",
+        );
+    }
 }
 
 #[tokio::test]
