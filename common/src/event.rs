@@ -121,8 +121,18 @@ impl<'de> Deserialize<'de> for Origin {
 
 impl utoipa::PartialSchema for Origin {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["hub"])),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+            )
             .description(Some("\"hub\", or the id of the store that recorded the fact"))
             .into()
     }
@@ -134,7 +144,9 @@ impl utoipa::ToSchema for Origin {}
 pub struct EventMetadata {
     /// Who first recorded the fact.
     pub origin: Origin,
-    /// The user, till or token that caused it.
+    /// The user, till or token that caused it (1..=128 bytes, no control or format
+    /// characters).
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")]
     pub actor: String,
     /// Groups every event of one business operation.
     #[schema(value_type = String, format = Uuid)]
@@ -495,7 +507,19 @@ impl<'de> Deserialize<'de> for ExpectedVersion {
 
 impl utoipa::PartialSchema for ExpectedVersion {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::ObjectBuilder::new()
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["any", "no_stream", "exists"])),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                    .minimum(Some(0)),
+            )
             .description(Some(
                 "\"any\", \"no_stream\", \"exists\", or the exact current stream version",
             ))

@@ -168,6 +168,26 @@ pub fn validate_adjustment(delta: i64) -> Result<(), DomainError> {
     }
 }
 
+/// The OpenAPI schema of an adjustment's `delta`: a non-zero integer within
+/// ±[`MAX_ADJUSTMENT`].
+pub fn adjustment_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+    let range = |min: i64, max: i64| {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(Some(min))
+            .maximum(Some(max))
+    };
+    OneOfBuilder::new()
+        .item(range(1, MAX_ADJUSTMENT))
+        .item(range(-MAX_ADJUSTMENT, -1))
+        .description(Some(
+            "units added (positive) or removed (negative): not zero, at most 1000000 either way",
+        ))
+        .into()
+}
+
 /// Checks a free-text reason.
 pub fn validate_reason(reason: &str) -> Result<(), DomainError> {
     if reason.trim().is_empty() || reason.chars().count() > MAX_REASON_LEN || reason.chars().any(char::is_control) {

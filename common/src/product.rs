@@ -24,11 +24,19 @@ pub const MAX_PRICE_MINOR: u64 = 1_000_000_000_000;
 pub struct Product {
     /// Stable id of the product.
     pub id: ProductId,
-    /// Stock keeping unit: unique across the catalog, no whitespace.
+    /// Stock keeping unit: unique across the catalog, 1..=64 bytes, no whitespace or
+    /// control characters.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]+$")]
     pub sku: String,
-    /// Human-readable name.
+    /// Human-readable name: 1..=200 bytes, not blank, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
-    /// Price in minor units of the deployment's currency (1299 = 12.99).
+    /// Price in minor units of the deployment's currency (1299 = 12.99), at most 10^12.
+    #[schema(maximum = 1_000_000_000_000_u64)]
     pub price_minor: u64,
 }
 

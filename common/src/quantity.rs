@@ -6,10 +6,23 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 
 /// A positive number of units for a command (1 ..= 1,000,000).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(into = "u32")]
-#[schema(value_type = u32, description = "units, 1 to 1000000")]
 pub struct StockQuantity(u32);
+
+impl utoipa::PartialSchema for StockQuantity {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
+            .minimum(Some(1))
+            .maximum(Some(Self::MAX))
+            .description(Some("units, 1 to 1000000"))
+            .into()
+    }
+}
+impl utoipa::ToSchema for StockQuantity {}
 
 impl StockQuantity {
     /// The largest quantity one command may move.

@@ -85,9 +85,10 @@ pub fn protocol_compatible(version: &str) -> bool {
 }
 
 /// One outbox event as the agent uploads it. `type`, `schema_version` and `data` stay
-/// untyped here so that the hub can reject an event it cannot read with a precise reason
-/// instead of failing the whole batch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+/// untyped in Rust so that the hub can reject an event it cannot read with a precise
+/// reason instead of failing the whole batch; the OpenAPI document types them (a `oneOf`
+/// per event type, see [`UploadEvent::schema`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UploadEvent {
     /// Made by the store when the fact was recorded.
@@ -100,10 +101,59 @@ pub struct UploadEvent {
     /// Schema version of `data`.
     pub schema_version: u16,
     /// The payload.
-    #[schema(value_type = Object)]
     pub data: serde_json::Value,
     /// Provenance; `origin` must be the uploading store.
     pub metadata: EventMetadata,
+}
+
+/// The document's `UploadEvent`: the envelope's members, and `type` with `data` as in
+/// [`EventPayload`] (a `oneOf` per event type), so that tools can make and check uploads.
+impl utoipa::PartialSchema for UploadEvent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Type};
+        use utoipa::openapi::Ref;
+        let envelope = ObjectBuilder::new()
+            .property("event_id", Ref::from_schema_name("EventId"))
+            .required("event_id")
+            .property("stream", Ref::from_schema_name("StreamId"))
+            .required("stream")
+            .property(
+                "schema_version",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .enum_values(Some([crate::event::CURRENT_SCHEMA_VERSION]))
+                    .description(Some("schema version of `data` (this hub reads version 1)")),
+            )
+            .required("schema_version")
+            .property("metadata", Ref::from_schema_name("EventMetadata"))
+            .required("metadata");
+        AllOfBuilder::new()
+            .item(envelope)
+            .item(Ref::from_schema_name("EventPayload"))
+            .description(Some(
+                "An outbox event: its id, stream and provenance (origin: the uploading store), and `type` with its `data`",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for UploadEvent {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        use crate::event::EventPayload;
+        use crate::ids::EventId;
+        use utoipa::PartialSchema;
+        for (name, schema) in [
+            ("EventId", EventId::schema()),
+            ("StreamId", StreamId::schema()),
+            ("EventMetadata", EventMetadata::schema()),
+            ("EventPayload", EventPayload::schema()),
+        ] {
+            schemas.push((name.to_owned(), schema));
+        }
+        <StreamId as utoipa::ToSchema>::schemas(schemas);
+        <EventMetadata as utoipa::ToSchema>::schemas(schemas);
+        <EventPayload as utoipa::ToSchema>::schemas(schemas);
+    }
 }
 
 /// `POST /v1/sync/upload`.
@@ -221,21 +271,27 @@ pub struct SnapshotResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
-    /// The agent's version.
+    /// The agent's version (1..=64 visible ASCII characters).
+    #[schema(min_length = 1, max_length = 64, pattern = "^[!-~]+$")]
     pub agent_version: String,
     /// The last position the agent has applied.
     #[serde(deserialize_with = "bounded::position")]
+    #[schema(maximum = 9_223_372_036_854_775_807_i64)]
     pub cursor: u64,
     /// Events waiting to be uploaded.
     #[serde(deserialize_with = "bounded::position")]
+    #[schema(maximum = 9_223_372_036_854_775_807_i64)]
     pub outbox_depth: u64,
     /// Age of the oldest of them, in seconds.
     #[serde(default, deserialize_with = "bounded::optional_position")]
+    #[schema(maximum = 9_223_372_036_854_775_807_i64)]
     pub oldest_pending_age_secs: Option<u64>,
     /// The agent's hub-link breaker: closed, open or half_open.
+    #[schema(pattern = "^(closed|open|half_open)$")]
     pub breaker_state: String,
     /// Events the hub rejected, held for an operator.
     #[serde(deserialize_with = "bounded::position")]
+    #[schema(maximum = 9_223_372_036_854_775_807_i64)]
     pub quarantined: u64,
 }
 
@@ -305,7 +361,8 @@ pub struct FleetResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollStoreRequest {
-    /// Display name.
+    /// Display name (1..=64 bytes: letters, digits, spaces, `-`, `_`, `.`; not blank).
+    #[schema(min_length = 1, max_length = 64)]
     pub name: String,
     /// The store's id (a new one is made when absent).
     #[serde(default)]

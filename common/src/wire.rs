@@ -21,11 +21,18 @@ pub struct RegisterProductRequest {
     /// The product's id; a new one is made when absent.
     #[serde(default)]
     pub id: Option<ProductId>,
-    /// Unique SKU.
+    /// Unique SKU: 1..=64 bytes, no whitespace or control characters.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]+$")]
     pub sku: String,
-    /// Name.
+    /// Name: 1..=200 bytes, not blank, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
-    /// Price in minor units.
+    /// Price in minor units, at most 10^12.
+    #[schema(maximum = 1_000_000_000_000_u64)]
     pub price_minor: u64,
     /// Makes a retried request idempotent.
     #[serde(default)]
@@ -36,11 +43,18 @@ pub struct RegisterProductRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProductRequest {
-    /// New SKU.
+    /// New SKU: 1..=64 bytes, no whitespace or control characters.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]+$")]
     pub sku: String,
-    /// New name.
+    /// New name: 1..=200 bytes, not blank, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
-    /// New price in minor units.
+    /// New price in minor units, at most 10^12.
+    #[schema(maximum = 1_000_000_000_000_u64)]
     pub price_minor: u64,
     /// Optimistic concurrency (or send `If-Match`).
     #[serde(default)]
@@ -86,9 +100,15 @@ pub struct AdjustStockRequest {
     pub product_id: ProductId,
     /// Store.
     pub store_id: StoreId,
-    /// Signed change in units (not zero).
+    /// Signed change in units: not zero, at most 1,000,000 either way.
+    #[schema(schema_with = crate::inventory::adjustment_schema)]
     pub delta: i64,
-    /// Why (stock take, damage, ...).
+    /// Why (stock take, damage, ...): 1..=200 characters, not blank, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub reason: String,
     /// Optimistic concurrency (or send `If-Match`).
     #[serde(default)]
@@ -113,6 +133,7 @@ pub struct ReserveStockRequest {
     pub quantity: StockQuantity,
     /// Lifetime in seconds (default 900, at most 604800).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 604_800)]
     pub ttl_seconds: Option<u32>,
     /// Optimistic concurrency (or send `If-Match`).
     #[serde(default)]
@@ -241,8 +262,9 @@ pub struct StoreInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
-    /// Unique name, shown as the actor of the events the token writes (1..=64 characters:
-    /// letters, digits, `-`, `_`, `.`).
+    /// Unique name, shown as the actor of the events the token writes (1..=64 bytes:
+    /// letters, digits, spaces, `-`, `_`, `.`; not blank).
+    #[schema(min_length = 1, max_length = 64)]
     pub name: String,
 }
 
@@ -253,6 +275,20 @@ pub struct CreatedToken {
     pub name: String,
     /// The bearer secret.
     pub secret: String,
+}
+
+/// `GET /healthz`: the process is up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Liveness {
+    /// Always `ok`.
+    pub status: String,
+}
+
+impl Liveness {
+    /// The one answer.
+    pub fn ok() -> Self {
+        Self { status: "ok".into() }
+    }
 }
 
 /// Whether a name is fit for a token or store: 1..=64 of letters, digits, `-`, `_`, `.`, space.

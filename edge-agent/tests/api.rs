@@ -116,6 +116,15 @@ async fn a_released_hold_gives_the_units_back_and_deliveries_and_corrections_cou
         422,
         "zero_adjustment",
     );
+    // i64::MIN has no positive counterpart: refused, never negated into a huge stock.
+    for delta in [i64::MIN, i64::MAX] {
+        let extreme = json!({ "product_id": bread, "store_id": agent.store_id, "delta": delta, "reason": "x" });
+        assert_problem(
+            &call(agent.post("/v1/inventory/adjustments", &extreme)).await,
+            422,
+            "adjustment_out_of_range",
+        );
+    }
 }
 
 #[tokio::test]
@@ -929,4 +938,86 @@ async fn the_open_status_page_hides_why_the_hub_link_failed() {
         assert_eq!(shown["breaker_reason"], Value::Null, "{key:?}: {shown}");
         assert!(!shown.to_string().contains("127.0.0.1:9"), "{shown}");
     }
+}
+
+#[tokio::test]
+async fn openapi_says_what_the_agent_does() {
+    let agent = spawn_agent().await;
+    // Valid 3.1, parameters where the routes put them, every error documented with its
+    // problem body, and keys needed exactly where the document says.
+    let doc = support::openapi::served_contract(&agent.client, &agent.url, &[]).await;
+
+    let mut query = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                if parameter["in"] == "query" {
+                    query.push(format!("{method} {path} {}", parameter["name"].as_str().unwrap()));
+                }
+            }
+        }
+    }
+    query.sort();
+    assert_eq!(
+        query,
+        [
+            "get /v1/inventory/availability product_id",
+            "get /v1/inventory/availability quantity",
+            "get /v1/inventory/availability store_id",
+            "get /v1/outbox limit",
+            "get /v1/outbox status",
+            "get /v1/products sku",
+            "get /v1/quarantine limit",
+        ]
+    );
+
+    // A store id in a request can only be this agent's; an expected version only "any".
+    let schemas = &doc["components"]["schemas"];
+    let this_store = json!([agent.store_id.to_string()]);
+    for request in ["AddStockRequest", "AdjustStockRequest", "ReserveStockRequest"] {
+        assert_eq!(
+            schemas[request]["properties"]["store_id"]["enum"], this_store,
+            "{request}"
+        );
+        assert_eq!(
+            schemas[request]["properties"]["expected_version"]["enum"],
+            json!(["any"]),
+            "{request}"
+        );
+    }
+    // Writes document the replay of a retried request, with its body, and it is real.
+    let replay = &doc["paths"]["/v1/inventory/stock"]["post"]["responses"]["200"];
+    assert_eq!(
+        replay["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/LocalWriteResult"
+    );
+    let body = agent.stock_body(agent.catalog.apple, 1);
+    let add = || {
+        agent
+            .post("/v1/inventory/stock", &body)
+            .header("Idempotency-Key", "openapi-replay")
+    };
+    let (first, _, _) = call(add()).await;
+    let (again, replayed, _) = call(add()).await;
+    assert_eq!((first, again, &replayed["replayed"]), (201, 200, &json!(true)));
+
+    let limit = doc["paths"]["/v1/outbox"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap()["schema"]
+        .clone();
+    assert_eq!(
+        (limit["minimum"].as_u64(), limit["maximum"].as_u64()),
+        (Some(1), Some(1000))
+    );
+    let till = doc["paths"]["/v1/inventory/stock"]["post"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "X-Till-Id")
+        .unwrap()["schema"]
+        .clone();
+    assert_eq!(till["pattern"], "^[A-Za-z0-9._-]{1,64}$");
 }

@@ -760,7 +760,7 @@ fn skip_poison(conn: &mut Connection, event: &EventEnvelope, reason: &str) -> Re
 }
 
 /// An event the projection skipped because it could not apply it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct PoisonEvent {
     /// Its position in the log.
     pub position: u64,

@@ -627,3 +627,207 @@ async fn look_alike_skus_are_one_product_or_refused() {
         );
     }
 }
+
+/// The parameters a document declares in `place`, as (method, path, name).
+fn parameters_in(doc: &Value, place: &str) -> Vec<(String, String, String)> {
+    let mut found = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                if parameter["in"] == place {
+                    found.push((
+                        method.clone(),
+                        path.clone(),
+                        parameter["name"].as_str().unwrap().to_owned(),
+                    ));
+                }
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The (minimum, maximum, minLength, maxLength) a schema declares.
+fn limits(schema: &Value) -> [Option<i64>; 4] {
+    ["minimum", "maximum", "minLength", "maxLength"].map(|k| schema[k].as_i64())
+}
+
+#[tokio::test]
+async fn openapi_says_what_the_hub_does() {
+    use shelfsync_common::sync::{PROTOCOL_HEADER, PROTOCOL_VERSION};
+    let hub = spawn_hub().await;
+    // Valid 3.1, parameters where the routes put them, every error documented with its
+    // problem body, and tokens needed exactly where the document says.
+    let doc = support::openapi::served_contract(&hub.client, &hub.url, &[(PROTOCOL_HEADER, PROTOCOL_VERSION)]).await;
+
+    let query: Vec<(String, String, String)> = parameters_in(&doc, "query");
+    let expected: Vec<(String, String, String)> = [
+        ("get", "/v1/inventory/availability", "min_position"),
+        ("get", "/v1/inventory/availability", "product_id"),
+        ("get", "/v1/inventory/availability", "quantity"),
+        ("get", "/v1/inventory/availability", "store_id"),
+        ("get", "/v1/inventory/products/{id}", "min_position"),
+        ("get", "/v1/inventory/products/{id}/stores/{store_id}", "min_position"),
+        ("get", "/v1/products", "min_position"),
+        ("get", "/v1/products", "sku"),
+        ("get", "/v1/products/{id}", "min_position"),
+        ("get", "/v1/sync/events", "after"),
+        ("get", "/v1/sync/events", "limit"),
+        ("get", "/v1/sync/stream", "after"),
+    ]
+    .map(|(m, p, n)| (m.to_owned(), p.to_owned(), n.to_owned()))
+    .to_vec();
+    assert_eq!(query, expected, "the query parameters");
+
+    let open: Vec<&String> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, item)| item["get"]["security"] == json!([{}]))
+        .map(|(path, _)| path)
+        .collect();
+    assert_eq!(
+        open,
+        ["/healthz", "/metrics", "/openapi.json", "/readyz"],
+        "the open routes"
+    );
+
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let protocol = operation["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["name"] == "X-Shelfsync-Protocol");
+            if path.starts_with("/v1/sync/") {
+                let protocol =
+                    protocol.unwrap_or_else(|| panic!("{method} {path} does not declare the protocol header"));
+                assert_eq!(
+                    (&protocol["in"], &protocol["required"]),
+                    (&json!("header"), &json!(true))
+                );
+                for (status, response) in operation["responses"].as_object().unwrap() {
+                    assert!(
+                        response["headers"]["X-Shelfsync-Protocol"].is_object(),
+                        "{method} {path} {status} does not say it carries the protocol header"
+                    );
+                }
+            } else {
+                assert!(protocol.is_none(), "{method} {path} is no sync route");
+            }
+        }
+    }
+
+    // Writes document the replay of a retried request, with its body.
+    for (method, path) in [
+        ("post", "/v1/products"),
+        ("post", "/v1/inventory/stock"),
+        ("post", "/v1/inventory/reservations/{id}/commit"),
+    ] {
+        let replay = &doc["paths"][path][method]["responses"]["200"];
+        assert_eq!(
+            replay["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/WriteResult",
+            "{method} {path}: {replay}"
+        );
+        assert!(replay["headers"]["ETag"].is_object() && replay["headers"]["X-Shelfsync-Position"].is_object());
+    }
+    // A real replay answers what the document says: 200 and the first write's result.
+    let body = json!({"product_id": demo_product(0), "store_id": demo_store(0), "quantity": 2});
+    let add = || {
+        hub.client
+            .post(format!("{}/v1/inventory/stock", hub.url))
+            .bearer_auth(ADMIN)
+            .header("Idempotency-Key", "openapi-replay")
+            .json(&body)
+    };
+    let (first, written, _) = call(add()).await;
+    let (again, replayed, _) = call(add()).await;
+    assert_eq!((first, again), (201, 200));
+    assert_eq!(
+        (written["position"].clone(), replayed["duplicate"].clone()),
+        (replayed["position"].clone(), json!(true))
+    );
+
+    // The upload's events are typed: `type` and `data` are one of the event types.
+    let schemas = &doc["components"]["schemas"];
+    let upload = &schemas["UploadEvent"]["allOf"];
+    assert_eq!(upload[1]["$ref"], "#/components/schemas/EventPayload", "{upload}");
+    let branches = schemas["EventPayload"]["oneOf"]
+        .as_array()
+        .expect("EventPayload is a oneOf");
+    let types: Vec<&str> = branches
+        .iter()
+        .map(|b| b["properties"]["type"]["enum"][0].as_str().unwrap())
+        .collect();
+    assert_eq!(types, shelfsync_common::event::EVENT_TYPES);
+    for branch in branches {
+        assert!(
+            branch["properties"]["data"].is_object() && branch["required"] == json!(["data", "type"]),
+            "{branch}"
+        );
+    }
+
+    // Value limits are the server's.
+    let property =
+        |schema: &str, name: &str| support::openapi::resolve(&doc, &schemas[schema]["properties"][name]).clone();
+    assert_eq!(
+        limits(&property("AddStockRequest", "quantity")),
+        [Some(1), Some(1_000_000), None, None]
+    );
+    assert_eq!(
+        limits(&property("ReserveStockRequest", "ttl_seconds")),
+        [Some(1), Some(604_800), None, None]
+    );
+    assert_eq!(
+        limits(&property("RegisterProductRequest", "sku")),
+        [None, None, Some(1), Some(64)]
+    );
+    assert_eq!(
+        limits(&property("RegisterProductRequest", "name")),
+        [None, None, Some(1), Some(200)]
+    );
+    assert_eq!(
+        property("RegisterProductRequest", "price_minor")["maximum"],
+        1_000_000_000_000_u64
+    );
+    assert_eq!(
+        limits(&property("AdjustStockRequest", "reason")),
+        [None, None, Some(1), Some(200)]
+    );
+    let delta = property("AdjustStockRequest", "delta");
+    assert_eq!(
+        delta["oneOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(limits)
+            .collect::<Vec<_>>(),
+        [
+            [Some(1), Some(1_000_000), None, None],
+            [Some(-1_000_000), Some(-1), None, None]
+        ],
+        "a delta is never 0: {delta}"
+    );
+    assert_eq!(
+        limits(&property("Heartbeat", "agent_version")),
+        [None, None, Some(1), Some(64)]
+    );
+    assert_eq!(
+        property("Heartbeat", "breaker_state")["pattern"],
+        "^(closed|open|half_open)$"
+    );
+    assert_eq!(property("Heartbeat", "cursor")["maximum"], i64::MAX);
+    assert_eq!(
+        limits(&property("EventMetadata", "actor")),
+        [None, None, Some(1), Some(128)]
+    );
+    let pull_limit = doc["paths"]["/v1/sync/events"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap()["schema"]
+        .clone();
+    assert_eq!(limits(&pull_limit), [Some(1), Some(1000), None, None]);
+}

@@ -71,10 +71,48 @@ fn decode<T: DeserializeOwned>(is_json: bool, bytes: &[u8]) -> Result<T, Problem
             "the body must be a JSON object",
         ));
     }
-    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+    let refused = |e: serde_json::Error| match e.classify() {
         serde_json::error::Category::Data => ProblemResponse::unprocessable("invalid_body", e.to_string()),
         _ => ProblemResponse::bad_request("malformed_json", e.to_string()),
-    })
+    };
+    match serde_json::from_slice(bytes) {
+        Ok(value) => Ok(value),
+        // JSON has one number type: `5.0` is the integer 5 (as in JSON Schema, and so in the
+        // OpenAPI documents). Only a body refused for its data takes this second, slower look.
+        Err(e) if e.classify() == serde_json::error::Category::Data => {
+            let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(refused)?;
+            if !integral_floats_to_integers(&mut value) {
+                return Err(refused(e));
+            }
+            serde_json::from_value(value).map_err(refused)
+        }
+        Err(e) => Err(refused(e)),
+    }
+}
+
+/// Rewrites every float with no fractional part that fits an `i64` or `u64` as an integer;
+/// whether it rewrote any.
+fn integral_floats_to_integers(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            let integer = if f.fract() != 0.0 {
+                None
+            } else if (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f) {
+                Some(serde_json::Number::from(f as i64))
+            } else if (0.0..1.844_674_407_370_955_2e19).contains(&f) {
+                Some(serde_json::Number::from(f as u64))
+            } else {
+                None
+            };
+            integer.map(|n| *value = Value::Number(n)).is_some()
+        }
+        // Every member is visited (no short circuit): all of them may need rewriting.
+        Value::Array(items) => items.iter_mut().map(integral_floats_to_integers).filter(|&r| r).count() > 0,
+        Value::Object(map) => map.values_mut().map(integral_floats_to_integers).filter(|&r| r).count() > 0,
+        _ => false,
+    }
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
@@ -98,6 +136,10 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalA
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let (is_json, bytes) = body_bytes(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalApiJson(T::default()));
+        }
+        // `null` says "no body" as well as an empty body does.
+        if bytes.trim_ascii() == b"null" {
             return Ok(OptionalApiJson(T::default()));
         }
         decode(is_json, &bytes).map(OptionalApiJson)
@@ -280,5 +322,40 @@ mod tests {
             Err("invalid_correlation_id")
         );
         assert_eq!(code(&CORRELATION_ID, b"not-a-uuid"), Err("invalid_correlation_id"));
+    }
+
+    #[derive(Debug, Default, PartialEq, serde::Deserialize)]
+    struct Body {
+        quantity: u32,
+        #[serde(default)]
+        delta: Option<i64>,
+    }
+
+    #[test]
+    fn integral_floats_are_integers_and_fractions_are_not() {
+        let body: Body = decode(true, br#"{"quantity": 5.0, "delta": -2.0}"#).unwrap();
+        assert_eq!(
+            body,
+            Body {
+                quantity: 5,
+                delta: Some(-2)
+            }
+        );
+        let refused = decode::<Body>(true, br#"{"quantity": 5.5}"#).unwrap_err();
+        assert_eq!(refused.problem.code, "invalid_body");
+        let refused = decode::<Body>(true, br#"{"quantity": 1e300}"#).unwrap_err();
+        assert_eq!(refused.problem.code, "invalid_body");
+    }
+
+    #[tokio::test]
+    async fn an_optional_body_may_be_empty_or_null() {
+        for text in ["", "  ", "null"] {
+            let request = Request::builder()
+                .header(CONTENT_TYPE, "application/json")
+                .body(axum::body::Body::from(text))
+                .unwrap();
+            let OptionalApiJson(body) = OptionalApiJson::<Body>::from_request(request, &()).await.unwrap();
+            assert_eq!(body, Body::default(), "{text:?}");
+        }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod extract;
 pub mod middleware;
+pub mod openapi;
 pub mod problem;
 pub mod schedule;
 pub mod secret;

@@ -13,7 +13,7 @@
 
 use super::auth::Till;
 use super::error::ApiError;
-use super::write::{written, WriteContext};
+use super::write::{written, WriteAnswers, WriteContext};
 use super::AppState;
 use crate::store::view::View;
 use crate::store::{LocalError, Target};
@@ -67,9 +67,9 @@ async fn execute(state: &AppState, command: crate::store::LocalCommand) -> Resul
 
 /// Book a delivery at this store.
 #[utoipa::path(post, path = "/v1/inventory/stock", tag = "inventory", request_body = AddStockRequest,
-    params(super::WriteHeaders),
-    responses((status = 201, body = LocalWriteResult), (status = 200, description = "a retry: the first answer, replayed"),
-        (status = 404, description = "product_not_found"), (status = 422, description = "wrong_store, invalid_body, idempotency_key_reused")),
+    params(super::WriteHeaderParams),
+    responses(WriteAnswers, (status = 400, description = "invalid_idempotency_key, invalid_till_id or invalid_correlation_id"), (status = 404, description = "product_not_found"),
+        (status = 422, description = "wrong_store, expected_version_unsupported or idempotency_key_reused"), (status = 503, description = "not_bootstrapped (the catalog has not come from the hub yet; Retry-After), storage_unavailable or shutting_down: nothing was recorded")),
     security(("terminal" = []), ("manager" = [])))]
 pub async fn add_stock(
     State(state): State<AppState>,
@@ -96,10 +96,9 @@ pub async fn add_stock(
 
 /// Correct the count (signed delta, with a reason).
 #[utoipa::path(post, path = "/v1/inventory/adjustments", tag = "inventory", request_body = AdjustStockRequest,
-    params(super::WriteHeaders),
-    responses((status = 201, body = LocalWriteResult), (status = 200, description = "a retry: the first answer, replayed"),
-        (status = 404, description = "product_not_found"), (status = 409, description = "insufficient_stock"),
-        (status = 422, description = "wrong_store, zero_adjustment, adjustment_out_of_range, invalid_reason")),
+    params(super::WriteHeaderParams),
+    responses(WriteAnswers, (status = 400, description = "invalid_idempotency_key, invalid_till_id or invalid_correlation_id"), (status = 404, description = "product_not_found"), (status = 409, description = "insufficient_stock"),
+        (status = 422, description = "wrong_store, zero_adjustment, adjustment_out_of_range, invalid_reason, expected_version_unsupported or idempotency_key_reused"), (status = 503, description = "not_bootstrapped (the catalog has not come from the hub yet; Retry-After), storage_unavailable or shutting_down: nothing was recorded")),
     security(("terminal" = []), ("manager" = [])))]
 pub async fn adjust_stock(
     State(state): State<AppState>,
@@ -128,10 +127,9 @@ pub async fn adjust_stock(
 /// Hold units for a customer (default 15 minutes, at most 7 days). This agent releases
 /// the hold itself when it lapses.
 #[utoipa::path(post, path = "/v1/inventory/reservations", tag = "inventory", request_body = ReserveStockRequest,
-    params(super::WriteHeaders),
-    responses((status = 201, body = LocalWriteResult), (status = 200, description = "a retry: the first answer, replayed"),
-        (status = 404, description = "product_not_found"), (status = 409, description = "insufficient_stock or reservation_exists"),
-        (status = 422, description = "wrong_store or invalid_ttl")),
+    params(super::WriteHeaderParams),
+    responses(WriteAnswers, (status = 400, description = "invalid_idempotency_key, invalid_till_id or invalid_correlation_id"), (status = 404, description = "product_not_found"), (status = 409, description = "insufficient_stock or reservation_exists"),
+        (status = 422, description = "wrong_store, invalid_ttl, expected_version_unsupported or idempotency_key_reused"), (status = 503, description = "not_bootstrapped (the catalog has not come from the hub yet; Retry-After), storage_unavailable or shutting_down: nothing was recorded")),
     security(("terminal" = []), ("manager" = [])))]
 pub async fn reserve(
     State(state): State<AppState>,
@@ -163,10 +161,10 @@ pub async fn reserve(
 
 /// Give a hold back (reason `cancelled` unless the body says otherwise).
 #[utoipa::path(post, path = "/v1/inventory/reservations/{id}/release", tag = "inventory",
-    request_body(content = ReleaseReservationRequest, description = "optional"),
-    params(("id" = String, Path, description = "reservation id"), super::WriteHeaders),
-    responses((status = 201, body = LocalWriteResult), (status = 200, description = "a retry: the first answer, replayed"),
-        (status = 404, description = "reservation_not_found")),
+    request_body(content = Option<ReleaseReservationRequest>, description = "optional"),
+    params(("id" = uuid::Uuid, Path, description = "reservation id"), super::WriteHeaderParams),
+    responses(WriteAnswers, (status = 400, description = "invalid_idempotency_key, invalid_till_id or invalid_correlation_id"), (status = 404, description = "reservation_not_found"),
+        (status = 422, description = "expected_version_unsupported or idempotency_key_reused"), (status = 503, description = "not_bootstrapped (the catalog has not come from the hub yet; Retry-After), storage_unavailable or shutting_down: nothing was recorded")),
     security(("terminal" = []), ("manager" = [])))]
 pub async fn release(
     State(state): State<AppState>,
@@ -195,10 +193,10 @@ pub async fn release(
 
 /// Turn a hold into a sale: on hand and reserved both drop.
 #[utoipa::path(post, path = "/v1/inventory/reservations/{id}/commit", tag = "inventory",
-    request_body(content = CommitReservationRequest, description = "optional"),
-    params(("id" = String, Path, description = "reservation id"), super::WriteHeaders),
-    responses((status = 201, body = LocalWriteResult), (status = 200, description = "a retry: the first answer, replayed"),
-        (status = 404, description = "reservation_not_found")),
+    request_body(content = Option<CommitReservationRequest>, description = "optional"),
+    params(("id" = uuid::Uuid, Path, description = "reservation id"), super::WriteHeaderParams),
+    responses(WriteAnswers, (status = 400, description = "invalid_idempotency_key, invalid_till_id or invalid_correlation_id"), (status = 404, description = "reservation_not_found"),
+        (status = 422, description = "expected_version_unsupported or idempotency_key_reused"), (status = 503, description = "not_bootstrapped (the catalog has not come from the hub yet; Retry-After), storage_unavailable or shutting_down: nothing was recorded")),
     security(("terminal" = []), ("manager" = [])))]
 pub async fn commit(
     State(state): State<AppState>,
@@ -252,8 +250,8 @@ fn unknown_product(view: &View, product: ProductId) -> ApiError {
 
 /// Stock of a product at this store, as the till should see it (confirmed + pending).
 #[utoipa::path(get, path = "/v1/inventory/products/{id}", tag = "inventory",
-    params(("id" = String, Path, description = "product id")),
-    responses((status = 200, body = LocalStockLevel), (status = 404, description = "product_not_found")),
+    params(("id" = uuid::Uuid, Path, description = "product id")),
+    responses((status = 200, body = LocalStockLevel), (status = 404, description = "product_not_found"), (status = 503, description = "not_bootstrapped: the catalog has not come from the hub yet (Retry-After)")),
     security(("terminal" = []), ("manager" = [])))]
 pub async fn stock_level(
     State(state): State<AppState>,
@@ -269,23 +267,24 @@ pub async fn stock_level(
 /// `?product_id=&quantity=` for [`availability`] (`store_id` is optional; if sent, it
 /// must be this store).
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AvailabilityQuery {
     /// Product.
-    #[param(value_type = String)]
+    #[param(value_type = uuid::Uuid)]
     pub product_id: ProductId,
     /// This store (optional, for clients that also talk to the hub).
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<uuid::Uuid>)]
     pub store_id: Option<StoreId>,
     /// Units wanted (default 1).
-    #[param(value_type = Option<u32>)]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1_000_000)]
     pub quantity: Option<StockQuantity>,
 }
 
 /// Can this many units be reserved here now?
 #[utoipa::path(get, path = "/v1/inventory/availability", tag = "inventory", params(AvailabilityQuery),
     responses((status = 200, body = LocalAvailability), (status = 404, description = "product_not_found"),
-        (status = 422, description = "wrong_store")),
+        (status = 422, description = "wrong_store"), (status = 503, description = "not_bootstrapped: the catalog has not come from the hub yet (Retry-After)")),
     security(("terminal" = []), ("manager" = [])))]
 pub async fn availability(
     State(state): State<AppState>,

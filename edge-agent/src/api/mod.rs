@@ -49,16 +49,22 @@ pub struct AppState {
 /// The optional headers of every write, for the OpenAPI document.
 #[derive(Debug, utoipa::IntoParams)]
 #[into_params(parameter_in = Header)]
-pub struct WriteHeaders {
+pub struct WriteHeaderParams {
     /// Makes a retry safe: 1..=200 characters, scoped by the key and `X-Till-Id`. A body
     /// `event_id` takes precedence.
-    #[param(rename = "Idempotency-Key")]
+    #[param(
+        rename = "Idempotency-Key",
+        nullable = false,
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[!-~]([ -~]*[!-~])?$"
+    )]
     pub idempotency_key: Option<String>,
     /// Names the till (1..=64 of letters, digits, `-`, `_`, `.`); recorded as the actor.
-    #[param(rename = "X-Till-Id")]
+    #[param(rename = "X-Till-Id", nullable = false, pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub till_id: Option<String>,
     /// A UUID grouping the events of one business operation (e.g. one basket).
-    #[param(rename = "X-Correlation-Id")]
+    #[param(rename = "X-Correlation-Id", nullable = false, format = Uuid)]
     pub correlation_id: Option<String>,
 }
 

@@ -8,7 +8,10 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
+use serde::Serialize;
+use shelfsync_common::server::openapi::LayerAnswers;
+use shelfsync_common::wire::Liveness;
+use shelfsync_common::StoreId;
 use utoipa::OpenApi;
 
 /// Routes of this resource.
@@ -48,10 +51,59 @@ pub fn router() -> Router<AppState> {
         metrics,
         openapi,
     ),
-    components(schemas(shelfsync_common::problem::Problem)),
-    modifiers(&KeySchemes)
+    components(schemas(shelfsync_common::problem::Problem, shelfsync_common::edge::LocalWriteResult)),
+    modifiers(&KeySchemes, &LayerAnswers)
 )]
 pub struct ApiDoc;
+
+/// The document as this agent serves it: a store id in a request must be this agent's
+/// store (anything else is `422 wrong_store`), and the agent takes no expected version but
+/// `any` (anything else is `422 expected_version_unsupported`), so the schemas say so.
+pub fn document(store: StoreId) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+    use utoipa::openapi::RefOr;
+    let mut openapi = ApiDoc::openapi();
+    let this_store = || {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+            .enum_values(Some([store.to_string()]))
+            .description(Some("this agent's store"))
+    };
+    let any_version = || {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(["any"]))
+            .description(Some(
+                "the agent records facts in order and takes no other expected version",
+            ))
+    };
+    if let Some(components) = openapi.components.as_mut() {
+        for (name, schema) in components.schemas.iter_mut() {
+            let RefOr::T(Schema::Object(object)) = schema else {
+                continue;
+            };
+            if object.properties.contains_key("store_id") && name.ends_with("Request") {
+                object.properties.insert("store_id".into(), this_store().into());
+            }
+            if object.properties.contains_key("expected_version") {
+                object
+                    .properties
+                    .insert("expected_version".into(), any_version().into());
+            }
+        }
+    }
+    for item in openapi.paths.paths.values_mut() {
+        for operation in shelfsync_common::server::openapi::operations_mut(item) {
+            for parameter in operation.parameters.iter_mut().flatten() {
+                if parameter.name == "store_id" {
+                    parameter.schema = Some(this_store().into());
+                }
+            }
+        }
+    }
+    openapi
+}
 
 struct KeySchemes;
 
@@ -83,33 +135,46 @@ impl utoipa::Modify for KeySchemes {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200)), security(()))]
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Liveness)), security(()))]
+pub async fn healthz() -> Json<Liveness> {
+    Json(Liveness::ok())
+}
+
+/// `GET /readyz`: the agent serves its tills.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ready`.
+    pub status: &'static str,
+    /// This store.
+    pub store_id: StoreId,
+    /// Whether the catalog and stock came from the hub yet.
+    pub bootstrapped: bool,
+    /// The last hub position applied.
+    pub cursor: u64,
+    /// Products in the local catalog.
+    pub products: usize,
 }
 
 /// The agent can serve the tills: its local store is open (it is before the first request
 /// is taken) and it is not shutting down. `bootstrapped: false` means it has not yet had
 /// its catalog and stock from the hub, so it knows no products.
-#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200), (status = 503, description = "shutting_down")),
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, body = Readiness), (status = 503, description = "shutting_down")),
     security(()))]
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
     if *state.stopping.borrow() {
         return Err(ApiError::ShuttingDown);
     }
-    Ok(Json(state.store.read(|view| {
-        json!({
-            "status": "ready",
-            "store_id": view.store_id,
-            "bootstrapped": view.sync.bootstrapped,
-            "cursor": view.sync.cursor,
-            "products": view.catalog.len(),
-        })
+    Ok(Json(state.store.read(|view| Readiness {
+        status: "ready",
+        store_id: view.store_id,
+        bootstrapped: view.sync.bootstrapped,
+        cursor: view.sync.cursor,
+        products: view.catalog.len(),
     })))
 }
 
 /// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, content_type = "text/plain")), security(()))]
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")), security(()))]
 pub async fn metrics() -> impl IntoResponse {
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -118,8 +183,8 @@ pub async fn metrics() -> impl IntoResponse {
 }
 
 /// This document.
-#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, content_type = "application/json")),
-    security(()))]
-pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+#[utoipa::path(get, path = "/openapi.json", tag = "ops",
+    responses((status = 200, description = "this OpenAPI 3.1 document", content_type = "application/json")), security(()))]
+pub async fn openapi(State(state): State<AppState>) -> Json<utoipa::openapi::OpenApi> {
+    Json(document(state.store.read(|view| view.store_id)))
 }

@@ -34,20 +34,27 @@ pub fn router() -> Router<AppState> {
 
 /// `?status=&limit=` for [`list_outbox`].
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxQuery {
     /// Comma-separated statuses: pending, acked, confirmed, quarantined, discarded
     /// (default: pending,acked,quarantined).
+    #[param(
+        pattern = r"^ *(pending|acked|confirmed|quarantined|discarded) *(, *(pending|acked|confirmed|quarantined|discarded) *)*,? *$"
+    )]
     pub status: Option<String>,
     /// Most entries to list, newest first (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
 /// `?limit=` for [`list_quarantine`].
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LimitQuery {
     /// Most entries to list, newest first (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
@@ -86,7 +93,7 @@ pub fn parse_statuses(text: Option<&str>) -> Result<Vec<OutboxStatus>, ApiError>
 
 /// Outbox events, newest first.
 #[utoipa::path(get, path = "/v1/outbox", tag = "operator", params(OutboxQuery),
-    responses((status = 200, body = Vec<OutboxEntry>), (status = 403, description = "forbidden: needs the manager key")),
+    responses((status = 200, body = Vec<OutboxEntry>), (status = 403, description = "forbidden: needs the manager key"), (status = 503, description = "storage_unavailable")),
     security(("manager" = [])))]
 pub async fn list_outbox(
     State(state): State<AppState>,
@@ -100,7 +107,7 @@ pub async fn list_outbox(
 
 /// Events the hub rejected, newest first, with its reason.
 #[utoipa::path(get, path = "/v1/quarantine", tag = "operator", params(LimitQuery),
-    responses((status = 200, body = Vec<OutboxEntry>), (status = 403, description = "forbidden: needs the manager key")),
+    responses((status = 200, body = Vec<OutboxEntry>), (status = 403, description = "forbidden: needs the manager key"), (status = 503, description = "storage_unavailable")),
     security(("manager" = [])))]
 pub async fn list_quarantine(
     State(state): State<AppState>,
@@ -113,8 +120,9 @@ pub async fn list_quarantine(
 
 /// Put a quarantined event back in the outbox (and in the local figures) to be uploaded again.
 #[utoipa::path(post, path = "/v1/quarantine/{event_id}/retry", tag = "operator",
-    params(("event_id" = String, Path, description = "event id")),
-    responses((status = 200, body = QuarantineOutcome), (status = 404, description = "quarantined_event_not_found")),
+    params(("event_id" = uuid::Uuid, Path, description = "event id")),
+    responses((status = 200, body = QuarantineOutcome), (status = 403, description = "forbidden: needs the manager key"), (status = 404, description = "quarantined_event_not_found"),
+        (status = 503, description = "storage_unavailable or shutting_down")),
     security(("manager" = [])))]
 pub async fn retry(
     State(state): State<AppState>,
@@ -131,8 +139,9 @@ pub async fn retry(
 
 /// Give a quarantined event up for good.
 #[utoipa::path(post, path = "/v1/quarantine/{event_id}/discard", tag = "operator",
-    params(("event_id" = String, Path, description = "event id")),
-    responses((status = 200, body = QuarantineOutcome), (status = 404, description = "quarantined_event_not_found")),
+    params(("event_id" = uuid::Uuid, Path, description = "event id")),
+    responses((status = 200, body = QuarantineOutcome), (status = 403, description = "forbidden: needs the manager key"), (status = 404, description = "quarantined_event_not_found"),
+        (status = 503, description = "storage_unavailable or shutting_down")),
     security(("manager" = [])))]
 pub async fn discard(
     State(state): State<AppState>,

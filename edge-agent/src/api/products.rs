@@ -30,8 +30,8 @@ fn not_found(bootstrapped: bool, id: String) -> ApiError {
 
 /// One product.
 #[utoipa::path(get, path = "/v1/products/{id}", tag = "catalog",
-    params(("id" = String, Path, description = "product id")),
-    responses((status = 200, body = ProductView), (status = 404, description = "product_not_found")),
+    params(("id" = uuid::Uuid, Path, description = "product id")),
+    responses((status = 200, body = ProductView), (status = 404, description = "product_not_found"), (status = 503, description = "not_bootstrapped: the catalog has not come from the hub yet (Retry-After)")),
     security(("terminal" = []), ("manager" = [])))]
 pub async fn get_product(
     State(state): State<AppState>,
@@ -51,6 +51,7 @@ pub async fn get_product(
 
 /// `?sku=` for [`find_by_sku`].
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SkuQuery {
     /// The SKU (e.g. a scanned barcode).
@@ -59,7 +60,7 @@ pub struct SkuQuery {
 
 /// Find a product by SKU.
 #[utoipa::path(get, path = "/v1/products", tag = "catalog", params(SkuQuery),
-    responses((status = 200, body = ProductView), (status = 404, description = "product_not_found")),
+    responses((status = 200, body = ProductView), (status = 404, description = "product_not_found"), (status = 503, description = "not_bootstrapped: the catalog has not come from the hub yet (Retry-After)")),
     security(("terminal" = []), ("manager" = [])))]
 pub async fn find_by_sku(
     State(state): State<AppState>,

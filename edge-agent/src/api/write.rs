@@ -34,6 +34,16 @@ use shelfsync_common::{EventId, EventMetadata, ExpectedVersion, IdKey, Inventory
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+/// The answers of every till write: 201 (new) or 200 (a retry, `replayed: true`) with the
+/// [`LocalWriteResult`].
+pub struct WriteAnswers;
+
+impl utoipa::IntoResponses for WriteAnswers {
+    fn responses() -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>> {
+        shelfsync_common::server::openapi::write_answers("LocalWriteResult", &[])
+    }
+}
+
 /// The caller and the request headers a write needs.
 pub struct WriteContext {
     /// Who is writing.

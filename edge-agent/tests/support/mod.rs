@@ -291,6 +291,8 @@ impl Drop for TestAgent {
 
 #[path = "../../../hub/tests/support/http.rs"]
 mod http;
+#[path = "../../../hub/tests/support/openapi.rs"]
+pub mod openapi;
 pub use http::call;
 
 /// Asserts a problem+json answer with this status and code.

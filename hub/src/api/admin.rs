@@ -22,7 +22,8 @@ pub fn router() -> Router<AppState> {
 
 /// Make a channel token; its secret is in this answer only.
 #[utoipa::path(post, path = "/v1/admin/tokens", tag = "admin", request_body = CreateTokenRequest,
-    responses((status = 201, body = CreatedToken), (status = 409, description = "token_name_taken")))]
+    responses((status = 201, body = CreatedToken), (status = 403, description = "forbidden: needs the admin token"), (status = 409, description = "token_name_taken"),
+        (status = 422, description = "invalid_name"), (status = 503, description = "storage_unavailable or shutting_down: nothing was written; retry")))]
 pub async fn create_token(
     State(state): State<AppState>,
     principal: Principal,
@@ -62,7 +63,7 @@ pub async fn issue_channel_token(store: &crate::store::EventStore, name: &str) -
 /// tokens are not named here: they are revoked through their store.
 #[utoipa::path(post, path = "/v1/admin/tokens/{name}/revoke", tag = "admin",
     params(("name" = String, Path, description = "token name")),
-    responses((status = 204), (status = 404, description = "token_not_found")))]
+    responses((status = 204, description = "revoked"), (status = 403, description = "forbidden: needs the admin token"), (status = 404, description = "token_not_found"), (status = 503, description = "storage_unavailable or shutting_down: nothing was written; retry")))]
 pub async fn revoke_token(
     State(state): State<AppState>,
     principal: Principal,

@@ -3,7 +3,7 @@
 //! version guards concurrent writers (`If-Match` or `expected_version`).
 
 use super::error::ApiError;
-use super::write::{written, WriteContext};
+use super::write::{written, WriteAnswers, WriteContext, WriteHeaderParams};
 use super::AppState;
 use crate::store::{Command, InventoryTarget};
 use axum::extract::State;
@@ -14,7 +14,6 @@ use shelfsync_common::event::ReleaseReason;
 use shelfsync_common::server::extract::{ApiJson, ApiPath, OptionalApiJson};
 use shelfsync_common::wire::{
     AddStockRequest, AdjustStockRequest, CommitReservationRequest, ReleaseReservationRequest, ReserveStockRequest,
-    WriteResult,
 };
 use shelfsync_common::{InventoryCommand, ReservationId};
 use time::OffsetDateTime;
@@ -30,9 +29,9 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Book a delivery.
-#[utoipa::path(post, path = "/v1/inventory/stock", tag = "inventory", request_body = AddStockRequest,
-    responses((status = 201, body = WriteResult), (status = 404, description = "product_not_found or store_not_found"),
-        (status = 409, description = "version_conflict")))]
+#[utoipa::path(post, path = "/v1/inventory/stock", tag = "inventory", request_body = AddStockRequest, params(WriteHeaderParams),
+    responses(WriteAnswers, (status = 400, description = "invalid_if_match, invalid_idempotency_key, invalid_correlation_id or conflicting_preconditions"), (status = 403, description = "forbidden: store tokens may only use the /v1/sync routes"), (status = 404, description = "product_not_found or store_not_found"),
+        (status = 409, description = "version_conflict"), (status = 422, description = "idempotency_key_reused"), (status = 503, description = "storage_unavailable or shutting_down: nothing was written; retry")))]
 pub async fn add_stock(
     State(state): State<AppState>,
     ctx: WriteContext,
@@ -50,9 +49,10 @@ pub async fn add_stock(
 }
 
 /// Correct the count (signed delta, with a reason).
-#[utoipa::path(post, path = "/v1/inventory/adjustments", tag = "inventory", request_body = AdjustStockRequest,
-    responses((status = 201, body = WriteResult), (status = 409, description = "insufficient_stock or version_conflict"),
-        (status = 422, description = "zero_adjustment, adjustment_out_of_range or invalid_reason")))]
+#[utoipa::path(post, path = "/v1/inventory/adjustments", tag = "inventory", request_body = AdjustStockRequest, params(WriteHeaderParams),
+    responses(WriteAnswers, (status = 400, description = "invalid_if_match, invalid_idempotency_key, invalid_correlation_id or conflicting_preconditions"), (status = 403, description = "forbidden: store tokens may only use the /v1/sync routes"), (status = 404, description = "product_not_found or store_not_found"),
+        (status = 409, description = "insufficient_stock or version_conflict"),
+        (status = 422, description = "zero_adjustment, adjustment_out_of_range, invalid_reason or idempotency_key_reused"), (status = 503, description = "storage_unavailable or shutting_down: nothing was written; retry")))]
 pub async fn adjust_stock(
     State(state): State<AppState>,
     ctx: WriteContext,
@@ -70,10 +70,11 @@ pub async fn adjust_stock(
     Ok(written(state.store.execute(request).await?, None))
 }
 
-/// Hold units for a customer (default 15 minutes).
-#[utoipa::path(post, path = "/v1/inventory/reservations", tag = "inventory", request_body = ReserveStockRequest,
-    responses((status = 201, body = WriteResult), (status = 409, description = "insufficient_stock, reservation_exists or version_conflict"),
-        (status = 422, description = "invalid_ttl")))]
+/// Hold units for a customer (default 15 minutes). `Location` names the reservation.
+#[utoipa::path(post, path = "/v1/inventory/reservations", tag = "inventory", request_body = ReserveStockRequest, params(WriteHeaderParams),
+    responses(WriteAnswers, (status = 400, description = "invalid_if_match, invalid_idempotency_key, invalid_correlation_id or conflicting_preconditions"), (status = 403, description = "forbidden: store tokens may only use the /v1/sync routes"), (status = 404, description = "product_not_found or store_not_found"),
+        (status = 409, description = "insufficient_stock, reservation_exists or version_conflict"),
+        (status = 422, description = "invalid_ttl or idempotency_key_reused"), (status = 503, description = "storage_unavailable or shutting_down: nothing was written; retry")))]
 pub async fn reserve(
     State(state): State<AppState>,
     ctx: WriteContext,
@@ -105,9 +106,10 @@ pub async fn reserve(
 
 /// Give a hold back (reason `cancelled` unless the body says otherwise).
 #[utoipa::path(post, path = "/v1/inventory/reservations/{id}/release", tag = "inventory",
-    request_body(content = ReleaseReservationRequest, description = "optional"),
-    params(("id" = String, Path, description = "reservation id")),
-    responses((status = 201, body = WriteResult), (status = 404, description = "reservation_not_found")))]
+    request_body(content = Option<ReleaseReservationRequest>, description = "optional"),
+    params(("id" = uuid::Uuid, Path, description = "reservation id"), WriteHeaderParams),
+    responses(WriteAnswers, (status = 400, description = "invalid_if_match, invalid_idempotency_key, invalid_correlation_id or conflicting_preconditions"), (status = 403, description = "forbidden: store tokens may only use the /v1/sync routes"), (status = 404, description = "reservation_not_found"),
+        (status = 409, description = "version_conflict"), (status = 422, description = "idempotency_key_reused"), (status = 503, description = "storage_unavailable or shutting_down: nothing was written; retry")))]
 pub async fn release(
     State(state): State<AppState>,
     ctx: WriteContext,
@@ -128,9 +130,10 @@ pub async fn release(
 
 /// Turn a hold into a sale.
 #[utoipa::path(post, path = "/v1/inventory/reservations/{id}/commit", tag = "inventory",
-    request_body(content = CommitReservationRequest, description = "optional"),
-    params(("id" = String, Path, description = "reservation id")),
-    responses((status = 201, body = WriteResult), (status = 404, description = "reservation_not_found")))]
+    request_body(content = Option<CommitReservationRequest>, description = "optional"),
+    params(("id" = uuid::Uuid, Path, description = "reservation id"), WriteHeaderParams),
+    responses(WriteAnswers, (status = 400, description = "invalid_if_match, invalid_idempotency_key, invalid_correlation_id or conflicting_preconditions"), (status = 403, description = "forbidden: store tokens may only use the /v1/sync routes"), (status = 404, description = "reservation_not_found"),
+        (status = 409, description = "version_conflict"), (status = 422, description = "idempotency_key_reused"), (status = 503, description = "storage_unavailable or shutting_down: nothing was written; retry")))]
 pub async fn commit(
     State(state): State<AppState>,
     ctx: WriteContext,

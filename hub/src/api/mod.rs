@@ -13,7 +13,7 @@ pub mod snapshot;
 pub mod stock;
 pub mod stores;
 pub mod sync;
-mod write;
+pub mod write;
 
 use crate::config::HubConfig;
 use crate::fleet::Fleet;

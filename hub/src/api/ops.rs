@@ -2,13 +2,17 @@
 //! the OpenAPI document generated from the handlers' annotations.
 
 use super::error::ApiError;
+use super::sync::ProtocolHeader;
 use super::AppState;
+use crate::projection::PoisonEvent;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
+use serde::Serialize;
+use shelfsync_common::server::openapi::LayerAnswers;
+use shelfsync_common::wire::Liveness;
 use utoipa::OpenApi;
 
 /// Routes of this resource.
@@ -23,7 +27,7 @@ pub fn router() -> Router<AppState> {
 /// The API description.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "shelfsync hub", description = "The authoritative inventory event store of a shelfsync fleet."),
+    info(title = "shelfsync hub", description = "The authoritative inventory event store of a shelfsync fleet. See docs/api.md."),
     paths(
         super::products::register,
         super::products::update,
@@ -51,9 +55,11 @@ pub fn router() -> Router<AppState> {
         super::push::stream,
         healthz,
         readyz,
+        metrics,
+        openapi,
     ),
-    components(schemas(shelfsync_common::problem::Problem)),
-    modifiers(&BearerAuth)
+    components(schemas(shelfsync_common::problem::Problem, shelfsync_common::wire::WriteResult)),
+    modifiers(&BearerAuth, &LayerAnswers, &ProtocolHeader)
 )]
 pub struct ApiDoc;
 
@@ -65,22 +71,49 @@ impl utoipa::Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The admin token (config admin_token or <data_dir>/admin-token), a channel token \
+                         (POST /v1/admin/tokens) or a store token (the /v1/sync routes only)",
+                    ))
+                    .build(),
+            ),
         );
         openapi.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
     }
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200)))]
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Liveness)), security(()))]
+pub async fn healthz() -> Json<Liveness> {
+    Json(Liveness::ok())
+}
+
+/// `GET /readyz`: where the log and the read model are.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ready`.
+    pub status: &'static str,
+    /// The log's last position.
+    pub head: u64,
+    /// The position the read model has reached.
+    pub projected: u64,
+    /// The read model's breaker: closed, open or half_open.
+    pub read_model_breaker: &'static str,
+    /// Events the projection could not apply and skipped (with an alarm), in all.
+    pub poison_events: u64,
+    /// The latest of them, newest first (at most 10).
+    pub latest_poison_events: Vec<PoisonEvent>,
 }
 
 /// The hub can serve: the writer is running, the projector is not stuck and the read
 /// model's breaker is not open. Also lists the latest events the projection had to skip.
-#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200), (status = 503)))]
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(get, path = "/readyz", tag = "ops", security(()),
+    responses((status = 200, body = Readiness),
+        (status = 503, description = "read_model_unavailable (the read model's breaker is open) or projection_stalled")))]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
     let head = state.store.bus().head();
     let projected = state.queries.projected_position();
     let breaker = state.queries.breaker_state();
@@ -90,17 +123,20 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Va
     if let Some(reason) = state.projection_stall.borrow().clone() {
         return Err(ApiError::ProjectionStalled { reason });
     }
-    let (poison_count, latest_poison) = state.read_model.poison_events(10).await?;
-    Ok(Json(json!({
-        "status": "ready",
-        "head": head,
-        "projected": projected,
-        "read_model_breaker": breaker.as_str(),
-        "poison_events": poison_count,
-        "latest_poison_events": latest_poison,
-    })))
+    let (poison_events, latest_poison_events) = state.read_model.poison_events(10).await?;
+    Ok(Json(Readiness {
+        status: "ready",
+        head,
+        projected,
+        read_model_breaker: breaker.as_str(),
+        poison_events,
+        latest_poison_events,
+    }))
 }
 
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "ops", security(()),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 async fn metrics() -> impl IntoResponse {
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -108,6 +144,9 @@ async fn metrics() -> impl IntoResponse {
     )
 }
 
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "ops", security(()),
+    responses((status = 200, description = "this OpenAPI 3.1 document", content_type = "application/json")))]
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }

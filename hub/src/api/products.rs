@@ -4,7 +4,7 @@
 use super::auth::Principal;
 use super::error::ApiError;
 use super::stock::{answer, MinPosition};
-use super::write::{written, WriteContext};
+use super::write::{written, WriteAnswers, WriteContext, WriteHeaderParams};
 use super::AppState;
 use crate::store::Command;
 use axum::extract::State;
@@ -15,7 +15,7 @@ use serde::Deserialize;
 use shelfsync_common::catalog::CatalogCommand;
 use shelfsync_common::product::normalize_sku;
 use shelfsync_common::server::extract::{ApiJson, ApiPath, ApiQuery};
-use shelfsync_common::wire::{ProductView, RegisterProductRequest, UpdateProductRequest, WriteResult};
+use shelfsync_common::wire::{ProductView, RegisterProductRequest, UpdateProductRequest};
 use shelfsync_common::{Product, ProductId};
 
 /// Routes of this resource.
@@ -25,10 +25,11 @@ pub fn router() -> Router<AppState> {
         .route("/v1/products/{id}", get(get_product).put(update))
 }
 
-/// Register a product.
-#[utoipa::path(post, path = "/v1/products", tag = "catalog", request_body = RegisterProductRequest,
-    responses((status = 201, body = WriteResult), (status = 409, description = "product_exists or sku_taken"),
-        (status = 422, description = "invalid_product")))]
+/// Register a product (admin token). `Location` names the new product.
+#[utoipa::path(post, path = "/v1/products", tag = "catalog", request_body = RegisterProductRequest, params(WriteHeaderParams),
+    responses(WriteAnswers, (status = 400, description = "invalid_if_match, invalid_idempotency_key, invalid_correlation_id or conflicting_preconditions"), (status = 403, description = "forbidden: needs the admin token"),
+        (status = 409, description = "product_exists or sku_taken"),
+        (status = 422, description = "invalid_product (`field` names the field) or idempotency_key_reused"), (status = 503, description = "storage_unavailable or shutting_down: nothing was written; retry")))]
 pub async fn register(
     State(state): State<AppState>,
     ctx: WriteContext,
@@ -50,8 +51,10 @@ pub async fn register(
 
 /// Replace a product's SKU, name and price (`If-Match` with its version to guard).
 #[utoipa::path(put, path = "/v1/products/{id}", tag = "catalog", request_body = UpdateProductRequest,
-    params(("id" = String, Path, description = "product id")),
-    responses((status = 201, body = WriteResult), (status = 404), (status = 409, description = "version_conflict or sku_taken")))]
+    params(("id" = uuid::Uuid, Path, description = "product id"), WriteHeaderParams),
+    responses(WriteAnswers, (status = 400, description = "invalid_if_match, invalid_idempotency_key, invalid_correlation_id or conflicting_preconditions"), (status = 403, description = "forbidden: needs the admin token"), (status = 404, description = "product_not_found"),
+        (status = 409, description = "version_conflict (`current_version`, `X-Shelfsync-Current-Version`) or sku_taken"),
+        (status = 422, description = "invalid_product, product_id_mismatch or idempotency_key_reused"), (status = 503, description = "storage_unavailable or shutting_down: nothing was written; retry")))]
 pub async fn update(
     State(state): State<AppState>,
     ctx: WriteContext,
@@ -79,8 +82,8 @@ pub async fn update(
 
 /// One product.
 #[utoipa::path(get, path = "/v1/products/{id}", tag = "catalog",
-    params(("id" = String, Path, description = "product id"), MinPosition),
-    responses((status = 200, body = ProductView), (status = 404)))]
+    params(("id" = uuid::Uuid, Path, description = "product id"), MinPosition),
+    responses((status = 200, body = ProductView), (status = 403, description = "forbidden: store tokens may only use the /v1/sync routes"), (status = 404, description = "product_not_found"), (status = 400, description = "min_position_past_head: no write has that position yet"), (status = 503, description = "read_model_unavailable (Retry-After), read_model_behind (min_position not reached in time) or storage_unavailable")))]
 pub async fn get_product(
     State(state): State<AppState>,
     principal: Principal,
@@ -97,18 +100,20 @@ pub async fn get_product(
 
 /// `?sku=` for [`find_by_sku`].
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SkuQuery {
     /// The SKU to look up.
     pub sku: String,
-    /// Wait until the read model has reached this position.
+    /// Wait (bounded) until the read model has reached this position (from a write's answer).
     #[serde(default, deserialize_with = "shelfsync_common::sync::bounded::optional_position")]
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub min_position: Option<u64>,
 }
 
 /// Find a product by SKU.
 #[utoipa::path(get, path = "/v1/products", tag = "catalog", params(SkuQuery),
-    responses((status = 200, body = ProductView), (status = 404)))]
+    responses((status = 200, body = ProductView), (status = 403, description = "forbidden: store tokens may only use the /v1/sync routes"), (status = 404, description = "product_not_found"), (status = 400, description = "min_position_past_head: no write has that position yet"), (status = 503, description = "read_model_unavailable (Retry-After), read_model_behind (min_position not reached in time) or storage_unavailable")))]
 pub async fn find_by_sku(
     State(state): State<AppState>,
     principal: Principal,

@@ -40,17 +40,30 @@ pub const SLOW_AGENT_STALL: Duration = Duration::from_secs(5);
 
 /// `?after=` for [`stream`] (the `Last-Event-ID` header wins).
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct StreamQuery {
     /// Resume after this position (exclusive).
     #[serde(default, deserialize_with = "shelfsync_common::sync::bounded::optional_position")]
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub after: Option<u64>,
 }
 
-/// Follow the events this store may see, live.
-#[utoipa::path(get, path = "/v1/sync/stream", tag = "sync", params(StreamQuery),
-    responses((status = 200, description = "text/event-stream of `event`, `caught-up` and `progress` events"),
-        (status = 429, description = "too_many_streams")))]
+/// The SSE resume header, for the OpenAPI document.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct LastEventId {
+    /// Resume after this position (exclusive); wins over `?after=`.
+    #[param(rename = "Last-Event-ID", nullable = false, pattern = "^[0-9]{1,19}$")]
+    pub last_event_id: Option<String>,
+}
+
+/// Follow the events this store may see, live (`Last-Event-ID` or `?after=` to resume).
+#[utoipa::path(get, path = "/v1/sync/stream", tag = "sync", params(StreamQuery, LastEventId),
+    responses((status = 200, description = "an endless text/event-stream of `event` (an EventEnvelope), `caught-up` and `progress` events, with keep-alive comments",
+        content_type = "text/event-stream"),
+        (status = 400, description = "invalid_last_event_id"), (status = 403, description = "forbidden: the sync routes take a store token"),
+        (status = 429, description = "too_many_streams: this store has as many push streams open as it may")))]
 pub async fn stream(
     State(state): State<AppState>,
     StoreAgent(store): StoreAgent,

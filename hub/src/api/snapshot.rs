@@ -10,7 +10,8 @@ use axum::Json;
 use shelfsync_common::sync::SnapshotResponse;
 
 /// The store's state as of one position.
-#[utoipa::path(get, path = "/v1/sync/snapshot", tag = "sync", responses((status = 200, body = SnapshotResponse)))]
+#[utoipa::path(get, path = "/v1/sync/snapshot", tag = "sync",
+    responses((status = 200, body = SnapshotResponse), (status = 403, description = "forbidden: the sync routes take a store token"), (status = 503, description = "read_model_unavailable (Retry-After), read_model_behind (min_position not reached in time) or storage_unavailable")))]
 pub async fn snapshot(
     State(state): State<AppState>,
     StoreAgent(store): StoreAgent,

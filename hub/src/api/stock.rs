@@ -35,10 +35,12 @@ pub fn router() -> Router<AppState> {
 
 /// `?min_position=`: read your own write.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct MinPosition {
     /// Wait (bounded) until the read model has reached this position (from a write's answer).
     #[serde(default, deserialize_with = "shelfsync_common::sync::bounded::optional_position")]
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub min_position: Option<u64>,
 }
 
@@ -71,10 +73,10 @@ fn with_stale(mut response: Response, stale: bool) -> Response {
     response
 }
 
-/// Stock of a product at every store.
+/// Stock of a product at every store (no rows for a product without stock).
 #[utoipa::path(get, path = "/v1/inventory/products/{id}", tag = "inventory",
-    params(("id" = String, Path, description = "product id"), MinPosition),
-    responses((status = 200, body = ProductStock), (status = 503, description = "read_model_unavailable or read_model_behind")))]
+    params(("id" = uuid::Uuid, Path, description = "product id"), MinPosition),
+    responses((status = 200, body = ProductStock), (status = 403, description = "forbidden: store tokens may only use the /v1/sync routes"), (status = 400, description = "min_position_past_head: no write has that position yet"), (status = 503, description = "read_model_unavailable (Retry-After), read_model_behind (min_position not reached in time) or storage_unavailable")))]
 pub async fn product_stock(
     State(state): State<AppState>,
     principal: Principal,
@@ -121,8 +123,8 @@ async fn unknown(
 
 /// Stock of a product at one store.
 #[utoipa::path(get, path = "/v1/inventory/products/{id}/stores/{store_id}", tag = "inventory",
-    params(("id" = String, Path, description = "product id"), ("store_id" = String, Path, description = "store id"), MinPosition),
-    responses((status = 200, body = StockLevel), (status = 404, description = "stock_not_found")))]
+    params(("id" = uuid::Uuid, Path, description = "product id"), ("store_id" = uuid::Uuid, Path, description = "store id"), MinPosition),
+    responses((status = 200, body = StockLevel), (status = 403, description = "forbidden: store tokens may only use the /v1/sync routes"), (status = 404, description = "stock_not_found"), (status = 400, description = "min_position_past_head: no write has that position yet"), (status = 503, description = "read_model_unavailable (Retry-After), read_model_behind (min_position not reached in time) or storage_unavailable")))]
 pub async fn stock_level(
     State(state): State<AppState>,
     principal: Principal,
@@ -142,25 +144,27 @@ pub async fn stock_level(
 
 /// `?product_id=&store_id=&quantity=` for [`availability`].
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AvailabilityQuery {
     /// Product.
-    #[param(value_type = String)]
+    #[param(value_type = uuid::Uuid)]
     pub product_id: ProductId,
     /// Store.
-    #[param(value_type = String)]
+    #[param(value_type = uuid::Uuid)]
     pub store_id: StoreId,
     /// Units wanted (default 1).
-    #[param(value_type = Option<u32>)]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1_000_000)]
     pub quantity: Option<StockQuantity>,
-    /// Wait until the read model has reached this position.
+    /// Wait (bounded) until the read model has reached this position (from a write's answer).
     #[serde(default, deserialize_with = "shelfsync_common::sync::bounded::optional_position")]
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub min_position: Option<u64>,
 }
 
-/// Can this many units be reserved now?
+/// Can this many units be reserved now? (zero available for a stream without stock)
 #[utoipa::path(get, path = "/v1/inventory/availability", tag = "inventory", params(AvailabilityQuery),
-    responses((status = 200, body = Availability)))]
+    responses((status = 200, body = Availability), (status = 403, description = "forbidden: store tokens may only use the /v1/sync routes"), (status = 400, description = "min_position_past_head: no write has that position yet"), (status = 503, description = "read_model_unavailable (Retry-After), read_model_behind (min_position not reached in time) or storage_unavailable")))]
 pub async fn availability(
     State(state): State<AppState>,
     principal: Principal,

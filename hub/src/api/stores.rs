@@ -42,7 +42,8 @@ pub(crate) fn store_token(store: StoreId) -> (String, TokenRecord) {
 
 /// Enroll a store; the answer holds its token, shown this once.
 #[utoipa::path(post, path = "/v1/admin/stores", tag = "admin", request_body = EnrollStoreRequest,
-    responses((status = 201, body = EnrolledStore), (status = 409, description = "store_exists")))]
+    responses((status = 201, body = EnrolledStore), (status = 403, description = "forbidden: needs the admin token"), (status = 409, description = "store_exists or token_name_taken"),
+        (status = 422, description = "invalid_name"), (status = 503, description = "storage_unavailable or shutting_down: nothing was written; retry")))]
 pub async fn enroll(
     State(state): State<AppState>,
     principal: Principal,
@@ -66,7 +67,8 @@ pub async fn enroll(
 }
 
 /// Every enrolled store.
-#[utoipa::path(get, path = "/v1/admin/stores", tag = "admin", responses((status = 200, body = Vec<StoreInfo>)))]
+#[utoipa::path(get, path = "/v1/admin/stores", tag = "admin",
+    responses((status = 200, body = Vec<StoreInfo>), (status = 403, description = "forbidden: needs the admin token"), (status = 503, description = "storage_unavailable")))]
 pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<Vec<StoreInfo>>, ApiError> {
     principal.require_admin()?;
     Ok(Json(state.store.reads().run(reader::stores).await?))
@@ -74,8 +76,8 @@ pub async fn list(State(state): State<AppState>, principal: Principal) -> Result
 
 /// Revoke a store's token: refused from its next request on, and its open push streams end.
 #[utoipa::path(post, path = "/v1/admin/stores/{id}/revoke", tag = "admin",
-    params(("id" = String, Path, description = "store id")),
-    responses((status = 204), (status = 404, description = "store_not_found")))]
+    params(("id" = uuid::Uuid, Path, description = "store id")),
+    responses((status = 204, description = "revoked"), (status = 403, description = "forbidden: needs the admin token"), (status = 404, description = "store_not_found"), (status = 503, description = "storage_unavailable or shutting_down: nothing was written; retry")))]
 pub async fn revoke(
     State(state): State<AppState>,
     principal: Principal,
@@ -96,8 +98,9 @@ pub async fn revoke(
 /// Issue a new token for a store: its old tokens are revoked and the new one stored in one
 /// transaction, and its open push streams end.
 #[utoipa::path(post, path = "/v1/admin/stores/{id}/token", tag = "admin",
-    params(("id" = String, Path, description = "store id")),
-    responses((status = 201, body = EnrolledStore), (status = 404, description = "store_not_found")))]
+    params(("id" = uuid::Uuid, Path, description = "store id")),
+    responses((status = 201, body = EnrolledStore), (status = 403, description = "forbidden: needs the admin token"), (status = 404, description = "store_not_found"),
+        (status = 409, description = "token_name_taken"), (status = 503, description = "storage_unavailable or shutting_down: nothing was written; retry")))]
 pub async fn rotate_token(
     State(state): State<AppState>,
     principal: Principal,
@@ -145,7 +148,8 @@ async fn store_exists(state: &AppState, id: StoreId) -> Result<bool, ApiError> {
 }
 
 /// Every store's health: last contact, push stream, cursor lag, outbox, oversells, rejects.
-#[utoipa::path(get, path = "/v1/admin/fleet", tag = "admin", responses((status = 200, body = FleetResponse)))]
+#[utoipa::path(get, path = "/v1/admin/fleet", tag = "admin",
+    responses((status = 200, body = FleetResponse), (status = 403, description = "forbidden: needs the admin token"), (status = 503, description = "storage_unavailable")))]
 pub async fn fleet(State(state): State<AppState>, principal: Principal) -> Result<Json<FleetResponse>, ApiError> {
     principal.require_admin()?;
     let head = state.store.bus().head();

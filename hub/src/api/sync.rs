@@ -75,9 +75,74 @@ pub async fn protocol(request: Request, next: Next) -> Response {
     response
 }
 
+/// Declares the protocol header on every sync route of the OpenAPI document: a required
+/// request header, and a header of every answer (what [`protocol`] does). It runs after
+/// the layers' answers are added, so that they carry the header too.
+pub struct ProtocolHeader;
+
+impl utoipa::Modify for ProtocolHeader {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use shelfsync_common::server::openapi::problem_answer;
+        use utoipa::openapi::header::HeaderBuilder;
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::{ObjectBuilder, RefOr, Required, Type};
+        let version = || {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(protocol_pattern()))
+                .examples([PROTOCOL_VERSION])
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with(SYNC_PREFIX) {
+                continue;
+            }
+            for operation in shelfsync_common::server::openapi::operations_mut(item) {
+                let header = ParameterBuilder::new()
+                    .name("X-Shelfsync-Protocol")
+                    .parameter_in(ParameterIn::Header)
+                    .required(Required::True)
+                    .description(Some(format!(
+                        "The sync protocol version the agent speaks, MAJOR.MINOR; the hub speaks {PROTOCOL_VERSION} and refuses another MAJOR"
+                    )))
+                    .schema(Some(version()))
+                    .build();
+                operation.parameters.get_or_insert_with(Vec::new).insert(0, header);
+                let refused = "unsupported_protocol: X-Shelfsync-Protocol is missing or names another major version";
+                let bad_request = operation
+                    .responses
+                    .responses
+                    .entry("400".to_owned())
+                    .or_insert_with(|| RefOr::T(problem_answer(refused)));
+                if let RefOr::T(response) = bad_request {
+                    if !response.description.contains(refused) {
+                        response.description = format!("{refused}; {}", response.description);
+                    }
+                }
+                for response in operation.responses.responses.values_mut() {
+                    if let RefOr::T(response) = response {
+                        response.headers.insert(
+                            "X-Shelfsync-Protocol".to_owned(),
+                            HeaderBuilder::new()
+                                .schema(version())
+                                .description(Some("the sync protocol version the hub speaks"))
+                                .build(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a `MAJOR.MINOR` version of the major this hub speaks looks like.
+fn protocol_pattern() -> String {
+    let major = shelfsync_common::sync::protocol_major(PROTOCOL_VERSION).unwrap_or_default();
+    format!(r"^{major}\.[0-9]+$")
+}
+
 /// Upload outbox events; one result per event, in order.
 #[utoipa::path(post, path = "/v1/sync/upload", tag = "sync", request_body = UploadRequest,
-    responses((status = 200, body = UploadResponse), (status = 422, description = "batch_too_large")))]
+    responses((status = 200, body = UploadResponse), (status = 403, description = "forbidden: the sync routes take a store token"), (status = 422, description = "batch_too_large"), (status = 503, description = "storage_unavailable or shutting_down: nothing was written; retry")))]
 pub async fn upload(
     State(state): State<AppState>,
     StoreAgent(store): StoreAgent,
@@ -109,18 +174,21 @@ pub async fn upload(
 
 /// `?after=&limit=` for [`pull`].
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PullQuery {
     /// Return events after this position (exclusive; 0 = from the start).
     #[serde(default, deserialize_with = "shelfsync_common::sync::bounded::position")]
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub after: u64,
     /// At most this many events (1..=1000, default 500).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
 /// Events after a cursor that this store may see.
 #[utoipa::path(get, path = "/v1/sync/events", tag = "sync", params(PullQuery),
-    responses((status = 200, body = PullResponse)))]
+    responses((status = 200, body = PullResponse), (status = 403, description = "forbidden: the sync routes take a store token"), (status = 503, description = "storage_unavailable")))]
 pub async fn pull(
     State(state): State<AppState>,
     StoreAgent(store): StoreAgent,
@@ -149,7 +217,7 @@ pub async fn pull(
 
 /// Report the agent's state for the fleet view.
 #[utoipa::path(post, path = "/v1/sync/heartbeat", tag = "sync", request_body = Heartbeat,
-    responses((status = 200, body = HeartbeatAck)))]
+    responses((status = 200, body = HeartbeatAck), (status = 403, description = "forbidden: the sync routes take a store token")))]
 pub async fn heartbeat(
     State(state): State<AppState>,
     StoreAgent(store): StoreAgent,

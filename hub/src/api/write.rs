@@ -28,6 +28,53 @@ use uuid::Uuid;
 /// Header carrying the position of a write's last event.
 pub const POSITION: HeaderName = HeaderName::from_static("x-shelfsync-position");
 
+/// The optional headers of every write, for the OpenAPI document.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct WriteHeaderParams {
+    /// Makes a retry safe: 1..=200 visible ASCII characters, scoped by the caller's token.
+    /// A body `event_id` takes precedence.
+    #[param(
+        rename = "Idempotency-Key",
+        nullable = false,
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[!-~]([ -~]*[!-~])?$"
+    )]
+    pub idempotency_key: Option<String>,
+    /// The stream version the write expects (`"3"`, `W/"3"`, `any`, `no_stream` or
+    /// `exists`); the body's `expected_version` must agree when both are sent.
+    #[param(
+        rename = "If-Match",
+        nullable = false,
+        pattern = r#"^(W/)?"?(any|no_stream|exists|[0-9]{1,19})"?$"#
+    )]
+    pub if_match: Option<String>,
+    /// A UUID grouping the events of one business operation.
+    #[param(rename = "X-Correlation-Id", nullable = false, format = Uuid)]
+    pub correlation_id: Option<String>,
+}
+
+/// The answers of every write: 201 (new) or 200 (a retry) with the [`WriteResult`], the
+/// stream version as `ETag` and the position in `X-Shelfsync-Position`.
+pub struct WriteAnswers;
+
+impl utoipa::IntoResponses for WriteAnswers {
+    fn responses() -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>> {
+        shelfsync_common::server::openapi::write_answers(
+            "WriteResult",
+            &[
+                ("ETag", false, "the stream's version after the write, quoted"),
+                (
+                    "X-Shelfsync-Position",
+                    true,
+                    "the position of the write's last event: pass it as min_position to read your write",
+                ),
+            ],
+        )
+    }
+}
+
 /// The caller and the request headers a write needs.
 pub struct WriteContext {
     /// Who is writing.

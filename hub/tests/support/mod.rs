@@ -130,6 +130,7 @@ impl Drop for TestHub {
 }
 
 mod http;
+pub mod openapi;
 pub use http::call;
 
 /// Demo ids.
