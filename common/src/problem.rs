@@ -27,6 +27,9 @@ pub struct Problem {
     /// On a validation error: the offending field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// On `store_name_taken`: the id of the store that already has the name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub existing_store_id: Option<uuid::Uuid>,
 }
 
 impl Problem {
@@ -40,6 +43,7 @@ impl Problem {
             code: code.to_owned(),
             current_version: None,
             field: None,
+            existing_store_id: None,
         }
     }
 }

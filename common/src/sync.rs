@@ -339,6 +339,9 @@ pub struct FleetStore {
     pub heartbeat: Option<Heartbeat>,
     /// head - reported cursor.
     pub cursor_lag: Option<u64>,
+    /// Seconds since the heartbeat that reported that cursor (the lag may have shrunk
+    /// since: agents send one every `sync.heartbeat_interval_secs`).
+    pub cursor_lag_age_secs: Option<u64>,
     /// `OversellDetected` events on its streams.
     pub oversells: u64,
     /// Uploaded events the hub rejected.
@@ -364,6 +367,9 @@ pub struct EnrollStoreRequest {
     /// The store's id (a new one is made when absent).
     #[serde(default)]
     pub id: Option<StoreId>,
+    /// Enroll even when another store has this name (else `409 store_name_taken`).
+    #[serde(default)]
+    pub allow_duplicate_name: bool,
 }
 
 /// A store and its token, shown once.

@@ -77,8 +77,12 @@ pub struct SyncConfig {
     pub breaker_failures: u32,
     /// Window of those failures, in seconds.
     pub breaker_window_secs: u64,
-    /// Seconds the breaker stays open before a probe.
+    /// Longest time the breaker stays open before a probe, in seconds.
     pub breaker_open_secs: u64,
+    /// The breaker's first open period, and the period after a probe that found nothing
+    /// listening, in seconds (probes that reach a failing hub double it, up to
+    /// `breaker_open_secs`).
+    pub breaker_first_open_secs: u64,
 }
 
 /// Cron schedules (six fields, with seconds).
@@ -143,6 +147,7 @@ impl Default for SyncConfig {
             breaker_failures: 5,
             breaker_window_secs: 10,
             breaker_open_secs: 30,
+            breaker_first_open_secs: 1,
         }
     }
 }
@@ -193,6 +198,7 @@ impl EdgeConfig {
             ("sync.stream_idle_timeout_secs", sync.stream_idle_timeout_secs),
             ("sync.breaker_window_secs", sync.breaker_window_secs),
             ("sync.breaker_open_secs", sync.breaker_open_secs),
+            ("sync.breaker_first_open_secs", sync.breaker_first_open_secs),
             ("http.request_timeout_secs", self.http.request_timeout_secs),
             ("http.header_read_timeout_secs", self.http.header_read_timeout_secs),
             ("http.max_connections", self.http.max_connections as u64),
@@ -237,11 +243,7 @@ impl EdgeConfig {
             .hub_url
             .clone()
             .ok_or_else(|| missing("hub_url", "SHELFSYNC_EDGE_HUB_URL"))?;
-        if !(hub_url.starts_with("http://") || hub_url.starts_with("https://")) {
-            return Err(ConfigError(format!(
-                "hub_url must start with http:// or https://, got {hub_url:?}"
-            )));
-        }
+        shelfsync_common::server::settings::check_http_url("hub_url", &hub_url).map_err(ConfigError)?;
         let hub_token = self
             .hub_token
             .clone()
@@ -259,6 +261,7 @@ impl EdgeConfig {
             failure_threshold: self.sync.breaker_failures,
             failure_window: Duration::from_secs(self.sync.breaker_window_secs),
             open_for: Duration::from_secs(self.sync.breaker_open_secs),
+            first_open_for: Duration::from_secs(self.sync.breaker_first_open_secs),
         }
     }
 }

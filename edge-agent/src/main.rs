@@ -1,6 +1,6 @@
 //! The `shelfsync-edge` command line: run the agent (the default), ask the running agent
-//! for its status, outbox and quarantine, and print the example configuration. Start-up
-//! failures print one line that names the step.
+//! for its status, outbox and quarantine, and print the example configuration. A failure
+//! prints one line (naming the step) and exits 1.
 
 // Production code never unwraps: an error becomes an answer, a log line or an exit code
 // (clippy.toml allows it in tests).
@@ -99,8 +99,11 @@ enum QuarantineCmd {
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    shelfsync_common::server::telemetry::exit_code(command(Cli::parse()))
+}
+
+fn command(cli: Cli) -> anyhow::Result<()> {
     let (client, action) = match cli.command.unwrap_or(Cmd::Run) {
         Cmd::PrintConfig => {
             print!("{EXAMPLE}");

@@ -12,8 +12,8 @@ fn edge(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_shelfsync-edge"))
         .args(args)
         .env_clear()
-        .envs(env.iter().copied())
         .env("RUST_BACKTRACE", "0")
+        .envs(env.iter().copied())
         .output()
         .expect("run shelfsync-edge");
     (
@@ -170,6 +170,20 @@ fn commands_say_when_the_agent_is_not_running() {
 }
 
 #[test]
+fn a_failed_command_is_one_line_and_an_exit_code_even_with_rust_backtrace() {
+    let output = Command::new(env!("CARGO_BIN_EXE_shelfsync-edge"))
+        .args(["status", "--agent-url", "http://127.0.0.1:9"])
+        .env_clear()
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("run shelfsync-edge");
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line, no backtrace:\n{err}");
+    assert!(err.starts_with("error: cannot reach the edge agent"), "{err}");
+}
+
+#[test]
 fn print_config_prints_the_annotated_example() {
     let (ok, out, _) = edge(&["print-config"], &[]);
     assert!(ok);
@@ -202,10 +216,10 @@ fn run_serves_announces_its_address_and_stops_on_sigterm() {
             ("SHELFSYNC_EDGE_HUB_TOKEN", "test-hub-token"),
             ("SHELFSYNC_EDGE_LISTEN", "127.0.0.1:0"),
             ("SHELFSYNC_EDGE_DATA_DIR", &dir.path().display().to_string()),
-            ("SHELFSYNC_EDGE_LOG", "warn"),
+            ("SHELFSYNC_EDGE_LOG", "info"),
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start the agent");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
@@ -238,4 +252,12 @@ fn run_serves_announces_its_address_and_stops_on_sigterm() {
     assert!(killed.success());
     let exit = child.wait().expect("wait");
     assert!(exit.success(), "a SIGTERM is a clean stop: {exit:?}");
+    let wal = std::fs::metadata(dir.path().join("edge.sqlite-wal")).map_or(0, |m| m.len());
+    assert_eq!(wal, 0, "a clean stop checkpoints and truncates the WAL");
+
+    // Its log went to a pipe, not a terminal: plain text, no colour codes.
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut log).expect("read the log");
+    assert!(log.contains("INFO"), "{log}");
+    assert!(!log.contains('\u{1b}'), "no ANSI escape codes in a log file:\n{log}");
 }

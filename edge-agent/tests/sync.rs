@@ -234,6 +234,44 @@ async fn with_the_link_cut_sales_are_kept_the_breaker_opens_and_the_outbox_drain
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_hub_is_in_use_again_within_seconds_not_after_the_long_intervals() {
+    let hub = start_hub().await;
+    let mut proxy = Proxy::start(hub.addr).await;
+    let store = demo_store(1);
+    // Every interval far longer than the bound below: only the breaker's cheap probes while
+    // nothing listens, and the tasks waking when it closes, can meet it.
+    let agent = start_agent(&proxy.url, store, &hub.token(store), |c| {
+        c.sync.pull_interval_secs = 60;
+        c.sync.breaker_open_secs = 60;
+        c.sync.retry_max_ms = 60_000;
+    })
+    .await;
+    until_live(&agent, &hub).await;
+
+    proxy.stop_listening().await;
+    agent.sell(demo_product(0), 1).await;
+    eventually!("the breaker opens", agent.link().breaker == "open", agent.link());
+    tokio::time::sleep(Duration::from_secs(4)).await; // a few refused probes
+    assert_eq!(agent.outbox_depth(), 2);
+
+    proxy.listen_again().await;
+    let back = std::time::Instant::now();
+    eventually!(
+        "the sale is confirmed and the stream is back",
+        agent.outbox_depth() == 0 && agent.link().push_connected && agent.sync().0 == hub.head().await,
+        (agent.outbox_depth(), agent.sync(), agent.link())
+    );
+    let took = back.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "converged {took:?} after the hub was back"
+    );
+    assert_eq!(agent.link().breaker_reason, None, "no stale reason once recovered");
+    agent.stop().await;
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_upload_is_retried_on_a_timer_not_on_the_next_sale() {
     let hub = start_hub().await;
     let proxy = Proxy::start(hub.addr).await;

@@ -17,6 +17,8 @@ pub enum StoreAction {
         name: String,
         /// A chosen id (else a new one).
         id: Option<StoreId>,
+        /// Enroll even when another store has this name.
+        allow_duplicate_name: bool,
     },
     /// List the stores.
     List,
@@ -53,6 +55,9 @@ pub enum CliError {
         /// Problem detail.
         detail: String,
     },
+    /// The hub URL is not an http(s) URL.
+    #[error("{0}")]
+    BadUrl(String),
     /// No admin token could be found.
     #[error("no admin token: set admin_token / SHELFSYNC_HUB_ADMIN_TOKEN, or run on the hub's machine ({0})")]
     NoToken(String),
@@ -71,12 +76,18 @@ pub fn admin_token(config: &HubConfig) -> Result<String, CliError> {
 
 /// Runs one store action against the hub at `hub_url`; returns what to print.
 pub async fn run_store_action(hub_url: &str, token: &str, action: StoreAction) -> Result<String, CliError> {
+    shelfsync_common::server::settings::check_http_url("--hub-url", hub_url).map_err(CliError::BadUrl)?;
     let client = reqwest::Client::new();
     let url = |path: &str| format!("{}{path}", hub_url.trim_end_matches('/'));
     let request = match &action {
-        StoreAction::Add { name, id } => client.post(url("/v1/admin/stores")).json(&EnrollStoreRequest {
+        StoreAction::Add {
+            name,
+            id,
+            allow_duplicate_name,
+        } => client.post(url("/v1/admin/stores")).json(&EnrollStoreRequest {
             name: name.clone(),
             id: *id,
+            allow_duplicate_name: *allow_duplicate_name,
         }),
         StoreAction::List => client.get(url("/v1/admin/stores")),
         StoreAction::Revoke { id } => client.post(url(&format!("/v1/admin/stores/{id}/revoke"))),
@@ -118,17 +129,72 @@ pub async fn run_store_action(hub_url: &str, token: &str, action: StoreAction) -
         }
         StoreAction::List => {
             let stores: Vec<StoreInfo> = serde_json::from_slice(&body).map_err(parse_error)?;
-            let mut out = format!("{:<38} {:<8} {:<26} NAME\n", "ID", "TOKEN", "ENROLLED");
-            for store in stores {
-                let state = if store.revoked { "revoked" } else { "active" };
-                let enrolled = crate::store::reader::format_time(store.created_at);
-                out.push_str(&format!(
-                    "{:<38} {:<8} {:<26} {}\n",
-                    store.id, state, enrolled, store.name
-                ));
-            }
-            out
+            store_table(&stores)
         }
         StoreAction::Revoke { id } => format!("store {id}: token revoked; its agent is refused from now on"),
     })
+}
+
+/// The stores as a table whose columns line up whatever the widths of the values.
+fn store_table(stores: &[StoreInfo]) -> String {
+    let mut rows = vec![["ID".to_owned(), "TOKEN".into(), "ENROLLED".into(), "NAME".into()]];
+    for store in stores {
+        // To the second: enough for people, and every row the same width.
+        let enrolled =
+            crate::store::reader::format_time(store.created_at.replace_nanosecond(0).unwrap_or(store.created_at));
+        let state = if store.revoked { "revoked" } else { "active" };
+        rows.push([store.id.to_string(), state.into(), enrolled, store.name.clone()]);
+    }
+    let widths: Vec<usize> = (0..3)
+        .map(|column| rows.iter().map(|row| row[column].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        for (cell, width) in row.iter().zip(&widths) {
+            out.push_str(&format!("{cell:<width$}  "));
+        }
+        out.push_str(&row[3]);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_list_columns_line_up() {
+        let at = |text: &str| {
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).expect("a time")
+        };
+        let stores = [
+            StoreInfo {
+                id: StoreId::new_v7(),
+                name: "Berlin Mitte".into(),
+                created_at: at("2026-11-26T09:00:00Z"),
+                revoked: false,
+            },
+            StoreInfo {
+                id: StoreId::new_v7(),
+                name: "Hamburg".into(),
+                created_at: at("2026-11-26T09:00:01.123456789Z"),
+                revoked: true,
+            },
+        ];
+        let table = store_table(&stores);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        for column in ["TOKEN", "ENROLLED", "NAME"] {
+            let start = lines[0].find(column).expect("a header");
+            for line in &lines[1..] {
+                let before = &line[..start];
+                assert!(
+                    before.ends_with("  ") && !line[start..].starts_with(' '),
+                    "{column} starts at {start} in every line:\n{table}"
+                );
+            }
+        }
+        assert!(lines[2].ends_with("  Hamburg"), "{table}");
+    }
 }

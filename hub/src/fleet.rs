@@ -19,6 +19,8 @@ pub struct Presence {
     pub last_seen: Option<OffsetDateTime>,
     /// Last heartbeat.
     pub heartbeat: Option<Heartbeat>,
+    /// When it arrived.
+    pub heartbeat_at: Option<OffsetDateTime>,
     /// Open push streams.
     pub push_streams: u32,
 }
@@ -52,8 +54,10 @@ impl Fleet {
     pub fn heartbeat(&self, store: StoreId, heartbeat: Heartbeat) {
         let mut stores = self.stores();
         let presence = stores.entry(store).or_default();
-        presence.last_seen = Some(OffsetDateTime::now_utc());
+        let now = OffsetDateTime::now_utc();
+        presence.last_seen = Some(now);
         presence.heartbeat = Some(heartbeat);
+        presence.heartbeat_at = Some(now);
     }
 
     /// Counts an open push stream until the guard drops, unless `store` already has

@@ -1,5 +1,5 @@
 //! The `shelfsync-hub` command line: serve, run the demo, rebuild the read model, print
-//! the example configuration. Start-up failures print one line that names the step.
+//! the example configuration. A failure prints one line (naming the step) and exits 1.
 
 // Production code never unwraps: an error becomes an answer, a log line or an exit code
 // (clippy.toml allows it in tests).
@@ -61,6 +61,9 @@ enum StoreCmd {
         /// Use this id instead of a new one.
         #[arg(long)]
         id: Option<shelfsync_common::StoreId>,
+        /// Enroll even when another store already has this name.
+        #[arg(long)]
+        allow_duplicate_name: bool,
     },
     /// List enrolled stores.
     List,
@@ -76,8 +79,11 @@ enum StoreCmd {
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    shelfsync_common::server::telemetry::exit_code(command(Cli::parse()))
+}
+
+fn command(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Cmd::Serve) {
         Cmd::PrintConfig => {
             print!("{EXAMPLE}");
@@ -98,7 +104,15 @@ fn main() -> anyhow::Result<()> {
             let hub_url = hub_url.unwrap_or_else(|| format!("http://{}", config.listen));
             let token = cli::admin_token(&config)?;
             let action = match action {
-                StoreCmd::Add { name, id } => cli::StoreAction::Add { name, id },
+                StoreCmd::Add {
+                    name,
+                    id,
+                    allow_duplicate_name,
+                } => cli::StoreAction::Add {
+                    name,
+                    id,
+                    allow_duplicate_name,
+                },
                 StoreCmd::List => cli::StoreAction::List,
                 StoreCmd::Revoke { id } => cli::StoreAction::Revoke { id },
                 StoreCmd::Token { id } => cli::StoreAction::Rotate { id },

@@ -536,6 +536,17 @@ impl Projector {
                 }
             }
         }
+        // A clean stop leaves an empty WAL (query connections may still be open, so
+        // SQLite cannot remove the file itself).
+        let conn = self.conn.clone();
+        let checkpoint = tokio::task::spawn_blocking(move || {
+            let conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        })
+        .await;
+        if !matches!(checkpoint, Ok(Ok(()))) {
+            tracing::warn!(?checkpoint, "final read-model WAL checkpoint failed");
+        }
         tracing::info!(position = self.position, "projection stopped");
     }
 

@@ -24,7 +24,7 @@ use crate::projection::{AtPosition, ReadModelQueries, TouchLog, ViewKey};
 use crate::store::StoreError;
 use futures_util::future::BoxFuture;
 use moka::future::Cache;
-use shelfsync_common::breaker::{BreakerConfig, BreakerOpen, BreakerState, CircuitBreaker};
+use shelfsync_common::breaker::{BreakerConfig, BreakerOpen, BreakerState, CircuitBreaker, Failure};
 use shelfsync_common::wire::{ProductStock, ProductView, StockLevel};
 use shelfsync_common::{ProductId, StoreId};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -60,8 +60,9 @@ impl Default for QueryConfig {
             breaker: BreakerConfig {
                 failure_threshold: 5,
                 failure_window: Duration::from_secs(10),
-                // The read model is a local file: probe it again soon.
+                // The read model is a local file: probe it again soon, every time.
                 open_for: Duration::from_secs(5),
+                first_open_for: Duration::from_secs(5),
             },
         }
     }
@@ -348,10 +349,8 @@ impl QueryService {
                 })
             }
             Err(detail) => {
-                let error = if self.failed(&key, &detail) {
-                    QueryError::Unavailable {
-                        retry_after: self.config.breaker.open_for,
-                    }
+                let error = if let Some(open_for) = self.failed(&key, &detail) {
+                    QueryError::Unavailable { retry_after: open_for }
                 } else {
                     QueryError::Storage(detail)
                 };
@@ -464,18 +463,21 @@ impl QueryService {
         record_breaker(BreakerState::Closed);
     }
 
-    /// Reports a failed call; true when it opened the breaker.
-    fn failed(&self, key: &ViewKey, detail: &str) -> bool {
+    /// Reports a failed call; the open period when it opened the breaker.
+    fn failed(&self, key: &ViewKey, detail: &str) -> Option<Duration> {
         metrics::counter!("shelfsync_hub_read_model_failures_total").increment(1);
         let now = now();
         let mut breaker = self.breaker();
-        let opened = breaker.on_failure(now, detail);
+        let opened = breaker
+            .on_failure(now, Failure::Failed, detail)
+            .then(|| breaker.open_period());
         record_breaker(breaker.state(now));
         drop(breaker);
-        if opened {
-            tracing::error!(error = detail, open_for = ?self.config.breaker.open_for, "read model failing; circuit breaker opened");
-        } else {
-            tracing::warn!(error = detail, ?key, "read model query failed");
+        match opened {
+            Some(open_for) => {
+                tracing::error!(error = detail, ?open_for, "read model failing; circuit breaker opened");
+            }
+            None => tracing::warn!(error = detail, ?key, "read model query failed"),
         }
         opened
     }
@@ -493,7 +495,9 @@ struct Call<'a> {
 impl Drop for Call<'_> {
     fn drop(&mut self) {
         if self.probe && !self.reported {
-            self.service.breaker().on_failure(now(), "the probe was cancelled");
+            self.service
+                .breaker()
+                .on_failure(now(), Failure::Failed, "the probe was cancelled");
         }
     }
 }

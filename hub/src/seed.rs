@@ -109,7 +109,7 @@ pub async fn seed_if_empty(store: &EventStore, data_dir: &Path) -> Result<bool, 
     for demo in stores() {
         let path = store_token_path(data_dir, demo.id);
         let (secret, token) = store_token(demo.id);
-        match store.enroll_store(demo.id, demo.name.into(), token).await {
+        match store.enroll_store(demo.id, demo.name.into(), token, false).await {
             Ok(_) => write_private(&path, &secret)?,
             // Enrolled by an earlier start that was stopped while seeding.
             Err(AppendError::StoreExists(_)) if path.exists() => {}

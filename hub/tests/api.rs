@@ -436,7 +436,17 @@ async fn data_survives_a_graceful_restart() {
         call(hub.post("/v1/inventory/stock", &stock_body(&demo_product(4), &demo_store(0), 9))).await;
     assert_eq!(status, 201);
     let position = written["position"].as_u64().unwrap();
+    let (status, _, _) = call(hub.get(&format!(
+        "/v1/inventory/products/{}?min_position={position}",
+        demo_product(4)
+    )))
+    .await;
+    assert_eq!(status, 200, "a read holds a read-model connection open");
     hub.stop().await;
+    for file in ["events.sqlite-wal", "read_model.sqlite-wal"] {
+        let left = std::fs::metadata(dir.path().join(file)).map_or(0, |m| m.len());
+        assert_eq!(left, 0, "{file}: a clean stop checkpoints and truncates the WAL");
+    }
     let hub = spawn_hub_at(dir.path().to_owned(), true).await;
     assert_eq!(head(&hub).await, position, "the demo seed must not run twice");
     let (_, level, _) = call(hub.get(&format!(
@@ -446,6 +456,93 @@ async fn data_survives_a_graceful_restart() {
     )))
     .await;
     assert_eq!(level["position"].as_u64(), Some(position));
+}
+
+#[tokio::test]
+async fn reads_of_an_unknown_product_or_store_are_404_not_out_of_stock() {
+    let hub = spawn_hub().await;
+    let (product, store) = (demo_product(0), demo_store(0));
+    let nothing = "01900000-0000-7000-8000-00000000dead";
+    let cases = [
+        (format!("/v1/inventory/products/{nothing}"), "product_not_found"),
+        (
+            format!("/v1/inventory/products/{nothing}/stores/{store}"),
+            "product_not_found",
+        ),
+        (
+            format!("/v1/inventory/products/{product}/stores/{nothing}"),
+            "store_not_found",
+        ),
+        (
+            format!("/v1/inventory/availability?product_id={nothing}&store_id={store}"),
+            "product_not_found",
+        ),
+        (
+            format!("/v1/inventory/availability?product_id={product}&store_id={nothing}&quantity=1"),
+            "store_not_found",
+        ),
+    ];
+    for (path, code) in &cases {
+        let (status, body, _) = call(hub.get(path)).await;
+        assert_eq!((status, body["code"].as_str()), (404, Some(*code)), "{path}: {body}");
+    }
+
+    // Known ids still answer, and a product no store has stocked yet is zero, not 404.
+    let (status, body, _) = call(hub.get(&format!(
+        "/v1/inventory/availability?product_id={product}&store_id={store}"
+    )))
+    .await;
+    assert_eq!((status, body["sufficient"].as_bool()), (200, Some(true)), "{body}");
+    let (status, body, _) = call(hub.post(
+        "/v1/products",
+        &json!({"sku": "NEW-1", "name": "New", "price_minor": 100}),
+    ))
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (new, position) = (
+        body["events"][0]["data"]["id"].as_str().unwrap().to_owned(),
+        body["position"].as_u64().unwrap(),
+    );
+    let (status, body, _) = call(hub.get(&format!("/v1/inventory/products/{new}?min_position={position}"))).await;
+    assert_eq!((status, body["total_on_hand"].as_i64()), (200, Some(0)), "{body}");
+    let (status, body, _) = call(hub.get(&format!(
+        "/v1/inventory/availability?product_id={new}&store_id={store}&min_position={position}"
+    )))
+    .await;
+    assert_eq!((status, body["sufficient"].as_bool()), (200, Some(false)), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_concurrent_enrollments_with_one_name_make_one_store_unless_asked() {
+    let hub = spawn_hub().await;
+    let enroll = |body: Value| {
+        let hub = &hub;
+        async move { call(hub.post("/v1/admin/stores", &body)).await }
+    };
+    let name = json!({"name": "Leipzig Hbf"});
+    let (first, second) = tokio::join!(enroll(name.clone()), enroll(name.clone()));
+    let mut statuses = [first.0, second.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 409], "{} / {}", first.1, second.1);
+    let (created, refused) = if first.0 == 201 {
+        (first.1, second.1)
+    } else {
+        (second.1, first.1)
+    };
+    assert_eq!(refused["code"], "store_name_taken", "{refused}");
+    assert_eq!(refused["existing_store_id"], created["store"]["id"], "{refused}");
+
+    let (status, body, _) = enroll(json!({"name": "Leipzig Hbf", "allow_duplicate_name": true})).await;
+    assert_eq!(status, 201, "{body}");
+    assert_ne!(body["store"]["id"], created["store"]["id"]);
+    let (_, stores, _) = call(hub.get("/v1/admin/stores")).await;
+    let named = stores
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"] == "Leipzig Hbf")
+        .count();
+    assert_eq!(named, 2, "{stores}");
 }
 
 /// Slow clients cannot hold the hub: a connection that never finishes its headers is

@@ -1191,9 +1191,15 @@ async fn enrollment_heartbeat_and_revocation() {
     let entry = fleet_entry(&fleet, agent.store);
     assert_eq!(entry.heartbeat, Some(heartbeat(3)));
     assert_eq!(entry.cursor_lag, Some(head - 3));
+    assert!(
+        entry.cursor_lag_age_secs.is_some_and(|age| age <= 5),
+        "the lag says how old it is: {:?}",
+        entry.cursor_lag_age_secs
+    );
     assert!(entry.last_seen.is_some());
     assert!(!entry.push_connected);
     assert!(fleet_entry(&fleet, demo_store(2)).heartbeat.is_none());
+    assert!(fleet_entry(&fleet, demo_store(2)).cursor_lag_age_secs.is_none());
     let metrics = hub
         .client
         .get(format!("{}/metrics", hub.url))

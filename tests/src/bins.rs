@@ -25,7 +25,7 @@ pub struct Binaries {
 /// output when the build fails.
 pub fn binaries() -> &'static Binaries {
     static BUILT: OnceLock<Binaries> = OnceLock::new();
-    BUILT.get_or_init(build)
+    BUILT.get_or_init(|| build().unwrap_or_else(|error| panic!("{error}")))
 }
 
 /// `target/<profile>` (or `target/<triple>/<profile>`) of the running test binary, which
@@ -69,7 +69,10 @@ fn target_dir(profile_dir: &Path) -> (PathBuf, Option<String>) {
     }
 }
 
-fn build() -> Binaries {
+/// Builds the binaries with the profile and target directory of the running executable
+/// (a test, or the demo under `cargo run`) and returns where they are; the error holds
+/// cargo's output.
+pub fn build() -> Result<Binaries, String> {
     let profile_dir = profile_dir();
     let profile = profile_of(&profile_dir);
     let (target_dir, triple) = target_dir(&profile_dir);
@@ -95,29 +98,31 @@ fn build() -> Binaries {
         command.args(["--target", triple]);
     }
     let started = std::time::Instant::now();
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("running {cargo:?} build: {e}"));
-    assert!(
-        output.status.success(),
-        "building the binaries failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = command.output().map_err(|e| format!("running {cargo:?} build: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "building the binaries failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
     let exe = |name: &str| {
         let path = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-        assert!(path.exists(), "{} was not built", path.display());
-        path
+        if path.exists() {
+            Ok(path)
+        } else {
+            Err(format!("{} was not built", path.display()))
+        }
     };
     let binaries = Binaries {
-        hub: exe("shelfsync-hub"),
-        edge: exe("shelfsync-edge"),
+        hub: exe("shelfsync-hub")?,
+        edge: exe("shelfsync-edge")?,
     };
     eprintln!(
-        "[e2e] binaries ready in {:.1}s: {} and {}",
+        "[shelfsync] binaries ready in {:.1}s: {} and {}",
         started.elapsed().as_secs_f64(),
         binaries.hub.display(),
         binaries.edge.display()
     );
-    binaries
+    Ok(binaries)
 }

@@ -36,6 +36,18 @@ pub fn from_toml<T: DeserializeOwned>(text: &str) -> Result<T, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Checks that `url` (the setting or flag `name`) is an `http://` or `https://` URL, so
+/// that `127.0.0.1:7070` is a clear error rather than a failed connection.
+pub fn check_http_url(name: &str, url: &str) -> Result<(), String> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name} must start with http:// or https://, got {url:?} (did you mean http://{url}?)"
+        ))
+    }
+}
+
 /// Checks that `expr` is a six-field cron expression (with seconds).
 pub fn check_cron(name: &str, expr: &str) -> Result<(), String> {
     if expr.split_whitespace().count() == 6 {

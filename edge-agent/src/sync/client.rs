@@ -13,6 +13,7 @@ use crate::config::{HubLink, SyncConfig};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
+use shelfsync_common::breaker::Failure;
 use shelfsync_common::sync::{
     protocol_compatible, Heartbeat, HeartbeatAck, PullResponse, SnapshotResponse, UploadEvent, UploadRequest,
     UploadResponse, PROTOCOL_HEADER, PROTOCOL_VERSION,
@@ -22,7 +23,11 @@ use std::time::Duration;
 /// Why a call to the hub failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HubError {
-    /// No answer: connection refused or reset, DNS, timeout.
+    /// No connection could be made (refused: nothing listens at hub_url, e.g. the hub is
+    /// restarting; or no route): the call never reached the hub.
+    #[error("the hub is unreachable: {0}")]
+    NoConnection(String),
+    /// No answer: the connection was reset or timed out.
     #[error("the hub is unreachable: {0}")]
     Unreachable(String),
     /// 401/403: the token is wrong, or was revoked (the store was revoked at the hub).
@@ -64,6 +69,22 @@ pub enum HubError {
     /// A success answer whose body is not what the protocol says.
     #[error("the hub's answer could not be read: {0}")]
     Decode(String),
+}
+
+impl HubError {
+    /// What the failure cost the hub, for the link's breaker: a call that never connected
+    /// cost it nothing, so probing again soon is harmless.
+    pub fn failure(&self) -> Failure {
+        match self {
+            HubError::NoConnection(_) => Failure::Refused,
+            HubError::Unreachable(_)
+            | HubError::Unauthorized { .. }
+            | HubError::Protocol { .. }
+            | HubError::NotAHub { .. }
+            | HubError::Status { .. }
+            | HubError::Decode(_) => Failure::Failed,
+        }
+    }
 }
 
 /// The hub's sync API, as this store.
@@ -194,7 +215,13 @@ impl HubClient {
     }
 
     async fn send(&self, request: RequestBuilder) -> Result<Response, HubError> {
-        let response = request.send().await.map_err(|e| HubError::Unreachable(describe(&e)))?;
+        let response = request.send().await.map_err(|e| {
+            if e.is_connect() && !e.is_timeout() {
+                HubError::NoConnection(describe(&e))
+            } else {
+                HubError::Unreachable(describe(&e))
+            }
+        })?;
         check(response).await
     }
 }
@@ -402,7 +429,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_closed_port_is_unreachable() {
+    async fn a_closed_port_is_a_call_that_never_reached_the_hub() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         drop(listener);
@@ -415,6 +442,8 @@ mod tests {
             .pull(0, 1)
             .await
             .unwrap_err();
-        assert!(matches!(error, HubError::Unreachable(_)), "{error:?}");
+        assert!(matches!(error, HubError::NoConnection(_)), "{error:?}");
+        assert_eq!(error.failure(), Failure::Refused);
+        assert!(error.to_string().contains("Connection refused"), "{error}");
     }
 }

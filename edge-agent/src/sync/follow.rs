@@ -87,8 +87,12 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
                     tracing::debug!(%error, "push stream still unavailable");
                 }
                 catch_up(&ctx, &mut stopping).await?;
-                if !sleep_or_stop(pull_interval, &mut stopping).await {
-                    return Ok(());
+                // Try again after the pull interval, or as soon as the hub answers again
+                // (another task's call closed the breaker), whichever comes first.
+                tokio::select! {
+                    () = stopped(&mut stopping) => return Ok(()),
+                    () = tokio::time::sleep(pull_interval) => {}
+                    () = ctx.link.reopened_and_closed() => {}
                 }
             }
         }

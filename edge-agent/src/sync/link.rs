@@ -1,11 +1,15 @@
 //! The hub link: every call to the hub goes through one [`CircuitBreaker`].
 //!
 //! `sync.breaker_failures` failures within `sync.breaker_window_secs` open the breaker:
-//! calls are then refused at once, without touching the network, for
-//! `sync.breaker_open_secs`; then one probe is let through, and its outcome closes the
-//! breaker or opens it again. Every transition is logged, written to [`LinkStatus`]
-//! (`breaker`, `breaker_reason`) and to the `shelfsync_edge_breaker_state` gauge; every
-//! call's outcome sets `online` and `last_error`.
+//! calls are then refused at once, without touching the network, for the open period;
+//! then one probe is let through, and its outcome closes the breaker or opens it again.
+//! The open period starts at `sync.breaker_first_open_secs` (1 s); a probe that reached
+//! the hub and failed doubles it, up to `sync.breaker_open_secs` (30 s); a probe that
+//! found nothing listening (the hub is restarting) keeps it short, so a store is back
+//! within about a second of its hub (see [`shelfsync_common::breaker`]). Every transition
+//! is logged, written to [`LinkStatus`] (`breaker`, and `breaker_reason` while not
+//! closed) and to the `shelfsync_edge_breaker_state` gauge; every call's outcome sets
+//! `online` and `last_error`.
 //!
 //! The clock is tokio's (`tokio::time::Instant`), so tests with a paused clock drive it.
 
@@ -165,7 +169,7 @@ impl Link {
 
     fn failed(&self, inner: &mut Inner, what: &str, error: &HubError) {
         let reason = format!("{what}: {error}");
-        inner.breaker.on_failure(now(), &reason);
+        inner.breaker.on_failure(now(), error.failure(), &reason);
         inner.probing = false;
         self.observe(inner, now());
         self.status.update(|s| {
@@ -198,8 +202,10 @@ impl Link {
         metrics::gauge!(meters::BREAKER_STATE).set(meters::breaker_value(state));
         self.status.update(|s| {
             s.breaker = state.as_str();
-            if state == BreakerState::Open {
-                s.breaker_reason = reason;
+            match state {
+                BreakerState::Open => s.breaker_reason = reason,
+                BreakerState::Closed => s.breaker_reason = None,
+                BreakerState::HalfOpen => {}
             }
         });
         self.phase.send_replace(state);
@@ -300,13 +306,14 @@ mod tests {
             "{reason}"
         );
 
-        advance(Duration::from_secs(10)).await;
+        advance(Duration::from_millis(400)).await;
         let refused = link.call("upload", counted(&calls, Ok(()))).await;
         assert_eq!(
             refused,
             Err(CallError::Open {
-                retry_after: Duration::from_secs(20)
-            })
+                retry_after: Duration::from_millis(600)
+            }),
+            "the first open period is a second"
         );
         assert_eq!(
             calls.load(Ordering::SeqCst),
@@ -326,16 +333,16 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn after_thirty_seconds_one_probe_passes_and_its_success_closes_it() {
+    async fn after_the_open_period_one_probe_passes_and_its_success_closes_it() {
         let (link, status) = link();
         let calls = Arc::new(AtomicUsize::new(0));
         fail_times(&link, &calls, 5, Duration::ZERO).await;
-        advance(Duration::from_secs(29)).await;
+        advance(Duration::from_millis(999)).await;
         assert!(matches!(
             link.call("x", counted(&calls, Ok(()))).await,
             Err(CallError::Open { .. })
         ));
-        advance(Duration::from_secs(1)).await;
+        advance(Duration::from_millis(1)).await;
         assert_eq!(link.state(), BreakerState::HalfOpen);
         assert_eq!(status.get().breaker, "half_open");
 
@@ -368,16 +375,16 @@ mod tests {
         assert_eq!(link.state(), BreakerState::Closed);
         let shown = status.get();
         assert_eq!((shown.breaker, shown.online, shown.last_error), ("closed", true, None));
-        assert!(shown.breaker_reason.is_some(), "the reason it last opened is kept");
+        assert_eq!(shown.breaker_reason, None, "no stale reason once the hub answers again");
         link.call("x", counted(&calls, Ok(()))).await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_failed_probe_opens_it_again_for_another_thirty_seconds() {
+    async fn a_probe_that_reached_the_hub_and_failed_opens_it_again_for_twice_as_long() {
         let (link, status) = link();
         let calls = AtomicUsize::new(0);
         fail_times(&link, &calls, 5, Duration::ZERO).await;
-        advance(Duration::from_secs(30)).await;
+        advance(Duration::from_secs(1)).await;
         let unauthorized = HubError::Unauthorized {
             status: 401,
             detail: "revoked".into(),
@@ -393,14 +400,45 @@ mod tests {
             .contains("the hub refused this store's token"));
         assert!(shown.last_error.unwrap().contains("the hub refused this store's token"));
 
-        advance(Duration::from_secs(29)).await;
+        advance(Duration::from_millis(1999)).await;
         assert!(matches!(
             link.call("x", counted(&calls, Ok(()))).await,
             Err(CallError::Open { .. })
         ));
         assert_eq!(calls.load(Ordering::SeqCst), 6);
-        advance(Duration::from_secs(1)).await;
+        advance(Duration::from_millis(1)).await;
         link.call("x", counted(&calls, Ok(()))).await.unwrap();
+        assert_eq!(status.get().breaker, "closed");
+        assert_eq!(status.get().breaker_reason, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn while_nothing_listens_it_probes_every_second_and_closes_a_second_after_the_hub_is_back() {
+        let (link, status) = link();
+        let calls = AtomicUsize::new(0);
+        let refused = || HubError::NoConnection("tcp connect error: Connection refused".into());
+        for _ in 0..5 {
+            let _ = link.call("upload", counted(&calls, Err(refused()))).await;
+        }
+        assert_eq!(link.state(), BreakerState::Open);
+        let (_stop, mut stopping) = watch::channel(false);
+        let outage_started = tokio::time::Instant::now();
+        let hub_back = outage_started + Duration::from_secs(40);
+        loop {
+            assert!(link.ready(&mut stopping).await);
+            let answer = if tokio::time::Instant::now() < hub_back {
+                Err(refused())
+            } else {
+                Ok(())
+            };
+            if link.call("probe", counted(&calls, answer)).await.is_ok() {
+                break;
+            }
+            assert_eq!(status.get().breaker, "open");
+        }
+        let closed_after = tokio::time::Instant::now() - hub_back;
+        assert!(closed_after <= Duration::from_secs(1), "{closed_after:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 5 + 39 + 1, "one cheap probe a second");
         assert_eq!(status.get().breaker, "closed");
     }
 
@@ -415,7 +453,7 @@ mod tests {
         assert!(link.ready(&mut stopping).await);
         assert_eq!(
             started.elapsed(),
-            Duration::from_secs(30),
+            Duration::from_secs(1),
             "waits exactly until the probe is due"
         );
 
@@ -444,7 +482,7 @@ mod tests {
             let link = link.clone();
             async move { link.ready(&mut stopping).await }
         });
-        advance(Duration::from_secs(1)).await;
+        advance(Duration::from_millis(500)).await;
         stop.send(true).unwrap();
         assert!(!waiter.await.unwrap(), "stopping ends the wait");
     }
@@ -454,7 +492,7 @@ mod tests {
         let (link, _) = link();
         let calls = AtomicUsize::new(0);
         fail_times(&link, &calls, 5, Duration::ZERO).await;
-        advance(Duration::from_secs(30)).await;
+        advance(Duration::from_secs(1)).await;
         let probe = link.call("probe", std::future::pending::<Result<(), HubError>>());
         assert!(
             tokio::time::timeout(Duration::from_secs(1), probe).await.is_err(),

@@ -253,6 +253,8 @@ impl Drop for Hub {
 /// Forwards 127.0.0.1 connections to a target, until told otherwise.
 pub struct Proxy {
     pub url: String,
+    addr: SocketAddr,
+    target: SocketAddr,
     state: Arc<ProxyState>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -269,7 +271,8 @@ impl Proxy {
     /// Listens first, then forwards each connection to `target`.
     pub async fn start(target: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let addr = listener.local_addr().unwrap();
+        let url = format!("http://{addr}");
         let state = Arc::new(ProxyState {
             up: AtomicBool::new(true),
             block_streams: AtomicBool::new(false),
@@ -277,7 +280,26 @@ impl Proxy {
             cuts: watch::Sender::new(0),
         });
         let task = tokio::spawn(serve(listener, target, state.clone()));
-        Self { url, state, task }
+        Self {
+            url,
+            addr,
+            target,
+            state,
+            task,
+        }
+    }
+
+    /// Stops listening, as a stopped hub does: connections are refused, open ones end.
+    pub async fn stop_listening(&mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await; // the listener is closed once the task is gone
+        self.state.cuts.send_modify(|n| *n += 1);
+    }
+
+    /// Listens again on the same address, as a restarted hub does.
+    pub async fn listen_again(&mut self) {
+        let listener = TcpListener::bind(self.addr).await.expect("bind the proxy again");
+        self.task = tokio::spawn(serve(listener, self.target, self.state.clone()));
     }
 
     /// Cuts the link: open connections end, new ones are closed at once.

@@ -153,6 +153,7 @@ fn classify_append(error: &AppendError) -> (StatusCode, String, &'static str) {
         AppendError::UnknownStore(_) => (S::NOT_FOUND, "store_not_found".into(), "Not found"),
         AppendError::SkuTaken { .. } => (S::CONFLICT, "sku_taken".into(), "SKU taken"),
         AppendError::StoreExists(_) => (S::CONFLICT, "store_exists".into(), "Store exists"),
+        AppendError::StoreNameTaken { .. } => (S::CONFLICT, "store_name_taken".into(), "Store name taken"),
         AppendError::TokenNameTaken(_) => (S::CONFLICT, "token_name_taken".into(), "Token name taken"),
         AppendError::UnknownReservation(_) => (S::NOT_FOUND, "reservation_not_found".into(), "Not found"),
         AppendError::Storage(_) => (
@@ -191,6 +192,9 @@ impl IntoResponse for ApiError {
                     header::HeaderName::from_static(CURRENT_VERSION_HEADER),
                     HeaderValue::from(*current),
                 );
+            }
+            ApiError::Append(AppendError::StoreNameTaken { existing, .. }) => {
+                answer.problem.existing_store_id = Some(existing.0);
             }
             ApiError::Append(AppendError::Domain(DomainError::InvalidProduct { field, .. })) => {
                 answer.problem.field = Some((*field).to_owned());

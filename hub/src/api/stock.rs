@@ -1,11 +1,17 @@
 //! `/v1/inventory` queries: stock per product and store, and availability, served from
 //! the read model through the query service (cache, breaker, read-your-writes). An answer
 //! served from the cache while the read model is failing carries `X-Shelfsync-Stale: true`.
+//!
+//! An unknown product or store is `404 product_not_found` / `store_not_found`, never an
+//! answer of zeros that would read as "out of stock". The check runs only when the read
+//! model found no stock row (a row exists only for a known product at an enrolled store),
+//! so the hot path costs nothing extra.
 
 use super::auth::Principal;
 use super::error::ApiError;
 use super::AppState;
 use crate::query::{Answer, QueryError};
+use crate::store::reader;
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -79,7 +85,40 @@ pub async fn product_stock(
 ) -> Result<Response, ApiError> {
     principal.require_channel()?;
     let found = state.queries.product_stock(id, at.min_position).await?;
+    if found.value.stores.is_empty() {
+        unknown(&state, id, None, at.min_position).await?;
+    }
     Ok(with_stale(Json(found.value).into_response(), found.stale))
+}
+
+/// Fails with `product_not_found` or `store_not_found` when the product (or the store,
+/// when given) is unknown. For reads that found no stock row.
+async fn unknown(
+    state: &AppState,
+    product: ProductId,
+    store: Option<StoreId>,
+    min_position: Option<u64>,
+) -> Result<(), ApiError> {
+    if state.queries.product(product, min_position).await?.value.is_none() {
+        return Err(ApiError::NotFound {
+            what: "product",
+            id: product.to_string(),
+        });
+    }
+    if let Some(store) = store {
+        if !state
+            .store
+            .reads()
+            .run(move |conn| reader::store_enrolled(conn, store))
+            .await?
+        {
+            return Err(ApiError::NotFound {
+                what: "store",
+                id: store.to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Stock of a product at one store.
@@ -94,6 +133,9 @@ pub async fn stock_level(
 ) -> Result<Response, ApiError> {
     principal.require_channel()?;
     let found = state.queries.stock_level(id, store_id, at.min_position).await?;
+    if found.value.is_none() {
+        unknown(&state, id, Some(store_id), at.min_position).await?;
+    }
     answer(found, || ApiError::NotFound {
         what: "stock",
         id: format!("of product {id} at store {store_id}"),
@@ -134,6 +176,9 @@ pub async fn availability(
         .queries
         .stock_level(query.product_id, query.store_id, query.min_position)
         .await?;
+    if found.value.is_none() {
+        unknown(&state, query.product_id, Some(query.store_id), query.min_position).await?;
+    }
     let available = found.value.as_ref().map_or(0, |level| level.available);
     let body = Availability {
         product_id: query.product_id,

@@ -58,7 +58,10 @@ pub async fn enroll(
     }
     let id = body.id.unwrap_or_else(StoreId::new_v7);
     let (token, record) = store_token(id);
-    let store = state.store.enroll_store(id, body.name, record).await?;
+    let store = state
+        .store
+        .enroll_store(id, body.name, record, body.allow_duplicate_name)
+        .await?;
     tracing::info!(store = %store.id, name = %store.name, "store enrolled");
     Ok((StatusCode::CREATED, Json(EnrolledStore { store, token })))
 }
@@ -150,6 +153,7 @@ async fn store_exists(state: &AppState, id: StoreId) -> Result<bool, ApiError> {
 pub async fn fleet(State(state): State<AppState>, principal: Principal) -> Result<Json<FleetResponse>, ApiError> {
     principal.require_admin()?;
     let head = state.store.bus().head();
+    let now = time::OffsetDateTime::now_utc();
     let (stores, stats) = state
         .store
         .reads()
@@ -164,6 +168,9 @@ pub async fn fleet(State(state): State<AppState>, principal: Principal) -> Resul
                 last_seen: presence.last_seen,
                 push_connected: presence.push_streams > 0,
                 cursor_lag: presence.heartbeat.as_ref().map(|h| head.saturating_sub(h.cursor)),
+                cursor_lag_age_secs: presence
+                    .heartbeat_at
+                    .map(|at| u64::try_from((now - at).whole_seconds()).unwrap_or(0)),
                 heartbeat: presence.heartbeat,
                 oversells: counts.oversells,
                 rejected_uploads: counts.rejected_uploads,

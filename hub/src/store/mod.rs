@@ -120,6 +120,14 @@ pub enum AppendError {
     /// A store with this id is already enrolled.
     #[error("store {0} is already enrolled")]
     StoreExists(StoreId),
+    /// Another store has this name (and a duplicate was not asked for).
+    #[error("store {existing} is already enrolled as {name:?}; to enroll a second store with this name, ask for it explicitly (allow_duplicate_name)")]
+    StoreNameTaken {
+        /// The name.
+        name: String,
+        /// The store that has it.
+        existing: StoreId,
+    },
     /// A live token already has this name.
     #[error("a live token is already named {0:?}; revoke it first or pick another name")]
     TokenNameTaken(String),
@@ -197,28 +205,38 @@ impl EventStore {
             .await
     }
 
-    /// Registers a store without a token (the demo seed).
+    /// Registers a store without a token and without the name check (tests' fixtures).
     pub async fn add_store(&self, id: StoreId, name: String) -> Result<StoreInfo, AppendError> {
         self.writer
             .submit(|reply| writer::WriteOp::AddStore {
                 id,
                 name,
                 token: None,
+                allow_duplicate_name: true,
                 reply,
             })
             .await
     }
 
-    /// Enrolls a store together with its first token, in one transaction.
+    /// Enrolls a store together with its first token, in one transaction. A name another
+    /// store has is refused (`StoreNameTaken`) unless `allow_duplicate_name`; the writer
+    /// checks it, so two concurrent enrollments cannot both pass.
     pub async fn enroll_store(
         &self,
         id: StoreId,
         name: String,
         token: reader::TokenRecord,
+        allow_duplicate_name: bool,
     ) -> Result<StoreInfo, AppendError> {
         let token = Some(Box::new(token));
         self.writer
-            .submit(|reply| writer::WriteOp::AddStore { id, name, token, reply })
+            .submit(|reply| writer::WriteOp::AddStore {
+                id,
+                name,
+                token,
+                allow_duplicate_name,
+                reply,
+            })
             .await
     }
 
@@ -282,6 +300,7 @@ impl EventStore {
     /// Lets the writer finish what is queued, stops it, and waits for it. Writes sent
     /// after this through any clone answer [`AppendError::Unavailable`].
     pub async fn close(&self) {
+        self.reads.close_idle();
         self.writer.close().await;
     }
 }

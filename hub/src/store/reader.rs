@@ -27,6 +27,14 @@ impl ReadPool {
         }
     }
 
+    /// Closes the idle connections (at shutdown, so that the writer's is the last one
+    /// open and SQLite removes the WAL files when it closes).
+    pub fn close_idle(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+    }
+
     /// Runs `query` on a pooled connection in tokio's blocking pool.
     pub async fn run<T, F>(self: &std::sync::Arc<Self>, query: F) -> Result<T, StoreError>
     where
@@ -181,6 +189,22 @@ pub fn stores(conn: &Connection) -> Result<Vec<StoreInfo>, StoreError> {
         })
     })
     .collect()
+}
+
+/// Whether a store with this id is enrolled (revoked or not).
+pub fn store_enrolled(conn: &Connection, id: StoreId) -> Result<bool, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM stores WHERE id = ?1)")?;
+    Ok(stmt.query_row([&id.as_bytes()[..]], |row| row.get(0))?)
+}
+
+/// The store enrolled under this name, if any (the oldest one).
+pub fn store_named(conn: &Connection, name: &str) -> Result<Option<StoreId>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT id FROM stores WHERE name = ?1 ORDER BY created_at, id LIMIT 1")?;
+    let mut rows = stmt.query([name])?;
+    Ok(match rows.next()? {
+        Some(row) => Some(StoreId::from_bytes(row.get::<_, [u8; 16]>(0)?)),
+        None => None,
+    })
 }
 
 /// Parses an RFC 3339 timestamp stored as text.

@@ -58,6 +58,7 @@ pub(super) enum WriteOp {
         id: StoreId,
         name: String,
         token: Option<Box<TokenRecord>>,
+        allow_duplicate_name: bool,
         reply: Reply<StoreInfo, AppendError>,
     },
     Upload {
@@ -286,8 +287,14 @@ impl<'h> Batch<'h> {
                 let result = self.command(tx, *request);
                 settle(outcomes, reply, result, storage)
             }
-            WriteOp::AddStore { id, name, token, reply } => {
-                let result = self.add_store(tx, id, name, token.map(|t| *t));
+            WriteOp::AddStore {
+                id,
+                name,
+                token,
+                allow_duplicate_name,
+                reply,
+            } => {
+                let result = self.add_store(tx, id, name, token.map(|t| *t), allow_duplicate_name);
                 settle(outcomes, reply, result, storage)
             }
             WriteOp::AddToken(token, reply) => {
@@ -385,9 +392,16 @@ impl<'h> Batch<'h> {
         id: StoreId,
         name: String,
         token: Option<TokenRecord>,
+        allow_duplicate_name: bool,
     ) -> rusqlite::Result<Result<StoreInfo, AppendError>> {
         if self.store_known(id) {
             return Ok(Err(AppendError::StoreExists(id)));
+        }
+        // In this transaction: it sees the stores enrolled earlier in the same batch.
+        if !allow_duplicate_name {
+            if let Some(existing) = super::reader::store_named(tx, &name).map_err(into_sqlite)? {
+                return Ok(Err(AppendError::StoreNameTaken { name, existing }));
+            }
         }
         if let Some(token) = &token {
             if super::reader::live_token_named(tx, &token.role, &token.name, None).map_err(into_sqlite)? {
