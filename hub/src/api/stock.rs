@@ -76,7 +76,7 @@ fn with_stale(mut response: Response, stale: bool) -> Response {
 /// Stock of a product at every store (no rows for a product without stock).
 #[utoipa::path(get, path = "/v1/inventory/products/{id}", tag = "inventory",
     params(("id" = uuid::Uuid, Path, description = "product id"), MinPosition),
-    responses((status = 200, body = ProductStock), (status = 403, description = "forbidden: store tokens may only use the /v1/sync routes"), (status = 400, description = "min_position_past_head: no write has that position yet"), (status = 503, description = "read_model_unavailable (Retry-After), read_model_behind (min_position not reached in time) or storage_unavailable")))]
+    responses((status = 200, body = ProductStock), (status = 403, description = "forbidden: store tokens may only use the /v1/sync routes"), (status = 404, description = "product_not_found"), (status = 400, description = "min_position_past_head: no write has that position yet"), (status = 503, description = "read_model_unavailable (Retry-After), read_model_behind (min_position not reached in time) or storage_unavailable")))]
 pub async fn product_stock(
     State(state): State<AppState>,
     principal: Principal,
@@ -124,7 +124,7 @@ async fn unknown(
 /// Stock of a product at one store.
 #[utoipa::path(get, path = "/v1/inventory/products/{id}/stores/{store_id}", tag = "inventory",
     params(("id" = uuid::Uuid, Path, description = "product id"), ("store_id" = uuid::Uuid, Path, description = "store id"), MinPosition),
-    responses((status = 200, body = StockLevel), (status = 403, description = "forbidden: store tokens may only use the /v1/sync routes"), (status = 404, description = "stock_not_found"), (status = 400, description = "min_position_past_head: no write has that position yet"), (status = 503, description = "read_model_unavailable (Retry-After), read_model_behind (min_position not reached in time) or storage_unavailable")))]
+    responses((status = 200, body = StockLevel), (status = 403, description = "forbidden: store tokens may only use the /v1/sync routes"), (status = 404, description = "product_not_found, store_not_found, or stock_not_found (both known, no stock row yet)"), (status = 400, description = "min_position_past_head: no write has that position yet"), (status = 503, description = "read_model_unavailable (Retry-After), read_model_behind (min_position not reached in time) or storage_unavailable")))]
 pub async fn stock_level(
     State(state): State<AppState>,
     principal: Principal,
@@ -164,7 +164,7 @@ pub struct AvailabilityQuery {
 
 /// Can this many units be reserved now? (zero available for a stream without stock)
 #[utoipa::path(get, path = "/v1/inventory/availability", tag = "inventory", params(AvailabilityQuery),
-    responses((status = 200, body = Availability), (status = 403, description = "forbidden: store tokens may only use the /v1/sync routes"), (status = 400, description = "min_position_past_head: no write has that position yet"), (status = 503, description = "read_model_unavailable (Retry-After), read_model_behind (min_position not reached in time) or storage_unavailable")))]
+    responses((status = 200, body = Availability), (status = 403, description = "forbidden: store tokens may only use the /v1/sync routes"), (status = 404, description = "product_not_found or store_not_found"), (status = 400, description = "min_position_past_head: no write has that position yet"), (status = 503, description = "read_model_unavailable (Retry-After), read_model_behind (min_position not reached in time) or storage_unavailable")))]
 pub async fn availability(
     State(state): State<AppState>,
     principal: Principal,

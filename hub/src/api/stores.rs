@@ -42,7 +42,7 @@ pub(crate) fn store_token(store: StoreId) -> (String, TokenRecord) {
 
 /// Enroll a store; the answer holds its token, shown this once.
 #[utoipa::path(post, path = "/v1/admin/stores", tag = "admin", request_body = EnrollStoreRequest,
-    responses((status = 201, body = EnrolledStore), (status = 403, description = "forbidden: needs the admin token"), (status = 409, description = "store_exists or token_name_taken"),
+    responses((status = 201, body = EnrolledStore), (status = 403, description = "forbidden: needs the admin token"), (status = 409, description = "store_exists, token_name_taken, or store_name_taken (another store has this name; `existing_store_id` names it; send allow_duplicate_name to enroll a second one)"),
         (status = 422, description = "invalid_name"), (status = 503, description = "storage_unavailable or shutting_down: nothing was written; retry")))]
 pub async fn enroll(
     State(state): State<AppState>,
