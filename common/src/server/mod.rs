@@ -6,6 +6,7 @@
 pub mod extract;
 pub mod middleware;
 pub mod openapi;
+pub mod ops;
 pub mod problem;
 pub mod schedule;
 pub mod secret;

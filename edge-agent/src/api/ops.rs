@@ -4,22 +4,20 @@
 use super::error::ApiError;
 use super::AppState;
 use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use shelfsync_common::server::openapi::LayerAnswers;
-use shelfsync_common::wire::Liveness;
+use shelfsync_common::server::ops;
 use shelfsync_common::StoreId;
 use utoipa::OpenApi;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(ops::healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(openapi))
 }
 
@@ -46,9 +44,9 @@ pub fn router() -> Router<AppState> {
         super::outbox::list_quarantine,
         super::outbox::retry,
         super::outbox::discard,
-        healthz,
+        ops::healthz,
         readyz,
-        metrics,
+        ops::metrics,
         openapi,
     ),
     components(schemas(shelfsync_common::problem::Problem, shelfsync_common::edge::LocalWriteResult)),
@@ -134,12 +132,6 @@ impl utoipa::Modify for KeySchemes {
     }
 }
 
-/// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Liveness)), security(()))]
-pub async fn healthz() -> Json<Liveness> {
-    Json(Liveness::ok())
-}
-
 /// `GET /readyz`: the agent serves its tills.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
@@ -171,15 +163,6 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Ap
         cursor: view.sync.cursor,
         products: view.catalog.len(),
     })))
-}
-
-/// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")), security(()))]
-pub async fn metrics() -> impl IntoResponse {
-    (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
-        shelfsync_common::server::telemetry::metrics_handle().render(),
-    )
 }
 
 /// This document.

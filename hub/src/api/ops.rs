@@ -6,21 +6,19 @@ use super::sync::ProtocolHeader;
 use super::AppState;
 use crate::projection::PoisonEvent;
 use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use shelfsync_common::server::openapi::LayerAnswers;
-use shelfsync_common::wire::Liveness;
+use shelfsync_common::server::ops;
 use utoipa::OpenApi;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(ops::healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(openapi))
 }
 
@@ -53,9 +51,9 @@ pub fn router() -> Router<AppState> {
         super::sync::heartbeat,
         super::snapshot::snapshot,
         super::push::stream,
-        healthz,
+        ops::healthz,
         readyz,
-        metrics,
+        ops::metrics,
         openapi,
     ),
     components(schemas(shelfsync_common::problem::Problem, shelfsync_common::wire::WriteResult)),
@@ -83,12 +81,6 @@ impl utoipa::Modify for BearerAuth {
         );
         openapi.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
     }
-}
-
-/// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Liveness)), security(()))]
-pub async fn healthz() -> Json<Liveness> {
-    Json(Liveness::ok())
 }
 
 /// `GET /readyz`: where the log and the read model are.
@@ -132,16 +124,6 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Ap
         poison_events,
         latest_poison_events,
     }))
-}
-
-/// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", tag = "ops", security(()),
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-async fn metrics() -> impl IntoResponse {
-    (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
-        shelfsync_common::server::telemetry::metrics_handle().render(),
-    )
 }
 
 /// This document.
