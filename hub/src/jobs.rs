@@ -7,7 +7,7 @@
 //! twice: the rules refuse to release a hold that is no longer open.
 
 use crate::config::JobsConfig;
-use crate::projection::ReadModelQueries;
+use crate::read_model::ReadModelQueries;
 use crate::store::{AppendError, Command, CommandRequest, EventStore, InventoryTarget};
 use shelfsync_common::event::ReleaseReason;
 use shelfsync_common::server::schedule::add_job;

@@ -17,8 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod fleet;
 pub mod jobs;
-pub mod projection;
-pub mod query;
+pub mod read_model;
 pub mod seed;
 pub mod store;
 
@@ -94,14 +93,14 @@ pub async fn run(
         tracing::info!("demo data written");
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let projector = projection::spawn(store.clone(), &data_dir.join(READ_MODEL_FILE), stopped.clone())
+    let projector = read_model::spawn(store.clone(), &data_dir.join(READ_MODEL_FILE), stopped.clone())
         .map_err(|e| StartError::Projection(e.to_string()))?;
-    let queries = Arc::new(query::QueryService::new(
+    let queries = Arc::new(read_model::QueryService::new(
         projector.queries(),
         projector.projected(),
         store.bus().watch_head(),
         projector.touched(),
-        query::QueryConfig::from(&config.query),
+        read_model::QueryConfig::from(&config.query),
     ));
     let scheduler = jobs::start(&config.jobs, store.clone(), projector.queries())
         .await
@@ -176,8 +175,8 @@ fn announce(address: std::net::SocketAddr, secret: &str, token_file: Option<&Pat
 }
 
 /// Rebuilds the read model from the event log, with a progress bar when `progress`.
-pub fn rebuild_read_model(data_dir: &Path, progress: bool) -> Result<u64, projection::ProjectionError> {
-    projection::rebuild(&data_dir.join(EVENTS_FILE), &data_dir.join(READ_MODEL_FILE), progress)
+pub fn rebuild_read_model(data_dir: &Path, progress: bool) -> Result<u64, read_model::ProjectionError> {
+    read_model::rebuild(&data_dir.join(EVENTS_FILE), &data_dir.join(READ_MODEL_FILE), progress)
 }
 
 pub use shelfsync_common::server::shutdown_signal;

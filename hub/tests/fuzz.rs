@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use shelfsync_common::event::EVENT_TYPES;
 use shelfsync_common::inventory::{self, InventoryState};
 use shelfsync_common::{EventId, ProductId, ReservationId, StoreId, StreamId};
-use shelfsync_hub::projection;
+use shelfsync_hub::read_model;
 use shelfsync_hub::store::{reader, schema};
 use std::collections::BTreeMap;
 use support::{demo_product, demo_store, spawn_hub, Agent};
@@ -284,7 +284,7 @@ fn arbitrary_uploads_and_api_bodies_never_break_the_hub_and_the_read_model_is_th
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let read_model = loop {
         let conn = schema::open_read_only(&read_model_path).unwrap();
-        if projection::read_checkpoint(&conn).unwrap() >= head {
+        if read_model::read_checkpoint(&conn).unwrap() >= head {
             break conn;
         }
         assert!(
@@ -309,12 +309,12 @@ fn arbitrary_uploads_and_api_bodies_never_break_the_hub_and_the_read_model_is_th
             }
         }
     }
-    let (poison, _) = projection::read_poison_events(&read_model, 1).unwrap();
+    let (poison, _) = read_model::read_poison_events(&read_model, 1).unwrap();
     assert_eq!(poison, 0, "everything recorded can be applied");
     let stores = (0..3).map(store_id).chain(agents.iter().map(|a| a.store));
     let mut projected = BTreeMap::new();
     for store in stores {
-        for level in projection::read_store_stock(&read_model, store).unwrap() {
+        for level in read_model::read_store_stock(&read_model, store).unwrap() {
             projected.insert((level.product_id, level.store_id), level);
         }
     }

@@ -17,8 +17,8 @@ pub mod write;
 
 use crate::config::HubConfig;
 use crate::fleet::Fleet;
-use crate::projection::ReadModel;
-use crate::query::QueryService;
+use crate::read_model::QueryService;
+use crate::read_model::ReadModel;
 use crate::store::EventStore;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;

@@ -4,7 +4,7 @@
 use super::error::ApiError;
 use super::sync::ProtocolHeader;
 use super::AppState;
-use crate::projection::PoisonEvent;
+use crate::read_model::PoisonEvent;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};

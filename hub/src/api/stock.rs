@@ -10,7 +10,7 @@
 use super::auth::Principal;
 use super::error::ApiError;
 use super::AppState;
-use crate::query::{Answer, QueryError};
+use crate::read_model::{Answer, QueryError};
 use crate::store::reader;
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue};

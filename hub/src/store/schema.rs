@@ -16,7 +16,7 @@ pub const EVENT_STORE: Migrations = &[
     ("0003_secrets", include_str!("../../migrations/0003_secrets.sql")),
 ];
 
-/// The read model's migrations, oldest first (see [`crate::projection`]).
+/// The read model's migrations, oldest first (see [`crate::read_model`]).
 pub const READ_MODEL: Migrations = &[
     (
         "0001_read_model",
