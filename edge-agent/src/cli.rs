@@ -77,7 +77,7 @@ pub fn agent_url(config: &EdgeConfig) -> String {
 /// The manager key from configuration, else from `<data_dir>/manager-key`.
 pub fn manager_key(config: &EdgeConfig) -> Result<String, CliError> {
     if let Some(key) = &config.manager_key {
-        return Ok(key.clone());
+        return Ok(key.expose().to_owned());
     }
     let path = config.data_dir.join(crate::MANAGER_KEY_FILE);
     match std::fs::read_to_string(&path) {

@@ -5,6 +5,7 @@
 
 use serde::Deserialize;
 use shelfsync_common::breaker::BreakerConfig;
+use shelfsync_common::server::secret::Secret;
 use shelfsync_common::StoreId;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,15 +23,15 @@ pub struct EdgeConfig {
     /// The hub's base URL (required).
     pub hub_url: Option<String>,
     /// The store token from enrollment (required).
-    pub hub_token: Option<String>,
+    pub hub_token: Option<Secret>,
     /// POS API listen address.
     pub listen: SocketAddr,
     /// Directory of the local store and generated keys.
     pub data_dir: PathBuf,
     /// The tills' key (generated when absent).
-    pub terminal_key: Option<String>,
+    pub terminal_key: Option<Secret>,
     /// The operator's key (generated when absent).
-    pub manager_key: Option<String>,
+    pub manager_key: Option<Secret>,
     /// Log filter.
     pub log: String,
     /// POS API limits.
@@ -174,7 +175,7 @@ pub struct HubLink {
     /// The hub's base URL, without a trailing slash.
     pub hub_url: String,
     /// The store token.
-    pub hub_token: String,
+    pub hub_token: Secret,
 }
 
 impl EdgeConfig {

@@ -66,7 +66,7 @@ pub enum CliError {
 /// The admin token from configuration or the hub's data dir.
 pub fn admin_token(config: &HubConfig) -> Result<String, CliError> {
     if let Some(token) = &config.admin_token {
-        return Ok(token.clone());
+        return Ok(token.expose().to_owned());
     }
     let path = config.data_dir.join(crate::ADMIN_TOKEN_FILE);
     std::fs::read_to_string(&path)

@@ -4,6 +4,7 @@
 //! keeps it in step with the defaults here.
 
 use serde::Deserialize;
+use shelfsync_common::server::secret::Secret;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -19,7 +20,7 @@ pub struct HubConfig {
     /// Directory of the SQLite files and the generated admin token.
     pub data_dir: PathBuf,
     /// Admin bearer token (generated into the data dir when absent).
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
     /// Log filter.
     pub log: String,
     /// HTTP limits.

@@ -125,7 +125,7 @@ impl HubClient {
         Self {
             http,
             base: link.hub_url.trim_end_matches('/').to_owned(),
-            token: link.hub_token.clone(),
+            token: link.hub_token.expose().to_owned(),
             timeout,
         }
     }

@@ -162,8 +162,8 @@ pub async fn spawn_agent_with(options: Options) -> TestAgent {
         hub_token: Some("test-hub-token".into()),
         listen: listener.local_addr().expect("addr"),
         data_dir: data_dir.clone(),
-        terminal_key,
-        manager_key,
+        terminal_key: terminal_key.map(Into::into),
+        manager_key: manager_key.map(Into::into),
         ..EdgeConfig::default()
     };
     let (stop, stopped) = oneshot::channel::<()>();

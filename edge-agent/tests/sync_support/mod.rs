@@ -391,7 +391,7 @@ pub fn test_config(dir: &std::path::Path, store: StoreId, hub_url: &str, token: 
     let mut config = EdgeConfig {
         store_id: Some(store),
         hub_url: Some(hub_url.to_owned()),
-        hub_token: Some(token.to_owned()),
+        hub_token: Some(token.into()),
         data_dir: dir.to_owned(),
         ..EdgeConfig::default()
     };
