@@ -7,6 +7,7 @@
 //! write is on disk (one fsync shared with the writes queued beside it) before the till
 //! gets its answer, and the view changes only after the commit.
 
+mod outbox;
 pub mod view;
 mod writer;
 
@@ -207,13 +208,13 @@ impl LocalStore {
     /// The oldest pending events, in outbox order, ready to upload.
     pub async fn pending_batch(&self, limit: usize) -> Result<Vec<UploadEvent>, LocalError> {
         let store_id = self.read(|v| v.store_id);
-        self.query(move |conn| writer::pending_batch(conn, store_id, limit))
+        self.query(move |conn| outbox::pending_batch(conn, store_id, limit))
             .await
     }
 
     /// Outbox entries with one of `statuses`, newest first, at most `limit`.
     pub async fn outbox(&self, statuses: Vec<OutboxStatus>, limit: usize) -> Result<Vec<OutboxEntry>, LocalError> {
-        self.query(move |conn| writer::outbox_entries(conn, &statuses, limit))
+        self.query(move |conn| outbox::outbox_entries(conn, &statuses, limit))
             .await
     }
 

@@ -1,0 +1,65 @@
+//! The outbox reads the uploader and the operator commands make, on the store's read
+//! connection (they never wait for the writer).
+
+use super::writer::{conversion, from_json, parse_time};
+use rusqlite::Connection;
+use shelfsync_common::edge::{OutboxEntry, OutboxStatus};
+use shelfsync_common::sync::UploadEvent;
+use shelfsync_common::{EventId, ProductId, StoreId, StreamId};
+
+/// The oldest pending events, ready to upload.
+pub(super) fn pending_batch(conn: &Connection, store: StoreId, limit: usize) -> rusqlite::Result<Vec<UploadEvent>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT event_id, product_id, event_type, schema_version, data, metadata FROM outbox
+         WHERE status = 'pending' ORDER BY seq LIMIT ?1",
+    )?;
+    let rows = stmt.query_map([limit as i64], |row| {
+        Ok(UploadEvent {
+            event_id: EventId::from_bytes(row.get(0)?),
+            stream: StreamId::inventory(ProductId::from_bytes(row.get(1)?), store),
+            event_type: row.get(2)?,
+            schema_version: row.get(3)?,
+            data: from_json(&row.get::<_, String>(4)?)?,
+            metadata: from_json(&row.get::<_, String>(5)?)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Outbox entries with one of `statuses`, newest first.
+pub(super) fn outbox_entries(
+    conn: &Connection,
+    statuses: &[OutboxStatus],
+    limit: usize,
+) -> rusqlite::Result<Vec<OutboxEntry>> {
+    // One statement per status, merged newest first. The status is written into the SQL
+    // (it comes from the enum, never from input) so SQLite can use the partial index on
+    // (status, seq) for the unconfirmed ones.
+    let mut entries = Vec::new();
+    for status in statuses {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT seq, event_id, product_id, event_type, status, hub_position, reject_reason, reject_detail, recorded_at
+             FROM outbox WHERE status = '{}' ORDER BY seq DESC LIMIT ?1",
+            status.as_str()
+        ))?;
+        let mut rows = stmt.query([limit as i64])?;
+        while let Some(row) = rows.next()? {
+            let status: String = row.get(4)?;
+            entries.push(OutboxEntry {
+                seq: row.get::<_, i64>(0)? as u64,
+                event_id: EventId::from_bytes(row.get(1)?),
+                product_id: ProductId::from_bytes(row.get(2)?),
+                event_type: row.get(3)?,
+                status: OutboxStatus::parse(&status).ok_or_else(|| conversion(format!("bad status {status}")))?,
+                hub_position: row.get::<_, Option<i64>>(5)?.map(|p| p as u64),
+                reject_reason: row.get(6)?,
+                reject_detail: row.get(7)?,
+                recorded_at: parse_time(&row.get::<_, String>(8)?)?,
+            });
+        }
+    }
+    entries.sort_by_key(|e| std::cmp::Reverse(e.seq));
+    entries.dedup_by_key(|e| e.seq);
+    entries.truncate(limit);
+    Ok(entries)
+}

@@ -1,0 +1,72 @@
+//! Loading the view at start: the confirmed state, this store's unconfirmed events on
+//! top, the catalog, own reservations, quarantine count and the sync position, as the
+//! last commit left them.
+
+use super::*;
+
+pub(super) fn load_view(conn: &Connection, store_id: StoreId) -> rusqlite::Result<View> {
+    let mut view = View::new(store_id);
+    let mut stmt = conn.prepare("SELECT product_id, state FROM confirmed_streams")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let state: InventoryState = from_json(&row.get::<_, String>(1)?)?;
+        view.streams
+            .insert(ProductId::from_bytes(row.get(0)?), StreamView::new(state));
+    }
+    let mut stmt = conn.prepare(
+        "SELECT seq, event_id, product_id, event_type, schema_version, data, recorded_at FROM outbox
+         WHERE status IN ('pending', 'acked') ORDER BY seq",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let payload = EventPayload::decode(
+            &row.get::<_, String>(3)?,
+            row.get(4)?,
+            from_json(&row.get::<_, String>(5)?)?,
+        )
+        .map_err(|e| conversion(e.to_string()))?;
+        let pending = PendingEvent {
+            seq: row.get::<_, i64>(0)? as u64,
+            event_id: EventId::from_bytes(row.get(1)?),
+            payload,
+            recorded_at: parse_time(&row.get::<_, String>(6)?)?,
+        };
+        view.streams
+            .entry(ProductId::from_bytes(row.get(2)?))
+            .or_default()
+            .record(pending);
+    }
+    let mut stmt = conn.prepare("SELECT product_id, sku, name, price_minor, version FROM catalog")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        view.put_product(ProductView {
+            product: Product {
+                id: ProductId::from_bytes(row.get(0)?),
+                sku: row.get(1)?,
+                name: row.get(2)?,
+                price_minor: row.get::<_, i64>(3)? as u64,
+            },
+            version: row.get::<_, i64>(4)? as u64,
+        });
+    }
+    let mut stmt = conn.prepare("SELECT reservation_id FROM own_reservations")?;
+    for id in stmt.query_map([], |row| row.get::<_, [u8; 16]>(0))? {
+        view.own_reservations.insert(ReservationId::from_bytes(id?));
+    }
+    view.quarantined = conn.query_row("SELECT COUNT(*) FROM outbox WHERE status = 'quarantined'", [], |r| {
+        r.get::<_, i64>(0)
+    })? as u64;
+    view.sync = conn.query_row(
+        "SELECT cursor, hub_head, bootstrapped, last_sync_at FROM sync_state WHERE id = 1",
+        [],
+        |row| {
+            Ok(SyncPosition {
+                cursor: row.get::<_, i64>(0)? as u64,
+                hub_head: row.get::<_, i64>(1)? as u64,
+                bootstrapped: row.get(2)?,
+                last_sync_at: row.get::<_, Option<String>>(3)?.map(|t| parse_time(&t)).transpose()?,
+            })
+        },
+    )?;
+    Ok(view)
+}
