@@ -291,15 +291,18 @@ impl Applied {
 /// what was committed before it, and the caller retries the rest (events at or before the
 /// checkpoint are skipped, so passing the same batch again is safe).
 pub fn apply_skipping_poison(conn: &mut Connection, events: &[EventEnvelope]) -> (Applied, Result<(), StoreError>) {
-    let before = match read_checkpoint(conn) {
-        Ok(position) => position,
-        Err(error) => return (Applied::nothing(0), Err(error)),
-    };
     let error = match applied_or_caught(conn, events) {
         Ok(applied) => return (applied, Ok(())),
-        Err(error) if is_storage_failure(&error) => return (Applied::nothing(before), Err(error)),
         Err(error) => error,
     };
+    // The failed batch rolled back, so the checkpoint is where the batch found it.
+    let before = match read_checkpoint(conn) {
+        Ok(position) => position,
+        Err(read_error) => return (Applied::nothing(0), Err(read_error)),
+    };
+    if is_storage_failure(&error) {
+        return (Applied::nothing(before), Err(error));
+    }
     tracing::warn!(%error, events = events.len(), "a projection batch failed; applying its events one at a time");
     let mut applied = Applied::nothing(before);
     for event in events.iter().filter(|e| e.position > before) {

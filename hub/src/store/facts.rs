@@ -10,7 +10,8 @@ use sha2::{Digest, Sha256};
 use shelfsync_common::event::PayloadError;
 use shelfsync_common::inventory::{validate_adjustment, validate_reason};
 use shelfsync_common::sync::UploadEvent;
-use shelfsync_common::{timestamp, EventMetadata, EventPayload, Origin, ProductId, StockQuantity, StoreId};
+use shelfsync_common::{timestamp, EventPayload, Origin, ProductId, StockQuantity, StoreId};
+use time::OffsetDateTime;
 
 /// Why an uploaded event is not recorded: a stable reason code and a detail for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,14 +47,14 @@ pub fn authorize(store: StoreId, event: &UploadEvent) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// An uploaded event that may be recorded: its typed payload and its metadata, every
+/// An uploaded event that may be recorded: its typed payload and when it happened, every
 /// time in them in UTC.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fact {
     /// What happened.
     pub payload: EventPayload,
-    /// Where and when it happened.
-    pub metadata: EventMetadata,
+    /// `metadata.occurred_at`, in UTC.
+    pub occurred_at: OffsetDateTime,
 }
 
 /// Checks one uploaded event for `store`; returns the fact to record when it may be.
@@ -69,8 +70,7 @@ pub fn check(
         .map_err(|detail| reject("invalid_metadata", detail))?;
     let payload = EventPayload::from_parts(&event.event_type, event.schema_version, event.data.clone())
         .map_err(|e: PayloadError| reject(e.code(), e.to_string()))?;
-    let mut metadata = event.metadata.clone();
-    metadata.occurred_at = timestamp::to_utc("metadata.occurred_at", metadata.occurred_at)
+    let occurred_at = timestamp::to_utc("metadata.occurred_at", event.metadata.occurred_at)
         .map_err(|e| reject("out_of_range", e.to_string()))?;
     if !product_registered(event.stream.product_id) {
         return Err(reject(
@@ -79,7 +79,7 @@ pub fn check(
         ));
     }
     check_ranges(&payload)?;
-    Ok(Fact { payload, metadata })
+    Ok(Fact { payload, occurred_at })
 }
 
 fn check_ranges(payload: &EventPayload) -> Result<(), Rejection> {
@@ -234,8 +234,8 @@ mod tests {
         );
         held.metadata.occurred_at = time::macros::datetime!(2030-01-01 01:00 +01:00);
         let fact = check(store(), &held, |_| true).unwrap();
-        assert_eq!(fact.metadata.occurred_at, time::macros::datetime!(2030-01-01 00:00 UTC));
-        assert_eq!(fact.metadata.occurred_at.offset(), time::UtcOffset::UTC);
+        assert_eq!(fact.occurred_at, time::macros::datetime!(2030-01-01 00:00 UTC));
+        assert_eq!(fact.occurred_at.offset(), time::UtcOffset::UTC);
         let EventPayload::StockReserved { expires_at, .. } = fact.payload else {
             panic!("{:?}", fact.payload)
         };

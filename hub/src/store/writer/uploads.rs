@@ -47,11 +47,15 @@ impl Batch<'_> {
                 "this event id was recorded with other content".into(),
             ));
         }
-        let facts::Fact { payload, metadata } =
+        let facts::Fact { payload, occurred_at } =
             match facts::check(store, &event, |product| self.product_registered(product)) {
                 Ok(fact) => fact,
                 Err(rejection) => return Ok(self.rejected(store, rejection.reason, rejection.detail)),
             };
+        let metadata = EventMetadata {
+            occurred_at,
+            ..event.metadata
+        };
         let stream = event.stream;
         if let EventPayload::StockReserved { reservation_id, .. } = &payload {
             // Open anywhere, this stream included: a second hold under one id would
