@@ -1001,23 +1001,11 @@ async fn openapi_says_what_the_agent_does() {
     let (again, replayed, _) = call(add()).await;
     assert_eq!((first, again, &replayed["replayed"]), (201, 200, &json!(true)));
 
-    let limit = doc["paths"]["/v1/outbox"]["get"]["parameters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "limit")
-        .unwrap()["schema"]
-        .clone();
+    let limit = support::openapi::parameter_schema(&doc, "/v1/outbox", "get", "limit");
     assert_eq!(
         (limit["minimum"].as_u64(), limit["maximum"].as_u64()),
         (Some(1), Some(1000))
     );
-    let till = doc["paths"]["/v1/inventory/stock"]["post"]["parameters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "X-Till-Id")
-        .unwrap()["schema"]
-        .clone();
+    let till = support::openapi::parameter_schema(&doc, "/v1/inventory/stock", "post", "X-Till-Id");
     assert_eq!(till["pattern"], "^[A-Za-z0-9._-]{1,64}$");
 }

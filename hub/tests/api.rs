@@ -822,12 +822,6 @@ async fn openapi_says_what_the_hub_does() {
         limits(&property("EventMetadata", "actor")),
         [None, None, Some(1), Some(128)]
     );
-    let pull_limit = doc["paths"]["/v1/sync/events"]["get"]["parameters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "limit")
-        .unwrap()["schema"]
-        .clone();
+    let pull_limit = support::openapi::parameter_schema(&doc, "/v1/sync/events", "get", "limit");
     assert_eq!(limits(&pull_limit), [Some(1), Some(1000), None, None]);
 }

@@ -93,3 +93,14 @@ pub fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
         None => schema,
     }
 }
+
+/// The schema of parameter `name` of operation `method path` in `doc`.
+pub fn parameter_schema(doc: &Value, path: &str, method: &str, name: &str) -> Value {
+    doc["paths"][path][method]["parameters"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{method} {path} has parameters"))
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("{method} {path} declares {name}"))["schema"]
+        .clone()
+}
