@@ -1,40 +1,36 @@
-//! The shelfsync domain model and wire types, shared by the hub and the edge agent.
+//! Code shared by the hub and the edge agent, grouped so that its layers are visible:
 //!
-//! This crate is pure: no async runtime, no HTTP, no database. It owns the rules of the
-//! business (what a command may do to a stock stream, and what each event means) as the
-//! two functions [`inventory::decide`] and [`inventory::apply`] (and their catalog
-//! twins), and the JSON shapes that cross the network, so that both binaries serialize
-//! and validate exactly the same structs.
+//! - [`domain`]: the business rules (commands, events, `decide`/`apply`). Pure: no I/O.
+//! - [`wire`]: the JSON shapes that cross the network. Pure data and validation.
+//! - [`breaker`]: the circuit breaker both binaries guard a remote with, as a pure state
+//!   machine that takes `now` from its caller.
+//! - `sqlite` (feature `sqlite`): durable connections, migrations and the one
+//!   group-commit writer both binaries build their databases on.
+//! - `server` (feature `server`): the HTTP service glue (extractors, problem answers,
+//!   middleware, telemetry, settings).
+//! - `write_gate` (either feature): the pact between a request's time limit and the
+//!   writers.
+//!
+//! The two features are the only way I/O enters this crate; `domain` and `wire` never
+//! import from them.
 
 // Production code never unwraps: an error becomes an answer, a log line or an exit code
 // (clippy.toml allows it in tests).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod breaker;
-pub mod catalog;
-pub mod edge;
-pub mod error;
-pub mod event;
-#[cfg(feature = "sqlite")]
-pub mod group_commit;
-pub mod ids;
-pub mod inventory;
-pub mod problem;
-pub mod product;
-pub mod quantity;
+pub mod domain;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
-pub mod sync;
-pub mod timestamp;
 pub mod wire;
 #[cfg(any(feature = "server", feature = "sqlite"))]
 pub mod write_gate;
 
-pub use error::DomainError;
-pub use event::{EventEnvelope, EventMetadata, EventPayload, ExpectedVersion, Origin, StreamId};
-pub use ids::{EventId, IdKey, ProductId, ReservationId, StoreId};
-pub use inventory::{InventoryCommand, InventoryState};
-pub use product::Product;
-pub use quantity::StockQuantity;
+pub use domain::error::DomainError;
+pub use domain::event::{EventEnvelope, EventMetadata, EventPayload, ExpectedVersion, Origin, StreamId};
+pub use domain::ids::{EventId, IdKey, ProductId, ReservationId, StoreId};
+pub use domain::inventory::{InventoryCommand, InventoryState};
+pub use domain::product::Product;
+pub use domain::quantity::StockQuantity;

@@ -4,8 +4,8 @@
 //! or the agent's JSON with `--json`.
 
 use crate::config::EdgeConfig;
-use shelfsync_common::edge::{AgentStatus, OutboxEntry, QuarantineOutcome};
-use shelfsync_common::problem::Problem;
+use shelfsync_common::wire::edge::{AgentStatus, OutboxEntry, QuarantineOutcome};
+use shelfsync_common::wire::problem::Problem;
 use shelfsync_common::EventId;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -321,7 +321,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shelfsync_common::edge::OutboxStatus;
+    use shelfsync_common::wire::edge::OutboxStatus;
     use shelfsync_common::{ProductId, StoreId};
 
     #[test]

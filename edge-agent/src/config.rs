@@ -189,7 +189,7 @@ impl EdgeConfig {
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let sync = &self.sync;
-        if sync.upload_batch == 0 || sync.upload_batch > shelfsync_common::sync::MAX_UPLOAD_BATCH {
+        if sync.upload_batch == 0 || sync.upload_batch > shelfsync_common::wire::sync::MAX_UPLOAD_BATCH {
             return Err(ConfigError("sync.upload_batch must be 1..=500".into()));
         }
         for (name, value) in [

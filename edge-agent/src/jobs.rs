@@ -5,7 +5,7 @@
 
 use crate::config::JobsConfig;
 use crate::store::{LocalCommand, LocalError, LocalStore, Target};
-use shelfsync_common::event::ReleaseReason;
+use shelfsync_common::domain::event::ReleaseReason;
 use shelfsync_common::server::schedule::add_job;
 pub use shelfsync_common::server::schedule::stop;
 use shelfsync_common::{EventId, EventMetadata, InventoryCommand, Origin};

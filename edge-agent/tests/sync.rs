@@ -6,8 +6,8 @@
 mod sync_support;
 
 use serde_json::Value;
-use shelfsync_common::edge::OutboxStatus;
-use shelfsync_common::wire::{ProductView, StockLevel};
+use shelfsync_common::wire::api::{ProductView, StockLevel};
+use shelfsync_common::wire::edge::OutboxStatus;
 use shelfsync_common::{Product, ProductId};
 use shelfsync_edge::store::LocalStore;
 use std::time::Duration;
@@ -434,7 +434,8 @@ async fn a_revoked_token_is_reported_and_does_not_spin() {
 async fn a_hub_of_another_major_protocol_version_is_a_clear_error() {
     // Answers everything as a hub of protocol 2.0 would answer a 1.0 agent.
     let app = axum::Router::new().fallback(|| async {
-        let problem = shelfsync_common::problem::Problem::new(400, "unsupported_protocol", "Bad request", "upgrade");
+        let problem =
+            shelfsync_common::wire::problem::Problem::new(400, "unsupported_protocol", "Bad request", "upgrade");
         let mut response =
             axum::response::IntoResponse::into_response((axum::http::StatusCode::BAD_REQUEST, axum::Json(problem)));
         response

@@ -29,7 +29,7 @@
 mod support;
 
 use rusqlite::{params, Connection, TransactionBehavior};
-use shelfsync_common::sync::{
+use shelfsync_common::wire::sync::{
     UploadEvent, UploadOutcome, UploadRequest, UploadResponse, PROTOCOL_HEADER, PROTOCOL_VERSION,
 };
 use shelfsync_common::{EventId, EventMetadata, EventPayload, Origin, ProductId, ReservationId, StoreId, StreamId};
@@ -53,7 +53,7 @@ fn main() {
     let settings = Settings {
         runs: env_usize("RUNS", 5).max(1),
         stores: env_usize("STORES", 3).max(1),
-        batch: env_usize("BATCH", 500).clamp(1, shelfsync_common::sync::MAX_UPLOAD_BATCH),
+        batch: env_usize("BATCH", 500).clamp(1, shelfsync_common::wire::sync::MAX_UPLOAD_BATCH),
         batches: env_usize("BATCHES", 100).max(1),
         warmup: env_usize("WARMUP", 1),
         baseline_batches: env_usize("BASELINE_BATCHES", 0),
@@ -365,7 +365,7 @@ fn hub_run(settings: &Settings) -> HubResult {
                 .await
                 .expect("enroll");
             assert_eq!(response.status().as_u16(), 201);
-            let enrolled: shelfsync_common::sync::EnrolledStore = response.json().await.expect("enrolled");
+            let enrolled: shelfsync_common::wire::sync::EnrolledStore = response.json().await.expect("enrolled");
             agents.push((enrolled.store.id, enrolled.token));
         }
     });

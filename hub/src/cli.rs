@@ -3,9 +3,9 @@
 //! writer and a revocation reaches open push streams at once.
 
 use crate::config::HubConfig;
-use shelfsync_common::problem::Problem;
-use shelfsync_common::sync::{EnrollStoreRequest, EnrolledStore};
-use shelfsync_common::wire::StoreInfo;
+use shelfsync_common::wire::api::StoreInfo;
+use shelfsync_common::wire::problem::Problem;
+use shelfsync_common::wire::sync::{EnrollStoreRequest, EnrolledStore};
 use shelfsync_common::StoreId;
 
 /// What the operator asked for.

@@ -5,7 +5,7 @@
 //! This is in-memory presence, rebuilt from the agents' next requests after a restart;
 //! durable per-store figures (oversells, rejected uploads) live in the event store.
 
-use shelfsync_common::sync::Heartbeat;
+use shelfsync_common::wire::sync::Heartbeat;
 use shelfsync_common::StoreId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

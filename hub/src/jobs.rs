@@ -9,7 +9,7 @@
 use crate::config::JobsConfig;
 use crate::read_model::ReadModelQueries;
 use crate::store::{AppendError, Command, CommandRequest, EventStore, InventoryTarget};
-use shelfsync_common::event::ReleaseReason;
+use shelfsync_common::domain::event::ReleaseReason;
 use shelfsync_common::server::schedule::add_job;
 pub use shelfsync_common::server::schedule::stop;
 use shelfsync_common::{DomainError, EventId, EventMetadata, InventoryCommand, Origin, ReservationId};

@@ -4,7 +4,7 @@
 
 use crate::api::stores::store_token;
 use crate::store::{AppendError, Command, CommandRequest, EventStore, InventoryTarget};
-use shelfsync_common::catalog::CatalogCommand;
+use shelfsync_common::domain::catalog::CatalogCommand;
 use shelfsync_common::server::secret::write_private;
 use shelfsync_common::{EventId, EventMetadata, InventoryCommand, Origin, Product, ProductId, StockQuantity, StoreId};
 use std::path::{Path, PathBuf};

@@ -655,7 +655,7 @@ fn limits(schema: &Value) -> [Option<i64>; 4] {
 
 #[tokio::test]
 async fn openapi_says_what_the_hub_does() {
-    use shelfsync_common::sync::{PROTOCOL_HEADER, PROTOCOL_VERSION};
+    use shelfsync_common::wire::sync::{PROTOCOL_HEADER, PROTOCOL_VERSION};
     let hub = spawn_hub().await;
     // Valid 3.1, parameters where the routes put them, every error documented with its
     // problem body, and tokens needed exactly where the document says.
@@ -760,7 +760,7 @@ async fn openapi_says_what_the_hub_does() {
         .iter()
         .map(|b| b["properties"]["type"]["enum"][0].as_str().unwrap())
         .collect();
-    assert_eq!(types, shelfsync_common::event::EVENT_TYPES);
+    assert_eq!(types, shelfsync_common::domain::event::EVENT_TYPES);
     for branch in branches {
         assert!(
             branch["properties"]["data"].is_object() && branch["required"] == json!(["data", "type"]),

@@ -15,7 +15,7 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use shelfsync_common::inventory::{self, InventoryState};
+use shelfsync_common::domain::inventory::{self, InventoryState};
 use shelfsync_common::{EventEnvelope, EventId, EventPayload, ProductId, ReservationId, StoreId, StreamId};
 use shelfsync_hub::store::{reader, ReadPool};
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -155,7 +155,7 @@ async fn a_store_fact_cannot_strand_another_streams_reservation() {
             EventPayload::StockReleased {
                 reservation_id: hold,
                 quantity: 1,
-                reason: shelfsync_common::event::ReleaseReason::Cancelled,
+                reason: shelfsync_common::domain::event::ReleaseReason::Cancelled,
             },
         ),
         agent.fact(

@@ -7,9 +7,9 @@ mod support;
 
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use shelfsync_common::catalog::{self, CatalogState};
-use shelfsync_common::inventory::{self, InventoryState, Reservation};
-use shelfsync_common::sync::{
+use shelfsync_common::domain::catalog::{self, CatalogState};
+use shelfsync_common::domain::inventory::{self, InventoryState, Reservation};
+use shelfsync_common::wire::sync::{
     FleetStore, Heartbeat, UploadEvent, UploadOutcome, UploadRequest, PROTOCOL_HEADER, PROTOCOL_VERSION,
 };
 use shelfsync_common::{EventEnvelope, EventId, EventPayload, Origin, ProductId, ReservationId, StoreId, StreamId};
@@ -53,7 +53,7 @@ fn released(reservation_id: ReservationId, quantity: u32) -> EventPayload {
     EventPayload::StockReleased {
         reservation_id,
         quantity,
-        reason: shelfsync_common::event::ReleaseReason::Cancelled,
+        reason: shelfsync_common::domain::event::ReleaseReason::Cancelled,
     }
 }
 
@@ -82,7 +82,7 @@ fn reason(outcome: &UploadOutcome) -> &str {
     }
 }
 
-fn fleet_entry(fleet: &shelfsync_common::sync::FleetResponse, store: StoreId) -> FleetStore {
+fn fleet_entry(fleet: &shelfsync_common::wire::sync::FleetResponse, store: StoreId) -> FleetStore {
     fleet
         .stores
         .iter()
@@ -1163,7 +1163,7 @@ async fn enrollment_heartbeat_and_revocation() {
     assert_eq!(response.status(), 200);
     let listed = response.text().await.unwrap();
     assert!(!listed.contains(&enrolled.token), "the list must not show the token");
-    let stores: Vec<shelfsync_common::wire::StoreInfo> = serde_json::from_str(&listed).unwrap();
+    let stores: Vec<shelfsync_common::wire::api::StoreInfo> = serde_json::from_str(&listed).unwrap();
     assert_eq!(stores.len(), 4);
     assert!(stores.contains(&enrolled.store));
     let again = json!({"name": "Leipzig again", "id": enrolled.store.id});

@@ -28,11 +28,11 @@
 use crate::process::{ADMIN_TOKEN, MANAGER_KEY, TERMINAL_KEY};
 use crate::workload::{http_client, TillLog, WebLog};
 use serde_json::Value;
-use shelfsync_common::edge::{AgentStatus, LocalStockLevel};
-use shelfsync_common::event::ReleaseReason;
-use shelfsync_common::inventory::{self, InventoryState};
-use shelfsync_common::sync::FleetResponse;
-use shelfsync_common::wire::StockLevel;
+use shelfsync_common::domain::event::ReleaseReason;
+use shelfsync_common::domain::inventory::{self, InventoryState};
+use shelfsync_common::wire::api::StockLevel;
+use shelfsync_common::wire::edge::{AgentStatus, LocalStockLevel};
+use shelfsync_common::wire::sync::FleetResponse;
 use shelfsync_common::{EventEnvelope, EventId, EventPayload, Origin, ProductId, StoreId, StreamId};
 use shelfsync_hub::store::{reader, ReadPool};
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -11,7 +11,7 @@ use crate::process::{AgentProcess, Endpoint, HubProcess, ADMIN_TOKEN};
 use crate::proxy::{FaultProxy, Mode};
 use crate::workload::{http_client, Till, TillLog, WebLog, WebShop, Workload};
 use serde_json::Value;
-use shelfsync_common::sync::EnrolledStore;
+use shelfsync_common::wire::sync::EnrolledStore;
 use shelfsync_common::{ProductId, StoreId};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

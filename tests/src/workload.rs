@@ -14,7 +14,7 @@ use crate::process::{Endpoint, TERMINAL_KEY};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use shelfsync_common::edge::LocalWriteResult;
+use shelfsync_common::wire::edge::LocalWriteResult;
 use shelfsync_common::{EventId, EventPayload, ProductId, ReservationId, StoreId};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

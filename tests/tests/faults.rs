@@ -7,7 +7,7 @@
 #![cfg(unix)]
 
 use serde_json::json;
-use shelfsync_common::edge::LocalStockLevel;
+use shelfsync_common::wire::edge::LocalStockLevel;
 use shelfsync_common::{EventPayload, ProductId, ReservationId, StoreId, StreamId};
 use shelfsync_tests::checker::{self, Expect};
 use shelfsync_tests::cluster::{demo_products, seed, soak, Cluster};
@@ -153,7 +153,7 @@ async fn wait_status(
     cluster: &Cluster,
     index: usize,
     what: &str,
-    check: impl Fn(&shelfsync_common::edge::AgentStatus) -> bool,
+    check: impl Fn(&shelfsync_common::wire::edge::AgentStatus) -> bool,
 ) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -782,7 +782,7 @@ async fn till_post(
     let status = response.status().as_u16();
     let text = response.text().await.unwrap_or_default();
     assert_eq!(status, 201, "POST {path} {body}: {text}");
-    let result: shelfsync_common::edge::LocalWriteResult = serde_json::from_str(&text).expect("LocalWriteResult");
+    let result: shelfsync_common::wire::edge::LocalWriteResult = serde_json::from_str(&text).expect("LocalWriteResult");
     let kind = match &result.payload {
         EventPayload::StockReserved { .. } => shelfsync_tests::workload::OpKind::Reserve,
         EventPayload::ReservationCommitted { .. } => shelfsync_tests::workload::OpKind::Commit,

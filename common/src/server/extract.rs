@@ -7,7 +7,7 @@
 //! a header that is present but unreadable is refused, never taken as absent.
 
 use super::problem::ProblemResponse;
-use crate::event::ExpectedVersion;
+use crate::domain::event::ExpectedVersion;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::header::{CONTENT_TYPE, IF_MATCH};

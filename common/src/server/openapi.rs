@@ -11,7 +11,7 @@
 //! no untyped payloads), checked by each binary's API tests against its real
 //! `/openapi.json`.
 
-use crate::problem::PROBLEM_CONTENT_TYPE;
+use crate::wire::problem::PROBLEM_CONTENT_TYPE;
 use serde_json::Value;
 use std::collections::{BTreeSet, HashSet};
 use utoipa::openapi::header::HeaderBuilder;

@@ -2,7 +2,7 @@
 //! metrics, open without a token. Readiness and the OpenAPI document differ per binary
 //! and stay with each.
 
-use crate::wire::Liveness;
+use crate::wire::api::Liveness;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::Json;

@@ -1,8 +1,8 @@
 //! `ProblemResponse`: an `application/problem+json` answer with optional extra headers.
 //! Each binary's own error type decides status and code; this builds the answer.
 
-use crate::error::DomainError;
-use crate::problem::{Problem, PROBLEM_CONTENT_TYPE};
+use crate::domain::error::DomainError;
+use crate::wire::problem::{Problem, PROBLEM_CONTENT_TYPE};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 

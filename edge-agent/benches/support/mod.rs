@@ -4,8 +4,8 @@
 
 #![allow(dead_code)]
 
-use shelfsync_common::sync::SnapshotResponse;
-use shelfsync_common::wire::{ProductView, StockLevel};
+use shelfsync_common::wire::api::{ProductView, StockLevel};
+use shelfsync_common::wire::sync::SnapshotResponse;
 use shelfsync_common::{Product, ProductId, StoreId};
 use shelfsync_edge::config::EdgeConfig;
 use shelfsync_edge::store::LocalStore;

@@ -22,12 +22,12 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use shelfsync_common::edge::{LocalAvailability, LocalStockLevel, LocalWriteResult};
-use shelfsync_common::event::ReleaseReason;
+use shelfsync_common::domain::event::ReleaseReason;
 use shelfsync_common::server::extract::{ApiJson, ApiPath, ApiQuery, OptionalApiJson};
-use shelfsync_common::wire::{
+use shelfsync_common::wire::api::{
     AddStockRequest, AdjustStockRequest, CommitReservationRequest, ReleaseReservationRequest, ReserveStockRequest,
 };
+use shelfsync_common::wire::edge::{LocalAvailability, LocalStockLevel, LocalWriteResult};
 use shelfsync_common::{InventoryCommand, ProductId, ReservationId, StockQuantity, StoreId};
 use time::OffsetDateTime;
 

@@ -49,7 +49,7 @@ pub fn router() -> Router<AppState> {
         ops::metrics,
         openapi,
     ),
-    components(schemas(shelfsync_common::problem::Problem, shelfsync_common::edge::LocalWriteResult)),
+    components(schemas(shelfsync_common::wire::problem::Problem, shelfsync_common::wire::edge::LocalWriteResult)),
     modifiers(&KeySchemes, &LayerAnswers)
 )]
 pub struct ApiDoc;

@@ -10,8 +10,8 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use shelfsync_common::edge::{OutboxEntry, OutboxStatus, QuarantineOutcome};
 use shelfsync_common::server::extract::{ApiPath, ApiQuery};
+use shelfsync_common::wire::edge::{OutboxEntry, OutboxStatus, QuarantineOutcome};
 use shelfsync_common::EventId;
 
 use crate::store::QuarantineAction;

@@ -8,9 +8,9 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use shelfsync_common::product::normalize_sku;
+use shelfsync_common::domain::product::normalize_sku;
 use shelfsync_common::server::extract::{ApiPath, ApiQuery};
-use shelfsync_common::wire::ProductView;
+use shelfsync_common::wire::api::ProductView;
 use shelfsync_common::ProductId;
 
 /// Routes of this resource.

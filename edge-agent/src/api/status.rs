@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
-use shelfsync_common::edge::AgentStatus;
+use shelfsync_common::wire::edge::AgentStatus;
 use time::OffsetDateTime;
 
 /// Routes of this resource.

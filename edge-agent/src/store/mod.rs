@@ -11,8 +11,8 @@ mod outbox;
 pub mod view;
 mod writer;
 
-use shelfsync_common::edge::{LocalWriteResult, OutboxEntry, OutboxStatus};
-use shelfsync_common::sync::{SnapshotResponse, UploadEvent, UploadResult};
+use shelfsync_common::wire::edge::{LocalWriteResult, OutboxEntry, OutboxStatus};
+use shelfsync_common::wire::sync::{SnapshotResponse, UploadEvent, UploadResult};
 use shelfsync_common::{
     DomainError, EventEnvelope, EventId, EventMetadata, InventoryCommand, ProductId, ReservationId, StoreId,
 };

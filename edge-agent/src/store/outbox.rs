@@ -3,8 +3,8 @@
 
 use super::writer::{conversion, from_json, parse_time};
 use rusqlite::Connection;
-use shelfsync_common::edge::{OutboxEntry, OutboxStatus};
-use shelfsync_common::sync::UploadEvent;
+use shelfsync_common::wire::edge::{OutboxEntry, OutboxStatus};
+use shelfsync_common::wire::sync::UploadEvent;
 use shelfsync_common::{EventId, ProductId, StoreId, StreamId};
 
 /// The oldest pending events, ready to upload.

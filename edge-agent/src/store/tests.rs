@@ -19,10 +19,10 @@
 
 use super::view::{StreamView, SyncPosition};
 use super::{writer, ApplyReport, LocalCommand, LocalError, LocalStore, QuarantineAction, Target};
-use shelfsync_common::edge::{LocalStockLevel, LocalWriteResult, OutboxEntry, OutboxStatus};
-use shelfsync_common::event::ReleaseReason;
-use shelfsync_common::sync::{SnapshotReservation, SnapshotResponse, UploadOutcome, UploadResult};
-use shelfsync_common::wire::{ProductView, StockLevel};
+use shelfsync_common::domain::event::ReleaseReason;
+use shelfsync_common::wire::api::{ProductView, StockLevel};
+use shelfsync_common::wire::edge::{LocalStockLevel, LocalWriteResult, OutboxEntry, OutboxStatus};
+use shelfsync_common::wire::sync::{SnapshotReservation, SnapshotResponse, UploadOutcome, UploadResult};
 use shelfsync_common::{
     DomainError, EventEnvelope, EventId, EventMetadata, EventPayload, InventoryCommand, InventoryState, Origin,
     Product, ProductId, ReservationId, StockQuantity, StoreId, StreamId,
@@ -328,7 +328,7 @@ fn envelope(stream: StreamId, version: u64, position: u64, payload: EventPayload
         stream,
         stream_version: version,
         position,
-        schema_version: shelfsync_common::event::CURRENT_SCHEMA_VERSION,
+        schema_version: shelfsync_common::domain::event::CURRENT_SCHEMA_VERSION,
         payload,
         metadata: EventMetadata {
             origin,
@@ -1936,7 +1936,10 @@ async fn pending_batch_is_the_oldest_pending_events_in_upload_shape() {
         };
         assert_eq!(event.stream, StreamId::inventory(product, s.id));
         assert_eq!(event.event_type, result.payload.event_type());
-        assert_eq!(event.schema_version, shelfsync_common::event::CURRENT_SCHEMA_VERSION);
+        assert_eq!(
+            event.schema_version,
+            shelfsync_common::domain::event::CURRENT_SCHEMA_VERSION
+        );
         assert_eq!(event.data, result.payload.data());
         assert_eq!(
             EventPayload::from_parts(&event.event_type, event.schema_version, event.data.clone()),

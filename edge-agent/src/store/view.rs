@@ -3,9 +3,9 @@
 //! catalog and the sync position. The writer thread changes it only after a commit, so
 //! reads never see what is not on disk; tills read it without touching SQLite.
 
-use shelfsync_common::edge::LocalStockLevel;
-use shelfsync_common::inventory::{self, InventoryState};
-use shelfsync_common::wire::ProductView;
+use shelfsync_common::domain::inventory::{self, InventoryState};
+use shelfsync_common::wire::api::ProductView;
+use shelfsync_common::wire::edge::LocalStockLevel;
 use shelfsync_common::{EventId, EventPayload, ProductId, ReservationId, StoreId};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use time::OffsetDateTime;

@@ -1,5 +1,5 @@
 //! The local store's batch logic, run by the shared group-commit writer
-//! ([`shelfsync_common::group_commit`]): one thread, one write connection, one fsync per
+//! ([`shelfsync_common::sqlite::group_commit`]): one thread, one write connection, one fsync per
 //! batch, every caller answered after the commit (or failed after a rollback).
 //!
 //! What this file adds: each write runs against the committed view plus this batch's
@@ -11,12 +11,14 @@
 use super::view::{level, PendingEvent, StreamView, SyncPosition, View};
 use super::{ApplyReport, LocalCommand, LocalError, QuarantineAction, Target, MIGRATIONS};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use shelfsync_common::edge::LocalWriteResult;
-use shelfsync_common::group_commit::{BatchLogic, Reply as GenericReply, Writer, WriterMetrics, WriterSettings};
-use shelfsync_common::inventory::{self, InventoryState, Reservation};
+use shelfsync_common::domain::inventory::{self, InventoryState, Reservation};
+use shelfsync_common::sqlite::group_commit::{
+    BatchLogic, Reply as GenericReply, Writer, WriterMetrics, WriterSettings,
+};
 use shelfsync_common::sqlite::{settle, Deferred};
-use shelfsync_common::sync::{SnapshotResponse, UploadOutcome, UploadResult};
-use shelfsync_common::wire::ProductView;
+use shelfsync_common::wire::api::ProductView;
+use shelfsync_common::wire::edge::LocalWriteResult;
+use shelfsync_common::wire::sync::{SnapshotResponse, UploadOutcome, UploadResult};
 use shelfsync_common::{
     EventEnvelope, EventId, EventMetadata, EventPayload, InventoryCommand, Origin, Product, ProductId, ReservationId,
     StoreId, StreamId,
@@ -446,7 +448,7 @@ impl<'v> Batch<'v> {
             &event_id.as_bytes()[..],
             &product.as_bytes()[..],
             payload.event_type(),
-            shelfsync_common::event::CURRENT_SCHEMA_VERSION,
+            shelfsync_common::domain::event::CURRENT_SCHEMA_VERSION,
             to_json(&payload.data())?,
             to_json(metadata)?,
             time_text(self.now),

@@ -14,7 +14,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use shelfsync_common::breaker::Failure;
-use shelfsync_common::sync::{
+use shelfsync_common::wire::sync::{
     protocol_compatible, Heartbeat, HeartbeatAck, PullResponse, SnapshotResponse, UploadEvent, UploadRequest,
     UploadResponse, PROTOCOL_HEADER, PROTOCOL_VERSION,
 };
@@ -265,7 +265,7 @@ async fn check(response: Response) -> Result<Response, HubError> {
 async fn problem(response: Response) -> (String, String) {
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
-    match serde_json::from_str::<shelfsync_common::problem::Problem>(&text) {
+    match serde_json::from_str::<shelfsync_common::wire::problem::Problem>(&text) {
         Ok(problem) => (problem.code, problem.detail),
         Err(_) => {
             let mut excerpt: String = text.chars().take(200).collect();
@@ -361,7 +361,7 @@ mod tests {
     async fn a_hub_of_another_major_version_is_a_clear_error() {
         let (client, _) = server(|| {
             let problem =
-                shelfsync_common::problem::Problem::new(400, "unsupported_protocol", "Bad request", "upgrade");
+                shelfsync_common::wire::problem::Problem::new(400, "unsupported_protocol", "Bad request", "upgrade");
             with_protocol("2.0", (StatusCode::BAD_REQUEST, axum::Json(problem)))
         })
         .await;
@@ -373,7 +373,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_token_says_so() {
         let (client, _) = server(|| {
-            let problem = shelfsync_common::problem::Problem::new(
+            let problem = shelfsync_common::wire::problem::Problem::new(
                 401,
                 "unauthorized",
                 "Unauthorized",

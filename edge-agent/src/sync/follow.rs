@@ -16,7 +16,7 @@ use super::link::CallError;
 use super::{meters, or_stop, sleep_or_stop, stopped, Ctx, SyncError};
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures_util::{FutureExt, Stream, StreamExt};
-use shelfsync_common::sync::{CaughtUp, Progress, MAX_PULL_LIMIT, SSE_CAUGHT_UP, SSE_EVENT, SSE_PROGRESS};
+use shelfsync_common::wire::sync::{CaughtUp, Progress, MAX_PULL_LIMIT, SSE_CAUGHT_UP, SSE_EVENT, SSE_PROGRESS};
 use shelfsync_common::EventEnvelope;
 use std::sync::Arc;
 use std::time::Duration;

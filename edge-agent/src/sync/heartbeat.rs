@@ -5,7 +5,7 @@
 
 use super::link::CallError;
 use super::{meters, or_stop, stopped, Ctx, SyncError};
-use shelfsync_common::sync::Heartbeat;
+use shelfsync_common::wire::sync::Heartbeat;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;

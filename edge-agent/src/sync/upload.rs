@@ -9,7 +9,7 @@
 use super::client::HubError;
 use super::link::CallError;
 use super::{is_stopping, meters, or_stop, stopped, Ctx, SyncError};
-use shelfsync_common::sync::UploadOutcome;
+use shelfsync_common::wire::sync::UploadOutcome;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,9 +6,9 @@
 #![allow(dead_code)]
 
 use serde_json::{json, Value};
-use shelfsync_common::edge::OutboxStatus;
-use shelfsync_common::sync::{SnapshotResponse, UploadOutcome, UploadResult};
-use shelfsync_common::wire::{ProductView, StockLevel};
+use shelfsync_common::wire::api::{ProductView, StockLevel};
+use shelfsync_common::wire::edge::OutboxStatus;
+use shelfsync_common::wire::sync::{SnapshotResponse, UploadOutcome, UploadResult};
 use shelfsync_common::{EventId, EventMetadata, InventoryCommand, Origin, Product, ProductId, StockQuantity, StoreId};
 use shelfsync_edge::config::EdgeConfig;
 use shelfsync_edge::store::{LocalCommand, LocalStore, Target};

@@ -5,8 +5,8 @@
 #![allow(dead_code)]
 
 use serde_json::{json, Value};
-use shelfsync_common::sync::{SnapshotResponse, PROTOCOL_HEADER, PROTOCOL_VERSION};
-use shelfsync_common::wire::StockLevel;
+use shelfsync_common::wire::api::StockLevel;
+use shelfsync_common::wire::sync::{SnapshotResponse, PROTOCOL_HEADER, PROTOCOL_VERSION};
 use shelfsync_common::{
     EventId, EventMetadata, InventoryCommand, Origin, ProductId, ReservationId, StockQuantity, StoreId,
 };

@@ -11,7 +11,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use shelfsync_common::server::extract::{ApiJson, ApiPath};
 use shelfsync_common::server::secret::{digest, new_secret};
-use shelfsync_common::wire::{valid_name, CreateTokenRequest, CreatedToken};
+use shelfsync_common::wire::api::{valid_name, CreateTokenRequest, CreatedToken};
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {

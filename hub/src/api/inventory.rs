@@ -10,9 +10,9 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
-use shelfsync_common::event::ReleaseReason;
+use shelfsync_common::domain::event::ReleaseReason;
 use shelfsync_common::server::extract::{ApiJson, ApiPath, OptionalApiJson};
-use shelfsync_common::wire::{
+use shelfsync_common::wire::api::{
     AddStockRequest, AdjustStockRequest, CommitReservationRequest, ReleaseReservationRequest, ReserveStockRequest,
 };
 use shelfsync_common::{InventoryCommand, ReservationId};

@@ -56,7 +56,7 @@ pub fn router() -> Router<AppState> {
         ops::metrics,
         openapi,
     ),
-    components(schemas(shelfsync_common::problem::Problem, shelfsync_common::wire::WriteResult)),
+    components(schemas(shelfsync_common::wire::problem::Problem, shelfsync_common::wire::api::WriteResult)),
     modifiers(&BearerAuth, &LayerAnswers, &ProtocolHeader)
 )]
 pub struct ApiDoc;

@@ -12,10 +12,10 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
-use shelfsync_common::catalog::CatalogCommand;
-use shelfsync_common::product::normalize_sku;
+use shelfsync_common::domain::catalog::CatalogCommand;
+use shelfsync_common::domain::product::normalize_sku;
 use shelfsync_common::server::extract::{ApiJson, ApiPath, ApiQuery};
-use shelfsync_common::wire::{ProductView, RegisterProductRequest, UpdateProductRequest};
+use shelfsync_common::wire::api::{ProductView, RegisterProductRequest, UpdateProductRequest};
 use shelfsync_common::{Product, ProductId};
 
 /// Routes of this resource.
@@ -106,7 +106,10 @@ pub struct SkuQuery {
     /// The SKU to look up.
     pub sku: String,
     /// Wait (bounded) until the read model has reached this position (from a write's answer).
-    #[serde(default, deserialize_with = "shelfsync_common::sync::bounded::optional_position")]
+    #[serde(
+        default,
+        deserialize_with = "shelfsync_common::wire::sync::bounded::optional_position"
+    )]
     #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub min_position: Option<u64>,
 }

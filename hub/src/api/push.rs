@@ -24,7 +24,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use serde::Deserialize;
 use shelfsync_common::server::extract::ApiQuery;
-use shelfsync_common::sync::{CaughtUp, Progress, SSE_CAUGHT_UP, SSE_EVENT, SSE_PROGRESS};
+use shelfsync_common::wire::sync::{CaughtUp, Progress, SSE_CAUGHT_UP, SSE_EVENT, SSE_PROGRESS};
 use shelfsync_common::StoreId;
 use std::convert::Infallible;
 use std::time::Duration;
@@ -44,7 +44,10 @@ pub const SLOW_AGENT_STALL: Duration = Duration::from_secs(5);
 #[serde(deny_unknown_fields)]
 pub struct StreamQuery {
     /// Resume after this position (exclusive).
-    #[serde(default, deserialize_with = "shelfsync_common::sync::bounded::optional_position")]
+    #[serde(
+        default,
+        deserialize_with = "shelfsync_common::wire::sync::bounded::optional_position"
+    )]
     #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub after: Option<u64>,
 }
@@ -71,7 +74,7 @@ pub async fn stream(
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let after = match headers.get("last-event-id").map(|v| v.to_str().map(str::trim)) {
-        Some(Ok(text)) => shelfsync_common::sync::parse_position(text)
+        Some(Ok(text)) => shelfsync_common::wire::sync::parse_position(text)
             .map_err(|detail| ApiError::bad_request("invalid_last_event_id", format!("Last-Event-ID {detail}")))?,
         Some(Err(_)) => {
             return Err(ApiError::bad_request(

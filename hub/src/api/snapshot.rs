@@ -7,7 +7,7 @@ use super::error::ApiError;
 use super::AppState;
 use axum::extract::State;
 use axum::Json;
-use shelfsync_common::sync::SnapshotResponse;
+use shelfsync_common::wire::sync::SnapshotResponse;
 
 /// The store's state as of one position.
 #[utoipa::path(get, path = "/v1/sync/snapshot", tag = "sync",

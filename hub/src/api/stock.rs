@@ -19,7 +19,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use shelfsync_common::server::extract::{ApiPath, ApiQuery};
-use shelfsync_common::wire::{Availability, ProductStock, StockLevel};
+use shelfsync_common::wire::api::{Availability, ProductStock, StockLevel};
 use shelfsync_common::{ProductId, StockQuantity, StoreId};
 
 /// Header marking an answer served from the cache while the read model is unavailable.
@@ -39,7 +39,10 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct MinPosition {
     /// Wait (bounded) until the read model has reached this position (from a write's answer).
-    #[serde(default, deserialize_with = "shelfsync_common::sync::bounded::optional_position")]
+    #[serde(
+        default,
+        deserialize_with = "shelfsync_common::wire::sync::bounded::optional_position"
+    )]
     #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub min_position: Option<u64>,
 }
@@ -157,7 +160,10 @@ pub struct AvailabilityQuery {
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1_000_000)]
     pub quantity: Option<StockQuantity>,
     /// Wait (bounded) until the read model has reached this position (from a write's answer).
-    #[serde(default, deserialize_with = "shelfsync_common::sync::bounded::optional_position")]
+    #[serde(
+        default,
+        deserialize_with = "shelfsync_common::wire::sync::bounded::optional_position"
+    )]
     #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub min_position: Option<u64>,
 }

@@ -12,8 +12,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use shelfsync_common::server::extract::{ApiJson, ApiPath};
 use shelfsync_common::server::secret::{digest, new_secret};
-use shelfsync_common::sync::{EnrollStoreRequest, EnrolledStore, FleetResponse, FleetStore};
-use shelfsync_common::wire::{valid_name, StoreInfo};
+use shelfsync_common::wire::api::{valid_name, StoreInfo};
+use shelfsync_common::wire::sync::{EnrollStoreRequest, EnrolledStore, FleetResponse, FleetStore};
 use shelfsync_common::StoreId;
 
 /// Routes of this resource.

@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use shelfsync_common::server::extract::{ApiJson, ApiQuery};
-use shelfsync_common::sync::{
+use shelfsync_common::wire::sync::{
     protocol_compatible, protocol_major, Heartbeat, HeartbeatAck, PullResponse, UploadOutcome, UploadRequest,
     UploadResponse, MAX_PULL_LIMIT, MAX_UPLOAD_BATCH, PROTOCOL_HEADER, PROTOCOL_VERSION,
 };
@@ -136,7 +136,7 @@ impl utoipa::Modify for ProtocolHeader {
 
 /// What a `MAJOR.MINOR` version of the major this hub speaks looks like.
 fn protocol_pattern() -> String {
-    let major = shelfsync_common::sync::protocol_major(PROTOCOL_VERSION).unwrap_or_default();
+    let major = shelfsync_common::wire::sync::protocol_major(PROTOCOL_VERSION).unwrap_or_default();
     format!(r"^{major}\.[0-9]+$")
 }
 
@@ -178,7 +178,7 @@ pub async fn upload(
 #[serde(deny_unknown_fields)]
 pub struct PullQuery {
     /// Return events after this position (exclusive; 0 = from the start).
-    #[serde(default, deserialize_with = "shelfsync_common::sync::bounded::position")]
+    #[serde(default, deserialize_with = "shelfsync_common::wire::sync::bounded::position")]
     #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub after: u64,
     /// At most this many events (1..=1000, default 500).

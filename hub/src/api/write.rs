@@ -20,7 +20,7 @@ use axum::Json;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use shelfsync_common::server::extract::WriteHeaders;
-use shelfsync_common::wire::WriteResult;
+use shelfsync_common::wire::api::WriteResult;
 use shelfsync_common::{EventId, EventMetadata, ExpectedVersion, IdKey, Origin};
 use time::OffsetDateTime;
 use uuid::Uuid;

@@ -38,10 +38,10 @@ use crate::store::{reader, EventStore, ReadPool, StoreError};
 use futures_util::future::BoxFuture;
 use indicatif::{ProgressBar, ProgressStyle};
 use rusqlite::{params, Connection, OptionalExtension};
-use shelfsync_common::inventory::{self, InventoryState, Reservation};
-use shelfsync_common::product::Product;
-use shelfsync_common::sync::{SnapshotReservation, SnapshotResponse};
-use shelfsync_common::wire::{ProductStock, ProductView, StockLevel};
+use shelfsync_common::domain::inventory::{self, InventoryState, Reservation};
+use shelfsync_common::domain::product::Product;
+use shelfsync_common::wire::api::{ProductStock, ProductView, StockLevel};
+use shelfsync_common::wire::sync::{SnapshotReservation, SnapshotResponse};
 use shelfsync_common::{EventEnvelope, EventPayload, Origin, ProductId, ReservationId, StoreId};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, RandomState};
@@ -173,7 +173,7 @@ fn clear(conn: &mut Connection) -> Result<(), StoreError> {
 }
 
 fn format_time(at: OffsetDateTime) -> Result<String, StoreError> {
-    shelfsync_common::timestamp::to_utc("time", at)
+    shelfsync_common::domain::timestamp::to_utc("time", at)
         .ok()
         .and_then(|utc| utc.format(TIME_FORMAT).ok())
         .ok_or_else(|| StoreError::Corrupt(format!("time {at} cannot be stored")))

@@ -25,7 +25,7 @@ use crate::store::StoreError;
 use futures_util::future::BoxFuture;
 use moka::future::Cache;
 use shelfsync_common::breaker::{BreakerConfig, BreakerOpen, BreakerState, CircuitBreaker, Failure};
-use shelfsync_common::wire::{ProductStock, ProductView, StockLevel};
+use shelfsync_common::wire::api::{ProductStock, ProductView, StockLevel};
 use shelfsync_common::{ProductId, StoreId};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;

@@ -3,9 +3,9 @@
 
 use crate::bus::EventBus;
 use crate::store::{Command, CommandRequest, EventStore, InventoryTarget};
-use shelfsync_common::catalog::CatalogCommand;
-use shelfsync_common::product::Product;
-use shelfsync_common::wire::WriteResult;
+use shelfsync_common::domain::catalog::CatalogCommand;
+use shelfsync_common::domain::product::Product;
+use shelfsync_common::wire::api::WriteResult;
 use shelfsync_common::{
     EventId, EventMetadata, ExpectedVersion, InventoryCommand, Origin, ProductId, ReservationId, StockQuantity, StoreId,
 };

@@ -3,7 +3,7 @@
 use super::rebuild::sibling;
 use super::testing::{reach, Fixture};
 use super::*;
-use shelfsync_common::event::ReleaseReason;
+use shelfsync_common::domain::event::ReleaseReason;
 use shelfsync_common::{InventoryCommand, StockQuantity};
 use time::macros::datetime;
 

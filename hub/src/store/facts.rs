@@ -7,10 +7,11 @@
 //! pure; the writer applies them to every uploaded event and records what passes.
 
 use sha2::{Digest, Sha256};
-use shelfsync_common::event::PayloadError;
-use shelfsync_common::inventory::{validate_adjustment, validate_reason};
-use shelfsync_common::sync::UploadEvent;
-use shelfsync_common::{timestamp, EventPayload, Origin, ProductId, StockQuantity, StoreId};
+use shelfsync_common::domain::event::PayloadError;
+use shelfsync_common::domain::inventory::{validate_adjustment, validate_reason};
+use shelfsync_common::domain::timestamp;
+use shelfsync_common::wire::sync::UploadEvent;
+use shelfsync_common::{EventPayload, Origin, ProductId, StockQuantity, StoreId};
 use time::OffsetDateTime;
 
 /// Why an uploaded event is not recorded: a stable reason code and a detail for people.
@@ -267,7 +268,7 @@ mod tests {
             assert_eq!(reason(check(store(), &case, |_| true)), "invalid_metadata");
         }
         let mut longest = event("StockAdded", json!({"quantity": 1}));
-        longest.metadata.actor = "a".repeat(shelfsync_common::event::MAX_ACTOR_LEN);
+        longest.metadata.actor = "a".repeat(shelfsync_common::domain::event::MAX_ACTOR_LEN);
         assert_eq!(reason(check(store(), &longest, |_| true)), "accepted");
     }
 }

@@ -16,9 +16,9 @@ mod writer;
 mod tests;
 
 use crate::bus::EventBus;
-use shelfsync_common::catalog::{CatalogCommand, CatalogState};
-use shelfsync_common::sync::{UploadEvent, UploadResult};
-use shelfsync_common::wire::{StoreInfo, WriteResult};
+use shelfsync_common::domain::catalog::{CatalogCommand, CatalogState};
+use shelfsync_common::wire::api::{StoreInfo, WriteResult};
+use shelfsync_common::wire::sync::{UploadEvent, UploadResult};
 use shelfsync_common::{
     DomainError, EventEnvelope, EventId, EventMetadata, ExpectedVersion, InventoryCommand, InventoryState, ProductId,
     ReservationId, StoreId, StreamId,

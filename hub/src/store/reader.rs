@@ -3,7 +3,7 @@
 
 use super::StoreError;
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use shelfsync_common::wire::StoreInfo;
+use shelfsync_common::wire::api::StoreInfo;
 use shelfsync_common::{EventEnvelope, EventId, EventPayload, StoreId, StreamId};
 use std::path::PathBuf;
 use std::sync::Mutex;

@@ -11,8 +11,8 @@ use crate::bus::EventBus;
 use crate::store::EventFeed;
 use rusqlite::OptionalExtension;
 use sha2::{Digest, Sha256};
-use shelfsync_common::catalog::CatalogCommand;
-use shelfsync_common::wire::WriteResult;
+use shelfsync_common::domain::catalog::CatalogCommand;
+use shelfsync_common::wire::api::WriteResult;
 use shelfsync_common::{
     DomainError, EventEnvelope, EventId, EventMetadata, EventPayload, ExpectedVersion, InventoryCommand, Origin,
     Product, ProductId, ReservationId, StockQuantity, StoreId, StreamId,
@@ -1089,7 +1089,7 @@ async fn a_reopened_store_keeps_its_heads_and_indexes() {
             target: InventoryTarget::Reservation(released),
             command: InventoryCommand::ReleaseStock {
                 reservation_id: released,
-                reason: shelfsync_common::event::ReleaseReason::Cancelled,
+                reason: shelfsync_common::domain::event::ReleaseReason::Cancelled,
             },
         },
         ExpectedVersion::Exact(3),

@@ -1,5 +1,5 @@
 //! The event log's batch logic, run by the shared group-commit writer
-//! ([`shelfsync_common::group_commit`]): one thread owns the only write connection,
+//! ([`shelfsync_common::sqlite::group_commit`]): one thread owns the only write connection,
 //! drains the queue into batches, commits each batch with one fsync, and answers every
 //! caller after the commit (or fails every caller after a rollback).
 //!
@@ -18,12 +18,12 @@ use super::{
 };
 use crate::bus::EventBus;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use shelfsync_common::catalog::{self, CatalogCommand, CatalogState};
-use shelfsync_common::group_commit::{BatchLogic, Reply, Writer, WriterMetrics, WriterSettings};
-use shelfsync_common::inventory::{self, InventoryCommand, InventoryState};
+use shelfsync_common::domain::catalog::{self, CatalogCommand, CatalogState};
+use shelfsync_common::domain::inventory::{self, InventoryCommand, InventoryState};
+use shelfsync_common::sqlite::group_commit::{BatchLogic, Reply, Writer, WriterMetrics, WriterSettings};
 use shelfsync_common::sqlite::{settle, Deferred};
-use shelfsync_common::sync::{UploadEvent, UploadOutcome, UploadResult};
-use shelfsync_common::wire::{StoreInfo, WriteResult};
+use shelfsync_common::wire::api::{StoreInfo, WriteResult};
+use shelfsync_common::wire::sync::{UploadEvent, UploadOutcome, UploadResult};
 use shelfsync_common::{
     DomainError, EventEnvelope, EventId, EventMetadata, EventPayload, Origin, ProductId, ReservationId, StoreId,
     StreamId,
@@ -418,7 +418,7 @@ impl<'h> Batch<'h> {
             stream,
             stream_version: state.version(),
             position: self.changes.next_position,
-            schema_version: shelfsync_common::event::CURRENT_SCHEMA_VERSION,
+            schema_version: shelfsync_common::domain::event::CURRENT_SCHEMA_VERSION,
             payload,
             metadata,
         };

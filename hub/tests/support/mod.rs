@@ -146,7 +146,7 @@ pub fn demo_product(n: usize) -> String {
 // The sync surface, as an edge agent uses it.
 
 use futures_util::StreamExt;
-use shelfsync_common::sync::{
+use shelfsync_common::wire::sync::{
     CaughtUp, EnrolledStore, FleetResponse, Heartbeat, HeartbeatAck, Progress, PullResponse, SnapshotResponse,
     UploadEvent, UploadRequest, UploadResponse, PROTOCOL_HEADER, PROTOCOL_VERSION, SSE_CAUGHT_UP, SSE_EVENT,
     SSE_PROGRESS,

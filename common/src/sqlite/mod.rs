@@ -7,6 +7,8 @@
 //! user_version` records how many have run, and each runs in its own transaction with the
 //! version bump, so a crash mid-migration leaves the file at the previous version.
 
+pub mod group_commit;
+
 use rusqlite::{Connection, OpenFlags};
 use std::path::Path;
 use std::time::Duration;

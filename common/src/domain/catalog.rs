@@ -1,8 +1,8 @@
 //! The catalog aggregate: one stream per product, written only at the hub.
 
-use crate::error::DomainError;
-use crate::event::EventPayload;
-use crate::product::Product;
+use crate::domain::error::DomainError;
+use crate::domain::event::EventPayload;
+use crate::domain::product::Product;
 use serde::{Deserialize, Serialize};
 
 /// The state of one product's catalog stream.
@@ -65,7 +65,7 @@ pub fn apply(state: &mut CatalogState, event: &EventPayload) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::ProductId;
+    use crate::domain::ids::ProductId;
 
     fn coffee() -> Product {
         Product {

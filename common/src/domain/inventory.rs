@@ -6,10 +6,10 @@
 //! stock was already gone, so `on_hand` and `available` may be negative after `apply`
 //! (the hub then records `OversellDetected`, see [`oversell_after`]).
 
-use crate::error::DomainError;
-use crate::event::{EventPayload, ReleaseReason};
-use crate::ids::{EventId, ReservationId};
-use crate::quantity::StockQuantity;
+use crate::domain::error::DomainError;
+use crate::domain::event::{EventPayload, ReleaseReason};
+use crate::domain::ids::{EventId, ReservationId};
+use crate::domain::quantity::StockQuantity;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use time::OffsetDateTime;

@@ -7,8 +7,8 @@
 //! (an agent's upload) into a typed payload with a precise reason when it cannot, and
 //! [`EventPayload::decode`] reads what was already recorded.
 
-use crate::ids::{EventId, ProductId, ReservationId, StoreId};
-use crate::product::Product;
+use crate::domain::ids::{EventId, ProductId, ReservationId, StoreId};
+use crate::domain::product::Product;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use time::OffsetDateTime;
@@ -183,7 +183,7 @@ impl EventMetadata {
         if self
             .actor
             .chars()
-            .any(|c| c.is_control() || crate::product::is_format_char(c))
+            .any(|c| c.is_control() || crate::domain::product::is_format_char(c))
         {
             return Err("metadata.actor must not contain control or format characters".into());
         }
@@ -305,7 +305,7 @@ pub enum PayloadError {
         event_type: String,
         /// Which value.
         #[source]
-        source: crate::timestamp::TimeOutOfRange,
+        source: crate::domain::timestamp::TimeOutOfRange,
     },
 }
 
@@ -354,7 +354,7 @@ impl EventPayload {
 
     /// Builds a typed payload from untrusted `type`, `schema_version` and `data` (an
     /// upload): [`EventPayload::decode`], then every time checked and put in UTC
-    /// ([`crate::timestamp`]), so that nothing a reader of the log cannot handle is
+    /// ([`crate::domain::timestamp`]), so that nothing a reader of the log cannot handle is
     /// recorded.
     pub fn from_parts(event_type: &str, schema_version: u16, data: serde_json::Value) -> Result<Self, PayloadError> {
         Self::decode(event_type, schema_version, data)?
@@ -386,8 +386,8 @@ impl EventPayload {
     }
 
     /// The same payload with every time in UTC, or why a time cannot be recorded
-    /// (see [`crate::timestamp`]).
-    pub fn in_utc(self) -> Result<Self, crate::timestamp::TimeOutOfRange> {
+    /// (see [`crate::domain::timestamp`]).
+    pub fn in_utc(self) -> Result<Self, crate::domain::timestamp::TimeOutOfRange> {
         Ok(match self {
             EventPayload::StockReserved {
                 reservation_id,
@@ -396,7 +396,7 @@ impl EventPayload {
             } => EventPayload::StockReserved {
                 reservation_id,
                 quantity,
-                expires_at: crate::timestamp::to_utc("expires_at", expires_at)?,
+                expires_at: crate::domain::timestamp::to_utc("expires_at", expires_at)?,
             },
             other @ (EventPayload::ProductRegistered(_)
             | EventPayload::ProductUpdated(_)

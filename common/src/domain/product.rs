@@ -7,8 +7,8 @@
 //! (zero-width spaces, bidi overrides, the byte order mark, ...). [`Product::normalized`]
 //! makes input canonical; [`Product::validate`] refuses anything that is not.
 
-use crate::error::DomainError;
-use crate::ids::ProductId;
+use crate::domain::error::DomainError;
+use crate::domain::ids::ProductId;
 use serde::{Deserialize, Serialize};
 use unicode_normalization::{is_nfc, is_nfkc, UnicodeNormalization};
 

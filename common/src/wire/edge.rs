@@ -2,8 +2,8 @@
 //! whether they include events the hub has not confirmed yet, the answer to a local write,
 //! the agent's status page, and outbox entries for operators.
 
-use crate::event::{EventPayload, StreamId};
-use crate::ids::{EventId, ProductId, StoreId};
+use crate::domain::event::{EventPayload, StreamId};
+use crate::domain::ids::{EventId, ProductId, StoreId};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 

@@ -1,7 +1,7 @@
 //! `DomainError`: every reason the domain refuses a command. Each variant maps to one
 //! stable problem `code` on the HTTP surface (see [`DomainError::code`]).
 
-use crate::ids::{ProductId, ReservationId};
+use crate::domain::ids::{ProductId, ReservationId};
 
 /// A command the rules do not allow.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

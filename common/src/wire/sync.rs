@@ -2,10 +2,10 @@
 //! push (Server-Sent Events), snapshot, heartbeat and fleet status. Both sides build and
 //! parse exactly these structs; `docs/sync-protocol.md` explains the rules around them.
 
-use crate::event::Origin;
-use crate::event::{EventEnvelope, EventMetadata, StreamId};
-use crate::ids::{EventId, ProductId, ReservationId, StoreId};
-use crate::wire::{ProductView, StockLevel, StoreInfo};
+use crate::domain::event::Origin;
+use crate::domain::event::{EventEnvelope, EventMetadata, StreamId};
+use crate::domain::ids::{EventId, ProductId, ReservationId, StoreId};
+use crate::wire::api::{ProductView, StockLevel, StoreInfo};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -121,7 +121,7 @@ impl utoipa::PartialSchema for UploadEvent {
                 "schema_version",
                 ObjectBuilder::new()
                     .schema_type(Type::Integer)
-                    .enum_values(Some([crate::event::CURRENT_SCHEMA_VERSION]))
+                    .enum_values(Some([crate::domain::event::CURRENT_SCHEMA_VERSION]))
                     .description(Some("schema version of `data` (this hub reads version 1)")),
             )
             .required("schema_version")
@@ -139,8 +139,8 @@ impl utoipa::PartialSchema for UploadEvent {
 
 impl utoipa::ToSchema for UploadEvent {
     fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
-        use crate::event::EventPayload;
-        use crate::ids::EventId;
+        use crate::domain::event::EventPayload;
+        use crate::domain::ids::EventId;
         use utoipa::PartialSchema;
         for (name, schema) in [
             ("EventId", EventId::schema()),

@@ -2,10 +2,10 @@
 //! the tests so that both sides (de)serialize the same structs. Request bodies refuse
 //! unknown fields: a misspelt field is an error, not a silently ignored value.
 
-use crate::event::{EventEnvelope, ExpectedVersion, ReleaseReason};
-use crate::ids::{EventId, ProductId, ReservationId, StoreId};
-use crate::product::Product;
-use crate::quantity::StockQuantity;
+use crate::domain::event::{EventEnvelope, ExpectedVersion, ReleaseReason};
+use crate::domain::ids::{EventId, ProductId, ReservationId, StoreId};
+use crate::domain::product::Product;
+use crate::domain::quantity::StockQuantity;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -101,7 +101,7 @@ pub struct AdjustStockRequest {
     /// Store.
     pub store_id: StoreId,
     /// Signed change in units: not zero, at most 1,000,000 either way.
-    #[schema(schema_with = crate::inventory::adjustment_schema)]
+    #[schema(schema_with = crate::domain::inventory::adjustment_schema)]
     pub delta: i64,
     /// Why (stock take, damage, ...): 1..=200 characters, not blank, no control characters.
     #[schema(
@@ -152,7 +152,7 @@ impl ReserveStockRequest {
                 "ttl_seconds must be 1..={MAX_RESERVATION_TTL_SECONDS}, got {ttl}"
             ));
         }
-        crate::timestamp::after("expires_at", now, i64::from(ttl)).map_err(|e| e.to_string())
+        crate::domain::timestamp::after("expires_at", now, i64::from(ttl)).map_err(|e| e.to_string())
     }
 }
 
