@@ -167,9 +167,10 @@ impl Default for JobsConfig {
 #[error("configuration: {0}")]
 pub struct ConfigError(String);
 
-/// The settings the agent cannot run without, checked.
+/// Who this store is and how it reaches the hub: the store id, the hub URL and the
+/// store token (a secret), checked. The agent cannot run without them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HubLink {
+pub struct HubCredentials {
     /// This store.
     pub store_id: StoreId,
     /// The hub's base URL, without a trailing slash.
@@ -230,8 +231,8 @@ impl EdgeConfig {
         Ok(())
     }
 
-    /// The hub link settings, or an error naming the first missing one.
-    pub fn hub_link(&self) -> Result<HubLink, ConfigError> {
+    /// The hub credentials, or an error naming the first missing setting.
+    pub fn hub_credentials(&self) -> Result<HubCredentials, ConfigError> {
         let missing = |name: &str, env: &str| {
             ConfigError(format!(
                 "{name} is not set (in the config file, or as {env}); see `shelfsync-edge print-config`"
@@ -249,7 +250,7 @@ impl EdgeConfig {
             .hub_token
             .clone()
             .ok_or_else(|| missing("hub_token", "SHELFSYNC_EDGE_HUB_TOKEN"))?;
-        Ok(HubLink {
+        Ok(HubCredentials {
             store_id,
             hub_url: hub_url.trim_end_matches('/').to_owned(),
             hub_token,
@@ -282,7 +283,7 @@ mod tests {
 
     #[test]
     fn missing_and_bad_settings_are_named() {
-        let err = EdgeConfig::default().hub_link().unwrap_err().to_string();
+        let err = EdgeConfig::default().hub_credentials().unwrap_err().to_string();
         assert!(
             err.contains("store_id") && err.contains("SHELFSYNC_EDGE_STORE_ID"),
             "{err}"
@@ -292,7 +293,7 @@ mod tests {
             hub_url: Some("hub:7070".into()),
             ..EdgeConfig::default()
         };
-        assert!(config.hub_link().unwrap_err().to_string().contains("hub_url"));
+        assert!(config.hub_credentials().unwrap_err().to_string().contains("hub_url"));
         assert!(parse("upload_batch = 3")
             .unwrap_err()
             .to_string()

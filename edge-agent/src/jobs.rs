@@ -13,13 +13,13 @@ use time::OffsetDateTime;
 use tokio_cron_scheduler::{JobScheduler, JobSchedulerError};
 
 /// Starts the scheduler with every job.
-pub async fn start(config: &JobsConfig, store: LocalStore) -> Result<JobScheduler, JobSchedulerError> {
+pub async fn start(config: &JobsConfig, local: LocalStore) -> Result<JobScheduler, JobSchedulerError> {
     let scheduler = JobScheduler::new().await?;
-    let expiring = store.clone();
+    let expiring = local.clone();
     add_job(&scheduler, &config.reservation_expiry, move || {
-        let store = expiring.clone();
+        let local = expiring.clone();
         async move {
-            match expire_reservations(&store, OffsetDateTime::now_utc()).await {
+            match expire_reservations(&local, OffsetDateTime::now_utc()).await {
                 Ok(0) => {}
                 Ok(released) => tracing::info!(released, "expired reservations released"),
                 Err(error) => tracing::warn!(%error, "reservation expiry failed; will retry on the next run"),
@@ -28,9 +28,9 @@ pub async fn start(config: &JobsConfig, store: LocalStore) -> Result<JobSchedule
     })
     .await?;
     add_job(&scheduler, &config.wal_checkpoint, move || {
-        let store = store.clone();
+        let local = local.clone();
         async move {
-            if let Err(error) = store.checkpoint().await {
+            if let Err(error) = local.checkpoint().await {
                 tracing::warn!(%error, "WAL checkpoint failed");
             }
         }
@@ -41,8 +41,8 @@ pub async fn start(config: &JobsConfig, store: LocalStore) -> Result<JobSchedule
 }
 
 /// Releases every reservation made here that is due at `now`; returns how many.
-pub async fn expire_reservations(store: &LocalStore, now: OffsetDateTime) -> Result<usize, LocalError> {
-    let (store_id, due) = store.read(|view| (view.store_id, view.own_expired(now)));
+pub async fn expire_reservations(local: &LocalStore, now: OffsetDateTime) -> Result<usize, LocalError> {
+    let (store_id, due) = local.read(|view| (view.store_id, view.own_expired(now)));
     let mut released = 0;
     for (product, reservation_id) in due {
         let command = LocalCommand {
@@ -64,7 +64,7 @@ pub async fn expire_reservations(store: &LocalStore, now: OffsetDateTime) -> Res
                 recorded_at: None,
             },
         };
-        match store.execute(command).await {
+        match local.execute(command).await {
             Ok(_) => released += 1,
             // Committed or released since the view was read.
             Err(LocalError::Domain(shelfsync_common::DomainError::ReservationNotFound(_))) => {}

@@ -70,7 +70,7 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let link = config.hub_link()?;
+    let link = config.hub_credentials()?;
     let data_dir = config.data_dir.clone();
     shelfsync_common::sqlite::create_private_dir(&data_dir).map_err(|source| StartError::DataDir {
         path: data_dir.clone(),
@@ -82,15 +82,15 @@ pub async fn run(
         return Err(StartError::SameKeys);
     }
     shelfsync_common::server::telemetry::metrics_handle();
-    let store = LocalStore::open(&data_dir.join(STORE_FILE), link.store_id).map_err(StartError::Store)?;
+    let local = LocalStore::open(&data_dir.join(STORE_FILE), link.store_id).map_err(StartError::Store)?;
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let config = Arc::new(config);
-    let worker = sync::spawn(store.clone(), link.clone(), config.clone(), stopping.clone());
-    let scheduler = jobs::start(&config.jobs, store.clone())
+    let worker = sync::spawn(local.clone(), link.clone(), config.clone(), stopping.clone());
+    let scheduler = jobs::start(&config.jobs, local.clone())
         .await
         .map_err(|e| StartError::Jobs(e.to_string()))?;
     let state = api::AppState {
-        store: store.clone(),
+        local: local.clone(),
         link: worker.status(),
         config: config.clone(),
         terminal_digest: shelfsync_common::server::secret::digest(&terminal_key),
@@ -108,7 +108,7 @@ pub async fn run(
     tracing::info!("shutting down: HTTP closed, stopping the sync worker and jobs");
     worker.join().await;
     jobs::stop(scheduler).await;
-    store.close().await;
+    local.close().await;
     tracing::info!("edge agent stopped");
     served.map_err(StartError::Serve)
 }

@@ -155,7 +155,7 @@ fn command(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn run(config: EdgeConfig) -> anyhow::Result<()> {
-    config.hub_link().context("checking configuration")?;
+    config.hub_credentials().context("checking configuration")?;
     shelfsync_common::server::telemetry::init_logging(&config.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

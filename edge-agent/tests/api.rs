@@ -872,14 +872,14 @@ async fn recorded_events_carry_the_stores_origin_the_till_and_the_correlation() 
     assert_eq!(status, 201, "{written}");
     let store_id = agent.store_id;
     let reopened = agent.stop_and_reopen().await;
-    let upload = reopened.store.pending_batch(10).await.expect("pending batch");
+    let upload = reopened.local.pending_batch(10).await.expect("pending batch");
     assert_eq!(upload.len(), 1, "{upload:?}");
     assert_eq!(upload[0].event_id.to_string(), written["event_id"].as_str().unwrap());
     let metadata = &upload[0].metadata;
     assert_eq!(metadata.actor, "terminal:till-7");
     assert_eq!(metadata.correlation_id, correlation);
     assert_eq!(metadata.origin, shelfsync_common::Origin::Store(store_id));
-    reopened.store.close().await;
+    reopened.local.close().await;
 }
 
 /// One key for tills and manager would make every till the manager: the agent refuses to

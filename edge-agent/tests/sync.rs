@@ -36,7 +36,7 @@ async fn bootstrap_then_a_local_sale_reaches_the_hub_and_comes_back_confirmed() 
         assert!(at_hub.on_hand > 0);
         assert_eq!(agent.on_hand(product), at_hub.on_hand, "{product}");
     }
-    assert_eq!(agent.store.read(|view| view.catalog.len()), demo_products().len());
+    assert_eq!(agent.local.read(|view| view.catalog.len()), demo_products().len());
     until_live(&agent, &hub).await;
 
     let product = demo_product(1);
@@ -54,7 +54,7 @@ async fn bootstrap_then_a_local_sale_reaches_the_hub_and_comes_back_confirmed() 
         agent.outbox_depth() == 0 && agent.sync().0 == hub.head().await,
         (agent.outbox_depth(), agent.sync())
     );
-    let local = agent.store.read(|view| view.stock(product)).expect("a stock row");
+    let local = agent.local.read(|view| view.stock(product)).expect("a stock row");
     let at_hub = hub.stock(product, store).await;
     assert_eq!(
         (local.on_hand, local.reserved),
@@ -64,11 +64,11 @@ async fn bootstrap_then_a_local_sale_reaches_the_hub_and_comes_back_confirmed() 
     assert_eq!(local.on_hand, before - 2);
     assert_eq!((local.pending_events, local.includes_pending), (0, false));
     assert_eq!(local.confirmed_version, at_hub.version);
-    let confirmed = agent.store.outbox(vec![OutboxStatus::Confirmed], 10).await.unwrap();
+    let confirmed = agent.local.outbox(vec![OutboxStatus::Confirmed], 10).await.unwrap();
     assert_eq!(confirmed.len(), 2, "{confirmed:?}");
     assert!(confirmed.iter().all(|e| e.hub_position.is_some()));
     assert!(agent
-        .store
+        .local
         .outbox(vec![OutboxStatus::Pending, OutboxStatus::Acked], 10)
         .await
         .unwrap()
@@ -81,7 +81,7 @@ async fn bootstrap_then_a_local_sale_reaches_the_hub_and_comes_back_confirmed() 
     );
     let (cursor, head, _, _) = agent.sync();
     assert_eq!(cursor, head);
-    assert!(agent.store.read(|view| view.sync.last_sync_at.is_some()));
+    assert!(agent.local.read(|view| view.sync.last_sync_at.is_some()));
 
     // The hub's fleet view hears the heartbeats.
     let head = hub.head().await;
@@ -117,7 +117,7 @@ async fn a_write_at_the_hub_reaches_the_agent_by_push() {
         agent.on_hand(product) == before + 7 && agent.sync().0 >= position,
         (agent.on_hand(product), agent.sync(), agent.link())
     );
-    let local = agent.store.read(|view| view.stock(product)).unwrap();
+    let local = agent.local.read(|view| view.stock(product)).unwrap();
     assert_eq!(local.pending_events, 0, "it is part of the confirmed state");
     assert!(agent.link().push_connected);
     // Another store's write moves the cursor (progress) but not this store's stock.
@@ -375,7 +375,7 @@ async fn a_rejected_event_is_quarantined_and_the_events_after_it_still_flow() {
         agent.sync().3 == 2 && agent.outbox_depth() == 0,
         (agent.sync(), agent.outbox_depth())
     );
-    let quarantined = agent.store.outbox(vec![OutboxStatus::Quarantined], 10).await.unwrap();
+    let quarantined = agent.local.outbox(vec![OutboxStatus::Quarantined], 10).await.unwrap();
     let mut ids: Vec<_> = quarantined.iter().map(|e| e.event_id).collect();
     ids.sort();
     assert_eq!(ids, rejected.to_vec());

@@ -8,7 +8,7 @@
 
 use crate::config::JobsConfig;
 use crate::read_model::ReadModelQueries;
-use crate::store::{AppendError, Command, CommandRequest, EventStore, InventoryTarget};
+use crate::store::{Command, CommandRequest, EventStore, InventoryTarget, WriteError};
 use shelfsync_common::domain::event::ReleaseReason;
 use shelfsync_common::server::schedule::add_job;
 pub use shelfsync_common::server::schedule::stop;
@@ -20,15 +20,15 @@ use tokio_cron_scheduler::{JobScheduler, JobSchedulerError};
 /// Starts the scheduler with every job.
 pub async fn start(
     config: &JobsConfig,
-    store: EventStore,
+    log: EventStore,
     read_model: Arc<dyn ReadModelQueries>,
 ) -> Result<JobScheduler, JobSchedulerError> {
     let scheduler = JobScheduler::new().await?;
-    let expiring = store.clone();
+    let expiring = log.clone();
     add_job(&scheduler, &config.reservation_expiry, move || {
-        let (store, read_model) = (expiring.clone(), read_model.clone());
+        let (log, read_model) = (expiring.clone(), read_model.clone());
         async move {
-            match expire_reservations(&store, read_model.as_ref(), OffsetDateTime::now_utc()).await {
+            match expire_reservations(&log, read_model.as_ref(), OffsetDateTime::now_utc()).await {
                 Ok(0) => {}
                 Ok(released) => tracing::info!(released, "expired reservations released"),
                 Err(error) => tracing::warn!(%error, "reservation expiry failed; will retry on the next run"),
@@ -37,9 +37,9 @@ pub async fn start(
     })
     .await?;
     add_job(&scheduler, &config.wal_checkpoint, move || {
-        let store = store.clone();
+        let log = log.clone();
         async move {
-            if let Err(error) = store.checkpoint().await {
+            if let Err(error) = log.checkpoint().await {
                 tracing::warn!(%error, "WAL checkpoint failed");
             }
         }
@@ -51,23 +51,23 @@ pub async fn start(
 
 /// Releases every hub-made reservation due at `now`; returns how many were released.
 pub async fn expire_reservations(
-    store: &EventStore,
+    log: &EventStore,
     read_model: &dyn ReadModelQueries,
     now: OffsetDateTime,
-) -> Result<usize, AppendError> {
+) -> Result<usize, WriteError> {
     let due = read_model
         .expired_reservations(Origin::Hub, now)
         .await
-        .map_err(|e| AppendError::Storage(e.to_string()))?;
+        .map_err(|e| WriteError::Storage(e.to_string()))?;
     let mut released = 0;
     for reservation_id in due {
-        match store.execute(expiry_command(reservation_id, now)).await {
+        match log.execute(expiry_command(reservation_id, now)).await {
             Ok(result) if !result.duplicate => released += 1,
             Ok(_) => {}
             // Already committed or released since the read model saw it (the read model
             // lags the writer by a moment). A hold that stays here run after run would be
             // one the writer lost track of: say so rather than skip it silently.
-            Err(AppendError::UnknownReservation(_) | AppendError::Domain(DomainError::ReservationNotFound(_))) => {
+            Err(WriteError::UnknownReservation(_) | WriteError::Domain(DomainError::ReservationNotFound(_))) => {
                 metrics::counter!("shelfsync_hub_expiry_unknown_reservations_total").increment(1);
                 tracing::debug!(%reservation_id, "due reservation is no longer open at the writer");
             }

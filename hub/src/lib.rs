@@ -57,7 +57,7 @@ pub enum StartError {
     },
     /// Opening the event store.
     #[error("opening the event store: {0}")]
-    Store(#[from] store::StoreError),
+    Store(#[from] store::ReadError),
     /// Starting the projection.
     #[error("starting the read model projection: {0}")]
     Projection(String),
@@ -88,26 +88,26 @@ pub async fn run(
     let (admin_secret, token_file) = admin_token(&config)?;
     // Install the metrics recorder before anything records.
     shelfsync_common::server::telemetry::metrics_handle();
-    let store = EventStore::open(&data_dir.join(EVENTS_FILE), EventBus::new())?;
-    if options.seed_demo_data && seed::seed_if_empty(&store, &data_dir).await? {
+    let log = EventStore::open(&data_dir.join(EVENTS_FILE), EventBus::new())?;
+    if options.seed_demo_data && seed::seed_if_empty(&log, &data_dir).await? {
         tracing::info!("demo data written");
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let projector = read_model::spawn(store.clone(), &data_dir.join(READ_MODEL_FILE), stopped.clone())
+    let projector = read_model::spawn(log.clone(), &data_dir.join(READ_MODEL_FILE), stopped.clone())
         .map_err(|e| StartError::Projection(e.to_string()))?;
     let queries = Arc::new(read_model::QueryService::new(
         projector.queries(),
         projector.projected(),
-        store.bus().watch_head(),
+        log.bus().watch_head(),
         projector.touched(),
         read_model::QueryConfig::from(&config.query),
     ));
-    let scheduler = jobs::start(&config.jobs, store.clone(), projector.queries())
+    let scheduler = jobs::start(&config.jobs, log.clone(), projector.queries())
         .await
         .map_err(|e| StartError::Jobs(e.to_string()))?;
     let (begin_stopping, stopping) = tokio::sync::watch::channel(false);
     let state = api::AppState {
-        store: store.clone(),
+        log: log.clone(),
         queries,
         read_model: projector.queries(),
         admin_digest: shelfsync_common::server::secret::digest(&admin_secret),
@@ -133,7 +133,7 @@ pub async fn run(
     jobs::stop(scheduler).await;
     let _ = stop.send(true);
     projector.join().await;
-    store.close().await;
+    log.close().await;
     tracing::info!("hub stopped");
     served.map_err(StartError::Serve)
 }

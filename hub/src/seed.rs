@@ -3,7 +3,7 @@
 //! data). Ids are fixed, so the README's curl examples work as printed.
 
 use crate::api::stores::store_token;
-use crate::store::{AppendError, Command, CommandRequest, EventStore, InventoryTarget};
+use crate::store::{Command, CommandRequest, EventStore, InventoryTarget, WriteError};
 use shelfsync_common::domain::catalog::CatalogCommand;
 use shelfsync_common::server::secret::write_private;
 use shelfsync_common::{EventId, EventMetadata, InventoryCommand, Origin, Product, ProductId, StockQuantity, StoreId};
@@ -66,7 +66,7 @@ pub fn store_token_path(data_dir: &Path, store: StoreId) -> PathBuf {
 ///
 /// A first start killed while seeding leaves a prefix of the seed in the log: the next
 /// start finishes it (the seed's event ids are fixed), instead of serving a partial demo.
-pub async fn seed_if_empty(store: &EventStore, data_dir: &Path) -> Result<bool, SeedError> {
+pub async fn seed_if_empty(log: &EventStore, data_dir: &Path) -> Result<bool, SeedError> {
     let mut counter = 0u32;
     let mut run = |command: Command| {
         counter += 1;
@@ -100,7 +100,7 @@ pub async fn seed_if_empty(store: &EventStore, data_dir: &Path) -> Result<bool, 
             }));
         }
     }
-    let written = store.read_after(0, requests.len()).await?;
+    let written = log.read_after(0, requests.len()).await?;
     let seed_prefix = written.iter().zip(&requests).all(|(e, r)| e.event_id == r.event_id);
     if !seed_prefix || written.len() == requests.len() {
         return Ok(false);
@@ -109,21 +109,21 @@ pub async fn seed_if_empty(store: &EventStore, data_dir: &Path) -> Result<bool, 
     for demo in stores() {
         let path = store_token_path(data_dir, demo.id);
         let (secret, token) = store_token(demo.id);
-        match store.enroll_store(demo.id, demo.name.into(), token, false).await {
+        match log.enroll_store(demo.id, demo.name.into(), token, false).await {
             Ok(_) => write_private(&path, &secret)?,
             // Enrolled by an earlier start that was stopped while seeding.
-            Err(AppendError::StoreExists(_)) if path.exists() => {}
-            Err(AppendError::StoreExists(_)) => {
+            Err(WriteError::StoreExists(_)) if path.exists() => {}
+            Err(WriteError::StoreExists(_)) => {
                 // ...and stopped before the token file was written: issue a new token.
                 let (secret, token) = store_token(demo.id);
-                store.rotate_store_token(demo.id, token).await?;
+                log.rotate_store_token(demo.id, token).await?;
                 write_private(&path, &secret)?;
             }
             Err(error) => return Err(error.into()),
         }
     }
     for request in requests.into_iter().skip(written.len()) {
-        store.execute(request).await?;
+        log.execute(request).await?;
     }
     Ok(true)
 }
@@ -133,11 +133,11 @@ pub async fn seed_if_empty(store: &EventStore, data_dir: &Path) -> Result<bool, 
 pub enum SeedError {
     /// The store refused.
     #[error(transparent)]
-    Append(#[from] AppendError),
+    Append(#[from] WriteError),
     /// A token file could not be written.
     #[error("writing a demo store token: {0}")]
     Io(#[from] std::io::Error),
     /// The log could not be read.
     #[error("reading the event log: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::store::ReadError),
 }

@@ -45,7 +45,7 @@ pub fn router() -> Router<AppState> {
 
 /// Refuses a body that names another store.
 fn this_store(state: &AppState, given: StoreId) -> Result<StoreId, ApiError> {
-    let this = state.store.read(|view| view.store_id);
+    let this = state.local.read(|view| view.store_id);
     if given == this {
         Ok(this)
     } else {
@@ -56,9 +56,9 @@ fn this_store(state: &AppState, given: StoreId) -> Result<StoreId, ApiError> {
 /// Records the command; an unknown product on an agent without its catalog is "not synced
 /// yet" rather than "no such product".
 async fn execute(state: &AppState, command: crate::store::LocalCommand) -> Result<LocalWriteResult, ApiError> {
-    match state.store.execute(command).await {
+    match state.local.execute(command).await {
         Ok(result) => Ok(result),
-        Err(LocalError::UnknownProduct(_)) if !state.store.read(|view| view.sync.bootstrapped) => {
+        Err(LocalError::UnknownProduct(_)) if !state.local.read(|view| view.sync.bootstrapped) => {
             Err(ApiError::NotBootstrapped)
         }
         Err(error) => Err(error.into()),
@@ -172,7 +172,7 @@ pub async fn release(
     ApiPath(id): ApiPath<ReservationId>,
     OptionalApiJson(mut body): OptionalApiJson<ReleaseReservationRequest>,
 ) -> Result<Response, ApiError> {
-    let store_id = state.store.read(|view| view.store_id);
+    let store_id = state.local.read(|view| view.store_id);
     let event_id = body.event_id.take();
     let command = InventoryCommand::ReleaseStock {
         reservation_id: id,
@@ -204,7 +204,7 @@ pub async fn commit(
     ApiPath(id): ApiPath<ReservationId>,
     OptionalApiJson(mut body): OptionalApiJson<CommitReservationRequest>,
 ) -> Result<Response, ApiError> {
-    let store_id = state.store.read(|view| view.store_id);
+    let store_id = state.local.read(|view| view.store_id);
     let event_id = body.event_id.take();
     let command = InventoryCommand::CommitReservation { reservation_id: id };
     let target = Target::Reservation(id);
@@ -259,7 +259,7 @@ pub async fn stock_level(
     ApiPath(id): ApiPath<ProductId>,
 ) -> Result<Json<LocalStockLevel>, ApiError> {
     state
-        .store
+        .local
         .read(|view| local_level(view, id).ok_or_else(|| unknown_product(view, id)))
         .map(Json)
 }
@@ -297,7 +297,7 @@ pub async fn availability(
     let requested = query.quantity.map_or(1, StockQuantity::get);
     let product = query.product_id;
     let level = state
-        .store
+        .local
         .read(|view| local_level(view, product).ok_or_else(|| unknown_product(view, product)))?;
     Ok(Json(LocalAvailability {
         product_id: product,

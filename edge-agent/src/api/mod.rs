@@ -33,7 +33,7 @@ use tokio::sync::watch;
 #[derive(Clone)]
 pub struct AppState {
     /// The local store.
-    pub store: LocalStore,
+    pub local: LocalStore,
     /// The hub link's state.
     pub link: Arc<LinkStatus>,
     /// Settings.

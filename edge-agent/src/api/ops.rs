@@ -156,7 +156,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Ap
     if *state.stopping.borrow() {
         return Err(ApiError::ShuttingDown);
     }
-    Ok(Json(state.store.read(|view| Readiness {
+    Ok(Json(state.local.read(|view| Readiness {
         status: "ready",
         store_id: view.store_id,
         bootstrapped: view.sync.bootstrapped,
@@ -169,5 +169,5 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Ap
 #[utoipa::path(get, path = "/openapi.json", tag = "ops",
     responses((status = 200, description = "this OpenAPI 3.1 document", content_type = "application/json")), security(()))]
 pub async fn openapi(State(state): State<AppState>) -> Json<utoipa::openapi::OpenApi> {
-    Json(document(state.store.read(|view| view.store_id)))
+    Json(document(state.local.read(|view| view.store_id)))
 }

@@ -102,7 +102,7 @@ pub async fn list_outbox(
 ) -> Result<Json<Vec<OutboxEntry>>, ApiError> {
     let statuses = parse_statuses(query.status.as_deref())?;
     let limit = limit(query.limit)?;
-    Ok(Json(state.store.outbox(statuses, limit).await?))
+    Ok(Json(state.local.outbox(statuses, limit).await?))
 }
 
 /// Events the hub rejected, newest first, with its reason.
@@ -115,7 +115,7 @@ pub async fn list_quarantine(
     ApiQuery(query): ApiQuery<LimitQuery>,
 ) -> Result<Json<Vec<OutboxEntry>>, ApiError> {
     let limit = limit(query.limit)?;
-    Ok(Json(state.store.outbox(vec![OutboxStatus::Quarantined], limit).await?))
+    Ok(Json(state.local.outbox(vec![OutboxStatus::Quarantined], limit).await?))
 }
 
 /// Put a quarantined event back in the outbox (and in the local figures) to be uploaded again.
@@ -129,7 +129,7 @@ pub async fn retry(
     _manager: Manager,
     ApiPath(event_id): ApiPath<EventId>,
 ) -> Result<Json<QuarantineOutcome>, ApiError> {
-    state.store.quarantine(event_id, QuarantineAction::Retry).await?;
+    state.local.quarantine(event_id, QuarantineAction::Retry).await?;
     tracing::info!(%event_id, "quarantined event retried by the manager");
     Ok(Json(QuarantineOutcome {
         event_id,
@@ -148,7 +148,7 @@ pub async fn discard(
     _manager: Manager,
     ApiPath(event_id): ApiPath<EventId>,
 ) -> Result<Json<QuarantineOutcome>, ApiError> {
-    state.store.quarantine(event_id, QuarantineAction::Discard).await?;
+    state.local.quarantine(event_id, QuarantineAction::Discard).await?;
     tracing::warn!(%event_id, "quarantined event discarded by the manager");
     Ok(Json(QuarantineOutcome {
         event_id,

@@ -39,7 +39,7 @@ pub async fn get_product(
     ApiPath(id): ApiPath<ProductId>,
 ) -> Result<Json<ProductView>, ApiError> {
     state
-        .store
+        .local
         .read(|view| {
             view.catalog
                 .get(&id)
@@ -68,7 +68,7 @@ pub async fn find_by_sku(
     ApiQuery(query): ApiQuery<SkuQuery>,
 ) -> Result<Json<ProductView>, ApiError> {
     state
-        .store
+        .local
         .read(|view| {
             view.product_by_sku(&normalize_sku(&query.sku))
                 .cloned()

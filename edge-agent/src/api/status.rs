@@ -29,7 +29,7 @@ pub async fn status(State(state): State<AppState>, headers: HeaderMap) -> Json<A
         None
     };
     let now = OffsetDateTime::now_utc();
-    Json(state.store.read(|view| {
+    Json(state.local.read(|view| {
         let (outbox_depth, oldest) = view.outbox();
         AgentStatus {
             store_id: view.store_id,

@@ -65,7 +65,7 @@ impl FromRequestParts<AppState> for WriteContext {
             idempotency_key: headers.idempotency_key,
             correlation_id: headers.correlation_id.unwrap_or_else(Uuid::now_v7),
             if_match: headers.if_match.is_some(),
-            id_key: state.store.id_key().clone(),
+            id_key: state.local.id_key().clone(),
         })
     }
 }

@@ -54,7 +54,7 @@ const ALL: [OutboxStatus; 5] = [
 struct Shop {
     _dir: tempfile::TempDir,
     path: PathBuf,
-    store: LocalStore,
+    local: LocalStore,
     id: StoreId,
     apple: ProductId,
     bread: ProductId,
@@ -139,7 +139,7 @@ async fn shop_with(edit: impl FnOnce(&mut SnapshotResponse)) -> Shop {
     Shop {
         _dir: dir,
         path,
-        store,
+        local: store,
         id,
         apple: apple.id,
         bread: bread.id,
@@ -158,8 +158,8 @@ async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
 impl Shop {
     /// Closes the store (after its queued writes) and opens the file again.
     async fn reopen(&mut self) {
-        within(self.store.close()).await;
-        self.store = LocalStore::open(&self.path, self.id).expect("reopen the local store");
+        within(self.local.close()).await;
+        self.local = LocalStore::open(&self.path, self.id).expect("reopen the local store");
     }
 
     fn metadata(&self) -> EventMetadata {
@@ -224,7 +224,7 @@ impl Shop {
     }
 
     async fn run(&self, command: LocalCommand) -> Result<LocalWriteResult, LocalError> {
-        within(self.store.execute(command)).await
+        within(self.local.execute(command)).await
     }
 
     async fn ok(&self, command: LocalCommand) -> LocalWriteResult {
@@ -234,17 +234,17 @@ impl Shop {
     }
 
     async fn apply(&self, events: Vec<EventEnvelope>, cursor: u64, head: u64) -> ApplyReport {
-        within(self.store.apply_hub(events, cursor, head))
+        within(self.local.apply_hub(events, cursor, head))
             .await
             .expect("apply hub events")
     }
 
     async fn ack(&self, results: Vec<UploadResult>) {
-        within(self.store.acknowledge(results)).await.expect("acknowledge")
+        within(self.local.acknowledge(results)).await.expect("acknowledge")
     }
 
     async fn outbox(&self) -> Vec<OutboxEntry> {
-        within(self.store.outbox(ALL.to_vec(), usize::MAX))
+        within(self.local.outbox(ALL.to_vec(), usize::MAX))
             .await
             .expect("read the outbox")
     }
@@ -258,13 +258,13 @@ impl Shop {
     }
 
     fn level(&self, product: ProductId) -> LocalStockLevel {
-        self.store
+        self.local
             .read(|v| v.stock(product))
             .expect("the product has a stream here")
     }
 
     fn confirmed(&self, product: ProductId) -> InventoryState {
-        self.store.read(|v| {
+        self.local.read(|v| {
             v.streams
                 .get(&product)
                 .map(|s| s.confirmed().clone())
@@ -273,7 +273,7 @@ impl Shop {
     }
 
     fn pending(&self, product: ProductId) -> Vec<EventId> {
-        self.store.read(|v| {
+        self.local.read(|v| {
             v.streams
                 .get(&product)
                 .map(|s| s.pending().iter().map(|p| p.event_id).collect())
@@ -282,7 +282,7 @@ impl Shop {
     }
 
     fn state(&self) -> ViewState {
-        self.store.read(|v| ViewState {
+        self.local.read(|v| ViewState {
             streams: v.streams.iter().map(|(k, s)| (*k, s.clone())).collect(),
             catalog: v.catalog.iter().map(|(k, p)| (*k, p.clone())).collect(),
             skus: v.skus.iter().map(|(k, p)| (k.clone(), *p)).collect(),
@@ -435,16 +435,16 @@ async fn answer(answer: Answer) -> Result<LocalWriteResult, LocalError> {
 async fn one_batch(shop: &Shop, commands: Vec<LocalCommand>) -> Vec<Result<LocalWriteResult, LocalError>> {
     let lock = WriteLock::hold(&shop.path);
     let stall = ReservationId::new_v7();
-    let stalled = enqueue(&shop.store, shop.commit(stall)).await;
+    let stalled = enqueue(&shop.local, shop.commit(stall)).await;
     let checkpointed = shop
-        .store
+        .local
         .writer()
         .queue_checkpoint()
         .await
         .expect("the writer is running");
     let mut answers = Vec::with_capacity(commands.len());
     for command in commands {
-        answers.push(enqueue(&shop.store, command).await);
+        answers.push(enqueue(&shop.local, command).await);
     }
     lock.release();
     assert_eq!(answer(stalled).await, Err(LocalError::UnknownReservation(stall)));
@@ -478,20 +478,20 @@ async fn bootstrap_loads_the_snapshot_into_the_confirmed_state_and_the_catalog()
         (5, 2, 3, 2)
     );
     assert_eq!(s.confirmed(s.bread).reservations[&s.web_hold].quantity, 2);
-    assert_eq!(s.store.read(|v| v.stock(s.cheese)), None, "cheese has no stream yet");
+    assert_eq!(s.local.read(|v| v.stock(s.cheese)), None, "cheese has no stream yet");
     assert_eq!(
-        s.store.read(|v| v.product_by_sku("CHS-1").map(|p| p.product.id)),
+        s.local.read(|v| v.product_by_sku("CHS-1").map(|p| p.product.id)),
         Some(s.cheese)
     );
-    assert_eq!(s.store.read(|v| v.catalog.len()), 3);
-    let sync = s.store.read(|v| v.sync.clone());
+    assert_eq!(s.local.read(|v| v.catalog.len()), 3);
+    let sync = s.local.read(|v| v.sync.clone());
     assert_eq!(
         (sync.cursor, sync.hub_head, sync.bootstrapped),
         (SNAPSHOT_AT, SNAPSHOT_AT, true)
     );
     assert!(sync.last_sync_at.is_some());
     assert!(
-        s.store.read(|v| v.own_reservations.is_empty()),
+        s.local.read(|v| v.own_reservations.is_empty()),
         "the web hold is the hub's to expire"
     );
 
@@ -519,16 +519,16 @@ async fn holds_this_store_made_are_its_own_after_a_bootstrap_and_the_hubs_are_no
     })
     .await;
     assert_eq!(s.level(s.apple).available, 6);
-    assert_eq!(s.store.read(|v| v.own_reservations.clone()), HashSet::from([mine]));
+    assert_eq!(s.local.read(|v| v.own_reservations.clone()), HashSet::from([mine]));
     let later = s.started + time::Duration::hours(2);
-    assert_eq!(s.store.read(|v| v.own_expired(later)), vec![(s.apple, mine)]);
+    assert_eq!(s.local.read(|v| v.own_expired(later)), vec![(s.apple, mine)]);
     s.reopen().await;
     assert_eq!(
-        s.store.read(|v| v.own_reservations.clone()),
+        s.local.read(|v| v.own_reservations.clone()),
         HashSet::from([mine]),
         "on disk too"
     );
-    assert_eq!(crate::jobs::expire_reservations(&s.store, later).await, Ok(1));
+    assert_eq!(crate::jobs::expire_reservations(&s.local, later).await, Ok(1));
     assert_eq!(s.level(s.apple).available, 10);
     assert_eq!(s.level(s.bread).reserved, 2, "the web hold is left to the hub");
 }
@@ -545,7 +545,7 @@ async fn a_second_snapshot_replaces_the_confirmed_state_and_the_catalog_and_keep
     )
     .await;
     let eggs = product("EGG-1", 30);
-    let (apple, bread, cheese) = s.store.read(|v| {
+    let (apple, bread, cheese) = s.local.read(|v| {
         let mut bread = v.catalog[&s.bread].clone();
         bread.product.sku = "BRD-2".into();
         bread.version = 2;
@@ -566,7 +566,7 @@ async fn a_second_snapshot_replaces_the_confirmed_state_and_the_catalog_and_keep
             },
         ],
     };
-    within(s.store.bootstrap(snapshot)).await.expect("bootstrap again");
+    within(s.local.bootstrap(snapshot)).await.expect("bootstrap again");
 
     assert_eq!(
         s.confirmed(s.apple),
@@ -579,19 +579,19 @@ async fn a_second_snapshot_replaces_the_confirmed_state_and_the_catalog_and_keep
     assert_eq!(s.pending(s.apple), vec![sale.event_id], "our sale stays on top");
     assert_eq!(s.level(s.apple).on_hand, 18);
     assert_eq!(
-        s.store.read(|v| v.stock(s.bread)),
+        s.local.read(|v| v.stock(s.bread)),
         None,
         "bread has no stock row any more"
     );
     assert_eq!(s.confirmed(s.cheese), InventoryState::default());
     assert_eq!(s.pending(s.cheese), vec![delivery.event_id]);
-    let by_sku = |sku: &str| s.store.read(|v| v.product_by_sku(sku).map(|p| p.product.id));
+    let by_sku = |sku: &str| s.local.read(|v| v.product_by_sku(sku).map(|p| p.product.id));
     assert_eq!(
         (by_sku("BRD-1"), by_sku("BRD-2"), by_sku("EGG-1")),
         (None, Some(s.bread), Some(eggs.id))
     );
     assert_eq!(
-        s.store.read(|v| (v.catalog.len(), v.skus.len(), v.sync.cursor)),
+        s.local.read(|v| (v.catalog.len(), v.skus.len(), v.sync.cursor)),
         (4, 4, 60)
     );
 
@@ -650,13 +650,13 @@ async fn a_refused_command_writes_nothing() {
     );
     assert_eq!((s.state(), s.counts()), before, "nothing in the view, nothing on disk");
     assert!(s.outbox().await.is_empty());
-    assert_eq!(*s.store.recorded().borrow(), 0);
+    assert_eq!(*s.local.recorded().borrow(), 0);
 }
 
 #[tokio::test]
 async fn local_figures_include_pending_events_and_later_commands_are_decided_against_them() {
     let s = shop().await;
-    let mut recorded = s.store.recorded();
+    let mut recorded = s.local.recorded();
     let first = s.ok(s.sell(s.apple, 4)).await;
     assert_eq!(first.seq, 1);
     assert_eq!(first.stream, StreamId::inventory(s.apple, s.id));
@@ -730,7 +730,7 @@ async fn local_figures_include_pending_events_and_later_commands_are_decided_aga
         vec![first.event_id, held.event_id, sold.event_id],
         "in outbox order"
     );
-    assert_eq!(s.store.read(|v| v.outbox().0), 3);
+    assert_eq!(s.local.read(|v| v.outbox().0), 3);
     assert_eq!(
         s.confirmed(s.apple),
         InventoryState {
@@ -769,7 +769,7 @@ async fn an_answered_command_survives_a_restart_and_seqs_keep_growing() {
     assert_eq!(written.iter().map(|w| w.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
     let before = s.state();
     let outbox = s.outbox().await;
-    let batch = within(s.store.pending_batch(100)).await.unwrap();
+    let batch = within(s.local.pending_batch(100)).await.unwrap();
 
     s.reopen().await;
     assert_eq!(
@@ -778,11 +778,11 @@ async fn an_answered_command_survives_a_restart_and_seqs_keep_growing() {
         "confirmed + pending, catalog and sync position are all on disk"
     );
     assert_eq!(s.outbox().await, outbox);
-    assert_eq!(within(s.store.pending_batch(100)).await.unwrap(), batch);
-    assert_eq!(*s.store.recorded().borrow(), 3);
+    assert_eq!(within(s.local.pending_batch(100)).await.unwrap(), batch);
+    assert_eq!(*s.local.recorded().borrow(), 3);
     assert_eq!(s.level(s.apple).on_hand, 8);
     assert_eq!(s.level(s.bread).available, 2);
-    assert!(s.store.read(|v| v.own_reservations.contains(&hold)));
+    assert!(s.local.read(|v| v.own_reservations.contains(&hold)));
 
     written.push(s.ok(s.sell(s.apple, 1)).await);
     assert_eq!(written[3].seq, 4, "the seq goes on after a restart");
@@ -798,9 +798,9 @@ async fn closing_finishes_the_queued_writes_first_then_refuses_new_ones() {
     let mut s = shop().await;
     let mut queued = Vec::new();
     for units in 1..=4 {
-        queued.push(enqueue(&s.store, s.sell(s.apple, units)).await);
+        queued.push(enqueue(&s.local, s.sell(s.apple, units)).await);
     }
-    within(s.store.close()).await;
+    within(s.local.close()).await;
     let mut seqs = Vec::new();
     for answer_of in queued {
         seqs.push(
@@ -813,11 +813,11 @@ async fn closing_finishes_the_queued_writes_first_then_refuses_new_ones() {
     assert_eq!(seqs, vec![1, 2, 3, 4]);
     assert_eq!(s.run(s.sell(s.apple, 1)).await, Err(LocalError::Unavailable));
     assert_eq!(
-        within(s.store.apply_hub(Vec::new(), 99, 99)).await,
+        within(s.local.apply_hub(Vec::new(), 99, 99)).await,
         Err(LocalError::Unavailable)
     );
     let before = s.state();
-    s.store = LocalStore::open(&s.path, s.id).expect("reopen the local store");
+    s.local = LocalStore::open(&s.path, s.id).expect("reopen the local store");
     assert_eq!(s.state(), before);
     assert_eq!(s.outbox().await.len(), 4);
     assert_eq!(s.level(s.apple).on_hand, 0);
@@ -828,8 +828,8 @@ async fn a_batch_that_cannot_commit_answers_every_caller_with_an_error_and_chang
     let s = shop().await;
     let before = (s.state(), s.counts());
     let lock = WriteLock::hold(&s.path);
-    let first = enqueue(&s.store, s.sell(s.apple, 1)).await;
-    let second = enqueue(&s.store, s.deliver(s.bread, 1)).await;
+    let first = enqueue(&s.local, s.sell(s.apple, 1)).await;
+    let second = enqueue(&s.local, s.deliver(s.bread, 1)).await;
     // The writer gives up after its 5 s busy timeout; the lock is still held.
     let (first, second) = (answer(first).await, answer(second).await);
     lock.release();
@@ -840,7 +840,7 @@ async fn a_batch_that_cannot_commit_answers_every_caller_with_an_error_and_chang
         before,
         "no answer Ok, nothing in the view or on disk"
     );
-    assert_eq!(*s.store.recorded().borrow(), 0);
+    assert_eq!(*s.local.recorded().borrow(), 0);
     let retried = s.ok(s.sell(s.apple, 1)).await;
     assert_eq!(retried.seq, 1, "a rolled-back batch uses up no seq");
 }
@@ -881,13 +881,13 @@ async fn a_failure_in_the_middle_of_a_batch_rolls_all_of_it_back() {
         before,
         "the writes before the failure are gone too"
     );
-    assert_eq!(*s.store.recorded().borrow(), 0);
+    assert_eq!(*s.local.recorded().borrow(), 0);
 
     conn.execute_batch("DROP TRIGGER refuse_cheese;")
         .expect("drop the trigger");
     let retried = s.ok(keyed(s.sell(s.apple, 1), "sale-1", 1)).await;
     assert_eq!(retried.seq, 1, "the key was not remembered and no seq was used up");
-    assert!(!s.store.read(|v| v.own_reservations.contains(&hold)));
+    assert!(!s.local.read(|v| v.own_reservations.contains(&hold)));
     s.ok(s.reserve(s.bread, hold, 1, hour)).await;
     assert_eq!(s.ok(s.deliver(s.cheese, 1)).await.seq, 3);
 }
@@ -913,7 +913,7 @@ async fn an_acked_event_that_comes_back_leaves_the_pending_set_and_counts_once()
         (6, 2),
         "acked is still pending until it comes back"
     );
-    let batch = within(s.store.pending_batch(10)).await.unwrap();
+    let batch = within(s.local.pending_batch(10)).await.unwrap();
     assert_eq!(
         batch.iter().map(|e| e.event_id).collect::<Vec<_>>(),
         vec![later.event_id],
@@ -981,7 +981,7 @@ async fn an_acked_event_that_comes_back_leaves_the_pending_set_and_counts_once()
         ),
         (6, 5, 0, false)
     );
-    assert_eq!(s.store.read(|v| v.outbox()), (0, None));
+    assert_eq!(s.local.read(|v| v.outbox()), (0, None));
 
     let before = s.state();
     s.reopen().await;
@@ -1004,7 +1004,7 @@ async fn an_event_that_comes_back_before_its_upload_is_acked_stays_confirmed() {
         .await;
     assert_eq!(report.confirmed_own, 1);
     assert_eq!(s.entry(sale.event_id).await.status, OutboxStatus::Confirmed);
-    let batch = within(s.store.pending_batch(10)).await.unwrap();
+    let batch = within(s.local.pending_batch(10)).await.unwrap();
     assert_eq!(
         batch.iter().map(|e| e.event_id).collect::<Vec<_>>(),
         vec![other.event_id],
@@ -1024,7 +1024,7 @@ async fn an_event_that_comes_back_before_its_upload_is_acked_stays_confirmed() {
     let entry = s.entry(sale.event_id).await;
     assert_eq!((entry.status, entry.reject_reason), (OutboxStatus::Confirmed, None));
     assert_eq!(s.pending(s.apple), vec![other.event_id]);
-    assert_eq!(s.store.read(|v| v.quarantined), 0);
+    assert_eq!(s.local.read(|v| v.quarantined), 0);
     let level = s.level(s.apple);
     assert_eq!(
         (level.on_hand, level.confirmed_version, level.pending_events),
@@ -1071,7 +1071,7 @@ async fn own_events_confirmed_in_one_page_with_hub_events_between_them() {
     assert_eq!(s.pending(s.apple), vec![c.event_id]);
     let level = s.level(s.apple);
     assert_eq!((level.on_hand, level.available, level.pending_events), (26, 26, 1));
-    assert_eq!(s.store.read(|v| (v.sync.cursor, v.sync.hub_head)), (43, 50));
+    assert_eq!(s.local.read(|v| (v.sync.cursor, v.sync.hub_head)), (43, 50));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1133,7 +1133,7 @@ async fn hub_events_change_the_confirmed_state_under_the_pending_events() {
         (9, 7, 3, 0)
     );
     assert!(
-        !s.store.read(|v| v.own_reservations.contains(&web)),
+        !s.local.read(|v| v.own_reservations.contains(&web)),
         "the hub expires its own holds"
     );
 
@@ -1195,11 +1195,11 @@ async fn catalog_events_update_products_and_the_sku_index() {
             cursor: 42
         }
     );
-    let by_sku = |s: &Shop, sku: &str| s.store.read(|v| v.product_by_sku(sku).map(|p| p.product.id));
+    let by_sku = |s: &Shop, sku: &str| s.local.read(|v| v.product_by_sku(sku).map(|p| p.product.id));
     assert_eq!(by_sku(&s, "APL-2"), Some(apple));
     assert_eq!(by_sku(&s, "APL-1"), None, "the old SKU is gone");
     assert_eq!(by_sku(&s, "DAT-1"), Some(dates.id));
-    let view = s.store.read(|v| v.catalog[&apple].clone());
+    let view = s.local.read(|v| v.catalog[&apple].clone());
     assert_eq!(
         (view.version, view.product.name.as_str(), view.product.price_minor),
         (2, "Renamed APL-2", 99)
@@ -1229,7 +1229,7 @@ async fn catalog_events_update_products_and_the_sku_index() {
     assert_eq!(by_sku(&s, "TMP-1"), None);
     let skus = s.state().skus;
     assert_eq!(skus.len(), 4, "one SKU per product: {skus:?}");
-    assert_eq!(s.store.read(|v| v.catalog[&apple].version), 4);
+    assert_eq!(s.local.read(|v| v.catalog[&apple].version), 4);
 
     let before = s.state();
     s.reopen().await;
@@ -1302,7 +1302,7 @@ async fn applying_hub_events_again_changes_nothing_and_the_cursor_only_moves_for
     // A cursor behind ours never moves it back; a lower head never lowers the head.
     let report = s.apply(Vec::new(), 10, 12).await;
     assert_eq!(report.cursor, 44);
-    assert_eq!(s.store.read(|v| (v.sync.cursor, v.sync.hub_head)), (44, 45));
+    assert_eq!(s.local.read(|v| (v.sync.cursor, v.sync.hub_head)), (44, 45));
 
     // Progress past events this store does not see moves the cursor; what it skipped is
     // not applied later (it is not ours to see).
@@ -1315,7 +1315,7 @@ async fn applying_hub_events_again_changes_nothing_and_the_cursor_only_moves_for
             cursor: 60
         }
     );
-    assert_eq!(s.store.read(|v| (v.sync.cursor, v.sync.hub_head)), (60, 70));
+    assert_eq!(s.local.read(|v| (v.sync.cursor, v.sync.hub_head)), (60, 70));
     let stale = s.hub_event(s.apple, 6, 55, EventPayload::StockAdded { quantity: 100 });
     let report = s.apply(vec![stale], 55, 70).await;
     assert_eq!(
@@ -1347,7 +1347,7 @@ async fn applying_hub_events_again_changes_nothing_and_the_cursor_only_moves_for
     // The head is at least the cursor.
     let report = s.apply(Vec::new(), 80, 0).await;
     assert_eq!(report.cursor, 80);
-    assert_eq!(s.store.read(|v| (v.sync.cursor, v.sync.hub_head)), (80, 80));
+    assert_eq!(s.local.read(|v| (v.sync.cursor, v.sync.hub_head)), (80, 80));
 
     let before = s.state();
     s.reopen().await;
@@ -1381,8 +1381,8 @@ async fn a_rejected_event_is_quarantined_and_can_be_retried_in_order_or_discarde
     );
     let level = s.level(s.apple);
     assert_eq!((level.on_hand, level.pending_events), (6, 2), "and the local figures");
-    assert_eq!(s.store.read(|v| v.quarantined), 1);
-    let quarantined = within(s.store.outbox(vec![OutboxStatus::Quarantined], 10))
+    assert_eq!(s.local.read(|v| v.quarantined), 1);
+    let quarantined = within(s.local.outbox(vec![OutboxStatus::Quarantined], 10))
         .await
         .unwrap();
     assert_eq!(quarantined.len(), 1);
@@ -1394,27 +1394,27 @@ async fn a_rejected_event_is_quarantined_and_can_be_retried_in_order_or_discarde
     assert_eq!(entry.reject_reason.as_deref(), Some("unknown_product"));
     assert_eq!(entry.reject_detail.as_deref(), Some("not in the catalog"));
     assert!(
-        within(s.store.pending_batch(10)).await.unwrap().is_empty(),
+        within(s.local.pending_batch(10)).await.unwrap().is_empty(),
         "it blocks nothing"
     );
 
     // The same rejection again (a retried upload) counts once.
     s.ack(vec![rejected(&e2)]).await;
-    assert_eq!(s.store.read(|v| v.quarantined), 1);
+    assert_eq!(s.local.read(|v| v.quarantined), 1);
     let before = s.state();
     s.reopen().await;
     assert_eq!(s.state(), before, "quarantine survives a restart");
 
     // Retry: back in the pending set at its place in the outbox, and uploaded again.
-    within(s.store.quarantine(e2.event_id, QuarantineAction::Retry))
+    within(s.local.quarantine(e2.event_id, QuarantineAction::Retry))
         .await
         .unwrap();
     assert_eq!(s.pending(s.apple), vec![e1.event_id, e2.event_id, e3.event_id]);
     assert_eq!(s.level(s.apple).on_hand, 4);
-    assert_eq!(s.store.read(|v| v.quarantined), 0);
+    assert_eq!(s.local.read(|v| v.quarantined), 0);
     let entry = s.entry(e2.event_id).await;
     assert_eq!((entry.status, entry.reject_reason), (OutboxStatus::Pending, None));
-    let batch = within(s.store.pending_batch(10)).await.unwrap();
+    let batch = within(s.local.pending_batch(10)).await.unwrap();
     assert_eq!(batch.iter().map(|e| e.event_id).collect::<Vec<_>>(), vec![e2.event_id]);
     let before = s.state();
     s.reopen().await;
@@ -1422,21 +1422,21 @@ async fn a_rejected_event_is_quarantined_and_can_be_retried_in_order_or_discarde
 
     // Rejected again, then given up for good.
     s.ack(vec![rejected(&e2)]).await;
-    assert_eq!(s.store.read(|v| v.quarantined), 1);
-    within(s.store.quarantine(e2.event_id, QuarantineAction::Discard))
+    assert_eq!(s.local.read(|v| v.quarantined), 1);
+    within(s.local.quarantine(e2.event_id, QuarantineAction::Discard))
         .await
         .unwrap();
-    assert_eq!(s.store.read(|v| v.quarantined), 0);
+    assert_eq!(s.local.read(|v| v.quarantined), 0);
     assert_eq!(s.pending(s.apple), vec![e1.event_id, e3.event_id]);
     assert_eq!(s.level(s.apple).on_hand, 6);
     assert_eq!(s.entry(e2.event_id).await.status, OutboxStatus::Discarded);
-    assert!(within(s.store.pending_batch(10)).await.unwrap().is_empty());
+    assert!(within(s.local.pending_batch(10)).await.unwrap().is_empty());
 
     // Only a quarantined event can be retried or discarded.
     for action in [QuarantineAction::Retry, QuarantineAction::Discard] {
         for id in [e2.event_id, e1.event_id, EventId::new_v7()] {
             assert_eq!(
-                within(s.store.quarantine(id, action)).await,
+                within(s.local.quarantine(id, action)).await,
                 Err(LocalError::NotQuarantined(id))
             );
         }
@@ -1445,7 +1445,7 @@ async fn a_rejected_event_is_quarantined_and_can_be_retried_in_order_or_discarde
     s.reopen().await;
     assert_eq!(s.state(), before, "a discarded event stays out after a restart");
     assert_eq!(s.level(s.apple).on_hand, 6);
-    assert_eq!(s.store.read(|v| v.quarantined), 0);
+    assert_eq!(s.local.read(|v| v.quarantined), 0);
 }
 
 #[tokio::test]
@@ -1454,12 +1454,12 @@ async fn a_rejected_first_event_of_a_stream_leaves_the_view_as_a_restart_finds_i
     let delivered = s.ok(s.deliver(s.cheese, 4)).await;
     assert_eq!(s.level(s.cheese).on_hand, 4);
     s.ack(vec![rejected(&delivered)]).await;
-    assert_eq!(s.store.read(|v| v.quarantined), 1);
-    assert_eq!(s.store.read(|v| v.stock(s.cheese).map(|l| l.on_hand).unwrap_or(0)), 0);
+    assert_eq!(s.local.read(|v| v.quarantined), 1);
+    assert_eq!(s.local.read(|v| v.stock(s.cheese).map(|l| l.on_hand).unwrap_or(0)), 0);
     let before = s.state();
     s.reopen().await;
     assert_eq!(s.state(), before);
-    within(s.store.quarantine(delivered.event_id, QuarantineAction::Retry))
+    within(s.local.quarantine(delivered.event_id, QuarantineAction::Retry))
         .await
         .unwrap();
     assert_eq!(s.level(s.cheese).on_hand, 4);
@@ -1658,8 +1658,8 @@ async fn commands_on_a_reservation_find_its_product() {
     let mine = ReservationId::new_v7();
     let held = s.ok(s.reserve(s.apple, mine, 3, hour)).await;
     assert_eq!(held.stock.available, 7);
-    assert!(s.store.read(|v| v.own_reservations.contains(&mine)));
-    assert!(!s.store.read(|v| v.own_reservations.contains(&s.web_hold)));
+    assert!(s.local.read(|v| v.own_reservations.contains(&mine)));
+    assert!(!s.local.read(|v| v.own_reservations.contains(&s.web_hold)));
 
     // The web hold from the hub's snapshot: collected at the till.
     let collected = s.ok(s.commit(s.web_hold)).await;
@@ -1763,18 +1763,18 @@ async fn only_own_expired_reservations_are_released_and_only_once() {
     assert_eq!(s.level(s.apple).reserved, 7);
 
     let later = s.started + time::Duration::hours(2);
-    assert_eq!(s.store.read(|v| v.own_expired(later)), vec![(s.apple, due)]);
+    assert_eq!(s.local.read(|v| v.own_expired(later)), vec![(s.apple, due)]);
     s.reopen().await;
     assert_eq!(
-        s.store.read(|v| v.own_expired(later)),
+        s.local.read(|v| v.own_expired(later)),
         vec![(s.apple, due)],
         "tracked across restarts"
     );
 
     let outbox = s.outbox().await.len();
-    assert_eq!(crate::jobs::expire_reservations(&s.store, later).await, Ok(1));
+    assert_eq!(crate::jobs::expire_reservations(&s.local, later).await, Ok(1));
     assert_eq!(
-        crate::jobs::expire_reservations(&s.store, later).await,
+        crate::jobs::expire_reservations(&s.local, later).await,
         Ok(0),
         "a second run releases nothing"
     );
@@ -1786,7 +1786,7 @@ async fn only_own_expired_reservations_are_released_and_only_once() {
         7,
         "a fresh id: a reservation id may be reused later"
     );
-    let batch = within(s.store.pending_batch(100)).await.unwrap();
+    let batch = within(s.local.pending_batch(100)).await.unwrap();
     let release = batch.last().expect("the release is pending");
     assert_eq!(release.data["reason"], "expired");
     assert_eq!(release.metadata.origin, Origin::Store(s.id));
@@ -1803,7 +1803,7 @@ async fn only_own_expired_reservations_are_released_and_only_once() {
         "the web hold and our later hold remain"
     );
     assert_eq!(s.level(s.bread).reserved, 2, "the snapshot's web hold remains");
-    assert!(s.store.read(|v| v.own_expired(s.started + time::Duration::hours(4))) == vec![(s.apple, not_due)]);
+    assert!(s.local.read(|v| v.own_expired(s.started + time::Duration::hours(4))) == vec![(s.apple, not_due)]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1894,7 +1894,7 @@ async fn many_concurrent_commands_are_decided_one_after_another() {
         let ordered: Vec<EventId> = by_seq.values().copied().filter(|id| pending.contains(id)).collect();
         assert_eq!(pending, ordered);
     }
-    let batch = within(s.store.pending_batch(usize::MAX >> 1)).await.unwrap();
+    let batch = within(s.local.pending_batch(usize::MAX >> 1)).await.unwrap();
     assert_eq!(
         batch.iter().map(|e| e.event_id).collect::<Vec<_>>(),
         by_seq.values().copied().collect::<Vec<_>>()
@@ -1926,7 +1926,7 @@ async fn pending_batch_is_the_oldest_pending_events_in_upload_shape() {
         written.push(s.ok(command.clone()).await);
     }
 
-    let batch = within(s.store.pending_batch(10)).await.unwrap();
+    let batch = within(s.local.pending_batch(10)).await.unwrap();
     assert_eq!(batch.len(), 4);
     for ((event, command), result) in batch.iter().zip(&commands).zip(&written) {
         assert_eq!(event.event_id, command.event_id);
@@ -1955,12 +1955,12 @@ async fn pending_batch_is_the_oldest_pending_events_in_upload_shape() {
     assert_eq!(json["type"], "StockReserved");
     assert_eq!(json["data"]["quantity"], 1);
 
-    let first_two = within(s.store.pending_batch(2)).await.unwrap();
+    let first_two = within(s.local.pending_batch(2)).await.unwrap();
     assert_eq!(first_two, batch[..2].to_vec());
 
     // Acked and quarantined events are not uploaded again.
     s.ack(vec![appended(&written[0], 41, 4), rejected(&written[2])]).await;
-    let batch = within(s.store.pending_batch(10)).await.unwrap();
+    let batch = within(s.local.pending_batch(10)).await.unwrap();
     let ids: Vec<EventId> = batch.iter().map(|e| e.event_id).collect();
     assert_eq!(ids, vec![written[1].event_id, written[3].event_id]);
 }
@@ -1991,18 +1991,18 @@ async fn outbox_lists_entries_by_status_newest_first() {
     assert_eq!(first.hub_position, Some(41));
     assert_eq!(all[1].hub_position, None);
 
-    assert_eq!(seqs(&listed(&s.store, vec![Pending], 10).await), vec![5, 4]);
-    assert_eq!(seqs(&listed(&s.store, vec![Pending], 1).await), vec![5]);
-    assert_eq!(seqs(&listed(&s.store, vec![Acked, Quarantined], 10).await), vec![3, 2]);
-    assert_eq!(seqs(&listed(&s.store, vec![Confirmed, Pending], 2).await), vec![5, 4]);
+    assert_eq!(seqs(&listed(&s.local, vec![Pending], 10).await), vec![5, 4]);
+    assert_eq!(seqs(&listed(&s.local, vec![Pending], 1).await), vec![5]);
+    assert_eq!(seqs(&listed(&s.local, vec![Acked, Quarantined], 10).await), vec![3, 2]);
+    assert_eq!(seqs(&listed(&s.local, vec![Confirmed, Pending], 2).await), vec![5, 4]);
     assert_eq!(
-        seqs(&listed(&s.store, vec![Confirmed, Pending], 3).await),
+        seqs(&listed(&s.local, vec![Confirmed, Pending], 3).await),
         vec![5, 4, 1]
     );
-    assert!(listed(&s.store, vec![Discarded], 10).await.is_empty());
-    assert!(listed(&s.store, Vec::new(), 10).await.is_empty());
+    assert!(listed(&s.local, vec![Discarded], 10).await.is_empty());
+    assert!(listed(&s.local, Vec::new(), 10).await.is_empty());
     assert!(
-        listed(&s.store, ALL.to_vec(), 0).await.is_empty(),
+        listed(&s.local, ALL.to_vec(), 0).await.is_empty(),
         "a limit of 0 lists nothing"
     );
 }
@@ -2077,15 +2077,15 @@ async fn a_restart_mid_sync_finds_the_same_view() {
         (4, 3, 1, 3)
     );
     assert_eq!(s.pending(s.cheese), vec![d.event_id]);
-    assert_eq!(s.store.read(|v| (v.quarantined, v.outbox().0)), (1, 3));
+    assert_eq!(s.local.read(|v| (v.quarantined, v.outbox().0)), (1, 3));
 
     let before = s.state();
     let outbox = s.outbox().await;
-    let batch = within(s.store.pending_batch(100)).await.unwrap();
+    let batch = within(s.local.pending_batch(100)).await.unwrap();
     s.reopen().await;
     assert_eq!(s.state(), before);
     assert_eq!(s.outbox().await, outbox);
-    assert_eq!(within(s.store.pending_batch(100)).await.unwrap(), batch);
+    assert_eq!(within(s.local.pending_batch(100)).await.unwrap(), batch);
     assert_eq!(
         batch.iter().map(|e| e.event_id).collect::<Vec<_>>(),
         vec![d.event_id, f.event_id]

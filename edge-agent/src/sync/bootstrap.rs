@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 /// Runs until the store has its snapshot (or `stopping`).
 pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> Result<(), SyncError> {
-    if ctx.store.read(|view| view.sync.bootstrapped) {
+    if ctx.local.read(|view| view.sync.bootstrapped) {
         ctx.bootstrapped.send_replace(true);
         return Ok(());
     }
@@ -35,7 +35,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
                     snapshot.stock.len(),
                     snapshot.reservations.len(),
                 );
-                ctx.store.bootstrap(snapshot).await?;
+                ctx.local.bootstrap(snapshot).await?;
                 ctx.bootstrapped.send_replace(true);
                 tracing::info!(
                     position,

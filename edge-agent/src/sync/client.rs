@@ -9,7 +9,7 @@
 //! than the hub's keep-alive interval, so a silently dead connection is noticed.
 
 use super::meters;
-use crate::config::{HubLink, SyncConfig};
+use crate::config::{HubCredentials, SyncConfig};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
@@ -106,7 +106,7 @@ struct RawPullPage {
 
 impl HubClient {
     /// A client for `link`, with the timeouts of `sync`.
-    pub fn new(link: &HubLink, sync: &SyncConfig) -> Self {
+    pub fn new(link: &HubCredentials, sync: &SyncConfig) -> Self {
         let timeout = Duration::from_secs(sync.request_timeout_secs);
         let http = reqwest::Client::builder()
             .user_agent(concat!("shelfsync-edge/", env!("CARGO_PKG_VERSION")))
@@ -320,7 +320,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        let link = HubLink {
+        let link = HubCredentials {
             store_id: StoreId::new_v7(),
             hub_url: url,
             hub_token: "secret-token".into(),
@@ -433,7 +433,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         drop(listener);
-        let link = HubLink {
+        let link = HubCredentials {
             store_id: StoreId::new_v7(),
             hub_url: url,
             hub_token: "t".into(),

@@ -42,7 +42,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
         if !ctx.link.ready(&mut stopping).await {
             return Ok(());
         }
-        let cursor = ctx.store.read(|view| view.sync.cursor);
+        let cursor = ctx.local.read(|view| view.sync.cursor);
         let opened = ctx.link.call("open the push stream", ctx.client.open_stream(cursor));
         let Some(opened) = or_stop(&mut stopping, opened).await else {
             return Ok(());
@@ -103,7 +103,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
 /// it got there; a failed pull ends the round (the next comes after the pull interval).
 async fn catch_up(ctx: &Ctx, stopping: &mut watch::Receiver<bool>) -> Result<bool, SyncError> {
     loop {
-        let cursor = ctx.store.read(|view| view.sync.cursor);
+        let cursor = ctx.local.read(|view| view.sync.cursor);
         let pulled = ctx.link.call("pull", ctx.client.pull(cursor, MAX_PULL_LIMIT));
         let Some(pulled) = or_stop(stopping, pulled).await else {
             return Ok(false);
@@ -120,9 +120,9 @@ async fn catch_up(ctx: &Ctx, stopping: &mut watch::Receiver<bool>) -> Result<boo
         };
         metrics::counter!(meters::PULLS, "result" => "ok").increment(1);
         let (events, next_cursor, head) = (page.events.len(), page.next_cursor, page.head);
-        let report = ctx.store.apply_hub(page.events, next_cursor, head).await?;
+        let report = ctx.local.apply_hub(page.events, next_cursor, head).await?;
         metrics::counter!(meters::EVENTS_APPLIED, "via" => "pull").increment(report.applied as u64);
-        meters::record_store(&ctx.store);
+        meters::record_store(&ctx.local);
         tracing::debug!(
             cursor,
             events,
@@ -181,7 +181,7 @@ where
             next = messages.next() => next,
         };
         let mut pending = Pending {
-            cursor: ctx.store.read(|view| view.sync.cursor),
+            cursor: ctx.local.read(|view| view.sync.cursor),
             ..Pending::default()
         };
         let mut end = read(ctx, first, &mut pending, &mut caught_up);
@@ -194,9 +194,9 @@ where
         }
         if !pending.events.is_empty() || pending.head > 0 {
             let Pending { events, cursor, head } = pending;
-            let report = ctx.store.apply_hub(events, cursor, head).await?;
+            let report = ctx.local.apply_hub(events, cursor, head).await?;
             metrics::counter!(meters::EVENTS_APPLIED, "via" => "push").increment(report.applied as u64);
-            meters::record_store(&ctx.store);
+            meters::record_store(&ctx.local);
         }
         if let Some(end) = end {
             return Ok(end);

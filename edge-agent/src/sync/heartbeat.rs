@@ -21,7 +21,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
             () = stopped(&mut stopping) => return Ok(()),
             _ = ticks.tick() => {}
         }
-        meters::record_store(&ctx.store);
+        meters::record_store(&ctx.local);
         let beat = heartbeat(&ctx);
         let cursor = beat.cursor;
         let Some(sent) = or_stop(&mut stopping, ctx.link.call("heartbeat", ctx.client.heartbeat(&beat))).await else {
@@ -41,10 +41,10 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
                          data directory; an operator should first check its outbox)"
                     );
                 }
-                if ack.head > ctx.store.read(|view| view.sync.hub_head) {
+                if ack.head > ctx.local.read(|view| view.sync.hub_head) {
                     // Only the head: the cursor moves with the events themselves.
-                    ctx.store.apply_hub(Vec::new(), 0, ack.head).await?;
-                    meters::record_store(&ctx.store);
+                    ctx.local.apply_hub(Vec::new(), 0, ack.head).await?;
+                    meters::record_store(&ctx.local);
                 }
             }
             Err(CallError::Open { .. }) => tracing::debug!("heartbeat skipped: the hub link is open"),
@@ -56,7 +56,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
 /// What this agent reports now.
 fn heartbeat(ctx: &Ctx) -> Heartbeat {
     let breaker_state = ctx.link.state().as_str().to_owned();
-    ctx.store.read(|view| {
+    ctx.local.read(|view| {
         let (outbox_depth, oldest) = view.outbox();
         Heartbeat {
             agent_version: env!("CARGO_PKG_VERSION").into(),

@@ -70,8 +70,8 @@ pub fn breaker_value(state: BreakerState) -> f64 {
 }
 
 /// Sets the gauges that describe the local store's sync state.
-pub fn record_store(store: &LocalStore) {
-    let (depth, oldest, quarantined, lag) = store.read(|view| {
+pub fn record_store(local: &LocalStore) {
+    let (depth, oldest, quarantined, lag) = local.read(|view| {
         let (depth, oldest) = view.outbox();
         (
             depth,

@@ -24,7 +24,7 @@ pub mod link;
 mod meters;
 mod upload;
 
-use crate::config::{EdgeConfig, HubLink};
+use crate::config::{EdgeConfig, HubCredentials};
 use crate::store::{LocalError, LocalStore};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use client::HubClient;
@@ -110,13 +110,18 @@ pub enum SyncError {
 }
 
 /// Starts the worker's tasks; they stop when `stopping` turns true.
-pub fn spawn(store: LocalStore, link: HubLink, config: Arc<EdgeConfig>, stopping: watch::Receiver<bool>) -> SyncHandle {
+pub fn spawn(
+    local: LocalStore,
+    link: HubCredentials,
+    config: Arc<EdgeConfig>,
+    stopping: watch::Receiver<bool>,
+) -> SyncHandle {
     meters::describe();
     let status = Arc::new(LinkStatus::default());
     let client = HubClient::new(&link, &config.sync);
-    let bootstrapped = watch::Sender::new(store.read(|view| view.sync.bootstrapped));
+    let bootstrapped = watch::Sender::new(local.read(|view| view.sync.bootstrapped));
     let ctx = Arc::new(Ctx {
-        store,
+        local,
         client,
         link: Link::new(config.breaker(), status.clone()),
         status: status.clone(),
@@ -137,7 +142,7 @@ pub fn spawn(store: LocalStore, link: HubLink, config: Arc<EdgeConfig>, stopping
 
 /// What every task shares.
 pub(crate) struct Ctx {
-    store: LocalStore,
+    local: LocalStore,
     client: HubClient,
     link: Link,
     status: Arc<LinkStatus>,
@@ -303,16 +308,16 @@ mod tests {
     async fn a_failing_or_panicking_task_is_restarted_and_all_stop_promptly() {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open(&dir.path().join("edge.sqlite"), StoreId::new_v7()).unwrap();
+        let local = LocalStore::open(&dir.path().join("edge.sqlite"), StoreId::new_v7()).unwrap();
         let config = Arc::new(EdgeConfig::default());
-        let link = HubLink {
+        let link = HubCredentials {
             store_id: StoreId::new_v7(),
             hub_url: "http://127.0.0.1:9".into(),
             hub_token: "t".into(),
         };
         let status = Arc::new(LinkStatus::default());
         let ctx = Arc::new(Ctx {
-            store: store.clone(),
+            local: local.clone(),
             client: HubClient::new(&link, &config.sync),
             link: Link::new(config.breaker(), status.clone()),
             status,
@@ -349,6 +354,6 @@ mod tests {
             .expect("stops promptly")
             .unwrap();
         assert_eq!(runs.load(Ordering::SeqCst), 3);
-        store.close().await;
+        local.close().await;
     }
 }

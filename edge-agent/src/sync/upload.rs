@@ -22,7 +22,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
     if !ctx.wait_bootstrapped(&mut stopping).await {
         return Ok(());
     }
-    let mut recorded = ctx.store.recorded();
+    let mut recorded = ctx.local.recorded();
     let mut backoff = ctx.retry_backoff();
     let mut failures = 0u32;
     // Halved when the hub finds a batch too large (a hub with a smaller body limit).
@@ -35,7 +35,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
         }
         // Seen before reading the outbox: a write after this read wakes the wait below.
         recorded.borrow_and_update();
-        let batch = ctx.store.pending_batch(batch_limit).await?;
+        let batch = ctx.local.pending_batch(batch_limit).await?;
         if batch.is_empty() {
             tokio::select! {
                 () = stopped(&mut stopping) => return Ok(()),
@@ -78,8 +78,8 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
                     };
                     metrics::counter!(meters::UPLOADED_EVENTS, "result" => label).increment(1);
                 }
-                ctx.store.acknowledge(response.results).await?;
-                meters::record_store(&ctx.store);
+                ctx.local.acknowledge(response.results).await?;
+                meters::record_store(&ctx.local);
                 if answered == 0 {
                     // Nothing in the batch changed state: sending it again at once would spin.
                     Some(format!("the hub answered none of the {count} events sent"))
@@ -122,7 +122,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
             let delay = backoff
                 .next()
                 .unwrap_or(Duration::from_millis(ctx.config.sync.retry_max_ms));
-            let (depth, _) = ctx.store.read(|view| view.outbox());
+            let (depth, _) = ctx.local.read(|view| view.outbox());
             tracing::warn!(%error, events = count, outbox = depth, attempt = failures, retry_in = ?delay,
                 "upload failed; the events stay in the outbox and are sent again");
             // Retry on the timer, or as soon as the hub answers again (another task's call

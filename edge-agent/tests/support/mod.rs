@@ -262,7 +262,7 @@ impl TestAgent {
 
 /// A stopped agent's store, opened again (its directory lives as long as this).
 pub struct Reopened {
-    pub store: LocalStore,
+    pub local: LocalStore,
     _dir: tempfile::TempDir,
 }
 
@@ -277,7 +277,10 @@ impl TestAgent {
         }
         let store = LocalStore::open(&self.data_dir.join(shelfsync_edge::STORE_FILE), self.store_id).expect("reopen");
         let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().expect("temp dir"));
-        Reopened { store, _dir: dir }
+        Reopened {
+            local: store,
+            _dir: dir,
+        }
     }
 }
 

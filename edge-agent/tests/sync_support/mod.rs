@@ -10,7 +10,7 @@ use shelfsync_common::wire::sync::{SnapshotResponse, PROTOCOL_HEADER, PROTOCOL_V
 use shelfsync_common::{
     EventId, EventMetadata, InventoryCommand, Origin, ProductId, ReservationId, StockQuantity, StoreId,
 };
-use shelfsync_edge::config::{EdgeConfig, HubLink};
+use shelfsync_edge::config::{EdgeConfig, HubCredentials};
 use shelfsync_edge::store::{LocalCommand, LocalStore, Target};
 use shelfsync_edge::sync::{LinkState, LinkStatus, SyncHandle};
 use std::net::SocketAddr;
@@ -407,7 +407,7 @@ pub fn test_config(dir: &std::path::Path, store: StoreId, hub_url: &str, token: 
 
 /// The sync worker running on its own local store.
 pub struct Agent {
-    pub store: LocalStore,
+    pub local: LocalStore,
     pub store_id: StoreId,
     pub status: Arc<LinkStatus>,
     handle: Option<SyncHandle>,
@@ -436,11 +436,11 @@ pub fn start_agent_on(
     shelfsync_common::server::telemetry::init_test_logging();
     let mut config = test_config(dir, store, hub_url, token);
     configure(&mut config);
-    let link: HubLink = config.hub_link().expect("hub link");
+    let link: HubCredentials = config.hub_credentials().expect("hub link");
     let (stop, stopping) = watch::channel(false);
     let handle = shelfsync_edge::sync::spawn(local.clone(), link, Arc::new(config), stopping);
     Agent {
-        store: local,
+        local,
         store_id: store,
         status: handle.status(),
         handle: Some(handle),
@@ -457,17 +457,17 @@ impl Agent {
 
     /// Local on-hand of `product` (confirmed + pending).
     pub fn on_hand(&self, product: ProductId) -> i64 {
-        self.store.read(|view| view.stock(product).map_or(0, |s| s.on_hand))
+        self.local.read(|view| view.stock(product).map_or(0, |s| s.on_hand))
     }
 
     /// Unconfirmed local events.
     pub fn outbox_depth(&self) -> u64 {
-        self.store.read(|view| view.outbox().0)
+        self.local.read(|view| view.outbox().0)
     }
 
     /// (cursor, hub head, bootstrapped, quarantined).
     pub fn sync(&self) -> (u64, u64, bool, u64) {
-        self.store.read(|view| {
+        self.local.read(|view| {
             (
                 view.sync.cursor,
                 view.sync.hub_head,
@@ -507,7 +507,7 @@ impl Agent {
                 recorded_at: None,
             },
         };
-        self.store.execute(command).await.expect("the local write");
+        self.local.execute(command).await.expect("the local write");
         event_id
     }
 
@@ -519,7 +519,7 @@ impl Agent {
                 .await
                 .expect("the sync worker stops promptly");
         }
-        self.store.close().await;
+        self.local.close().await;
     }
 }
 

@@ -30,12 +30,12 @@ pub async fn create_token(
     ApiJson(body): ApiJson<CreateTokenRequest>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     principal.require_admin()?;
-    let created = issue_channel_token(&state.store, &body.name).await?;
+    let created = issue_channel_token(&state.log, &body.name).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
 /// Stores a new channel token named `name` and returns its secret.
-pub async fn issue_channel_token(store: &crate::store::EventStore, name: &str) -> Result<CreatedToken, ApiError> {
+pub async fn issue_channel_token(log: &crate::store::EventStore, name: &str) -> Result<CreatedToken, ApiError> {
     if !valid_name(name) {
         return Err(ApiError::unprocessable(
             "invalid_name",
@@ -52,7 +52,7 @@ pub async fn issue_channel_token(store: &crate::store::EventStore, name: &str) -
         created_at: time::OffsetDateTime::now_utc(),
         revoked_at: None,
     };
-    store.add_token(record).await?;
+    log.add_token(record).await?;
     Ok(CreatedToken {
         name: name.to_owned(),
         secret,

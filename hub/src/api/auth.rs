@@ -74,7 +74,7 @@ impl FromRequestParts<AppState> for Principal {
             return Ok(Principal::Admin);
         }
         let record = state
-            .store
+            .log
             .reads()
             .run(move |conn| reader::live_token_by_digest(conn, &presented))
             .await?

@@ -2,7 +2,7 @@
 //! an `application/problem+json` answer with a stable `code`. The matches below have no
 //! catch-all arm, so a new error variant cannot reach a client unmapped.
 
-use crate::store::{AppendError, StoreError};
+use crate::store::{ReadError, WriteError};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use shelfsync_common::server::problem::domain_status;
@@ -38,10 +38,10 @@ pub enum ApiError {
     },
     /// The write side refused or failed.
     #[error(transparent)]
-    Append(#[from] AppendError),
+    Append(#[from] WriteError),
     /// The read path failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] ReadError),
     /// The read model failed on this query.
     #[error("read model: {0}")]
     ReadModel(String),
@@ -136,32 +136,32 @@ impl ApiError {
     }
 }
 
-fn classify_append(error: &AppendError) -> (StatusCode, String, &'static str) {
+fn classify_append(error: &WriteError) -> (StatusCode, String, &'static str) {
     use StatusCode as S;
     match error {
-        AppendError::Domain(domain) => (
+        WriteError::Domain(domain) => (
             domain_status(domain),
             domain.code().into(),
             "Refused by the inventory rules",
         ),
-        AppendError::VersionConflict { .. } => (S::CONFLICT, "version_conflict".into(), "Version conflict"),
-        AppendError::IdempotencyConflict(_) => (
+        WriteError::VersionConflict { .. } => (S::CONFLICT, "version_conflict".into(), "Version conflict"),
+        WriteError::IdempotencyConflict(_) => (
             S::UNPROCESSABLE_ENTITY,
             "idempotency_key_reused".into(),
             "Idempotency key reused",
         ),
-        AppendError::UnknownStore(_) => (S::NOT_FOUND, "store_not_found".into(), "Not found"),
-        AppendError::SkuTaken { .. } => (S::CONFLICT, "sku_taken".into(), "SKU taken"),
-        AppendError::StoreExists(_) => (S::CONFLICT, "store_exists".into(), "Store exists"),
-        AppendError::StoreNameTaken { .. } => (S::CONFLICT, "store_name_taken".into(), "Store name taken"),
-        AppendError::TokenNameTaken(_) => (S::CONFLICT, "token_name_taken".into(), "Token name taken"),
-        AppendError::UnknownReservation(_) => (S::NOT_FOUND, "reservation_not_found".into(), "Not found"),
-        AppendError::Storage(_) => (
+        WriteError::UnknownStore(_) => (S::NOT_FOUND, "store_not_found".into(), "Not found"),
+        WriteError::SkuTaken { .. } => (S::CONFLICT, "sku_taken".into(), "SKU taken"),
+        WriteError::StoreExists(_) => (S::CONFLICT, "store_exists".into(), "Store exists"),
+        WriteError::StoreNameTaken { .. } => (S::CONFLICT, "store_name_taken".into(), "Store name taken"),
+        WriteError::TokenNameTaken(_) => (S::CONFLICT, "token_name_taken".into(), "Token name taken"),
+        WriteError::UnknownReservation(_) => (S::NOT_FOUND, "reservation_not_found".into(), "Not found"),
+        WriteError::Storage(_) => (
             S::SERVICE_UNAVAILABLE,
             "storage_unavailable".into(),
             "Storage unavailable",
         ),
-        AppendError::Unavailable => (S::SERVICE_UNAVAILABLE, "shutting_down".into(), "Shutting down"),
+        WriteError::Unavailable => (S::SERVICE_UNAVAILABLE, "shutting_down".into(), "Shutting down"),
     }
 }
 
@@ -170,7 +170,7 @@ impl IntoResponse for ApiError {
         let (status, code, title) = self.classify();
         let internal = matches!(
             self,
-            ApiError::Store(_) | ApiError::ReadModel(_) | ApiError::Append(AppendError::Storage(_))
+            ApiError::Store(_) | ApiError::ReadModel(_) | ApiError::Append(WriteError::Storage(_))
         );
         let detail = if internal {
             tracing::error!(error = %self, "request failed on storage");
@@ -186,17 +186,17 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static("Bearer realm=\"shelfsync-hub\""),
                 );
             }
-            ApiError::Append(AppendError::VersionConflict { current, .. }) => {
+            ApiError::Append(WriteError::VersionConflict { current, .. }) => {
                 answer.problem.current_version = Some(*current);
                 answer = answer.with_header(header::ETAG, etag(*current)).with_header(
                     header::HeaderName::from_static(CURRENT_VERSION_HEADER),
                     HeaderValue::from(*current),
                 );
             }
-            ApiError::Append(AppendError::StoreNameTaken { existing, .. }) => {
+            ApiError::Append(WriteError::StoreNameTaken { existing, .. }) => {
                 answer.problem.existing_store_id = Some(existing.0);
             }
-            ApiError::Append(AppendError::Domain(DomainError::InvalidProduct { field, .. })) => {
+            ApiError::Append(WriteError::Domain(DomainError::InvalidProduct { field, .. })) => {
                 answer.problem.field = Some((*field).to_owned());
             }
             ApiError::TooManyStreams { .. } => {

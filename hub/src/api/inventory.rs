@@ -45,7 +45,7 @@ pub async fn add_stock(
         },
     };
     let request = ctx.command(command, body.expected_version, body.event_id, "add_stock", &body)?;
-    Ok(written(state.store.execute(request).await?, None))
+    Ok(written(state.log.execute(request).await?, None))
 }
 
 /// Correct the count (signed delta, with a reason).
@@ -67,7 +67,7 @@ pub async fn adjust_stock(
         },
     };
     let request = ctx.command(command, body.expected_version, body.event_id, "adjust_stock", &body)?;
-    Ok(written(state.store.execute(request).await?, None))
+    Ok(written(state.log.execute(request).await?, None))
 }
 
 /// Hold units for a customer (default 15 minutes). `Location` names the reservation.
@@ -94,7 +94,7 @@ pub async fn reserve(
         },
     };
     let request = ctx.command(command, body.expected_version, body.event_id, "reserve", &body)?;
-    let result = state.store.execute(request).await?;
+    let result = state.log.execute(request).await?;
     let location = result.events.first().and_then(|e| match &e.payload {
         shelfsync_common::EventPayload::StockReserved { reservation_id, .. } => {
             Some(format!("/v1/inventory/reservations/{reservation_id}"))
@@ -125,7 +125,7 @@ pub async fn release(
         },
     };
     let request = ctx.command(command, body.expected_version, body.event_id, "release", &(id, &body))?;
-    Ok(written(state.store.execute(request).await?, None))
+    Ok(written(state.log.execute(request).await?, None))
 }
 
 /// Turn a hold into a sale.
@@ -146,5 +146,5 @@ pub async fn commit(
         command: InventoryCommand::CommitReservation { reservation_id: id },
     };
     let request = ctx.command(command, body.expected_version, body.event_id, "commit", &(id, &body))?;
-    Ok(written(state.store.execute(request).await?, None))
+    Ok(written(state.log.execute(request).await?, None))
 }

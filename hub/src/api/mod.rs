@@ -33,7 +33,7 @@ use tokio::sync::watch;
 #[derive(Clone)]
 pub struct AppState {
     /// The event store (write side, and the read pool for tokens).
-    pub store: EventStore,
+    pub log: EventStore,
     /// The read side, through the cache and breaker.
     pub queries: Arc<QueryService>,
     /// The read model itself (for store snapshots, which are never cached).

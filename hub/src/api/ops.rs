@@ -106,7 +106,7 @@ pub struct Readiness {
     responses((status = 200, body = Readiness),
         (status = 503, description = "read_model_unavailable (the read model's breaker is open) or projection_stalled")))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
-    let head = state.store.bus().head();
+    let head = state.log.bus().head();
     let projected = state.queries.projected_position();
     let breaker = state.queries.breaker_state();
     if breaker == shelfsync_common::breaker::BreakerState::Open {

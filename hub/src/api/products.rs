@@ -46,7 +46,7 @@ pub async fn register(
     let location = format!("/v1/products/{}", product.id);
     let command = Command::Catalog(CatalogCommand::RegisterProduct { product });
     let request = ctx.command(command, None, body.event_id, "register_product", &body)?;
-    Ok(written(state.store.execute(request).await?, Some(location)))
+    Ok(written(state.log.execute(request).await?, Some(location)))
 }
 
 /// Replace a product's SKU, name and price (`If-Match` with its version to guard).
@@ -77,7 +77,7 @@ pub async fn update(
         "update_product",
         &(id, &body),
     )?;
-    Ok(written(state.store.execute(request).await?, None))
+    Ok(written(state.log.execute(request).await?, None))
 }
 
 /// One product.

@@ -92,7 +92,7 @@ pub async fn stream(
     let (events, received) = mpsc::channel(state.config.sync.push_buffer_events.max(1));
     let pump = Pump {
         store,
-        feed: state.store.feed(after),
+        feed: state.log.feed(after),
         events,
         revocations: state.fleet.revocations(),
         stopping: state.stopping.clone(),

@@ -110,7 +110,7 @@ async fn unknown(
     }
     if let Some(store) = store {
         if !state
-            .store
+            .log
             .reads()
             .run(move |conn| reader::store_enrolled(conn, store))
             .await?

@@ -59,7 +59,7 @@ pub async fn enroll(
     let id = body.id.unwrap_or_else(StoreId::new_v7);
     let (token, record) = store_token(id);
     let store = state
-        .store
+        .log
         .enroll_store(id, body.name, record, body.allow_duplicate_name)
         .await?;
     tracing::info!(store = %store.id, name = %store.name, "store enrolled");
@@ -71,7 +71,7 @@ pub async fn enroll(
     responses((status = 200, body = Vec<StoreInfo>), (status = 403, description = "forbidden: needs the admin token"), (status = 503, description = "storage_unavailable")))]
 pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<Vec<StoreInfo>>, ApiError> {
     principal.require_admin()?;
-    Ok(Json(state.store.reads().run(reader::stores).await?))
+    Ok(Json(state.log.reads().run(reader::stores).await?))
 }
 
 /// Revoke a store's token: refused from its next request on, and its open push streams end.
@@ -107,13 +107,13 @@ pub async fn rotate_token(
     ApiPath(id): ApiPath<StoreId>,
 ) -> Result<(StatusCode, Json<EnrolledStore>), ApiError> {
     principal.require_admin()?;
-    let stores = state.store.reads().run(reader::stores).await?;
+    let stores = state.log.reads().run(reader::stores).await?;
     let store = stores.into_iter().find(|s| s.id == id).ok_or(ApiError::NotFound {
         what: "store",
         id: id.to_string(),
     })?;
     let (token, record) = store_token(id);
-    let revoked = state.store.rotate_store_token(id, record).await?;
+    let revoked = state.log.rotate_store_token(id, record).await?;
     end_push_streams(&state, &revoked);
     Ok((
         StatusCode::CREATED,
@@ -131,7 +131,7 @@ pub async fn rotate_token(
 /// among them: the one way the API revokes, so no route can leave a revoked store's stream
 /// open. Returns how many tokens were revoked.
 pub(super) async fn revoke_tokens(state: &AppState, selector: TokenSelector) -> Result<usize, ApiError> {
-    let revoked = state.store.revoke_tokens(selector).await?;
+    let revoked = state.log.revoke_tokens(selector).await?;
     end_push_streams(state, &revoked);
     Ok(revoked.count)
 }
@@ -143,7 +143,7 @@ fn end_push_streams(state: &AppState, revoked: &RevokedTokens) {
 }
 
 async fn store_exists(state: &AppState, id: StoreId) -> Result<bool, ApiError> {
-    let stores = state.store.reads().run(reader::stores).await?;
+    let stores = state.log.reads().run(reader::stores).await?;
     Ok(stores.iter().any(|s| s.id == id))
 }
 
@@ -152,10 +152,10 @@ async fn store_exists(state: &AppState, id: StoreId) -> Result<bool, ApiError> {
     responses((status = 200, body = FleetResponse), (status = 403, description = "forbidden: needs the admin token"), (status = 503, description = "storage_unavailable")))]
 pub async fn fleet(State(state): State<AppState>, principal: Principal) -> Result<Json<FleetResponse>, ApiError> {
     principal.require_admin()?;
-    let head = state.store.bus().head();
+    let head = state.log.bus().head();
     let now = time::OffsetDateTime::now_utc();
     let (stores, stats) = state
-        .store
+        .log
         .reads()
         .run(|conn| Ok((reader::stores(conn)?, reader::store_stats(conn)?)))
         .await?;

@@ -157,7 +157,7 @@ pub async fn upload(
             ),
         ));
     }
-    let results = state.store.upload(store, body.events).await?;
+    let results = state.log.upload(store, body.events).await?;
     for result in &results {
         let label = match result.outcome {
             UploadOutcome::Appended { .. } => "appended",
@@ -168,7 +168,7 @@ pub async fn upload(
     }
     Ok(Json(UploadResponse {
         results,
-        head: state.store.bus().head(),
+        head: state.log.bus().head(),
     }))
 }
 
@@ -201,10 +201,10 @@ pub async fn pull(
             format!("limit must be 1..={MAX_PULL_LIMIT}"),
         ));
     }
-    let head = state.store.bus().head();
+    let head = state.log.bus().head();
     let after = query.after;
     let page = state
-        .store
+        .log
         .reads()
         .run(move |conn| reader::visible_events_after(conn, store, after, limit, PULL_SCAN_WINDOW))
         .await?;
@@ -225,7 +225,7 @@ pub async fn heartbeat(
 ) -> Result<Json<HeartbeatAck>, ApiError> {
     body.check_fields()
         .map_err(|detail| ApiError::unprocessable("invalid_body", detail))?;
-    let head = state.store.bus().head();
+    let head = state.log.bus().head();
     // No store label: /metrics is open without a token and must not list the fleet's
     // store ids. Each store's lag is in the (admin-only) fleet view.
     metrics::histogram!("shelfsync_hub_heartbeat_cursor_lag").record(head.saturating_sub(body.cursor) as f64);

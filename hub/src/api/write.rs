@@ -96,7 +96,7 @@ impl FromRequestParts<AppState> for WriteContext {
             if_match: headers.if_match,
             idempotency_key: headers.idempotency_key,
             correlation_id: headers.correlation_id.unwrap_or_else(Uuid::now_v7),
-            id_key: state.store.id_key().clone(),
+            id_key: state.log.id_key().clone(),
         })
     }
 }

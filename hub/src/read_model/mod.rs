@@ -34,7 +34,7 @@
 //! `service` (the cached, breaker-guarded query service the API uses).
 
 use crate::store::schema::{self, READ_MODEL};
-use crate::store::{reader, EventStore, ReadPool, StoreError};
+use crate::store::{reader, EventStore, ReadError, ReadPool};
 use futures_util::future::BoxFuture;
 use indicatif::{ProgressBar, ProgressStyle};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -97,7 +97,7 @@ const TIME_FORMAT: StaticFormatDescription =
 pub enum ProjectionError {
     /// SQLite or a stored row.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] ReadError),
     /// A file operation of a rebuild.
     #[error("{path}: {source}")]
     Io {
@@ -158,29 +158,29 @@ pub enum ViewKey {
 
 /// Opens the read model for writing: WAL, `synchronous=NORMAL` (it is rebuildable),
 /// migrated.
-fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+fn open_writer(path: &Path) -> Result<Connection, ReadError> {
     let mut conn = schema::open_durable(path)?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     schema::migrate(&mut conn, READ_MODEL)?;
     Ok(conn)
 }
 
-fn clear(conn: &mut Connection) -> Result<(), StoreError> {
+fn clear(conn: &mut Connection) -> Result<(), ReadError> {
     let tx = conn.transaction()?;
     tx.execute_batch("DELETE FROM stock; DELETE FROM products; DELETE FROM reservations; DELETE FROM checkpoint;")?;
     tx.commit()?;
     Ok(())
 }
 
-fn format_time(at: OffsetDateTime) -> Result<String, StoreError> {
+fn format_time(at: OffsetDateTime) -> Result<String, ReadError> {
     shelfsync_common::domain::timestamp::to_utc("time", at)
         .ok()
         .and_then(|utc| utc.format(TIME_FORMAT).ok())
-        .ok_or_else(|| StoreError::Corrupt(format!("time {at} cannot be stored")))
+        .ok_or_else(|| ReadError::Corrupt(format!("time {at} cannot be stored")))
 }
 
-fn parse_time(text: &str) -> Result<OffsetDateTime, StoreError> {
+fn parse_time(text: &str) -> Result<OffsetDateTime, ReadError> {
     PrimitiveDateTime::parse(text, TIME_FORMAT)
         .map(PrimitiveDateTime::assume_utc)
-        .map_err(|e| StoreError::Corrupt(format!("stored time {text:?}: {e}")))
+        .map_err(|e| ReadError::Corrupt(format!("stored time {text:?}: {e}")))
 }

@@ -51,13 +51,13 @@ impl ProjectionHandle {
 /// A read model whose checkpoint is ahead of the log's head belongs to another log (the
 /// event file was replaced): it is emptied and projected again from zero.
 pub fn spawn(
-    store: EventStore,
+    log: EventStore,
     path: &Path,
     shutdown: watch::Receiver<bool>,
 ) -> Result<ProjectionHandle, ProjectionError> {
     let mut conn = open_writer(path)?;
     let mut checkpoint = read_checkpoint(&conn)?;
-    let head = store.bus().head();
+    let head = log.bus().head();
     if checkpoint > head {
         tracing::warn!(
             checkpoint,
@@ -72,9 +72,9 @@ pub fn spawn(
     let (projected_tx, projected) = watch::channel(checkpoint);
     let (stall_tx, stall) = watch::channel(None);
     let touches = Arc::new(TouchLog::new());
-    let lag_task = tokio::spawn(report_lag(store.bus().watch_head(), projected.clone()));
+    let lag_task = tokio::spawn(report_lag(log.bus().watch_head(), projected.clone()));
     let projector = Projector {
-        store,
+        log,
         conn: Arc::new(Mutex::new(conn)),
         projected: projected_tx,
         stall: stall_tx,
@@ -95,7 +95,7 @@ pub fn spawn(
 
 /// The projector task's state.
 struct Projector {
-    store: EventStore,
+    log: EventStore,
     conn: Arc<Mutex<Connection>>,
     projected: watch::Sender<u64>,
     stall: watch::Sender<Option<String>>,
@@ -107,7 +107,7 @@ struct Projector {
 impl Projector {
     async fn run(mut self) {
         tracing::info!(from = self.position, "projection started");
-        let mut feed = self.store.feed(self.position);
+        let mut feed = self.log.feed(self.position);
         let mut read_failures = backoff();
         loop {
             let next = tokio::select! {
@@ -179,7 +179,7 @@ impl Projector {
                 apply_skipping_poison(&mut conn, &batch)
             })
             .await
-            .unwrap_or_else(|e| (Applied::nothing(self.position), Err(StoreError::Join(e.to_string()))));
+            .unwrap_or_else(|e| (Applied::nothing(self.position), Err(ReadError::Join(e.to_string()))));
             if applied.position > self.position {
                 metrics::histogram!("shelfsync_hub_projection_batch_seconds").record(started.elapsed().as_secs_f64());
                 metrics::counter!("shelfsync_hub_projection_events_total").increment(applied.events as u64);
@@ -290,7 +290,7 @@ impl Applied {
 /// skipped. A storage failure (busy, I/O, full disk) stops the pass: it is returned with
 /// what was committed before it, and the caller retries the rest (events at or before the
 /// checkpoint are skipped, so passing the same batch again is safe).
-pub fn apply_skipping_poison(conn: &mut Connection, events: &[EventEnvelope]) -> (Applied, Result<(), StoreError>) {
+pub fn apply_skipping_poison(conn: &mut Connection, events: &[EventEnvelope]) -> (Applied, Result<(), ReadError>) {
     let error = match applied_or_caught(conn, events) {
         Ok(applied) => return (applied, Ok(())),
         Err(error) => error,
@@ -321,14 +321,14 @@ pub fn apply_skipping_poison(conn: &mut Connection, events: &[EventEnvelope]) ->
 
 /// [`apply_batch`], with a panic turned into an error (its transaction rolls back as it
 /// unwinds).
-fn applied_or_caught(conn: &mut Connection, events: &[EventEnvelope]) -> Result<Applied, StoreError> {
+fn applied_or_caught(conn: &mut Connection, events: &[EventEnvelope]) -> Result<Applied, ReadError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply_batch(conn, events))).unwrap_or_else(|panic| {
         let message = panic
             .downcast_ref::<&str>()
             .map(|s| (*s).to_owned())
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".to_owned());
-        Err(StoreError::Corrupt(format!("applying the event panicked: {message}")))
+        Err(ReadError::Corrupt(format!("applying the event panicked: {message}")))
     })
 }
 
@@ -337,15 +337,15 @@ fn applied_or_caught(conn: &mut Connection, events: &[EventEnvelope]) -> Result<
 /// because the event may well apply once the database recovers (or an operator rebuilds
 /// the read model). Everything else (a value that cannot be converted or stored, a panic)
 /// is about the event, and would fail the same way for ever.
-fn is_storage_failure(error: &StoreError) -> bool {
+fn is_storage_failure(error: &ReadError) -> bool {
     match error {
-        StoreError::Sqlite(rusqlite::Error::SqliteFailure(..)) | StoreError::Join(_) | StoreError::Migration(_) => true,
-        StoreError::Sqlite(_) | StoreError::Corrupt(_) => false,
+        ReadError::Sqlite(rusqlite::Error::SqliteFailure(..)) | ReadError::Join(_) | ReadError::Migration(_) => true,
+        ReadError::Sqlite(_) | ReadError::Corrupt(_) => false,
     }
 }
 
 /// Records `event` as poison and moves the checkpoint past it, in one transaction.
-fn skip_poison(conn: &mut Connection, event: &EventEnvelope, reason: &str) -> Result<(), StoreError> {
+fn skip_poison(conn: &mut Connection, event: &EventEnvelope, reason: &str) -> Result<(), ReadError> {
     let tx = conn.transaction()?;
     tx.execute(
         "INSERT INTO poison_events (position, event_id, reason, skipped_at) VALUES (?1, ?2, ?3, ?4)
@@ -377,7 +377,7 @@ fn skip_poison(conn: &mut Connection, event: &EventEnvelope, reason: &str) -> Re
 /// Applies `events` (in position order) and moves the checkpoint, in one transaction.
 /// Events at or before the checkpoint were applied before and are skipped, so applying
 /// a batch twice is harmless.
-pub fn apply_batch(conn: &mut Connection, events: &[EventEnvelope]) -> Result<Applied, StoreError> {
+pub fn apply_batch(conn: &mut Connection, events: &[EventEnvelope]) -> Result<Applied, ReadError> {
     let tx = conn.transaction()?;
     let checkpoint = read_checkpoint(&tx)?;
     let mut position = checkpoint;
@@ -433,7 +433,7 @@ pub fn apply_batch(conn: &mut Connection, events: &[EventEnvelope]) -> Result<Ap
     })
 }
 
-fn project_catalog(conn: &Connection, event: &EventEnvelope, touched: &mut HashSet<ViewKey>) -> Result<(), StoreError> {
+fn project_catalog(conn: &Connection, event: &EventEnvelope, touched: &mut HashSet<ViewKey>) -> Result<(), ReadError> {
     let product = match &event.payload {
         EventPayload::ProductRegistered(product) | EventPayload::ProductUpdated(product) => product,
         other => {
@@ -481,7 +481,7 @@ struct StreamWork {
 }
 
 impl StreamWork {
-    fn load(conn: &Connection, product: ProductId, store: StoreId) -> Result<Self, StoreError> {
+    fn load(conn: &Connection, product: ProductId, store: StoreId) -> Result<Self, ReadError> {
         let keys = params![&product.as_bytes()[..], &store.as_bytes()[..]];
         let row: Option<(i64, i64, i64)> = conn
             .prepare_cached("SELECT on_hand, version, position FROM stock WHERE product_id = ?1 AND store_id = ?2")?
@@ -500,7 +500,7 @@ impl StreamWork {
             reservations.insert(
                 ReservationId::from_bytes(id),
                 Reservation {
-                    quantity: u32::try_from(quantity).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    quantity: u32::try_from(quantity).map_err(|e| ReadError::Corrupt(e.to_string()))?,
                     expires_at: parse_time(&expires_at)?,
                 },
             );
@@ -531,7 +531,7 @@ impl StreamWork {
         self.position = event.position;
     }
 
-    fn save(self, conn: &Connection, product: ProductId, store: StoreId) -> Result<(), StoreError> {
+    fn save(self, conn: &Connection, product: ProductId, store: StoreId) -> Result<(), ReadError> {
         let (p, s) = (&product.as_bytes()[..], &store.as_bytes()[..]);
         let reserved = self.state.reserved();
         conn.prepare_cached(

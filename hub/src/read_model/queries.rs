@@ -12,19 +12,19 @@ pub trait ReadModelQueries: Send + Sync {
         &self,
         product: ProductId,
         store: StoreId,
-    ) -> BoxFuture<'_, Result<AtPosition<Option<StockLevel>>, StoreError>>;
+    ) -> BoxFuture<'_, Result<AtPosition<Option<StockLevel>>, ReadError>>;
 
     /// Stock of a product at every store that has a stream for it, with totals.
-    fn product_stock(&self, product: ProductId) -> BoxFuture<'_, Result<AtPosition<ProductStock>, StoreError>>;
+    fn product_stock(&self, product: ProductId) -> BoxFuture<'_, Result<AtPosition<ProductStock>, ReadError>>;
 
     /// A product by id.
-    fn product(&self, id: ProductId) -> BoxFuture<'_, Result<AtPosition<Option<ProductView>>, StoreError>>;
+    fn product(&self, id: ProductId) -> BoxFuture<'_, Result<AtPosition<Option<ProductView>>, ReadError>>;
 
     /// A product by SKU.
-    fn product_by_sku(&self, sku: String) -> BoxFuture<'_, Result<AtPosition<Option<ProductView>>, StoreError>>;
+    fn product_by_sku(&self, sku: String) -> BoxFuture<'_, Result<AtPosition<Option<ProductView>>, ReadError>>;
 
     /// Every open reservation of a store, by product then id (for store snapshots).
-    fn open_reservations(&self, store: StoreId) -> BoxFuture<'_, Result<AtPosition<Vec<OpenReservation>>, StoreError>>;
+    fn open_reservations(&self, store: StoreId) -> BoxFuture<'_, Result<AtPosition<Vec<OpenReservation>>, ReadError>>;
 
     /// Open reservations recorded by `origin` that expire at or before `now`, soonest
     /// first, at most 1,000 per call.
@@ -32,10 +32,10 @@ pub trait ReadModelQueries: Send + Sync {
         &self,
         origin: Origin,
         now: OffsetDateTime,
-    ) -> BoxFuture<'_, Result<Vec<ReservationId>, StoreError>>;
+    ) -> BoxFuture<'_, Result<Vec<ReservationId>, ReadError>>;
 
     /// The projection's checkpoint.
-    fn checkpoint(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+    fn checkpoint(&self) -> BoxFuture<'_, Result<u64, ReadError>>;
 }
 
 /// The read model on a pool of read-only connections.
@@ -52,21 +52,21 @@ impl ReadModel {
     }
 
     /// Events the projection skipped: how many, and the latest `limit` of them.
-    pub async fn poison_events(&self, limit: usize) -> Result<(u64, Vec<PoisonEvent>), StoreError> {
+    pub async fn poison_events(&self, limit: usize) -> Result<(u64, Vec<PoisonEvent>), ReadError> {
         self.reads.run(move |conn| read_poison_events(conn, limit)).await
     }
 
-    fn snapshot<T, F>(&self, read: F) -> BoxFuture<'_, Result<AtPosition<T>, StoreError>>
+    fn snapshot<T, F>(&self, read: F) -> BoxFuture<'_, Result<AtPosition<T>, ReadError>>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, ReadError> + Send + 'static,
     {
         Box::pin(self.reads.run(move |conn| snapshot(conn, read)))
     }
 
     /// A store's stock rows, open reservations and the catalog, all as of one checkpoint
     /// (one read transaction): the starting point of a new agent.
-    pub async fn store_snapshot(&self, store: StoreId) -> Result<SnapshotResponse, StoreError> {
+    pub async fn store_snapshot(&self, store: StoreId) -> Result<SnapshotResponse, ReadError> {
         let at = self
             .snapshot(move |conn| {
                 Ok((
@@ -101,23 +101,23 @@ impl ReadModelQueries for ReadModel {
         &self,
         product: ProductId,
         store: StoreId,
-    ) -> BoxFuture<'_, Result<AtPosition<Option<StockLevel>>, StoreError>> {
+    ) -> BoxFuture<'_, Result<AtPosition<Option<StockLevel>>, ReadError>> {
         self.snapshot(move |conn| read_stock_level(conn, product, store))
     }
 
-    fn product_stock(&self, product: ProductId) -> BoxFuture<'_, Result<AtPosition<ProductStock>, StoreError>> {
+    fn product_stock(&self, product: ProductId) -> BoxFuture<'_, Result<AtPosition<ProductStock>, ReadError>> {
         self.snapshot(move |conn| read_product_stock(conn, product))
     }
 
-    fn product(&self, id: ProductId) -> BoxFuture<'_, Result<AtPosition<Option<ProductView>>, StoreError>> {
+    fn product(&self, id: ProductId) -> BoxFuture<'_, Result<AtPosition<Option<ProductView>>, ReadError>> {
         self.snapshot(move |conn| read_product(conn, "id = ?1", id.as_bytes()))
     }
 
-    fn product_by_sku(&self, sku: String) -> BoxFuture<'_, Result<AtPosition<Option<ProductView>>, StoreError>> {
+    fn product_by_sku(&self, sku: String) -> BoxFuture<'_, Result<AtPosition<Option<ProductView>>, ReadError>> {
         self.snapshot(move |conn| read_product(conn, "sku = ?1", &sku))
     }
 
-    fn open_reservations(&self, store: StoreId) -> BoxFuture<'_, Result<AtPosition<Vec<OpenReservation>>, StoreError>> {
+    fn open_reservations(&self, store: StoreId) -> BoxFuture<'_, Result<AtPosition<Vec<OpenReservation>>, ReadError>> {
         self.snapshot(move |conn| read_open_reservations(conn, store))
     }
 
@@ -125,14 +125,14 @@ impl ReadModelQueries for ReadModel {
         &self,
         origin: Origin,
         now: OffsetDateTime,
-    ) -> BoxFuture<'_, Result<Vec<ReservationId>, StoreError>> {
+    ) -> BoxFuture<'_, Result<Vec<ReservationId>, ReadError>> {
         Box::pin(
             self.reads
                 .run(move |conn| read_expired_reservations(conn, origin, now, EXPIRY_SCAN_LIMIT)),
         )
     }
 
-    fn checkpoint(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+    fn checkpoint(&self) -> BoxFuture<'_, Result<u64, ReadError>> {
         Box::pin(self.reads.run(read_checkpoint))
     }
 }
@@ -140,8 +140,8 @@ impl ReadModelQueries for ReadModel {
 /// Runs `read` and reads the checkpoint in one read transaction.
 fn snapshot<T>(
     conn: &Connection,
-    read: impl FnOnce(&Connection) -> Result<T, StoreError>,
-) -> Result<AtPosition<T>, StoreError> {
+    read: impl FnOnce(&Connection) -> Result<T, ReadError>,
+) -> Result<AtPosition<T>, ReadError> {
     let tx = conn.unchecked_transaction()?;
     let position = read_checkpoint(&tx)?;
     let value = read(&tx)?;
@@ -150,7 +150,7 @@ fn snapshot<T>(
 }
 
 /// The stock projection's checkpoint (0 before the first batch).
-pub fn read_checkpoint(conn: &Connection) -> Result<u64, StoreError> {
+pub fn read_checkpoint(conn: &Connection) -> Result<u64, ReadError> {
     let position: Option<i64> = conn
         .prepare_cached("SELECT position FROM checkpoint WHERE name = ?1")?
         .query_row([CHECKPOINT_NAME], |row| row.get(0))
@@ -177,7 +177,7 @@ pub fn read_stock_level(
     conn: &Connection,
     product: ProductId,
     store: StoreId,
-) -> Result<Option<StockLevel>, StoreError> {
+) -> Result<Option<StockLevel>, ReadError> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {STOCK_COLUMNS} FROM stock WHERE product_id = ?1 AND store_id = ?2"
@@ -187,7 +187,7 @@ pub fn read_stock_level(
 }
 
 /// Stock of a product at every store, by store id, with totals.
-pub fn read_product_stock(conn: &Connection, product: ProductId) -> Result<ProductStock, StoreError> {
+pub fn read_product_stock(conn: &Connection, product: ProductId) -> Result<ProductStock, ReadError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {STOCK_COLUMNS} FROM stock WHERE product_id = ?1 ORDER BY store_id"
     ))?;
@@ -206,7 +206,7 @@ fn read_product(
     conn: &Connection,
     condition: &str,
     key: &dyn rusqlite::ToSql,
-) -> Result<Option<ProductView>, StoreError> {
+) -> Result<Option<ProductView>, ReadError> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT id, sku, name, price_minor, version FROM products WHERE {condition}"
@@ -216,7 +216,7 @@ fn read_product(
 }
 
 /// Stock of every product at one store, by product id.
-pub fn read_store_stock(conn: &Connection, store: StoreId) -> Result<Vec<StockLevel>, StoreError> {
+pub fn read_store_stock(conn: &Connection, store: StoreId) -> Result<Vec<StockLevel>, ReadError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {STOCK_COLUMNS} FROM stock WHERE store_id = ?1 ORDER BY product_id"
     ))?;
@@ -227,7 +227,7 @@ pub fn read_store_stock(conn: &Connection, store: StoreId) -> Result<Vec<StockLe
 }
 
 /// The whole catalog, by product id.
-pub fn read_catalog(conn: &Connection) -> Result<Vec<ProductView>, StoreError> {
+pub fn read_catalog(conn: &Connection) -> Result<Vec<ProductView>, ReadError> {
     let mut stmt = conn.prepare_cached("SELECT id, sku, name, price_minor, version FROM products ORDER BY id")?;
     let rows = stmt
         .query_map([], product_from_row)?
@@ -248,17 +248,17 @@ fn product_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ProductView> {
 }
 
 /// A product by id.
-pub fn read_product_by_id(conn: &Connection, id: ProductId) -> Result<Option<ProductView>, StoreError> {
+pub fn read_product_by_id(conn: &Connection, id: ProductId) -> Result<Option<ProductView>, ReadError> {
     read_product(conn, "id = ?1", id.as_bytes())
 }
 
 /// A product by SKU.
-pub fn read_product_by_sku(conn: &Connection, sku: &str) -> Result<Option<ProductView>, StoreError> {
+pub fn read_product_by_sku(conn: &Connection, sku: &str) -> Result<Option<ProductView>, ReadError> {
     read_product(conn, "sku = ?1", &sku)
 }
 
 /// Every open reservation of a store.
-pub fn read_open_reservations(conn: &Connection, store: StoreId) -> Result<Vec<OpenReservation>, StoreError> {
+pub fn read_open_reservations(conn: &Connection, store: StoreId) -> Result<Vec<OpenReservation>, ReadError> {
     let mut stmt = conn.prepare_cached(
         "SELECT reservation_id, product_id, quantity, expires_at, origin FROM reservations
          WHERE store_id = ?1 ORDER BY product_id, reservation_id",
@@ -273,7 +273,7 @@ pub fn read_open_reservations(conn: &Connection, store: StoreId) -> Result<Vec<O
             reservation_id: ReservationId::from_bytes(row.get(0)?),
             product_id: ProductId::from_bytes(row.get(1)?),
             store_id: store,
-            quantity: u32::try_from(quantity).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            quantity: u32::try_from(quantity).map_err(|e| ReadError::Corrupt(e.to_string()))?,
             expires_at: parse_time(&expires_at)?,
             origin: origin.map_or(Origin::Hub, |id| Origin::Store(StoreId::from_bytes(id))),
         });
@@ -287,7 +287,7 @@ pub fn read_expired_reservations(
     origin: Origin,
     now: OffsetDateTime,
     limit: usize,
-) -> Result<Vec<ReservationId>, StoreError> {
+) -> Result<Vec<ReservationId>, ReadError> {
     let now = format_time(now)?;
     let (condition, store) = match origin {
         Origin::Hub => ("origin IS NULL", None),
@@ -322,7 +322,7 @@ pub struct PoisonEvent {
 }
 
 /// The most recent poison events (at most `limit`, newest first) and how many there are.
-pub fn read_poison_events(conn: &Connection, limit: usize) -> Result<(u64, Vec<PoisonEvent>), StoreError> {
+pub fn read_poison_events(conn: &Connection, limit: usize) -> Result<(u64, Vec<PoisonEvent>), ReadError> {
     let count: i64 = conn.query_row("SELECT COUNT(*) FROM poison_events", [], |row| row.get(0))?;
     let mut stmt =
         conn.prepare_cached("SELECT position, event_id, reason FROM poison_events ORDER BY position DESC LIMIT ?1")?;

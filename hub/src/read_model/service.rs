@@ -21,7 +21,7 @@
 //!   before it is answered), so waiting cannot help: [`QueryError::PastHead`] at once.
 
 use super::{AtPosition, ReadModelQueries, TouchLog, ViewKey};
-use crate::store::StoreError;
+use crate::store::ReadError;
 use futures_util::future::BoxFuture;
 use moka::future::Cache;
 use shelfsync_common::breaker::{BreakerConfig, BreakerOpen, BreakerState, CircuitBreaker, Failure};
@@ -303,7 +303,7 @@ impl QueryService {
         &'a self,
         key: ViewKey,
         min_position: Option<u64>,
-        fetch: impl FnOnce() -> BoxFuture<'a, Result<AtPosition<T>, StoreError>>,
+        fetch: impl FnOnce() -> BoxFuture<'a, Result<AtPosition<T>, ReadError>>,
     ) -> Result<Answer<T>, QueryError> {
         self.caught_up(min_position).await?;
         let wanted = min_position.unwrap_or(0);

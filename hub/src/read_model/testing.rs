@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 pub(crate) struct Fixture {
     pub dir: tempfile::TempDir,
-    pub store: EventStore,
+    pub log: EventStore,
     pub shop: StoreId,
     pub product: ProductId,
     requests: AtomicU64,
@@ -30,16 +30,12 @@ impl Fixture {
         let store = EventStore::open(&dir.path().join("events.sqlite"), EventBus::new()).unwrap();
         let fixture = Self {
             dir,
-            store,
+            log: store,
             shop: StoreId::new_v7(),
             product: ProductId::new_v7(),
             requests: AtomicU64::new(0),
         };
-        fixture
-            .store
-            .add_store(fixture.shop, "Main street".into())
-            .await
-            .unwrap();
+        fixture.log.add_store(fixture.shop, "Main street".into()).await.unwrap();
         fixture.register(fixture.product, "SKU-1", "Coffee").await;
         fixture
     }
@@ -70,7 +66,7 @@ impl Fixture {
                 recorded_at: None,
             },
         };
-        self.store.execute(request).await.unwrap()
+        self.log.execute(request).await.unwrap()
     }
 
     pub async fn register(&self, id: ProductId, sku: &str, name: &str) -> WriteResult {

@@ -38,7 +38,7 @@ fn dump(path: &Path) -> Vec<String> {
 
 fn start(fixture: &Fixture) -> (ProjectionHandle, watch::Sender<bool>) {
     let (stop, stopped) = watch::channel(false);
-    let handle = spawn(fixture.store.clone(), &fixture.read_model_path(), stopped).unwrap();
+    let handle = spawn(fixture.log.clone(), &fixture.read_model_path(), stopped).unwrap();
     (handle, stop)
 }
 
@@ -143,7 +143,7 @@ async fn a_backlog_of_several_feed_pages_is_caught_up_exactly() {
         )
     });
     futures_util::future::join_all(adds).await;
-    let head = fixture.store.bus().head();
+    let head = fixture.log.bus().head();
     let (handle, _stop) = start(&fixture);
     reach(&mut handle.projected(), head).await;
     let model = handle.queries();
@@ -171,7 +171,7 @@ async fn a_failing_batch_changes_nothing_not_even_the_checkpoint() {
     fixture.add(5).await;
     let other = ProductId::new_v7();
     let last = fixture.register(other, "SKU-2", "Tea").await;
-    let events = fixture.store.read_after(0, 100).await.unwrap();
+    let events = fixture.log.read_after(0, 100).await.unwrap();
     assert_eq!(events.last().unwrap().position, last.position);
 
     let mut conn = open_writer(&fixture.read_model_path()).unwrap();
@@ -273,9 +273,9 @@ fn sneak_in_year_10000_hold(fixture: &Fixture, after: u64, stream_version: u64) 
 async fn a_poison_event_is_skipped_recorded_and_the_projection_goes_on() {
     let mut fixture = Fixture::new().await;
     let added = fixture.add(5).await;
-    fixture.store.close().await;
+    fixture.log.close().await;
     let poison = sneak_in_year_10000_hold(&fixture, added.position, added.stream_version + 1);
-    fixture.store = EventStore::open(&fixture.events_path(), crate::bus::EventBus::new()).unwrap();
+    fixture.log = EventStore::open(&fixture.events_path(), crate::bus::EventBus::new()).unwrap();
     let after = fixture.add(2).await;
     assert!(after.position > poison);
 
@@ -299,7 +299,7 @@ async fn a_poison_event_is_skipped_recorded_and_the_projection_goes_on() {
 async fn a_rebuild_skips_a_poison_event_too() {
     let fixture = Fixture::new().await;
     let added = fixture.add(5).await;
-    fixture.store.close().await;
+    fixture.log.close().await;
     let poison = sneak_in_year_10000_hold(&fixture, added.position, added.stream_version + 1);
     let applied = rebuild(&fixture.events_path(), &fixture.read_model_path(), false).unwrap();
     assert_eq!(applied, added.position, "every event but the poison one");
@@ -365,7 +365,7 @@ async fn a_rebuild_from_zero_yields_the_same_rows_as_the_live_projection() {
     let fixture = Fixture::new().await;
     let (handle, stop) = start(&fixture);
     let second_shop = StoreId::new_v7();
-    fixture.store.add_store(second_shop, "Station".into()).await.unwrap();
+    fixture.log.add_store(second_shop, "Station".into()).await.unwrap();
     let tea = ProductId::new_v7();
     fixture.register(tea, "TEA", "Tea").await;
     let mut last = 0;
@@ -403,7 +403,7 @@ async fn a_rebuild_from_zero_yields_the_same_rows_as_the_live_projection() {
     reach(&mut projected, last).await;
     stop.send(true).unwrap();
     handle.join().await;
-    fixture.store.close().await;
+    fixture.log.close().await;
     let live = dump(&fixture.read_model_path());
     assert!(
         live.iter().any(|row| row.starts_with("reservations:")),
@@ -431,7 +431,7 @@ async fn a_read_model_ahead_of_the_log_is_projected_again_from_zero() {
         conn.execute("INSERT INTO checkpoint VALUES ('stock', 999)", [])
             .unwrap();
     }
-    let head = fixture.store.bus().head();
+    let head = fixture.log.bus().head();
     let (handle, _stop) = start(&fixture);
     let mut projected = handle.projected();
     reach(&mut projected, head).await;

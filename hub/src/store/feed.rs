@@ -6,7 +6,7 @@
 //! re-reads the gap from the log: the bus may drop messages, the feed never drops an
 //! event.
 
-use super::{reader, ReadPool, StoreError};
+use super::{reader, ReadError, ReadPool};
 use crate::bus::EventBus;
 use shelfsync_common::EventEnvelope;
 use std::sync::Arc;
@@ -52,7 +52,7 @@ impl EventFeed {
 
     /// The next events, in order, waiting until there are some. `None` means the bus
     /// closed (the hub is shutting down).
-    pub async fn next(&mut self) -> Option<Result<Vec<EventEnvelope>, StoreError>> {
+    pub async fn next(&mut self) -> Option<Result<Vec<EventEnvelope>, ReadError>> {
         loop {
             // The channel was subscribed before the first read, so once a read of the store
             // comes back short, every later commit is in the channel: read it from memory.

@@ -89,7 +89,7 @@ pub struct CommandRequest {
 
 /// Why a command was not appended.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AppendError {
+pub enum WriteError {
     /// The rules refused the command.
     #[error(transparent)]
     Domain(#[from] DomainError),
@@ -142,9 +142,9 @@ pub enum AppendError {
     Unavailable,
 }
 
-/// A storage failure on the read path.
+/// A storage failure while opening the log or reading it.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub enum ReadError {
     /// SQLite failed.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -170,7 +170,7 @@ pub struct EventStore {
 
 impl EventStore {
     /// Opens (creating and migrating if needed) the store at `path` and starts its writer.
-    pub fn open(path: &Path, bus: EventBus) -> Result<Self, StoreError> {
+    pub fn open(path: &Path, bus: EventBus) -> Result<Self, ReadError> {
         let writer::Started { writer, head, id_key } = writer::start(path, bus.clone())?;
         bus.set_head(head);
         Ok(Self {
@@ -199,14 +199,14 @@ impl EventStore {
     }
 
     /// Runs one strict command through the writer.
-    pub async fn execute(&self, request: CommandRequest) -> Result<WriteResult, AppendError> {
+    pub async fn execute(&self, request: CommandRequest) -> Result<WriteResult, WriteError> {
         self.writer
             .submit(|reply| writer::WriteOp::Command(Box::new(request), reply))
             .await
     }
 
     /// Registers a store without a token and without the name check (tests' fixtures).
-    pub async fn add_store(&self, id: StoreId, name: String) -> Result<StoreInfo, AppendError> {
+    pub async fn add_store(&self, id: StoreId, name: String) -> Result<StoreInfo, WriteError> {
         self.writer
             .submit(|reply| writer::WriteOp::AddStore {
                 id,
@@ -227,7 +227,7 @@ impl EventStore {
         name: String,
         token: reader::TokenRecord,
         allow_duplicate_name: bool,
-    ) -> Result<StoreInfo, AppendError> {
+    ) -> Result<StoreInfo, WriteError> {
         let token = Some(Box::new(token));
         self.writer
             .submit(|reply| writer::WriteOp::AddStore {
@@ -241,7 +241,7 @@ impl EventStore {
     }
 
     /// Records a store's uploaded events (design section 7); one result per event, in order.
-    pub async fn upload(&self, store: StoreId, events: Vec<UploadEvent>) -> Result<Vec<UploadResult>, AppendError> {
+    pub async fn upload(&self, store: StoreId, events: Vec<UploadEvent>) -> Result<Vec<UploadResult>, WriteError> {
         self.writer
             .submit(|reply| writer::WriteOp::Upload { store, events, reply })
             .await
@@ -249,14 +249,14 @@ impl EventStore {
 
     /// Stores a new bearer token (its secret already hashed). Its name must be free among
     /// the live tokens of its role.
-    pub async fn add_token(&self, token: reader::TokenRecord) -> Result<(), AppendError> {
+    pub async fn add_token(&self, token: reader::TokenRecord) -> Result<(), WriteError> {
         self.writer
             .submit(|reply| writer::WriteOp::AddToken(Box::new(token), reply))
             .await
     }
 
     /// Revokes the selected live tokens; says how many, and whose store tokens they were.
-    pub async fn revoke_tokens(&self, selector: TokenSelector) -> Result<RevokedTokens, AppendError> {
+    pub async fn revoke_tokens(&self, selector: TokenSelector) -> Result<RevokedTokens, WriteError> {
         self.writer
             .submit(|reply| writer::WriteOp::RevokeTokens(selector, reply))
             .await
@@ -268,7 +268,7 @@ impl EventStore {
         &self,
         store: StoreId,
         token: reader::TokenRecord,
-    ) -> Result<RevokedTokens, AppendError> {
+    ) -> Result<RevokedTokens, WriteError> {
         let token = Box::new(token);
         self.writer
             .submit(|reply| writer::WriteOp::RotateStoreToken { store, token, reply })
@@ -276,7 +276,7 @@ impl EventStore {
     }
 
     /// Checkpoints the WAL into the main file (scheduled maintenance).
-    pub async fn checkpoint(&self) -> Result<(), AppendError> {
+    pub async fn checkpoint(&self) -> Result<(), WriteError> {
         self.writer.checkpoint().await
     }
 
@@ -291,14 +291,14 @@ impl EventStore {
     }
 
     /// Events after `after` in position order, at most `limit`.
-    pub async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+    pub async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, ReadError> {
         self.reads
             .run(move |conn| reader::events_after(conn, after, limit))
             .await
     }
 
     /// Lets the writer finish what is queued, stops it, and waits for it. Writes sent
-    /// after this through any clone answer [`AppendError::Unavailable`].
+    /// after this through any clone answer [`WriteError::Unavailable`].
     pub async fn close(&self) {
         self.reads.close_idle();
         self.writer.close().await;

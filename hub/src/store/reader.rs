@@ -1,7 +1,7 @@
 //! The read path of the event store: a small pool of read-only SQLite connections and
 //! the queries that run on them. WAL lets these read while the writer commits.
 
-use super::StoreError;
+use super::ReadError;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use shelfsync_common::wire::api::StoreInfo;
 use shelfsync_common::{EventEnvelope, EventId, EventPayload, StoreId, StreamId};
@@ -36,19 +36,19 @@ impl ReadPool {
     }
 
     /// Runs `query` on a pooled connection in tokio's blocking pool.
-    pub async fn run<T, F>(self: &std::sync::Arc<Self>, query: F) -> Result<T, StoreError>
+    pub async fn run<T, F>(self: &std::sync::Arc<Self>, query: F) -> Result<T, ReadError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, ReadError> + Send + 'static,
     {
         let pool = self.clone();
         tokio::task::spawn_blocking(move || pool.run_blocking(query))
             .await
-            .map_err(|e| StoreError::Join(e.to_string()))?
+            .map_err(|e| ReadError::Join(e.to_string()))?
     }
 
     /// Runs `query` on a pooled connection on this thread.
-    pub fn run_blocking<T>(&self, query: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    pub fn run_blocking<T>(&self, query: impl FnOnce(&Connection) -> Result<T, ReadError>) -> Result<T, ReadError> {
         let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let conn = match pooled {
             Some(conn) => conn,
@@ -69,7 +69,7 @@ pub const EVENT_COLUMNS: &str =
     "position, event_id, stream_key, stream_version, event_type, schema_version, data, metadata";
 
 /// Decodes one `events` row selected with [`EVENT_COLUMNS`].
-pub fn envelope_from_row(row: &Row<'_>) -> Result<EventEnvelope, StoreError> {
+pub fn envelope_from_row(row: &Row<'_>) -> Result<EventEnvelope, ReadError> {
     let position: i64 = row.get(0)?;
     let event_id: [u8; 16] = row.get(1)?;
     let stream_key: Vec<u8> = row.get(2)?;
@@ -78,7 +78,7 @@ pub fn envelope_from_row(row: &Row<'_>) -> Result<EventEnvelope, StoreError> {
     let schema_version: i64 = row.get(5)?;
     let data: String = row.get(6)?;
     let metadata: String = row.get(7)?;
-    let corrupt = |what: String| StoreError::Corrupt(format!("event at position {position}: {what}"));
+    let corrupt = |what: String| ReadError::Corrupt(format!("event at position {position}: {what}"));
     let stream = StreamId::from_key(&stream_key).ok_or_else(|| corrupt("bad stream key".into()))?;
     let data = serde_json::from_str(&data).map_err(|e| corrupt(e.to_string()))?;
     let schema_version = u16::try_from(schema_version).map_err(|e| corrupt(e.to_string()))?;
@@ -95,7 +95,7 @@ pub fn envelope_from_row(row: &Row<'_>) -> Result<EventEnvelope, StoreError> {
 }
 
 /// Events with position greater than `after`, in order, at most `limit`.
-pub fn events_after(conn: &Connection, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+pub fn events_after(conn: &Connection, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, ReadError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
     ))?;
@@ -108,7 +108,7 @@ pub fn events_after(conn: &Connection, after: u64, limit: usize) -> Result<Vec<E
 }
 
 /// The position of the last committed event (0 for an empty log).
-pub fn head(conn: &Connection) -> Result<u64, StoreError> {
+pub fn head(conn: &Connection) -> Result<u64, ReadError> {
     let head: Option<i64> = conn.query_row("SELECT MAX(position) FROM events", [], |row| row.get(0))?;
     Ok(head.unwrap_or(0) as u64)
 }
@@ -133,7 +133,7 @@ pub struct TokenRecord {
 }
 
 /// The live (unrevoked) token whose secret hashes to `digest`.
-pub fn live_token_by_digest(conn: &Connection, digest: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError> {
+pub fn live_token_by_digest(conn: &Connection, digest: &[u8; 32]) -> Result<Option<TokenRecord>, ReadError> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, name, role, store_id, secret_sha256, created_at, revoked_at FROM tokens
          WHERE secret_sha256 = ?1 AND revoked_at IS NULL",
@@ -165,7 +165,7 @@ pub fn live_token_by_digest(conn: &Connection, digest: &[u8; 32]) -> Result<Opti
 }
 
 /// Every enrolled store, oldest first, with whether all its tokens are revoked.
-pub fn stores(conn: &Connection) -> Result<Vec<StoreInfo>, StoreError> {
+pub fn stores(conn: &Connection) -> Result<Vec<StoreInfo>, ReadError> {
     let mut stmt = conn.prepare_cached(
         "SELECT s.id, s.name, s.created_at,
                 NOT EXISTS (SELECT 1 FROM tokens t WHERE t.store_id = s.id AND t.revoked_at IS NULL)
@@ -192,13 +192,13 @@ pub fn stores(conn: &Connection) -> Result<Vec<StoreInfo>, StoreError> {
 }
 
 /// Whether a store with this id is enrolled (revoked or not).
-pub fn store_enrolled(conn: &Connection, id: StoreId) -> Result<bool, StoreError> {
+pub fn store_enrolled(conn: &Connection, id: StoreId) -> Result<bool, ReadError> {
     let mut stmt = conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM stores WHERE id = ?1)")?;
     Ok(stmt.query_row([&id.as_bytes()[..]], |row| row.get(0))?)
 }
 
 /// The store enrolled under this name, if any (the oldest one).
-pub fn store_named(conn: &Connection, name: &str) -> Result<Option<StoreId>, StoreError> {
+pub fn store_named(conn: &Connection, name: &str) -> Result<Option<StoreId>, ReadError> {
     let mut stmt = conn.prepare_cached("SELECT id FROM stores WHERE name = ?1 ORDER BY created_at, id LIMIT 1")?;
     let mut rows = stmt.query([name])?;
     Ok(match rows.next()? {
@@ -208,9 +208,9 @@ pub fn store_named(conn: &Connection, name: &str) -> Result<Option<StoreId>, Sto
 }
 
 /// Parses an RFC 3339 timestamp stored as text.
-pub fn parse_time(text: &str) -> Result<OffsetDateTime, StoreError> {
+pub fn parse_time(text: &str) -> Result<OffsetDateTime, ReadError> {
     OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| StoreError::Corrupt(format!("bad timestamp {text:?}: {e}")))
+        .map_err(|e| ReadError::Corrupt(format!("bad timestamp {text:?}: {e}")))
 }
 
 /// Formats a timestamp as RFC 3339 text for storage.
@@ -226,7 +226,7 @@ pub fn live_token_named(
     role: &str,
     name: &str,
     except_store: Option<StoreId>,
-) -> Result<bool, StoreError> {
+) -> Result<bool, ReadError> {
     let mut stmt = conn.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM tokens WHERE role = ?1 AND name = ?2 AND revoked_at IS NULL
                         AND (?3 IS NULL OR store_id IS NOT ?3))",
@@ -260,7 +260,7 @@ pub fn visible_events_after(
     after: u64,
     limit: usize,
     scan_window: u64,
-) -> Result<VisiblePage, StoreError> {
+) -> Result<VisiblePage, ReadError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position"
     ))?;
@@ -274,7 +274,7 @@ pub fn visible_events_after(
         let key: Vec<u8> = row.get(2)?;
         let position = row.get::<_, i64>(0)? as u64;
         let stream =
-            StreamId::from_key(&key).ok_or_else(|| StoreError::Corrupt(format!("bad stream key at {position}")))?;
+            StreamId::from_key(&key).ok_or_else(|| ReadError::Corrupt(format!("bad stream key at {position}")))?;
         if stream.visible_to(store) {
             page.events.push(envelope_from_row(row)?);
         }
@@ -296,7 +296,7 @@ pub struct StoreStats {
 }
 
 /// Every store's counters.
-pub fn store_stats(conn: &Connection) -> Result<std::collections::HashMap<StoreId, StoreStats>, StoreError> {
+pub fn store_stats(conn: &Connection) -> Result<std::collections::HashMap<StoreId, StoreStats>, ReadError> {
     let mut stmt = conn.prepare_cached("SELECT store_id, rejected_uploads, oversells FROM store_stats")?;
     let rows = stmt.query_map([], |row| {
         Ok((row.get::<_, [u8; 16]>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))

@@ -6,7 +6,7 @@
 //! connection (see [`one_batch`]), so that they decide which requests share one group
 //! commit instead of hoping the scheduler arranges it.
 
-use super::{writer, AppendError, Command, CommandRequest, EventStore, InventoryTarget};
+use super::{writer, Command, CommandRequest, EventStore, InventoryTarget, WriteError};
 use crate::bus::EventBus;
 use crate::store::EventFeed;
 use rusqlite::OptionalExtension;
@@ -37,14 +37,18 @@ const PATIENCE: Duration = Duration::from_secs(30);
 struct TestStore {
     _dir: tempfile::TempDir,
     path: PathBuf,
-    store: EventStore,
+    log: EventStore,
 }
 
 fn new_store() -> TestStore {
     let dir = tempfile::tempdir().expect("temporary directory");
     let path = dir.path().join("events.sqlite");
     let store = open_store(&path);
-    TestStore { _dir: dir, path, store }
+    TestStore {
+        _dir: dir,
+        path,
+        log: store,
+    }
 }
 
 fn open_store(path: &Path) -> EventStore {
@@ -147,7 +151,7 @@ fn commit(reservation_id: ReservationId) -> Command {
     }
 }
 
-async fn execute(store: &EventStore, command: Command, expected: ExpectedVersion) -> Result<WriteResult, AppendError> {
+async fn execute(store: &EventStore, command: Command, expected: ExpectedVersion) -> Result<WriteResult, WriteError> {
     store.execute(request(command, expected)).await
 }
 
@@ -293,7 +297,7 @@ impl WriteLock {
     }
 }
 
-type Answer = oneshot::Receiver<Result<WriteResult, AppendError>>;
+type Answer = oneshot::Receiver<Result<WriteResult, WriteError>>;
 
 /// Puts a command on the writer's queue directly: when this returns the job is queued
 /// (`EventStore::execute` only tells once it is answered).
@@ -305,7 +309,7 @@ async fn enqueue(store: &EventStore, request: CommandRequest) -> Answer {
         .expect("the writer is running")
 }
 
-async fn answer(answer: Answer) -> Result<WriteResult, AppendError> {
+async fn answer(answer: Answer) -> Result<WriteResult, WriteError> {
     tokio::time::timeout(PATIENCE, answer)
         .await
         .expect("the writer answers")
@@ -319,23 +323,18 @@ async fn answer(answer: Answer) -> Result<WriteResult, AppendError> {
 /// the lock. The barrier ends that first batch. Everything queued behind the barrier is
 /// still queued when the lock is released, and the writer drains it into one batch
 /// (it drains up to `MAX_BATCH` jobs, stopping early only at a barrier or an empty queue).
-async fn one_batch(t: &TestStore, requests: Vec<CommandRequest>) -> Vec<Result<WriteResult, AppendError>> {
+async fn one_batch(t: &TestStore, requests: Vec<CommandRequest>) -> Vec<Result<WriteResult, WriteError>> {
     assert!(requests.len() <= writer::MAX_BATCH);
     let lock = WriteLock::hold(&t.path);
     let stall = ReservationId::new_v7();
-    let stalled = enqueue(&t.store, request(commit(stall), ExpectedVersion::Any)).await;
-    let checkpointed = t
-        .store
-        .writer()
-        .queue_checkpoint()
-        .await
-        .expect("the writer is running");
+    let stalled = enqueue(&t.log, request(commit(stall), ExpectedVersion::Any)).await;
+    let checkpointed = t.log.writer().queue_checkpoint().await.expect("the writer is running");
     let mut answers = Vec::with_capacity(requests.len());
     for request in requests {
-        answers.push(enqueue(&t.store, request).await);
+        answers.push(enqueue(&t.log, request).await);
     }
     lock.release();
-    assert_eq!(answer(stalled).await, Err(AppendError::UnknownReservation(stall)));
+    assert_eq!(answer(stalled).await, Err(WriteError::UnknownReservation(stall)));
     tokio::time::timeout(PATIENCE, checkpointed)
         .await
         .expect("the checkpoint ran")
@@ -374,7 +373,7 @@ async fn racing_appends_at_one_expected_version_let_exactly_one_through() {
     const START: u64 = 3;
     const RACERS: i64 = 32;
     let t = new_store();
-    let store = &t.store;
+    let store = &t.log;
     let product = register_product(store, "RACE-1").await;
     let shop = enroll_store(store).await;
     let stream = StreamId::inventory(product, shop);
@@ -401,7 +400,7 @@ async fn racing_appends_at_one_expected_version_let_exactly_one_through() {
     for racer in racers {
         match racer.await.unwrap() {
             Ok(written) => winners.push(written),
-            Err(AppendError::VersionConflict {
+            Err(WriteError::VersionConflict {
                 stream: conflicted,
                 expected,
                 current,
@@ -451,7 +450,7 @@ async fn racing_appends_at_one_expected_version_let_exactly_one_through() {
                                 won.push(written.stream_version);
                                 break;
                             }
-                            Err(AppendError::VersionConflict { current: now, .. }) => {
+                            Err(WriteError::VersionConflict { current: now, .. }) => {
                                 assert!(
                                     now > current,
                                     "a conflict means the stream moved on: {now} vs {current}"
@@ -502,7 +501,7 @@ async fn racing_appends_at_one_expected_version_let_exactly_one_through() {
 #[tokio::test]
 async fn a_retry_with_the_same_event_id_and_fingerprint_returns_the_first_answer() {
     let t = new_store();
-    let store = &t.store;
+    let store = &t.log;
     let product = register_product(store, "IDEM-1").await;
     let shop = enroll_store(store).await;
     let stream = StreamId::inventory(product, shop);
@@ -538,7 +537,7 @@ async fn a_retry_with_the_same_event_id_and_fingerprint_returns_the_first_answer
 #[tokio::test]
 async fn reusing_an_event_id_for_another_request_is_an_idempotency_conflict() {
     let t = new_store();
-    let store = &t.store;
+    let store = &t.log;
     let product = register_product(store, "IDEM-2").await;
     let shop = enroll_store(store).await;
     let other_shop = enroll_store(store).await;
@@ -552,20 +551,20 @@ async fn reusing_an_event_id_for_another_request_is_an_idempotency_conflict() {
     assert_ne!(other.fingerprint, first.fingerprint);
     assert_eq!(
         store.execute(other).await,
-        Err(AppendError::IdempotencyConflict(first.event_id))
+        Err(WriteError::IdempotencyConflict(first.event_id))
     );
     // The same command for another stream.
     let elsewhere = request_with_id(add_stock(product, other_shop, 5), ExpectedVersion::Any, first.event_id);
     assert_eq!(
         store.execute(elsewhere).await,
-        Err(AppendError::IdempotencyConflict(first.event_id))
+        Err(WriteError::IdempotencyConflict(first.event_id))
     );
     // The very same command, but a different fingerprint.
     let mut tampered = first.clone();
     tampered.fingerprint[0] ^= 0xff;
     assert_eq!(
         store.execute(tampered).await,
-        Err(AppendError::IdempotencyConflict(first.event_id))
+        Err(WriteError::IdempotencyConflict(first.event_id))
     );
     assert_eq!(bus_head(store).await, head, "a refused id writes nothing");
     assert_eq!(all_events(store).await.len() as u64, head);
@@ -577,7 +576,7 @@ async fn reusing_an_event_id_for_another_request_is_an_idempotency_conflict() {
 async fn identical_requests_in_flight_together_write_one_event() {
     const COPIES: usize = 16;
     let t = new_store();
-    let store = &t.store;
+    let store = &t.log;
     let product = register_product(store, "IDEM-3").await;
     let shop = enroll_store(store).await;
 
@@ -640,7 +639,7 @@ async fn positions_are_gap_free_and_commit_ordered_under_concurrent_writers() {
     const TASKS: usize = 8;
     const PER_TASK: usize = 100;
     let t = new_store();
-    let store = &t.store;
+    let store = &t.log;
     let mut products = Vec::new();
     for n in 0..4 {
         products.push(register_product(store, &format!("POS-{n}")).await);
@@ -720,7 +719,7 @@ async fn positions_are_gap_free_and_commit_ordered_under_concurrent_writers() {
 async fn queued_requests_share_one_commit() {
     const QUEUED: usize = 200;
     let t = new_store();
-    let store = &t.store;
+    let store = &t.log;
     let product = register_product(store, "BATCH-1").await;
     let shop = enroll_store(store).await;
     let head = log_head(store).await;
@@ -775,7 +774,7 @@ async fn concurrent_writers_are_group_committed() {
     const WRITERS: usize = 16;
     const EVENTS: usize = 640;
     let t = new_store();
-    let store = &t.store;
+    let store = &t.log;
     let product = register_product(store, "BATCH-2").await;
     let mut streams = Vec::new();
     for _ in 0..4 {
@@ -804,7 +803,7 @@ async fn concurrent_writers_are_group_committed() {
 #[tokio::test]
 async fn refused_commands_write_nothing() {
     let t = new_store();
-    let store = &t.store;
+    let store = &t.log;
     let product = register_product(store, "REF-1").await;
     let unregistered = ProductId::new_v7();
     let shop = enroll_store(store).await;
@@ -822,28 +821,28 @@ async fn refused_commands_write_nothing() {
             ExpectedVersion::Any
         )
         .await,
-        Err(AppendError::Domain(DomainError::InsufficientStock {
+        Err(WriteError::Domain(DomainError::InsufficientStock {
             requested: 6,
             available: 5
         }))
     );
     assert_eq!(
         execute(store, add_stock(product, stranger, 1), ExpectedVersion::Any).await,
-        Err(AppendError::UnknownStore(stranger))
+        Err(WriteError::UnknownStore(stranger))
     );
     assert_eq!(
         execute(store, add_stock(unregistered, shop, 1), ExpectedVersion::Any).await,
-        Err(AppendError::Domain(DomainError::ProductNotRegistered(unregistered)))
+        Err(WriteError::Domain(DomainError::ProductNotRegistered(unregistered)))
     );
     let nowhere = ReservationId::new_v7();
     assert_eq!(
         execute(store, commit(nowhere), ExpectedVersion::Any).await,
-        Err(AppendError::UnknownReservation(nowhere))
+        Err(WriteError::UnknownReservation(nowhere))
     );
     let copycat = new_product("REF-1");
     assert_eq!(
         execute(store, register(copycat), ExpectedVersion::NoStream).await,
-        Err(AppendError::SkuTaken {
+        Err(WriteError::SkuTaken {
             sku: "REF-1".into(),
             owner: product
         })
@@ -866,7 +865,7 @@ async fn refused_commands_write_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn refusals_inside_a_group_commit_leave_their_neighbours_intact() {
     let t = new_store();
-    let store = &t.store;
+    let store = &t.log;
     let product = register_product(store, "MIX-1").await;
     let shop = enroll_store(store).await;
     let stranger = StoreId::new_v7();
@@ -906,15 +905,15 @@ async fn refusals_inside_a_group_commit_leave_their_neighbours_intact() {
     let stream = StreamId::inventory(product, shop);
     assert!(matches!(
         results[1],
-        Err(AppendError::Domain(DomainError::InsufficientStock {
+        Err(WriteError::Domain(DomainError::InsufficientStock {
             requested: 6,
             available: 5
         }))
     ));
-    assert_eq!(results[3], Err(AppendError::UnknownStore(stranger)));
+    assert_eq!(results[3], Err(WriteError::UnknownStore(stranger)));
     assert_eq!(
         results[4],
-        Err(AppendError::Domain(DomainError::ProductNotRegistered(unregistered)))
+        Err(WriteError::Domain(DomainError::ProductNotRegistered(unregistered)))
     );
     match &results[5] {
         Ok(w) => assert_eq!(
@@ -926,17 +925,17 @@ async fn refusals_inside_a_group_commit_leave_their_neighbours_intact() {
         ),
         other => panic!("commit refused: {other:?}"),
     }
-    assert_eq!(results[6], Err(AppendError::UnknownReservation(held)));
+    assert_eq!(results[6], Err(WriteError::UnknownReservation(held)));
     assert_eq!(
         results[8],
-        Err(AppendError::SkuTaken {
+        Err(WriteError::SkuTaken {
             sku: "TWIN".into(),
             owner: twin_a.id
         })
     );
     assert_eq!(
         results[9],
-        Err(AppendError::VersionConflict {
+        Err(WriteError::VersionConflict {
             stream,
             expected: ExpectedVersion::Exact(3),
             current: 4
@@ -952,7 +951,7 @@ async fn refusals_inside_a_group_commit_leave_their_neighbours_intact() {
 #[tokio::test]
 async fn a_reservation_id_open_on_one_stream_is_not_opened_on_another() {
     let t = new_store();
-    let store = &t.store;
+    let store = &t.log;
     let product = register_product(store, "HOLD-1").await;
     let north = enroll_store(store).await;
     let south = enroll_store(store).await;
@@ -968,7 +967,7 @@ async fn a_reservation_id_open_on_one_stream_is_not_opened_on_another() {
     let head = log_head(store).await;
     assert_eq!(
         execute(store, reserve(product, south, held, 3), ExpectedVersion::Any).await,
-        Err(AppendError::Domain(DomainError::ReservationExists(held))),
+        Err(WriteError::Domain(DomainError::ReservationExists(held))),
         "reservations are addressed by id alone, so an open id must not be opened twice"
     );
     assert_eq!(bus_head(store).await, head);
@@ -995,7 +994,7 @@ async fn a_reservation_id_open_on_one_stream_is_not_opened_on_another() {
     assert!(results[0].is_ok());
     assert_eq!(
         results[1],
-        Err(AppendError::Domain(DomainError::ReservationExists(twice)))
+        Err(WriteError::Domain(DomainError::ReservationExists(twice)))
     );
 }
 
@@ -1003,7 +1002,7 @@ async fn a_reservation_id_open_on_one_stream_is_not_opened_on_another() {
 async fn a_failed_commit_rolls_back_the_whole_batch_and_leaves_no_gap() {
     const POISON: i64 = 777;
     let t = new_store();
-    let store = &t.store;
+    let store = &t.log;
     let product = register_product(store, "FAIL-1").await;
     let north = enroll_store(store).await;
     let south = enroll_store(store).await;
@@ -1034,7 +1033,7 @@ async fn a_failed_commit_rolls_back_the_whole_batch_and_leaves_no_gap() {
     .await;
     for result in &results {
         match result {
-            Err(AppendError::Storage(message)) => assert!(message.contains("poisoned event"), "{message}"),
+            Err(WriteError::Storage(message)) => assert!(message.contains("poisoned event"), "{message}"),
             other => panic!("every job of the failed batch fails: {other:?}"),
         }
     }
@@ -1058,7 +1057,7 @@ async fn a_failed_commit_rolls_back_the_whole_batch_and_leaves_no_gap() {
 #[tokio::test]
 async fn a_reopened_store_keeps_its_heads_and_indexes() {
     let t = new_store();
-    let store = &t.store;
+    let store = &t.log;
     let renamed = new_product("OLD-SKU");
     let kept = register_product(store, "KEPT").await;
     execute(store, register(renamed.clone()), ExpectedVersion::NoStream)
@@ -1102,7 +1101,7 @@ async fn a_reopened_store_keeps_its_heads_and_indexes() {
     store.close().await;
     assert_eq!(
         execute(store, add_stock(kept, shop, 1), ExpectedVersion::Any).await,
-        Err(AppendError::Unavailable),
+        Err(WriteError::Unavailable),
         "a closed store takes no writes"
     );
 
@@ -1113,7 +1112,7 @@ async fn a_reopened_store_keeps_its_heads_and_indexes() {
     // Stream heads: the version is known without reading the log.
     assert_eq!(
         execute(&reopened, add_stock(kept, shop, 1), ExpectedVersion::Exact(3)).await,
-        Err(AppendError::VersionConflict {
+        Err(WriteError::VersionConflict {
             stream,
             expected: ExpectedVersion::Exact(3),
             current: 4
@@ -1127,7 +1126,7 @@ async fn a_reopened_store_keeps_its_heads_and_indexes() {
             ExpectedVersion::Any
         )
         .await,
-        Err(AppendError::Domain(DomainError::InsufficientStock {
+        Err(WriteError::Domain(DomainError::InsufficientStock {
             requested: 7,
             available: 6
         }))
@@ -1135,7 +1134,7 @@ async fn a_reopened_store_keeps_its_heads_and_indexes() {
     // Reservation index: the open hold is found by id, the released one is not.
     assert_eq!(
         execute(&reopened, commit(released), ExpectedVersion::Any).await,
-        Err(AppendError::UnknownReservation(released))
+        Err(WriteError::UnknownReservation(released))
     );
     let sold = execute(&reopened, commit(held), ExpectedVersion::Exact(4))
         .await
@@ -1153,14 +1152,14 @@ async fn a_reopened_store_keeps_its_heads_and_indexes() {
     // SKU index: taken SKUs stay taken, a SKU given up is free.
     assert_eq!(
         execute(&reopened, register(new_product("KEPT")), ExpectedVersion::NoStream).await,
-        Err(AppendError::SkuTaken {
+        Err(WriteError::SkuTaken {
             sku: "KEPT".into(),
             owner: kept
         })
     );
     assert_eq!(
         execute(&reopened, register(new_product("NEW-SKU")), ExpectedVersion::NoStream).await,
-        Err(AppendError::SkuTaken {
+        Err(WriteError::SkuTaken {
             sku: "NEW-SKU".into(),
             owner: renamed.id
         })
@@ -1172,7 +1171,7 @@ async fn a_reopened_store_keeps_its_heads_and_indexes() {
     let stranger = StoreId::new_v7();
     assert_eq!(
         execute(&reopened, add_stock(kept, stranger, 1), ExpectedVersion::Any).await,
-        Err(AppendError::UnknownStore(stranger))
+        Err(WriteError::UnknownStore(stranger))
     );
     // Idempotency: a retry of a write from before the restart is still a duplicate.
     let retried = reopened.execute(first).await.unwrap();
@@ -1186,7 +1185,7 @@ async fn a_reopened_store_keeps_its_heads_and_indexes() {
     assert_eq!(again.bus().head(), head);
     assert_eq!(
         execute(&again, commit(held), ExpectedVersion::Any).await,
-        Err(AppendError::UnknownReservation(held))
+        Err(WriteError::UnknownReservation(held))
     );
     check_log(&all_events(&again).await);
     again.close().await;
@@ -1200,7 +1199,7 @@ async fn a_reopened_store_keeps_its_heads_and_indexes() {
 async fn a_feed_from_zero_returns_the_whole_history_in_order() {
     const HISTORY: usize = 3000;
     let t = new_store();
-    let store = &t.store;
+    let store = &t.log;
     let product = register_product(store, "FEED-1").await;
     let mut streams = Vec::new();
     for _ in 0..3 {
@@ -1237,7 +1236,7 @@ async fn a_live_feed_yields_every_event_once_even_after_the_bus_overflowed() {
     const LIVE: usize = 1000;
     const UNREAD: usize = 4000;
     let t = new_store();
-    let store = &t.store;
+    let store = &t.log;
     let product = register_product(store, "FEED-2").await;
     let mut streams = Vec::new();
     for _ in 0..4 {
@@ -1305,7 +1304,7 @@ async fn a_live_feed_yields_every_event_once_even_after_the_bus_overflowed() {
 #[tokio::test]
 async fn a_feed_re_reads_from_the_store_when_a_batch_does_not_follow_its_cursor() {
     let t = new_store();
-    let store = &t.store;
+    let store = &t.log;
     let product = register_product(store, "FEED-3").await;
     let shop = enroll_store(store).await;
     for _ in 0..9 {
@@ -1359,7 +1358,7 @@ async fn a_feed_re_reads_from_the_store_when_a_batch_does_not_follow_its_cursor(
 #[tokio::test]
 async fn expected_versions_are_checked_against_the_stream() {
     let t = new_store();
-    let store = &t.store;
+    let store = &t.log;
     let product = register_product(store, "EXP-1").await;
     let north = enroll_store(store).await;
     let south = enroll_store(store).await;
@@ -1373,7 +1372,7 @@ async fn expected_versions_are_checked_against_the_stream() {
     assert_eq!(created.stream_version, 1);
     assert_eq!(
         execute(store, add_stock(product, north, 1), ExpectedVersion::NoStream).await,
-        Err(AppendError::VersionConflict {
+        Err(WriteError::VersionConflict {
             stream: north_stream,
             expected: ExpectedVersion::NoStream,
             current: 1
@@ -1383,7 +1382,7 @@ async fn expected_versions_are_checked_against_the_stream() {
     let head = log_head(store).await;
     assert_eq!(
         execute(store, add_stock(product, south, 1), ExpectedVersion::Exists).await,
-        Err(AppendError::VersionConflict {
+        Err(WriteError::VersionConflict {
             stream: south_stream,
             expected: ExpectedVersion::Exists,
             current: 0
@@ -1405,7 +1404,7 @@ async fn expected_versions_are_checked_against_the_stream() {
     // exact
     assert_eq!(
         execute(store, add_stock(product, north, 1), ExpectedVersion::Exact(1)).await,
-        Err(AppendError::VersionConflict {
+        Err(WriteError::VersionConflict {
             stream: north_stream,
             expected: ExpectedVersion::Exact(1),
             current: 2
@@ -1413,7 +1412,7 @@ async fn expected_versions_are_checked_against_the_stream() {
     );
     assert_eq!(
         execute(store, add_stock(product, north, 1), ExpectedVersion::Exact(3)).await,
-        Err(AppendError::VersionConflict {
+        Err(WriteError::VersionConflict {
             stream: north_stream,
             expected: ExpectedVersion::Exact(3),
             current: 2
@@ -1445,7 +1444,7 @@ async fn expected_versions_are_checked_against_the_stream() {
     };
     assert_eq!(
         execute(store, update(renamed.clone()), ExpectedVersion::Exact(3)).await,
-        Err(AppendError::VersionConflict {
+        Err(WriteError::VersionConflict {
             stream: catalog,
             expected: ExpectedVersion::Exact(3),
             current: 1
@@ -1461,7 +1460,7 @@ async fn expected_versions_are_checked_against_the_stream() {
     let fresh = new_product("EXP-3");
     assert_eq!(
         execute(store, register(fresh.clone()), ExpectedVersion::Exists).await,
-        Err(AppendError::VersionConflict {
+        Err(WriteError::VersionConflict {
             stream: StreamId::catalog(fresh.id),
             expected: ExpectedVersion::Exists,
             current: 0
@@ -1489,7 +1488,7 @@ fn token(role: &str, name: &str, store_id: Option<StoreId>) -> super::reader::To
 #[tokio::test]
 async fn token_names_are_per_role_and_revocations_name_the_stores_they_hit() {
     use super::{RevokedTokens, TokenSelector};
-    let TestStore { store, .. } = new_store();
+    let TestStore { log: store, .. } = new_store();
     let shop = enroll_store(&store).await;
     let name = format!("store-{shop}");
     store
@@ -1502,7 +1501,7 @@ async fn token_names_are_per_role_and_revocations_name_the_stores_they_hit() {
         .expect("same name, other role");
     assert!(matches!(
         store.add_token(token("channel", &name, None)).await,
-        Err(AppendError::TokenNameTaken(_))
+        Err(WriteError::TokenNameTaken(_))
     ));
 
     let by_name = store.revoke_tokens(TokenSelector::Channel(name.clone())).await.unwrap();
@@ -1540,6 +1539,6 @@ async fn token_names_are_per_role_and_revocations_name_the_stores_they_hit() {
         store
             .rotate_store_token(unknown, token("store", "store-x", Some(unknown)))
             .await,
-        Err(AppendError::UnknownStore(_))
+        Err(WriteError::UnknownStore(_))
     ));
 }

@@ -14,7 +14,7 @@ use super::facts;
 use super::reader::{envelope_from_row, format_time, StoreStats, TokenRecord, EVENT_COLUMNS};
 use super::schema::{self, EVENT_STORE};
 use super::{
-    AppendError, Command, CommandRequest, InventoryTarget, RevokedTokens, StoreError, StreamState, TokenSelector,
+    Command, CommandRequest, InventoryTarget, ReadError, RevokedTokens, StreamState, TokenSelector, WriteError,
 };
 use crate::bus::EventBus;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -57,25 +57,25 @@ pub(super) type LogWriter = Writer<LogBatches>;
 
 /// A write that shares a transaction with the others queued beside it.
 pub(super) enum WriteOp {
-    Command(Box<CommandRequest>, Reply<WriteResult, AppendError>),
+    Command(Box<CommandRequest>, Reply<WriteResult, WriteError>),
     AddStore {
         id: StoreId,
         name: String,
         token: Option<Box<TokenRecord>>,
         allow_duplicate_name: bool,
-        reply: Reply<StoreInfo, AppendError>,
+        reply: Reply<StoreInfo, WriteError>,
     },
     Upload {
         store: StoreId,
         events: Vec<UploadEvent>,
-        reply: Reply<Vec<UploadResult>, AppendError>,
+        reply: Reply<Vec<UploadResult>, WriteError>,
     },
-    AddToken(Box<TokenRecord>, Reply<(), AppendError>),
-    RevokeTokens(TokenSelector, Reply<RevokedTokens, AppendError>),
+    AddToken(Box<TokenRecord>, Reply<(), WriteError>),
+    RevokeTokens(TokenSelector, Reply<RevokedTokens, WriteError>),
     RotateStoreToken {
         store: StoreId,
         token: Box<TokenRecord>,
-        reply: Reply<RevokedTokens, AppendError>,
+        reply: Reply<RevokedTokens, WriteError>,
     },
 }
 
@@ -97,14 +97,14 @@ struct Heads {
 }
 
 /// Opens the file, migrates it, loads the heads and starts the writer thread.
-pub(super) fn start(path: &Path, bus: EventBus) -> Result<Started, StoreError> {
+pub(super) fn start(path: &Path, bus: EventBus) -> Result<Started, ReadError> {
     let mut conn = schema::open_durable(path)?;
     schema::migrate(&mut conn, EVENT_STORE)?;
     let id_key = shelfsync_common::sqlite::id_key(&conn)?;
     let heads = load_heads(&conn)?;
     let head = heads.next_position - 1;
     let writer =
-        Writer::start(conn, LogBatches { heads, bus }, SETTINGS).map_err(|e| StoreError::Join(e.to_string()))?;
+        Writer::start(conn, LogBatches { heads, bus }, SETTINGS).map_err(|e| ReadError::Join(e.to_string()))?;
     Ok(Started { writer, head, id_key })
 }
 
@@ -116,7 +116,7 @@ pub(super) struct Started {
     pub id_key: shelfsync_common::IdKey,
 }
 
-fn load_heads(conn: &Connection) -> Result<Heads, StoreError> {
+fn load_heads(conn: &Connection) -> Result<Heads, ReadError> {
     let mut heads = Heads::default();
     let max: Option<i64> = conn.query_row("SELECT MAX(position) FROM events", [], |r| r.get(0))?;
     heads.next_position = max.unwrap_or(0) as u64 + 1;
@@ -126,9 +126,9 @@ fn load_heads(conn: &Connection) -> Result<Heads, StoreError> {
         let key: Vec<u8> = row.get(0)?;
         let last_position: i64 = row.get(1)?;
         let state: String = row.get(2)?;
-        let stream = StreamId::from_key(&key).ok_or_else(|| StoreError::Corrupt("bad stream key".into()))?;
+        let stream = StreamId::from_key(&key).ok_or_else(|| ReadError::Corrupt("bad stream key".into()))?;
         let state: StreamState =
-            serde_json::from_str(&state).map_err(|e| StoreError::Corrupt(format!("stream {stream}: {e}")))?;
+            serde_json::from_str(&state).map_err(|e| ReadError::Corrupt(format!("stream {stream}: {e}")))?;
         index_state(&mut heads, stream, &state);
         heads.streams.insert(
             stream,
@@ -175,11 +175,11 @@ pub(super) struct LogBatches {
     bus: EventBus,
 }
 
-type Pending = Deferred<AppendError>;
+type Pending = Deferred<WriteError>;
 
 impl BatchLogic for LogBatches {
     type Write = WriteOp;
-    type Error = AppendError;
+    type Error = WriteError;
     type Changes = Changes;
 
     fn run_batch(
@@ -205,8 +205,8 @@ impl BatchLogic for LogBatches {
         }
     }
 
-    fn fail(write: WriteOp, error: &AppendError) {
-        fn refuse<T>(reply: Reply<T, AppendError>, error: &AppendError) {
+    fn fail(write: WriteOp, error: &WriteError) {
+        fn refuse<T>(reply: Reply<T, WriteError>, error: &WriteError) {
             let _ = reply.send(Err(error.clone()));
         }
         match write {
@@ -218,12 +218,12 @@ impl BatchLogic for LogBatches {
         }
     }
 
-    fn storage_error(error: &rusqlite::Error) -> AppendError {
-        AppendError::Storage(error.to_string())
+    fn storage_error(error: &rusqlite::Error) -> WriteError {
+        WriteError::Storage(error.to_string())
     }
 
-    fn unavailable() -> AppendError {
-        AppendError::Unavailable
+    fn unavailable() -> WriteError {
+        WriteError::Unavailable
     }
 }
 
@@ -285,7 +285,7 @@ impl<'h> Batch<'h> {
     /// Runs one job and records its outcome. On a SQLite error the job's reply is still
     /// recorded, so that its caller too hears that the batch failed.
     fn run(&mut self, tx: &Transaction<'_>, op: WriteOp, outcomes: &mut Vec<Pending>) -> rusqlite::Result<()> {
-        let storage = |error: &rusqlite::Error| AppendError::Storage(error.to_string());
+        let storage = |error: &rusqlite::Error| WriteError::Storage(error.to_string());
         match op {
             WriteOp::Command(request, reply) => {
                 let result = self.command(tx, *request);
@@ -523,9 +523,9 @@ impl<'h> Batch<'h> {
 }
 
 /// Carries a read-path error through rusqlite's error type (it fails the batch).
-fn into_sqlite(error: StoreError) -> rusqlite::Error {
+fn into_sqlite(error: ReadError) -> rusqlite::Error {
     match error {
-        StoreError::Sqlite(inner) => inner,
+        ReadError::Sqlite(inner) => inner,
         other => rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(other)),
     }
 }

@@ -34,8 +34,8 @@ impl Fake {
     }
 }
 
-fn unsupported<T: Send + 'static>() -> BoxFuture<'static, Result<T, StoreError>> {
-    Box::pin(async { Err(StoreError::Corrupt("not in this fake".into())) })
+fn unsupported<T: Send + 'static>() -> BoxFuture<'static, Result<T, ReadError>> {
+    Box::pin(async { Err(ReadError::Corrupt("not in this fake".into())) })
 }
 
 impl ReadModelQueries for Fake {
@@ -43,11 +43,11 @@ impl ReadModelQueries for Fake {
         &self,
         product: ProductId,
         store: StoreId,
-    ) -> BoxFuture<'_, Result<AtPosition<Option<StockLevel>>, StoreError>> {
+    ) -> BoxFuture<'_, Result<AtPosition<Option<StockLevel>>, ReadError>> {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);
             if self.failing.load(Ordering::SeqCst) {
-                return Err(StoreError::Corrupt("disk I/O error".into()));
+                return Err(ReadError::Corrupt("disk I/O error".into()));
             }
             let position = self.position.load(Ordering::SeqCst);
             let on_hand = self.on_hand.load(Ordering::SeqCst);
@@ -65,26 +65,26 @@ impl ReadModelQueries for Fake {
             })
         })
     }
-    fn product_stock(&self, _: ProductId) -> BoxFuture<'_, Result<AtPosition<ProductStock>, StoreError>> {
+    fn product_stock(&self, _: ProductId) -> BoxFuture<'_, Result<AtPosition<ProductStock>, ReadError>> {
         unsupported()
     }
-    fn product(&self, _: ProductId) -> BoxFuture<'_, Result<AtPosition<Option<ProductView>>, StoreError>> {
+    fn product(&self, _: ProductId) -> BoxFuture<'_, Result<AtPosition<Option<ProductView>>, ReadError>> {
         unsupported()
     }
-    fn product_by_sku(&self, _: String) -> BoxFuture<'_, Result<AtPosition<Option<ProductView>>, StoreError>> {
+    fn product_by_sku(&self, _: String) -> BoxFuture<'_, Result<AtPosition<Option<ProductView>>, ReadError>> {
         unsupported()
     }
-    fn open_reservations(&self, _: StoreId) -> BoxFuture<'_, Result<AtPosition<Vec<OpenReservation>>, StoreError>> {
+    fn open_reservations(&self, _: StoreId) -> BoxFuture<'_, Result<AtPosition<Vec<OpenReservation>>, ReadError>> {
         unsupported()
     }
     fn expired_reservations(
         &self,
         _: Origin,
         _: OffsetDateTime,
-    ) -> BoxFuture<'_, Result<Vec<ReservationId>, StoreError>> {
+    ) -> BoxFuture<'_, Result<Vec<ReservationId>, ReadError>> {
         unsupported()
     }
-    fn checkpoint(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+    fn checkpoint(&self) -> BoxFuture<'_, Result<u64, ReadError>> {
         unsupported()
     }
 }
@@ -341,7 +341,7 @@ impl ReadModelQueries for Gated {
         &self,
         product: ProductId,
         store: StoreId,
-    ) -> BoxFuture<'_, Result<AtPosition<Option<StockLevel>>, StoreError>> {
+    ) -> BoxFuture<'_, Result<AtPosition<Option<StockLevel>>, ReadError>> {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);
             let read = self.inner.stock_level(product, store).await;
@@ -353,26 +353,26 @@ impl ReadModelQueries for Gated {
             read
         })
     }
-    fn product_stock(&self, product: ProductId) -> BoxFuture<'_, Result<AtPosition<ProductStock>, StoreError>> {
+    fn product_stock(&self, product: ProductId) -> BoxFuture<'_, Result<AtPosition<ProductStock>, ReadError>> {
         self.inner.product_stock(product)
     }
-    fn product(&self, id: ProductId) -> BoxFuture<'_, Result<AtPosition<Option<ProductView>>, StoreError>> {
+    fn product(&self, id: ProductId) -> BoxFuture<'_, Result<AtPosition<Option<ProductView>>, ReadError>> {
         self.inner.product(id)
     }
-    fn product_by_sku(&self, sku: String) -> BoxFuture<'_, Result<AtPosition<Option<ProductView>>, StoreError>> {
+    fn product_by_sku(&self, sku: String) -> BoxFuture<'_, Result<AtPosition<Option<ProductView>>, ReadError>> {
         self.inner.product_by_sku(sku)
     }
-    fn open_reservations(&self, store: StoreId) -> BoxFuture<'_, Result<AtPosition<Vec<OpenReservation>>, StoreError>> {
+    fn open_reservations(&self, store: StoreId) -> BoxFuture<'_, Result<AtPosition<Vec<OpenReservation>>, ReadError>> {
         self.inner.open_reservations(store)
     }
     fn expired_reservations(
         &self,
         origin: Origin,
         now: OffsetDateTime,
-    ) -> BoxFuture<'_, Result<Vec<ReservationId>, StoreError>> {
+    ) -> BoxFuture<'_, Result<Vec<ReservationId>, ReadError>> {
         self.inner.expired_reservations(origin, now)
     }
-    fn checkpoint(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+    fn checkpoint(&self) -> BoxFuture<'_, Result<u64, ReadError>> {
         self.inner.checkpoint()
     }
 }
@@ -388,12 +388,12 @@ struct Live {
 async fn live() -> Live {
     let fixture = Fixture::new().await;
     let (stop, stopped) = watch::channel(false);
-    let handle = read_model::spawn(fixture.store.clone(), &fixture.read_model_path(), stopped).unwrap();
+    let handle = read_model::spawn(fixture.log.clone(), &fixture.read_model_path(), stopped).unwrap();
     let model = Gated::new(handle.queries());
     let service = Arc::new(QueryService::new(
         model.clone(),
         handle.projected(),
-        fixture.store.bus().watch_head(),
+        fixture.log.bus().watch_head(),
         handle.touched(),
         QueryConfig::default(),
     ));

@@ -10,9 +10,9 @@ impl Batch<'_> {
         &mut self,
         tx: &Transaction<'_>,
         token: TokenRecord,
-    ) -> rusqlite::Result<Result<(), AppendError>> {
+    ) -> rusqlite::Result<Result<(), WriteError>> {
         if reader::live_token_named(tx, &token.role, &token.name, None).map_err(into_sqlite)? {
-            return Ok(Err(AppendError::TokenNameTaken(token.name)));
+            return Ok(Err(WriteError::TokenNameTaken(token.name)));
         }
         tx.prepare_cached(
             "INSERT INTO tokens (id, name, role, store_id, secret_sha256, created_at)
@@ -72,12 +72,12 @@ impl Batch<'_> {
         tx: &Transaction<'_>,
         store: StoreId,
         token: TokenRecord,
-    ) -> rusqlite::Result<Result<RevokedTokens, AppendError>> {
+    ) -> rusqlite::Result<Result<RevokedTokens, WriteError>> {
         if !self.store_known(store) {
-            return Ok(Err(AppendError::UnknownStore(store)));
+            return Ok(Err(WriteError::UnknownStore(store)));
         }
         if reader::live_token_named(tx, &token.role, &token.name, Some(store)).map_err(into_sqlite)? {
-            return Ok(Err(AppendError::TokenNameTaken(token.name)));
+            return Ok(Err(WriteError::TokenNameTaken(token.name)));
         }
         let revoked = self.revoke_tokens(tx, TokenSelector::Store(store))?;
         // Cannot be refused: the name is free once this store's own tokens are revoked.
@@ -91,19 +91,19 @@ impl Batch<'_> {
         name: String,
         token: Option<TokenRecord>,
         allow_duplicate_name: bool,
-    ) -> rusqlite::Result<Result<StoreInfo, AppendError>> {
+    ) -> rusqlite::Result<Result<StoreInfo, WriteError>> {
         if self.store_known(id) {
-            return Ok(Err(AppendError::StoreExists(id)));
+            return Ok(Err(WriteError::StoreExists(id)));
         }
         // In this transaction: it sees the stores enrolled earlier in the same batch.
         if !allow_duplicate_name {
             if let Some(existing) = reader::store_named(tx, &name).map_err(into_sqlite)? {
-                return Ok(Err(AppendError::StoreNameTaken { name, existing }));
+                return Ok(Err(WriteError::StoreNameTaken { name, existing }));
             }
         }
         if let Some(token) = &token {
             if reader::live_token_named(tx, &token.role, &token.name, None).map_err(into_sqlite)? {
-                return Ok(Err(AppendError::TokenNameTaken(token.name.clone())));
+                return Ok(Err(WriteError::TokenNameTaken(token.name.clone())));
             }
         }
         // The store row first: the token references it.

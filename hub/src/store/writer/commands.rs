@@ -9,10 +9,10 @@ impl Batch<'_> {
         &mut self,
         tx: &Transaction<'_>,
         request: CommandRequest,
-    ) -> rusqlite::Result<Result<WriteResult, AppendError>> {
+    ) -> rusqlite::Result<Result<WriteResult, WriteError>> {
         if let Some((fingerprint, original)) = self.earlier_write(tx, request.event_id)? {
             if fingerprint != request.fingerprint {
-                return Ok(Err(AppendError::IdempotencyConflict(request.event_id)));
+                return Ok(Err(WriteError::IdempotencyConflict(request.event_id)));
             }
             return Ok(Ok(WriteResult {
                 stream_version: original.stream_version,
@@ -32,14 +32,14 @@ impl Batch<'_> {
     pub(super) fn decide(
         &self,
         request: &CommandRequest,
-    ) -> Result<(StreamId, (StreamState, Vec<EventPayload>)), AppendError> {
+    ) -> Result<(StreamId, (StreamState, Vec<EventPayload>)), WriteError> {
         let (stream, state) = match &request.command {
             Command::Catalog(command) => {
                 let product = match command {
                     CatalogCommand::RegisterProduct { product } | CatalogCommand::UpdateProduct { product } => product,
                 };
                 if let Some(owner) = self.sku_owner(&product.sku).filter(|owner| *owner != product.id) {
-                    return Err(AppendError::SkuTaken {
+                    return Err(WriteError::SkuTaken {
                         sku: product.sku.clone(),
                         owner,
                     });
@@ -53,13 +53,13 @@ impl Batch<'_> {
             Command::Inventory { target, .. } => {
                 let stream = match *target {
                     InventoryTarget::Stream(product, store) => StreamId::inventory(product, store),
-                    InventoryTarget::Reservation(id) => self
-                        .reservation_stream(&id)
-                        .ok_or(AppendError::UnknownReservation(id))?,
+                    InventoryTarget::Reservation(id) => {
+                        self.reservation_stream(&id).ok_or(WriteError::UnknownReservation(id))?
+                    }
                 };
                 let store = stream.store_id.unwrap_or(StoreId::from_bytes([0; 16]));
                 if !self.store_known(store) {
-                    return Err(AppendError::UnknownStore(store));
+                    return Err(WriteError::UnknownStore(store));
                 }
                 if !self.product_registered(stream.product_id) {
                     return Err(DomainError::ProductNotRegistered(stream.product_id).into());
@@ -71,7 +71,7 @@ impl Batch<'_> {
             }
         };
         if !request.expected.admits(state.version()) {
-            return Err(AppendError::VersionConflict {
+            return Err(WriteError::VersionConflict {
                 stream,
                 expected: request.expected,
                 current: state.version(),
@@ -93,7 +93,7 @@ impl Batch<'_> {
                 inventory::decide(s, command)?
             }
             _ => {
-                return Err(AppendError::Storage(format!(
+                return Err(WriteError::Storage(format!(
                     "stream {stream} holds another kind of state"
                 )))
             }
