@@ -144,12 +144,9 @@ pub async fn run(agent_url: &str, key: Option<&str>, action: &Action, json: bool
     let status = response.status();
     let body = response.bytes().await.map_err(unreachable)?;
     if !status.is_success() {
-        let problem: Option<Problem> = serde_json::from_slice(&body).ok();
-        return Err(CliError::Refused {
-            status: status.as_u16(),
-            code: problem.as_ref().map_or_else(String::new, |p| p.code.clone()),
-            detail: problem.map_or_else(|| String::from_utf8_lossy(&body).into_owned(), |p| p.detail),
-        });
+        let (code, detail) = Problem::code_and_detail(&body);
+        let status = status.as_u16();
+        return Err(CliError::Refused { status, code, detail });
     }
     let bad = |e: serde_json::Error| CliError::BadAnswer(e.to_string());
     if json {

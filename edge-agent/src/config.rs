@@ -6,6 +6,7 @@
 use serde::Deserialize;
 use shelfsync_common::breaker::BreakerConfig;
 use shelfsync_common::server::secret::Secret;
+pub use shelfsync_common::server::settings::{ConfigError, JobsConfig};
 use shelfsync_common::StoreId;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -42,18 +43,17 @@ pub struct EdgeConfig {
     pub jobs: JobsConfig,
 }
 
-/// POS API limits.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpConfig {
-    /// Largest request body in bytes.
-    pub body_limit_bytes: usize,
-    /// Request timeout in seconds.
-    pub request_timeout_secs: u64,
-    /// Seconds a connection may take to send a request's headers (idle keep-alive too).
-    pub header_read_timeout_secs: u64,
-    /// Most client connections open at once (keep it under the file descriptor limit).
-    pub max_connections: usize,
+/// POS API limits: 64 KiB bodies, 10 s per request, 256 connections by default.
+pub type HttpConfig = shelfsync_common::server::settings::HttpConfig<EdgeHttp>;
+
+/// The defaults of [`HttpConfig`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeHttp;
+
+impl shelfsync_common::server::settings::HttpDefaults for EdgeHttp {
+    const BODY_LIMIT_BYTES: usize = 64 * 1024;
+    const REQUEST_TIMEOUT_SECS: u64 = 10;
+    const MAX_CONNECTIONS: usize = 256;
 }
 
 /// Sync settings.
@@ -86,16 +86,6 @@ pub struct SyncConfig {
     pub breaker_first_open_secs: u64,
 }
 
-/// Cron schedules (six fields, with seconds).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct JobsConfig {
-    /// Reservation expiry.
-    pub reservation_expiry: String,
-    /// WAL checkpoint.
-    pub wal_checkpoint: String,
-}
-
 impl Default for EdgeConfig {
     fn default() -> Self {
         Self {
@@ -110,27 +100,6 @@ impl Default for EdgeConfig {
             http: HttpConfig::default(),
             sync: SyncConfig::default(),
             jobs: JobsConfig::default(),
-        }
-    }
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            body_limit_bytes: 64 * 1024,
-            request_timeout_secs: 10,
-            header_read_timeout_secs: 10,
-            max_connections: 256,
-        }
-    }
-}
-
-impl HttpConfig {
-    /// The connection limits the accept loop enforces.
-    pub fn connection_limits(&self) -> shelfsync_common::server::ConnectionLimits {
-        shelfsync_common::server::ConnectionLimits {
-            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_secs),
-            max_connections: self.max_connections,
         }
     }
 }
@@ -152,20 +121,6 @@ impl Default for SyncConfig {
         }
     }
 }
-
-impl Default for JobsConfig {
-    fn default() -> Self {
-        Self {
-            reservation_expiry: "*/15 * * * * *".into(),
-            wal_checkpoint: "0 */5 * * * *".into(),
-        }
-    }
-}
-
-/// A setting that stops start-up, with the setting's name in the message.
-#[derive(Debug, thiserror::Error)]
-#[error("configuration: {0}")]
-pub struct ConfigError(String);
 
 /// Who this store is and how it reaches the hub: the store id, the hub URL and the
 /// store token (a secret), checked. The agent cannot run without them.
@@ -201,9 +156,6 @@ impl EdgeConfig {
             ("sync.breaker_window_secs", sync.breaker_window_secs),
             ("sync.breaker_open_secs", sync.breaker_open_secs),
             ("sync.breaker_first_open_secs", sync.breaker_first_open_secs),
-            ("http.request_timeout_secs", self.http.request_timeout_secs),
-            ("http.header_read_timeout_secs", self.http.header_read_timeout_secs),
-            ("http.max_connections", self.http.max_connections as u64),
         ] {
             if value == 0 {
                 return Err(ConfigError(format!("{name} must be at least 1")));
@@ -217,18 +169,13 @@ impl EdgeConfig {
                 "sync.retry_min_ms must be at least 1 and at most sync.retry_max_ms".into(),
             ));
         }
+        self.http.validate()?;
         for (name, key) in [("terminal_key", &self.terminal_key), ("manager_key", &self.manager_key)] {
             if key.as_deref().is_some_and(|k| k.len() < 16) {
                 return Err(ConfigError(format!("{name} must be at least 16 characters")));
             }
         }
-        for (name, expr) in [
-            ("jobs.reservation_expiry", &self.jobs.reservation_expiry),
-            ("jobs.wal_checkpoint", &self.jobs.wal_checkpoint),
-        ] {
-            shelfsync_common::server::settings::check_cron(name, expr).map_err(ConfigError)?;
-        }
-        Ok(())
+        self.jobs.validate()
     }
 
     /// The hub credentials, or an error naming the first missing setting.

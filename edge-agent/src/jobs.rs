@@ -1,12 +1,12 @@
-//! Scheduled jobs (tokio-cron-scheduler): expiry of the reservations made at this store
-//! (the side that made a hold expires it; the hub expires its own), and WAL maintenance.
-//! Each release is an ordinary local command, so overlapping runs never release twice:
+//! Scheduled jobs (tokio-cron-scheduler, started by `common::server::schedule`): expiry
+//! of the reservations made at this store (the side that made a hold expires it; the hub
+//! expires its own), and WAL maintenance. Each release is an ordinary local command, so overlapping runs never release twice:
 //! the rules refuse to release a hold that is no longer open.
 
 use crate::config::JobsConfig;
 use crate::store::{LocalCommand, LocalError, LocalStore, Target};
 use shelfsync_common::domain::event::ReleaseReason;
-use shelfsync_common::server::schedule::add_job;
+use shelfsync_common::server::schedule::start_maintenance;
 pub use shelfsync_common::server::schedule::stop;
 use shelfsync_common::{EventId, EventMetadata, InventoryCommand, Origin};
 use time::OffsetDateTime;
@@ -14,30 +14,16 @@ use tokio_cron_scheduler::{JobScheduler, JobSchedulerError};
 
 /// Starts the scheduler with every job.
 pub async fn start(config: &JobsConfig, local: LocalStore) -> Result<JobScheduler, JobSchedulerError> {
-    let scheduler = JobScheduler::new().await?;
     let expiring = local.clone();
-    add_job(&scheduler, &config.reservation_expiry, move || {
+    let expire = move || {
         let local = expiring.clone();
-        async move {
-            match expire_reservations(&local, OffsetDateTime::now_utc()).await {
-                Ok(0) => {}
-                Ok(released) => tracing::info!(released, "expired reservations released"),
-                Err(error) => tracing::warn!(%error, "reservation expiry failed; will retry on the next run"),
-            }
-        }
-    })
-    .await?;
-    add_job(&scheduler, &config.wal_checkpoint, move || {
+        async move { expire_reservations(&local, OffsetDateTime::now_utc()).await }
+    };
+    let checkpoint = move || {
         let local = local.clone();
-        async move {
-            if let Err(error) = local.checkpoint().await {
-                tracing::warn!(%error, "WAL checkpoint failed");
-            }
-        }
-    })
-    .await?;
-    scheduler.start().await?;
-    Ok(scheduler)
+        async move { local.checkpoint().await }
+    };
+    start_maintenance(config, expire, checkpoint).await
 }
 
 /// Releases every reservation made here that is due at `now`; returns how many.

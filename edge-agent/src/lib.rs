@@ -99,12 +99,8 @@ pub async fn run(
     };
     let address = listener.local_addr().map_err(StartError::Serve)?;
     tracing::info!(%address, store = %link.store_id, hub = %link.hub_url, "edge agent listening");
-    let graceful = async move {
-        shutdown.await;
-        let _ = stop.send(true);
-    };
     let limits = config.http.connection_limits();
-    let served = shelfsync_common::server::serve(listener, api::router(state), limits, graceful).await;
+    let served = shelfsync_common::server::serve_until(listener, api::router(state), limits, shutdown, stop).await;
     tracing::info!("shutting down: HTTP closed, stopping the sync worker and jobs");
     worker.join().await;
     jobs::stop(scheduler).await;

@@ -8,9 +8,11 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use shelfsync_common::server::startup::{serve_process, Process};
 use shelfsync_common::EventId;
 use shelfsync_edge::cli::{self, Action};
 use shelfsync_edge::config::{EdgeConfig, EXAMPLE};
+use shelfsync_edge::StartError;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -156,19 +158,13 @@ fn command(cli: Cli) -> anyhow::Result<()> {
 
 fn run(config: EdgeConfig) -> anyhow::Result<()> {
     config.hub_credentials().context("checking configuration")?;
-    shelfsync_common::server::telemetry::init_logging(&config.log);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
-            format!(
-                "binding {} (is another agent running? set listen / SHELFSYNC_EDGE_LISTEN)",
-                config.listen
-            )
-        })?;
-        let address = listener.local_addr().context("reading the listen address")?;
+    let process = Process {
+        bind_hint: "is another agent running? set listen / SHELFSYNC_EDGE_LISTEN",
+        running: "running the edge agent",
+    };
+    let (log, listen) = (config.log.clone(), config.listen);
+    serve_process(&log, listen, process, |listener| async move {
+        let address = listener.local_addr().map_err(StartError::Serve)?;
         println!("shelfsync edge agent listening on http://{address}");
         for (name, configured, file) in [
             (
@@ -188,8 +184,6 @@ fn run(config: EdgeConfig) -> anyhow::Result<()> {
                 println!("{name}: in {}", config.data_dir.join(file).display());
             }
         }
-        shelfsync_edge::run(config, listener, shelfsync_edge::shutdown_signal())
-            .await
-            .context("running the edge agent")
+        shelfsync_edge::run(config, listener, shelfsync_edge::shutdown_signal()).await
     })
 }

@@ -5,6 +5,7 @@
 
 use serde::Deserialize;
 use shelfsync_common::server::secret::Secret;
+pub use shelfsync_common::server::settings::{ConfigError, JobsConfig};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -55,18 +56,17 @@ impl Default for SyncConfig {
     }
 }
 
-/// HTTP limits.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpConfig {
-    /// Largest request body in bytes.
-    pub body_limit_bytes: usize,
-    /// Request timeout in seconds.
-    pub request_timeout_secs: u64,
-    /// Seconds a connection may take to send a request's headers (idle keep-alive too).
-    pub header_read_timeout_secs: u64,
-    /// Most client connections open at once (keep it under the file descriptor limit).
-    pub max_connections: usize,
+/// HTTP limits: 1 MiB bodies, 30 s per request, 800 connections by default.
+pub type HttpConfig = shelfsync_common::server::settings::HttpConfig<HubHttp>;
+
+/// The defaults of [`HttpConfig`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubHttp;
+
+impl shelfsync_common::server::settings::HttpDefaults for HubHttp {
+    const BODY_LIMIT_BYTES: usize = 1024 * 1024;
+    const REQUEST_TIMEOUT_SECS: u64 = 30;
+    const MAX_CONNECTIONS: usize = 800;
 }
 
 /// Read-side settings.
@@ -77,16 +77,6 @@ pub struct QueryConfig {
     pub cache_ttl_secs: u64,
     /// Longest read-your-writes wait in milliseconds.
     pub min_position_wait_ms: u64,
-}
-
-/// Cron schedules (six fields, with seconds).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct JobsConfig {
-    /// Reservation expiry.
-    pub reservation_expiry: String,
-    /// WAL checkpoint.
-    pub wal_checkpoint: String,
 }
 
 impl Default for HubConfig {
@@ -104,27 +94,6 @@ impl Default for HubConfig {
     }
 }
 
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            body_limit_bytes: 1024 * 1024,
-            request_timeout_secs: 30,
-            header_read_timeout_secs: 10,
-            max_connections: 800,
-        }
-    }
-}
-
-impl HttpConfig {
-    /// The connection limits the accept loop enforces.
-    pub fn connection_limits(&self) -> shelfsync_common::server::ConnectionLimits {
-        shelfsync_common::server::ConnectionLimits {
-            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_secs),
-            max_connections: self.max_connections,
-        }
-    }
-}
-
 impl Default for QueryConfig {
     fn default() -> Self {
         Self {
@@ -133,20 +102,6 @@ impl Default for QueryConfig {
         }
     }
 }
-
-impl Default for JobsConfig {
-    fn default() -> Self {
-        Self {
-            reservation_expiry: "*/15 * * * * *".into(),
-            wal_checkpoint: "0 */5 * * * *".into(),
-        }
-    }
-}
-
-/// A setting that stops start-up, with the setting's name in the message.
-#[derive(Debug, thiserror::Error)]
-#[error("configuration: {0}")]
-pub struct ConfigError(String);
 
 impl HubConfig {
     /// Loads defaults, then `file` (if given), then the environment.
@@ -161,28 +116,14 @@ impl HubConfig {
         if self.http.body_limit_bytes < 1024 {
             return Err(ConfigError("http.body_limit_bytes must be at least 1024".into()));
         }
-        if self.http.request_timeout_secs == 0 {
-            return Err(ConfigError("http.request_timeout_secs must be at least 1".into()));
-        }
-        if self.http.header_read_timeout_secs == 0 {
-            return Err(ConfigError("http.header_read_timeout_secs must be at least 1".into()));
-        }
+        self.http.validate()?;
         if self.sync.max_push_streams_per_store == 0 {
             return Err(ConfigError("sync.max_push_streams_per_store must be at least 1".into()));
-        }
-        if self.http.max_connections == 0 {
-            return Err(ConfigError("http.max_connections must be at least 1".into()));
         }
         if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
             return Err(ConfigError("admin_token must be at least 16 characters".into()));
         }
-        for (name, expr) in [
-            ("jobs.reservation_expiry", &self.jobs.reservation_expiry),
-            ("jobs.wal_checkpoint", &self.jobs.wal_checkpoint),
-        ] {
-            shelfsync_common::server::settings::check_cron(name, expr).map_err(ConfigError)?;
-        }
-        Ok(())
+        self.jobs.validate()
     }
 }
 

@@ -1,4 +1,5 @@
-//! Scheduled jobs (tokio-cron-scheduler): reservation expiry and WAL maintenance.
+//! Scheduled jobs (tokio-cron-scheduler, started by `common::server::schedule`):
+//! reservation expiry and WAL maintenance.
 //!
 //! Expiry follows the rule "the side that created a reservation expires it": the hub
 //! releases only reservations that were made through its own API (origin `hub`); a store's
@@ -10,7 +11,7 @@ use crate::config::JobsConfig;
 use crate::read_model::ReadModelQueries;
 use crate::store::{Command, CommandRequest, EventStore, InventoryTarget, WriteError};
 use shelfsync_common::domain::event::ReleaseReason;
-use shelfsync_common::server::schedule::add_job;
+use shelfsync_common::server::schedule::start_maintenance;
 pub use shelfsync_common::server::schedule::stop;
 use shelfsync_common::{DomainError, EventId, EventMetadata, InventoryCommand, Origin, ReservationId};
 use std::sync::Arc;
@@ -23,30 +24,16 @@ pub async fn start(
     log: EventStore,
     read_model: Arc<dyn ReadModelQueries>,
 ) -> Result<JobScheduler, JobSchedulerError> {
-    let scheduler = JobScheduler::new().await?;
     let expiring = log.clone();
-    add_job(&scheduler, &config.reservation_expiry, move || {
+    let expire = move || {
         let (log, read_model) = (expiring.clone(), read_model.clone());
-        async move {
-            match expire_reservations(&log, read_model.as_ref(), OffsetDateTime::now_utc()).await {
-                Ok(0) => {}
-                Ok(released) => tracing::info!(released, "expired reservations released"),
-                Err(error) => tracing::warn!(%error, "reservation expiry failed; will retry on the next run"),
-            }
-        }
-    })
-    .await?;
-    add_job(&scheduler, &config.wal_checkpoint, move || {
+        async move { expire_reservations(&log, read_model.as_ref(), OffsetDateTime::now_utc()).await }
+    };
+    let checkpoint = move || {
         let log = log.clone();
-        async move {
-            if let Err(error) = log.checkpoint().await {
-                tracing::warn!(%error, "WAL checkpoint failed");
-            }
-        }
-    })
-    .await?;
-    scheduler.start().await?;
-    Ok(scheduler)
+        async move { log.checkpoint().await }
+    };
+    start_maintenance(config, expire, checkpoint).await
 }
 
 /// Releases every hub-made reservation due at `now`; returns how many were released.

@@ -121,14 +121,9 @@ pub async fn run(
     if options.announce {
         announce(address, &admin_secret, token_file.as_deref(), options.seed_demo_data);
     }
-    // Push streams never finish by themselves: tell them to end when shutdown begins, so
-    // that the graceful shutdown can complete.
-    let graceful = async move {
-        shutdown.await;
-        let _ = begin_stopping.send(true);
-    };
     let limits = config.http.connection_limits();
-    let served = shelfsync_common::server::serve(listener, api::router(state), limits, graceful).await;
+    let served =
+        shelfsync_common::server::serve_until(listener, api::router(state), limits, shutdown, begin_stopping).await;
     tracing::info!("shutting down: HTTP closed, stopping jobs and the projection");
     jobs::stop(scheduler).await;
     let _ = stop.send(true);

@@ -7,6 +7,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use shelfsync_common::server::startup::{serve_process, Process};
 use shelfsync_hub::cli;
 use shelfsync_hub::config::{HubConfig, EXAMPLE};
 use std::path::PathBuf;
@@ -134,24 +135,16 @@ fn command(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn serve(config: HubConfig, demo: bool) -> anyhow::Result<()> {
-    shelfsync_common::server::telemetry::init_logging(&config.log);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
-            format!(
-                "binding {} (is another hub running? set listen / SHELFSYNC_HUB_LISTEN)",
-                config.listen
-            )
-        })?;
-        let options = shelfsync_hub::RunOptions {
-            seed_demo_data: demo,
-            announce: true,
-        };
+    let process = Process {
+        bind_hint: "is another hub running? set listen / SHELFSYNC_HUB_LISTEN",
+        running: "running the hub",
+    };
+    let options = shelfsync_hub::RunOptions {
+        seed_demo_data: demo,
+        announce: true,
+    };
+    let (log, listen) = (config.log.clone(), config.listen);
+    serve_process(&log, listen, process, |listener| {
         shelfsync_hub::run(config, listener, options, shelfsync_hub::shutdown_signal())
-            .await
-            .context("running the hub")
     })
 }

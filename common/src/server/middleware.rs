@@ -1,13 +1,37 @@
 //! Cross-cutting middleware for both binaries: a request time limit that answers
-//! `problem+json`, and request counting by route and status.
+//! `problem+json`, request counting by route and status, and [`with_service_layers`], the
+//! one stack of layers (and 404/405 fallbacks) both APIs are served with.
 
 use super::problem::ProblemResponse;
+use super::settings::{HttpConfig, HttpDefaults};
 use crate::write_gate::{self, WriteGate};
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
-use axum::middleware::Next;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::Router;
 use std::time::{Duration, Instant};
+
+/// Wraps a binary's `routes` in the layers every API has, innermost first: `problem+json`
+/// answers for a path no route serves (404 `route_not_found`) and a method a path does not
+/// take (405 `method_not_allowed`), the body limit and the request time limit of `http`,
+/// then `own` (the binary's own layers: they see the time limit's answers), and request
+/// counting outermost (it sees every answer).
+pub fn with_service_layers<S, D: HttpDefaults>(
+    routes: Router<S>,
+    http: &HttpConfig<D>,
+    own: impl FnOnce(Router<S>) -> Router<S>,
+) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let limited = routes
+        .fallback(|| async { ProblemResponse::route_not_found() })
+        .method_not_allowed_fallback(|| async { ProblemResponse::method_not_allowed() })
+        .layer(DefaultBodyLimit::max(http.body_limit_bytes))
+        .layer(middleware::from_fn_with_state(http.request_timeout(), time_limit));
+    own(limited).layer(middleware::from_fn(record_request))
+}
 
 /// Answers 503 `timeout` when a request runs past `limit` (use with
 /// `axum::middleware::from_fn_with_state(limit, time_limit)`), but only when none of its
@@ -55,4 +79,86 @@ pub async fn record_request(request: Request, next: Next) -> Response {
         .increment(1);
     metrics::histogram!("shelfsync_http_request_seconds", "route" => route).record(started.elapsed().as_secs_f64());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::{to_bytes, Body};
+    use axum::routing::{get, post};
+    use tower::ServiceExt;
+
+    struct Tiny;
+
+    impl HttpDefaults for Tiny {
+        const BODY_LIMIT_BYTES: usize = 16;
+        const REQUEST_TIMEOUT_SECS: u64 = 1;
+        const MAX_CONNECTIONS: usize = 4;
+    }
+
+    /// A 16-byte body limit and a 1 s time limit; the binary's own layer marks answers.
+    fn app() -> Router {
+        let http = HttpConfig::<Tiny>::default();
+        let routes = Router::new()
+            .route("/echo", post(|body: axum::body::Bytes| async move { body }))
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "late"
+                }),
+            );
+        with_service_layers(routes, &http, |router| {
+            router.layer(middleware::from_fn(|request: Request, next: Next| async move {
+                let mut response = next.run(request).await;
+                response
+                    .headers_mut()
+                    .insert("x-own", axum::http::HeaderValue::from_static("1"));
+                response
+            }))
+        })
+    }
+
+    async fn call(method: &str, path: &str, body: &'static str) -> (StatusCode, String, bool) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::from(body))
+            .unwrap();
+        let response = app().oneshot(request).await.unwrap();
+        let status = response.status();
+        let own = response.headers().contains_key("x-own");
+        let body = to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned(), own)
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_and_methods_answer_problems() {
+        // Given the layered routes, when a path or a method has no route, then a problem says so.
+        let (status, body, own) = call("GET", "/nowhere", "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.contains("route_not_found"), "{body}");
+        assert!(own, "the binary's layers see the fallbacks");
+        let (status, body, _) = call("GET", "/echo", "").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert!(body.contains("method_not_allowed"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_refused() {
+        // Given a 16-byte limit, a body within it passes and a longer one is refused.
+        assert_eq!(call("POST", "/echo", "short").await.0, StatusCode::OK);
+        let (status, _, _) = call("POST", "/echo", "a body of more than sixteen bytes").await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_past_its_time_limit_answers_timeout_through_the_binarys_layers() {
+        // Given a 1 s limit, when a handler takes 5 s, then the answer is a 503 timeout
+        // problem that passed through the binary's own layers.
+        let (status, body, own) = call("GET", "/slow", "").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("\"timeout\""), "{body}");
+        assert!(own);
+    }
 }

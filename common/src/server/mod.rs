@@ -1,9 +1,11 @@
 //! HTTP service glue shared by the hub and the edge agent (cargo feature `server`):
-//! `problem+json` answers, request extractors whose rejections are problems, the
-//! cross-cutting middleware, telemetry set-up, the accept loop and the shutdown signal. The domain modules
-//! of this crate never depend on it, so `common` without the feature stays pure.
+//! `problem+json` answers and the error-answer skeleton, request extractors whose
+//! rejections are problems, the cross-cutting middleware, telemetry set-up, settings, the
+//! start-up of a server process, the accept loop and the shutdown signal. The domain
+//! modules of this crate never depend on it, so `common` without the feature stays pure.
 
 pub mod extract;
+pub mod failure;
 pub mod middleware;
 pub mod openapi;
 pub mod ops;
@@ -12,10 +14,11 @@ pub mod schedule;
 pub mod secret;
 pub mod serve;
 pub mod settings;
+pub mod startup;
 pub mod telemetry;
 
 pub use problem::ProblemResponse;
-pub use serve::{serve, ConnectionLimits};
+pub use serve::{serve, serve_until, ConnectionLimits};
 
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {

@@ -14,10 +14,12 @@
 use crate::wire::problem::PROBLEM_CONTENT_TYPE;
 use serde_json::Value;
 use std::collections::{BTreeSet, HashSet};
+use std::marker::PhantomData;
 use utoipa::openapi::header::HeaderBuilder;
-use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
+use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn, PathItem};
+use utoipa::openapi::schema::{KnownFormat, SchemaFormat};
 use utoipa::openapi::security::SecurityRequirement;
-use utoipa::openapi::{ContentBuilder, ObjectBuilder, OpenApi, Ref, RefOr, Response, ResponseBuilder, Type};
+use utoipa::openapi::{ContentBuilder, ObjectBuilder, OpenApi, Ref, RefOr, Required, Response, ResponseBuilder, Type};
 
 /// The HTTP methods a path item can hold, as the document spells them.
 pub const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
@@ -187,6 +189,51 @@ pub fn write_answers(
     ]
     .into_iter()
     .collect()
+}
+
+/// An optional request header of type string for a `#[utoipa::path]`'s parameters, as
+/// the binary describes it; `schema` narrows the string (pattern, length, format).
+pub fn optional_header(name: &str, description: &str, schema: ObjectBuilder) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Header)
+        .description(Some(description))
+        .required(Required::False)
+        .schema(Some(schema.schema_type(Type::String)))
+        .build()
+}
+
+/// How a binary describes the optional headers every write takes: `Idempotency-Key` and
+/// `X-Correlation-Id` (the same rules on both binaries, described in each one's terms) and
+/// the binary's own header (`If-Match` on the hub, `X-Till-Id` at the agent).
+pub trait WriteHeaderDocs {
+    /// `Idempotency-Key`: what scopes it here.
+    const IDEMPOTENCY_KEY: &'static str;
+    /// `X-Correlation-Id`: what it groups.
+    const CORRELATION_ID: &'static str;
+    /// The binary's own header (see [`optional_header`]).
+    fn own_header() -> Parameter;
+}
+
+/// The optional headers of every write, for the `params(...)` of a `#[utoipa::path]`:
+/// `Idempotency-Key` (1..=200 visible ASCII characters, spaces inside), the binary's own
+/// header, and `X-Correlation-Id` (a UUID).
+#[derive(Debug)]
+pub struct WriteHeaderParams<D>(PhantomData<D>);
+
+impl<D: WriteHeaderDocs> utoipa::IntoParams for WriteHeaderParams<D> {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let idempotency_key = ObjectBuilder::new()
+            .min_length(Some(1))
+            .max_length(Some(200))
+            .pattern(Some(r"^[!-~]([ -~]*[!-~])?$"));
+        let uuid = ObjectBuilder::new().format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)));
+        vec![
+            optional_header("Idempotency-Key", D::IDEMPOTENCY_KEY, idempotency_key),
+            D::own_header(),
+            optional_header("X-Correlation-Id", D::CORRELATION_ID, uuid),
+        ]
+    }
 }
 
 /// Rules both documents keep, checked against a served `/openapi.json`: the empty list
@@ -461,5 +508,34 @@ mod tests {
             .unwrap()
             .contains("malformed_json"));
         assert!(responses["201"]["content"].is_null(), "a success keeps its own body");
+    }
+
+    struct Docs;
+
+    impl WriteHeaderDocs for Docs {
+        const IDEMPOTENCY_KEY: &'static str = "scoped by the test";
+        const CORRELATION_ID: &'static str = "groups the test";
+        fn own_header() -> Parameter {
+            optional_header("X-Own", "ours", ObjectBuilder::new().pattern(Some("^a$")))
+        }
+    }
+
+    #[test]
+    fn the_write_headers_are_optional_strings_in_the_binarys_terms() {
+        use utoipa::IntoParams;
+        // Given a binary's descriptions, when its write headers are listed,
+        let params = serde_json::to_value(WriteHeaderParams::<Docs>::into_params(|| None)).unwrap();
+        // then each is an optional header string, in order, with the shared rules.
+        let names: Vec<_> = params.as_array().unwrap().iter().map(|p| p["name"].clone()).collect();
+        assert_eq!(names, ["Idempotency-Key", "X-Own", "X-Correlation-Id"]);
+        for param in params.as_array().unwrap() {
+            assert_eq!((&param["in"], &param["required"]), (&json!("header"), &json!(false)));
+            assert_eq!(param["schema"]["type"], "string");
+        }
+        assert_eq!(params[0]["description"], "scoped by the test");
+        assert_eq!(params[0]["schema"]["maxLength"], 200);
+        assert_eq!(params[1]["schema"]["pattern"], "^a$");
+        assert_eq!(params[2]["schema"]["format"], "uuid");
+        assert_eq!(params[2]["description"], "groups the test");
     }
 }

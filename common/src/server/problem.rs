@@ -54,8 +54,9 @@ impl ProblemResponse {
         )
     }
 
-    /// Adds a header.
+    /// Sets a header (replacing one of the same name set before).
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.retain(|(set, _)| *set != name);
         self.headers.push((name, value));
         self
     }

@@ -14,7 +14,9 @@
 //!   frees, which a stalled connection's does within the header timeout.
 //!
 //! Shutdown: when `shutdown` resolves the loop stops accepting, tells every connection to
-//! finish its request in flight and close, and returns once all of them have.
+//! finish its request in flight and close, and returns once all of them have. With
+//! [`serve_until`] the binary also learns the moment shutdown begins, which answers that
+//! never end by themselves (push streams) and readiness need.
 
 use axum::Router;
 use hyper::server::conn::http1;
@@ -38,6 +40,23 @@ pub struct ConnectionLimits {
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before the next one.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
+/// [`serve`], sending `true` on `stopping` the moment `shutdown` resolves: a push stream
+/// never finishes by itself, so the graceful shutdown can only complete once the streams
+/// are told to end, and `/readyz` answers 503 from then on.
+pub async fn serve_until(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    stopping: watch::Sender<bool>,
+) -> std::io::Result<()> {
+    let begin = async move {
+        shutdown.await;
+        let _ = stopping.send(true);
+    };
+    serve(listener, app, limits, begin).await
+}
 
 /// Serves `app` on `listener` under `limits` until `shutdown` resolves, then finishes the
 /// requests in flight. Every connection gets `TCP_NODELAY`: answers and push events are
@@ -105,4 +124,36 @@ pub async fn serve(
     let _ = closing.send(true);
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn serve_until_tells_the_binary_when_shutdown_begins_and_then_returns() {
+        // Given a server with a shutdown trigger and a stopping signal,
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (trigger, shutdown) = tokio::sync::oneshot::channel::<()>();
+        let (stopping, mut stopping_seen) = watch::channel(false);
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(1),
+            max_connections: 4,
+        };
+        let server = tokio::spawn(serve_until(
+            listener,
+            Router::new(),
+            limits,
+            async move {
+                let _ = shutdown.await;
+            },
+            stopping,
+        ));
+        assert!(!*stopping_seen.borrow());
+        // when shutdown begins,
+        trigger.send(()).unwrap();
+        // then the binary is told, and the server returns.
+        stopping_seen.wait_for(|stopping| *stopping).await.unwrap();
+        server.await.unwrap().unwrap();
+    }
 }

@@ -1,9 +1,123 @@
 //! Layered settings for both binaries: built-in defaults, then a TOML file, then
 //! environment variables with a prefix (`__` between a section and its key). Each binary
-//! keeps its own settings struct; this module only loads and checks.
+//! keeps its own settings struct; this module loads and checks them, and owns the sections
+//! both binaries have with the same keys: `[http]` ([`HttpConfig`], whose defaults each
+//! binary sets) and `[jobs]` ([`JobsConfig`]), with [`ConfigError`], the error that stops
+//! start-up.
 
+use super::serve::ConnectionLimits;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use std::marker::PhantomData;
 use std::path::Path;
+use std::time::Duration;
+
+/// A setting that stops start-up, with the setting's name in the message.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// A binary's defaults for its `[http]` section (the hub takes larger bodies and more
+/// connections than a store's agent).
+pub trait HttpDefaults {
+    /// Largest request body in bytes.
+    const BODY_LIMIT_BYTES: usize;
+    /// Request timeout in seconds.
+    const REQUEST_TIMEOUT_SECS: u64;
+    /// Most client connections open at once.
+    const MAX_CONNECTIONS: usize;
+}
+
+/// The `[http]` section: request and connection limits of the API a binary serves, with
+/// the binary's defaults `D` for the keys a file or the environment leaves out.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default, bound = "")]
+pub struct HttpConfig<D: HttpDefaults> {
+    /// Largest request body in bytes.
+    pub body_limit_bytes: usize,
+    /// Request timeout in seconds.
+    pub request_timeout_secs: u64,
+    /// Seconds a connection may take to send a request's headers (idle keep-alive too).
+    pub header_read_timeout_secs: u64,
+    /// Most client connections open at once (keep it under the file descriptor limit).
+    pub max_connections: usize,
+    #[serde(skip)]
+    defaults: PhantomData<D>,
+}
+
+impl<D: HttpDefaults> Default for HttpConfig<D> {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: D::BODY_LIMIT_BYTES,
+            request_timeout_secs: D::REQUEST_TIMEOUT_SECS,
+            header_read_timeout_secs: 10,
+            max_connections: D::MAX_CONNECTIONS,
+            defaults: PhantomData,
+        }
+    }
+}
+
+impl<D: HttpDefaults> HttpConfig<D> {
+    /// The connection limits the accept loop enforces.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            max_connections: self.max_connections,
+        }
+    }
+
+    /// The longest a request may run.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// Checks the values that parse but make no sense (a zero timeout or cap).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, value) in [
+            ("http.request_timeout_secs", self.request_timeout_secs),
+            ("http.header_read_timeout_secs", self.header_read_timeout_secs),
+            ("http.max_connections", self.max_connections as u64),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!("{name} must be at least 1")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `[jobs]` section: cron schedules (six fields, with seconds) of the maintenance
+/// jobs both binaries run.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Reservation expiry.
+    pub reservation_expiry: String,
+    /// WAL checkpoint.
+    pub wal_checkpoint: String,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            reservation_expiry: "*/15 * * * * *".into(),
+            wal_checkpoint: "0 */5 * * * *".into(),
+        }
+    }
+}
+
+impl JobsConfig {
+    /// Checks that every schedule is a six-field cron expression.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, expr) in [
+            ("jobs.reservation_expiry", &self.reservation_expiry),
+            ("jobs.wal_checkpoint", &self.wal_checkpoint),
+        ] {
+            check_cron(name, expr).map_err(ConfigError)?;
+        }
+        Ok(())
+    }
+}
 
 /// Loads `T` from its `Default`s (via `#[serde(default)]`), then `file`, then the
 /// environment variables starting with `env_prefix` + `_`. The error names the setting.
@@ -81,5 +195,85 @@ mod tests {
             .contains("does not exist"));
         assert!(check_cron("jobs.x", "* * * * *").unwrap_err().contains("jobs.x"));
         assert!(check_cron("jobs.x", "*/5 * * * * *").is_ok());
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Small;
+
+    impl HttpDefaults for Small {
+        const BODY_LIMIT_BYTES: usize = 2048;
+        const REQUEST_TIMEOUT_SECS: u64 = 7;
+        const MAX_CONNECTIONS: usize = 9;
+    }
+
+    type Http = HttpConfig<Small>;
+
+    #[test]
+    fn an_http_section_takes_its_binarys_defaults_for_the_keys_it_leaves_out() {
+        // Given a section that sets one key, when it is read,
+        let http: Http = from_toml("max_connections = 3").unwrap();
+        // then the others are the defaults the type names.
+        assert_eq!(
+            http,
+            Http {
+                max_connections: 3,
+                ..Http::default()
+            }
+        );
+        assert_eq!(
+            (
+                http.body_limit_bytes,
+                http.request_timeout_secs,
+                http.header_read_timeout_secs
+            ),
+            (2048, 7, 10)
+        );
+        assert_eq!(http.request_timeout(), Duration::from_secs(7));
+        assert_eq!(
+            http.connection_limits(),
+            ConnectionLimits {
+                header_read_timeout: Duration::from_secs(10),
+                max_connections: 3,
+            }
+        );
+    }
+
+    #[test]
+    fn zero_limits_and_bad_schedules_are_named() {
+        // Given a zero in each limit, validation names that setting.
+        for (key, http) in [
+            (
+                "http.request_timeout_secs",
+                Http {
+                    request_timeout_secs: 0,
+                    ..Http::default()
+                },
+            ),
+            (
+                "http.header_read_timeout_secs",
+                Http {
+                    header_read_timeout_secs: 0,
+                    ..Http::default()
+                },
+            ),
+            (
+                "http.max_connections",
+                Http {
+                    max_connections: 0,
+                    ..Http::default()
+                },
+            ),
+        ] {
+            let error = http.validate().unwrap_err().to_string();
+            assert_eq!(error, format!("configuration: {key} must be at least 1"));
+        }
+        assert!(Http::default().validate().is_ok());
+        // Given a five-field schedule, validation names the job.
+        let jobs = JobsConfig {
+            wal_checkpoint: "*/5 * * * *".into(),
+            ..JobsConfig::default()
+        };
+        assert!(jobs.validate().unwrap_err().to_string().contains("jobs.wal_checkpoint"));
+        assert!(JobsConfig::default().validate().is_ok());
     }
 }

@@ -46,4 +46,33 @@ impl Problem {
             existing_store_id: None,
         }
     }
+    /// The `code` and `detail` of an error answer's `body`, as a client reports a refusal:
+    /// the problem's when the body is one, else no code and the body as text (a proxy's
+    /// error page, say).
+    pub fn code_and_detail(body: &[u8]) -> (String, String) {
+        match serde_json::from_slice::<Problem>(body) {
+            Ok(problem) => (problem.code, problem.detail),
+            Err(_) => (String::new(), String::from_utf8_lossy(body).into_owned()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_reads_as_the_problems_code_and_detail_or_as_the_bodys_text() {
+        // Given a problem body, its code and detail are reported.
+        let body = serde_json::to_vec(&Problem::new(409, "sku_taken", "SKU taken", "SKU A-1 is taken")).unwrap();
+        assert_eq!(
+            Problem::code_and_detail(&body),
+            ("sku_taken".to_owned(), "SKU A-1 is taken".to_owned())
+        );
+        // Given any other body, there is no code and the text is the detail.
+        assert_eq!(
+            Problem::code_and_detail(b"502 Bad Gateway"),
+            (String::new(), "502 Bad Gateway".to_owned())
+        );
+    }
 }

@@ -1,12 +1,13 @@
-//! `ApiError`: every way a POS request can fail, and the one place that turns a failure
-//! into an `application/problem+json` answer with a stable `code`. The matches below have
-//! no catch-all arm, so a new [`LocalError`] or [`DomainError`] variant cannot reach a till
-//! unmapped. Storage failures are logged here and never shown to the till.
+//! `ApiError`: every way a POS request can fail, and the one place that gives each failure
+//! its `application/problem+json` answer with a stable `code` (on the skeleton both
+//! binaries share, `common::server::failure`). The matches below have no catch-all arm,
+//! so a new [`LocalError`] or `DomainError` variant cannot reach a till unmapped.
+//! Storage failures are logged here and never shown to the till.
 
 use crate::store::LocalError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use shelfsync_common::server::problem::domain_status;
+use shelfsync_common::server::failure::{Answer, Failure};
 use shelfsync_common::server::ProblemResponse;
 use shelfsync_common::StoreId;
 
@@ -74,53 +75,28 @@ impl ApiError {
             detail: detail.into(),
         }
     }
+}
 
-    /// Status, stable code and title.
-    pub fn classify(&self) -> (StatusCode, String, &'static str) {
+impl Failure for ApiError {
+    const CHALLENGE: &'static str = "Bearer realm=\"shelfsync-edge\"";
+
+    fn answer(&self) -> Answer {
         use StatusCode as S;
         match self {
-            ApiError::Unauthorized => (S::UNAUTHORIZED, "unauthorized".into(), "Unauthorized"),
-            ApiError::Forbidden(_) => (S::FORBIDDEN, "forbidden".into(), "Forbidden"),
-            ApiError::NotFound { what, .. } => (S::NOT_FOUND, format!("{what}_not_found"), "Not found"),
-            ApiError::Invalid { status, code, .. } => (*status, (*code).into(), "Invalid request"),
-            ApiError::WrongStore { .. } => (S::UNPROCESSABLE_ENTITY, "wrong_store".into(), "Wrong store"),
-            ApiError::NotBootstrapped => (S::SERVICE_UNAVAILABLE, "not_bootstrapped".into(), "Not synced yet"),
-            ApiError::ShuttingDown => (S::SERVICE_UNAVAILABLE, "shutting_down".into(), "Shutting down"),
-            ApiError::Local(error) => classify_local(error),
+            ApiError::Unauthorized => Answer::UNAUTHORIZED,
+            ApiError::Forbidden(_) => Answer::FORBIDDEN,
+            ApiError::NotFound { what, .. } => Answer::not_found(what),
+            ApiError::Invalid { status, code, .. } => Answer::invalid(*status, code),
+            ApiError::WrongStore { .. } => Answer::new(S::UNPROCESSABLE_ENTITY, "wrong_store", "Wrong store"),
+            ApiError::NotBootstrapped => Answer::new(S::SERVICE_UNAVAILABLE, "not_bootstrapped", "Not synced yet"),
+            ApiError::ShuttingDown => Answer::SHUTTING_DOWN,
+            ApiError::Local(error) => local_answer(error),
         }
     }
-}
 
-fn classify_local(error: &LocalError) -> (StatusCode, String, &'static str) {
-    use StatusCode as S;
-    match error {
-        LocalError::Domain(domain) => (
-            domain_status(domain),
-            domain.code().into(),
-            "Refused by the inventory rules",
-        ),
-        LocalError::UnknownProduct(_) => (S::NOT_FOUND, "product_not_found".into(), "Not found"),
-        LocalError::UnknownReservation(_) => (S::NOT_FOUND, "reservation_not_found".into(), "Not found"),
-        // An event id already in the outbox names another fact: the same answer as the hub's.
-        LocalError::IdempotencyConflict(_) | LocalError::DuplicateEvent(_) => (
-            S::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused".into(),
-            "Idempotency key reused",
-        ),
-        LocalError::NotQuarantined(_) => (S::NOT_FOUND, "quarantined_event_not_found".into(), "Not found"),
-        LocalError::Storage(_) => (
-            S::SERVICE_UNAVAILABLE,
-            "storage_unavailable".into(),
-            "Storage unavailable",
-        ),
-        LocalError::Unavailable => (S::SERVICE_UNAVAILABLE, "shutting_down".into(), "Shutting down"),
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code, title) = self.classify();
-        let detail = match &self {
+    /// A storage failure is logged and summarised; a reused key is said in the till's terms.
+    fn detail(&self) -> String {
+        match self {
             ApiError::Local(LocalError::Storage(_)) => {
                 tracing::error!(error = %self, "request failed on the local store");
                 "the agent could not write to its disk; nothing was recorded; retry".to_owned()
@@ -130,23 +106,34 @@ impl IntoResponse for ApiError {
                 "this Idempotency-Key (or event_id) was already used for a different request".to_owned()
             }
             _ => self.to_string(),
-        };
-        let mut answer = ProblemResponse::new(status, &code, title, detail);
-        if matches!(self, ApiError::Unauthorized) {
-            answer = answer.with_header(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"shelfsync-edge\""),
-            );
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            let after = if matches!(self, ApiError::NotBootstrapped) {
-                "5"
-            } else {
-                "1"
-            };
-            answer = answer.with_header(header::RETRY_AFTER, HeaderValue::from_static(after));
+    }
+
+    /// Until the catalog arrives, a till should wait longer than a second.
+    fn decorate(&self, problem: ProblemResponse) -> ProblemResponse {
+        match self {
+            ApiError::NotBootstrapped => problem.with_header(header::RETRY_AFTER, HeaderValue::from_static("5")),
+            _ => problem,
         }
-        answer.into_response()
+    }
+}
+
+fn local_answer(error: &LocalError) -> Answer {
+    match error {
+        LocalError::Domain(domain) => Answer::refused(domain),
+        LocalError::UnknownProduct(_) => Answer::not_found("product"),
+        LocalError::UnknownReservation(_) => Answer::not_found("reservation"),
+        // An event id already in the outbox names another fact: the same answer as the hub's.
+        LocalError::IdempotencyConflict(_) | LocalError::DuplicateEvent(_) => Answer::IDEMPOTENCY_KEY_REUSED,
+        LocalError::NotQuarantined(_) => Answer::not_found("quarantined_event"),
+        LocalError::Storage(_) => Answer::STORAGE_UNAVAILABLE,
+        LocalError::Unavailable => Answer::SHUTTING_DOWN,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.problem().into_response()
     }
 }
 
@@ -207,8 +194,8 @@ mod tests {
             (LocalError::Unavailable, 503, "shutting_down"),
         ];
         for (error, status, code) in cases {
-            let (s, c, _) = ApiError::Local(error).classify();
-            assert_eq!((s.as_u16(), c.as_str()), (status, code));
+            let answer = ApiError::Local(error).answer();
+            assert_eq!((answer.status.as_u16(), answer.code.as_ref()), (status, code));
         }
     }
 

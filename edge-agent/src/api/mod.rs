@@ -1,7 +1,8 @@
 //! The POS API on the store LAN: the tills' catalog and stock reads, their stock commands
 //! for this store, the status page, and the manager's outbox and quarantine routes. One
-//! module per resource, each exposing `router()`, merged here with the cross-cutting
-//! layers (body limit, time limit, request metrics, problem+json fallbacks).
+//! module per resource, each exposing `router()`, merged here under the cross-cutting
+//! layers both binaries share (body limit, time limit, request metrics, problem+json
+//! fallbacks: `common::server::middleware`).
 //!
 //! Every handler touches only the local store (reads from its in-memory view, writes
 //! through its group-committing writer), never the hub, so the tills keep selling while
@@ -20,13 +21,10 @@ pub mod write;
 use crate::config::EdgeConfig;
 use crate::store::LocalStore;
 use crate::sync::LinkStatus;
-use axum::extract::DefaultBodyLimit;
-use axum::middleware;
 use axum::Router;
-use shelfsync_common::server::middleware::{record_request, time_limit};
-use shelfsync_common::server::ProblemResponse;
+use shelfsync_common::server::middleware::with_service_layers;
+use shelfsync_common::server::openapi;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::watch;
 
 /// What every handler can reach.
@@ -47,41 +45,33 @@ pub struct AppState {
 }
 
 /// The optional headers of every write, for the OpenAPI document.
-#[derive(Debug, utoipa::IntoParams)]
-#[into_params(parameter_in = Header)]
-pub struct WriteHeaderParams {
-    /// Makes a retry safe: 1..=200 characters, scoped by the key and `X-Till-Id`. A body
-    /// `event_id` takes precedence.
-    #[param(
-        rename = "Idempotency-Key",
-        nullable = false,
-        min_length = 1,
-        max_length = 200,
-        pattern = r"^[!-~]([ -~]*[!-~])?$"
-    )]
-    pub idempotency_key: Option<String>,
-    /// Names the till (1..=64 of letters, digits, `-`, `_`, `.`); recorded as the actor.
-    #[param(rename = "X-Till-Id", nullable = false, pattern = r"^[A-Za-z0-9._-]{1,64}$")]
-    pub till_id: Option<String>,
-    /// A UUID grouping the events of one business operation (e.g. one basket).
-    #[param(rename = "X-Correlation-Id", nullable = false, format = Uuid)]
-    pub correlation_id: Option<String>,
+pub type WriteHeaderParams = openapi::WriteHeaderParams<TillWriteHeaders>;
+
+/// How the agent describes its write headers: the key is scoped by the key and the till,
+/// and `X-Till-Id` names the till.
+pub struct TillWriteHeaders;
+
+impl openapi::WriteHeaderDocs for TillWriteHeaders {
+    const IDEMPOTENCY_KEY: &'static str = "Makes a retry safe: 1..=200 characters, scoped by the key and \
+                                           `X-Till-Id`. A body\n`event_id` takes precedence.";
+    const CORRELATION_ID: &'static str = "A UUID grouping the events of one business operation (e.g. one basket).";
+
+    fn own_header() -> utoipa::openapi::path::Parameter {
+        openapi::optional_header(
+            "X-Till-Id",
+            "Names the till (1..=64 of letters, digits, `-`, `_`, `.`); recorded as the actor.",
+            utoipa::openapi::ObjectBuilder::new().pattern(Some(r"^[A-Za-z0-9._-]{1,64}$")),
+        )
+    }
 }
 
 /// The whole POS API.
 pub fn router(state: AppState) -> Router {
-    let timeout = Duration::from_secs(state.config.http.request_timeout_secs);
-    let body_limit = state.config.http.body_limit_bytes;
-    Router::new()
+    let routes = Router::new()
         .merge(products::router())
         .merge(inventory::router())
         .merge(status::router())
         .merge(outbox::router())
-        .merge(ops::router())
-        .fallback(|| async { ProblemResponse::route_not_found() })
-        .method_not_allowed_fallback(|| async { ProblemResponse::method_not_allowed() })
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(timeout, time_limit))
-        .layer(middleware::from_fn(record_request))
-        .with_state(state)
+        .merge(ops::router());
+    with_service_layers(routes, &state.config.http, |routes| routes).with_state(state)
 }

@@ -4,7 +4,6 @@
 use super::error::ApiError;
 use super::AppState;
 use axum::extract::State;
-use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use shelfsync_common::server::openapi::LayerAnswers;
@@ -14,11 +13,7 @@ use utoipa::OpenApi;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(openapi))
+    ops::routes(readyz, openapi)
 }
 
 /// The API description.

@@ -20,8 +20,8 @@ use shelfsync_common::wire::api::ProductView;
 use shelfsync_common::wire::edge::LocalWriteResult;
 use shelfsync_common::wire::sync::{SnapshotResponse, UploadOutcome, UploadResult};
 use shelfsync_common::{
-    EventEnvelope, EventId, EventMetadata, EventPayload, InventoryCommand, Origin, Product, ProductId, ReservationId,
-    StoreId, StreamId,
+    EventEnvelope, EventId, EventMetadata, EventPayload, InventoryCommand, Origin, ProductId, ReservationId, StoreId,
+    StreamId,
 };
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

@@ -1,11 +1,12 @@
-//! `ApiError`: every way a request can fail, and the one place that turns a failure into
-//! an `application/problem+json` answer with a stable `code`. The matches below have no
-//! catch-all arm, so a new error variant cannot reach a client unmapped.
+//! `ApiError`: every way a request can fail, and the one place that gives each failure its
+//! `application/problem+json` answer with a stable `code` (on the skeleton both binaries
+//! share, `common::server::failure`). The matches below have no catch-all arm, so a new
+//! error variant cannot reach a client unmapped.
 
 use crate::store::{ReadError, WriteError};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use shelfsync_common::server::problem::domain_status;
+use shelfsync_common::server::failure::{Answer, Failure};
 use shelfsync_common::server::ProblemResponse;
 use shelfsync_common::DomainError;
 
@@ -104,113 +105,99 @@ impl ApiError {
             detail: detail.into(),
         }
     }
+}
 
-    /// Status, code and title for this error.
-    fn classify(&self) -> (StatusCode, String, &'static str) {
+impl Failure for ApiError {
+    const CHALLENGE: &'static str = "Bearer realm=\"shelfsync-hub\"";
+
+    fn answer(&self) -> Answer {
         use StatusCode as S;
         match self {
-            ApiError::Unauthorized => (S::UNAUTHORIZED, "unauthorized".into(), "Unauthorized"),
-            ApiError::Forbidden(_) => (S::FORBIDDEN, "forbidden".into(), "Forbidden"),
-            ApiError::NotFound { what, .. } => (S::NOT_FOUND, format!("{what}_not_found"), "Not found"),
-            ApiError::Invalid { status, code, .. } => (*status, (*code).into(), "Invalid request"),
-            ApiError::Append(error) => classify_append(error),
-            ApiError::Store(_) | ApiError::ReadModel(_) => (
+            ApiError::Unauthorized => Answer::UNAUTHORIZED,
+            ApiError::Forbidden(_) => Answer::FORBIDDEN,
+            ApiError::NotFound { what, .. } => Answer::not_found(what),
+            ApiError::Invalid { status, code, .. } => Answer::invalid(*status, code),
+            ApiError::Append(error) => append_answer(error),
+            ApiError::Store(_) | ApiError::ReadModel(_) => Answer::STORAGE_UNAVAILABLE,
+            ApiError::ReadModelUnavailable { .. } => Answer::new(
                 S::SERVICE_UNAVAILABLE,
-                "storage_unavailable".into(),
-                "Storage unavailable",
-            ),
-            ApiError::ReadModelUnavailable { .. } => (
-                S::SERVICE_UNAVAILABLE,
-                "read_model_unavailable".into(),
+                "read_model_unavailable",
                 "Read model unavailable",
             ),
-            ApiError::NotCaughtUp { .. } => (S::SERVICE_UNAVAILABLE, "read_model_behind".into(), "Read model behind"),
-            ApiError::PastHead { .. } => (S::BAD_REQUEST, "min_position_past_head".into(), "Invalid request"),
-            ApiError::TooManyStreams { .. } => (S::TOO_MANY_REQUESTS, "too_many_streams".into(), "Too many streams"),
-            ApiError::ProjectionStalled { .. } => (
+            ApiError::NotCaughtUp { .. } => {
+                Answer::new(S::SERVICE_UNAVAILABLE, "read_model_behind", "Read model behind")
+            }
+            ApiError::PastHead { .. } => Answer::invalid(S::BAD_REQUEST, "min_position_past_head"),
+            ApiError::TooManyStreams { .. } => {
+                Answer::new(S::TOO_MANY_REQUESTS, "too_many_streams", "Too many streams")
+            }
+            ApiError::ProjectionStalled { .. } => Answer::new(
                 S::SERVICE_UNAVAILABLE,
-                "projection_stalled".into(),
+                "projection_stalled",
                 "Read model projection stalled",
             ),
         }
     }
+
+    /// A storage failure is logged and summarised: its message names files and SQL.
+    fn detail(&self) -> String {
+        if matches!(
+            self,
+            ApiError::Store(_) | ApiError::ReadModel(_) | ApiError::Append(WriteError::Storage(_))
+        ) {
+            tracing::error!(error = %self, "request failed on storage");
+            "the hub could not reach its storage; nothing was written; retry".to_owned()
+        } else {
+            self.to_string()
+        }
+    }
+
+    fn decorate(&self, mut problem: ProblemResponse) -> ProblemResponse {
+        match self {
+            ApiError::Append(WriteError::VersionConflict { current, .. }) => {
+                problem.problem.current_version = Some(*current);
+                problem.with_header(header::ETAG, etag(*current)).with_header(
+                    header::HeaderName::from_static(CURRENT_VERSION_HEADER),
+                    HeaderValue::from(*current),
+                )
+            }
+            ApiError::Append(WriteError::StoreNameTaken { existing, .. }) => {
+                problem.problem.existing_store_id = Some(existing.0);
+                problem
+            }
+            ApiError::Append(WriteError::Domain(DomainError::InvalidProduct { field, .. })) => {
+                problem.problem.field = Some((*field).to_owned());
+                problem
+            }
+            ApiError::TooManyStreams { .. } => problem.with_header(header::RETRY_AFTER, HeaderValue::from_static("5")),
+            ApiError::ReadModelUnavailable { retry_after_secs } => {
+                problem.with_header(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs))
+            }
+            _ => problem,
+        }
+    }
 }
 
-fn classify_append(error: &WriteError) -> (StatusCode, String, &'static str) {
+fn append_answer(error: &WriteError) -> Answer {
     use StatusCode as S;
     match error {
-        WriteError::Domain(domain) => (
-            domain_status(domain),
-            domain.code().into(),
-            "Refused by the inventory rules",
-        ),
-        WriteError::VersionConflict { .. } => (S::CONFLICT, "version_conflict".into(), "Version conflict"),
-        WriteError::IdempotencyConflict(_) => (
-            S::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused".into(),
-            "Idempotency key reused",
-        ),
-        WriteError::UnknownStore(_) => (S::NOT_FOUND, "store_not_found".into(), "Not found"),
-        WriteError::SkuTaken { .. } => (S::CONFLICT, "sku_taken".into(), "SKU taken"),
-        WriteError::StoreExists(_) => (S::CONFLICT, "store_exists".into(), "Store exists"),
-        WriteError::StoreNameTaken { .. } => (S::CONFLICT, "store_name_taken".into(), "Store name taken"),
-        WriteError::TokenNameTaken(_) => (S::CONFLICT, "token_name_taken".into(), "Token name taken"),
-        WriteError::UnknownReservation(_) => (S::NOT_FOUND, "reservation_not_found".into(), "Not found"),
-        WriteError::Storage(_) => (
-            S::SERVICE_UNAVAILABLE,
-            "storage_unavailable".into(),
-            "Storage unavailable",
-        ),
-        WriteError::Unavailable => (S::SERVICE_UNAVAILABLE, "shutting_down".into(), "Shutting down"),
+        WriteError::Domain(domain) => Answer::refused(domain),
+        WriteError::VersionConflict { .. } => Answer::new(S::CONFLICT, "version_conflict", "Version conflict"),
+        WriteError::IdempotencyConflict(_) => Answer::IDEMPOTENCY_KEY_REUSED,
+        WriteError::UnknownStore(_) => Answer::not_found("store"),
+        WriteError::SkuTaken { .. } => Answer::new(S::CONFLICT, "sku_taken", "SKU taken"),
+        WriteError::StoreExists(_) => Answer::new(S::CONFLICT, "store_exists", "Store exists"),
+        WriteError::StoreNameTaken { .. } => Answer::new(S::CONFLICT, "store_name_taken", "Store name taken"),
+        WriteError::TokenNameTaken(_) => Answer::new(S::CONFLICT, "token_name_taken", "Token name taken"),
+        WriteError::UnknownReservation(_) => Answer::not_found("reservation"),
+        WriteError::Storage(_) => Answer::STORAGE_UNAVAILABLE,
+        WriteError::Unavailable => Answer::SHUTTING_DOWN,
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code, title) = self.classify();
-        let internal = matches!(
-            self,
-            ApiError::Store(_) | ApiError::ReadModel(_) | ApiError::Append(WriteError::Storage(_))
-        );
-        let detail = if internal {
-            tracing::error!(error = %self, "request failed on storage");
-            "the hub could not reach its storage; nothing was written; retry".to_owned()
-        } else {
-            self.to_string()
-        };
-        let mut answer = ProblemResponse::new(status, &code, title, detail);
-        match &self {
-            ApiError::Unauthorized => {
-                answer = answer.with_header(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"shelfsync-hub\""),
-                );
-            }
-            ApiError::Append(WriteError::VersionConflict { current, .. }) => {
-                answer.problem.current_version = Some(*current);
-                answer = answer.with_header(header::ETAG, etag(*current)).with_header(
-                    header::HeaderName::from_static(CURRENT_VERSION_HEADER),
-                    HeaderValue::from(*current),
-                );
-            }
-            ApiError::Append(WriteError::StoreNameTaken { existing, .. }) => {
-                answer.problem.existing_store_id = Some(existing.0);
-            }
-            ApiError::Append(WriteError::Domain(DomainError::InvalidProduct { field, .. })) => {
-                answer.problem.field = Some((*field).to_owned());
-            }
-            ApiError::TooManyStreams { .. } => {
-                answer = answer.with_header(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            }
-            ApiError::ReadModelUnavailable { retry_after_secs } => {
-                answer = answer.with_header(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
-            }
-            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
-                answer = answer.with_header(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            }
-            _ => {}
-        }
-        answer.into_response()
+        self.problem().into_response()
     }
 }
 

@@ -1,6 +1,7 @@
 //! The hub's HTTP API: one module per resource, each exposing `router()`, merged here
-//! with the cross-cutting layers (body limit, timeout, request metrics, problem+json
-//! fallbacks).
+//! under the cross-cutting layers both binaries share (body limit, timeout, request
+//! metrics, problem+json fallbacks: `common::server::middleware`) and the hub's sync
+//! protocol check.
 
 pub mod admin;
 pub mod auth;
@@ -20,13 +21,10 @@ use crate::fleet::Fleet;
 use crate::read_model::QueryService;
 use crate::read_model::ReadModel;
 use crate::store::EventStore;
-use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::Router;
-use shelfsync_common::server::middleware::{record_request, time_limit};
-use shelfsync_common::server::ProblemResponse;
+use shelfsync_common::server::middleware::with_service_layers;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::watch;
 
 /// What every handler can reach.
@@ -51,22 +49,19 @@ pub struct AppState {
 }
 
 /// The whole API.
+/// The hub's own layer is the sync protocol check: it stamps the protocol version on the
+/// 404/405 and timeout answers of the sync routes too.
 pub fn router(state: AppState) -> Router {
-    let timeout = Duration::from_secs(state.config.http.request_timeout_secs);
-    let body_limit = state.config.http.body_limit_bytes;
-    Router::new()
+    let routes = Router::new()
         .merge(products::router())
         .merge(inventory::router())
         .merge(stock::router())
         .merge(admin::router())
         .merge(stores::router())
         .merge(sync::router())
-        .merge(ops::router())
-        .fallback(|| async { ProblemResponse::route_not_found() })
-        .method_not_allowed_fallback(|| async { ProblemResponse::method_not_allowed() })
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(timeout, time_limit))
-        .layer(middleware::from_fn(sync::protocol))
-        .layer(middleware::from_fn(record_request))
-        .with_state(state)
+        .merge(ops::router());
+    with_service_layers(routes, &state.config.http, |routes| {
+        routes.layer(middleware::from_fn(sync::protocol))
+    })
+    .with_state(state)
 }

@@ -6,7 +6,6 @@ use super::sync::ProtocolHeader;
 use super::AppState;
 use crate::read_model::PoisonEvent;
 use axum::extract::State;
-use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use shelfsync_common::server::openapi::LayerAnswers;
@@ -15,11 +14,7 @@ use utoipa::OpenApi;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(openapi))
+    ops::routes(readyz, openapi)
 }
 
 /// The API description.

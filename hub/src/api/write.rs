@@ -20,6 +20,7 @@ use axum::Json;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use shelfsync_common::server::extract::WriteHeaders;
+use shelfsync_common::server::openapi;
 use shelfsync_common::wire::api::WriteResult;
 use shelfsync_common::{EventId, EventMetadata, ExpectedVersion, IdKey, Origin};
 use time::OffsetDateTime;
@@ -29,30 +30,25 @@ use uuid::Uuid;
 pub const POSITION: HeaderName = HeaderName::from_static("x-shelfsync-position");
 
 /// The optional headers of every write, for the OpenAPI document.
-#[derive(Debug, utoipa::IntoParams)]
-#[into_params(parameter_in = Header)]
-pub struct WriteHeaderParams {
-    /// Makes a retry safe: 1..=200 visible ASCII characters, scoped by the caller's token.
-    /// A body `event_id` takes precedence.
-    #[param(
-        rename = "Idempotency-Key",
-        nullable = false,
-        min_length = 1,
-        max_length = 200,
-        pattern = r"^[!-~]([ -~]*[!-~])?$"
-    )]
-    pub idempotency_key: Option<String>,
-    /// The stream version the write expects (`"3"`, `W/"3"`, `any`, `no_stream` or
-    /// `exists`); the body's `expected_version` must agree when both are sent.
-    #[param(
-        rename = "If-Match",
-        nullable = false,
-        pattern = r#"^(W/)?"?(any|no_stream|exists|[0-9]{1,19})"?$"#
-    )]
-    pub if_match: Option<String>,
-    /// A UUID grouping the events of one business operation.
-    #[param(rename = "X-Correlation-Id", nullable = false, format = Uuid)]
-    pub correlation_id: Option<String>,
+pub type WriteHeaderParams = openapi::WriteHeaderParams<HubWriteHeaders>;
+
+/// How the hub describes its write headers: the key is scoped by the caller's token, and
+/// `If-Match` carries the expected stream version.
+pub struct HubWriteHeaders;
+
+impl openapi::WriteHeaderDocs for HubWriteHeaders {
+    const IDEMPOTENCY_KEY: &'static str = "Makes a retry safe: 1..=200 visible ASCII characters, scoped by the \
+                                           caller's token.\nA body `event_id` takes precedence.";
+    const CORRELATION_ID: &'static str = "A UUID grouping the events of one business operation.";
+
+    fn own_header() -> utoipa::openapi::path::Parameter {
+        openapi::optional_header(
+            "If-Match",
+            "The stream version the write expects (`\"3\"`, `W/\"3\"`, `any`, `no_stream` or\n\
+             `exists`); the body's `expected_version` must agree when both are sent.",
+            utoipa::openapi::ObjectBuilder::new().pattern(Some(r#"^(W/)?"?(any|no_stream|exists|[0-9]{1,19})"?$"#)),
+        )
+    }
 }
 
 /// The answers of every write: 201 (new) or 200 (a retry) with the [`WriteResult`], the

@@ -39,7 +39,6 @@ use futures_util::future::BoxFuture;
 use indicatif::{ProgressBar, ProgressStyle};
 use rusqlite::{params, Connection, OptionalExtension};
 use shelfsync_common::domain::inventory::{self, InventoryState, Reservation};
-use shelfsync_common::domain::product::Product;
 use shelfsync_common::wire::api::{ProductStock, ProductView, StockLevel};
 use shelfsync_common::wire::sync::{SnapshotReservation, SnapshotResponse};
 use shelfsync_common::{EventEnvelope, EventPayload, Origin, ProductId, ReservationId, StoreId};

@@ -211,7 +211,7 @@ fn read_product(
         .prepare_cached(&format!(
             "SELECT id, sku, name, price_minor, version FROM products WHERE {condition}"
         ))?
-        .query_row([key], product_from_row)
+        .query_row([key], shelfsync_common::sqlite::rows::product_view)
         .optional()?)
 }
 
@@ -230,21 +230,9 @@ pub fn read_store_stock(conn: &Connection, store: StoreId) -> Result<Vec<StockLe
 pub fn read_catalog(conn: &Connection) -> Result<Vec<ProductView>, ReadError> {
     let mut stmt = conn.prepare_cached("SELECT id, sku, name, price_minor, version FROM products ORDER BY id")?;
     let rows = stmt
-        .query_map([], product_from_row)?
+        .query_map([], shelfsync_common::sqlite::rows::product_view)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
-}
-
-fn product_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ProductView> {
-    Ok(ProductView {
-        product: Product {
-            id: ProductId::from_bytes(row.get(0)?),
-            sku: row.get(1)?,
-            name: row.get(2)?,
-            price_minor: row.get::<_, i64>(3)? as u64,
-        },
-        version: row.get::<_, i64>(4)? as u64,
-    })
 }
 
 /// A product by id.

@@ -37,17 +37,8 @@ pub(super) fn load_view(conn: &Connection, store_id: StoreId) -> rusqlite::Resul
             .record(pending);
     }
     let mut stmt = conn.prepare("SELECT product_id, sku, name, price_minor, version FROM catalog")?;
-    let mut rows = stmt.query([])?;
-    while let Some(row) = rows.next()? {
-        view.put_product(ProductView {
-            product: Product {
-                id: ProductId::from_bytes(row.get(0)?),
-                sku: row.get(1)?,
-                name: row.get(2)?,
-                price_minor: row.get::<_, i64>(3)? as u64,
-            },
-            version: row.get::<_, i64>(4)? as u64,
-        });
+    for product in stmt.query_map([], shelfsync_common::sqlite::rows::product_view)? {
+        view.put_product(product?);
     }
     let mut stmt = conn.prepare("SELECT reservation_id FROM own_reservations")?;
     for id in stmt.query_map([], |row| row.get::<_, [u8; 16]>(0))? {
