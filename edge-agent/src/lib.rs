@@ -70,7 +70,7 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let link = config.hub_credentials()?;
+    let credentials = config.hub_credentials()?;
     let data_dir = config.data_dir.clone();
     shelfsync_common::sqlite::create_private_dir(&data_dir).map_err(|source| StartError::DataDir {
         path: data_dir.clone(),
@@ -82,10 +82,10 @@ pub async fn run(
         return Err(StartError::SameKeys);
     }
     shelfsync_common::server::telemetry::metrics_handle();
-    let local = LocalStore::open(&data_dir.join(STORE_FILE), link.store_id).map_err(StartError::Store)?;
+    let local = LocalStore::open(&data_dir.join(STORE_FILE), credentials.store_id).map_err(StartError::Store)?;
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let config = Arc::new(config);
-    let worker = sync::spawn(local.clone(), link.clone(), config.clone(), stopping.clone());
+    let worker = sync::spawn(local.clone(), credentials.clone(), config.clone(), stopping.clone());
     let scheduler = jobs::start(&config.jobs, local.clone())
         .await
         .map_err(|e| StartError::Jobs(e.to_string()))?;
@@ -98,7 +98,7 @@ pub async fn run(
         stopping: stopping.clone(),
     };
     let address = listener.local_addr().map_err(StartError::Serve)?;
-    tracing::info!(%address, store = %link.store_id, hub = %link.hub_url, "edge agent listening");
+    tracing::info!(%address, store = %credentials.store_id, hub = %credentials.hub_url, "edge agent listening");
     let graceful = async move {
         shutdown.await;
         let _ = stop.send(true);

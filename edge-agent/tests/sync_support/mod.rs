@@ -436,9 +436,9 @@ pub fn start_agent_on(
     shelfsync_common::server::telemetry::init_test_logging();
     let mut config = test_config(dir, store, hub_url, token);
     configure(&mut config);
-    let link: HubCredentials = config.hub_credentials().expect("hub link");
+    let credentials: HubCredentials = config.hub_credentials().expect("hub credentials");
     let (stop, stopping) = watch::channel(false);
-    let handle = shelfsync_edge::sync::spawn(local.clone(), link, Arc::new(config), stopping);
+    let handle = shelfsync_edge::sync::spawn(local.clone(), credentials, Arc::new(config), stopping);
     Agent {
         local,
         store_id: store,
