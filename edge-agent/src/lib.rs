@@ -18,6 +18,8 @@ pub mod config;
 pub mod jobs;
 pub mod store;
 pub mod sync;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use crate::config::EdgeConfig;
 use crate::store::LocalStore;

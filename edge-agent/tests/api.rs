@@ -5,11 +5,12 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::{assert_problem, call, spawn_agent, spawn_agent_with, Options, MANAGER, SNAPSHOT_AT, TERMINAL};
+use shelfsync_edge::testing::{Options, TestAgent, MANAGER, SNAPSHOT_AT, TERMINAL};
+use support::{assert_problem, call};
 
 #[tokio::test]
 async fn reserve_and_commit_sell_locally_while_the_hub_is_unreachable() {
-    let agent = spawn_agent().await;
+    let agent = TestAgent::spawn().await;
     let apple = agent.catalog.apple;
 
     let (status, reserved, _) = call(agent.post("/v1/inventory/reservations", &agent.reserve_body(apple, 3))).await;
@@ -82,7 +83,7 @@ async fn reserve_and_commit_sell_locally_while_the_hub_is_unreachable() {
 
 #[tokio::test]
 async fn a_released_hold_gives_the_units_back_and_deliveries_and_corrections_count() {
-    let agent = spawn_agent().await;
+    let agent = TestAgent::spawn().await;
     let bread = agent.catalog.bread;
     let (_, reserved, _) = call(agent.post("/v1/inventory/reservations", &agent.reserve_body(bread, 2))).await;
     let reservation = reserved["data"]["reservation_id"].as_str().unwrap().to_owned();
@@ -129,7 +130,7 @@ async fn a_released_hold_gives_the_units_back_and_deliveries_and_corrections_cou
 
 #[tokio::test]
 async fn short_stock_is_refused_and_nothing_is_written() {
-    let agent = spawn_agent().await;
+    let agent = TestAgent::spawn().await;
     let bread = agent.catalog.bread;
     let before = agent.outbox().await;
     let refused = call(agent.post("/v1/inventory/reservations", &agent.reserve_body(bread, 3))).await;
@@ -158,7 +159,7 @@ async fn short_stock_is_refused_and_nothing_is_written() {
 
 #[tokio::test]
 async fn a_retry_with_the_same_idempotency_key_is_answered_once_and_is_one_sale() {
-    let agent = spawn_agent().await;
+    let agent = TestAgent::spawn().await;
     let apple = agent.catalog.apple;
     let keyed = |path: &str, body: &Value, key: &str| agent.post(path, body).header("Idempotency-Key", key);
 
@@ -230,7 +231,7 @@ async fn a_retry_with_the_same_idempotency_key_is_answered_once_and_is_one_sale(
 
 #[tokio::test]
 async fn a_repeated_event_id_is_one_event_whichever_way_it_comes() {
-    let agent = spawn_agent().await;
+    let agent = TestAgent::spawn().await;
     let apple = agent.catalog.apple;
     let event_id = shelfsync_common::EventId::new_v7();
     let mut body = agent.stock_body(apple, 2);
@@ -278,7 +279,7 @@ async fn a_repeated_event_id_is_one_event_whichever_way_it_comes() {
 
 #[tokio::test]
 async fn the_same_event_id_sent_concurrently_is_recorded_once_and_never_fails_the_batch() {
-    let agent = spawn_agent().await;
+    let agent = TestAgent::spawn().await;
     let apple = agent.catalog.apple;
     let event_id = shelfsync_common::EventId::new_v7();
     let mut body = agent.stock_body(apple, 1);
@@ -301,7 +302,7 @@ async fn the_same_event_id_sent_concurrently_is_recorded_once_and_never_fails_th
 
 #[tokio::test]
 async fn keys_are_required_and_the_manager_key_opens_everything() {
-    let agent = spawn_agent().await;
+    let agent = TestAgent::spawn().await;
     let path = format!("/v1/products/{}", agent.catalog.apple);
     let missing = call(agent.client.get(agent.path(&path))).await;
     assert_problem(&missing, 401, "unauthorized");
@@ -348,7 +349,7 @@ async fn keys_are_required_and_the_manager_key_opens_everything() {
 
 #[tokio::test]
 async fn operator_routes_need_the_manager_key() {
-    let agent = spawn_agent_with(Options {
+    let agent = TestAgent::spawn_with(Options {
         quarantined: 2,
         ..Options::default()
     })
@@ -442,7 +443,7 @@ async fn operator_routes_need_the_manager_key() {
 
 #[tokio::test]
 async fn another_stores_body_is_refused() {
-    let agent = spawn_agent().await;
+    let agent = TestAgent::spawn().await;
     let other = shelfsync_common::StoreId::new_v7();
     let apple = agent.catalog.apple;
     for (path, body) in [
@@ -479,7 +480,7 @@ async fn another_stores_body_is_refused() {
 
 #[tokio::test]
 async fn unknown_products_and_reservations_are_404_and_catalog_products_without_stock_read_as_zero() {
-    let agent = spawn_agent().await;
+    let agent = TestAgent::spawn().await;
     let unknown = shelfsync_common::ProductId::new_v7();
     assert_problem(
         &call(agent.get(&format!("/v1/products/{unknown}"))).await,
@@ -553,7 +554,7 @@ async fn unknown_products_and_reservations_are_404_and_catalog_products_without_
 
 #[tokio::test]
 async fn bad_requests_are_problems_and_write_nothing() {
-    let agent = spawn_agent().await;
+    let agent = TestAgent::spawn().await;
     let apple = agent.catalog.apple;
     let raw = |body: &str, content_type: &str| {
         agent
@@ -675,7 +676,7 @@ async fn bad_requests_are_problems_and_write_nothing() {
 
 #[tokio::test]
 async fn the_status_page_reports_link_outbox_and_position_without_a_key() {
-    let agent = spawn_agent().await;
+    let agent = TestAgent::spawn().await;
     let (status, page, _) = call(agent.client.get(agent.path("/v1/status"))).await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["store_id"], json!(agent.store_id));
@@ -712,7 +713,7 @@ async fn the_status_page_reports_link_outbox_and_position_without_a_key() {
 
 #[tokio::test]
 async fn an_agent_without_its_snapshot_says_so() {
-    let agent = spawn_agent_with(Options {
+    let agent = TestAgent::spawn_with(Options {
         not_bootstrapped: true,
         ..Options::default()
     })
@@ -739,7 +740,7 @@ async fn an_agent_without_its_snapshot_says_so() {
 
 #[tokio::test]
 async fn ops_routes_answer_and_openapi_lists_every_route() {
-    let agent = spawn_agent().await;
+    let agent = TestAgent::spawn().await;
     assert_eq!(call(agent.client.get(agent.path("/healthz"))).await.0, 200);
     let (status, ready, _) = call(agent.client.get(agent.path("/readyz"))).await;
     assert_eq!(
@@ -821,7 +822,7 @@ async fn ops_routes_answer_and_openapi_lists_every_route() {
 
 #[tokio::test]
 async fn generated_keys_are_written_to_the_data_dir_and_work() {
-    let agent = spawn_agent_with(Options {
+    let agent = TestAgent::spawn_with(Options {
         generated_keys: true,
         ..Options::default()
     })
@@ -862,7 +863,7 @@ async fn generated_keys_are_written_to_the_data_dir_and_work() {
 
 #[tokio::test]
 async fn recorded_events_carry_the_stores_origin_the_till_and_the_correlation() {
-    let agent = spawn_agent().await;
+    let agent = TestAgent::spawn().await;
     let correlation = uuid::Uuid::now_v7();
     let request = agent
         .post("/v1/inventory/stock", &agent.stock_body(agent.catalog.apple, 1))
@@ -914,7 +915,7 @@ async fn the_agent_refuses_to_start_when_the_terminal_key_is_the_managers() {
 /// the manager key only; the open status page and the tills' key see the rest.
 #[tokio::test]
 async fn the_open_status_page_hides_why_the_hub_link_failed() {
-    let agent = spawn_agent().await;
+    let agent = TestAgent::spawn().await;
     let page = |key: Option<&str>| {
         let request = agent.client.get(agent.path("/v1/status"));
         let request = match key {
@@ -942,7 +943,7 @@ async fn the_open_status_page_hides_why_the_hub_link_failed() {
 
 #[tokio::test]
 async fn openapi_says_what_the_agent_does() {
-    let agent = spawn_agent().await;
+    let agent = TestAgent::spawn().await;
     // Valid 3.1, parameters where the routes put them, every error documented with its
     // problem body, and keys needed exactly where the document says.
     let doc = support::openapi::served_contract(&agent.client, &agent.url, &[]).await;
