@@ -1,9 +1,12 @@
-//! The status page, the ops routes and the OpenAPI document.
+//! The status page, the operator's quarantine routes, the ops routes and the OpenAPI
+//! document.
 
 use super::*;
 
 #[tokio::test]
 async fn the_status_page_reports_link_outbox_and_position_without_a_key() {
+    // Given: an agent whose hub is unreachable. When: the status page is read without a
+    // key. Then: it shows the link, the outbox and the sync position.
     let agent = TestAgent::spawn().await;
     let (status, page, _) = call(agent.client.get(agent.path("/v1/status"))).await;
     assert_eq!(status, 200, "{page}");
@@ -41,6 +44,8 @@ async fn the_status_page_reports_link_outbox_and_position_without_a_key() {
 
 #[tokio::test]
 async fn an_agent_without_its_snapshot_says_so() {
+    // Given: an agent that never reached its hub. When: it is asked for readiness, a
+    // product and a write. Then: it is up, but says it has no snapshot yet.
     let agent = TestAgent::spawn_with(Options {
         not_bootstrapped: true,
         ..Options::default()
@@ -68,6 +73,8 @@ async fn an_agent_without_its_snapshot_says_so() {
 
 #[tokio::test]
 async fn ops_routes_answer_and_openapi_lists_every_route() {
+    // Given: an agent. When: its ops routes and OpenAPI document are read. Then: they
+    // answer, and every documented path is served.
     let agent = TestAgent::spawn().await;
     assert_eq!(call(agent.client.get(agent.path("/healthz"))).await.0, 200);
     let (status, ready, _) = call(agent.client.get(agent.path("/readyz"))).await;
@@ -152,6 +159,8 @@ async fn ops_routes_answer_and_openapi_lists_every_route() {
 /// the manager key only; the open status page and the tills' key see the rest.
 #[tokio::test]
 async fn the_open_status_page_hides_why_the_hub_link_failed() {
+    // Given: an agent whose hub calls fail. When: the status page is read without a key,
+    // then with the manager's. Then: only the manager sees why.
     let agent = TestAgent::spawn().await;
     let page = |key: Option<&str>| {
         let request = agent.client.get(agent.path("/v1/status"));
@@ -246,4 +255,73 @@ async fn openapi_says_what_the_agent_does() {
     );
     let till = support::openapi::parameter_schema(&doc, "/v1/inventory/stock", "post", "X-Till-Id");
     assert_eq!(till["pattern"], "^[A-Za-z0-9._-]{1,64}$");
+}
+
+#[tokio::test]
+async fn an_operator_retries_or_discards_quarantined_events() {
+    // Given: two events the hub rejected.
+    let agent = TestAgent::spawn_with(Options {
+        quarantined: 2,
+        ..Options::default()
+    })
+    .await;
+    let [first, second] = [agent.quarantined[0], agent.quarantined[1]];
+
+    // When: the manager lists them...
+    let (status, listed, _) = call(agent.manager_get("/v1/quarantine")).await;
+    assert_eq!(status, 200, "{listed}");
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [second.to_string(), first.to_string()], "newest first");
+    assert_eq!(listed[0]["reject_reason"], "unknown_product");
+    let (_, status, _) = call(agent.client.get(agent.path("/v1/status"))).await;
+    assert_eq!(
+        (status["quarantined"].as_u64(), status["outbox_depth"].as_u64()),
+        (Some(2), Some(0))
+    );
+
+    // ...retries the first and discards the second.
+    let (status, retried, _) = call(agent.manager_post(&format!("/v1/quarantine/{first}/retry"))).await;
+    assert_eq!(
+        (status, retried["status"].as_str()),
+        (200, Some("pending")),
+        "{retried}"
+    );
+    let (status, discarded, _) = call(agent.manager_post(&format!("/v1/quarantine/{second}/discard"))).await;
+    assert_eq!(
+        (status, discarded["status"].as_str()),
+        (200, Some("discarded")),
+        "{discarded}"
+    );
+    // Then: neither is in quarantine any more, the retried one is pending again.
+    assert_problem(
+        &call(agent.manager_post(&format!("/v1/quarantine/{first}/retry"))).await,
+        404,
+        "quarantined_event_not_found",
+    );
+    assert_problem(
+        &call(agent.manager_post("/v1/quarantine/not-a-uuid/retry")).await,
+        400,
+        "invalid_path",
+    );
+
+    let (_, pending, _) = call(agent.manager_get("/v1/outbox?status=pending")).await;
+    assert_eq!(pending.as_array().unwrap().len(), 1);
+    assert_eq!(pending[0]["event_id"], json!(first));
+    let (_, left, _) = call(agent.manager_get("/v1/quarantine")).await;
+    assert_eq!(left, json!([]));
+    assert_eq!(
+        agent.stock(agent.catalog.bread).await["on_hand"],
+        3,
+        "the retried delivery is back in the figures"
+    );
+    let (_, status, _) = call(agent.client.get(agent.path("/v1/status"))).await;
+    assert_eq!(
+        (status["quarantined"].as_u64(), status["outbox_depth"].as_u64()),
+        (Some(0), Some(1))
+    );
 }

@@ -5,9 +5,11 @@ use super::*;
 
 #[tokio::test]
 async fn reserve_and_commit_sell_locally_while_the_hub_is_unreachable() {
+    // Given: an agent whose hub is unreachable, 10 apples on hand.
     let agent = TestAgent::spawn().await;
     let apple = agent.catalog.apple;
 
+    // When: a till holds 3 apples...
     let (status, reserved, _) = call(agent.post("/v1/inventory/reservations", &agent.reserve_body(apple, 3))).await;
     assert_eq!(status, 201, "{reserved}");
     assert_eq!(reserved["type"], "StockReserved");
@@ -27,6 +29,7 @@ async fn reserve_and_commit_sell_locally_while_the_hub_is_unreachable() {
         .expect("reservation id")
         .to_owned();
 
+    // ...and sells them.
     let (status, sold, _) =
         call(agent.post(&format!("/v1/inventory/reservations/{reservation}/commit"), &json!({}))).await;
     assert_eq!(status, 201, "{sold}");
@@ -35,6 +38,7 @@ async fn reserve_and_commit_sell_locally_while_the_hub_is_unreachable() {
         (Some("ReservationCommitted"), Some(3))
     );
 
+    // Then: the local figures show the sale, pending the hub's confirmation...
     let level = agent.stock(apple).await;
     assert_eq!(
         (
@@ -60,6 +64,7 @@ async fn reserve_and_commit_sell_locally_while_the_hub_is_unreachable() {
     assert_eq!(availability["sufficient"], false);
     assert_eq!(availability["includes_pending"], true);
 
+    // ...and both events wait in the outbox.
     let outbox = agent.outbox().await;
     let types: Vec<_> = outbox
         .iter()
@@ -77,13 +82,15 @@ async fn reserve_and_commit_sell_locally_while_the_hub_is_unreachable() {
 }
 
 #[tokio::test]
-async fn a_released_hold_gives_the_units_back_and_deliveries_and_corrections_count() {
+async fn a_released_hold_gives_the_units_back() {
+    // Given: all the bread (2) held.
     let agent = TestAgent::spawn().await;
     let bread = agent.catalog.bread;
     let (_, reserved, _) = call(agent.post("/v1/inventory/reservations", &agent.reserve_body(bread, 2))).await;
     let reservation = reserved["data"]["reservation_id"].as_str().unwrap().to_owned();
     assert_eq!(agent.stock(bread).await["available"], 0);
-    // An empty body is fine for release and commit.
+
+    // When: the hold is released (an empty body is fine for release and commit).
     let (status, released, _) = call(
         agent
             .client
@@ -91,6 +98,8 @@ async fn a_released_hold_gives_the_units_back_and_deliveries_and_corrections_cou
             .bearer_auth(TERMINAL),
     )
     .await;
+
+    // Then: the units are available again.
     assert_eq!(status, 201, "{released}");
     assert_eq!(
         (
@@ -99,20 +108,40 @@ async fn a_released_hold_gives_the_units_back_and_deliveries_and_corrections_cou
         ),
         (Some("cancelled"), Some(2))
     );
+}
 
+#[tokio::test]
+async fn deliveries_and_corrections_count() {
+    // Given: 2 bread on hand.
+    let agent = TestAgent::spawn().await;
+    let bread = agent.catalog.bread;
+
+    // When: 5 are delivered and one is written off.
     let (status, _, _) = call(agent.post("/v1/inventory/stock", &agent.stock_body(bread, 5))).await;
     assert_eq!(status, 201);
     let body = json!({ "product_id": bread, "store_id": agent.store_id, "delta": -1, "reason": "dropped" });
     let (status, adjusted, _) = call(agent.post("/v1/inventory/adjustments", &body)).await;
+
+    // Then: 6 are on hand.
     assert_eq!(status, 201, "{adjusted}");
     assert_eq!(adjusted["stock"]["on_hand"], 6);
+}
+
+#[tokio::test]
+async fn a_zero_or_out_of_range_correction_is_refused() {
+    // Given: an agent with bread in stock.
+    let agent = TestAgent::spawn().await;
+    let bread = agent.catalog.bread;
+
+    // When / then: a correction of zero is refused.
     let zero = json!({ "product_id": bread, "store_id": agent.store_id, "delta": 0, "reason": "x" });
     assert_problem(
         &call(agent.post("/v1/inventory/adjustments", &zero)).await,
         422,
         "zero_adjustment",
     );
-    // i64::MIN has no positive counterpart: refused, never negated into a huge stock.
+    // When / then: so are the extremes (i64::MIN has no positive counterpart: refused,
+    // never negated into a huge stock).
     for delta in [i64::MIN, i64::MAX] {
         let extreme = json!({ "product_id": bread, "store_id": agent.store_id, "delta": delta, "reason": "x" });
         assert_problem(
@@ -121,13 +150,17 @@ async fn a_released_hold_gives_the_units_back_and_deliveries_and_corrections_cou
             "adjustment_out_of_range",
         );
     }
+    assert_eq!(agent.stock(bread).await["on_hand"], 2, "nothing was written");
 }
 
 #[tokio::test]
 async fn short_stock_is_refused_and_nothing_is_written() {
+    // Given: 2 bread on hand.
     let agent = TestAgent::spawn().await;
     let bread = agent.catalog.bread;
     let before = agent.outbox().await;
+
+    // When: a till asks to hold 3, and a stock take to remove 3.
     let refused = call(agent.post("/v1/inventory/reservations", &agent.reserve_body(bread, 3))).await;
     assert_problem(&refused, 409, "insufficient_stock");
     assert!(
@@ -142,6 +175,7 @@ async fn short_stock_is_refused_and_nothing_is_written() {
         "insufficient_stock",
     );
 
+    // Then: both are refused and nothing was written.
     assert_eq!(agent.outbox().await, before, "a refused command writes nothing");
     let level = agent.stock(bread).await;
     assert_eq!(
@@ -154,7 +188,10 @@ async fn short_stock_is_refused_and_nothing_is_written() {
 
 #[tokio::test]
 async fn recorded_events_carry_the_stores_origin_the_till_and_the_correlation() {
+    // Given: an agent.
     let agent = TestAgent::spawn().await;
+
+    // When: till 7 books a delivery with a correlation id.
     let correlation = uuid::Uuid::now_v7();
     let request = agent
         .post("/v1/inventory/stock", &agent.stock_body(agent.catalog.apple, 1))
@@ -163,6 +200,8 @@ async fn recorded_events_carry_the_stores_origin_the_till_and_the_correlation() 
     let (status, written, _) = call(request).await;
     assert_eq!(status, 201, "{written}");
     let store_id = agent.store_id;
+
+    // Then: the recorded event carries the till, the correlation and this store's origin.
     let reopened = agent.stop_and_reopen().await;
     let upload = reopened.local.pending_batch(10).await.expect("pending batch");
     assert_eq!(upload.len(), 1, "{upload:?}");

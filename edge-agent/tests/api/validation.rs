@@ -4,9 +4,12 @@
 use super::*;
 
 #[tokio::test]
-async fn unknown_products_and_reservations_are_404_and_catalog_products_without_stock_read_as_zero() {
+async fn unknown_products_and_reservations_are_404() {
+    // Given: an agent, and ids it never heard of.
     let agent = TestAgent::spawn().await;
     let unknown = shelfsync_common::ProductId::new_v7();
+
+    // When / then: every read and write that names them is a 404.
     assert_problem(
         &call(agent.get(&format!("/v1/products/{unknown}"))).await,
         404,
@@ -42,7 +45,15 @@ async fn unknown_products_and_reservations_are_404_and_catalog_products_without_
         let path = format!("/v1/inventory/reservations/{hold}/{action}");
         assert_problem(&call(agent.post(&path, &json!({}))).await, 404, "reservation_not_found");
     }
+    assert!(agent.outbox().await.is_empty(), "nothing was written");
+}
 
+#[tokio::test]
+async fn catalog_products_are_found_and_those_without_stock_read_as_zero() {
+    // Given: apple and bread with stock here, cheese in the catalog without a stock row.
+    let agent = TestAgent::spawn().await;
+
+    // When / then: products are found by SKU and by id...
     let (status, product, _) = call(agent.get("/v1/products?sku=APL-1")).await;
     assert_eq!(
         (status, &product["id"], &product["version"]),
@@ -52,6 +63,7 @@ async fn unknown_products_and_reservations_are_404_and_catalog_products_without_
     let (status, product, _) = call(agent.get(&format!("/v1/products/{}", agent.catalog.bread))).await;
     assert_eq!((status, product["sku"].as_str()), (200, Some("BRD-1")));
 
+    // ...cheese reads as zero...
     let cheese = agent.stock(agent.catalog.cheese).await;
     assert_eq!(
         (
@@ -70,7 +82,7 @@ async fn unknown_products_and_reservations_are_404_and_catalog_products_without_
         (availability["requested"].as_u64(), availability["sufficient"].as_bool()),
         (Some(1), Some(false))
     );
-    // A delivery of a catalog product starts its stream here.
+    // ...and a delivery of it starts its stream here.
     let (status, _, _) = call(agent.post("/v1/inventory/stock", &agent.stock_body(agent.catalog.cheese, 4))).await;
     assert_eq!(status, 201);
     assert_eq!(agent.stock(agent.catalog.cheese).await["on_hand"], 4);
@@ -79,6 +91,8 @@ async fn unknown_products_and_reservations_are_404_and_catalog_products_without_
 
 #[tokio::test]
 async fn bad_requests_are_problems_and_write_nothing() {
+    // Given: an agent. When: requests that are malformed in one way each. Then: each is a
+    // problem answer, and nothing is written.
     let agent = TestAgent::spawn().await;
     let apple = agent.catalog.apple;
     let raw = |body: &str, content_type: &str| {
@@ -197,4 +211,27 @@ async fn bad_requests_are_problems_and_write_nothing() {
     fine["expected_version"] = json!("any");
     fine["ttl_seconds"] = json!(604_800);
     assert_eq!(call(agent.post("/v1/inventory/reservations", &fine)).await.0, 201);
+}
+
+#[tokio::test]
+async fn outbox_queries_are_validated() {
+    // Given: an agent.
+    let agent = TestAgent::spawn().await;
+
+    // When / then: an unknown status, or a limit outside 1..=1000, is a bad query.
+    assert_problem(
+        &call(agent.manager_get("/v1/outbox?status=sent")).await,
+        400,
+        "invalid_query",
+    );
+    assert_problem(
+        &call(agent.manager_get("/v1/outbox?limit=0")).await,
+        400,
+        "invalid_query",
+    );
+    assert_problem(
+        &call(agent.manager_get("/v1/outbox?limit=1001")).await,
+        400,
+        "invalid_query",
+    );
 }
