@@ -7,6 +7,8 @@ use super::*;
 // Bootstrap
 // ---------------------------------------------------------------------------------------
 
+/// Given a fresh store, when it bootstraps from the snapshot, then the stock, holds, catalog and
+/// sync position are the snapshot's, and they survive a reopen.
 #[tokio::test]
 async fn bootstrap_loads_the_snapshot_into_the_confirmed_state_and_the_catalog() {
     let mut s = shop().await;
@@ -44,6 +46,8 @@ async fn bootstrap_loads_the_snapshot_into_the_confirmed_state_and_the_catalog()
     assert_eq!(s.state(), before, "the snapshot is on disk");
 }
 
+/// Given a snapshot with a hold this store made before a reinstall and one made at the hub,
+/// when the store bootstraps from it, then only the first is this store's to expire.
 #[tokio::test]
 async fn holds_this_store_made_are_its_own_after_a_bootstrap_and_the_hubs_are_not() {
     // A reinstalled agent: the hub's snapshot holds a reservation this store made earlier.
@@ -77,6 +81,8 @@ async fn holds_this_store_made_are_its_own_after_a_bootstrap_and_the_hubs_are_no
     assert_eq!(s.level(s.bread).reserved, 2, "the web hold is left to the hub");
 }
 
+/// Given a bootstrapped store with pending sales, when a second snapshot arrives, then it
+/// replaces the confirmed state and the catalog, and the pending events stay on top.
 #[tokio::test]
 async fn a_second_snapshot_replaces_the_confirmed_state_and_the_catalog_and_keeps_pending_events() {
     let mut s = shop().await;
@@ -145,9 +151,11 @@ async fn a_second_snapshot_replaces_the_confirmed_state_and_the_catalog_and_keep
 }
 
 // ---------------------------------------------------------------------------------------
-// 11. Restart in the middle of syncing
+// Restart in the middle of syncing
 // ---------------------------------------------------------------------------------------
 
+/// Given a store in the middle of syncing (acked, pending and applied events), when it is
+/// reopened, then it finds the same view, and the events still to come apply on top.
 #[tokio::test]
 async fn a_restart_mid_sync_finds_the_same_view() {
     let mut s = shop().await;

@@ -3,9 +3,11 @@
 use super::*;
 
 // ---------------------------------------------------------------------------------------
-// 1. Commands are decided against confirmed + pending
+// Commands are decided against confirmed + pending
 // ---------------------------------------------------------------------------------------
 
+/// Given the standard snapshot, when commands the domain refuses are run (short stock, a
+/// zero correction, an unknown product), then each is refused and nothing is written.
 #[tokio::test]
 async fn a_refused_command_writes_nothing() {
     let s = shop().await;
@@ -55,6 +57,8 @@ async fn a_refused_command_writes_nothing() {
     assert_eq!(*s.local.recorded().borrow(), 0);
 }
 
+/// Given a sale recorded locally, when the figures are read and later commands are run, then
+/// the figures include the pending sale and the commands are decided against them.
 #[tokio::test]
 async fn local_figures_include_pending_events_and_later_commands_are_decided_against_them() {
     let s = shop().await;
@@ -158,6 +162,8 @@ async fn local_figures_include_pending_events_and_later_commands_are_decided_aga
 // Event ids
 // ---------------------------------------------------------------------------------------
 
+/// Given an event id already recorded, when it is reused for another fact in a group commit
+/// with other sales, then only that command is refused and the rest are recorded.
 #[tokio::test]
 async fn a_reused_event_id_is_refused_alone_and_the_rest_of_its_batch_is_recorded() {
     let s = shop().await;
@@ -197,9 +203,11 @@ async fn a_reused_event_id_is_refused_alone_and_the_rest_of_its_batch_is_recorde
 }
 
 // ---------------------------------------------------------------------------------------
-// 8. Reservations
+// Reservations
 // ---------------------------------------------------------------------------------------
 
+/// Given a hold from the hub's snapshot and one of ours, when they are committed or released
+/// by reservation id alone, then each finds its product; an unknown id is refused.
 #[tokio::test]
 async fn commands_on_a_reservation_find_its_product() {
     let s = shop().await;
@@ -250,6 +258,8 @@ async fn commands_on_a_reservation_find_its_product() {
     assert_eq!((s.state(), s.counts()), before);
 }
 
+/// Given an open hold, when its id is used for another hold (on any product, even in the
+/// same group commit), then it is refused until the first is released.
 #[tokio::test]
 async fn a_reservation_id_open_on_any_product_cannot_be_reserved_again() {
     let s = shop().await;
@@ -285,6 +295,8 @@ async fn a_reservation_id_open_on_any_product_cannot_be_reserved_again() {
     s.ok(s.reserve(s.bread, mine, 1, hour)).await;
 }
 
+/// Given expired holds made here and at the hub, when the expiry job runs (twice), then only
+/// this store's are released, once.
 #[tokio::test]
 async fn only_own_expired_reservations_are_released_and_only_once() {
     let mut s = shop().await;

@@ -4,9 +4,11 @@
 use super::*;
 
 // ---------------------------------------------------------------------------------------
-// 2. Durability
+// Durability
 // ---------------------------------------------------------------------------------------
 
+/// Given answered commands, when the store is reopened, then they are there and new
+/// commands continue the sequence.
 #[tokio::test]
 async fn an_answered_command_survives_a_restart_and_seqs_keep_growing() {
     let mut s = shop().await;
@@ -44,6 +46,8 @@ async fn an_answered_command_survives_a_restart_and_seqs_keep_growing() {
     assert_eq!(seqs, vec![5, 4, 3, 2, 1]);
 }
 
+/// Given writes on the writer's queue, when the store is closed, then they are recorded
+/// first and later writes are refused; a reopen finds them.
 #[tokio::test]
 async fn closing_finishes_the_queued_writes_first_then_refuses_new_ones() {
     let mut s = shop().await;
@@ -74,6 +78,8 @@ async fn closing_finishes_the_queued_writes_first_then_refuses_new_ones() {
     assert_eq!(s.level(s.apple).on_hand, 0);
 }
 
+/// Given a write lock another connection holds, when a batch cannot commit, then every
+/// caller gets an error and neither the view nor the file changes.
 #[tokio::test]
 async fn a_batch_that_cannot_commit_answers_every_caller_with_an_error_and_changes_nothing() {
     let s = shop().await;
@@ -96,6 +102,8 @@ async fn a_batch_that_cannot_commit_answers_every_caller_with_an_error_and_chang
     assert_eq!(retried.seq, 1, "a rolled-back batch uses up no seq");
 }
 
+/// Given a batch whose third command fails in SQLite, when it runs, then the whole batch is
+/// rolled back, every caller gets the error, and a retry records it afresh.
 #[tokio::test]
 async fn a_failure_in_the_middle_of_a_batch_rolls_all_of_it_back() {
     let s = shop().await;
@@ -144,9 +152,11 @@ async fn a_failure_in_the_middle_of_a_batch_rolls_all_of_it_back() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 9. Group commit under load
+// Group commit under load
 // ---------------------------------------------------------------------------------------
 
+/// Given many tills selling and delivering at once, when their commands are grouped into
+/// commits, then each is decided after the one before: no oversell, figures add up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_concurrent_commands_are_decided_one_after_another() {
     const TASKS: usize = 20;

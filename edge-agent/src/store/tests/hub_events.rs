@@ -4,9 +4,11 @@
 use super::*;
 
 // ---------------------------------------------------------------------------------------
-// 3. Own events coming back from the hub
+// Own events coming back from the hub
 // ---------------------------------------------------------------------------------------
 
+/// Given an uploaded and acked sale, when it comes back in the hub's feed, then it moves
+/// from pending into the confirmed state and is counted once.
 #[tokio::test]
 async fn an_acked_event_that_comes_back_leaves_the_pending_set_and_counts_once() {
     let mut s = shop().await;
@@ -100,6 +102,8 @@ async fn an_acked_event_that_comes_back_leaves_the_pending_set_and_counts_once()
     assert_eq!(s.level(s.apple).on_hand, 6);
 }
 
+/// Given a sale whose upload answer was lost, when it arrives on the push stream before the
+/// retried upload's answer, then it is confirmed and the late answer does not bring it back.
 #[tokio::test]
 async fn an_event_that_comes_back_before_its_upload_is_acked_stays_confirmed() {
     let mut s = shop().await;
@@ -149,6 +153,8 @@ async fn an_event_that_comes_back_before_its_upload_is_acked_stays_confirmed() {
     assert_eq!(s.level(s.apple).on_hand, 7);
 }
 
+/// Given our events with a hub delivery between them, when one page confirms them, then
+/// each is confirmed in order and the one not yet uploaded stays pending.
 #[tokio::test]
 async fn own_events_confirmed_in_one_page_with_hub_events_between_them() {
     let s = shop().await;
@@ -186,9 +192,11 @@ async fn own_events_confirmed_in_one_page_with_hub_events_between_them() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 4. Hub events from other origins; the catalog
+// Hub events from other origins; the catalog
 // ---------------------------------------------------------------------------------------
 
+/// Given a pending sale, when hub events (a web order, a delivery, another store's event)
+/// arrive, then the confirmed state moves under the sale and later commands see both.
 #[tokio::test]
 async fn hub_events_change_the_confirmed_state_under_the_pending_events() {
     let mut s = shop().await;
@@ -267,6 +275,8 @@ async fn hub_events_change_the_confirmed_state_under_the_pending_events() {
     assert_eq!(s.state(), before);
 }
 
+/// Given the catalog, when catalog events rename, add and swap SKUs, then products and the
+/// SKU index follow, and a new product can be sold here.
 #[tokio::test]
 async fn catalog_events_update_products_and_the_sku_index() {
     let mut s = shop().await;
@@ -348,9 +358,11 @@ async fn catalog_events_update_products_and_the_sku_index() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 5. apply_hub is idempotent and the cursor only moves forward
+// apply_hub is idempotent and the cursor only moves forward
 // ---------------------------------------------------------------------------------------
 
+/// Given applied hub events, when pages are replayed, overlap, or name an older cursor or
+/// head, then nothing is applied twice and the cursor and head only move forward.
 #[tokio::test]
 async fn applying_hub_events_again_changes_nothing_and_the_cursor_only_moves_forward() {
     let mut s = shop().await;

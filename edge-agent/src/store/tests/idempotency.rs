@@ -4,9 +4,11 @@
 use super::*;
 
 // ---------------------------------------------------------------------------------------
-// 7. Idempotency keys
+// Idempotency keys
 // ---------------------------------------------------------------------------------------
 
+/// Given a keyed request answered once, when the till repeats it (even with a new event id),
+/// then it gets the first answer and nothing is written; the key with another request is refused.
 #[tokio::test]
 async fn a_repeated_request_gets_the_first_answer_and_writes_nothing() {
     let mut s = shop().await;
@@ -53,6 +55,8 @@ async fn a_repeated_request_gets_the_first_answer_and_writes_nothing() {
     assert_eq!(s.level(s.apple).on_hand, 4);
 }
 
+/// Given a keyed request the domain refused, when it is retried after the stock changed,
+/// then it is decided again (a refusal is not remembered).
 #[tokio::test]
 async fn a_refused_keyed_request_can_be_retried() {
     let s = shop().await;
@@ -67,6 +71,8 @@ async fn a_refused_keyed_request_can_be_retried() {
     assert_eq!(sold.stock.on_hand, 0);
 }
 
+/// Given copies of one keyed request (and the key with another body) in one group commit,
+/// when it commits, then the first is recorded, its copy replayed, the other body refused.
 #[tokio::test]
 async fn repeated_requests_in_one_group_commit_are_answered_once() {
     let s = shop().await;
@@ -106,6 +112,8 @@ async fn repeated_requests_in_one_group_commit_are_answered_once() {
     assert_eq!(s.level(s.apple).on_hand, 7);
 }
 
+/// Given many tasks retrying one keyed request at once, when they all run, then it is
+/// recorded once and every retry gets the same answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_retries_of_one_request_record_it_once() {
     let s = Arc::new(shop().await);

@@ -4,9 +4,11 @@
 use super::*;
 
 // ---------------------------------------------------------------------------------------
-// 6. Rejected uploads: quarantine, retry, discard
+// Rejected uploads: quarantine, retry, discard
 // ---------------------------------------------------------------------------------------
 
+/// Given an event the hub rejected, when it is quarantined, retried and discarded, then it
+/// leaves and rejoins the pending set in its place, and only a quarantined event can be acted on.
 #[tokio::test]
 async fn a_rejected_event_is_quarantined_and_can_be_retried_in_order_or_discarded() {
     let mut s = shop().await;
@@ -91,6 +93,8 @@ async fn a_rejected_event_is_quarantined_and_can_be_retried_in_order_or_discarde
     assert_eq!(s.local.read(|v| v.quarantined), 0);
 }
 
+/// Given a rejected first event of a stream, when it is quarantined, then the view is the
+/// one a restart would load.
 #[tokio::test]
 async fn a_rejected_first_event_of_a_stream_leaves_the_view_as_a_restart_finds_it() {
     let mut s = shop().await;
@@ -112,9 +116,11 @@ async fn a_rejected_first_event_of_a_stream_leaves_the_view_as_a_restart_finds_i
 }
 
 // ---------------------------------------------------------------------------------------
-// 10. What the uploader and operators read
+// What the uploader and operators read
 // ---------------------------------------------------------------------------------------
 
+/// Given pending, acked and quarantined events, when the uploader asks for a batch, then it
+/// gets the oldest pending ones, in upload shape.
 #[tokio::test]
 async fn pending_batch_is_the_oldest_pending_events_in_upload_shape() {
     let s = shop().await;
@@ -170,6 +176,8 @@ async fn pending_batch_is_the_oldest_pending_events_in_upload_shape() {
     assert_eq!(ids, vec![written[1].event_id, written[3].event_id]);
 }
 
+/// Given entries in every status, when the outbox is listed by status with a limit, then the
+/// chosen ones come newest first.
 #[tokio::test]
 async fn outbox_lists_entries_by_status_newest_first() {
     let s = shop().await;
