@@ -13,7 +13,13 @@
 //! probe that never reached it ([`Failure::Refused`]: nothing listens, e.g. a restart)
 //! cost it nothing, so the next one comes after `first_open_for` again, and the breaker
 //! closes within about that long of the service being back.
+//!
+//! [`BreakerGuard`] shares one breaker between concurrent callers, with a permit per
+//! call; both binaries use it (the hub around its read model, the agent around the hub).
 
+mod guard;
+
+pub use guard::{Admission, BreakerGuard, Permit, Transition};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -74,6 +80,15 @@ impl BreakerState {
             BreakerState::HalfOpen => "half_open",
         }
     }
+
+    /// The value of a breaker gauge: 0 closed, 1 half-open, 2 open.
+    pub fn gauge_value(self) -> f64 {
+        match self {
+            BreakerState::Closed => 0.0,
+            BreakerState::HalfOpen => 1.0,
+            BreakerState::Open => 2.0,
+        }
+    }
 }
 
 /// The breaker refused a call; retry after `retry_after`.
@@ -126,6 +141,11 @@ impl CircuitBreaker {
     /// How long the current open period lasts (the next one, while closed).
     pub fn open_period(&self) -> Duration {
         self.open_period
+    }
+
+    /// A half-open breaker let its probe through and waits for its outcome.
+    pub fn probe_in_flight(&self) -> bool {
+        self.probe_in_flight
     }
 
     /// Asks to make a call at `now`. `Ok` means go ahead and report the outcome.

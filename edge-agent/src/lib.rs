@@ -18,6 +18,8 @@ pub mod config;
 pub mod jobs;
 pub mod store;
 pub mod sync;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use crate::config::EdgeConfig;
 use crate::store::LocalStore;
@@ -70,7 +72,7 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let link = config.hub_credentials()?;
+    let credentials = config.hub_credentials()?;
     let data_dir = config.data_dir.clone();
     shelfsync_common::sqlite::create_private_dir(&data_dir).map_err(|source| StartError::DataDir {
         path: data_dir.clone(),
@@ -82,10 +84,10 @@ pub async fn run(
         return Err(StartError::SameKeys);
     }
     shelfsync_common::server::telemetry::metrics_handle();
-    let local = LocalStore::open(&data_dir.join(STORE_FILE), link.store_id).map_err(StartError::Store)?;
+    let local = LocalStore::open(&data_dir.join(STORE_FILE), credentials.store_id).map_err(StartError::Store)?;
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let config = Arc::new(config);
-    let worker = sync::spawn(local.clone(), link.clone(), config.clone(), stopping.clone());
+    let worker = sync::spawn(local.clone(), credentials.clone(), config.clone(), stopping.clone());
     let scheduler = jobs::start(&config.jobs, local.clone())
         .await
         .map_err(|e| StartError::Jobs(e.to_string()))?;
@@ -98,7 +100,7 @@ pub async fn run(
         stopping: stopping.clone(),
     };
     let address = listener.local_addr().map_err(StartError::Serve)?;
-    tracing::info!(%address, store = %link.store_id, hub = %link.hub_url, "edge agent listening");
+    tracing::info!(%address, store = %credentials.store_id, hub = %credentials.hub_url, "edge agent listening");
     let limits = config.http.connection_limits();
     let served = shelfsync_common::server::serve_until(listener, api::router(state), limits, shutdown, stop).await;
     tracing::info!("shutting down: HTTP closed, stopping the sync worker and jobs");

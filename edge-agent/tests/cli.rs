@@ -1,11 +1,9 @@
 //! The `shelfsync-edge` command line, run as the real binary: the operator commands against
 //! an in-process agent, and `run` itself as a process that serves and stops on SIGTERM.
 
-mod support;
-
+use shelfsync_edge::testing::{Options, TestAgent, CLOSED_HUB, MANAGER};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use support::{spawn_agent_with, Options, TestAgent, MANAGER};
 
 /// Runs the binary with only the environment given (nothing leaks in from the caller's).
 fn edge(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
@@ -37,7 +35,7 @@ async fn against(agent: &TestAgent, args: &[&str]) -> (bool, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_and_quarantine_from_the_command_line() {
-    let agent = spawn_agent_with(Options {
+    let agent = TestAgent::spawn_with(Options {
         quarantined: 1,
         ..Options::default()
     })
@@ -112,7 +110,7 @@ async fn status_and_quarantine_from_the_command_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_key_comes_from_the_data_dir_and_the_url_from_listen() {
-    let agent = spawn_agent_with(Options {
+    let agent = TestAgent::spawn_with(Options {
         generated_keys: true,
         quarantined: 1,
         ..Options::default()
@@ -212,7 +210,7 @@ fn run_serves_announces_its_address_and_stops_on_sigterm() {
         .env_clear()
         .envs([
             ("SHELFSYNC_EDGE_STORE_ID", store.as_str()),
-            ("SHELFSYNC_EDGE_HUB_URL", support::CLOSED_HUB),
+            ("SHELFSYNC_EDGE_HUB_URL", CLOSED_HUB),
             ("SHELFSYNC_EDGE_HUB_TOKEN", "test-hub-token"),
             ("SHELFSYNC_EDGE_LISTEN", "127.0.0.1:0"),
             ("SHELFSYNC_EDGE_DATA_DIR", &dir.path().display().to_string()),

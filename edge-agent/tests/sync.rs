@@ -15,7 +15,7 @@ use sync_support::*;
 
 /// Waits until the agent follows the hub live: the push stream is up and the cursor is at
 /// the hub's head.
-async fn until_live(agent: &Agent, hub: &Hub) {
+async fn until_live(agent: &SyncWorker, hub: &Hub) {
     eventually!(
         "the agent follows the hub live",
         agent.link().push_connected && agent.sync().0 == hub.head().await,
@@ -27,7 +27,7 @@ async fn until_live(agent: &Agent, hub: &Hub) {
 async fn bootstrap_then_a_local_sale_reaches_the_hub_and_comes_back_confirmed() {
     let hub = start_hub().await;
     let store = demo_store(0);
-    let agent = start_agent(&hub.url, store, &hub.token(store), |_| {}).await;
+    let agent = SyncWorker::spawn(&hub.url, store, &hub.token(store), |_| {}).await;
     eventually!("bootstrapped", agent.sync().2, agent.link());
 
     // The snapshot gives the hub's stock and catalog.
@@ -106,7 +106,7 @@ async fn a_write_at_the_hub_reaches_the_agent_by_push() {
     let hub = start_hub().await;
     let store = demo_store(1);
     // Pulls every hour: only the push stream can bring the write in time.
-    let agent = start_agent(&hub.url, store, &hub.token(store), |c| c.sync.pull_interval_secs = 3600).await;
+    let agent = SyncWorker::spawn(&hub.url, store, &hub.token(store), |c| c.sync.pull_interval_secs = 3600).await;
     until_live(&agent, &hub).await;
     let product = demo_product(2);
     let before = agent.on_hand(product);
@@ -138,7 +138,7 @@ async fn while_the_stream_is_refused_the_agent_pulls_and_reconnects_when_it_can(
     let proxy = Proxy::start(hub.addr).await;
     proxy.block_streams(true);
     let store = demo_store(0);
-    let agent = start_agent(&proxy.url, store, &hub.token(store), |_| {}).await;
+    let agent = SyncWorker::spawn(&proxy.url, store, &hub.token(store), |_| {}).await;
     eventually!(
         "caught up by pulling",
         agent.sync().2 && agent.sync().0 == hub.head().await,
@@ -182,7 +182,7 @@ async fn with_the_link_cut_sales_are_kept_the_breaker_opens_and_the_outbox_drain
     let hub = start_hub().await;
     let proxy = Proxy::start(hub.addr).await;
     let store = demo_store(2);
-    let agent = start_agent(&proxy.url, store, &hub.token(store), |_| {}).await;
+    let agent = SyncWorker::spawn(&proxy.url, store, &hub.token(store), |_| {}).await;
     until_live(&agent, &hub).await;
     let (coffee, mug) = (demo_product(0), demo_product(2));
     let (coffee_before, mug_before) = (
@@ -240,7 +240,7 @@ async fn a_restarted_hub_is_in_use_again_within_seconds_not_after_the_long_inter
     let store = demo_store(1);
     // Every interval far longer than the bound below: only the breaker's cheap probes while
     // nothing listens, and the tasks waking when it closes, can meet it.
-    let agent = start_agent(&proxy.url, store, &hub.token(store), |c| {
+    let agent = SyncWorker::spawn(&proxy.url, store, &hub.token(store), |c| {
         c.sync.pull_interval_secs = 60;
         c.sync.breaker_open_secs = 60;
         c.sync.retry_max_ms = 60_000;
@@ -277,7 +277,7 @@ async fn a_failed_upload_is_retried_on_a_timer_not_on_the_next_sale() {
     let proxy = Proxy::start(hub.addr).await;
     let store = demo_store(0);
     // A breaker that never opens: only the uploader's own retry timer can bring the sale.
-    let agent = start_agent(&proxy.url, store, &hub.token(store), |c| {
+    let agent = SyncWorker::spawn(&proxy.url, store, &hub.token(store), |c| {
         c.sync.breaker_failures = 10_000
     })
     .await;
@@ -313,7 +313,7 @@ async fn a_backlog_larger_than_the_hubs_body_limit_goes_up_in_smaller_batches() 
     let dir = tempfile::tempdir().unwrap();
     let local = LocalStore::open(&dir.path().join(shelfsync_edge::STORE_FILE), store).unwrap();
     local.bootstrap(hub.snapshot(store).await).await.unwrap();
-    let agent = start_agent_on(local, dir.path(), "http://127.0.0.1:9", store, "unused", |_| {});
+    let agent = SyncWorker::spawn_on(local, dir.path(), "http://127.0.0.1:9", store, "unused", |_| {});
     let product = demo_product(0);
     let before = agent.on_hand(product);
     for _ in 0..10 {
@@ -321,7 +321,7 @@ async fn a_backlog_larger_than_the_hubs_body_limit_goes_up_in_smaller_batches() 
     }
     agent.stop().await;
     let local = LocalStore::open(&dir.path().join(shelfsync_edge::STORE_FILE), store).unwrap();
-    let agent = start_agent_on(local, dir.path(), &hub.url, store, &hub.token(store), |c| {
+    let agent = SyncWorker::spawn_on(local, dir.path(), &hub.url, store, &hub.token(store), |c| {
         c.sync.upload_batch = 20
     });
     eventually!(
@@ -363,7 +363,7 @@ async fn a_rejected_event_is_quarantined_and_the_events_after_it_still_flow() {
     let dir = tempfile::tempdir().unwrap();
     let local = LocalStore::open(&dir.path().join(shelfsync_edge::STORE_FILE), store).unwrap();
     local.bootstrap(snapshot).await.unwrap();
-    let agent = start_agent_on(local, dir.path(), &hub.url, store, &hub.token(store), |_| {});
+    let agent = SyncWorker::spawn_on(local, dir.path(), &hub.url, store, &hub.token(store), |_| {});
     until_live(&agent, &hub).await;
 
     let real = demo_product(3);
@@ -402,7 +402,7 @@ async fn a_revoked_token_is_reported_and_does_not_spin() {
     let hub = start_hub().await;
     let proxy = Proxy::start(hub.addr).await;
     let store = demo_store(1);
-    let agent = start_agent(&proxy.url, store, &hub.token(store), |c| c.sync.breaker_open_secs = 1).await;
+    let agent = SyncWorker::spawn(&proxy.url, store, &hub.token(store), |c| c.sync.breaker_open_secs = 1).await;
     until_live(&agent, &hub).await;
 
     hub.revoke(store).await;
@@ -447,7 +447,7 @@ async fn a_hub_of_another_major_protocol_version_is_a_clear_error() {
     let url = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let store = demo_store(0);
-    let agent = start_agent(&url, store, "any-token", |_| {}).await;
+    let agent = SyncWorker::spawn(&url, store, "any-token", |_| {}).await;
     eventually!(
         "the breaker opens on the version mismatch",
         agent.link().breaker == "open"
@@ -469,7 +469,7 @@ async fn the_whole_agent_syncs_with_the_hub_and_stops_promptly() {
     let hub = start_hub().await;
     let store = demo_store(2);
     let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path(), store, &hub.url, &hub.token(store));
+    let mut config = sync_test_config(dir.path(), store, &hub.url, &hub.token(store));
     config.terminal_key = Some("sync-test-terminal-key-0123".into());
     config.manager_key = Some("sync-test-manager-key-01234".into());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -5,7 +5,7 @@
 //! back-off until it works; the tills keep working on whatever is local meanwhile. A store
 //! that already has its snapshot skips it.
 
-use super::link::CallError;
+use super::hub::CallError;
 use super::{or_stop, sleep_or_stop, Ctx, SyncError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,10 +21,10 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
     let mut backoff = ctx.retry_backoff();
     let mut attempts = 0u32;
     loop {
-        if !ctx.link.ready(&mut stopping).await {
+        if !ctx.hub.ready(&mut stopping).await {
             return Ok(());
         }
-        let Some(fetched) = or_stop(&mut stopping, ctx.link.call("snapshot", ctx.client.snapshot())).await else {
+        let Some(fetched) = or_stop(&mut stopping, ctx.hub.snapshot()).await else {
             return Ok(());
         };
         let error = match fetched {

@@ -11,8 +11,7 @@
 //! (`GET /v1/sync/events`) page by page until caught up, every `sync.pull_interval_secs`,
 //! and tries the stream again each time, all through the breaker.
 
-use super::client::HubError;
-use super::link::CallError;
+use super::hub::{CallError, HubError};
 use super::{meters, or_stop, sleep_or_stop, stopped, Ctx, SyncError};
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures_util::{FutureExt, Stream, StreamExt};
@@ -39,11 +38,11 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
     let mut opened_before = false;
     let mut down_since: Option<Instant> = None;
     loop {
-        if !ctx.link.ready(&mut stopping).await {
+        if !ctx.hub.ready(&mut stopping).await {
             return Ok(());
         }
         let cursor = ctx.local.read(|view| view.sync.cursor);
-        let opened = ctx.link.call("open the push stream", ctx.client.open_stream(cursor));
+        let opened = ctx.hub.open_stream(cursor);
         let Some(opened) = or_stop(&mut stopping, opened).await else {
             return Ok(());
         };
@@ -92,7 +91,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
                 tokio::select! {
                     () = stopped(&mut stopping) => return Ok(()),
                     () = tokio::time::sleep(pull_interval) => {}
-                    () = ctx.link.reopened_and_closed() => {}
+                    () = ctx.hub.reopened_and_closed() => {}
                 }
             }
         }
@@ -104,7 +103,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
 async fn catch_up(ctx: &Ctx, stopping: &mut watch::Receiver<bool>) -> Result<bool, SyncError> {
     loop {
         let cursor = ctx.local.read(|view| view.sync.cursor);
-        let pulled = ctx.link.call("pull", ctx.client.pull(cursor, MAX_PULL_LIMIT));
+        let pulled = ctx.hub.pull(cursor, MAX_PULL_LIMIT);
         let Some(pulled) = or_stop(stopping, pulled).await else {
             return Ok(false);
         };
@@ -214,7 +213,7 @@ fn read<E: std::error::Error>(
     let message = match message {
         None => return Some(End::Closed("the hub closed the stream".into())),
         Some(Err(EventStreamError::Transport(error))) => {
-            return Some(End::Closed(format!("connection: {}", super::client::chain(&error))))
+            return Some(End::Closed(format!("connection: {}", super::hub::chain(&error))))
         }
         Some(Err(error)) => return Some(broken(ctx, format!("unreadable event stream: {error}"))),
         Some(Ok(message)) => message,
@@ -277,7 +276,7 @@ fn take_event(id: u64, data: &str, pending: &mut Pending) -> Result<(), String> 
 fn broken(ctx: &Ctx, reason: String) -> End {
     let error = HubError::Decode(reason.clone());
     tracing::warn!(%error, "the push stream broke the sync protocol");
-    ctx.link.report_failure("push stream", &error);
+    ctx.hub.report_failure("push stream", &error);
     End::Closed(reason)
 }
 

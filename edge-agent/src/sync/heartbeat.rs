@@ -3,7 +3,7 @@
 //! The answer carries the hub's head, which the status page shows. A heartbeat the
 //! breaker refuses is skipped, not queued.
 
-use super::link::CallError;
+use super::hub::CallError;
 use super::{meters, or_stop, stopped, Ctx, SyncError};
 use shelfsync_common::wire::sync::Heartbeat;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
         meters::record_store(&ctx.local);
         let beat = heartbeat(&ctx);
         let cursor = beat.cursor;
-        let Some(sent) = or_stop(&mut stopping, ctx.link.call("heartbeat", ctx.client.heartbeat(&beat))).await else {
+        let Some(sent) = or_stop(&mut stopping, ctx.hub.heartbeat(&beat)).await else {
             return Ok(());
         };
         match sent {
@@ -55,7 +55,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
 
 /// What this agent reports now.
 fn heartbeat(ctx: &Ctx) -> Heartbeat {
-    let breaker_state = ctx.link.state().as_str().to_owned();
+    let breaker_state = ctx.hub.breaker_state().as_str().to_owned();
     ctx.local.read(|view| {
         let (outbox_depth, oldest) = view.outbox();
         Heartbeat {

@@ -2,7 +2,6 @@
 //! so their names and help texts stay together.
 
 use crate::store::LocalStore;
-use shelfsync_common::breaker::BreakerState;
 use time::OffsetDateTime;
 
 /// Events uploaded, by the hub's answer (`appended`, `duplicate`, `rejected`).
@@ -58,15 +57,6 @@ pub fn skip_unreadable(position: Option<u64>, error: &str) {
         %error,
         "a hub event cannot be read by this agent; skipped (is the agent older than the hub?)"
     );
-}
-
-/// The breaker gauge's value of a state.
-pub fn breaker_value(state: BreakerState) -> f64 {
-    match state {
-        BreakerState::Closed => 0.0,
-        BreakerState::HalfOpen => 1.0,
-        BreakerState::Open => 2.0,
-    }
 }
 
 /// Sets the gauges that describe the local store's sync state.

@@ -1,7 +1,7 @@
 //! The sync worker: everything that crosses the link to the hub.
 //!
-//! Four supervised tasks share one [`client::HubClient`] and one [`link::Link`] (the
-//! circuit breaker every hub call goes through):
+//! Four supervised tasks share one [`hub::Hub`] (the hub's sync API behind the circuit
+//! breaker every hub call goes through):
 //!
 //! - [`bootstrap`]: on a fresh store, fetches the hub's snapshot of this store once;
 //!   uploading and following wait for it (an upload before the snapshot would be counted
@@ -17,18 +17,16 @@
 //! [`LinkStatus`] is what the status page shows.
 
 mod bootstrap;
-pub mod client;
 mod follow;
 mod heartbeat;
-pub mod link;
+pub mod hub;
 mod meters;
 mod upload;
 
 use crate::config::{EdgeConfig, HubCredentials};
 use crate::store::{LocalError, LocalStore};
 use backon::{BackoffBuilder, ExponentialBuilder};
-use client::HubClient;
-use link::Link;
+use hub::Hub;
 use shelfsync_common::StoreId;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -112,24 +110,22 @@ pub enum SyncError {
 /// Starts the worker's tasks; they stop when `stopping` turns true.
 pub fn spawn(
     local: LocalStore,
-    link: HubCredentials,
+    credentials: HubCredentials,
     config: Arc<EdgeConfig>,
     stopping: watch::Receiver<bool>,
 ) -> SyncHandle {
     meters::describe();
     let status = Arc::new(LinkStatus::default());
-    let client = HubClient::new(&link, &config.sync);
     let bootstrapped = watch::Sender::new(local.read(|view| view.sync.bootstrapped));
     let ctx = Arc::new(Ctx {
         local,
-        client,
-        link: Link::new(config.breaker(), status.clone()),
+        hub: Hub::new(&credentials, &config, status.clone()),
         status: status.clone(),
-        store_id: link.store_id,
+        store_id: credentials.store_id,
         config,
         bootstrapped,
     });
-    let span = tracing::info_span!("sync", store = %link.store_id, hub = %link.hub_url);
+    let span = tracing::info_span!("sync", store = %credentials.store_id, hub = %credentials.hub_url);
     span.in_scope(|| tracing::info!("sync worker starting"));
     let tasks = vec![
         supervise("bootstrap", &ctx, &stopping, &span, bootstrap::run),
@@ -143,8 +139,7 @@ pub fn spawn(
 /// What every task shares.
 pub(crate) struct Ctx {
     local: LocalStore,
-    client: HubClient,
-    link: Link,
+    hub: Hub,
     status: Arc<LinkStatus>,
     store_id: StoreId,
     config: Arc<EdgeConfig>,
@@ -310,7 +305,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let local = LocalStore::open(&dir.path().join("edge.sqlite"), StoreId::new_v7()).unwrap();
         let config = Arc::new(EdgeConfig::default());
-        let link = HubCredentials {
+        let credentials = HubCredentials {
             store_id: StoreId::new_v7(),
             hub_url: "http://127.0.0.1:9".into(),
             hub_token: "t".into(),
@@ -318,10 +313,9 @@ mod tests {
         let status = Arc::new(LinkStatus::default());
         let ctx = Arc::new(Ctx {
             local: local.clone(),
-            client: HubClient::new(&link, &config.sync),
-            link: Link::new(config.breaker(), status.clone()),
+            hub: Hub::new(&credentials, &config, status.clone()),
             status,
-            store_id: link.store_id,
+            store_id: credentials.store_id,
             config,
             bootstrapped: watch::Sender::new(false),
         });

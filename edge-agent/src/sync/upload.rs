@@ -6,8 +6,7 @@
 //! (jittered exponential back-off, cut short when the breaker closes again), never
 //! waiting for the next sale. While the breaker is open it waits for the probe.
 
-use super::client::HubError;
-use super::link::CallError;
+use super::hub::{CallError, HubError};
 use super::{is_stopping, meters, or_stop, stopped, Ctx, SyncError};
 use shelfsync_common::wire::sync::UploadOutcome;
 use std::collections::HashSet;
@@ -46,12 +45,12 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
             }
             continue;
         }
-        if !ctx.link.ready(&mut stopping).await {
+        if !ctx.hub.ready(&mut stopping).await {
             return Ok(());
         }
         let sent: HashSet<_> = batch.iter().map(|e| e.event_id).collect();
         let count = sent.len();
-        let Some(outcome) = or_stop(&mut stopping, ctx.link.call("upload", ctx.client.upload(batch))).await else {
+        let Some(outcome) = or_stop(&mut stopping, ctx.hub.upload(batch)).await else {
             return Ok(());
         };
         let error = match outcome {
@@ -130,7 +129,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
             tokio::select! {
                 () = stopped(&mut stopping) => return Ok(()),
                 () = tokio::time::sleep(delay) => {}
-                () = ctx.link.reopened_and_closed() => {}
+                () = ctx.hub.reopened_and_closed() => {}
             }
         }
     }

@@ -1,18 +1,15 @@
-//! Support of the sync tests: a real hub in-process (demo data, port 0, its own data dir),
-//! a TCP proxy the test controls (to cut and restore the link, or refuse the push
-//! stream), and the sync worker on its own local store. Everything listens on 127.0.0.1.
+//! Support of the sync tests: a real hub in-process (demo data, port 0, its own data dir)
+//! and a TCP proxy the test controls (to cut and restore the link, or refuse the push
+//! stream). The sync worker comes from the agent's test kit
+//! ([`shelfsync_edge::testing::SyncWorker`]). Everything listens on 127.0.0.1.
 
 #![allow(dead_code)]
 
 use serde_json::{json, Value};
 use shelfsync_common::wire::api::StockLevel;
 use shelfsync_common::wire::sync::{SnapshotResponse, PROTOCOL_HEADER, PROTOCOL_VERSION};
-use shelfsync_common::{
-    EventId, EventMetadata, InventoryCommand, Origin, ProductId, ReservationId, StockQuantity, StoreId,
-};
-use shelfsync_edge::config::{EdgeConfig, HubCredentials};
-use shelfsync_edge::store::{LocalCommand, LocalStore, Target};
-use shelfsync_edge::sync::{LinkState, LinkStatus, SyncHandle};
+use shelfsync_common::{ProductId, StoreId};
+pub use shelfsync_edge::testing::{sync_test_config, SyncWorker};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -26,8 +23,6 @@ use tokio::sync::{oneshot, watch};
 pub const ADMIN: &str = "sync-test-admin-token-0123456789";
 /// The bound of every wait in these tests.
 pub const WAIT: Duration = Duration::from_secs(30);
-/// How long the worker may take to stop.
-pub const STOP_WITHIN: Duration = Duration::from_secs(5);
 
 /// Polls `$check` (an expression that may `.await`) until it is true; panics after
 /// [`WAIT`] with `$what` and the value of `$context`.
@@ -380,151 +375,5 @@ async fn forward(client: TcpStream, target: SocketAddr, state: Arc<ProxyState>) 
         _ = upstream => {}
         _ = downstream => {}
         _ = cuts.changed() => {}
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// The sync worker on a local store.
-
-/// Sync settings fast enough for tests (the breaker keeps its 5 failures in 10 s).
-pub fn test_config(dir: &std::path::Path, store: StoreId, hub_url: &str, token: &str) -> EdgeConfig {
-    let mut config = EdgeConfig {
-        store_id: Some(store),
-        hub_url: Some(hub_url.to_owned()),
-        hub_token: Some(token.into()),
-        data_dir: dir.to_owned(),
-        ..EdgeConfig::default()
-    };
-    config.sync.pull_interval_secs = 1;
-    config.sync.heartbeat_interval_secs = 1;
-    config.sync.request_timeout_secs = 5;
-    config.sync.retry_min_ms = 50;
-    config.sync.retry_max_ms = 1000;
-    config.sync.breaker_open_secs = 2;
-    config.validate().expect("a valid test config");
-    config
-}
-
-/// The sync worker running on its own local store.
-pub struct Agent {
-    pub local: LocalStore,
-    pub store_id: StoreId,
-    pub status: Arc<LinkStatus>,
-    handle: Option<SyncHandle>,
-    stop: watch::Sender<bool>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-/// A worker for `store` with a fresh local store; `configure` adjusts the test config.
-pub async fn start_agent(hub_url: &str, store: StoreId, token: &str, configure: impl FnOnce(&mut EdgeConfig)) -> Agent {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let local = LocalStore::open(&dir.path().join(shelfsync_edge::STORE_FILE), store).expect("open the local store");
-    let mut agent = start_agent_on(local, dir.path(), hub_url, store, token, configure);
-    agent._dir = Some(dir);
-    agent
-}
-
-/// A worker on `local` (already open).
-pub fn start_agent_on(
-    local: LocalStore,
-    dir: &std::path::Path,
-    hub_url: &str,
-    store: StoreId,
-    token: &str,
-    configure: impl FnOnce(&mut EdgeConfig),
-) -> Agent {
-    shelfsync_common::server::telemetry::init_test_logging();
-    let mut config = test_config(dir, store, hub_url, token);
-    configure(&mut config);
-    let link: HubCredentials = config.hub_credentials().expect("hub link");
-    let (stop, stopping) = watch::channel(false);
-    let handle = shelfsync_edge::sync::spawn(local.clone(), link, Arc::new(config), stopping);
-    Agent {
-        local,
-        store_id: store,
-        status: handle.status(),
-        handle: Some(handle),
-        stop,
-        _dir: None,
-    }
-}
-
-impl Agent {
-    /// The link state now.
-    pub fn link(&self) -> LinkState {
-        self.status.get()
-    }
-
-    /// Local on-hand of `product` (confirmed + pending).
-    pub fn on_hand(&self, product: ProductId) -> i64 {
-        self.local.read(|view| view.stock(product).map_or(0, |s| s.on_hand))
-    }
-
-    /// Unconfirmed local events.
-    pub fn outbox_depth(&self) -> u64 {
-        self.local.read(|view| view.outbox().0)
-    }
-
-    /// (cursor, hub head, bootstrapped, quarantined).
-    pub fn sync(&self) -> (u64, u64, bool, u64) {
-        self.local.read(|view| {
-            (
-                view.sync.cursor,
-                view.sync.hub_head,
-                view.sync.bootstrapped,
-                view.quarantined,
-            )
-        })
-    }
-
-    /// A sale at the till: reserve `quantity`, then commit; returns the two event ids.
-    pub async fn sell(&self, product: ProductId, quantity: i64) -> [EventId; 2] {
-        let reservation_id = ReservationId::new_v7();
-        let reserve = InventoryCommand::ReserveStock {
-            reservation_id,
-            quantity: StockQuantity::new(quantity).expect("quantity"),
-            expires_at: time::OffsetDateTime::now_utc() + time::Duration::minutes(15),
-        };
-        let first = self.execute(Target::Product(product), reserve).await;
-        let commit = InventoryCommand::CommitReservation { reservation_id };
-        let second = self.execute(Target::Reservation(reservation_id), commit).await;
-        [first, second]
-    }
-
-    async fn execute(&self, target: Target, command: InventoryCommand) -> EventId {
-        let event_id = EventId::new_v7();
-        let command = LocalCommand {
-            target,
-            command,
-            event_id,
-            idempotency: None,
-            metadata: EventMetadata {
-                origin: Origin::Store(self.store_id),
-                actor: "till-1".into(),
-                correlation_id: uuid::Uuid::now_v7(),
-                causation_id: None,
-                occurred_at: time::OffsetDateTime::now_utc(),
-                recorded_at: None,
-            },
-        };
-        self.local.execute(command).await.expect("the local write");
-        event_id
-    }
-
-    /// Stops the worker (it must stop within [`STOP_WITHIN`]) and closes the store.
-    pub async fn stop(mut self) {
-        let _ = self.stop.send(true);
-        if let Some(handle) = self.handle.take() {
-            tokio::time::timeout(STOP_WITHIN, handle.join())
-                .await
-                .expect("the sync worker stops promptly");
-        }
-        self.local.close().await;
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
     }
 }

@@ -8,7 +8,7 @@
 //!   closes the race where a query reads an old value, the projector commits, and the
 //!   query then caches the old value: the check happens on every hit, so an entry cached
 //!   "too late" is still recognised as older than the last touch of its key.
-//! - **A circuit breaker** ([`CircuitBreaker`], 5 failures in 10 s open it for 5 s) around
+//! - **A circuit breaker** ([`BreakerGuard`], 5 failures in 10 s open it for 5 s) around
 //!   every read-model call (a valid cache hit needs no call). On a miss while it is open,
 //!   or when a call fails, the answer is the last known good value of that key marked
 //!   `stale` (kept in a second cache that outlives the TTL), else
@@ -24,10 +24,10 @@ use super::{AtPosition, ReadModelQueries, TouchLog, ViewKey};
 use crate::store::ReadError;
 use futures_util::future::BoxFuture;
 use moka::future::Cache;
-use shelfsync_common::breaker::{BreakerConfig, BreakerOpen, BreakerState, CircuitBreaker, Failure};
+use shelfsync_common::breaker::{BreakerConfig, BreakerGuard, BreakerState, Failure, Permit, Transition};
 use shelfsync_common::wire::api::{ProductStock, ProductView, StockLevel};
 use shelfsync_common::{ProductId, StoreId};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -198,7 +198,7 @@ pub struct QueryService {
     config: QueryConfig,
     fresh: EntryCache,
     last_good: EntryCache,
-    breaker: Mutex<CircuitBreaker>,
+    breaker: BreakerGuard,
 }
 
 impl QueryService {
@@ -218,7 +218,7 @@ impl QueryService {
                 .time_to_live(ttl.max(Duration::from_millis(1)))
                 .build()
         };
-        metrics::gauge!("shelfsync_hub_read_model_breaker_state").set(0.0);
+        metrics::gauge!(BREAKER_STATE).set(BreakerState::Closed.gauge_value());
         Self {
             read_model,
             projected,
@@ -226,7 +226,7 @@ impl QueryService {
             touches,
             fresh: cache(config.ttl),
             last_good: cache(config.stale_ttl.max(config.ttl)),
-            breaker: Mutex::new(CircuitBreaker::new(config.breaker)),
+            breaker: BreakerGuard::new(config.breaker, now, on_breaker_change),
             config,
         }
     }
@@ -284,14 +284,12 @@ impl QueryService {
 
     /// The read-model breaker's phase (for `/readyz` and status pages).
     pub fn breaker_state(&self) -> BreakerState {
-        let state = self.breaker().state(now());
-        record_breaker(state);
-        state
+        self.breaker.state()
     }
 
     /// The failure that last opened the breaker.
     pub fn breaker_trip_reason(&self) -> Option<String> {
-        self.breaker().trip_reason().map(str::to_owned)
+        self.breaker.trip_reason()
     }
 
     /// The read model behind the service (uncached, unguarded).
@@ -319,7 +317,7 @@ impl QueryService {
             self.fresh.invalidate(&key).await;
         }
         metrics::counter!("shelfsync_hub_query_cache_total", "result" => "miss").increment(1);
-        let mut call = match self.acquire() {
+        let call = match self.acquire() {
             Ok(call) => call,
             Err(open) => {
                 let error = QueryError::Unavailable {
@@ -332,10 +330,9 @@ impl QueryService {
             Ok(result) => result.map_err(|error| error.to_string()),
             Err(_) => Err(format!("no answer within {:?}", self.config.call_timeout)),
         };
-        call.reported = true;
         match result {
             Ok(AtPosition { value, position }) => {
-                self.succeeded();
+                call.succeeded();
                 let entry = Arc::new(Entry {
                     value: value.clone().into_cached(),
                     position,
@@ -349,7 +346,7 @@ impl QueryService {
                 })
             }
             Err(detail) => {
-                let error = if let Some(open_for) = self.failed(&key, &detail) {
+                let error = if let Some(open_for) = failed(call, &key, &detail) {
                     QueryError::Unavailable { retry_after: open_for }
                 } else {
                     QueryError::Storage(detail)
@@ -432,88 +429,46 @@ impl QueryService {
         Err(error)
     }
 
-    fn breaker(&self) -> MutexGuard<'_, CircuitBreaker> {
-        self.breaker.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Asks the breaker for a call.
-    fn acquire(&self) -> Result<Call<'_>, BreakerOpen> {
-        let now = now();
-        let mut breaker = self.breaker();
-        let probe = breaker.state(now) == BreakerState::HalfOpen;
-        breaker.try_acquire(now)?;
-        if probe {
-            record_breaker(BreakerState::HalfOpen);
+    fn acquire(&self) -> Result<Permit<'_>, shelfsync_common::breaker::BreakerOpen> {
+        let call = self.breaker.acquire()?;
+        if call.is_probe() {
             tracing::info!("probing the read model");
         }
-        Ok(Call {
-            service: self,
-            probe,
-            reported: false,
-        })
-    }
-
-    fn succeeded(&self) {
-        let mut breaker = self.breaker();
-        let before = breaker.state(now());
-        breaker.on_success();
-        if before != BreakerState::Closed {
-            tracing::info!("the read model answered; circuit breaker closed");
-        }
-        record_breaker(BreakerState::Closed);
-    }
-
-    /// Reports a failed call; the open period when it opened the breaker.
-    fn failed(&self, key: &ViewKey, detail: &str) -> Option<Duration> {
-        metrics::counter!("shelfsync_hub_read_model_failures_total").increment(1);
-        let now = now();
-        let mut breaker = self.breaker();
-        let opened = breaker
-            .on_failure(now, Failure::Failed, detail)
-            .then(|| breaker.open_period());
-        record_breaker(breaker.state(now));
-        drop(breaker);
-        match opened {
-            Some(open_for) => {
-                tracing::error!(error = detail, ?open_for, "read model failing; circuit breaker opened");
-            }
-            None => tracing::warn!(error = detail, ?key, "read model query failed"),
-        }
-        opened
+        Ok(call)
     }
 }
 
-/// A call the breaker let through. A half-open probe that is dropped before its outcome
-/// is known (the client went away) counts as failed, so the breaker is not left waiting
-/// for a probe that will never report.
-struct Call<'a> {
-    service: &'a QueryService,
-    probe: bool,
-    reported: bool,
+/// Reports a failed call; the open period when it opened the breaker.
+fn failed(call: Permit<'_>, key: &ViewKey, detail: &str) -> Option<Duration> {
+    metrics::counter!("shelfsync_hub_read_model_failures_total").increment(1);
+    let opened = call.failed(Failure::Failed, detail);
+    if opened.is_none() {
+        tracing::warn!(error = detail, ?key, "read model query failed");
+    }
+    opened
 }
 
-impl Drop for Call<'_> {
-    fn drop(&mut self) {
-        if self.probe && !self.reported {
-            self.service
-                .breaker()
-                .on_failure(now(), Failure::Failed, "the probe was cancelled");
-        }
+/// The read-model breaker's gauge: 0 closed, 1 half-open, 2 open.
+const BREAKER_STATE: &str = "shelfsync_hub_read_model_breaker_state";
+
+/// Logs the breaker's phase changes and sets its gauge.
+fn on_breaker_change(change: Transition<'_>) {
+    match change.to {
+        BreakerState::Open => tracing::error!(
+            error = change.reason.unwrap_or(""),
+            open_for = ?change.open_for,
+            "read model failing; circuit breaker opened"
+        ),
+        BreakerState::Closed => tracing::info!("the read model answered; circuit breaker closed"),
+        BreakerState::HalfOpen => {}
     }
+    metrics::gauge!(BREAKER_STATE).set(change.to.gauge_value());
 }
 
 /// Now on tokio's clock (paused in tests), as the std instant the breaker takes.
 fn now() -> std::time::Instant {
     Instant::now().into_std()
-}
-
-fn record_breaker(state: BreakerState) {
-    let value = match state {
-        BreakerState::Closed => 0.0,
-        BreakerState::HalfOpen => 1.0,
-        BreakerState::Open => 2.0,
-    };
-    metrics::gauge!("shelfsync_hub_read_model_breaker_state").set(value);
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use crate::read_model::testing::{reach, Fixture};
 use crate::read_model::{self, OpenReservation, ReadModel};
 use shelfsync_common::{Origin, ReservationId};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 

@@ -1,4 +1,5 @@
-//! The hub link: every call to the hub goes through one [`CircuitBreaker`].
+//! The hub link: every call to the hub goes through one circuit breaker, the
+//! [`BreakerGuard`] the hub's query service uses too.
 //!
 //! `sync.breaker_failures` failures within `sync.breaker_window_secs` open the breaker:
 //! calls are then refused at once, without touching the network, for the open period;
@@ -14,11 +15,10 @@
 //! The clock is tokio's (`tokio::time::Instant`), so tests with a paused clock drive it.
 
 use super::client::HubError;
-use super::meters;
-use super::LinkStatus;
-use shelfsync_common::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
+use crate::sync::{meters, LinkStatus};
+use shelfsync_common::breaker::{Admission, BreakerConfig, BreakerGuard, BreakerState, Permit, Transition};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -39,17 +39,10 @@ pub enum CallError {
 /// The breaker shared by every task of the worker.
 #[derive(Debug)]
 pub struct Link {
-    inner: Mutex<Inner>,
+    guard: BreakerGuard,
     status: Arc<LinkStatus>,
     /// The breaker's phase, sent on every transition.
-    phase: watch::Sender<BreakerState>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    breaker: CircuitBreaker,
-    /// A call of ours holds the half-open breaker's only probe.
-    probing: bool,
+    phase: Arc<watch::Sender<BreakerState>>,
 }
 
 fn now() -> Instant {
@@ -60,38 +53,51 @@ impl Link {
     /// A closed link with `config`'s thresholds, reporting to `status`.
     pub fn new(config: BreakerConfig, status: Arc<LinkStatus>) -> Self {
         status.update(|s| s.breaker = BreakerState::Closed.as_str());
-        metrics::gauge!(meters::BREAKER_STATE).set(meters::breaker_value(BreakerState::Closed));
-        Self {
-            inner: Mutex::new(Inner {
-                breaker: CircuitBreaker::new(config),
-                probing: false,
-            }),
-            status,
-            phase: watch::Sender::new(BreakerState::Closed),
-        }
+        metrics::gauge!(meters::BREAKER_STATE).set(BreakerState::Closed.gauge_value());
+        let phase = Arc::new(watch::Sender::new(BreakerState::Closed));
+        let guard = BreakerGuard::new(config, now, {
+            let (status, phase) = (status.clone(), phase.clone());
+            move |change| publish(&status, &phase, change)
+        });
+        Self { guard, status, phase }
     }
 
     /// The breaker's phase now.
     pub fn state(&self) -> BreakerState {
-        let mut inner = self.lock();
-        self.observe(&mut inner, now());
-        *self.phase.borrow()
+        self.guard.state()
     }
 
     /// Makes `call` through the breaker: refused at once while it is open, else awaited
     /// and its outcome counted. `call` is not polled when the breaker refuses.
     pub async fn call<T>(&self, what: &str, call: impl Future<Output = Result<T, HubError>>) -> Result<T, CallError> {
-        let mut permit = self.acquire()?;
-        let outcome = call.await;
-        permit.settle(what, outcome.as_ref().err());
-        outcome.map_err(CallError::Hub)
+        let permit = self.guard.acquire().map_err(|open| {
+            self.status.update(|s| s.online = false);
+            CallError::Open {
+                retry_after: open.retry_after,
+            }
+        })?;
+        match call.await {
+            Ok(answer) => {
+                permit.succeeded();
+                let closed = *self.phase.borrow() == BreakerState::Closed;
+                self.status.update(|s| {
+                    s.online = closed;
+                    s.last_error = None;
+                });
+                Ok(answer)
+            }
+            Err(error) => {
+                tracing::debug!(call = what, %error, "hub call failed");
+                self.failed(Some(permit), what, &error);
+                Err(CallError::Hub(error))
+            }
+        }
     }
 
     /// Counts a failure found after a call succeeded (e.g. the push stream sent data that
     /// breaks the protocol).
     pub fn report_failure(&self, what: &str, error: &HubError) {
-        let mut inner = self.lock();
-        self.failed(&mut inner, what, error);
+        self.failed(None, what, error);
     }
 
     /// Waits until a call may pass: at once while closed; while open, until the probe is
@@ -100,20 +106,13 @@ impl Link {
     pub async fn ready(&self, stopping: &mut watch::Receiver<bool>) -> bool {
         loop {
             let mut phase = self.phase.subscribe();
-            let wait = {
-                let mut inner = self.lock();
-                let now = now();
-                self.observe(&mut inner, now);
-                match inner.breaker.state(now) {
-                    BreakerState::Closed => return true,
-                    BreakerState::HalfOpen if !inner.probing => return true,
-                    BreakerState::HalfOpen => None,
-                    // Open and not yet due: asking does not change the breaker.
-                    BreakerState::Open => inner.breaker.try_acquire(now).err().map(|open| open.retry_after),
-                }
+            let wait = match self.guard.admission() {
+                Admission::Now => return true,
+                Admission::AfterProbe => None,
+                Admission::In(delay) => Some(delay),
             };
             tokio::select! {
-                () = super::stopped(stopping) => return false,
+                () = crate::sync::stopped(stopping) => return false,
                 _ = phase.changed() => {}
                 () = sleep_some(wait) => {}
             }
@@ -128,123 +127,49 @@ impl Link {
         let _ = phase.wait_for(|state| *state == BreakerState::Closed).await;
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn acquire(&self) -> Result<Permit<'_>, CallError> {
-        let mut inner = self.lock();
-        let now = now();
-        let probe = inner.breaker.state(now) == BreakerState::HalfOpen;
-        match inner.breaker.try_acquire(now) {
-            Ok(()) => {
-                inner.probing |= probe;
-                self.observe(&mut inner, now);
-                Ok(Permit {
-                    link: self,
-                    probe,
-                    settled: false,
-                })
-            }
-            Err(open) => {
-                self.observe(&mut inner, now);
-                self.status.update(|s| s.online = false);
-                Err(CallError::Open {
-                    retry_after: open.retry_after,
-                })
-            }
-        }
-    }
-
-    fn succeeded(&self, inner: &mut Inner) {
-        inner.breaker.on_success();
-        inner.probing = false;
-        self.observe(inner, now());
-        let closed = *self.phase.borrow() == BreakerState::Closed;
-        self.status.update(|s| {
-            s.online = closed;
-            s.last_error = None;
-        });
-    }
-
-    fn failed(&self, inner: &mut Inner, what: &str, error: &HubError) {
+    /// Counts a failed call (`permit`) or a failure found outside one.
+    fn failed(&self, permit: Option<Permit<'_>>, what: &str, error: &HubError) {
         let reason = format!("{what}: {error}");
-        inner.breaker.on_failure(now(), error.failure(), &reason);
-        inner.probing = false;
-        self.observe(inner, now());
+        match permit {
+            Some(permit) => permit.failed(error.failure(), &reason),
+            None => self.guard.report_failure(error.failure(), &reason),
+        };
         self.status.update(|s| {
             s.online = false;
             s.last_error = Some(reason);
         });
     }
+}
 
-    /// Publishes the breaker's phase if it changed: log, status, gauge, watchers.
-    fn observe(&self, inner: &mut Inner, now: Instant) {
-        let state = inner.breaker.state(now);
-        let before = *self.phase.borrow();
-        if state == before {
-            return;
-        }
-        let reason = inner.breaker.trip_reason().map(str::to_owned);
-        match state {
-            BreakerState::Open if before == BreakerState::HalfOpen => tracing::warn!(
-                reason = reason.as_deref().unwrap_or(""),
-                "hub link open again: the probe failed; the store keeps working locally and probes again later"
-            ),
-            BreakerState::Open => tracing::warn!(
-                reason = reason.as_deref().unwrap_or(""),
-                "hub link open: too many failed calls to the hub; calls are paused and the store keeps working \
-                 locally (sales wait in the outbox)"
-            ),
-            BreakerState::HalfOpen => tracing::info!("hub link half-open: the next call probes the hub"),
-            BreakerState::Closed => tracing::info!(was = before.as_str(), "hub link closed: the hub answers again"),
-        }
-        metrics::gauge!(meters::BREAKER_STATE).set(meters::breaker_value(state));
-        self.status.update(|s| {
-            s.breaker = state.as_str();
-            match state {
-                BreakerState::Open => s.breaker_reason = reason,
-                BreakerState::Closed => s.breaker_reason = None,
-                BreakerState::HalfOpen => {}
+/// Publishes a phase change of the breaker: log, status, gauge, watchers.
+fn publish(status: &LinkStatus, phase: &watch::Sender<BreakerState>, change: Transition<'_>) {
+    let reason = change.reason.unwrap_or("");
+    match change.to {
+        BreakerState::Open if change.from == BreakerState::HalfOpen => tracing::warn!(
+            reason,
+            "hub link open again: the probe failed; the store keeps working locally and probes again later"
+        ),
+        BreakerState::Open => tracing::warn!(
+            reason,
+            "hub link open: too many failed calls to the hub; calls are paused and the store keeps working \
+             locally (sales wait in the outbox)"
+        ),
+        BreakerState::HalfOpen => tracing::info!("hub link half-open: the next call probes the hub"),
+        BreakerState::Closed => tracing::info!(was = change.from.as_str(), "hub link closed: the hub answers again"),
+    }
+    metrics::gauge!(meters::BREAKER_STATE).set(change.to.gauge_value());
+    status.update(|s| {
+        s.breaker = change.to.as_str();
+        match change.to {
+            BreakerState::Open => {
+                s.online = false;
+                s.breaker_reason = change.reason.map(str::to_owned);
             }
-        });
-        self.phase.send_replace(state);
-    }
-}
-
-/// Leave to make one call; its outcome must be settled. Dropped unsettled (the call was
-/// cancelled), a probe counts as failed, so that the breaker does not wait forever for it.
-struct Permit<'a> {
-    link: &'a Link,
-    probe: bool,
-    settled: bool,
-}
-
-impl Permit<'_> {
-    fn settle(&mut self, what: &str, error: Option<&HubError>) {
-        self.settled = true;
-        let mut inner = self.link.lock();
-        match error {
-            None => self.link.succeeded(&mut inner),
-            Some(error) => {
-                tracing::debug!(call = what, %error, "hub call failed");
-                self.link.failed(&mut inner, what, error);
-            }
+            BreakerState::Closed => s.breaker_reason = None,
+            BreakerState::HalfOpen => {}
         }
-    }
-}
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        if !self.settled && self.probe {
-            let mut inner = self.link.lock();
-            self.link.failed(
-                &mut inner,
-                "probe",
-                &HubError::Unreachable("the probe was cancelled".into()),
-            );
-        }
-    }
+    });
+    phase.send_replace(change.to);
 }
 
 async fn sleep_some(delay: Option<Duration>) {

@@ -8,8 +8,8 @@
 //! (`sync.request_timeout_secs`); the push stream has none, but a read timeout longer
 //! than the hub's keep-alive interval, so a silently dead connection is noticed.
 
-use super::meters;
 use crate::config::{HubCredentials, SyncConfig};
+use crate::sync::meters;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
@@ -105,8 +105,8 @@ struct RawPullPage {
 }
 
 impl HubClient {
-    /// A client for `link`, with the timeouts of `sync`.
-    pub fn new(link: &HubCredentials, sync: &SyncConfig) -> Self {
+    /// A client for `credentials`, with the timeouts of `sync`.
+    pub fn new(credentials: &HubCredentials, sync: &SyncConfig) -> Self {
         let timeout = Duration::from_secs(sync.request_timeout_secs);
         let http = reqwest::Client::builder()
             .user_agent(concat!("shelfsync-edge/", env!("CARGO_PKG_VERSION")))
@@ -124,8 +124,8 @@ impl HubClient {
             });
         Self {
             http,
-            base: link.hub_url.trim_end_matches('/').to_owned(),
-            token: link.hub_token.expose().to_owned(),
+            base: credentials.hub_url.trim_end_matches('/').to_owned(),
+            token: credentials.hub_token.expose().to_owned(),
             timeout,
         }
     }
@@ -320,12 +320,12 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        let link = HubCredentials {
+        let credentials = HubCredentials {
             store_id: StoreId::new_v7(),
             hub_url: url,
             hub_token: "secret-token".into(),
         };
-        (HubClient::new(&link, &SyncConfig::default()), requests)
+        (HubClient::new(&credentials, &SyncConfig::default()), requests)
     }
 
     fn with_protocol(version: &'static str, response: impl IntoResponse) -> axum::response::Response {
@@ -433,12 +433,12 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         drop(listener);
-        let link = HubCredentials {
+        let credentials = HubCredentials {
             store_id: StoreId::new_v7(),
             hub_url: url,
             hub_token: "t".into(),
         };
-        let error = HubClient::new(&link, &SyncConfig::default())
+        let error = HubClient::new(&credentials, &SyncConfig::default())
             .pull(0, 1)
             .await
             .unwrap_err();
