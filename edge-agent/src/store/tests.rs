@@ -22,6 +22,7 @@ use super::{writer, ApplyReport, LocalCommand, LocalError, LocalStore, Quarantin
 use shelfsync_common::domain::event::ReleaseReason;
 use shelfsync_common::wire::api::{ProductView, StockLevel};
 use shelfsync_common::wire::edge::{LocalStockLevel, LocalWriteResult, OutboxEntry, OutboxStatus};
+use shelfsync_common::wire::fingerprint::Fingerprint;
 use shelfsync_common::wire::sync::{SnapshotReservation, SnapshotResponse, UploadOutcome, UploadResult};
 use shelfsync_common::{
     DomainError, EventEnvelope, EventId, EventMetadata, EventPayload, InventoryCommand, InventoryState, Origin,
@@ -1473,7 +1474,7 @@ async fn a_rejected_first_event_of_a_stream_leaves_the_view_as_a_restart_finds_i
 // ---------------------------------------------------------------------------------------
 
 fn keyed(mut command: LocalCommand, key: &str, fingerprint: u8) -> LocalCommand {
-    command.idempotency = Some((key.into(), [fingerprint; 16]));
+    command.idempotency = Some((key.into(), Fingerprint::from_bytes([fingerprint; 16])));
     command
 }
 

@@ -18,6 +18,7 @@ use shelfsync_common::sqlite::group_commit::{
 use shelfsync_common::sqlite::{settle, Deferred};
 use shelfsync_common::wire::api::ProductView;
 use shelfsync_common::wire::edge::LocalWriteResult;
+use shelfsync_common::wire::fingerprint::Fingerprint;
 use shelfsync_common::wire::sync::{SnapshotResponse, UploadOutcome, UploadResult};
 use shelfsync_common::{
     EventEnvelope, EventId, EventMetadata, EventPayload, InventoryCommand, Origin, Product, ProductId, ReservationId,
@@ -227,7 +228,7 @@ struct Batch<'v> {
     view: &'v View,
     changes: Changes,
     /// Idempotency keys first answered in this batch.
-    answered: HashMap<String, ([u8; 16], LocalWriteResult)>,
+    answered: HashMap<String, (Fingerprint, LocalWriteResult)>,
     /// Own event ids in the outbox written in this batch.
     recorded_ids: HashSet<EventId>,
     now: OffsetDateTime,
@@ -404,7 +405,12 @@ impl<'v> Batch<'v> {
             tx.prepare_cached(
                 "INSERT INTO idempotency (key, fingerprint, outcome, created_at) VALUES (?1, ?2, ?3, ?4)",
             )?
-            .execute(params![key, &fingerprint[..], to_json(&result)?, time_text(self.now)])?;
+            .execute(params![
+                key,
+                &fingerprint.as_bytes()[..],
+                to_json(&result)?,
+                time_text(self.now)
+            ])?;
             self.answered.insert(key, (fingerprint, result.clone()));
         }
         Ok(Ok(result))
@@ -414,14 +420,14 @@ impl<'v> Batch<'v> {
         &self,
         tx: &Transaction<'_>,
         key: &str,
-    ) -> rusqlite::Result<Option<([u8; 16], LocalWriteResult)>> {
+    ) -> rusqlite::Result<Option<(Fingerprint, LocalWriteResult)>> {
         if let Some(found) = self.answered.get(key) {
             return Ok(Some(found.clone()));
         }
         tx.prepare_cached("SELECT fingerprint, outcome FROM idempotency WHERE key = ?1")?
             .query_row([key], |row| Ok((row.get::<_, [u8; 16]>(0)?, row.get::<_, String>(1)?)))
             .optional()?
-            .map(|(fingerprint, outcome)| Ok((fingerprint, from_json(&outcome)?)))
+            .map(|(fingerprint, outcome)| Ok((Fingerprint::from_bytes(fingerprint), from_json(&outcome)?)))
             .transpose()
     }
 
