@@ -1,5 +1,6 @@
 //! SQLite helpers shared by both binaries (cargo feature `sqlite`): durable connections,
-//! private data files and schema migrations. Data files are made owner-only (the data
+//! private data files, schema migrations, the group-commit writer ([`group_commit`]) and
+//! the one text form of stored times ([`time_text`]). Data files are made owner-only (the data
 //! directory 0700, each database 0600, which SQLite copies to its `-wal` and `-shm`
 //! files) whoever starts the daemon: under systemd the unit's `StateDirectory` already
 //! does this for the directory, but a hand-started daemon must not leave stock, sales and
@@ -8,6 +9,7 @@
 //! version bump, so a crash mid-migration leaves the file at the previous version.
 
 pub mod group_commit;
+pub mod time_text;
 
 use rusqlite::{Connection, OpenFlags};
 use std::path::Path;

@@ -15,7 +15,7 @@ use shelfsync_common::domain::inventory::{self, InventoryState, Reservation};
 use shelfsync_common::sqlite::group_commit::{
     BatchLogic, Reply as GenericReply, Writer, WriterMetrics, WriterSettings,
 };
-use shelfsync_common::sqlite::{settle, Deferred};
+use shelfsync_common::sqlite::{settle, time_text, Deferred};
 use shelfsync_common::wire::api::ProductView;
 use shelfsync_common::wire::edge::LocalWriteResult;
 use shelfsync_common::wire::fingerprint::Fingerprint;
@@ -27,7 +27,6 @@ use shelfsync_common::{
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
@@ -104,14 +103,6 @@ pub(super) fn start(path: &Path, store_id: StoreId) -> Result<Started, Box<dyn s
     };
     let writer = Writer::start(conn, logic, SETTINGS)?;
     Ok((writer, view, recorded, id_key))
-}
-
-pub(super) fn time_text(at: OffsetDateTime) -> String {
-    at.format(&Rfc3339).unwrap_or_default()
-}
-
-pub(super) fn parse_time(text: &str) -> rusqlite::Result<OffsetDateTime> {
-    OffsetDateTime::parse(text, &Rfc3339).map_err(|e| conversion(e.to_string()))
 }
 
 pub(super) fn conversion(message: String) -> rusqlite::Error {
@@ -409,7 +400,7 @@ impl<'v> Batch<'v> {
                 key,
                 &fingerprint.as_bytes()[..],
                 to_json(&result)?,
-                time_text(self.now)
+                time_text::encode(self.now)?
             ])?;
             self.answered.insert(key, (fingerprint, result.clone()));
         }
@@ -457,7 +448,7 @@ impl<'v> Batch<'v> {
             shelfsync_common::domain::event::CURRENT_SCHEMA_VERSION,
             to_json(&payload.data())?,
             to_json(metadata)?,
-            time_text(self.now),
+            time_text::encode(self.now)?,
         ])?;
         self.recorded_ids.insert(event_id);
         Ok(())
@@ -472,7 +463,7 @@ impl<'v> Batch<'v> {
                 sync.cursor as i64,
                 sync.hub_head as i64,
                 sync.bootstrapped,
-                sync.last_sync_at.map(time_text)
+                sync.last_sync_at.map(time_text::encode).transpose()?
             ])?;
         }
         Ok(())

@@ -17,6 +17,7 @@ mod tests;
 
 use crate::bus::EventBus;
 use shelfsync_common::domain::catalog::{CatalogCommand, CatalogState};
+use shelfsync_common::sqlite::time_text;
 use shelfsync_common::wire::api::{StoreInfo, WriteResult};
 use shelfsync_common::wire::fingerprint::Fingerprint;
 use shelfsync_common::wire::sync::{UploadEvent, UploadResult};
@@ -171,6 +172,20 @@ pub enum ReadError {
     /// A stored row could not be decoded.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+}
+
+/// A stored time that does not read is a corrupt row.
+impl From<time_text::BadTimeText> for ReadError {
+    fn from(error: time_text::BadTimeText) -> Self {
+        Self::Corrupt(error.to_string())
+    }
+}
+
+/// A time with no stored form (outside 1970..=9999) cannot be written: a corrupt value.
+impl From<shelfsync_common::domain::timestamp::TimeOutOfRange> for ReadError {
+    fn from(error: shelfsync_common::domain::timestamp::TimeOutOfRange) -> Self {
+        Self::Corrupt(format!("cannot be stored: {error}"))
+    }
 }
 
 /// A handle on the event store; cheap to clone.

@@ -11,7 +11,7 @@
 //! so the bus head is never behind a position a caller was given.
 
 use super::facts;
-use super::reader::{envelope_from_row, format_time, StoreStats, TokenRecord, EVENT_COLUMNS};
+use super::reader::{envelope_from_row, StoreStats, TokenRecord, EVENT_COLUMNS};
 use super::schema::{self, EVENT_STORE};
 use super::{
     Command, CommandRequest, InventoryTarget, ReadError, RevokedTokens, StreamState, TokenSelector, WriteError,
