@@ -137,8 +137,12 @@ fn store_table(stores: &[StoreInfo]) -> String {
     let mut rows = vec![["ID".to_owned(), "TOKEN".into(), "ENROLLED".into(), "NAME".into()]];
     for store in stores {
         // To the second: enough for people, and every row the same width.
-        let enrolled =
-            crate::store::reader::format_time(store.created_at.replace_nanosecond(0).unwrap_or(store.created_at));
+        let enrolled = store
+            .created_at
+            .replace_nanosecond(0)
+            .unwrap_or(store.created_at)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
         let state = if store.revoked { "revoked" } else { "active" };
         rows.push([store.id.to_string(), state.into(), enrolled, store.name.clone()]);
     }

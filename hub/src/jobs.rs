@@ -13,6 +13,7 @@ use crate::store::{Command, CommandRequest, EventStore, InventoryTarget, WriteEr
 use shelfsync_common::domain::event::ReleaseReason;
 use shelfsync_common::server::schedule::start_maintenance;
 pub use shelfsync_common::server::schedule::stop;
+use shelfsync_common::wire::fingerprint::Fingerprint;
 use shelfsync_common::{DomainError, EventId, EventMetadata, InventoryCommand, Origin, ReservationId};
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -77,7 +78,10 @@ fn expiry_command(reservation_id: ReservationId, now: OffsetDateTime) -> Command
         // A fresh id: the rules already refuse a second release of the same hold, and a
         // reservation id may be reused after its hold ended.
         event_id: EventId::new_v7(),
-        fingerprint: *EventId::from_name("reservation-expiry", &reservation_id.to_string()).as_bytes(),
+        fingerprint: Fingerprint::from_bytes(
+            *EventId::from_name("reservation-expiry", &reservation_id.to_string()).as_bytes(),
+        ),
+        legacy_fingerprint: None,
         metadata: EventMetadata {
             origin: Origin::Hub,
             actor: "job:reservation-expiry".into(),

@@ -6,6 +6,7 @@ use crate::api::stores::store_token;
 use crate::store::{Command, CommandRequest, EventStore, InventoryTarget, WriteError};
 use shelfsync_common::domain::catalog::CatalogCommand;
 use shelfsync_common::server::secret::write_private;
+use shelfsync_common::wire::fingerprint::Fingerprint;
 use shelfsync_common::{EventId, EventMetadata, InventoryCommand, Origin, Product, ProductId, StockQuantity, StoreId};
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
@@ -74,7 +75,8 @@ pub async fn seed_if_empty(log: &EventStore, data_dir: &Path) -> Result<bool, Se
             command,
             expected: Default::default(),
             event_id: EventId::from_name("demo-seed", &counter.to_string()),
-            fingerprint: [counter as u8; 16],
+            fingerprint: Fingerprint::from_bytes([counter as u8; 16]),
+            legacy_fingerprint: None,
             metadata: EventMetadata {
                 origin: Origin::Hub,
                 actor: "demo-seed".into(),

@@ -301,6 +301,26 @@ async fn a_retried_write_with_the_same_idempotency_key_is_one_write() {
     assert_eq!(head(&hub).await, before);
 }
 
+#[tokio::test]
+async fn a_write_retried_with_the_event_id_of_its_answer_is_the_same_write() {
+    // Given a delivery written under an Idempotency-Key,
+    let hub = spawn_hub().await;
+    let body = stock_body(&demo_product(2), &demo_store(2), 3);
+    let (status, first, _) = call(
+        hub.post("/v1/inventory/stock", &body)
+            .header("Idempotency-Key", "delivery-78"),
+    )
+    .await;
+    assert_eq!(status, 201);
+    // when it is sent again naming the event id of its answer in the body,
+    let mut named = body.clone();
+    named["event_id"] = first["events"][0]["event_id"].clone();
+    let (status, again, _) = call(hub.post("/v1/inventory/stock", &named)).await;
+    // then it is the same request (the fingerprint leaves the event id out).
+    assert_eq!((status, again["duplicate"].as_bool()), (200, Some(true)));
+    assert_eq!(again["position"], first["position"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writes_with_the_same_if_match_exactly_one_wins() {
     let hub = std::sync::Arc::new(spawn_hub().await);

@@ -1,5 +1,7 @@
 //! SQLite helpers shared by both binaries (cargo feature `sqlite`): durable connections,
-//! private data files, schema migrations, and readers of the rows both store alike (`rows`). Data files are made owner-only (the data
+//! private data files, schema migrations, the group-commit writer ([`group_commit`]), the
+//! one text form of stored times ([`time_text`]) and readers of the rows both databases
+//! store alike ([`rows`]). Data files are made owner-only (the data
 //! directory 0700, each database 0600, which SQLite copies to its `-wal` and `-shm`
 //! files) whoever starts the daemon: under systemd the unit's `StateDirectory` already
 //! does this for the directory, but a hand-started daemon must not leave stock, sales and
@@ -9,6 +11,7 @@
 
 pub mod group_commit;
 pub mod rows;
+pub mod time_text;
 
 use rusqlite::{Connection, OpenFlags};
 use std::path::Path;

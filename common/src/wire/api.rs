@@ -1,11 +1,15 @@
 //! Request and response bodies of the HTTP APIs, shared by the hub, the edge agent and
 //! the tests so that both sides (de)serialize the same structs. Request bodies refuse
-//! unknown fields: a misspelt field is an error, not a silently ignored value.
+//! unknown fields: a misspelt field is an error, not a silently ignored value. The
+//! inventory bodies turn into the domain's [`InventoryCommand`] here, once, for both the
+//! hub's and the agent's routes.
 
 use crate::domain::event::{EventEnvelope, ExpectedVersion, ReleaseReason};
 use crate::domain::ids::{EventId, ProductId, ReservationId, StoreId};
+use crate::domain::inventory::InventoryCommand;
 use crate::domain::product::Product;
 use crate::domain::quantity::StockQuantity;
+use crate::wire::fingerprint::WriteBody;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -92,6 +96,15 @@ pub struct AddStockRequest {
     pub event_id: Option<EventId>,
 }
 
+impl AddStockRequest {
+    /// The delivery as a command.
+    pub fn command(&self) -> InventoryCommand {
+        InventoryCommand::AddStock {
+            quantity: self.quantity,
+        }
+    }
+}
+
 /// `POST /v1/inventory/adjustments`: a count correction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -116,6 +129,16 @@ pub struct AdjustStockRequest {
     /// Makes a retried request idempotent.
     #[serde(default)]
     pub event_id: Option<EventId>,
+}
+
+impl AdjustStockRequest {
+    /// The correction as a command.
+    pub fn command(&self) -> InventoryCommand {
+        InventoryCommand::AdjustStock {
+            delta: self.delta,
+            reason: self.reason.clone(),
+        }
+    }
 }
 
 /// `POST /v1/inventory/reservations`: hold units.
@@ -145,7 +168,7 @@ pub struct ReserveStockRequest {
 
 impl ReserveStockRequest {
     /// When the hold lapses if made at `now`, or why `ttl_seconds` is out of range.
-    pub fn expires_at(&self, now: OffsetDateTime) -> Result<OffsetDateTime, String> {
+    fn expires_at(&self, now: OffsetDateTime) -> Result<OffsetDateTime, String> {
         let ttl = self.ttl_seconds.unwrap_or(DEFAULT_RESERVATION_TTL_SECONDS);
         if ttl == 0 || ttl > MAX_RESERVATION_TTL_SECONDS {
             return Err(format!(
@@ -153,6 +176,16 @@ impl ReserveStockRequest {
             ));
         }
         crate::domain::timestamp::after("expires_at", now, i64::from(ttl)).map_err(|e| e.to_string())
+    }
+
+    /// The hold asked for at `now` (under a new reservation id when the body names none),
+    /// or why `ttl_seconds` is out of range.
+    pub fn command(&self, now: OffsetDateTime) -> Result<InventoryCommand, String> {
+        Ok(InventoryCommand::ReserveStock {
+            reservation_id: self.reservation_id.unwrap_or_else(ReservationId::new_v7),
+            quantity: self.quantity,
+            expires_at: self.expires_at(now)?,
+        })
     }
 }
 
@@ -171,6 +204,17 @@ pub struct ReleaseReservationRequest {
     pub event_id: Option<EventId>,
 }
 
+impl ReleaseReservationRequest {
+    /// The release of the hold `reservation_id` (the path's), `cancelled` unless the body
+    /// gives another reason.
+    pub fn command(&self, reservation_id: ReservationId) -> InventoryCommand {
+        InventoryCommand::ReleaseStock {
+            reservation_id,
+            reason: self.reason.unwrap_or(ReleaseReason::Cancelled),
+        }
+    }
+}
+
 /// `POST /v1/inventory/reservations/{id}/commit` (the body is optional).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -182,6 +226,38 @@ pub struct CommitReservationRequest {
     #[serde(default)]
     pub event_id: Option<EventId>,
 }
+
+impl CommitReservationRequest {
+    /// The sale of the hold `reservation_id` (the path's).
+    pub fn command(&self, reservation_id: ReservationId) -> InventoryCommand {
+        InventoryCommand::CommitReservation { reservation_id }
+    }
+}
+
+/// Every write body may name its event id (see [`crate::wire::fingerprint`]).
+macro_rules! write_bodies {
+    ($($body:ty),*) => {$(
+        impl WriteBody for $body {
+            fn event_id(&self) -> Option<EventId> {
+                self.event_id
+            }
+
+            fn clear_event_id(&mut self) {
+                self.event_id = None;
+            }
+        }
+    )*};
+}
+
+write_bodies!(
+    RegisterProductRequest,
+    UpdateProductRequest,
+    AddStockRequest,
+    AdjustStockRequest,
+    ReserveStockRequest,
+    ReleaseReservationRequest,
+    CommitReservationRequest
+);
 
 /// The answer to every write: what was recorded and where.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

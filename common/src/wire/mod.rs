@@ -1,10 +1,12 @@
 //! The JSON shapes that cross the network, shared by the hub, the edge agent and the
 //! tests so that every side (de)serializes the same structs: the hub's HTTP API bodies
 //! ([`api`]), the edge agent's local API for the tills ([`edge`]), the sync protocol
-//! between agent and hub ([`sync`]) and the problem body every error answer carries
-//! ([`problem`]). Pure data and validation, no I/O.
+//! between agent and hub ([`sync`]), the problem body every error answer carries
+//! ([`problem`]) and the fingerprint that tells a retried write from another one
+//! ([`fingerprint`]). Pure data and validation, no I/O.
 
 pub mod api;
 pub mod edge;
+pub mod fingerprint;
 pub mod problem;
 pub mod sync;

@@ -22,13 +22,12 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use shelfsync_common::domain::event::ReleaseReason;
 use shelfsync_common::server::extract::{ApiJson, ApiPath, ApiQuery, OptionalApiJson};
 use shelfsync_common::wire::api::{
     AddStockRequest, AdjustStockRequest, CommitReservationRequest, ReleaseReservationRequest, ReserveStockRequest,
 };
 use shelfsync_common::wire::edge::{LocalAvailability, LocalStockLevel, LocalWriteResult};
-use shelfsync_common::{InventoryCommand, ProductId, ReservationId, StockQuantity, StoreId};
+use shelfsync_common::{ProductId, ReservationId, StockQuantity, StoreId};
 use time::OffsetDateTime;
 
 /// Routes of this resource.
@@ -74,20 +73,15 @@ async fn execute(state: &AppState, command: crate::store::LocalCommand) -> Resul
 pub async fn add_stock(
     State(state): State<AppState>,
     ctx: WriteContext,
-    ApiJson(mut body): ApiJson<AddStockRequest>,
+    ApiJson(body): ApiJson<AddStockRequest>,
 ) -> Result<Response, ApiError> {
     let store_id = this_store(&state, body.store_id)?;
-    let event_id = body.event_id.take();
-    let command = InventoryCommand::AddStock {
-        quantity: body.quantity,
-    };
     let target = Target::Product(body.product_id);
     let local = ctx.command(
         store_id,
         target,
-        command,
+        body.command(),
         body.expected_version,
-        event_id,
         "add_stock",
         &body,
     )?;
@@ -103,21 +97,15 @@ pub async fn add_stock(
 pub async fn adjust_stock(
     State(state): State<AppState>,
     ctx: WriteContext,
-    ApiJson(mut body): ApiJson<AdjustStockRequest>,
+    ApiJson(body): ApiJson<AdjustStockRequest>,
 ) -> Result<Response, ApiError> {
     let store_id = this_store(&state, body.store_id)?;
-    let event_id = body.event_id.take();
-    let command = InventoryCommand::AdjustStock {
-        delta: body.delta,
-        reason: body.reason.clone(),
-    };
     let target = Target::Product(body.product_id);
     let local = ctx.command(
         store_id,
         target,
-        command,
+        body.command(),
         body.expected_version,
-        event_id,
         "adjust_stock",
         &body,
     )?;
@@ -134,28 +122,14 @@ pub async fn adjust_stock(
 pub async fn reserve(
     State(state): State<AppState>,
     ctx: WriteContext,
-    ApiJson(mut body): ApiJson<ReserveStockRequest>,
+    ApiJson(body): ApiJson<ReserveStockRequest>,
 ) -> Result<Response, ApiError> {
     let store_id = this_store(&state, body.store_id)?;
-    let expires_at = body
-        .expires_at(OffsetDateTime::now_utc())
+    let command = body
+        .command(OffsetDateTime::now_utc())
         .map_err(|detail| ApiError::unprocessable("invalid_ttl", detail))?;
-    let event_id = body.event_id.take();
-    let command = InventoryCommand::ReserveStock {
-        reservation_id: body.reservation_id.unwrap_or_else(ReservationId::new_v7),
-        quantity: body.quantity,
-        expires_at,
-    };
     let target = Target::Product(body.product_id);
-    let local = ctx.command(
-        store_id,
-        target,
-        command,
-        body.expected_version,
-        event_id,
-        "reserve",
-        &body,
-    )?;
+    let local = ctx.command(store_id, target, command, body.expected_version, "reserve", &body)?;
     Ok(written(execute(&state, local).await?))
 }
 
@@ -170,23 +144,17 @@ pub async fn release(
     State(state): State<AppState>,
     ctx: WriteContext,
     ApiPath(id): ApiPath<ReservationId>,
-    OptionalApiJson(mut body): OptionalApiJson<ReleaseReservationRequest>,
+    OptionalApiJson(body): OptionalApiJson<ReleaseReservationRequest>,
 ) -> Result<Response, ApiError> {
     let store_id = state.local.read(|view| view.store_id);
-    let event_id = body.event_id.take();
-    let command = InventoryCommand::ReleaseStock {
-        reservation_id: id,
-        reason: body.reason.unwrap_or(ReleaseReason::Cancelled),
-    };
     let target = Target::Reservation(id);
     let local = ctx.command(
         store_id,
         target,
-        command,
+        body.command(id),
         body.expected_version,
-        event_id,
         "release",
-        &(id, &body),
+        &(id, body),
     )?;
     Ok(written(execute(&state, local).await?))
 }
@@ -202,20 +170,17 @@ pub async fn commit(
     State(state): State<AppState>,
     ctx: WriteContext,
     ApiPath(id): ApiPath<ReservationId>,
-    OptionalApiJson(mut body): OptionalApiJson<CommitReservationRequest>,
+    OptionalApiJson(body): OptionalApiJson<CommitReservationRequest>,
 ) -> Result<Response, ApiError> {
     let store_id = state.local.read(|view| view.store_id);
-    let event_id = body.event_id.take();
-    let command = InventoryCommand::CommitReservation { reservation_id: id };
     let target = Target::Reservation(id);
     let local = ctx.command(
         store_id,
         target,
-        command,
+        body.command(id),
         body.expected_version,
-        event_id,
         "commit",
-        &(id, &body),
+        &(id, body),
     )?;
     Ok(written(execute(&state, local).await?))
 }

@@ -12,8 +12,9 @@
 //! names its event (body `event_id`, `Idempotency-Key`, or the `event_id` of an earlier
 //! answer sent back), a repeat is answered from that table (`200`, `replayed: true`) and
 //! never reaches the outbox's `UNIQUE(event_id)`, which would fail the whole group commit
-//! and every till's write in it. The fingerprint is a digest of the route and the body
-//! without its `event_id`, so a different request reusing an id is refused
+//! and every till's write in it. The [`Fingerprint`] covers the route, the path's id and
+//! the body without its `event_id` (the rule the hub shares), so a different request
+//! reusing an id is refused
 //! (`422 idempotency_key_reused`). Only successful writes are remembered: a refused
 //! request may be retried and is decided again.
 
@@ -26,10 +27,9 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
-use sha2::{Digest, Sha256};
 use shelfsync_common::server::extract::WriteHeaders;
 use shelfsync_common::wire::edge::LocalWriteResult;
+use shelfsync_common::wire::fingerprint::{Fingerprint, WriteBody};
 use shelfsync_common::{EventId, EventMetadata, ExpectedVersion, IdKey, InventoryCommand, Origin, StoreId};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -71,18 +71,16 @@ impl FromRequestParts<AppState> for WriteContext {
 }
 
 impl WriteContext {
-    /// Builds the store's command. `route` and `fingerprinted` (path ids and the body with
-    /// its `event_id` taken out) identify the request for idempotency.
-    #[allow(clippy::too_many_arguments)]
+    /// Builds the store's command. `route` and `request` (the body, or the path's id with
+    /// the body) identify the request for idempotency.
     pub fn command(
         &self,
         store_id: StoreId,
         target: Target,
         command: InventoryCommand,
         expected: Option<ExpectedVersion>,
-        body_event_id: Option<EventId>,
         route: &str,
-        fingerprinted: &impl Serialize,
+        request: &impl WriteBody,
     ) -> Result<LocalCommand, ApiError> {
         if self.if_match || expected.is_some_and(|e| e != ExpectedVersion::Any) {
             return Err(ApiError::unprocessable(
@@ -92,7 +90,8 @@ impl WriteContext {
             ));
         }
         let actor = self.till.actor();
-        let event_id = body_event_id
+        let event_id = request
+            .event_id()
             .or_else(|| {
                 let scope = idempotency_scope(store_id, &actor);
                 self.idempotency_key
@@ -104,7 +103,7 @@ impl WriteContext {
             target,
             command,
             event_id,
-            idempotency: Some((idempotency_record_key(event_id), fingerprint(route, fingerprinted))),
+            idempotency: Some((idempotency_record_key(event_id), Fingerprint::of_write(route, request))),
             metadata: EventMetadata {
                 origin: Origin::Store(store_id),
                 actor,
@@ -127,17 +126,6 @@ pub fn idempotency_record_key(event_id: EventId) -> String {
     format!("event:{event_id}")
 }
 
-/// First 16 bytes of SHA-256 over the route name and the JSON of `fingerprinted`.
-pub fn fingerprint(route: &str, fingerprinted: &impl Serialize) -> [u8; 16] {
-    let mut hasher = Sha256::new();
-    hasher.update(route.as_bytes());
-    hasher.update([0u8]);
-    hasher.update(serde_json::to_vec(fingerprinted).unwrap_or_default());
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&hasher.finalize()[..16]);
-    out
-}
-
 /// 201 with the result for a new write, 200 for a repeated one.
 pub fn written(result: LocalWriteResult) -> Response {
     let status = if result.replayed {
@@ -157,17 +145,6 @@ pub fn written(result: LocalWriteResult) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fingerprints_tell_routes_and_bodies_apart() {
-        let body = serde_json::json!({"quantity": 1});
-        assert_eq!(fingerprint("add_stock", &body), fingerprint("add_stock", &body));
-        assert_ne!(fingerprint("add_stock", &body), fingerprint("reserve", &body));
-        assert_ne!(
-            fingerprint("add_stock", &body),
-            fingerprint("add_stock", &serde_json::json!({"quantity": 2}))
-        );
-    }
 
     #[test]
     fn derived_event_ids_are_scoped_by_store_and_till() {

@@ -12,6 +12,7 @@ pub mod view;
 mod writer;
 
 use shelfsync_common::wire::edge::{LocalWriteResult, OutboxEntry, OutboxStatus};
+use shelfsync_common::wire::fingerprint::Fingerprint;
 use shelfsync_common::wire::sync::{SnapshotResponse, UploadEvent, UploadResult};
 use shelfsync_common::{
     DomainError, EventEnvelope, EventId, EventMetadata, InventoryCommand, ProductId, ReservationId, StoreId,
@@ -49,7 +50,7 @@ pub struct LocalCommand {
     /// The event's id.
     pub event_id: EventId,
     /// The request's idempotency key and a digest of the request, when the till sent one.
-    pub idempotency: Option<(String, [u8; 16])>,
+    pub idempotency: Option<(String, Fingerprint)>,
     /// Provenance (origin: this store).
     pub metadata: EventMetadata,
 }

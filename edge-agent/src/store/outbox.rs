@@ -1,8 +1,9 @@
 //! The outbox reads the uploader and the operator commands make, on the store's read
 //! connection (they never wait for the writer).
 
-use super::writer::{conversion, from_json, parse_time};
+use super::writer::{conversion, from_json};
 use rusqlite::Connection;
+use shelfsync_common::sqlite::time_text;
 use shelfsync_common::wire::edge::{OutboxEntry, OutboxStatus};
 use shelfsync_common::wire::sync::UploadEvent;
 use shelfsync_common::{EventId, ProductId, StoreId, StreamId};
@@ -54,7 +55,7 @@ pub(super) fn outbox_entries(
                 hub_position: row.get::<_, Option<i64>>(5)?.map(|p| p as u64),
                 reject_reason: row.get(6)?,
                 reject_detail: row.get(7)?,
-                recorded_at: parse_time(&row.get::<_, String>(8)?)?,
+                recorded_at: time_text::decode(&row.get::<_, String>(8)?)?,
             });
         }
     }
@@ -62,4 +63,29 @@ pub(super) fn outbox_entries(
     entries.dedup_by_key(|e| e.seq);
     entries.truncate(limit);
     Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shelfsync_common::sqlite::migrate;
+    use time::macros::datetime;
+
+    #[test]
+    fn an_outbox_row_recorded_by_an_older_version_still_reads() {
+        // Given an outbox row whose recorded_at an older agent wrote as RFC 3339 text,
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn, super::super::MIGRATIONS).unwrap();
+        conn.execute(
+            "INSERT INTO outbox (seq, event_id, product_id, event_type, schema_version, data, metadata, status, recorded_at)
+             VALUES (1, ?1, ?2, 'StockAdded', 1, '{}', '{}', 'pending', '2026-11-25T08:00:00.5Z')",
+            [&[1u8; 16][..], &[2u8; 16][..]],
+        )
+        .unwrap();
+        // when the operator lists the outbox,
+        let entries = outbox_entries(&conn, &[OutboxStatus::Pending], 10).unwrap();
+        // then the row reads, at the instant written.
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].recorded_at, datetime!(2026-11-25 08:00:00.5 UTC));
+    }
 }

@@ -15,9 +15,10 @@ use shelfsync_common::domain::inventory::{self, InventoryState, Reservation};
 use shelfsync_common::sqlite::group_commit::{
     BatchLogic, Reply as GenericReply, Writer, WriterMetrics, WriterSettings,
 };
-use shelfsync_common::sqlite::{settle, Deferred};
+use shelfsync_common::sqlite::{settle, time_text, Deferred};
 use shelfsync_common::wire::api::ProductView;
 use shelfsync_common::wire::edge::LocalWriteResult;
+use shelfsync_common::wire::fingerprint::Fingerprint;
 use shelfsync_common::wire::sync::{SnapshotResponse, UploadOutcome, UploadResult};
 use shelfsync_common::{
     EventEnvelope, EventId, EventMetadata, EventPayload, InventoryCommand, Origin, ProductId, ReservationId, StoreId,
@@ -26,7 +27,6 @@ use shelfsync_common::{
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
@@ -103,14 +103,6 @@ pub(super) fn start(path: &Path, store_id: StoreId) -> Result<Started, Box<dyn s
     };
     let writer = Writer::start(conn, logic, SETTINGS)?;
     Ok((writer, view, recorded, id_key))
-}
-
-pub(super) fn time_text(at: OffsetDateTime) -> String {
-    at.format(&Rfc3339).unwrap_or_default()
-}
-
-pub(super) fn parse_time(text: &str) -> rusqlite::Result<OffsetDateTime> {
-    OffsetDateTime::parse(text, &Rfc3339).map_err(|e| conversion(e.to_string()))
 }
 
 pub(super) fn conversion(message: String) -> rusqlite::Error {
@@ -227,7 +219,7 @@ struct Batch<'v> {
     view: &'v View,
     changes: Changes,
     /// Idempotency keys first answered in this batch.
-    answered: HashMap<String, ([u8; 16], LocalWriteResult)>,
+    answered: HashMap<String, (Fingerprint, LocalWriteResult)>,
     /// Own event ids in the outbox written in this batch.
     recorded_ids: HashSet<EventId>,
     now: OffsetDateTime,
@@ -404,7 +396,12 @@ impl<'v> Batch<'v> {
             tx.prepare_cached(
                 "INSERT INTO idempotency (key, fingerprint, outcome, created_at) VALUES (?1, ?2, ?3, ?4)",
             )?
-            .execute(params![key, &fingerprint[..], to_json(&result)?, time_text(self.now)])?;
+            .execute(params![
+                key,
+                &fingerprint.as_bytes()[..],
+                to_json(&result)?,
+                time_text::encode(self.now)?
+            ])?;
             self.answered.insert(key, (fingerprint, result.clone()));
         }
         Ok(Ok(result))
@@ -414,14 +411,14 @@ impl<'v> Batch<'v> {
         &self,
         tx: &Transaction<'_>,
         key: &str,
-    ) -> rusqlite::Result<Option<([u8; 16], LocalWriteResult)>> {
+    ) -> rusqlite::Result<Option<(Fingerprint, LocalWriteResult)>> {
         if let Some(found) = self.answered.get(key) {
             return Ok(Some(found.clone()));
         }
         tx.prepare_cached("SELECT fingerprint, outcome FROM idempotency WHERE key = ?1")?
             .query_row([key], |row| Ok((row.get::<_, [u8; 16]>(0)?, row.get::<_, String>(1)?)))
             .optional()?
-            .map(|(fingerprint, outcome)| Ok((fingerprint, from_json(&outcome)?)))
+            .map(|(fingerprint, outcome)| Ok((Fingerprint::from_bytes(fingerprint), from_json(&outcome)?)))
             .transpose()
     }
 
@@ -451,7 +448,7 @@ impl<'v> Batch<'v> {
             shelfsync_common::domain::event::CURRENT_SCHEMA_VERSION,
             to_json(&payload.data())?,
             to_json(metadata)?,
-            time_text(self.now),
+            time_text::encode(self.now)?,
         ])?;
         self.recorded_ids.insert(event_id);
         Ok(())
@@ -466,7 +463,7 @@ impl<'v> Batch<'v> {
                 sync.cursor as i64,
                 sync.hub_head as i64,
                 sync.bootstrapped,
-                sync.last_sync_at.map(time_text)
+                sync.last_sync_at.map(time_text::encode).transpose()?
             ])?;
         }
         Ok(())

@@ -10,12 +10,11 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
-use shelfsync_common::domain::event::ReleaseReason;
 use shelfsync_common::server::extract::{ApiJson, ApiPath, OptionalApiJson};
 use shelfsync_common::wire::api::{
     AddStockRequest, AdjustStockRequest, CommitReservationRequest, ReleaseReservationRequest, ReserveStockRequest,
 };
-use shelfsync_common::{InventoryCommand, ReservationId};
+use shelfsync_common::ReservationId;
 use time::OffsetDateTime;
 
 /// Routes of this resource.
@@ -40,11 +39,9 @@ pub async fn add_stock(
     ctx.principal.require_channel()?;
     let command = Command::Inventory {
         target: InventoryTarget::Stream(body.product_id, body.store_id),
-        command: InventoryCommand::AddStock {
-            quantity: body.quantity,
-        },
+        command: body.command(),
     };
-    let request = ctx.command(command, body.expected_version, body.event_id, "add_stock", &body)?;
+    let request = ctx.command(command, body.expected_version, "add_stock", &body)?;
     Ok(written(state.log.execute(request).await?, None))
 }
 
@@ -61,12 +58,9 @@ pub async fn adjust_stock(
     ctx.principal.require_channel()?;
     let command = Command::Inventory {
         target: InventoryTarget::Stream(body.product_id, body.store_id),
-        command: InventoryCommand::AdjustStock {
-            delta: body.delta,
-            reason: body.reason.clone(),
-        },
+        command: body.command(),
     };
-    let request = ctx.command(command, body.expected_version, body.event_id, "adjust_stock", &body)?;
+    let request = ctx.command(command, body.expected_version, "adjust_stock", &body)?;
     Ok(written(state.log.execute(request).await?, None))
 }
 
@@ -81,19 +75,13 @@ pub async fn reserve(
     ApiJson(body): ApiJson<ReserveStockRequest>,
 ) -> Result<Response, ApiError> {
     ctx.principal.require_channel()?;
-    let expires_at = body
-        .expires_at(OffsetDateTime::now_utc())
-        .map_err(|detail| ApiError::unprocessable("invalid_ttl", detail))?;
-    let reservation_id = body.reservation_id.unwrap_or_else(ReservationId::new_v7);
     let command = Command::Inventory {
         target: InventoryTarget::Stream(body.product_id, body.store_id),
-        command: InventoryCommand::ReserveStock {
-            reservation_id,
-            quantity: body.quantity,
-            expires_at,
-        },
+        command: body
+            .command(OffsetDateTime::now_utc())
+            .map_err(|detail| ApiError::unprocessable("invalid_ttl", detail))?,
     };
-    let request = ctx.command(command, body.expected_version, body.event_id, "reserve", &body)?;
+    let request = ctx.command(command, body.expected_version, "reserve", &body)?;
     let result = state.log.execute(request).await?;
     let location = result.events.first().and_then(|e| match &e.payload {
         shelfsync_common::EventPayload::StockReserved { reservation_id, .. } => {
@@ -119,12 +107,9 @@ pub async fn release(
     ctx.principal.require_channel()?;
     let command = Command::Inventory {
         target: InventoryTarget::Reservation(id),
-        command: InventoryCommand::ReleaseStock {
-            reservation_id: id,
-            reason: body.reason.unwrap_or(ReleaseReason::Cancelled),
-        },
+        command: body.command(id),
     };
-    let request = ctx.command(command, body.expected_version, body.event_id, "release", &(id, &body))?;
+    let request = ctx.command(command, body.expected_version, "release", &(id, body))?;
     Ok(written(state.log.execute(request).await?, None))
 }
 
@@ -143,8 +128,8 @@ pub async fn commit(
     ctx.principal.require_channel()?;
     let command = Command::Inventory {
         target: InventoryTarget::Reservation(id),
-        command: InventoryCommand::CommitReservation { reservation_id: id },
+        command: body.command(id),
     };
-    let request = ctx.command(command, body.expected_version, body.event_id, "commit", &(id, &body))?;
+    let request = ctx.command(command, body.expected_version, "commit", &(id, body))?;
     Ok(written(state.log.execute(request).await?, None))
 }

@@ -45,7 +45,7 @@ pub async fn register(
     .normalized();
     let location = format!("/v1/products/{}", product.id);
     let command = Command::Catalog(CatalogCommand::RegisterProduct { product });
-    let request = ctx.command(command, None, body.event_id, "register_product", &body)?;
+    let request = ctx.command(command, None, "register_product", &body)?;
     Ok(written(state.log.execute(request).await?, Some(location)))
 }
 
@@ -70,13 +70,7 @@ pub async fn update(
     }
     .normalized();
     let command = Command::Catalog(CatalogCommand::UpdateProduct { product });
-    let request = ctx.command(
-        command,
-        body.expected_version,
-        body.event_id,
-        "update_product",
-        &(id, &body),
-    )?;
+    let request = ctx.command(command, body.expected_version, "update_product", &(id, body))?;
     Ok(written(state.log.execute(request).await?, None))
 }
 

@@ -4,8 +4,9 @@
 //! Idempotency: the event id is the body's `event_id`, else one derived from the
 //! `Idempotency-Key` header and the caller's identity with the hub's secret
 //! [`IdKey`] (so no other party can compute it), else a fresh UUIDv7. The
-//! fingerprint is a digest of the route and body, so a retry is recognised and a
-//! different request reusing the id is refused.
+//! [`Fingerprint`] covers the route, the path's id and the body without its `event_id`
+//! (the rule both binaries share), so a retry is recognised however it names its event,
+//! and a different request reusing the id is refused.
 
 use super::auth::Principal;
 use super::error::{etag, ApiError};
@@ -22,6 +23,7 @@ use sha2::{Digest, Sha256};
 use shelfsync_common::server::extract::WriteHeaders;
 use shelfsync_common::server::openapi;
 use shelfsync_common::wire::api::WriteResult;
+use shelfsync_common::wire::fingerprint::{Fingerprint, WriteBody};
 use shelfsync_common::{EventId, EventMetadata, ExpectedVersion, IdKey, Origin};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -98,15 +100,14 @@ impl FromRequestParts<AppState> for WriteContext {
 }
 
 impl WriteContext {
-    /// Builds the writer's request. `route` and `fingerprinted` (path ids and body)
-    /// identify the request for idempotency.
+    /// Builds the writer's request. `route` and `request` (the body, or the path's id
+    /// with the body) identify the request for idempotency.
     pub fn command(
         &self,
         command: Command,
         body_expected: Option<ExpectedVersion>,
-        body_event_id: Option<EventId>,
         route: &str,
-        fingerprinted: &impl Serialize,
+        request: &impl WriteBody,
     ) -> Result<CommandRequest, ApiError> {
         let expected = match (self.if_match, body_expected) {
             (Some(header), Some(body)) if header != body => {
@@ -118,23 +119,20 @@ impl WriteContext {
             (header, body) => header.or(body).unwrap_or_default(),
         };
         let actor = self.principal.actor();
-        let event_id = body_event_id
+        let event_id = request
+            .event_id()
             .or_else(|| {
                 self.idempotency_key
                     .as_deref()
                     .map(|key| self.id_key.event_id(&actor, key))
             })
             .unwrap_or_else(EventId::new_v7);
-        let mut hasher = Sha256::new();
-        hasher.update(route.as_bytes());
-        hasher.update(serde_json::to_vec(fingerprinted).unwrap_or_default());
-        let mut fingerprint = [0u8; 16];
-        fingerprint.copy_from_slice(&hasher.finalize()[..16]);
         Ok(CommandRequest {
             command,
             expected,
             event_id,
-            fingerprint,
+            fingerprint: Fingerprint::of_write(route, request),
+            legacy_fingerprint: Some(legacy_fingerprint(route, request)),
             metadata: EventMetadata {
                 origin: Origin::Hub,
                 actor,
@@ -145,6 +143,19 @@ impl WriteContext {
             },
         })
     }
+}
+
+/// The digest this hub made of a request before [`Fingerprint`]'s rule: SHA-256 over the
+/// route and the request's JSON as sent (its `event_id` included, no NUL), cut to 16
+/// bytes. Events written by earlier versions carry it; see
+/// [`CommandRequest::legacy_fingerprint`].
+fn legacy_fingerprint(route: &str, request: &impl Serialize) -> Fingerprint {
+    let mut hasher = Sha256::new();
+    hasher.update(route.as_bytes());
+    hasher.update(serde_json::to_vec(request).unwrap_or_default());
+    let mut fingerprint = [0u8; 16];
+    fingerprint.copy_from_slice(&hasher.finalize()[..16]);
+    Fingerprint::from_bytes(fingerprint)
 }
 
 /// 201 for a new write (200 for a repeated one), with the stream version as `ETag`, the
@@ -165,4 +176,34 @@ pub fn written(result: WriteResult, location: Option<String>) -> Response {
         headers.insert(LOCATION, location);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shelfsync_common::wire::api::AddStockRequest;
+
+    #[test]
+    fn the_legacy_digest_is_the_one_earlier_hubs_stored() {
+        // Given a body that names its event id,
+        let body: AddStockRequest = serde_json::from_value(serde_json::json!({
+            "product_id": uuid::Uuid::from_bytes([1; 16]),
+            "store_id": uuid::Uuid::from_bytes([2; 16]),
+            "quantity": 3,
+            "event_id": uuid::Uuid::from_bytes([9; 16]),
+        }))
+        .unwrap();
+        // when fingerprinted by the legacy rule, then it is SHA-256 of the route and the
+        // body's JSON as sent, cut to 16 bytes (what earlier hubs stored),
+        let mut hasher = Sha256::new();
+        hasher.update(b"add_stock");
+        hasher.update(serde_json::to_vec(&body).unwrap());
+        let stored: [u8; 16] = hasher.finalize()[..16].try_into().unwrap();
+        assert_eq!(legacy_fingerprint("add_stock", &body).as_bytes(), &stored);
+        // and differs from today's rule, which is why the writer accepts both.
+        assert_ne!(
+            legacy_fingerprint("add_stock", &body),
+            Fingerprint::of_write("add_stock", &body)
+        );
+    }
 }

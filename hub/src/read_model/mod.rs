@@ -39,6 +39,7 @@ use futures_util::future::BoxFuture;
 use indicatif::{ProgressBar, ProgressStyle};
 use rusqlite::{params, Connection, OptionalExtension};
 use shelfsync_common::domain::inventory::{self, InventoryState, Reservation};
+use shelfsync_common::sqlite::time_text;
 use shelfsync_common::wire::api::{ProductStock, ProductView, StockLevel};
 use shelfsync_common::wire::sync::{SnapshotReservation, SnapshotResponse};
 use shelfsync_common::{EventEnvelope, EventPayload, Origin, ProductId, ReservationId, StoreId};
@@ -48,8 +49,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use time::format_description::StaticFormatDescription;
-use time::{OffsetDateTime, PrimitiveDateTime};
+use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -87,9 +87,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const EXPIRY_SCAN_LIMIT: usize = 1_000;
 /// Slots of the [`TouchLog`] (8 bytes each).
 const TOUCH_SLOTS: usize = 16_384;
-/// `expires_at` as stored: fixed-width UTC, so that text order is time order.
-const TIME_FORMAT: StaticFormatDescription =
-    time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z");
 
 /// Why the projection could not start or a rebuild failed.
 #[derive(Debug, thiserror::Error)]
@@ -169,17 +166,4 @@ fn clear(conn: &mut Connection) -> Result<(), ReadError> {
     tx.execute_batch("DELETE FROM stock; DELETE FROM products; DELETE FROM reservations; DELETE FROM checkpoint;")?;
     tx.commit()?;
     Ok(())
-}
-
-fn format_time(at: OffsetDateTime) -> Result<String, ReadError> {
-    shelfsync_common::domain::timestamp::to_utc("time", at)
-        .ok()
-        .and_then(|utc| utc.format(TIME_FORMAT).ok())
-        .ok_or_else(|| ReadError::Corrupt(format!("time {at} cannot be stored")))
-}
-
-fn parse_time(text: &str) -> Result<OffsetDateTime, ReadError> {
-    PrimitiveDateTime::parse(text, TIME_FORMAT)
-        .map(PrimitiveDateTime::assume_utc)
-        .map_err(|e| ReadError::Corrupt(format!("stored time {text:?}: {e}")))
 }

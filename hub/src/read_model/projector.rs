@@ -354,7 +354,7 @@ fn skip_poison(conn: &mut Connection, event: &EventEnvelope, reason: &str) -> Re
             event.position as i64,
             &event.event_id.as_bytes()[..],
             reason,
-            format_time(OffsetDateTime::now_utc())?,
+            time_text::encode(OffsetDateTime::now_utc())?,
         ],
     )?;
     tx.execute(
@@ -501,7 +501,7 @@ impl StreamWork {
                 ReservationId::from_bytes(id),
                 Reservation {
                     quantity: u32::try_from(quantity).map_err(|e| ReadError::Corrupt(e.to_string()))?,
-                    expires_at: parse_time(&expires_at)?,
+                    expires_at: time_text::decode(&expires_at)?,
                 },
             );
         }
@@ -577,7 +577,7 @@ impl StreamWork {
                 s,
                 &id.as_bytes()[..],
                 i64::from(reservation.quantity),
-                format_time(reservation.expires_at)?,
+                time_text::encode(reservation.expires_at)?,
                 origin.as_ref().map(|o| &o.as_bytes()[..]),
             ])?;
         }

@@ -262,7 +262,7 @@ pub fn read_open_reservations(conn: &Connection, store: StoreId) -> Result<Vec<O
             product_id: ProductId::from_bytes(row.get(1)?),
             store_id: store,
             quantity: u32::try_from(quantity).map_err(|e| ReadError::Corrupt(e.to_string()))?,
-            expires_at: parse_time(&expires_at)?,
+            expires_at: time_text::decode(&expires_at)?,
             origin: origin.map_or(Origin::Hub, |id| Origin::Store(StoreId::from_bytes(id))),
         });
     }
@@ -276,7 +276,7 @@ pub fn read_expired_reservations(
     now: OffsetDateTime,
     limit: usize,
 ) -> Result<Vec<ReservationId>, ReadError> {
-    let now = format_time(now)?;
+    let now = time_text::encode(now)?;
     let (condition, store) = match origin {
         Origin::Hub => ("origin IS NULL", None),
         Origin::Store(store) => ("origin = ?3", Some(store)),

@@ -6,6 +6,7 @@ use crate::store::{Command, CommandRequest, EventStore, InventoryTarget};
 use shelfsync_common::domain::catalog::CatalogCommand;
 use shelfsync_common::domain::product::Product;
 use shelfsync_common::wire::api::WriteResult;
+use shelfsync_common::wire::fingerprint::Fingerprint;
 use shelfsync_common::{
     EventId, EventMetadata, ExpectedVersion, InventoryCommand, Origin, ProductId, ReservationId, StockQuantity, StoreId,
 };
@@ -56,7 +57,8 @@ impl Fixture {
             command,
             expected: ExpectedVersion::Any,
             event_id: EventId::new_v7(),
-            fingerprint,
+            fingerprint: Fingerprint::from_bytes(fingerprint),
+            legacy_fingerprint: None,
             metadata: EventMetadata {
                 origin: Origin::Hub,
                 actor: "test".into(),

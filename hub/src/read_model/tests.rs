@@ -451,7 +451,7 @@ async fn expired_reservations_are_found_by_origin_and_time() {
                 &fixture.product.as_bytes()[..],
                 &fixture.shop.as_bytes()[..],
                 &id.as_bytes()[..],
-                format_time(at).unwrap(),
+                time_text::encode(at).unwrap(),
                 origin.as_ref().map(|o| &o.as_bytes()[..])
             ],
         )

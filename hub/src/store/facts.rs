@@ -6,7 +6,6 @@
 //! or schema version, malformed or out-of-range data, unknown product). These checks are
 //! pure; the writer applies them to every uploaded event and records what passes.
 
-use sha2::{Digest, Sha256};
 use shelfsync_common::domain::event::PayloadError;
 use shelfsync_common::domain::inventory::{validate_adjustment, validate_reason};
 use shelfsync_common::domain::timestamp;
@@ -105,21 +104,6 @@ fn check_ranges(payload: &EventPayload) -> Result<(), Rejection> {
             format!("{} is recorded only by the hub", payload.event_type()),
         )),
     }
-}
-
-/// Digest of what makes an uploaded event the same fact: stream, type, schema and data.
-/// A retried upload has the same digest; a different event reusing the id does not.
-pub fn fingerprint(event: &UploadEvent) -> [u8; 16] {
-    let mut hasher = Sha256::new();
-    hasher.update(b"upload\0");
-    hasher.update(event.stream.key());
-    hasher.update(event.event_type.as_bytes());
-    hasher.update(event.schema_version.to_be_bytes());
-    // serde_json's map is ordered by key, so equal data serializes to equal bytes.
-    hasher.update(serde_json::to_vec(&event.data).unwrap_or_default());
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&hasher.finalize()[..16]);
-    out
 }
 
 #[cfg(test)]
@@ -242,18 +226,6 @@ mod tests {
         };
         assert_eq!(expires_at.offset(), time::UtcOffset::UTC);
         assert_eq!(expires_at, time::macros::datetime!(2030-01-01 08:00 UTC));
-    }
-
-    #[test]
-    fn the_fingerprint_ignores_metadata_but_not_data() {
-        let a = event("StockAdded", json!({"quantity": 1}));
-        let mut retried = a.clone();
-        retried.metadata.actor = "till-2".into();
-        assert_eq!(fingerprint(&a), fingerprint(&retried));
-        assert_ne!(
-            fingerprint(&a),
-            fingerprint(&event("StockAdded", json!({"quantity": 2})))
-        );
     }
 
     #[test]

@@ -17,7 +17,9 @@ mod tests;
 
 use crate::bus::EventBus;
 use shelfsync_common::domain::catalog::{CatalogCommand, CatalogState};
+use shelfsync_common::sqlite::time_text;
 use shelfsync_common::wire::api::{StoreInfo, WriteResult};
+use shelfsync_common::wire::fingerprint::Fingerprint;
 use shelfsync_common::wire::sync::{UploadEvent, UploadResult};
 use shelfsync_common::{
     DomainError, EventEnvelope, EventId, EventMetadata, ExpectedVersion, InventoryCommand, InventoryState, ProductId,
@@ -82,9 +84,22 @@ pub struct CommandRequest {
     /// Id of the (first) event; a retry with the same id returns the first answer.
     pub event_id: EventId,
     /// Digest of the request, to tell a retry from a different request reusing the id.
-    pub fingerprint: [u8; 16],
+    pub fingerprint: Fingerprint,
+    /// The digest the hub made of the same request before the one rule of
+    /// [`Fingerprint`] (route and body JSON, the body's `event_id` included, no NUL):
+    /// events written then still carry it, and a retry of one of them is still the same
+    /// request. Only the API sets it; the log stores `fingerprint`.
+    pub legacy_fingerprint: Option<Fingerprint>,
     /// Provenance of the events.
     pub metadata: EventMetadata,
+}
+
+impl CommandRequest {
+    /// Whether `stored`, the fingerprint recorded with this request's event id, says the
+    /// id was used for this very request.
+    pub fn is_fingerprinted(&self, stored: Fingerprint) -> bool {
+        stored == self.fingerprint || Some(stored) == self.legacy_fingerprint
+    }
 }
 
 /// Why a command was not appended.
@@ -157,6 +172,20 @@ pub enum ReadError {
     /// A stored row could not be decoded.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+}
+
+/// A stored time that does not read is a corrupt row.
+impl From<time_text::BadTimeText> for ReadError {
+    fn from(error: time_text::BadTimeText) -> Self {
+        Self::Corrupt(error.to_string())
+    }
+}
+
+/// A time with no stored form (outside 1970..=9999) cannot be written: a corrupt value.
+impl From<shelfsync_common::domain::timestamp::TimeOutOfRange> for ReadError {
+    fn from(error: shelfsync_common::domain::timestamp::TimeOutOfRange) -> Self {
+        Self::Corrupt(format!("cannot be stored: {error}"))
+    }
 }
 
 /// A handle on the event store; cheap to clone.

@@ -3,6 +3,7 @@
 
 use super::ReadError;
 use rusqlite::{params, Connection, OptionalExtension, Row};
+use shelfsync_common::sqlite::time_text;
 use shelfsync_common::wire::api::StoreInfo;
 use shelfsync_common::{EventEnvelope, EventId, EventPayload, StoreId, StreamId};
 use std::path::PathBuf;
@@ -157,7 +158,7 @@ pub fn live_token_by_digest(conn: &Connection, digest: &[u8; 32]) -> Result<Opti
             role,
             store_id: store.map(StoreId::from_bytes),
             secret_sha256: secret,
-            created_at: parse_time(&created)?,
+            created_at: time_text::decode(&created)?,
             revoked_at: None,
         })
     })
@@ -184,7 +185,7 @@ pub fn stores(conn: &Connection) -> Result<Vec<StoreInfo>, ReadError> {
         Ok(StoreInfo {
             id: StoreId::from_bytes(id),
             name,
-            created_at: parse_time(&created)?,
+            created_at: time_text::decode(&created)?,
             revoked,
         })
     })
@@ -205,18 +206,6 @@ pub fn store_named(conn: &Connection, name: &str) -> Result<Option<StoreId>, Rea
         Some(row) => Some(StoreId::from_bytes(row.get::<_, [u8; 16]>(0)?)),
         None => None,
     })
-}
-
-/// Parses an RFC 3339 timestamp stored as text.
-pub fn parse_time(text: &str) -> Result<OffsetDateTime, ReadError> {
-    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| ReadError::Corrupt(format!("bad timestamp {text:?}: {e}")))
-}
-
-/// Formats a timestamp as RFC 3339 text for storage.
-pub fn format_time(at: OffsetDateTime) -> String {
-    at.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| at.to_string())
 }
 
 /// Whether a live token of `role` has this name (each role is its own namespace), not
@@ -312,4 +301,39 @@ pub fn store_stats(conn: &Connection) -> Result<std::collections::HashMap<StoreI
         ))
     })
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::schema::{migrate, EVENT_STORE};
+    use time::macros::datetime;
+
+    #[test]
+    fn stores_enrolled_by_an_older_version_still_read_and_list_first() {
+        // Given a log with a store enrolled by an older version (RFC 3339 text, as few
+        // fraction digits as needed) and one enrolled now (the fixed-width form),
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn, EVENT_STORE).unwrap();
+        let (old, new) = (StoreId::from_bytes([2; 16]), StoreId::from_bytes([1; 16]));
+        let new_text = time_text::encode(datetime!(2026-11-26 17:30:00 UTC)).unwrap();
+        for (id, name, created) in [(old, "old", "2026-11-25T08:00:00.5Z"), (new, "new", new_text.as_str())] {
+            conn.execute(
+                "INSERT INTO stores (id, name, created_at) VALUES (?1, ?2, ?3)",
+                params![&id.as_bytes()[..], name, created],
+            )
+            .unwrap();
+        }
+        // when the stores are listed,
+        let listed = stores(&conn).unwrap();
+        // then both read, oldest first, at the instants written.
+        let seen: Vec<_> = listed.iter().map(|s| (s.id, s.created_at)).collect();
+        assert_eq!(
+            seen,
+            vec![
+                (old, datetime!(2026-11-25 08:00:00.5 UTC)),
+                (new, datetime!(2026-11-26 17:30:00 UTC))
+            ]
+        );
+    }
 }

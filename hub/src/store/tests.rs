@@ -13,6 +13,7 @@ use rusqlite::OptionalExtension;
 use sha2::{Digest, Sha256};
 use shelfsync_common::domain::catalog::CatalogCommand;
 use shelfsync_common::wire::api::WriteResult;
+use shelfsync_common::wire::fingerprint::Fingerprint;
 use shelfsync_common::{
     DomainError, EventEnvelope, EventId, EventMetadata, EventPayload, ExpectedVersion, InventoryCommand, Origin,
     Product, ProductId, ReservationId, StockQuantity, StoreId, StreamId,
@@ -87,7 +88,8 @@ fn fingerprint(command: &Command, expected: ExpectedVersion) -> [u8; 16] {
 
 fn request_with_id(command: Command, expected: ExpectedVersion, event_id: EventId) -> CommandRequest {
     CommandRequest {
-        fingerprint: fingerprint(&command, expected),
+        fingerprint: Fingerprint::from_bytes(fingerprint(&command, expected)),
+        legacy_fingerprint: None,
         command,
         expected,
         event_id,
@@ -561,7 +563,9 @@ async fn reusing_an_event_id_for_another_request_is_an_idempotency_conflict() {
     );
     // The very same command, but a different fingerprint.
     let mut tampered = first.clone();
-    tampered.fingerprint[0] ^= 0xff;
+    let mut bytes = *first.fingerprint.as_bytes();
+    bytes[0] ^= 0xff;
+    tampered.fingerprint = Fingerprint::from_bytes(bytes);
     assert_eq!(
         store.execute(tampered).await,
         Err(WriteError::IdempotencyConflict(first.event_id))
@@ -570,6 +574,38 @@ async fn reusing_an_event_id_for_another_request_is_an_idempotency_conflict() {
     assert_eq!(all_events(store).await.len() as u64, head);
     // The original is still answered as a duplicate.
     assert!(store.execute(first).await.unwrap().duplicate);
+}
+
+#[tokio::test]
+async fn an_event_fingerprinted_by_the_old_rule_still_answers_its_retry() {
+    // Given an event recorded with the digest an earlier hub made of its request,
+    let t = new_store();
+    let store = &t.log;
+    let product = register_product(store, "IDEM-OLD").await;
+    let shop = enroll_store(store).await;
+    let old_rule = Fingerprint::from_bytes([0xab; 16]);
+    let first = CommandRequest {
+        fingerprint: old_rule,
+        ..request(add_stock(product, shop, 5), ExpectedVersion::Any)
+    };
+    store.execute(first.clone()).await.unwrap();
+    // when the same request comes again with today's digest and the old one beside it,
+    let retry = CommandRequest {
+        fingerprint: Fingerprint::from_bytes([0xcd; 16]),
+        legacy_fingerprint: Some(old_rule),
+        ..first.clone()
+    };
+    // then it is a duplicate,
+    assert!(store.execute(retry.clone()).await.unwrap().duplicate);
+    // and a request whose old digest differs too is still another request.
+    let other = CommandRequest {
+        legacy_fingerprint: Some(Fingerprint::from_bytes([0xef; 16])),
+        ..retry
+    };
+    assert_eq!(
+        store.execute(other).await,
+        Err(WriteError::IdempotencyConflict(first.event_id))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

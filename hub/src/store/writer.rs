@@ -11,7 +11,7 @@
 //! so the bus head is never behind a position a caller was given.
 
 use super::facts;
-use super::reader::{envelope_from_row, format_time, StoreStats, TokenRecord, EVENT_COLUMNS};
+use super::reader::{envelope_from_row, StoreStats, TokenRecord, EVENT_COLUMNS};
 use super::schema::{self, EVENT_STORE};
 use super::{
     Command, CommandRequest, InventoryTarget, ReadError, RevokedTokens, StreamState, TokenSelector, WriteError,
@@ -23,6 +23,7 @@ use shelfsync_common::domain::inventory::{self, InventoryCommand, InventoryState
 use shelfsync_common::sqlite::group_commit::{BatchLogic, Reply, Writer, WriterMetrics, WriterSettings};
 use shelfsync_common::sqlite::{settle, Deferred};
 use shelfsync_common::wire::api::{StoreInfo, WriteResult};
+use shelfsync_common::wire::fingerprint::Fingerprint;
 use shelfsync_common::wire::sync::{UploadEvent, UploadOutcome, UploadResult};
 use shelfsync_common::{
     DomainError, EventEnvelope, EventId, EventMetadata, EventPayload, Origin, ProductId, ReservationId, StoreId,
@@ -265,7 +266,7 @@ struct Batch<'h> {
     heads: &'h Heads,
     changes: Changes,
     /// Event ids first written in this batch, with their fingerprint and envelope.
-    written: HashMap<EventId, ([u8; 16], EventEnvelope)>,
+    written: HashMap<EventId, (Fingerprint, EventEnvelope)>,
     now: OffsetDateTime,
 }
 
@@ -354,7 +355,7 @@ impl<'h> Batch<'h> {
         &self,
         tx: &Transaction<'_>,
         event_id: EventId,
-    ) -> rusqlite::Result<Option<([u8; 16], EventEnvelope)>> {
+    ) -> rusqlite::Result<Option<(Fingerprint, EventEnvelope)>> {
         if let Some(found) = self.written.get(&event_id) {
             return Ok(Some(found.clone()));
         }
@@ -363,7 +364,7 @@ impl<'h> Batch<'h> {
         ))?;
         stmt.query_row([&event_id.as_bytes()[..]], |row| {
             let envelope = envelope_from_row(row).map_err(into_sqlite)?;
-            Ok((row.get::<_, [u8; 16]>(8)?, envelope))
+            Ok((Fingerprint::from_bytes(row.get::<_, [u8; 16]>(8)?), envelope))
         })
         .optional()
     }
@@ -381,7 +382,7 @@ impl<'h> Batch<'h> {
             let identity = if index == 0 {
                 (request.event_id, request.fingerprint)
             } else {
-                (EventId::new_v7(), [0; 16])
+                (EventId::new_v7(), Fingerprint::from_bytes([0; 16]))
             };
             events.push(self.append_event(tx, stream, &mut state, payload, identity, &request.metadata)?);
         }
@@ -403,7 +404,7 @@ impl<'h> Batch<'h> {
         stream: StreamId,
         state: &mut StreamState,
         payload: EventPayload,
-        (event_id, fingerprint): (EventId, [u8; 16]),
+        (event_id, fingerprint): (EventId, Fingerprint),
         metadata: &EventMetadata,
     ) -> rusqlite::Result<EventEnvelope> {
         self.track_indexes(stream, state, &payload);
@@ -463,7 +464,7 @@ impl<'h> Batch<'h> {
         }
     }
 
-    fn insert_event(&self, tx: &Transaction<'_>, e: &EventEnvelope, fingerprint: [u8; 16]) -> rusqlite::Result<()> {
+    fn insert_event(&self, tx: &Transaction<'_>, e: &EventEnvelope, fingerprint: Fingerprint) -> rusqlite::Result<()> {
         let data = serde_json::to_string(&e.payload.data())
             .map_err(|err| rusqlite::Error::ToSqlConversionFailure(err.into()))?;
         let metadata =
@@ -481,7 +482,7 @@ impl<'h> Batch<'h> {
             e.schema_version,
             data,
             metadata,
-            &fingerprint[..],
+            &fingerprint.as_bytes()[..],
         ])?;
         Ok(())
     }

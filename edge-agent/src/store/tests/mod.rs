@@ -26,6 +26,7 @@ use super::{writer, ApplyReport, LocalCommand, LocalError, LocalStore, Quarantin
 use shelfsync_common::domain::event::ReleaseReason;
 use shelfsync_common::wire::api::{ProductView, StockLevel};
 use shelfsync_common::wire::edge::{LocalStockLevel, LocalWriteResult, OutboxEntry, OutboxStatus};
+use shelfsync_common::wire::fingerprint::Fingerprint;
 use shelfsync_common::wire::sync::{SnapshotReservation, SnapshotResponse, UploadOutcome, UploadResult};
 use shelfsync_common::{
     DomainError, EventEnvelope, EventId, EventMetadata, EventPayload, InventoryCommand, InventoryState, Origin,
@@ -378,7 +379,7 @@ struct ViewState {
 
 /// `command` sent with idempotency key `key` and a request fingerprint of `fingerprint`.
 fn keyed(mut command: LocalCommand, key: &str, fingerprint: u8) -> LocalCommand {
-    command.idempotency = Some((key.into(), [fingerprint; 16]));
+    command.idempotency = Some((key.into(), Fingerprint::from_bytes([fingerprint; 16])));
     command
 }
 

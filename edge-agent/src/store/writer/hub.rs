@@ -152,7 +152,7 @@ impl Batch<'_> {
                 seq: seq as u64,
                 event_id,
                 payload,
-                recorded_at: parse_time(&recorded_at)?,
+                recorded_at: time_text::decode(&recorded_at)?,
             };
             self.stream_mut(product).restore_pending(pending);
         }

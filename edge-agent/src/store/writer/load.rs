@@ -29,7 +29,7 @@ pub(super) fn load_view(conn: &Connection, store_id: StoreId) -> rusqlite::Resul
             seq: row.get::<_, i64>(0)? as u64,
             event_id: EventId::from_bytes(row.get(1)?),
             payload,
-            recorded_at: parse_time(&row.get::<_, String>(6)?)?,
+            recorded_at: time_text::decode(&row.get::<_, String>(6)?)?,
         };
         view.streams
             .entry(ProductId::from_bytes(row.get(2)?))
@@ -55,7 +55,10 @@ pub(super) fn load_view(conn: &Connection, store_id: StoreId) -> rusqlite::Resul
                 cursor: row.get::<_, i64>(0)? as u64,
                 hub_head: row.get::<_, i64>(1)? as u64,
                 bootstrapped: row.get(2)?,
-                last_sync_at: row.get::<_, Option<String>>(3)?.map(|t| parse_time(&t)).transpose()?,
+                last_sync_at: row
+                    .get::<_, Option<String>>(3)?
+                    .map(|t| time_text::decode(&t))
+                    .transpose()?,
             })
         },
     )?;

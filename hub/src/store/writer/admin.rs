@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::store::reader;
+use shelfsync_common::sqlite::time_text;
 
 impl Batch<'_> {
     pub(super) fn add_token(
@@ -24,7 +25,7 @@ impl Batch<'_> {
             token.role,
             token.store_id.map(|s| s.as_bytes().to_vec()),
             &token.secret_sha256[..],
-            format_time(token.created_at),
+            time_text::encode(token.created_at)?,
         ])?;
         Ok(Ok(()))
     }
@@ -36,7 +37,7 @@ impl Batch<'_> {
         tx: &Transaction<'_>,
         selector: TokenSelector,
     ) -> rusqlite::Result<RevokedTokens> {
-        let now = format_time(self.now);
+        let now = time_text::encode(self.now)?;
         let mut stmt;
         let mut rows = match &selector {
             TokenSelector::Store(store) => {
@@ -108,7 +109,7 @@ impl Batch<'_> {
         }
         // The store row first: the token references it.
         tx.prepare_cached("INSERT INTO stores (id, name, created_at) VALUES (?1, ?2, ?3)")?
-            .execute(params![&id.as_bytes()[..], name, format_time(self.now)])?;
+            .execute(params![&id.as_bytes()[..], name, time_text::encode(self.now)?])?;
         self.changes.stores.push(id);
         if let Some(token) = token {
             // Cannot be refused: its name was checked above, in this transaction.

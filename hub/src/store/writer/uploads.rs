@@ -33,7 +33,7 @@ impl Batch<'_> {
         if let Err(rejection) = facts::authorize(store, &event) {
             return Ok(self.rejected(store, rejection.reason, rejection.detail));
         }
-        let fingerprint = facts::fingerprint(&event);
+        let fingerprint = Fingerprint::of_upload(&event);
         if let Some((earlier, original)) = self.earlier_write(tx, event.event_id)? {
             if earlier == fingerprint {
                 return Ok(UploadOutcome::Duplicate {
@@ -94,7 +94,7 @@ impl Batch<'_> {
                     stream,
                     &mut state,
                     oversell,
-                    (EventId::new_v7(), [0; 16]),
+                    (EventId::new_v7(), Fingerprint::from_bytes([0; 16])),
                     &metadata,
                 )?;
                 self.changes.stats.entry(store).or_default().oversells += 1;
