@@ -8,9 +8,9 @@
 
 use crate::checker::{self, AgentRef, Expect, Report};
 use crate::process::{AgentProcess, Endpoint, HubProcess, ADMIN_TOKEN};
-use crate::proxy::{FaultProxy, Mode};
 use crate::workload::{http_client, Till, TillLog, WebLog, WebShop, Workload};
 use serde_json::Value;
+use shelfsync_common::testing::proxy::{FaultProxy, Mode};
 use shelfsync_common::wire::sync::EnrolledStore;
 use shelfsync_common::{ProductId, StoreId};
 use std::path::{Path, PathBuf};

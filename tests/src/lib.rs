@@ -5,7 +5,8 @@
 //!
 //! - [`bins`]: builds and finds the two binaries.
 //! - [`process`]: hub and agent processes (start, SIGKILL, SIGTERM, restart).
-//! - [`proxy`]: the fault-injecting proxy.
+//! - the fault-injecting proxy is `shelfsync_common::testing::proxy` (feature `testing`),
+//!   shared with the agent's sync tests.
 //! - [`workload`]: tills that sell at an agent, with idempotent retries.
 //! - [`checker`]: quiescence, log shape, acknowledged writes, convergence, oversells.
 //! - [`cluster`]: a hub and its stores wired together, seed and soak settings.
@@ -16,5 +17,4 @@ pub mod bins;
 pub mod checker;
 pub mod cluster;
 pub mod process;
-pub mod proxy;
 pub mod workload;

@@ -10,7 +10,7 @@
 //! test never leaves a process behind.
 //!
 //! A restarted process gets a new port. Agents reach the hub through a
-//! [`FaultProxy`](crate::proxy::FaultProxy) whose port stays fixed (the proxy is pointed
+//! [`FaultProxy`](shelfsync_common::testing::proxy::FaultProxy) whose port stays fixed (the proxy is pointed
 //! at the hub's new port); tills reach an agent through its [`Endpoint`], which is
 //! updated when the agent restarts.
 

@@ -18,9 +18,7 @@ pub const MANAGER: &str = "bench-manager-key-0123456789";
 /// A hub URL nothing listens on (the discard port).
 pub const CLOSED_HUB: &str = "http://127.0.0.1:9";
 
-#[path = "../../../hub/benches/support/measure.rs"]
-mod measure;
-pub use measure::*;
+pub use shelfsync_common::testing::measure::*;
 
 /// A running agent (its own runtime, threads named `agent`).
 pub struct BenchAgent {

@@ -292,11 +292,10 @@ impl Drop for TestAgent {
     }
 }
 
-#[path = "../../../hub/tests/support/http.rs"]
-mod http;
-#[path = "../../../hub/tests/support/openapi.rs"]
-pub mod openapi;
-pub use http::call;
+pub use shelfsync_common::testing::http::call;
+// Only the API tests check the contract; the other test binaries leave it unused.
+#[allow(unused_imports)]
+pub use shelfsync_common::testing::openapi;
 
 /// Asserts a problem+json answer with this status and code.
 #[track_caller]
