@@ -1,7 +1,8 @@
 //! The end-to-end fault suite's harness: real `shelfsync-hub` and `shelfsync-edge`
 //! processes, a fault-injecting TCP proxy between every agent and the hub, a seeded POS
 //! workload, and a checker that proves convergence and that no acknowledged sale is lost
-//! or doubled. The scenarios are in `tests/faults.rs`; `docs/testing.md` explains them.
+//! or doubled. The scenarios are in `tests/faults.rs`, the hub's crash tests in
+//! `tests/hub_crash/`; `docs/testing.md` explains them.
 //!
 //! - [`bins`]: builds and finds the two binaries.
 //! - [`process`]: hub and agent processes (start, SIGKILL, SIGTERM, restart).
