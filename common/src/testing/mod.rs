@@ -7,6 +7,8 @@
 //! - [`openapi`]: the served OpenAPI contract checked against what the server does.
 //! - [`measure`]: what every bench binary measures with (env knobs, statistics,
 //!   per-thread CPU, the machine).
+//! - `sqlite` (with feature `sqlite`): the write lock a writer's tests hold to shape a
+//!   group commit.
 //!
 //! These run only in tests and benches, where a broken expectation is a panic with a
 //! message: `expect` is their way of failing.
@@ -17,3 +19,5 @@ pub mod http;
 pub mod measure;
 pub mod openapi;
 pub mod proxy;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;

@@ -2,6 +2,13 @@
 //! disconnects; a slow consumer is dropped and catches up; streams per store are capped.
 
 use super::*;
+use shelfsync_hub::testing::SseClient;
+
+/// Opens the push stream with `request` and reads it until `caught-up`.
+async fn replay_until_caught_up(request: reqwest::RequestBuilder) -> Vec<Push> {
+    let response = request.send().await.unwrap();
+    SseClient::new(response).until_caught_up(WAIT).await
+}
 
 #[tokio::test]
 async fn sse_replays_then_marks_caught_up_then_goes_live() {
@@ -43,24 +50,15 @@ async fn sse_replays_then_marks_caught_up_then_goes_live() {
     assert_eq!(positions(&events_of(&replay)), vec![position]);
     assert_eq!(replay.last(), Some(&Push::CaughtUp(other.head)));
     // `?after=` does the same for clients that cannot set headers; Last-Event-ID wins.
-    let response = a
-        .request(reqwest::Method::GET, &format!("/v1/sync/stream?after={}", position - 1))
-        .send()
-        .await
-        .unwrap();
-    let replay = shelfsync_hub::testing::SseClient::new(response)
-        .until_caught_up(WAIT)
-        .await;
+    let replay =
+        replay_until_caught_up(a.request(reqwest::Method::GET, &format!("/v1/sync/stream?after={}", position - 1)))
+            .await;
     assert_eq!(positions(&events_of(&replay)), vec![position]);
-    let response = a
-        .request(reqwest::Method::GET, "/v1/sync/stream?after=0")
-        .header("Last-Event-ID", position.to_string())
-        .send()
-        .await
-        .unwrap();
-    let replay = shelfsync_hub::testing::SseClient::new(response)
-        .until_caught_up(WAIT)
-        .await;
+    let replay = replay_until_caught_up(
+        a.request(reqwest::Method::GET, "/v1/sync/stream?after=0")
+            .header("Last-Event-ID", position.to_string()),
+    )
+    .await;
     assert_eq!(replay, vec![Push::CaughtUp(other.head)]);
     let (status, body, _) = call(
         a.request(reqwest::Method::GET, "/v1/sync/stream")
@@ -283,10 +281,7 @@ async fn a_slow_consumer_is_dropped_and_catches_up_by_reconnecting() {
 
 /// Reads a push stream until `finished` names a position and the stream has passed it;
 /// returns the events. Panics when the stream ends first.
-async fn follow(
-    mut stream: shelfsync_hub::testing::SseClient,
-    mut finished: tokio::sync::watch::Receiver<Option<u64>>,
-) -> Vec<EventEnvelope> {
+async fn follow(mut stream: SseClient, mut finished: tokio::sync::watch::Receiver<Option<u64>>) -> Vec<EventEnvelope> {
     let mut events = Vec::new();
     let mut last = 0;
     let mut until = None;
@@ -340,7 +335,7 @@ async fn push_streams_per_store_are_capped() {
             .await
             .unwrap();
         if response.status() == 200 {
-            reopened = Some(shelfsync_hub::testing::SseClient::new(response));
+            reopened = Some(SseClient::new(response));
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -12,6 +12,7 @@ use crate::store::EventFeed;
 use rusqlite::OptionalExtension;
 use sha2::{Digest, Sha256};
 use shelfsync_common::domain::catalog::CatalogCommand;
+use shelfsync_common::testing::sqlite::WriteLock;
 use shelfsync_common::wire::api::WriteResult;
 use shelfsync_common::{
     DomainError, EventEnvelope, EventId, EventMetadata, EventPayload, ExpectedVersion, InventoryCommand, Origin,
@@ -273,23 +274,6 @@ async fn append_concurrently(
         written.extend(task.await.expect("writer task"));
     }
     written
-}
-
-/// Holds SQLite's write lock from a second connection. The writer thread can still take
-/// jobs off its queue, but it waits in `BEGIN IMMEDIATE` (busy timeout 5 s) until the
-/// lock is released, so it cannot commit meanwhile.
-struct WriteLock(rusqlite::Connection);
-
-impl WriteLock {
-    fn hold(path: &Path) -> Self {
-        let conn = rusqlite::Connection::open(path).expect("second connection");
-        conn.execute_batch("BEGIN IMMEDIATE").expect("take the write lock");
-        Self(conn)
-    }
-
-    fn release(self) {
-        self.0.execute_batch("ROLLBACK").expect("release the write lock");
-    }
 }
 
 type Answer = oneshot::Receiver<Result<WriteResult, WriteError>>;
