@@ -7,7 +7,7 @@ use super::*;
 async fn racing_appends_at_one_expected_version_let_exactly_one_through() {
     const START: u64 = 3;
     const RACERS: i64 = 32;
-    let t = new_store();
+    let t = new_log();
     let log = &t.log;
     let product = register_product(log, "RACE-1").await;
     let shop = enroll_store(log).await;
@@ -133,7 +133,7 @@ async fn racing_appends_at_one_expected_version_let_exactly_one_through() {
 async fn positions_are_gap_free_and_commit_ordered_under_concurrent_writers() {
     const TASKS: usize = 8;
     const PER_TASK: usize = 100;
-    let t = new_store();
+    let t = new_log();
     let log = &t.log;
     let mut products = Vec::new();
     for n in 0..4 {

@@ -5,8 +5,8 @@ use super::*;
 
 /// A product registered on a fresh store, and two shops enrolled, each with an (empty)
 /// inventory stream of it.
-async fn given_a_product_and_two_shops() -> (TestStore, ProductId, StoreId, StoreId) {
-    let t = new_store();
+async fn given_a_product_and_two_shops() -> (TestLog, ProductId, StoreId, StoreId) {
+    let t = new_log();
     let product = register_product(&t.log, "EXP-1").await;
     let north = enroll_store(&t.log).await;
     let south = enroll_store(&t.log).await;

@@ -6,7 +6,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_feed_from_zero_returns_the_whole_history_in_order() {
     const HISTORY: usize = 3000;
-    let t = new_store();
+    let t = new_log();
     let log = &t.log;
     let product = register_product(log, "FEED-1").await;
     let mut streams = Vec::new();
@@ -43,7 +43,7 @@ async fn a_feed_from_zero_returns_the_whole_history_in_order() {
 async fn a_live_feed_yields_every_event_once_even_after_the_bus_overflowed() {
     const LIVE: usize = 1000;
     const UNREAD: usize = 4000;
-    let t = new_store();
+    let t = new_log();
     let log = &t.log;
     let product = register_product(log, "FEED-2").await;
     let mut streams = Vec::new();
@@ -111,7 +111,7 @@ async fn a_live_feed_yields_every_event_once_even_after_the_bus_overflowed() {
 
 #[tokio::test]
 async fn a_feed_re_reads_from_the_store_when_a_batch_does_not_follow_its_cursor() {
-    let t = new_store();
+    let t = new_log();
     let log = &t.log;
     let product = register_product(log, "FEED-3").await;
     let shop = enroll_store(log).await;

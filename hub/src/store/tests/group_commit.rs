@@ -5,7 +5,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn queued_requests_share_one_commit() {
     const QUEUED: usize = 200;
-    let t = new_store();
+    let t = new_log();
     let log = &t.log;
     let product = register_product(log, "BATCH-1").await;
     let shop = enroll_store(log).await;
@@ -60,7 +60,7 @@ async fn queued_requests_share_one_commit() {
 async fn concurrent_writers_are_group_committed() {
     const WRITERS: usize = 16;
     const EVENTS: usize = 640;
-    let t = new_store();
+    let t = new_log();
     let log = &t.log;
     let product = register_product(log, "BATCH-2").await;
     let mut streams = Vec::new();

@@ -5,7 +5,7 @@ use super::*;
 
 #[tokio::test]
 async fn a_retry_with_the_same_event_id_and_fingerprint_returns_the_first_answer() {
-    let t = new_store();
+    let t = new_log();
     let log = &t.log;
     let product = register_product(log, "IDEM-1").await;
     let shop = enroll_store(log).await;
@@ -41,7 +41,7 @@ async fn a_retry_with_the_same_event_id_and_fingerprint_returns_the_first_answer
 
 #[tokio::test]
 async fn reusing_an_event_id_for_another_request_is_an_idempotency_conflict() {
-    let t = new_store();
+    let t = new_log();
     let log = &t.log;
     let product = register_product(log, "IDEM-2").await;
     let shop = enroll_store(log).await;
@@ -80,7 +80,7 @@ async fn reusing_an_event_id_for_another_request_is_an_idempotency_conflict() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn identical_requests_in_flight_together_write_one_event() {
     const COPIES: usize = 16;
-    let t = new_store();
+    let t = new_log();
     let log = &t.log;
     let product = register_product(log, "IDEM-3").await;
     let shop = enroll_store(log).await;

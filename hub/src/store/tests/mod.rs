@@ -35,20 +35,21 @@ const PATIENCE: Duration = Duration::from_secs(30);
 // Fixtures
 // ---------------------------------------------------------------------------------------
 
-struct TestStore {
+/// An event log on a fresh file in its own temporary directory.
+struct TestLog {
     _dir: tempfile::TempDir,
     path: PathBuf,
     log: EventStore,
 }
 
-fn new_store() -> TestStore {
+fn new_log() -> TestLog {
     let dir = tempfile::tempdir().expect("temporary directory");
     let path = dir.path().join("events.sqlite");
-    let log = open_store(&path);
-    TestStore { _dir: dir, path, log }
+    let log = open_log(&path);
+    TestLog { _dir: dir, path, log }
 }
 
-fn open_store(path: &Path) -> EventStore {
+fn open_log(path: &Path) -> EventStore {
     EventStore::open(path, EventBus::new()).expect("open the event store")
 }
 
@@ -301,7 +302,7 @@ async fn answer(answer: Answer) -> Result<WriteResult, WriteError> {
 /// the lock. The barrier ends that first batch. Everything queued behind the barrier is
 /// still queued when the lock is released, and the writer drains it into one batch
 /// (it drains up to `MAX_BATCH` jobs, stopping early only at a barrier or an empty queue).
-async fn one_batch(t: &TestStore, requests: Vec<CommandRequest>) -> Vec<Result<WriteResult, WriteError>> {
+async fn one_batch(t: &TestLog, requests: Vec<CommandRequest>) -> Vec<Result<WriteResult, WriteError>> {
     assert!(requests.len() <= writer::MAX_BATCH);
     let lock = WriteLock::hold(&t.path);
     let stall = ReservationId::new_v7();

@@ -5,7 +5,7 @@ use super::*;
 
 #[tokio::test]
 async fn refused_commands_write_nothing() {
-    let t = new_store();
+    let t = new_log();
     let log = &t.log;
     let product = register_product(log, "REF-1").await;
     let unregistered = ProductId::new_v7();
@@ -67,7 +67,7 @@ async fn refused_commands_write_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn refusals_inside_a_group_commit_leave_their_neighbours_intact() {
-    let t = new_store();
+    let t = new_log();
     let log = &t.log;
     let product = register_product(log, "MIX-1").await;
     let shop = enroll_store(log).await;
@@ -153,7 +153,7 @@ async fn refusals_inside_a_group_commit_leave_their_neighbours_intact() {
 
 #[tokio::test]
 async fn a_reservation_id_open_on_one_stream_is_not_opened_on_another() {
-    let t = new_store();
+    let t = new_log();
     let log = &t.log;
     let product = register_product(log, "HOLD-1").await;
     let north = enroll_store(log).await;
@@ -204,7 +204,7 @@ async fn a_reservation_id_open_on_one_stream_is_not_opened_on_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_commit_rolls_back_the_whole_batch_and_leaves_no_gap() {
     const POISON: i64 = 777;
-    let t = new_store();
+    let t = new_log();
     let log = &t.log;
     let product = register_product(log, "FAIL-1").await;
     let north = enroll_store(log).await;

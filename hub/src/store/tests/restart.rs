@@ -4,7 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn a_reopened_store_keeps_its_heads_and_indexes() {
-    let t = new_store();
+    let t = new_log();
     let log = &t.log;
     let renamed = new_product("OLD-SKU");
     let kept = register_product(log, "KEPT").await;
@@ -53,7 +53,7 @@ async fn a_reopened_store_keeps_its_heads_and_indexes() {
         "a closed store takes no writes"
     );
 
-    let reopened = open_store(&t.path);
+    let reopened = open_log(&t.path);
     assert_eq!(reopened.bus().head(), head);
     assert_eq!(all_events(&reopened).await, history);
     assert_eq!(stream_version(&reopened, stream).await, 4);
@@ -129,7 +129,7 @@ async fn a_reopened_store_keeps_its_heads_and_indexes() {
     reopened.close().await;
 
     // The commit made after the first restart survives the second.
-    let again = open_store(&t.path);
+    let again = open_log(&t.path);
     assert_eq!(again.bus().head(), head);
     assert_eq!(
         execute(&again, commit(held), ExpectedVersion::Any).await,

@@ -17,7 +17,7 @@ fn token(role: &str, name: &str, store_id: Option<StoreId>) -> crate::store::rea
 #[tokio::test]
 async fn token_names_are_per_role_and_revocations_name_the_stores_they_hit() {
     use crate::store::{RevokedTokens, TokenSelector};
-    let TestStore { log, .. } = new_store();
+    let TestLog { log, .. } = new_log();
     let shop = enroll_store(&log).await;
     let name = format!("store-{shop}");
     log.add_token(token("store", &name, Some(shop)))
