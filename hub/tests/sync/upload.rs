@@ -1,13 +1,45 @@
-//! Uploads: a batch sent twice or after a lost answer is recorded once; a store token
+//! Uploads: a batch sent twice, after a lost answer or dropped at any point is recorded
+//! once, and a reused event id is rejected; a store token
 //! writes and reads only its own streams (every reason code); an offline sale after the
 //! last unit sold online is recorded and flagged (the facts policy).
 
 use super::*;
 
-#[tokio::test]
-async fn a_batch_sent_twice_or_after_a_lost_response_is_recorded_once() {
+/// A hub with an enrolled store, and the upload request's head as an agent sends it
+/// over a raw socket (to lose the answer on purpose).
+async fn given_a_store() -> (TestHub, Agent, String) {
     let hub = TestHub::spawn().await;
     let (_, agent) = hub.enroll("Leipzig").await;
+    let head = format!(
+        "POST /v1/sync/upload HTTP/1.1\r\nAuthorization: Bearer {}\r\n{PROTOCOL_HEADER}: {PROTOCOL_VERSION}\r\n\
+         Content-Type: application/json\r\n",
+        agent.token
+    );
+    (hub, agent, head)
+}
+
+/// Each of `events` is in the store's view of the log exactly once.
+async fn assert_recorded_once(agent: &Agent, events: &[UploadEvent]) -> Vec<EventEnvelope> {
+    let (log, _) = agent.pull_all(0).await;
+    let mut counts: HashMap<EventId, usize> = HashMap::new();
+    for event in &log {
+        *counts.entry(event.event_id).or_default() += 1;
+    }
+    for event in events {
+        assert_eq!(
+            counts.get(&event.event_id),
+            Some(&1),
+            "{} is in the log once",
+            event.event_id
+        );
+    }
+    log
+}
+
+#[tokio::test]
+async fn a_batch_sent_twice_is_recorded_once_at_its_first_positions() {
+    // Given a store's batch of five facts, recorded
+    let (hub, agent, _) = given_a_store().await;
     let hold = ReservationId::new_v7();
     let batch = vec![
         agent.fact(demo_product(0), added(10)),
@@ -29,8 +61,10 @@ async fn a_batch_sent_twice_or_after_a_lost_response_is_recorded_once() {
     );
     assert_eq!(first.head, recorded.last().unwrap().0);
 
-    // The same batch again (a retry): nothing new, the original positions.
+    // When the same batch is sent again (a retry)
     let again = agent.upload(&batch).await;
+
+    // Then nothing new is written: each is a duplicate at its original position
     for (result, (position, stream_version)) in again.results.iter().zip(&recorded) {
         assert_eq!(
             result.outcome,
@@ -42,20 +76,27 @@ async fn a_batch_sent_twice_or_after_a_lost_response_is_recorded_once() {
         );
     }
     assert_eq!(again.head, first.head, "a retried batch writes nothing");
+    assert_eq!(hub.head().await, first.head);
+    // and the log holds each once, where the answers said, as the store's.
+    let log = assert_recorded_once(&agent, &batch).await;
+    for (event, (position, _)) in batch.iter().zip(&recorded) {
+        let logged = log.iter().find(|e| e.event_id == event.event_id).unwrap();
+        assert_eq!(logged.position, *position);
+        assert_eq!(logged.metadata.origin, Origin::Store(agent.store));
+    }
+}
 
-    // A batch whose response was lost: the request reaches the hub, the answer never
-    // reaches the agent (the connection is dropped unread), and the agent sends it again.
+#[tokio::test]
+async fn a_batch_whose_answer_was_lost_is_answered_as_duplicates_when_resent() {
+    // Given a batch whose request reached the hub and was recorded, while its answer never
+    // reached the agent (the connection is dropped unread)
+    let (hub, agent, head) = given_a_store().await;
     let lost = vec![
         agent.fact(demo_product(2), added(2)),
         agent.fact(demo_product(2), adjusted(-1)),
     ];
     let before = hub.head().await;
     let body = serde_json::to_vec(&UploadRequest { events: lost.clone() }).unwrap();
-    let head = format!(
-        "POST /v1/sync/upload HTTP/1.1\r\nAuthorization: Bearer {}\r\n{PROTOCOL_HEADER}: {PROTOCOL_VERSION}\r\n\
-         Content-Type: application/json\r\n",
-        agent.token
-    );
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     let connection = raw_request(&hub, socket, &head, &body).await;
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -67,7 +108,11 @@ async fn a_batch_sent_twice_or_after_a_lost_response_is_recorded_once() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     drop(connection);
+
+    // When the agent sends it again
     let resent = agent.upload(&lost).await;
+
+    // Then every event is a duplicate at the position it was recorded at, once.
     let lost_positions: Vec<u64> = resent
         .results
         .iter()
@@ -77,9 +122,14 @@ async fn a_batch_sent_twice_or_after_a_lost_response_is_recorded_once() {
         })
         .collect();
     assert_eq!(lost_positions, vec![before + 1, before + 2]);
+    assert_recorded_once(&agent, &lost).await;
+}
 
-    // Lost at any point (dropped right after sending, possibly before the hub read it),
-    // resent at once: each event is recorded exactly once either way.
+#[tokio::test]
+async fn a_batch_dropped_at_any_point_and_resent_at_once_is_recorded_once() {
+    // Given a batch whose connection is dropped right after sending, possibly before the
+    // hub read it
+    let (hub, agent, head) = given_a_store().await;
     let racing = vec![
         agent.fact(demo_product(3), added(1)),
         agent.fact(demo_product(3), added(2)),
@@ -87,7 +137,11 @@ async fn a_batch_sent_twice_or_after_a_lost_response_is_recorded_once() {
     let body = serde_json::to_vec(&UploadRequest { events: racing.clone() }).unwrap();
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     drop(raw_request(&hub, socket, &head, &body).await);
+
+    // When it is resent at once
     let resent = agent.upload(&racing).await;
+
+    // Then each event is appended or a duplicate, and recorded exactly once either way.
     for result in &resent.results {
         assert!(
             matches!(
@@ -97,34 +151,29 @@ async fn a_batch_sent_twice_or_after_a_lost_response_is_recorded_once() {
             "{result:?}"
         );
     }
+    assert_recorded_once(&agent, &racing).await;
+}
 
-    // The log holds every uploaded event exactly once, where the answers said.
-    let (log, _) = agent.pull_all(0).await;
-    let mut counts: HashMap<EventId, usize> = HashMap::new();
-    for event in &log {
-        *counts.entry(event.event_id).or_default() += 1;
-    }
-    for event in batch.iter().chain(&lost).chain(&racing) {
-        assert_eq!(
-            counts.get(&event.event_id),
-            Some(&1),
-            "{} is in the log once",
-            event.event_id
-        );
-    }
-    for (event, (position, _)) in batch.iter().zip(&recorded) {
-        let logged = log.iter().find(|e| e.event_id == event.event_id).unwrap();
-        assert_eq!(logged.position, *position);
-        assert_eq!(logged.metadata.origin, Origin::Store(agent.store));
-    }
+#[tokio::test]
+async fn an_event_id_sent_again_with_other_content_is_rejected_as_reused() {
+    // Given two recorded facts
+    let (hub, agent, _) = given_a_store().await;
+    let batch = vec![
+        agent.fact(demo_product(0), added(10)),
+        agent.fact(demo_product(1), added(4)),
+    ];
+    agent.upload(&batch).await;
 
-    // The same id with other content is not the same fact.
+    // When their ids are sent again with another quantity, and on another stream
     let mut reused = batch[0].clone();
     reused.data = json!({"quantity": 11});
-    let mut moved = batch[3].clone();
+    let mut moved = batch[1].clone();
     moved.stream = StreamId::inventory(demo_product(4), agent.store);
     let head_before = hub.head().await;
     let answer = agent.upload(&[reused, moved]).await;
+
+    // Then both are rejected as reused ids: the same id with other content is not the
+    // same fact, and nothing is written.
     for result in &answer.results {
         assert_eq!(reason(&result.outcome), "event_id_reused", "{result:?}");
     }

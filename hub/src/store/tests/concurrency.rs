@@ -3,22 +3,30 @@
 
 use super::*;
 
+/// A fresh log with one product at one shop, its inventory stream at `version`.
+async fn given_a_stream_at(version: u64) -> (TestLog, ProductId, StoreId, StreamId) {
+    let t = new_log();
+    let product = register_product(&t.log, "RACE-1").await;
+    let shop = enroll_store(&t.log).await;
+    let stream = StreamId::inventory(product, shop);
+    for _ in 0..version {
+        execute(&t.log, add_stock(product, shop, 1), ExpectedVersion::Any)
+            .await
+            .unwrap();
+    }
+    assert_eq!(stream_version(&t.log, stream).await, version);
+    (t, product, shop, stream)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_appends_at_one_expected_version_let_exactly_one_through() {
     const START: u64 = 3;
     const RACERS: i64 = 32;
-    let t = new_log();
+    // Given a stream at version 3
+    let (t, product, shop, stream) = given_a_stream_at(START).await;
     let log = &t.log;
-    let product = register_product(log, "RACE-1").await;
-    let shop = enroll_store(log).await;
-    let stream = StreamId::inventory(product, shop);
-    for _ in 0..START {
-        execute(log, add_stock(product, shop, 1), ExpectedVersion::Any)
-            .await
-            .unwrap();
-    }
-    assert_eq!(stream_version(log, stream).await, START);
 
+    // When 32 appends race, all expecting version 3
     let start = Arc::new(Barrier::new(RACERS as usize));
     let racers: Vec<_> = (1..=RACERS)
         .map(|units| {
@@ -30,6 +38,7 @@ async fn racing_appends_at_one_expected_version_let_exactly_one_through() {
             })
         })
         .collect();
+    // Then exactly one wins, and every other is told the version the winner made
     let mut winners = Vec::new();
     let mut conflicts = 0;
     for racer in racers {
@@ -59,9 +68,18 @@ async fn racing_appends_at_one_expected_version_let_exactly_one_through() {
         .collect();
     assert_eq!(stored.len() as u64, START + 1, "the losers wrote nothing");
     assert_eq!(stored.last(), winners[0].events.first());
+    check_log(&all_events(log).await);
+}
 
-    // Now 16 tasks read the version, append at it, and retry on conflict, until 200
-    // appends succeeded in total. Each task claims one success slot before it tries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_that_read_the_version_and_retry_on_conflict_get_each_version_once() {
+    const START: u64 = 4;
+    // Given a stream at version 4
+    let (t, product, shop, stream) = given_a_stream_at(START).await;
+    let log = &t.log;
+
+    // When 16 tasks read the version, append at it, and retry on conflict, until 200
+    // appends succeeded in total (each task claims one success slot before it tries)
     const SUCCESSES: usize = 200;
     const TASKS: usize = 16;
     let slots = Arc::new(AtomicUsize::new(SUCCESSES));
@@ -107,15 +125,16 @@ async fn racing_appends_at_one_expected_version_let_exactly_one_through() {
         won.extend(versions);
         retried += conflicts;
     }
+    // Then every version after 4 was handed out exactly once
     assert_eq!(won.len(), SUCCESSES);
     won.sort_unstable();
-    let expected: Vec<u64> = (START + 2..=START + 1 + SUCCESSES as u64).collect();
+    let expected: Vec<u64> = (START + 1..=START + SUCCESSES as u64).collect();
     assert_eq!(won, expected, "no version was handed out twice and none was skipped");
     assert!(retried > 0, "16 tasks on one stream must have collided at least once");
 
     let events = all_events(log).await;
     let per_stream = check_log(&events);
-    let total_successes = START + 1 + SUCCESSES as u64;
+    let total_successes = START + SUCCESSES as u64;
     assert_eq!(
         per_stream[&stream], total_successes,
         "one stored event per successful append"
