@@ -3,16 +3,21 @@
 
 use super::*;
 
+/// Polls a caught-up feed's `next` for 50 ms: it has nothing to give until the bus
+/// publishes, so it must still be pending.
+async fn assert_waits_for_the_bus(next: &mut (impl std::future::Future + Unpin)) {
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), next).await.is_err(),
+        "a caught-up feed waits for the bus"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_feed_from_zero_returns_the_whole_history_in_order() {
     const HISTORY: usize = 3000;
     let t = new_log();
     let log = &t.log;
-    let product = register_product(log, "FEED-1").await;
-    let mut streams = Vec::new();
-    for _ in 0..3 {
-        streams.push((product, enroll_store(log).await));
-    }
+    let streams = given_streams(log, "FEED-1", 3).await;
     append_concurrently(log, &streams, HISTORY, 8).await;
     let history = all_events(log).await;
     let head = log_head(log).await;
@@ -45,11 +50,7 @@ async fn a_live_feed_yields_every_event_once_even_after_the_bus_overflowed() {
     const UNREAD: usize = 4000;
     let t = new_log();
     let log = &t.log;
-    let product = register_product(log, "FEED-2").await;
-    let mut streams = Vec::new();
-    for _ in 0..4 {
-        streams.push((product, enroll_store(log).await));
-    }
+    let streams = given_streams(log, "FEED-2", 4).await;
     let start = log_head(log).await;
     let mut feed = log.feed(start);
     assert!(feed.caught_up());
@@ -68,12 +69,7 @@ async fn a_live_feed_yields_every_event_once_even_after_the_bus_overflowed() {
     // published than the bus keeps (1024). The parked receiver wakes up lagged, and the
     // feed must re-read what it missed from the store.
     let mut parked = Box::pin(feed.next());
-    assert!(
-        tokio::time::timeout(Duration::from_millis(50), &mut parked)
-            .await
-            .is_err(),
-        "a caught-up feed waits for the bus"
-    );
+    assert_waits_for_the_bus(&mut parked).await;
     append_concurrently(log, &streams, UNREAD, 2).await;
     let end = start + (LIVE + UNREAD) as u64;
     assert_eq!(bus_head(log).await, end);
@@ -129,12 +125,7 @@ async fn a_feed_re_reads_from_the_store_when_a_batch_does_not_follow_its_cursor(
     let mut feed = EventFeed::new(log.reads().clone(), &bus, 10);
     assert!(feed.caught_up());
     let mut parked = Box::pin(feed.next());
-    assert!(
-        tokio::time::timeout(Duration::from_millis(50), &mut parked)
-            .await
-            .is_err(),
-        "a caught-up feed waits for the bus"
-    );
+    assert_waits_for_the_bus(&mut parked).await;
     for _ in 0..11 {
         execute(log, add_stock(product, shop, 1), ExpectedVersion::Any)
             .await

@@ -62,11 +62,7 @@ async fn concurrent_writers_are_group_committed() {
     const EVENTS: usize = 640;
     let t = new_log();
     let log = &t.log;
-    let product = register_product(log, "BATCH-2").await;
-    let mut streams = Vec::new();
-    for _ in 0..4 {
-        streams.push((product, enroll_store(log).await));
-    }
+    let streams = given_streams(log, "BATCH-2", 4).await;
     let head = log_head(log).await;
     append_concurrently(log, &streams, EVENTS, WRITERS).await;
     let events = all_events(log).await;

@@ -170,6 +170,16 @@ async fn enroll_store(log: &EventStore) -> StoreId {
     id
 }
 
+/// One product registered as `sku` and `shops` shops enrolled: one inventory stream each.
+async fn given_streams(log: &EventStore, sku: &str, shops: usize) -> Vec<(ProductId, StoreId)> {
+    let product = register_product(log, sku).await;
+    let mut streams = Vec::new();
+    for _ in 0..shops {
+        streams.push((product, enroll_store(log).await));
+    }
+    streams
+}
+
 async fn all_events(log: &EventStore) -> Vec<EventEnvelope> {
     log.read_after(0, EVERYTHING).await.expect("read the log")
 }
