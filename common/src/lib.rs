@@ -10,8 +10,10 @@
 //!   middleware, telemetry, settings).
 //! - `write_gate` (either feature): the pact between a request's time limit and the
 //!   writers.
+//! - `testing` (feature `testing`, for dev-dependencies only): the helpers every test and
+//!   bench shares (the fault proxy, HTTP and OpenAPI checks, bench measurements).
 //!
-//! The two features are the only way I/O enters this crate; `domain` and `wire` never
+//! The features are the only way I/O enters this crate; `domain` and `wire` never
 //! import from them.
 
 // Production code never unwraps: an error becomes an answer, a log line or an exit code
@@ -24,6 +26,8 @@ pub mod domain;
 pub mod server;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod wire;
 #[cfg(any(feature = "server", feature = "sqlite"))]
 pub mod write_gate;

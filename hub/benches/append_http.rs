@@ -23,30 +23,17 @@
 //!
 //! `BENCH_DIR` sets where the temp files go (default: the system temp dir).
 
+mod support;
+
 use rusqlite::{params, Connection, TransactionBehavior};
 use serde_json::json;
-use shelfsync_hub::config::HubConfig;
-use std::path::{Path, PathBuf};
+use shelfsync_hub::testing::ADMIN;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const ADMIN: &str = "bench-admin-token-0123456789";
-const EVENTS_DDL: &str = include_str!("../migrations/0001_event_store.sql");
-
-fn env_usize(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} must be a number, got {v:?}")),
-        Err(_) => default,
-    }
-}
-
-fn bench_dir() -> PathBuf {
-    std::env::var_os("BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from)
-}
+use support::{
+    bench_dir, cores, cpu_model, env_usize, metric_sum_count, open_baseline, runtime, stats, thread_cpu, BenchHub,
+};
 
 struct Settings {
     runs: usize,
@@ -136,34 +123,6 @@ fn main() {
     );
 }
 
-fn stats(values: &[f64]) -> (f64, f64, f64) {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    (median, v[0], v[n - 1])
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
 // ---------------------------------------------------------------------------------------
 // Baseline: one event row per transaction.
 
@@ -212,15 +171,6 @@ impl Baseline {
     }
 }
 
-fn open_baseline(path: &Path) -> Connection {
-    let conn = Connection::open(path).expect("open");
-    conn.pragma_update(None, "journal_mode", "WAL").expect("wal");
-    conn.pragma_update(None, "synchronous", "FULL").expect("sync");
-    conn.pragma_update(None, "foreign_keys", "ON").expect("fk");
-    conn.execute_batch(EVENTS_DDL).expect("ddl");
-    conn
-}
-
 fn insert_one(conn: &mut Connection, position: usize) {
     let (data, metadata) = event_json(position);
     let stream = [(position % 15) as u8; 32];
@@ -262,78 +212,14 @@ struct HubResult {
     cores_busy: f64,
 }
 
-/// CPU seconds used so far by this process's live threads, by role: (hub runtime,
-/// writer thread, load generator, everything). From `/proc/self/task/*/stat`.
-fn thread_cpu() -> [f64; 4] {
-    let mut cpu = [0.0; 4];
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return cpu;
-    };
-    for task in tasks.flatten() {
-        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-            continue;
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = &stat[open + 1..close];
-        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
-        // utime and stime are fields 14 and 15 of stat(5), in USER_HZ (100) ticks.
-        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        let seconds = (ticks(11) + ticks(12)) / 100.0;
-        let role = if comm.starts_with("event-store-wri") {
-            1
-        } else if comm.starts_with("hub") {
-            0
-        } else if comm.starts_with("client") {
-            2
-        } else {
-            3
-        };
-        if role < 3 {
-            cpu[role] += seconds;
-        }
-        cpu[3] += seconds;
-    }
-    cpu
-}
+/// The thread roles CPU time is reported for: hub runtime, writer thread, load generator
+/// ([`thread_cpu`] adds everything as a fourth figure).
+const ROLES: [&str; 3] = ["hub", "event-store-wri", "client"];
 
 fn hub_run(settings: &Settings) -> HubResult {
-    let dir = tempfile::tempdir_in(bench_dir()).expect("temp dir");
-    let hub_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cores())
-        .thread_name("hub")
-        .enable_all()
-        .build()
-        .expect("hub runtime");
-    let client_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cores())
-        .thread_name("client")
-        .enable_all()
-        .build()
-        .expect("client runtime");
-
-    let listener = hub_rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let config = HubConfig {
-        data_dir: dir.path().to_owned(),
-        admin_token: Some(ADMIN.into()),
-        ..HubConfig::default()
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let options = shelfsync_hub::RunOptions {
-        seed_demo_data: true,
-        announce: false,
-    };
-    let server = hub_rt.spawn(async move {
-        shelfsync_hub::run(config, listener, options, async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("hub run");
-    });
+    let hub = BenchHub::start(|_| {});
+    let client_rt = runtime("client");
+    let url = hub.url.clone();
 
     let targets: Arc<Vec<String>> = Arc::new(
         shelfsync_hub::seed::products()
@@ -355,11 +241,11 @@ fn hub_run(settings: &Settings) -> HubResult {
         // Warm-up: opens the keep-alive connections and warms the caches (not timed).
         blast(&client, &url, &targets, settings.clients, settings.warmup).await;
         let before = batch_metrics(&client, &url).await;
-        let cpu_before = thread_cpu();
+        let cpu_before = thread_cpu(&ROLES);
         let started = Instant::now();
         blast(&client, &url, &targets, settings.clients, settings.hub_events).await;
         let elapsed = started.elapsed();
-        let cpu_after = thread_cpu();
+        let cpu_after = thread_cpu(&ROLES);
         let after = batch_metrics(&client, &url).await;
         let batches = after.1 - before.1;
         let jobs = after.0 - before.0;
@@ -374,11 +260,9 @@ fn hub_run(settings: &Settings) -> HubResult {
         }
     });
 
-    let _ = stop.send(());
-    hub_rt.block_on(server).expect("hub task");
+    hub.stop();
     drop(client);
     client_rt.shutdown_timeout(Duration::from_secs(5));
-    hub_rt.shutdown_timeout(Duration::from_secs(5));
     result
 }
 
@@ -426,23 +310,5 @@ async fn blast(client: &reqwest::Client, url: &str, targets: &Arc<Vec<String>>, 
 /// (sum of jobs, count of batches) from the hub's `shelfsync_hub_append_batch_jobs`
 /// histogram, to report the mean group-commit size.
 async fn batch_metrics(client: &reqwest::Client, url: &str) -> (f64, f64) {
-    let text = client
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    let value = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (
-        value("shelfsync_hub_append_batch_jobs_sum"),
-        value("shelfsync_hub_append_batch_jobs_count"),
-    )
+    metric_sum_count(client, url, "shelfsync_hub_append_batch_jobs").await
 }

@@ -34,18 +34,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+mod support;
+use support::{bench_dir, cores, cpu_model, env_usize, stats, this_thread_cpu};
+
 const HUB_DDL: &str = include_str!("../migrations/0001_event_store.sql");
 const NAIVE_INDEX: &str = "CREATE UNIQUE INDEX events_by_stream ON events (stream_key, stream_version);";
-
-fn env_usize(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} must be a number, got {v:?}")),
-        Err(_) => default,
-    }
-}
 
 /// One event as both schemas store it.
 struct Row {
@@ -283,16 +276,6 @@ fn io_counters() -> (u64, u64) {
     (field("wchar:"), field("write_bytes:"))
 }
 
-/// CPU time (user + system) of this thread so far, in ns, from
-/// `/proc/thread-self/schedstat`. Everything else of a chunk's wall time is waiting, mostly
-/// for fsync.
-fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
-}
-
 /// One timed chunk of one schema.
 #[derive(Clone, Copy)]
 struct Sample {
@@ -300,16 +283,6 @@ struct Sample {
     wchar_per_event: f64,
     disk_per_event: f64,
     cpu_us_per_event: f64,
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
 }
 
 fn main() {
@@ -321,13 +294,7 @@ fn main() {
     let heads = env_usize("NO_HEADS", 0) == 0;
     let chunk = batch * chunk_batches;
     let chunks = total.div_ceil(chunk).max(window);
-    let dir = tempfile::tempdir_in(std::env::var_os("BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from))
-        .expect("temp dir");
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(str::to_owned))
-        .and_then(|l| l.split(':').nth(1).map(|m| m.trim().to_owned()))
-        .unwrap_or_default();
+    let dir = tempfile::tempdir_in(bench_dir()).expect("temp dir");
     println!(
         "ingest_schema: {} events ({} chunks of {} batches x {} events), {} streams{}, window {} chunks; {} cores, {}; files in {}",
         chunks * chunk,
@@ -337,8 +304,8 @@ fn main() {
         streams,
         if heads { "" } else { " (NO_HEADS: streams table not written)" },
         window,
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-        cpu,
+        cores(),
+        cpu_model(),
         dir.path().display()
     );
 
@@ -366,19 +333,19 @@ fn main() {
         let order = if c % 2 == 0 { [0, 1] } else { [1, 0] };
         for t in order {
             let (w0, d0) = io_counters();
-            let c0 = thread_cpu_ns();
+            let c0 = this_thread_cpu();
             let t0 = Instant::now();
             for rows in &batches {
                 targets[t].ingest(rows, &workload);
             }
             let elapsed = t0.elapsed().as_secs_f64();
-            let c1 = thread_cpu_ns();
+            let c1 = this_thread_cpu();
             let (w1, d1) = io_counters();
             pair[t] = Sample {
                 rate: chunk as f64 / elapsed,
                 wchar_per_event: (w1 - w0) as f64 / chunk as f64,
                 disk_per_event: d1.saturating_sub(d0) as f64 / chunk as f64,
-                cpu_us_per_event: c1.saturating_sub(c0) as f64 / 1e3 / chunk as f64,
+                cpu_us_per_event: c1.saturating_sub(c0).as_secs_f64() * 1e6 / chunk as f64,
             };
         }
         samples.push(pair);
@@ -424,15 +391,11 @@ fn main() {
     for end in points {
         let slice = &samples[end - window..end];
         let col = |t: usize, f: fn(&Sample) -> f64| slice.iter().map(|s| f(&s[t])).collect::<Vec<f64>>();
-        let range = |t: usize| {
-            let mut v = col(t, |s| s.rate);
-            let m = median(&mut v);
-            (m, v[0], v[v.len() - 1])
-        };
+        let range = |t: usize| stats(&col(t, |s| s.rate));
         let mean = |t: usize, f: fn(&Sample) -> f64| col(t, f).iter().sum::<f64>() / slice.len() as f64;
         let (am, amin, amax) = range(0);
         let (bm, bmin, bmax) = range(1);
-        let paired = median(&mut slice.iter().map(|s| s[0].rate / s[1].rate).collect::<Vec<f64>>());
+        let (paired, _, _) = stats(&slice.iter().map(|s| s[0].rate / s[1].rate).collect::<Vec<f64>>());
         println!(
             "| {}k-{}k | {am:.0} ({amin:.0}-{amax:.0}) | {bm:.0} ({bmin:.0}-{bmax:.0}) | {:.2}x, {paired:.2}x | {:.0} | {:.0} | {:.1} | {:.1} |",
             (end - window) * chunk / 1000,

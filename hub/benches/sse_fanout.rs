@@ -44,11 +44,12 @@ use futures_util::StreamExt;
 use serde_json::json;
 use shelfsync_common::wire::api::WriteResult;
 use shelfsync_common::wire::sync::{EnrolledStore, PROTOCOL_HEADER, PROTOCOL_VERSION, SSE_CAUGHT_UP, SSE_EVENT};
+use shelfsync_hub::testing::{metric_value, metrics_text, ADMIN};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{bench_dir, cores, cpu_model, env_usize, load_average, quantile, stats, thread_cpu, BenchHub, ADMIN};
+use support::{bench_dir, cores, cpu_model, env_usize, load_average, quantile, stats, thread_cpu, BenchHub};
 use time::OffsetDateTime;
 
 /// Longest wait for any one step (streams caught up, one event delivered, streams closed).
@@ -361,18 +362,7 @@ async fn head(client: &reqwest::Client, url: &str) -> u64 {
 }
 
 async fn gauge(client: &reqwest::Client, url: &str, name: &str) -> f64 {
-    let text = client
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    text.lines()
-        .filter(|l| l.split([' ', '{']).next() == Some(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric_value(&metrics_text(client, url).await, name)
 }
 
 /// One side of one round: open `n` streams, write `events` catalog events one at a time,

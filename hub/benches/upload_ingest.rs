@@ -33,12 +33,10 @@ use shelfsync_common::wire::sync::{
     UploadEvent, UploadOutcome, UploadRequest, UploadResponse, PROTOCOL_HEADER, PROTOCOL_VERSION,
 };
 use shelfsync_common::{EventId, EventMetadata, EventPayload, Origin, ProductId, ReservationId, StoreId, StreamId};
-use std::path::Path;
+use shelfsync_hub::testing::ADMIN;
 use std::time::{Duration, Instant};
-use support::{bench_dir, cores, cpu_model, env_usize, load_average, stats, thread_cpu, BenchHub, ADMIN};
+use support::{bench_dir, cores, cpu_model, env_usize, load_average, open_baseline, stats, thread_cpu, BenchHub};
 use time::OffsetDateTime;
-
-const EVENTS_DDL: &str = include_str!("../migrations/0001_event_store.sql");
 
 struct Settings {
     runs: usize,
@@ -314,15 +312,6 @@ impl Baseline {
         }
         (started.elapsed(), support::this_thread_cpu().saturating_sub(cpu_before))
     }
-}
-
-fn open_baseline(path: &Path) -> Connection {
-    let conn = Connection::open(path).expect("open");
-    conn.pragma_update(None, "journal_mode", "WAL").expect("wal");
-    conn.pragma_update(None, "synchronous", "FULL").expect("sync");
-    conn.pragma_update(None, "foreign_keys", "ON").expect("fk");
-    conn.execute_batch(EVENTS_DDL).expect("ddl");
-    conn
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,13 +1,12 @@
 //! The hub's HTTP API over real HTTP: commands, queries, errors, auth, idempotency and
 //! optimistic concurrency, against a hub started in-process on a port-0 listener.
 
-mod support;
-
 use serde_json::{json, Value};
-use support::{call, demo_product, demo_store, spawn_hub, spawn_hub_at, ADMIN};
+use shelfsync_common::testing::http::call;
+use shelfsync_hub::testing::{demo_product, demo_store, TestHub, ADMIN};
 
-fn stock_body(product: &str, store: &str, quantity: i64) -> Value {
-    json!({ "product_id": product, "store_id": store, "quantity": quantity })
+fn stock_body(product: impl std::fmt::Display, store: impl std::fmt::Display, quantity: i64) -> Value {
+    json!({ "product_id": product.to_string(), "store_id": store.to_string(), "quantity": quantity })
 }
 
 /// A header value with bytes outside ASCII (HTTP allows them; the hub must refuse them).
@@ -15,14 +14,14 @@ fn non_ascii(bytes: &[u8]) -> reqwest::header::HeaderValue {
     reqwest::header::HeaderValue::from_bytes(bytes).expect("obs-text is a valid header value")
 }
 
-async fn head(hub: &support::TestHub) -> u64 {
+async fn head(hub: &TestHub) -> u64 {
     let (_, ready, _) = call(hub.client.get(format!("{}/readyz", hub.url))).await;
     ready["head"].as_u64().expect("head")
 }
 
 #[tokio::test]
 async fn products_register_read_update_with_if_match() {
-    let hub = spawn_hub().await;
+    let hub = TestHub::spawn().await;
     let (status, body, _) = call(hub.post(
         "/v1/products",
         &json!({"sku": "SOAP-1", "name": "Olive soap", "price_minor": 450}),
@@ -76,17 +75,17 @@ async fn products_register_read_update_with_if_match() {
 
 #[tokio::test]
 async fn bad_input_gets_problem_json_and_writes_nothing() {
-    let hub = spawn_hub().await;
+    let hub = TestHub::spawn().await;
     let (product, store) = (demo_product(0), demo_store(0));
     let before = head(&hub).await;
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
         (
-            hub.post("/v1/inventory/stock", &stock_body(&product, &store, 0)),
+            hub.post("/v1/inventory/stock", &stock_body(product, store, 0)),
             422,
             "invalid_body",
         ),
         (
-            hub.post("/v1/inventory/stock", &stock_body(&product, &store, -5)),
+            hub.post("/v1/inventory/stock", &stock_body(product, store, -5)),
             422,
             "invalid_body",
         ),
@@ -127,7 +126,7 @@ async fn bad_input_gets_problem_json_and_writes_nothing() {
         (
             hub.client
                 .post(format!("{}/v1/inventory/stock", hub.url))
-                .json(&stock_body(&product, &store, 1)),
+                .json(&stock_body(product, store, 1)),
             401,
             "unauthorized",
         ),
@@ -137,19 +136,19 @@ async fn bad_input_gets_problem_json_and_writes_nothing() {
             "invalid_body",
         ),
         (
-            hub.post("/v1/inventory/stock", &stock_body(&product, &store, 1))
+            hub.post("/v1/inventory/stock", &stock_body(product, store, 1))
                 .header("Idempotency-Key", non_ascii(b"retry-\xc3\xa9")),
             400,
             "invalid_idempotency_key",
         ),
         (
-            hub.post("/v1/inventory/stock", &stock_body(&product, &store, 1))
+            hub.post("/v1/inventory/stock", &stock_body(product, store, 1))
                 .header("If-Match", non_ascii(b"\"1\xff\"")),
             400,
             "invalid_if_match",
         ),
         (
-            hub.post("/v1/inventory/stock", &stock_body(&product, &store, 1))
+            hub.post("/v1/inventory/stock", &stock_body(product, store, 1))
                 .header("X-Correlation-Id", non_ascii(b"\xc3\xa9")),
             400,
             "invalid_correlation_id",
@@ -166,7 +165,7 @@ async fn bad_input_gets_problem_json_and_writes_nothing() {
         (
             hub.post(
                 "/v1/inventory/stock",
-                &stock_body(&product, "01935701-0000-7000-8000-0000000000ff", 1),
+                &stock_body(product, "01935701-0000-7000-8000-0000000000ff", 1),
             ),
             404,
             "store_not_found",
@@ -174,7 +173,7 @@ async fn bad_input_gets_problem_json_and_writes_nothing() {
         (
             hub.post(
                 "/v1/inventory/stock",
-                &stock_body("01939d01-0000-7000-8000-0000000000ff", &store, 1),
+                &stock_body("01939d01-0000-7000-8000-0000000000ff", store, 1),
             ),
             404,
             "product_not_found",
@@ -196,7 +195,7 @@ async fn bad_input_gets_problem_json_and_writes_nothing() {
             "invalid_ttl",
         ),
         (
-            hub.post("/v1/inventory/reservations", &stock_body(&product, &store, 100_000)),
+            hub.post("/v1/inventory/reservations", &stock_body(product, store, 100_000)),
             409,
             "insufficient_stock",
         ),
@@ -213,7 +212,7 @@ async fn bad_input_gets_problem_json_and_writes_nothing() {
 
 #[tokio::test]
 async fn reserve_commit_and_read_your_writes() {
-    let hub = spawn_hub().await;
+    let hub = TestHub::spawn().await;
     let (product, store) = (demo_product(1), demo_store(1));
     let seeded = head(&hub).await;
     let (_, level, _) = call(hub.get(&format!(
@@ -280,8 +279,8 @@ async fn reserve_commit_and_read_your_writes() {
 
 #[tokio::test]
 async fn a_retried_write_with_the_same_idempotency_key_is_one_write() {
-    let hub = spawn_hub().await;
-    let body = stock_body(&demo_product(2), &demo_store(2), 3);
+    let hub = TestHub::spawn().await;
+    let body = stock_body(demo_product(2), demo_store(2), 3);
     let send = |body: &Value| {
         hub.post("/v1/inventory/stock", body)
             .header("Idempotency-Key", "delivery-77")
@@ -293,7 +292,7 @@ async fn a_retried_write_with_the_same_idempotency_key_is_one_write() {
     assert_eq!(first["events"][0]["event_id"], again["events"][0]["event_id"]);
     assert_eq!(again["duplicate"], true);
     let before = head(&hub).await;
-    let (status, problem, _) = call(send(&stock_body(&demo_product(2), &demo_store(2), 4))).await;
+    let (status, problem, _) = call(send(&stock_body(demo_product(2), demo_store(2), 4))).await;
     assert_eq!(
         (status, problem["code"].as_str()),
         (422, Some("idempotency_key_reused"))
@@ -304,8 +303,8 @@ async fn a_retried_write_with_the_same_idempotency_key_is_one_write() {
 #[tokio::test]
 async fn a_write_retried_with_the_event_id_of_its_answer_is_the_same_write() {
     // Given a delivery written under an Idempotency-Key,
-    let hub = spawn_hub().await;
-    let body = stock_body(&demo_product(2), &demo_store(2), 3);
+    let hub = TestHub::spawn().await;
+    let body = stock_body(demo_product(2), demo_store(2), 3);
     let (status, first, _) = call(
         hub.post("/v1/inventory/stock", &body)
             .header("Idempotency-Key", "delivery-78"),
@@ -323,7 +322,7 @@ async fn a_write_retried_with_the_event_id_of_its_answer_is_the_same_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writes_with_the_same_if_match_exactly_one_wins() {
-    let hub = std::sync::Arc::new(spawn_hub().await);
+    let hub = std::sync::Arc::new(TestHub::spawn().await);
     let (product, store) = (demo_product(3), demo_store(0));
     let seeded = head(&hub).await;
     let (_, level, _) = call(hub.get(&format!(
@@ -334,7 +333,7 @@ async fn concurrent_writes_with_the_same_if_match_exactly_one_wins() {
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let hub = hub.clone();
-        let body = stock_body(&product, &store, 1);
+        let body = stock_body(product, store, 1);
         tasks.push(tokio::spawn(async move {
             call(
                 hub.post("/v1/inventory/stock", &body)
@@ -357,7 +356,7 @@ async fn concurrent_writes_with_the_same_if_match_exactly_one_wins() {
 
 #[tokio::test]
 async fn tokens_scope_what_a_client_may_do() {
-    let hub = spawn_hub().await;
+    let hub = TestHub::spawn().await;
     let (status, token, _) = call(hub.post("/v1/admin/tokens", &json!({"name": "web-shop"}))).await;
     assert_eq!(status, 201, "{token}");
     let secret = token["secret"].as_str().unwrap().to_owned();
@@ -367,8 +366,8 @@ async fn tokens_scope_what_a_client_may_do() {
     let as_shop = |req: reqwest::RequestBuilder| req.bearer_auth(&secret);
     let (status, body, _) = call(
         as_shop(hub.client.post(format!("{}/v1/inventory/stock", hub.url))).json(&stock_body(
-            &demo_product(0),
-            &demo_store(0),
+            demo_product(0),
+            demo_store(0),
             1,
         )),
     )
@@ -412,7 +411,7 @@ async fn tokens_scope_what_a_client_may_do() {
 
 #[tokio::test]
 async fn ops_routes_answer_and_openapi_lists_every_route() {
-    let hub = spawn_hub().await;
+    let hub = TestHub::spawn().await;
     let (status, _, _) = call(hub.client.get(format!("{}/healthz", hub.url))).await;
     assert_eq!(status, 200);
     let (status, ready, _) = call(hub.client.get(format!("{}/readyz", hub.url))).await;
@@ -436,24 +435,16 @@ async fn ops_routes_answer_and_openapi_lists_every_route() {
             "{path} missing from /openapi.json"
         );
     }
-    let metrics = hub
-        .client
-        .get(format!("{}/metrics", hub.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = hub.metrics().await;
     assert!(metrics.contains("shelfsync_http_requests_total"), "{metrics}");
 }
 
 #[tokio::test]
 async fn data_survives_a_graceful_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let hub = spawn_hub_at(dir.path().to_owned(), true).await;
+    let hub = TestHub::spawn_at(dir.path().to_owned(), true).await;
     let (status, written, _) =
-        call(hub.post("/v1/inventory/stock", &stock_body(&demo_product(4), &demo_store(0), 9))).await;
+        call(hub.post("/v1/inventory/stock", &stock_body(demo_product(4), demo_store(0), 9))).await;
     assert_eq!(status, 201);
     let position = written["position"].as_u64().unwrap();
     let (status, _, _) = call(hub.get(&format!(
@@ -467,7 +458,7 @@ async fn data_survives_a_graceful_restart() {
         let left = std::fs::metadata(dir.path().join(file)).map_or(0, |m| m.len());
         assert_eq!(left, 0, "{file}: a clean stop checkpoints and truncates the WAL");
     }
-    let hub = spawn_hub_at(dir.path().to_owned(), true).await;
+    let hub = TestHub::spawn_at(dir.path().to_owned(), true).await;
     assert_eq!(head(&hub).await, position, "the demo seed must not run twice");
     let (_, level, _) = call(hub.get(&format!(
         "/v1/inventory/products/{}/stores/{}?min_position={position}",
@@ -480,7 +471,7 @@ async fn data_survives_a_graceful_restart() {
 
 #[tokio::test]
 async fn reads_of_an_unknown_product_or_store_are_404_not_out_of_stock() {
-    let hub = spawn_hub().await;
+    let hub = TestHub::spawn().await;
     let (product, store) = (demo_product(0), demo_store(0));
     let nothing = "01900000-0000-7000-8000-00000000dead";
     let cases = [
@@ -534,7 +525,7 @@ async fn reads_of_an_unknown_product_or_store_are_404_not_out_of_stock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_concurrent_enrollments_with_one_name_make_one_store_unless_asked() {
-    let hub = spawn_hub().await;
+    let hub = TestHub::spawn().await;
     let enroll = |body: Value| {
         let hub = &hub;
         async move { call(hub.post("/v1/admin/stores", &body)).await }
@@ -574,7 +565,7 @@ async fn stalled_connections_are_closed_and_the_hub_keeps_answering() {
     use std::time::{Duration, Instant};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const CAP: usize = 8;
-    let hub = support::spawn_hub_with(|config| {
+    let hub = TestHub::spawn_with(|config| {
         config.http.header_read_timeout_secs = 1;
         config.http.max_connections = CAP;
     })
@@ -623,7 +614,7 @@ async fn stalled_connections_are_closed_and_the_hub_keeps_answering() {
 /// form (and found by either), and invisible or bidi characters are refused.
 #[tokio::test]
 async fn look_alike_skus_are_one_product_or_refused() {
-    let hub = spawn_hub().await;
+    let hub = TestHub::spawn().await;
     let register = |sku: &str| {
         hub.post(
             "/v1/products",
@@ -676,10 +667,15 @@ fn limits(schema: &Value) -> [Option<i64>; 4] {
 #[tokio::test]
 async fn openapi_says_what_the_hub_does() {
     use shelfsync_common::wire::sync::{PROTOCOL_HEADER, PROTOCOL_VERSION};
-    let hub = spawn_hub().await;
+    let hub = TestHub::spawn().await;
     // Valid 3.1, parameters where the routes put them, every error documented with its
     // problem body, and tokens needed exactly where the document says.
-    let doc = support::openapi::served_contract(&hub.client, &hub.url, &[(PROTOCOL_HEADER, PROTOCOL_VERSION)]).await;
+    let doc = shelfsync_common::testing::openapi::served_contract(
+        &hub.client,
+        &hub.url,
+        &[(PROTOCOL_HEADER, PROTOCOL_VERSION)],
+    )
+    .await;
 
     let query: Vec<(String, String, String)> = parameters_in(&doc, "query");
     let expected: Vec<(String, String, String)> = [
@@ -789,8 +785,9 @@ async fn openapi_says_what_the_hub_does() {
     }
 
     // Value limits are the server's.
-    let property =
-        |schema: &str, name: &str| support::openapi::resolve(&doc, &schemas[schema]["properties"][name]).clone();
+    let property = |schema: &str, name: &str| {
+        shelfsync_common::testing::openapi::resolve(&doc, &schemas[schema]["properties"][name]).clone()
+    };
     assert_eq!(
         limits(&property("AddStockRequest", "quantity")),
         [Some(1), Some(1_000_000), None, None]
@@ -842,6 +839,6 @@ async fn openapi_says_what_the_hub_does() {
         limits(&property("EventMetadata", "actor")),
         [None, None, Some(1), Some(128)]
     );
-    let pull_limit = support::openapi::parameter_schema(&doc, "/v1/sync/events", "get", "limit");
+    let pull_limit = shelfsync_common::testing::openapi::parameter_schema(&doc, "/v1/sync/events", "get", "limit");
     assert_eq!(limits(&pull_limit), [Some(1), Some(1000), None, None]);
 }

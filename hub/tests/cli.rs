@@ -1,11 +1,9 @@
 //! The `shelfsync-hub store` commands, run as the real binary against a real hub.
 
-mod support;
-
+use shelfsync_hub::testing::{TestHub, ADMIN};
 use std::process::Command;
-use support::{spawn_hub, ADMIN};
 
-fn hub_cli(hub: &support::TestHub, args: &[&str]) -> (bool, String, String) {
+fn hub_cli(hub: &TestHub, args: &[&str]) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_shelfsync-hub"))
         .args(args)
         .args(["--hub-url", &hub.url])
@@ -23,7 +21,7 @@ fn hub_cli(hub: &support::TestHub, args: &[&str]) -> (bool, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stores_are_enrolled_listed_and_revoked_from_the_command_line() {
-    let hub = spawn_hub().await;
+    let hub = TestHub::spawn().await;
     let (ok, out, err) = tokio::task::block_in_place(|| hub_cli(&hub, &["store", "add", "Cologne Ehrenfeld"]));
     assert!(ok, "{out}{err}");
     let id = out.split_whitespace().nth(1).expect("store id").to_owned();
@@ -71,7 +69,7 @@ fn failed_in_one_line(ok: bool, err: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_store_with_the_same_name_needs_to_be_asked_for() {
-    let hub = spawn_hub().await;
+    let hub = TestHub::spawn().await;
     let add = |args: &[&str]| tokio::task::block_in_place(|| hub_cli(&hub, args));
     let (ok, out, err) = add(&["store", "add", "Bonn Zentrum"]);
     assert!(ok, "{out}{err}");
@@ -92,7 +90,7 @@ async fn a_second_store_with_the_same_name_needs_to_be_asked_for() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_url_without_a_scheme_says_so() {
-    let hub = spawn_hub().await;
+    let hub = TestHub::spawn().await;
     let output = tokio::task::block_in_place(|| {
         Command::new(env!("CARGO_BIN_EXE_shelfsync-hub"))
             .args(["store", "list", "--hub-url", hub.url.trim_start_matches("http://")])

@@ -9,18 +9,17 @@
 //! Seeded (ChaCha, fixed seed) so a run is reproducible; `PROPTEST_CASES` sets how many
 //! cases (256 by default, each a sequence of up to 8 requests).
 
-mod support;
-
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde_json::{json, Value};
 use shelfsync_common::domain::event::EVENT_TYPES;
 use shelfsync_common::domain::inventory::{self, InventoryState};
+use shelfsync_common::testing::http::call;
 use shelfsync_common::{EventId, ProductId, ReservationId, StoreId, StreamId};
 use shelfsync_hub::read_model;
 use shelfsync_hub::store::{reader, schema};
+use shelfsync_hub::testing::{demo_product, demo_store, Agent, TestHub};
 use std::collections::BTreeMap;
-use support::{demo_product, demo_store, spawn_hub, Agent};
 
 /// One request of a case.
 #[derive(Debug, Clone)]
@@ -184,7 +183,7 @@ fn action() -> impl Strategy<Value = Action> {
 /// Demo products 0..=4, then one nobody registered.
 fn product_id(n: usize) -> ProductId {
     if n < 5 {
-        demo_product(n).parse().unwrap()
+        demo_product(n)
     } else {
         ProductId::from_bytes([0xEE; 16])
     }
@@ -193,7 +192,7 @@ fn product_id(n: usize) -> ProductId {
 /// Demo stores 0..=2, then one nobody enrolled.
 fn store_id(n: usize) -> StoreId {
     if n < 3 {
-        demo_store(n).parse().unwrap()
+        demo_store(n)
     } else {
         StoreId::from_bytes([0xDD; 16])
     }
@@ -232,7 +231,7 @@ fn upload_event(agents: &[Agent; 2], uploader: usize, event: &FuzzEvent) -> Valu
 #[test]
 fn arbitrary_uploads_and_api_bodies_never_break_the_hub_and_the_read_model_is_the_fold() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let hub = runtime.block_on(spawn_hub());
+    let hub = runtime.block_on(TestHub::spawn());
     let agents = runtime.block_on(async { [hub.enroll("Fuzz A").await.1, hub.enroll("Fuzz B").await.1] });
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
@@ -257,7 +256,7 @@ fn arbitrary_uploads_and_api_bodies_never_break_the_hub_and_the_read_model_is_th
                             .json(&json!({ "events": events }))
                     }
                 };
-                let (status, body, content_type) = support::call(request).await;
+                let (status, body, content_type) = call(request).await;
                 *counts.borrow_mut().entry(status).or_default() += 1;
                 prop_assert!(status < 500, "{action:?} -> {status} {body}");
                 if status >= 400 {

@@ -8,23 +8,18 @@
 //! - a request answered "timed out" could still be written;
 //! - cursors past `i64::MAX` wrapped and read the whole log again.
 
-mod support;
-
 use serde_json::{json, Value};
-use shelfsync_common::{EventId, EventPayload, ProductId, ReservationId, StoreId};
+use shelfsync_common::testing::http::call;
+use shelfsync_common::{EventId, EventPayload, ReservationId, StoreId};
+use shelfsync_hub::testing::{demo_product, demo_store, TestHub};
 use std::time::Duration;
-use support::{call, demo_product, demo_store, spawn_hub, spawn_hub_with, TestHub};
-
-fn product(n: usize) -> ProductId {
-    demo_product(n).parse().unwrap()
-}
 
 /// The hub's `/readyz` answer and the stock of product 0 at `store`, read at `position`.
 async fn read_side(hub: &TestHub, store: StoreId, position: u64) -> (u16, u16, Value) {
     let (ready, _, _) = call(hub.get("/readyz")).await;
     let path = format!(
         "/v1/inventory/products/{}/stores/{store}?min_position={position}",
-        product(0)
+        demo_product(0)
     );
     let (status, body, _) = call(hub.get(&path)).await;
     (ready, status, body)
@@ -32,10 +27,10 @@ async fn read_side(hub: &TestHub, store: StoreId, position: u64) -> (u16, u16, V
 
 #[tokio::test]
 async fn a_time_in_the_year_10000_is_refused_and_the_read_side_keeps_going() {
-    let hub = spawn_hub().await;
+    let hub = TestHub::spawn().await;
     let (_, agent) = hub.enroll("Leipzig").await;
     let mut poison = agent.fact(
-        product(0),
+        demo_product(0),
         EventPayload::StockReserved {
             reservation_id: ReservationId::new_v7(),
             quantity: 1,
@@ -43,13 +38,13 @@ async fn a_time_in_the_year_10000_is_refused_and_the_read_side_keeps_going() {
         },
     );
     poison.data["expires_at"] = json!("9999-12-31T23:59:59-23:59");
-    let mut late = agent.fact(product(0), EventPayload::StockAdded { quantity: 1 });
+    let mut late = agent.fact(demo_product(0), EventPayload::StockAdded { quantity: 1 });
     late.metadata.occurred_at = time::OffsetDateTime::parse(
         "9999-12-31T23:59:59-23:59",
         &time::format_description::well_known::Rfc3339,
     )
     .unwrap();
-    let fine = agent.fact(product(0), EventPayload::StockAdded { quantity: 3 });
+    let fine = agent.fact(demo_product(0), EventPayload::StockAdded { quantity: 3 });
     let answer = agent.upload(&[poison, late, fine]).await;
     let outcomes: Vec<Value> = answer
         .results
@@ -68,24 +63,24 @@ async fn a_time_in_the_year_10000_is_refused_and_the_read_side_keeps_going() {
 
 #[tokio::test]
 async fn an_adjustment_of_i64_min_is_refused_everywhere() {
-    let hub = spawn_hub().await;
+    let hub = TestHub::spawn().await;
     let store = demo_store(0);
     let stock = |position: u64| {
         hub.get(&format!(
             "/v1/inventory/products/{}/stores/{store}?min_position={position}",
-            product(0)
+            demo_product(0)
         ))
     };
     let before = call(stock(hub.head().await)).await;
     for delta in [i64::MIN, i64::MIN + 1, i64::MAX] {
-        let body = json!({"product_id": product(0), "store_id": store, "delta": delta, "reason": "count"});
+        let body = json!({"product_id": demo_product(0), "store_id": store, "delta": delta, "reason": "count"});
         let (status, problem, _) = call(hub.post("/v1/inventory/adjustments", &body)).await;
         assert_eq!(status, 422, "{delta}: {problem}");
         assert_eq!(problem["code"], "adjustment_out_of_range", "{problem}");
     }
     let (_, agent) = hub.enroll("Leipzig").await;
     let mut fact = agent.fact(
-        product(0),
+        demo_product(0),
         EventPayload::StockAdjusted {
             delta: -1,
             reason: "count".into(),
@@ -98,14 +93,14 @@ async fn an_adjustment_of_i64_min_is_refused_everywhere() {
 
     let after = call(stock(hub.head().await)).await;
     assert_eq!(after.1["on_hand"], before.1["on_hand"], "nothing was written");
-    let huge = json!({"product_id": product(0), "store_id": store, "quantity": 1_000_000});
+    let huge = json!({"product_id": demo_product(0), "store_id": store, "quantity": 1_000_000});
     let (status, problem, _) = call(hub.post("/v1/inventory/reservations", &huge)).await;
     assert_eq!(status, 409, "no phantom stock to reserve: {problem}");
 }
 
 #[tokio::test]
 async fn a_store_cannot_claim_the_event_id_of_a_web_shops_idempotency_key() {
-    let hub = spawn_hub().await;
+    let hub = TestHub::spawn().await;
     let (status, token, _) = call(hub.post("/v1/admin/tokens", &json!({"name": "web-shop"}))).await;
     assert_eq!(status, 201, "{token}");
     let web_shop = token["secret"].as_str().unwrap().to_owned();
@@ -113,7 +108,7 @@ async fn a_store_cannot_claim_the_event_id_of_a_web_shops_idempotency_key() {
     // What an attacker can compute: the scope and the key are guessable. Before the fix,
     // this was exactly the id the hub derived.
     let guessed = EventId::from_name("channel:web-shop", "order-1001");
-    let mut squatter = agent.fact(product(0), EventPayload::StockAdded { quantity: 1 });
+    let mut squatter = agent.fact(demo_product(0), EventPayload::StockAdded { quantity: 1 });
     squatter.event_id = guessed;
     let answer = agent.upload(&[squatter]).await;
     assert_eq!(
@@ -121,7 +116,7 @@ async fn a_store_cannot_claim_the_event_id_of_a_web_shops_idempotency_key() {
         "appended"
     );
 
-    let order = json!({"product_id": product(0), "store_id": demo_store(0), "quantity": 1});
+    let order = json!({"product_id": demo_product(0), "store_id": demo_store(0), "quantity": 1});
     let reserve = || {
         hub.client
             .post(format!("{}/v1/inventory/reservations", hub.url))
@@ -139,10 +134,10 @@ async fn a_store_cannot_claim_the_event_id_of_a_web_shops_idempotency_key() {
 
 #[tokio::test]
 async fn a_store_fact_cannot_strand_another_streams_reservation() {
-    let hub = spawn_hub().await;
+    let hub = TestHub::spawn().await;
     let hold = ReservationId::new_v7();
     let web_order = json!({
-        "product_id": product(0), "store_id": demo_store(1), "quantity": 1, "reservation_id": hold,
+        "product_id": demo_product(0), "store_id": demo_store(1), "quantity": 1, "reservation_id": hold,
     });
     let (status, body, _) = call(hub.post("/v1/inventory/reservations", &web_order)).await;
     assert_eq!(status, 201, "{body}");
@@ -151,7 +146,7 @@ async fn a_store_fact_cannot_strand_another_streams_reservation() {
     let (_, agent) = hub.enroll("Leipzig").await;
     let facts = [
         agent.fact(
-            product(0),
+            demo_product(0),
             EventPayload::StockReleased {
                 reservation_id: hold,
                 quantity: 1,
@@ -159,7 +154,7 @@ async fn a_store_fact_cannot_strand_another_streams_reservation() {
             },
         ),
         agent.fact(
-            product(0),
+            demo_product(0),
             EventPayload::ReservationCommitted {
                 reservation_id: hold,
                 quantity: 1,
@@ -174,12 +169,12 @@ async fn a_store_fact_cannot_strand_another_streams_reservation() {
 
 #[tokio::test]
 async fn a_request_answered_timed_out_wrote_nothing_and_a_write_that_landed_is_not_called_a_timeout() {
-    let hub = spawn_hub_with(|config| config.http.request_timeout_secs = 1).await;
-    let body = json!({"product_id": product(2), "store_id": demo_store(0), "quantity": 5});
+    let hub = TestHub::spawn_with(|config| config.http.request_timeout_secs = 1).await;
+    let body = json!({"product_id": demo_product(2), "store_id": demo_store(0), "quantity": 5});
     let add = |key: &'static str| {
         hub.client
             .post(format!("{}/v1/inventory/stock", hub.url))
-            .bearer_auth(support::ADMIN)
+            .bearer_auth(shelfsync_hub::testing::ADMIN)
             .header("Idempotency-Key", key)
             .json(&body)
     };
@@ -207,7 +202,7 @@ async fn a_request_answered_timed_out_wrote_nothing_and_a_write_that_landed_is_n
 
 #[tokio::test]
 async fn cursors_past_int64_are_refused_not_wrapped() {
-    let hub = spawn_hub().await;
+    let hub = TestHub::spawn().await;
     let agent = hub.demo_agent(0).await;
     let too_far = "9223372036854775808";
     let (status, body, _) =
@@ -237,7 +232,7 @@ async fn cursors_past_int64_are_refused_not_wrapped() {
     assert!(status == 400 || status == 422, "{status} {body}");
     let (status, body, _) = call(hub.get(&format!(
         "/v1/inventory/products/{}/stores/{}?min_position={too_far}",
-        product(0),
+        demo_product(0),
         demo_store(0)
     )))
     .await;

@@ -8,9 +8,9 @@
 
 use crate::checker::{self, AgentRef, Expect, Report};
 use crate::process::{AgentProcess, Endpoint, HubProcess, ADMIN_TOKEN};
-use crate::proxy::{FaultProxy, Mode};
 use crate::workload::{http_client, Till, TillLog, WebLog, WebShop, Workload};
 use serde_json::Value;
+use shelfsync_common::testing::proxy::{FaultProxy, Mode};
 use shelfsync_common::wire::sync::EnrolledStore;
 use shelfsync_common::{ProductId, StoreId};
 use std::path::{Path, PathBuf};
@@ -337,17 +337,9 @@ impl Cluster {
 
     /// POST on the hub with the admin token.
     pub async fn hub_post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.hub_url()))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(body)
-            .send()
+        checker::post_json(&self.http, &format!("{}{path}", self.hub_url()), ADMIN_TOKEN, body)
             .await
-            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// The value of a counter in the hub's `/metrics`, summed over its labels (0 when not

@@ -7,10 +7,12 @@
 //! (`<label>-<n>.stdout|stderr`, one pair per start) so that a failing test can show the
 //! tail. A process can be killed with SIGKILL, stopped with SIGTERM, and started again on
 //! the same data directory; it is killed and reaped when its handle drops, so a failing
-//! test never leaves a process behind.
+//! test never leaves a process behind. A test that kills a process while it starts up
+//! starts it without waiting for the line ([`Process::start_unannounced`]); an operator
+//! command on the same files runs to its end with [`Process::run_once`].
 //!
 //! A restarted process gets a new port. Agents reach the hub through a
-//! [`FaultProxy`](crate::proxy::FaultProxy) whose port stays fixed (the proxy is pointed
+//! [`FaultProxy`](shelfsync_common::testing::proxy::FaultProxy) whose port stays fixed (the proxy is pointed
 //! at the hub's new port); tills reach an agent through its [`Endpoint`], which is
 //! updated when the agent restarts.
 
@@ -80,6 +82,28 @@ struct Spec {
     announce: &'static str,
 }
 
+impl Spec {
+    /// The program with `args`, its environment scrubbed of the developer's settings and
+    /// set to the spec's, stdin closed.
+    fn command(&self, args: &[String]) -> Command {
+        let mut command = Command::new(&self.program);
+        command.args(args);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with(self.scrub) {
+                command.env_remove(name);
+            }
+        }
+        // Plain logs in the files.
+        command.env("NO_COLOR", "1");
+        if std::env::var_os("RUST_LOG").is_none() {
+            command.env("RUST_LOG", "info,tokio_cron_scheduler=warn");
+        }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        command.stdin(Stdio::null());
+        command
+    }
+}
+
 /// A process that can be stopped and started again on the same files.
 pub struct Process {
     label: String,
@@ -134,36 +158,54 @@ impl Process {
 
     /// Starts the process and waits (bounded) for the line that says where it listens.
     pub async fn start(&mut self) {
+        let address = self.launch();
+        let url = match tokio::time::timeout(START_TIMEOUT, address).await {
+            Ok(Ok(url)) => url,
+            Ok(Err(_)) => {
+                let mut running = self.running.take().expect("just launched");
+                let status = wait_exit(&mut running.child, Duration::from_secs(5)).await;
+                panic!(
+                    "{} closed stdout without saying where it listens ({status:?}); stderr:\n{}",
+                    self.label,
+                    tail(&running.stderr, 60)
+                );
+            }
+            Err(_) => panic!(
+                "{} did not print its address within {START_TIMEOUT:?}; stderr:\n{}",
+                self.label,
+                self.stderr_tail(60)
+            ),
+        };
+        assert!(url.starts_with("http://127.0.0.1:"), "{}: {url}", self.label);
+        self.endpoint.set(url);
+    }
+
+    /// Starts the process without waiting for it to listen (a test that kills it while it
+    /// is still starting up, e.g. seeding).
+    pub fn start_unannounced(&mut self) {
+        drop(self.launch());
+    }
+
+    /// Spawns the process; the receiver gets the URL it announces.
+    fn launch(&mut self) -> tokio::sync::oneshot::Receiver<String> {
         assert!(self.running.is_none(), "{} is already running", self.label);
         self.starts += 1;
         let base = self.dir.join(format!("{}-{}", self.label, self.starts));
         let stdout_path = base.with_extension("stdout");
         let stderr_path = base.with_extension("stderr");
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
-        let mut command = Command::new(&self.spec.program);
-        command.args(&self.spec.args);
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with(self.spec.scrub) {
-                command.env_remove(name);
-            }
-        }
-        // Plain logs in the files.
-        command.env("NO_COLOR", "1");
-        if std::env::var_os("RUST_LOG").is_none() {
-            command.env("RUST_LOG", "info,tokio_cron_scheduler=warn");
-        }
-        command.envs(self.spec.env.iter().map(|(k, v)| (k, v)));
-        let mut child = command
-            .stdin(Stdio::null())
+        let mut child = self
+            .spec
+            .command(&self.spec.args)
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {} ({}): {e}", self.label, self.spec.program.display()));
         let stdout = child.stdout.take().expect("piped stdout");
-        let running = Running {
+        self.running = Some(Running {
             child,
             stderr: stderr_path,
-        };
+        });
         // Drain stdout to its file to its end (the child must never get EPIPE); hand over
         // the address as soon as it appears.
         let (found, address) = tokio::sync::oneshot::channel::<String>();
@@ -183,26 +225,33 @@ impl Process {
                 }
             }
         });
-        let url = match tokio::time::timeout(START_TIMEOUT, address).await {
-            Ok(Ok(url)) => url,
-            Ok(Err(_)) => {
-                let mut running = running;
-                let status = wait_exit(&mut running.child, Duration::from_secs(5)).await;
-                panic!(
-                    "{} closed stdout without saying where it listens ({status:?}); stderr:\n{}",
-                    self.label,
-                    tail(&running.stderr, 60)
-                );
-            }
-            Err(_) => panic!(
-                "{} did not print its address within {START_TIMEOUT:?}; stderr:\n{}",
-                self.label,
-                tail(&running.stderr, 60)
-            ),
-        };
-        assert!(url.starts_with("http://127.0.0.1:"), "{}: {url}", self.label);
-        self.endpoint.set(url);
-        self.running = Some(running);
+        address
+    }
+
+    /// Runs the same program once more with other arguments (an operator command on the
+    /// same files, e.g. `rebuild-projections`) and waits (bounded) for it to exit. Its
+    /// stdout and stderr go to `<label>-<name>.stdout|stderr`; returns the exit status
+    /// (`None`: killed after [`EXIT_TIMEOUT`]), the stdout and the stderr.
+    pub async fn run_once(
+        &self,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> (Option<ExitStatus>, String, String) {
+        let base = self.dir.join(format!("{}-{name}", self.label));
+        let (stdout_path, stderr_path) = (base.with_extension("stdout"), base.with_extension("stderr"));
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let mut child = self
+            .spec
+            .command(&args)
+            .envs(env.iter().copied())
+            .stdout(std::fs::File::create(&stdout_path).expect("stdout file"))
+            .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {} {name}: {e}", self.label));
+        let status = wait_exit(&mut child, EXIT_TIMEOUT).await;
+        let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+        (status, read(&stdout_path), read(&stderr_path))
     }
 
     /// SIGKILL, and reap. No-op when not running.

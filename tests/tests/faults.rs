@@ -7,13 +7,13 @@
 #![cfg(unix)]
 
 use serde_json::json;
+use shelfsync_common::testing::proxy::{FaultProxy, Mode};
 use shelfsync_common::wire::edge::LocalStockLevel;
 use shelfsync_common::{EventPayload, ProductId, ReservationId, StoreId, StreamId};
 use shelfsync_tests::checker::{self, Expect};
 use shelfsync_tests::cluster::{demo_products, seed, soak, Cluster};
 use shelfsync_tests::process::Endpoint;
 use shelfsync_tests::process::TERMINAL_KEY;
-use shelfsync_tests::proxy::{FaultProxy, Mode};
 use shelfsync_tests::workload::{Progress, TillLog, WebLog, Workload};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;

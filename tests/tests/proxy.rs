@@ -1,7 +1,7 @@
 //! The fault proxy itself, against a tiny line-echo server: each mode does what the
 //! scenarios rely on.
 
-use shelfsync_tests::proxy::{FaultProxy, Mode};
+use shelfsync_common::testing::proxy::{FaultProxy, Mode};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -10,9 +10,7 @@ pub use shelfsync_edge::testing::TERMINAL;
 use shelfsync_edge::testing::{Bulk, Options, TestAgent};
 use std::time::Duration;
 
-#[path = "../../../hub/benches/support/measure.rs"]
-mod measure;
-pub use measure::*;
+pub use shelfsync_common::testing::measure::*;
 
 /// A running agent (its own runtime, threads named `agent`).
 pub struct BenchAgent {

@@ -1,15 +1,12 @@
-//! Support of the API tests: the HTTP helpers (from the hub's tests) and the problem
-//! check. The agent itself comes from its test kit ([`shelfsync_edge::testing`]).
+//! Support of the API tests: the shared HTTP and OpenAPI helpers
+//! ([`shelfsync_common::testing`]) and the problem check. The agent itself comes from its test kit ([`shelfsync_edge::testing`]).
 
 #![allow(dead_code)]
 
 use serde_json::Value;
 
-#[path = "../../../hub/tests/support/http.rs"]
-mod http;
-#[path = "../../../hub/tests/support/openapi.rs"]
-pub mod openapi;
-pub use http::call;
+pub use shelfsync_common::testing::http::call;
+pub use shelfsync_common::testing::openapi;
 
 /// Asserts a problem+json answer with this status and code.
 #[track_caller]

@@ -1,27 +1,33 @@
-//! What the hub's newer bench binaries share (`append_http` and `ingest_schema` predate
-//! it and keep their own copies): env knobs, statistics, per-thread CPU accounting, and a
-//! real hub started in-process on a 127.0.0.1:0 listener with its own runtime.
+//! What the hub's bench binaries share: the measurement helpers of
+//! `shelfsync_common::testing::measure`, and a [`TestHub`] started in-process on its own
+//! runtime (threads named `hub`, like the binary's one worker per core) with a fresh data
+//! dir under `BENCH_DIR` and the demo data.
 
 #![allow(dead_code)]
 
+pub use shelfsync_common::testing::measure::*;
 use shelfsync_hub::config::HubConfig;
-use std::path::PathBuf;
-use std::time::Duration;
+use shelfsync_hub::testing::{metric_value, metrics_text, TestHub};
 
-/// The admin token of every bench hub.
-pub const ADMIN: &str = "bench-admin-token-0123456789";
+/// The hub's event-log DDL, for the raw SQLite baselines.
+pub const EVENTS_DDL: &str = include_str!("../../migrations/0001_event_store.sql");
 
-mod measure;
-pub use measure::*;
+/// A fresh SQLite file for a raw baseline with the hub's pragmas (WAL, synchronous=FULL,
+/// foreign keys) and the hub's event-log DDL.
+pub fn open_baseline(path: &std::path::Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).expect("open");
+    conn.pragma_update(None, "journal_mode", "WAL").expect("wal");
+    conn.pragma_update(None, "synchronous", "FULL").expect("sync");
+    conn.pragma_update(None, "foreign_keys", "ON").expect("fk");
+    conn.execute_batch(EVENTS_DDL).expect("ddl");
+    conn
+}
 
-/// A real hub on 127.0.0.1:0 with a fresh temp data dir and the demo data, on its own
-/// runtime (threads named `hub`, like the binary's one worker per core).
+/// A real hub on 127.0.0.1:0 on its own runtime.
 pub struct BenchHub {
     pub url: String,
-    pub data_dir: PathBuf,
+    pub hub: TestHub,
     pub runtime: tokio::runtime::Runtime,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
 
@@ -36,103 +42,41 @@ impl BenchHub {
     pub fn start_with(nodelay: bool, configure: impl FnOnce(&mut HubConfig)) -> Self {
         let dir = tempfile::tempdir_in(bench_dir()).expect("temp dir");
         let runtime = runtime("hub");
-        let listener = runtime
-            .block_on(async {
-                let socket = tokio::net::TcpSocket::new_v4()?;
-                if nodelay {
-                    socket.set_nodelay(true)?;
-                }
-                socket.bind("127.0.0.1:0".parse().expect("address"))?;
-                socket.listen(1024)
-            })
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let mut config = HubConfig {
-            data_dir: dir.path().to_owned(),
-            admin_token: Some(ADMIN.into()),
-            ..HubConfig::default()
-        };
-        configure(&mut config);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let options = shelfsync_hub::RunOptions {
-            seed_demo_data: true,
-            announce: false,
-        };
-        let server = runtime.spawn(async move {
-            shelfsync_hub::run(config, listener, options, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("hub run");
-        });
-        let hub = Self {
-            url,
-            data_dir: dir.path().to_owned(),
-            runtime,
-            stop: Some(stop),
-            server: Some(server),
-            _dir: dir,
-        };
-        // The listener is bound before run() starts serving; wait until it answers.
-        let url = hub.url.clone();
-        hub.runtime.block_on(async move {
-            let client = reqwest::Client::new();
-            for _ in 0..600 {
-                if let Ok(r) = client.get(format!("{url}/readyz")).send().await {
-                    if r.status().is_success() {
-                        return;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        let data_dir = dir.path().to_owned();
+        let hub = runtime.block_on(async move {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            if nodelay {
+                socket.set_nodelay(true).expect("TCP_NODELAY");
             }
-            panic!("the hub did not become ready");
+            socket.bind("127.0.0.1:0".parse().expect("address")).expect("bind");
+            let listener = socket.listen(1024).expect("listen");
+            let hub = TestHub::spawn_on(listener, data_dir, true, configure).await;
+            hub.wait_ready().await;
+            hub
         });
-        hub
+        Self {
+            url: hub.url.clone(),
+            hub,
+            runtime,
+            _dir: dir,
+        }
     }
 
     /// The demo store token of demo store `n` (written by the seed into the data dir).
     pub fn demo_store_token(&self, n: usize) -> String {
-        let store = shelfsync_hub::seed::stores()[n].id;
-        std::fs::read_to_string(shelfsync_hub::seed::store_token_path(&self.data_dir, store))
-            .expect("demo store token")
-            .trim()
-            .to_owned()
+        self.hub.demo_store_token(n)
     }
 
     /// Stops the hub gracefully and waits for it.
-    pub fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let _ = self.runtime.block_on(server);
-        }
-    }
-}
-
-impl Drop for BenchHub {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+    pub fn stop(self) {
+        let Self { hub, runtime, .. } = self;
+        runtime.block_on(hub.stop());
     }
 }
 
 /// (sum, count) of a Prometheus histogram or summary in the hub's `/metrics`.
 pub async fn metric_sum_count(client: &reqwest::Client, url: &str, name: &str) -> (f64, f64) {
-    let text = client
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    let value = |metric: &str| {
-        text.lines()
-            .filter(|l| l.split([' ', '{']).next() == Some(metric))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>()
-    };
-    (value(&format!("{name}_sum")), value(&format!("{name}_count")))
+    let text = metrics_text(client, url).await;
+    let value = |suffix: &str| metric_value(&text, &format!("{name}_{suffix}"));
+    (value("sum"), value("count"))
 }

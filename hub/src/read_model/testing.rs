@@ -28,10 +28,10 @@ impl Fixture {
     pub async fn new() -> Self {
         shelfsync_common::server::telemetry::init_test_logging();
         let dir = tempfile::tempdir().unwrap();
-        let store = EventStore::open(&dir.path().join("events.sqlite"), EventBus::new()).unwrap();
+        let log = EventStore::open(&dir.path().join("events.sqlite"), EventBus::new()).unwrap();
         let fixture = Self {
             dir,
-            log: store,
+            log,
             shop: StoreId::new_v7(),
             product: ProductId::new_v7(),
             requests: AtomicU64::new(0),

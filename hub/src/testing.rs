@@ -1,92 +1,142 @@
-//! Test support: start a real hub in-process on a port-0 listener with its own data dir,
-//! and talk to it over real HTTP. The hub stops (gracefully) when the handle drops.
+//! The hub in-process, for tests and benches (feature `testing`, a dev-dependency only):
+//! the one way to start a real hub on a port-0 listener with its own data directory, and
+//! to talk to it over real HTTP as an admin or as an edge agent.
+//!
+//! - [`TestHub`]: `TestHub::spawn().await` (demo data, fresh temporary directory),
+//!   [`TestHub::spawn_with`] (a changed configuration), [`TestHub::spawn_at`] (a data
+//!   directory the test keeps), [`TestHub::spawn_on`] (a listener and data directory the
+//!   caller made: the benches, on their own runtime). It stops when dropped.
+//! - [`Agent`]: a store's token and the sync surface (upload, pull, snapshot, heartbeat,
+//!   the push stream as an [`SseClient`]).
+//! - [`demo_store`], [`demo_product`], [`ADMIN`]: what every test hub starts with.
+//!
+//! The hub's own integration tests and benches and the edge agent's sync tests use it;
+//! the e2e suite (`tests/`) runs the real binary instead. Helpers panic with a message
+//! when an expectation breaks: that is how a test fails.
 
-#![allow(dead_code)]
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use crate::config::HubConfig;
+use futures_util::StreamExt;
 use serde_json::Value;
-use shelfsync_hub::config::HubConfig;
+use shelfsync_common::testing::http::call;
+use shelfsync_common::wire::sync::{
+    CaughtUp, EnrolledStore, FleetResponse, Heartbeat, HeartbeatAck, Progress, PullResponse, SnapshotResponse,
+    UploadEvent, UploadRequest, UploadResponse, PROTOCOL_HEADER, PROTOCOL_VERSION, SSE_CAUGHT_UP, SSE_EVENT,
+    SSE_PROGRESS,
+};
+use shelfsync_common::{EventEnvelope, EventId, EventMetadata, EventPayload, Origin, ProductId, StoreId, StreamId};
 use std::path::PathBuf;
+use std::time::Duration;
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 /// The admin token every test hub uses.
 pub const ADMIN: &str = "test-admin-token-0123456789";
 
-/// A running hub.
+/// Demo store `n` (0..3) of the demo data every [`TestHub::spawn`] seeds.
+pub fn demo_store(n: usize) -> StoreId {
+    crate::seed::stores()[n].id
+}
+
+/// Demo product `n` (0..5) of the demo data.
+pub fn demo_product(n: usize) -> ProductId {
+    crate::seed::products()[n].id
+}
+
+/// A running hub; it stops (gracefully) when dropped, or with [`TestHub::stop`].
 pub struct TestHub {
+    /// Its base URL, `http://127.0.0.1:PORT`.
     pub url: String,
+    /// A client for it (no token set: see [`TestHub::get`] and friends).
     pub client: reqwest::Client,
+    /// Its data directory.
     pub data_dir: PathBuf,
     _dir: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// A hub on a fresh data dir with the demo data.
-pub async fn spawn_hub() -> TestHub {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().to_owned();
-    let mut hub = spawn_hub_at(path, true).await;
-    hub._dir = Some(dir);
-    hub
-}
-
-/// A hub on a fresh data dir with the demo data, its configuration changed by `configure`
-/// (e.g. a small `sync.push_buffer_events`).
-pub async fn spawn_hub_with(configure: impl FnOnce(&mut HubConfig)) -> TestHub {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().to_owned();
-    let mut hub = spawn_configured(path, true, configure).await;
-    hub._dir = Some(dir);
-    hub
-}
-
-/// A hub on `data_dir` (kept after the hub stops).
-pub async fn spawn_hub_at(data_dir: PathBuf, demo: bool) -> TestHub {
-    spawn_configured(data_dir, demo, |_| {}).await
-}
-
-async fn spawn_configured(data_dir: PathBuf, demo: bool, configure: impl FnOnce(&mut HubConfig)) -> TestHub {
-    shelfsync_common::server::telemetry::init_test_logging();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let mut config = HubConfig {
-        data_dir: data_dir.clone(),
-        admin_token: Some(ADMIN.into()),
-        ..HubConfig::default()
-    };
-    configure(&mut config);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let options = shelfsync_hub::RunOptions {
-        seed_demo_data: demo,
-        announce: false,
-    };
-    let task = tokio::spawn(async move {
-        shelfsync_hub::run(config, listener, options, async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("hub run");
-    });
-    let hub = TestHub {
-        url,
-        client: reqwest::Client::new(),
-        data_dir,
-        _dir: None,
-        stop: Some(stop),
-        task: Some(task),
-    };
-    // The listener is bound before run() starts, so requests queue until it serves.
-    let ready = hub
-        .client
-        .get(format!("{}/healthz", hub.url))
-        .send()
-        .await
-        .expect("healthz");
-    assert!(ready.status().is_success());
-    hub
-}
-
 impl TestHub {
+    /// A hub on a fresh temporary data dir with the demo data.
+    pub async fn spawn() -> TestHub {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// A hub on a fresh temporary data dir with the demo data, its configuration changed
+    /// by `configure` (e.g. a small `sync.push_buffer_events`).
+    pub async fn spawn_with(configure: impl FnOnce(&mut HubConfig)) -> TestHub {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut hub = Self::spawn_on(bind().await, dir.path().to_owned(), true, configure).await;
+        hub._dir = Some(dir);
+        hub
+    }
+
+    /// A hub on `data_dir` (kept after the hub stops), with the demo data when `demo`.
+    pub async fn spawn_at(data_dir: PathBuf, demo: bool) -> TestHub {
+        Self::spawn_on(bind().await, data_dir, demo, |_| {}).await
+    }
+
+    /// A hub serving `listener` on `data_dir`, spawned on the current runtime (a bench
+    /// calls it inside its own runtime's `block_on`). Returns once it answers `/healthz`.
+    pub async fn spawn_on(
+        listener: TcpListener,
+        data_dir: PathBuf,
+        demo: bool,
+        configure: impl FnOnce(&mut HubConfig),
+    ) -> TestHub {
+        shelfsync_common::server::telemetry::init_test_logging();
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let mut config = HubConfig {
+            data_dir: data_dir.clone(),
+            admin_token: Some(ADMIN.into()),
+            ..HubConfig::default()
+        };
+        configure(&mut config);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let options = crate::RunOptions {
+            seed_demo_data: demo,
+            announce: false,
+        };
+        let task = tokio::spawn(async move {
+            crate::run(config, listener, options, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("hub run");
+        });
+        let hub = TestHub {
+            url,
+            client: reqwest::Client::new(),
+            data_dir,
+            _dir: None,
+            stop: Some(stop),
+            task: Some(task),
+        };
+        // The listener is bound before run() starts, so requests queue until it serves.
+        let ready = hub
+            .client
+            .get(format!("{}/healthz", hub.url))
+            .send()
+            .await
+            .expect("healthz");
+        assert!(ready.status().is_success());
+        hub
+    }
+
+    /// Waits (bounded: 30 s) until `/readyz` answers 200: the read model has caught up.
+    pub async fn wait_ready(&self) {
+        for _ in 0..600 {
+            if let Ok(r) = self.client.get(format!("{}/readyz", self.url)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the hub did not become ready");
+    }
+
     /// Stops the hub and waits for it to finish.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -97,10 +147,12 @@ impl TestHub {
         }
     }
 
+    /// A GET with the admin token.
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.client.get(format!("{}{path}", self.url)).bearer_auth(ADMIN)
     }
 
+    /// A POST of `body` with the admin token.
     pub fn post(&self, path: &str, body: &Value) -> reqwest::RequestBuilder {
         self.client
             .post(format!("{}{path}", self.url))
@@ -113,11 +165,20 @@ impl TestHub {
         self.client.post(format!("{}{path}", self.url)).bearer_auth(ADMIN)
     }
 
+    /// A PUT of `body` with the admin token.
     pub fn put(&self, path: &str, body: &Value) -> reqwest::RequestBuilder {
         self.client
             .put(format!("{}{path}", self.url))
             .bearer_auth(ADMIN)
             .json(body)
+    }
+
+    /// The demo token of demo store `n` (the seed writes it into the data dir).
+    pub fn demo_store_token(&self, n: usize) -> String {
+        std::fs::read_to_string(crate::seed::store_token_path(&self.data_dir, demo_store(n)))
+            .expect("demo store token")
+            .trim()
+            .to_owned()
     }
 }
 
@@ -129,30 +190,34 @@ impl Drop for TestHub {
     }
 }
 
-mod http;
-pub mod openapi;
-pub use http::call;
-
-/// Demo ids.
-pub fn demo_store(n: usize) -> String {
-    shelfsync_hub::seed::stores()[n].id.to_string()
+/// The text of `/metrics` of the server at `url`.
+pub async fn metrics_text(client: &reqwest::Client, url: &str) -> String {
+    client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body")
 }
 
-pub fn demo_product(n: usize) -> String {
-    shelfsync_hub::seed::products()[n].id.to_string()
+/// The sum over every label set of the Prometheus sample `name` in the text of `/metrics`
+/// (0 when not yet recorded).
+pub fn metric_value(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| line.split([' ', '{']).next() == Some(name))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn bind() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.expect("bind")
 }
 
 // ---------------------------------------------------------------------------------------
 // The sync surface, as an edge agent uses it.
-
-use futures_util::StreamExt;
-use shelfsync_common::wire::sync::{
-    CaughtUp, EnrolledStore, FleetResponse, Heartbeat, HeartbeatAck, Progress, PullResponse, SnapshotResponse,
-    UploadEvent, UploadRequest, UploadResponse, PROTOCOL_HEADER, PROTOCOL_VERSION, SSE_CAUGHT_UP, SSE_EVENT,
-    SSE_PROGRESS,
-};
-use shelfsync_common::{EventEnvelope, EventId, EventMetadata, EventPayload, Origin, ProductId, StoreId, StreamId};
-use std::time::Duration;
 
 impl TestHub {
     /// The hub's head position (from `/readyz`).
@@ -163,7 +228,7 @@ impl TestHub {
 
     /// An agent for demo store `n`, with a fresh store token (the admin's rotate route).
     pub async fn demo_agent(&self, n: usize) -> Agent {
-        let store = shelfsync_hub::seed::stores()[n].id;
+        let store = demo_store(n);
         let (status, body, _) = call(self.post_empty(&format!("/v1/admin/stores/{store}/token"))).await;
         assert_eq!(status, 201, "{body}");
         let enrolled: EnrolledStore = serde_json::from_value(body).expect("EnrolledStore");
@@ -196,19 +261,14 @@ impl TestHub {
         serde_json::from_value(body).expect("FleetResponse")
     }
 
+    /// The text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        metrics_text(&self.client, &self.url).await
+    }
+
     /// The value of a counter in `/metrics` (0 when not yet recorded).
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .client
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .await
-            .expect("metrics");
-        let text = text.text().await.expect("metrics body");
-        text.lines()
-            .filter(|line| line.split([' ', '{']).next() == Some(name))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        metric_value(&self.metrics().await, name)
     }
 }
 
@@ -379,6 +439,7 @@ pub struct SseClient {
 }
 
 impl SseClient {
+    /// Reads the push stream from an open `GET /v1/sync/stream` answer.
     pub fn new(response: reqwest::Response) -> Self {
         use eventsource_stream::Eventsource;
         Self {

@@ -196,14 +196,7 @@ impl FaultProxy {
     /// Changes the mode; existing connections are closed (or frozen, entering `Blackhole`).
     pub fn set_mode(&self, mode: Mode) {
         eprintln!("[e2e] proxy {}: {mode:?}", self.name);
-        if let Some(flapper) = self
-            .flapper
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-        {
-            flapper.abort();
-        }
+        self.stop_flapping();
         *self.mode.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = mode.clone();
         match mode {
             Mode::Flap { a, b, every_ms } => {
@@ -252,8 +245,9 @@ impl FaultProxy {
     }
 }
 
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
+impl FaultProxy {
+    /// Stops the task that alternates the modes of a `Flap`, if one runs.
+    fn stop_flapping(&self) {
         if let Some(flapper) = self
             .flapper
             .lock()
@@ -262,6 +256,12 @@ impl Drop for FaultProxy {
         {
             flapper.abort();
         }
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop_flapping();
         self.accept.abort();
         // Closing the phase channel ends every connection task.
         set_phase(&self.phase, Mode::Reset);

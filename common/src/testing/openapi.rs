@@ -1,12 +1,12 @@
 //! The OpenAPI contract as the API tests check it against a running server, shared by the
-//! hub's and the edge agent's tests (the agent's include this file by path): the served
-//! `/openapi.json` keeps the rules of `shelfsync_common::server::openapi::contract_violations`,
+//! hub's and the edge agent's tests: the served `/openapi.json` keeps the rules of
+//! [`contract_violations`],
 //! and what it says about tokens is what the server does: every operation that declares a
 //! security requirement answers 401 without a token, and every operation declared open
 //! answers without one.
 
+use crate::server::openapi::{contract_violations, METHODS};
 use serde_json::Value;
-use shelfsync_common::server::openapi::{contract_violations, METHODS};
 
 /// Fetches `<base>/openapi.json`, checks it and probes every operation without a token
 /// (sending `headers`, e.g. the sync protocol header); returns the document.

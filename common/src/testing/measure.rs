@@ -1,8 +1,5 @@
-//! Measurement helpers shared by every bench binary of the workspace (the edge agent's
-//! benches include this file by path): environment knobs, statistics, per-thread CPU
-//! accounting from /proc, and the machine's description.
-
-#![allow(dead_code)]
+//! Measurement helpers shared by every bench binary of the workspace: environment knobs,
+//! statistics, per-thread CPU accounting from /proc, and the machine's description.
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -126,6 +126,21 @@ pub async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> Result<
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
 }
 
+/// POST `body` with a bearer token; (status, JSON or text). `Err` when no complete answer
+/// arrived (the outcome is unknown).
+pub async fn post_json(http: &reqwest::Client, url: &str, token: &str, body: &Value) -> Result<(u16, Value), String> {
+    let response = http
+        .post(url)
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| format!("POST {url}: {e:?}"))?;
+    let status = response.status().as_u16();
+    let text = response.text().await.map_err(|e| format!("POST {url}: {e}"))?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+}
+
 /// The hub's head and projected position (`/readyz`).
 pub async fn hub_positions(http: &reqwest::Client, hub_url: &str) -> Result<(u64, u64), String> {
     let (status, ready) = get_json(http, &format!("{hub_url}/readyz"), ADMIN_TOKEN).await?;
@@ -408,6 +423,81 @@ pub fn oversell_problems(log: &[EventEnvelope]) -> (Vec<String>, Vec<(StreamId, 
     (problems, found)
 }
 
+/// A stream's figures as the fold of the log gives them and the hub's read model answers
+/// them: (on hand, reserved, available, version, position).
+type Figures = (i64, i64, i64, u64, u64);
+
+/// The hub's figures for `stream` read at `min_position` (`None`: no such stream),
+/// retrying (bounded) while the read model answers 503 (not there yet).
+async fn hub_figures(
+    http: &reqwest::Client,
+    hub_url: &str,
+    stream: StreamId,
+    min_position: u64,
+) -> Result<Option<Figures>, String> {
+    let store = stream
+        .store_id
+        .ok_or_else(|| format!("{stream} is not an inventory stream"))?;
+    let path = format!(
+        "{hub_url}/v1/inventory/products/{}/stores/{store}?min_position={min_position}",
+        stream.product_id
+    );
+    let mut answer = get_json(http, &path, ADMIN_TOKEN).await?;
+    for _ in 0..20 {
+        if answer.0 != 503 {
+            break;
+        }
+        answer = get_json(http, &path, ADMIN_TOKEN).await?;
+    }
+    match answer {
+        (200, body) => serde_json::from_value::<StockLevel>(body.clone())
+            .map(|l| Some((l.on_hand, l.reserved, l.available, l.version, l.position)))
+            .map_err(|e| format!("{path}: not a StockLevel ({e}): {body}")),
+        (404, _) => Ok(None),
+        (status, body) => Err(format!("{path}: {status} {body}")),
+    }
+}
+
+/// The problem when the hub's figures for `stream` are not the fold's.
+fn mismatch(stream: StreamId, hub: Option<Figures>, expected: Option<Figures>) -> Option<String> {
+    (hub != expected).then(|| {
+        format!(
+            "{stream}: hub read model {hub:?} != fold of the log {expected:?} (on_hand, reserved, available, version, position)"
+        )
+    })
+}
+
+/// The hub's read model at the log's head answers, for each of `streams`, exactly the fold
+/// of `log` (a stream the log does not have must be unknown to it too).
+pub async fn read_model_problems(
+    http: &reqwest::Client,
+    hub_url: &str,
+    streams: &[StreamId],
+    log: &[EventEnvelope],
+) -> Vec<String> {
+    let head = log.last().map_or(0, |e| e.position);
+    let folded = fold(log);
+    let mut problems = Vec::new();
+    for stream in streams {
+        let expected = folded.get(stream).map(|(state, position)| figures(state, *position));
+        match hub_figures(http, hub_url, *stream, head).await {
+            Ok(hub) => problems.extend(mismatch(*stream, hub, expected)),
+            Err(problem) => problems.push(problem),
+        }
+    }
+    problems
+}
+
+fn figures(state: &InventoryState, position: u64) -> Figures {
+    (
+        state.on_hand,
+        state.reserved(),
+        state.available(),
+        state.version,
+        position,
+    )
+}
+
 /// Compares, for every store of `agents` and every product, the agent, the hub's read
 /// model and the fold.
 pub async fn convergence_problems(
@@ -423,47 +513,13 @@ pub async fn convergence_problems(
     for agent in agents {
         for product in &products {
             let stream = StreamId::inventory(*product, agent.store);
-            let expected = folded.get(&stream).map(|(state, position)| {
-                (
-                    state.on_hand,
-                    state.reserved(),
-                    state.available(),
-                    state.version,
-                    *position,
-                )
-            });
-            let hub_path = format!(
-                "{hub_url}/v1/inventory/products/{product}/stores/{}?min_position={head}",
-                agent.store
-            );
-            let hub = match get_json(http, &hub_path, ADMIN_TOKEN).await {
-                Ok((200, body)) => match serde_json::from_value::<StockLevel>(body.clone()) {
-                    Ok(level) => Some((
-                        level.on_hand,
-                        level.reserved,
-                        level.available,
-                        level.version,
-                        level.position,
-                    )),
-                    Err(e) => {
-                        problems.push(format!("{hub_path}: not a StockLevel ({e}): {body}"));
-                        continue;
-                    }
-                },
-                Ok((404, _)) => None,
-                Ok((status, body)) => {
-                    problems.push(format!("{hub_path}: {status} {body}"));
+            let expected = folded.get(&stream).map(|(state, position)| figures(state, *position));
+            match hub_figures(http, hub_url, stream, head).await {
+                Ok(hub) => problems.extend(mismatch(stream, hub, expected)),
+                Err(problem) => {
+                    problems.push(problem);
                     continue;
                 }
-                Err(e) => {
-                    problems.push(e);
-                    continue;
-                }
-            };
-            if hub != expected {
-                problems.push(format!(
-                    "{stream}: hub read model {hub:?} != fold of the log {expected:?} (on_hand, reserved, available, version, position)"
-                ));
             }
             let agent_path = format!("{}/v1/inventory/products/{product}", agent.url);
             let local = match get_json(http, &agent_path, TERMINAL_KEY).await {
@@ -681,175 +737,4 @@ pub async fn check(
 }
 
 #[cfg(test)]
-mod tests {
-    //! The checker must catch what it claims to: each check against a small log with one
-    //! defect planted.
-
-    use super::*;
-    use crate::workload::{Ack, OpKind};
-    use shelfsync_common::{EventMetadata, ReservationId};
-
-    fn store() -> StoreId {
-        StoreId::from_bytes([1; 16])
-    }
-
-    fn product() -> ProductId {
-        ProductId::from_bytes([2; 16])
-    }
-
-    fn stream() -> StreamId {
-        StreamId::inventory(product(), store())
-    }
-
-    /// A log of `payloads` on one stream, positions and versions 1, 2, 3, ...
-    fn log(payloads: &[(Origin, EventPayload)]) -> Vec<EventEnvelope> {
-        payloads
-            .iter()
-            .enumerate()
-            .map(|(i, (origin, payload))| EventEnvelope {
-                event_id: EventId::from_bytes([i as u8 + 10; 16]),
-                stream: stream(),
-                stream_version: i as u64 + 1,
-                position: i as u64 + 1,
-                schema_version: 1,
-                payload: payload.clone(),
-                metadata: EventMetadata {
-                    origin: *origin,
-                    actor: "test".into(),
-                    correlation_id: uuid::Uuid::nil(),
-                    causation_id: None,
-                    occurred_at: time::OffsetDateTime::UNIX_EPOCH,
-                    recorded_at: None,
-                },
-            })
-            .collect()
-    }
-
-    fn added(quantity: u32) -> EventPayload {
-        EventPayload::StockAdded { quantity }
-    }
-
-    fn reserved(n: u8, quantity: u32) -> EventPayload {
-        EventPayload::StockReserved {
-            reservation_id: ReservationId::from_bytes([n; 16]),
-            quantity,
-            expires_at: time::OffsetDateTime::UNIX_EPOCH,
-        }
-    }
-
-    fn ack(event: &EventEnvelope) -> Ack {
-        Ack {
-            store: store(),
-            kind: OpKind::Stock,
-            product: product(),
-            path: "/v1/inventory/stock".into(),
-            body: Value::Null,
-            key: event.event_id.to_string(),
-            event_id: event.event_id,
-            payload: event.payload.clone(),
-            attempts: 1,
-            replayed: false,
-        }
-    }
-
-    fn till(acks: Vec<Ack>) -> TillLog {
-        TillLog {
-            store: Some(store()),
-            acks,
-            ..TillLog::default()
-        }
-    }
-
-    /// Recorded by the store.
-    fn by_store() -> Origin {
-        Origin::Store(store())
-    }
-
-    #[test]
-    fn a_sound_log_has_no_problems() {
-        let log = log(&[(Origin::Hub, added(2)), (by_store(), added(1))]);
-        assert!(log_shape_problems(&log).is_empty());
-        assert!(ack_problems(&log, &[till(vec![ack(&log[1])])]).is_empty());
-        assert!(oversell_problems(&log).0.is_empty());
-    }
-
-    #[test]
-    fn gaps_doubles_and_version_jumps_are_found() {
-        let mut gap = log(&[(Origin::Hub, added(1)), (Origin::Hub, added(1))]);
-        gap[1].position = 3;
-        assert_eq!(log_shape_problems(&gap).len(), 1, "a gap");
-        let mut double = log(&[(Origin::Hub, added(1)), (Origin::Hub, added(1))]);
-        double[1].event_id = double[0].event_id;
-        assert_eq!(log_shape_problems(&double).len(), 1, "one event twice");
-        let mut jump = log(&[(Origin::Hub, added(1)), (Origin::Hub, added(1))]);
-        jump[1].stream_version = 3;
-        assert_eq!(log_shape_problems(&jump).len(), 1, "a version jump");
-    }
-
-    #[test]
-    fn lost_altered_invented_and_shared_writes_are_found() {
-        let log = log(&[(by_store(), added(1)), (by_store(), added(2))]);
-        // Lost: acknowledged, not in the log (and the second is then a phantom).
-        let mut lost = ack(&log[1]);
-        lost.event_id = EventId::from_bytes([99; 16]);
-        let problems = ack_problems(&log, &[till(vec![ack(&log[0]), lost])]);
-        assert_eq!(problems.len(), 2, "{problems:#?}");
-        // Altered: in the log with another payload.
-        let mut altered = ack(&log[1]);
-        altered.payload = added(3);
-        assert_eq!(ack_problems(&log, &[till(vec![ack(&log[0]), altered])]).len(), 1);
-        // One event answering two requests.
-        let mut shared = ack(&log[0]);
-        shared.key = "another".into();
-        assert_eq!(
-            ack_problems(&log, &[till(vec![ack(&log[0]), shared, ack(&log[1])])]).len(),
-            1
-        );
-        // A store's own expiry of a hold is not a phantom.
-        let expired = super::tests::log(&[
-            (by_store(), reserved(1, 1)),
-            (
-                by_store(),
-                EventPayload::StockReleased {
-                    reservation_id: ReservationId::from_bytes([1; 16]),
-                    quantity: 1,
-                    reason: ReleaseReason::Expired,
-                },
-            ),
-        ]);
-        assert!(ack_problems(&expired, &[till(vec![ack(&expired[0])])]).is_empty());
-    }
-
-    #[test]
-    fn oversells_must_match_real_breaches_one_to_one() {
-        let breach = |flag: Option<(u8, i64)>| {
-            let mut events = vec![
-                (Origin::Hub, added(1)),
-                (Origin::Hub, reserved(1, 1)),
-                (by_store(), reserved(2, 1)),
-            ];
-            if let Some((cause, available)) = flag {
-                events.push((
-                    Origin::Hub,
-                    EventPayload::OversellDetected {
-                        caused_by: EventId::from_bytes([cause; 16]),
-                        on_hand: 1,
-                        reserved: 2,
-                        available,
-                    },
-                ));
-            }
-            log(&events)
-        };
-        // The store's hold (third event, id [12; 16]) breached: flagged right.
-        let (problems, found) = oversell_problems(&breach(Some((12, -1))));
-        assert!(problems.is_empty(), "{problems:#?}");
-        assert_eq!(found.len(), 1);
-        // Not flagged.
-        assert_eq!(oversell_problems(&breach(None)).0.len(), 1);
-        // Flagged with the wrong figures.
-        assert_eq!(oversell_problems(&breach(Some((12, -2)))).0.len(), 1);
-        // Naming an event that breached nothing (the hub's own hold), and so missing the real one.
-        assert_eq!(oversell_problems(&breach(Some((11, -1)))).0.len(), 2);
-    }
-}
+mod tests;

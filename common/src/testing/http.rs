@@ -1,6 +1,5 @@
 //! One HTTP call as the API tests see it: status, JSON body (or the text as a JSON string),
-//! content type. Shared by the hub's and the edge agent's tests (the agent's include this
-//! file by path).
+//! content type. Shared by the hub's and the edge agent's tests.
 
 use serde_json::Value;
 

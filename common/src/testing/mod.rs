@@ -1,0 +1,23 @@
+//! The small helpers every test and bench of the workspace shares (feature `testing`, a
+//! dev-dependency only): one place instead of copies or files included by `#[path]`.
+//!
+//! - [`proxy`]: the fault-injecting TCP proxy (the e2e suite puts one between every agent
+//!   and the hub; the agent's sync tests put one in front of an in-process hub).
+//! - [`http`]: one HTTP call as an API test sees it (status, JSON body, content type).
+//! - [`openapi`]: the served OpenAPI contract checked against what the server does.
+//! - [`measure`]: what every bench binary measures with (env knobs, statistics,
+//!   per-thread CPU, the machine).
+//! - `sqlite` (with feature `sqlite`): the write lock a writer's tests hold to shape a
+//!   group commit.
+//!
+//! These run only in tests and benches, where a broken expectation is a panic with a
+//! message: `expect` is their way of failing.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+pub mod http;
+pub mod measure;
+pub mod openapi;
+pub mod proxy;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
