@@ -15,7 +15,7 @@ use sync_support::*;
 
 /// Waits until the agent follows the hub live: the push stream is up and the cursor is at
 /// the hub's head.
-async fn until_live(agent: &SyncWorker, hub: &Hub) {
+async fn until_live(agent: &SyncWorker, hub: &TestHub) {
     eventually!(
         "the agent follows the hub live",
         agent.link().push_connected && agent.sync().0 == hub.head().await,
@@ -25,9 +25,9 @@ async fn until_live(agent: &SyncWorker, hub: &Hub) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bootstrap_then_a_local_sale_reaches_the_hub_and_comes_back_confirmed() {
-    let hub = start_hub().await;
+    let hub = TestHub::spawn().await;
     let store = demo_store(0);
-    let agent = SyncWorker::spawn(&hub.url, store, &hub.token(store), |_| {}).await;
+    let agent = SyncWorker::spawn(&hub.url, store, &hub.store_token(store), |_| {}).await;
     eventually!("bootstrapped", agent.sync().2, agent.link());
 
     // The snapshot gives the hub's stock and catalog.
@@ -88,12 +88,12 @@ async fn bootstrap_then_a_local_sale_reaches_the_hub_and_comes_back_confirmed() 
     eventually!(
         "a heartbeat reports the agent caught up",
         {
-            let entry = hub.fleet_entry(store).await;
+            let entry = fleet_entry(&hub, store).await;
             entry["heartbeat"]["cursor"] == head && entry["heartbeat"]["outbox_depth"] == 0
         },
-        hub.fleet_entry(store).await
+        fleet_entry(&hub, store).await
     );
-    let entry = hub.fleet_entry(store).await;
+    let entry = fleet_entry(&hub, store).await;
     assert_eq!(entry["heartbeat"]["agent_version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(entry["heartbeat"]["breaker_state"], "closed");
     assert_eq!(entry["push_connected"], true);
@@ -103,10 +103,13 @@ async fn bootstrap_then_a_local_sale_reaches_the_hub_and_comes_back_confirmed() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_at_the_hub_reaches_the_agent_by_push() {
-    let hub = start_hub().await;
+    let hub = TestHub::spawn().await;
     let store = demo_store(1);
     // Pulls every hour: only the push stream can bring the write in time.
-    let agent = SyncWorker::spawn(&hub.url, store, &hub.token(store), |c| c.sync.pull_interval_secs = 3600).await;
+    let agent = SyncWorker::spawn(&hub.url, store, &hub.store_token(store), |c| {
+        c.sync.pull_interval_secs = 3600
+    })
+    .await;
     until_live(&agent, &hub).await;
     let product = demo_product(2);
     let before = agent.on_hand(product);
@@ -134,11 +137,11 @@ async fn a_write_at_the_hub_reaches_the_agent_by_push() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn while_the_stream_is_refused_the_agent_pulls_and_reconnects_when_it_can() {
-    let hub = start_hub().await;
-    let proxy = Proxy::start(hub.addr).await;
-    proxy.block_streams(true);
+    let hub = TestHub::spawn().await;
+    let proxy = proxy_to(&hub).await;
+    proxy.set_mode(Mode::Refuse(PUSH_STREAM.into()));
     let store = demo_store(0);
-    let agent = SyncWorker::spawn(&proxy.url, store, &hub.token(store), |_| {}).await;
+    let agent = SyncWorker::spawn(&proxy.url(), store, &hub.store_token(store), |_| {}).await;
     eventually!(
         "caught up by pulling",
         agent.sync().2 && agent.sync().0 == hub.head().await,
@@ -168,7 +171,7 @@ async fn while_the_stream_is_refused_the_agent_pulls_and_reconnects_when_it_can(
     );
 
     // The stream comes back: the agent uses it again.
-    proxy.block_streams(false);
+    proxy.heal();
     eventually!("the push stream reconnects", agent.link().push_connected, agent.link());
     let position = hub.add_stock(product, store, 1).await;
     eventually!("by push", agent.sync().0 >= position, agent.sync());
@@ -179,10 +182,10 @@ async fn while_the_stream_is_refused_the_agent_pulls_and_reconnects_when_it_can(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_the_link_cut_sales_are_kept_the_breaker_opens_and_the_outbox_drains_when_it_returns() {
-    let hub = start_hub().await;
-    let proxy = Proxy::start(hub.addr).await;
+    let hub = TestHub::spawn().await;
+    let proxy = proxy_to(&hub).await;
     let store = demo_store(2);
-    let agent = SyncWorker::spawn(&proxy.url, store, &hub.token(store), |_| {}).await;
+    let agent = SyncWorker::spawn(&proxy.url(), store, &hub.store_token(store), |_| {}).await;
     until_live(&agent, &hub).await;
     let (coffee, mug) = (demo_product(0), demo_product(2));
     let (coffee_before, mug_before) = (
@@ -190,7 +193,7 @@ async fn with_the_link_cut_sales_are_kept_the_breaker_opens_and_the_outbox_drain
         hub.stock(mug, store).await.on_hand,
     );
 
-    proxy.cut();
+    proxy.set_mode(Mode::Reset);
     eventually!("the stream notices", !agent.link().push_connected, agent.link());
     agent.sell(coffee, 1).await;
     agent.sell(mug, 2).await;
@@ -210,7 +213,7 @@ async fn with_the_link_cut_sales_are_kept_the_breaker_opens_and_the_outbox_drain
     assert_eq!(agent.outbox_depth(), 6);
 
     // The link comes back; no new sale is needed for the outbox to drain.
-    proxy.restore();
+    proxy.heal();
     eventually!(
         "the outbox drains and comes back confirmed",
         agent.outbox_depth() == 0 && agent.sync().0 == hub.head().await,
@@ -235,12 +238,12 @@ async fn with_the_link_cut_sales_are_kept_the_breaker_opens_and_the_outbox_drain
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restarted_hub_is_in_use_again_within_seconds_not_after_the_long_intervals() {
-    let hub = start_hub().await;
-    let mut proxy = Proxy::start(hub.addr).await;
+    let hub = TestHub::spawn().await;
+    let proxy = proxy_to(&hub).await;
     let store = demo_store(1);
     // Every interval far longer than the bound below: only the breaker's cheap probes while
     // nothing listens, and the tasks waking when it closes, can meet it.
-    let agent = SyncWorker::spawn(&proxy.url, store, &hub.token(store), |c| {
+    let agent = SyncWorker::spawn(&proxy.url(), store, &hub.store_token(store), |c| {
         c.sync.pull_interval_secs = 60;
         c.sync.breaker_open_secs = 60;
         c.sync.retry_max_ms = 60_000;
@@ -248,13 +251,13 @@ async fn a_restarted_hub_is_in_use_again_within_seconds_not_after_the_long_inter
     .await;
     until_live(&agent, &hub).await;
 
-    proxy.stop_listening().await;
+    proxy.set_mode(Mode::Reset);
     agent.sell(demo_product(0), 1).await;
     eventually!("the breaker opens", agent.link().breaker == "open", agent.link());
     tokio::time::sleep(Duration::from_secs(4)).await; // a few refused probes
     assert_eq!(agent.outbox_depth(), 2);
 
-    proxy.listen_again().await;
+    proxy.heal();
     let back = std::time::Instant::now();
     eventually!(
         "the sale is confirmed and the stream is back",
@@ -273,11 +276,11 @@ async fn a_restarted_hub_is_in_use_again_within_seconds_not_after_the_long_inter
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_upload_is_retried_on_a_timer_not_on_the_next_sale() {
-    let hub = start_hub().await;
-    let proxy = Proxy::start(hub.addr).await;
+    let hub = TestHub::spawn().await;
+    let proxy = proxy_to(&hub).await;
     let store = demo_store(0);
     // A breaker that never opens: only the uploader's own retry timer can bring the sale.
-    let agent = SyncWorker::spawn(&proxy.url, store, &hub.token(store), |c| {
+    let agent = SyncWorker::spawn(&proxy.url(), store, &hub.store_token(store), |c| {
         c.sync.breaker_failures = 10_000
     })
     .await;
@@ -285,16 +288,16 @@ async fn a_failed_upload_is_retried_on_a_timer_not_on_the_next_sale() {
     let product = demo_product(4);
     let before = hub.stock(product, store).await.on_hand;
 
-    proxy.cut();
+    proxy.set_mode(Mode::Reset);
     agent.sell(product, 1).await;
     // Several failed uploads after the last write (retry_max_ms is 1 s).
-    let requests = proxy.requests();
+    let sent = requests(&proxy);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(proxy.requests(), requests, "nothing got through");
+    assert_eq!(requests(&proxy), sent, "nothing got through");
     assert_eq!(agent.link().breaker, "closed");
     assert_eq!(agent.outbox_depth(), 2);
 
-    proxy.restore();
+    proxy.heal();
     eventually!(
         "the sale reaches the hub with no new write",
         agent.outbox_depth() == 0,
@@ -307,12 +310,12 @@ async fn a_failed_upload_is_retried_on_a_timer_not_on_the_next_sale() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_backlog_larger_than_the_hubs_body_limit_goes_up_in_smaller_batches() {
-    let hub = start_hub_with(|c| c.http.body_limit_bytes = 4096).await;
+    let hub = TestHub::spawn_with(|c| c.http.body_limit_bytes = 4096).await;
     let store = demo_store(1);
     // Ten sales recorded before the agent could sync: twenty events, ~12 KB in one batch.
     let dir = tempfile::tempdir().unwrap();
     let local = LocalStore::open(&dir.path().join(shelfsync_edge::STORE_FILE), store).unwrap();
-    local.bootstrap(hub.snapshot(store).await).await.unwrap();
+    local.bootstrap(snapshot(&hub, store).await).await.unwrap();
     let agent = SyncWorker::spawn_on(local, dir.path(), "http://127.0.0.1:9", store, "unused", |_| {});
     let product = demo_product(0);
     let before = agent.on_hand(product);
@@ -321,7 +324,7 @@ async fn a_backlog_larger_than_the_hubs_body_limit_goes_up_in_smaller_batches() 
     }
     agent.stop().await;
     let local = LocalStore::open(&dir.path().join(shelfsync_edge::STORE_FILE), store).unwrap();
-    let agent = SyncWorker::spawn_on(local, dir.path(), &hub.url, store, &hub.token(store), |c| {
+    let agent = SyncWorker::spawn_on(local, dir.path(), &hub.url, store, &hub.store_token(store), |c| {
         c.sync.upload_batch = 20
     });
     eventually!(
@@ -337,10 +340,10 @@ async fn a_backlog_larger_than_the_hubs_body_limit_goes_up_in_smaller_batches() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rejected_event_is_quarantined_and_the_events_after_it_still_flow() {
-    let hub = start_hub().await;
+    let hub = TestHub::spawn().await;
     let store = demo_store(0);
     // A catalog with a product the hub does not know, as if it had been deleted there.
-    let mut snapshot = hub.snapshot(store).await;
+    let mut snapshot = snapshot(&hub, store).await;
     let ghost = Product {
         id: ProductId::new_v7(),
         sku: "GHOST-1".into(),
@@ -363,7 +366,7 @@ async fn a_rejected_event_is_quarantined_and_the_events_after_it_still_flow() {
     let dir = tempfile::tempdir().unwrap();
     let local = LocalStore::open(&dir.path().join(shelfsync_edge::STORE_FILE), store).unwrap();
     local.bootstrap(snapshot).await.unwrap();
-    let agent = SyncWorker::spawn_on(local, dir.path(), &hub.url, store, &hub.token(store), |_| {});
+    let agent = SyncWorker::spawn_on(local, dir.path(), &hub.url, store, &hub.store_token(store), |_| {});
     until_live(&agent, &hub).await;
 
     let real = demo_product(3);
@@ -399,10 +402,13 @@ async fn a_rejected_event_is_quarantined_and_the_events_after_it_still_flow() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_revoked_token_is_reported_and_does_not_spin() {
-    let hub = start_hub().await;
-    let proxy = Proxy::start(hub.addr).await;
+    let hub = TestHub::spawn().await;
+    let proxy = proxy_to(&hub).await;
     let store = demo_store(1);
-    let agent = SyncWorker::spawn(&proxy.url, store, &hub.token(store), |c| c.sync.breaker_open_secs = 1).await;
+    let agent = SyncWorker::spawn(&proxy.url(), store, &hub.store_token(store), |c| {
+        c.sync.breaker_open_secs = 1
+    })
+    .await;
     until_live(&agent, &hub).await;
 
     hub.revoke(store).await;
@@ -421,9 +427,9 @@ async fn a_revoked_token_is_reported_and_does_not_spin() {
     assert!(!agent.link().online && !agent.link().push_connected);
 
     // One probe a second at most while the breaker keeps opening: no hot loop.
-    let before = proxy.requests();
+    let before = requests(&proxy);
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let made = proxy.requests() - before;
+    let made = requests(&proxy) - before;
     assert!(made <= 12, "{made} requests in 4 s with a revoked token");
     assert_eq!(agent.outbox_depth(), 2, "the sale waits in the outbox");
     agent.stop().await;
@@ -466,10 +472,10 @@ async fn a_hub_of_another_major_protocol_version_is_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_whole_agent_syncs_with_the_hub_and_stops_promptly() {
-    let hub = start_hub().await;
+    let hub = TestHub::spawn().await;
     let store = demo_store(2);
     let dir = tempfile::tempdir().unwrap();
-    let mut config = sync_test_config(dir.path(), store, &hub.url, &hub.token(store));
+    let mut config = sync_test_config(dir.path(), store, &hub.url, &hub.store_token(store));
     config.terminal_key = Some("sync-test-terminal-key-0123".into());
     config.manager_key = Some("sync-test-manager-key-01234".into());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -484,10 +490,10 @@ async fn the_whole_agent_syncs_with_the_hub_and_stops_promptly() {
     eventually!(
         "the agent is connected and caught up",
         {
-            let entry = hub.fleet_entry(store).await;
+            let entry = fleet_entry(&hub, store).await;
             entry["push_connected"] == true && entry["heartbeat"]["cursor"] == head
         },
-        hub.fleet_entry(store).await
+        fleet_entry(&hub, store).await
     );
     let status: Value = reqwest::get(format!("{agent_url}/v1/status"))
         .await
@@ -505,7 +511,7 @@ async fn the_whole_agent_syncs_with_the_hub_and_stops_promptly() {
     stopped.unwrap().expect("a clean stop");
     eventually!(
         "the hub sees the stream close",
-        hub.fleet_entry(store).await["push_connected"] == false
+        fleet_entry(&hub, store).await["push_connected"] == false
     );
     hub.stop().await;
 }

@@ -20,6 +20,7 @@ use crate::config::HubConfig;
 use futures_util::StreamExt;
 use serde_json::Value;
 use shelfsync_common::testing::http::call;
+use shelfsync_common::wire::api::StockLevel;
 use shelfsync_common::wire::sync::{
     CaughtUp, EnrolledStore, FleetResponse, Heartbeat, HeartbeatAck, Progress, PullResponse, SnapshotResponse,
     UploadEvent, UploadRequest, UploadResponse, PROTOCOL_HEADER, PROTOCOL_VERSION, SSE_CAUGHT_UP, SSE_EVENT,
@@ -175,10 +176,46 @@ impl TestHub {
 
     /// The demo token of demo store `n` (the seed writes it into the data dir).
     pub fn demo_store_token(&self, n: usize) -> String {
-        std::fs::read_to_string(crate::seed::store_token_path(&self.data_dir, demo_store(n)))
+        self.store_token(demo_store(n))
+    }
+
+    /// The demo token of the demo store `store`.
+    pub fn store_token(&self, store: StoreId) -> String {
+        std::fs::read_to_string(crate::seed::store_token_path(&self.data_dir, store))
             .expect("demo store token")
             .trim()
             .to_owned()
+    }
+
+    /// The address it listens on (for a proxy in front of it).
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.url
+            .trim_start_matches("http://")
+            .parse()
+            .expect("the hub's URL is http://IP:PORT")
+    }
+
+    /// Stock of `product` at `store` in the read model, once it has reached the head.
+    pub async fn stock(&self, product: ProductId, store: StoreId) -> StockLevel {
+        let head = self.head().await;
+        let path = format!("/v1/inventory/products/{product}/stores/{store}?min_position={head}");
+        let (status, body, _) = call(self.get(&path)).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_value(body).expect("StockLevel")
+    }
+
+    /// A delivery of `quantity` booked at the hub; returns its position.
+    pub async fn add_stock(&self, product: ProductId, store: StoreId, quantity: u32) -> u64 {
+        let body = serde_json::json!({ "product_id": product, "store_id": store, "quantity": quantity });
+        let (status, written, _) = call(self.post("/v1/inventory/stock", &body)).await;
+        assert_eq!(status, 201, "{written}");
+        written["position"].as_u64().expect("position")
+    }
+
+    /// Revokes `store`: its token stops working at once.
+    pub async fn revoke(&self, store: StoreId) {
+        let (status, body, _) = call(self.post_empty(&format!("/v1/admin/stores/{store}/revoke"))).await;
+        assert_eq!(status, 204, "{body}");
     }
 }
 

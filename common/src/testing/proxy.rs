@@ -99,6 +99,9 @@ pub struct Counters {
     pub accepted: AtomicU64,
     /// Bytes relayed agent -> hub.
     pub up_bytes: AtomicU64,
+    /// HTTP/1.1 request lines relayed agent -> hub (seen at the start of a chunk or after a
+    /// line break: close enough to count how often an agent calls).
+    pub requests: AtomicU64,
     /// Bytes relayed hub -> agent.
     pub down_bytes: AtomicU64,
     /// Connections reset because of a mode (Reset, DropResponses, a change).
@@ -370,8 +373,8 @@ async fn relay(
     let end = {
         let (client_read, client_write) = client.split();
         let (server_read, server_write) = server.split();
-        let up = pump(client_read, server_write, &mode, &counters.up_bytes, Direction::Up);
-        let down = pump(server_read, client_write, &mode, &counters.down_bytes, Direction::Down);
+        let up = pump(client_read, server_write, &mode, &counters, Direction::Up);
+        let down = pump(server_read, client_write, &mode, &counters, Direction::Down);
         tokio::pin!(up, down);
         let mut up_done = false;
         let mut down_done = false;
@@ -429,14 +432,19 @@ enum PumpError {
     AnswerArrived,
 }
 
-/// Copies one direction according to `mode`, counting the bytes passed on.
+/// Copies one direction according to `mode`, counting the bytes (and upward, the
+/// requests) passed on.
 async fn pump(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
     mode: &Mode,
-    counter: &AtomicU64,
+    counters: &Counters,
     direction: Direction,
 ) -> Result<(), PumpError> {
+    let counter = match direction {
+        Direction::Up => &counters.up_bytes,
+        Direction::Down => &counters.down_bytes,
+    };
     let mut buf = vec![0u8; CHUNK];
     loop {
         let limit = match mode {
@@ -467,5 +475,27 @@ async fn pump(
         }
         to.write_all(&buf[..n]).await.map_err(|_| PumpError::Io)?;
         counter.fetch_add(n as u64, Ordering::Relaxed);
+        if direction == Direction::Up {
+            counters.requests.fetch_add(request_lines(&buf[..n]), Ordering::Relaxed);
+        }
+    }
+}
+
+/// How many HTTP/1.1 request lines `chunk` holds.
+fn request_lines(chunk: &[u8]) -> u64 {
+    const MARK: &[u8] = b" HTTP/1.1\r\n";
+    chunk.windows(MARK.len()).filter(|w| *w == MARK).count() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_lines;
+
+    #[test]
+    fn request_lines_counts_each_request_of_a_pipelined_chunk() {
+        // Given two requests in one chunk, and a body that mentions HTTP without a request line
+        let chunk = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\n\r\n{\"note\":\"HTTP/1.1\"}";
+        // Then two request lines are counted
+        assert_eq!(request_lines(chunk), 2);
     }
 }
