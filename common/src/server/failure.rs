@@ -5,6 +5,11 @@
 //! on both: the detail a client may see, `WWW-Authenticate` on a 401 and `Retry-After: 1`
 //! on a 503 unless the binary says otherwise. Each binary keeps its own error enum and
 //! decides, with a `match` without a catch-all arm, which answer each variant gets.
+//!
+//! [`Rejection`] is the part of those enums both binaries had written alike: a request
+//! refused before it reaches the rules or the store (no or a wrong credential, a path
+//! naming nothing, a malformed or invalid request). Each `ApiError` wraps it, and
+//! [`Reject`] gives every such error the same constructors (`ApiError::bad_request(..)`).
 
 use super::problem::{domain_status, ProblemResponse};
 use crate::domain::error::DomainError;
@@ -70,6 +75,91 @@ impl Answer {
         Self::new(domain_status(error), error.code(), "Refused by the inventory rules")
     }
 }
+
+/// A request refused before it reached the rules or the store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// No or an unknown credential; the message says which credential this API takes.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// The credential may not do this.
+    #[error("{0}")]
+    Forbidden(Cow<'static, str>),
+    /// A resource named in the request does not exist.
+    #[error("{what} {id} not found")]
+    NotFound {
+        /// Kind of resource (becomes `<what>_not_found`).
+        what: &'static str,
+        /// Which one.
+        id: String,
+    },
+    /// The request is malformed (400) or semantically invalid (422).
+    #[error("{detail}")]
+    Invalid {
+        /// 400 or 422.
+        status: StatusCode,
+        /// Stable code.
+        code: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+impl Rejection {
+    /// Status, stable code and title.
+    pub fn answer(&self) -> Answer {
+        match self {
+            Rejection::Unauthorized(_) => Answer::UNAUTHORIZED,
+            Rejection::Forbidden(_) => Answer::FORBIDDEN,
+            Rejection::NotFound { what, .. } => Answer::not_found(what),
+            Rejection::Invalid { status, code, .. } => Answer::invalid(*status, code),
+        }
+    }
+}
+
+/// The constructors of a rejection, on any error that wraps one.
+pub trait Reject: From<Rejection> {
+    /// 401: no or an unknown credential (`hint` says which one this API takes).
+    fn unauthorized(hint: &'static str) -> Self {
+        Rejection::Unauthorized(hint).into()
+    }
+
+    /// 403: the credential may not do this.
+    fn forbidden(why: impl Into<Cow<'static, str>>) -> Self {
+        Rejection::Forbidden(why.into()).into()
+    }
+
+    /// 404 `<what>_not_found`.
+    fn not_found(what: &'static str, id: impl std::fmt::Display) -> Self {
+        Rejection::NotFound {
+            what,
+            id: id.to_string(),
+        }
+        .into()
+    }
+
+    /// A 400 or 422 with this code.
+    fn invalid(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Rejection::Invalid {
+            status,
+            code,
+            detail: detail.into(),
+        }
+        .into()
+    }
+
+    /// A 400 with this code.
+    fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::invalid(StatusCode::BAD_REQUEST, code, detail)
+    }
+
+    /// A 422 with this code.
+    fn unprocessable(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::invalid(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
+    }
+}
+
+impl<E: From<Rejection>> Reject for E {}
 
 /// An error a binary answers with a problem: it names the [`Answer`], and may hide its
 /// message or add headers and problem fields; [`Failure::problem`] builds the rest alike
@@ -210,5 +300,58 @@ mod tests {
         assert_eq!(header_of(&TestError::Busy.problem(), &header::RETRY_AFTER), [&b"5"[..]]);
         // Given a 404, neither header is added.
         assert!(TestError::Missing("store").problem().headers.is_empty());
+    }
+
+    /// An error that wraps a rejection, as both binaries' `ApiError`s do.
+    #[derive(Debug, PartialEq)]
+    struct Wrapping(Rejection);
+
+    impl From<Rejection> for Wrapping {
+        fn from(rejection: Rejection) -> Self {
+            Wrapping(rejection)
+        }
+    }
+
+    #[test]
+    fn rejections_have_their_stable_codes_and_say_what_is_wrong() {
+        // Given each constructor, when its rejection is answered, then status, code and message fit.
+        let cases = [
+            (
+                Wrapping::unauthorized("send a token"),
+                401,
+                "unauthorized",
+                "send a token",
+            ),
+            (Wrapping::forbidden("admins only"), 403, "forbidden", "admins only"),
+            (
+                Wrapping::not_found("product", 42),
+                404,
+                "product_not_found",
+                "product 42 not found",
+            ),
+            (
+                Wrapping::bad_request("bad_sku", "no spaces"),
+                400,
+                "bad_sku",
+                "no spaces",
+            ),
+            (
+                Wrapping::unprocessable("invalid_ttl", "too long"),
+                422,
+                "invalid_ttl",
+                "too long",
+            ),
+        ];
+        for (Wrapping(rejection), status, code, message) in cases {
+            let answer = rejection.answer();
+            assert_eq!(
+                (
+                    answer.status.as_u16(),
+                    answer.code.as_ref(),
+                    rejection.to_string().as_str()
+                ),
+                (status, code, message)
+            );
+        }
     }
 }

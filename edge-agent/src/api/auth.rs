@@ -12,7 +12,11 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName};
+use shelfsync_common::server::failure::Reject;
 use shelfsync_common::server::secret::{bearer, digest, same_digest};
+
+/// What a 401 tells the till to send.
+const CREDENTIAL: &str = "missing or invalid key: send Authorization: Bearer <terminal or manager key>";
 
 /// Header a till names itself with.
 pub const TILL_ID: HeaderName = HeaderName::from_static("x-till-id");
@@ -60,7 +64,7 @@ impl Till {
 pub struct Manager;
 
 fn role(headers: &HeaderMap, state: &AppState) -> Result<Role, ApiError> {
-    let secret = bearer(headers.get(AUTHORIZATION)).ok_or(ApiError::Unauthorized)?;
+    let secret = bearer(headers.get(AUTHORIZATION)).ok_or_else(|| ApiError::unauthorized(CREDENTIAL))?;
     let presented = digest(secret);
     // Compare with both keys every time, so timing says nothing about which one matched.
     let manager = same_digest(&presented, &state.manager_digest);
@@ -68,7 +72,7 @@ fn role(headers: &HeaderMap, state: &AppState) -> Result<Role, ApiError> {
     match (manager, terminal) {
         (true, _) => Ok(Role::Manager),
         (false, true) => Ok(Role::Terminal),
-        (false, false) => Err(ApiError::Unauthorized),
+        (false, false) => Err(ApiError::unauthorized(CREDENTIAL)),
     }
 }
 
@@ -113,7 +117,7 @@ impl FromRequestParts<AppState> for Manager {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         match role(&parts.headers, state)? {
             Role::Manager => Ok(Manager),
-            Role::Terminal => Err(ApiError::Forbidden("this route needs the manager key")),
+            Role::Terminal => Err(ApiError::forbidden("this route needs the manager key")),
         }
     }
 }

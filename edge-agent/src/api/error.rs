@@ -7,37 +7,17 @@
 use crate::store::LocalError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use shelfsync_common::server::failure::{Answer, Failure};
+use shelfsync_common::server::failure::{Answer, Failure, Rejection};
 use shelfsync_common::server::ProblemResponse;
 use shelfsync_common::StoreId;
 
 /// A failed request.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// No or unknown key.
-    #[error("missing or invalid key: send Authorization: Bearer <terminal or manager key>")]
-    Unauthorized,
-    /// The key may not do this.
-    #[error("{0}")]
-    Forbidden(&'static str),
-    /// A resource named in the request does not exist here.
-    #[error("{what} {id} not found")]
-    NotFound {
-        /// Kind of resource (becomes `<what>_not_found`).
-        what: &'static str,
-        /// Which one.
-        id: String,
-    },
-    /// The request is malformed (400) or semantically invalid (422).
-    #[error("{detail}")]
-    Invalid {
-        /// 400 or 422.
-        status: StatusCode,
-        /// Stable code.
-        code: &'static str,
-        /// What is wrong.
-        detail: String,
-    },
+    /// The request was refused before it reached the rules or the store (credential,
+    /// path or body).
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
     /// The body names another store.
     #[error("this agent serves store {this}; the request is for store {given}")]
     WrongStore {
@@ -57,36 +37,13 @@ pub enum ApiError {
     Local(#[from] LocalError),
 }
 
-impl ApiError {
-    /// A 400 with this code.
-    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::Invalid {
-            status: StatusCode::BAD_REQUEST,
-            code,
-            detail: detail.into(),
-        }
-    }
-
-    /// A 422 with this code.
-    pub fn unprocessable(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::Invalid {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            code,
-            detail: detail.into(),
-        }
-    }
-}
-
 impl Failure for ApiError {
     const CHALLENGE: &'static str = "Bearer realm=\"shelfsync-edge\"";
 
     fn answer(&self) -> Answer {
         use StatusCode as S;
         match self {
-            ApiError::Unauthorized => Answer::UNAUTHORIZED,
-            ApiError::Forbidden(_) => Answer::FORBIDDEN,
-            ApiError::NotFound { what, .. } => Answer::not_found(what),
-            ApiError::Invalid { status, code, .. } => Answer::invalid(*status, code),
+            ApiError::Rejected(rejection) => rejection.answer(),
             ApiError::WrongStore { .. } => Answer::new(S::UNPROCESSABLE_ENTITY, "wrong_store", "Wrong store"),
             ApiError::NotBootstrapped => Answer::new(S::SERVICE_UNAVAILABLE, "not_bootstrapped", "Not synced yet"),
             ApiError::ShuttingDown => Answer::SHUTTING_DOWN,

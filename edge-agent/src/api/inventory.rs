@@ -23,6 +23,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use shelfsync_common::server::extract::{ApiJson, ApiPath, ApiQuery, OptionalApiJson};
+use shelfsync_common::server::failure::Reject;
 use shelfsync_common::wire::api::{
     AddStockRequest, AdjustStockRequest, CommitReservationRequest, ReleaseReservationRequest, ReserveStockRequest,
 };
@@ -204,10 +205,7 @@ fn local_level(view: &View, product: ProductId) -> Option<LocalStockLevel> {
 
 fn unknown_product(view: &View, product: ProductId) -> ApiError {
     if view.sync.bootstrapped {
-        ApiError::NotFound {
-            what: "product",
-            id: product.to_string(),
-        }
+        ApiError::not_found("product", product)
     } else {
         ApiError::NotBootstrapped
     }

@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use shelfsync_common::server::extract::{ApiPath, ApiQuery};
+use shelfsync_common::server::failure::Reject;
 use shelfsync_common::wire::edge::{OutboxEntry, OutboxStatus, QuarantineOutcome};
 use shelfsync_common::EventId;
 

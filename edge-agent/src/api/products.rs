@@ -10,6 +10,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use shelfsync_common::domain::product::normalize_sku;
 use shelfsync_common::server::extract::{ApiPath, ApiQuery};
+use shelfsync_common::server::failure::Reject;
 use shelfsync_common::wire::api::ProductView;
 use shelfsync_common::ProductId;
 
@@ -22,7 +23,7 @@ pub fn router() -> Router<AppState> {
 
 fn not_found(bootstrapped: bool, id: String) -> ApiError {
     if bootstrapped {
-        ApiError::NotFound { what: "product", id }
+        ApiError::not_found("product", id)
     } else {
         ApiError::NotBootstrapped
     }

@@ -28,6 +28,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use shelfsync_common::server::extract::WriteHeaders;
+use shelfsync_common::server::failure::Reject;
 use shelfsync_common::wire::edge::LocalWriteResult;
 use shelfsync_common::wire::fingerprint::{Fingerprint, WriteBody};
 use shelfsync_common::{EventId, EventMetadata, ExpectedVersion, IdKey, InventoryCommand, Origin, StoreId};

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use shelfsync_common::server::extract::{ApiJson, ApiPath};
+use shelfsync_common::server::failure::Reject;
 use shelfsync_common::server::secret::{digest, new_secret};
 use shelfsync_common::wire::api::{valid_name, CreateTokenRequest, CreatedToken};
 
@@ -71,10 +72,7 @@ pub async fn revoke_token(
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
     match super::stores::revoke_tokens(&state, TokenSelector::Channel(name.clone())).await? {
-        0 => Err(ApiError::NotFound {
-            what: "token",
-            id: name,
-        }),
+        0 => Err(ApiError::not_found("token", name)),
         _ => Ok(StatusCode::NO_CONTENT),
     }
 }

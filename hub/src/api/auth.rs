@@ -11,8 +11,12 @@ use crate::store::reader;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use shelfsync_common::server::failure::Reject;
 use shelfsync_common::server::secret::{bearer, digest, same_digest};
 use shelfsync_common::StoreId;
+
+/// What a 401 tells the caller to send.
+const CREDENTIAL: &str = "missing or invalid bearer token";
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +52,7 @@ impl Principal {
         match self {
             Principal::Admin => Ok(()),
             Principal::Channel { .. } | Principal::Store { .. } => {
-                Err(ApiError::Forbidden("this route needs the admin token".into()))
+                Err(ApiError::forbidden("this route needs the admin token"))
             }
         }
     }
@@ -57,9 +61,7 @@ impl Principal {
     pub fn require_channel(&self) -> Result<(), ApiError> {
         match self {
             Principal::Admin | Principal::Channel { .. } => Ok(()),
-            Principal::Store { .. } => Err(ApiError::Forbidden(
-                "store tokens may only use the /v1/sync routes".into(),
-            )),
+            Principal::Store { .. } => Err(ApiError::forbidden("store tokens may only use the /v1/sync routes")),
         }
     }
 }
@@ -68,7 +70,7 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let secret = bearer(parts.headers.get(AUTHORIZATION)).ok_or(ApiError::Unauthorized)?;
+        let secret = bearer(parts.headers.get(AUTHORIZATION)).ok_or_else(|| ApiError::unauthorized(CREDENTIAL))?;
         let presented = digest(secret);
         if same_digest(&presented, &state.admin_digest) {
             return Ok(Principal::Admin);
@@ -78,14 +80,14 @@ impl FromRequestParts<AppState> for Principal {
             .reads()
             .run(move |conn| reader::live_token_by_digest(conn, &presented))
             .await?
-            .ok_or(ApiError::Unauthorized)?;
+            .ok_or_else(|| ApiError::unauthorized(CREDENTIAL))?;
         match (record.role.as_str(), record.store_id) {
             ("channel", _) => Ok(Principal::Channel { name: record.name }),
             ("store", Some(store_id)) => Ok(Principal::Store {
                 store_id,
                 name: record.name,
             }),
-            _ => Err(ApiError::Unauthorized),
+            _ => Err(ApiError::unauthorized(CREDENTIAL)),
         }
     }
 }
@@ -103,7 +105,7 @@ impl FromRequestParts<AppState> for StoreAgent {
                 Ok(StoreAgent(store_id))
             }
             Principal::Admin | Principal::Channel { .. } => {
-                Err(ApiError::Forbidden("the sync routes take a store token".into()))
+                Err(ApiError::forbidden("the sync routes take a store token"))
             }
         }
     }

@@ -6,37 +6,17 @@
 use crate::store::{ReadError, WriteError};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use shelfsync_common::server::failure::{Answer, Failure};
+use shelfsync_common::server::failure::{Answer, Failure, Rejection};
 use shelfsync_common::server::ProblemResponse;
 use shelfsync_common::DomainError;
 
 /// A failed request.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// No or unknown bearer token.
-    #[error("missing or invalid bearer token")]
-    Unauthorized,
-    /// The token may not do this.
-    #[error("{0}")]
-    Forbidden(String),
-    /// A resource named in the path does not exist.
-    #[error("{what} {id} not found")]
-    NotFound {
-        /// Kind of resource (becomes `<what>_not_found`).
-        what: &'static str,
-        /// Its id.
-        id: String,
-    },
-    /// The request is malformed (400) or semantically invalid (422).
-    #[error("{detail}")]
-    Invalid {
-        /// 400 or 422.
-        status: StatusCode,
-        /// Stable code.
-        code: &'static str,
-        /// What is wrong.
-        detail: String,
-    },
+    /// The request was refused before it reached the rules or the store (credential,
+    /// path or body).
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
     /// The write side refused or failed.
     #[error(transparent)]
     Append(#[from] WriteError),
@@ -87,36 +67,13 @@ pub enum ApiError {
     },
 }
 
-impl ApiError {
-    /// A 400 with this code.
-    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::Invalid {
-            status: StatusCode::BAD_REQUEST,
-            code,
-            detail: detail.into(),
-        }
-    }
-
-    /// A 422 with this code.
-    pub fn unprocessable(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::Invalid {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            code,
-            detail: detail.into(),
-        }
-    }
-}
-
 impl Failure for ApiError {
     const CHALLENGE: &'static str = "Bearer realm=\"shelfsync-hub\"";
 
     fn answer(&self) -> Answer {
         use StatusCode as S;
         match self {
-            ApiError::Unauthorized => Answer::UNAUTHORIZED,
-            ApiError::Forbidden(_) => Answer::FORBIDDEN,
-            ApiError::NotFound { what, .. } => Answer::not_found(what),
-            ApiError::Invalid { status, code, .. } => Answer::invalid(*status, code),
+            ApiError::Rejected(rejection) => rejection.answer(),
             ApiError::Append(error) => append_answer(error),
             ApiError::Store(_) | ApiError::ReadModel(_) => Answer::STORAGE_UNAVAILABLE,
             ApiError::ReadModelUnavailable { .. } => Answer::new(

@@ -11,6 +11,7 @@ use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
 use shelfsync_common::server::extract::{ApiJson, ApiPath, OptionalApiJson};
+use shelfsync_common::server::failure::Reject;
 use shelfsync_common::wire::api::{
     AddStockRequest, AdjustStockRequest, CommitReservationRequest, ReleaseReservationRequest, ReserveStockRequest,
 };

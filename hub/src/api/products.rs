@@ -15,6 +15,7 @@ use serde::Deserialize;
 use shelfsync_common::domain::catalog::CatalogCommand;
 use shelfsync_common::domain::product::normalize_sku;
 use shelfsync_common::server::extract::{ApiJson, ApiPath, ApiQuery};
+use shelfsync_common::server::failure::Reject;
 use shelfsync_common::wire::api::{ProductView, RegisterProductRequest, UpdateProductRequest};
 use shelfsync_common::{Product, ProductId};
 
@@ -86,10 +87,7 @@ pub async fn get_product(
 ) -> Result<Response, ApiError> {
     principal.require_channel()?;
     let found = state.queries.product(id, at.min_position).await?;
-    answer(found, || ApiError::NotFound {
-        what: "product",
-        id: id.to_string(),
-    })
+    answer(found, || ApiError::not_found("product", id))
 }
 
 /// `?sku=` for [`find_by_sku`].
@@ -121,8 +119,7 @@ pub async fn find_by_sku(
         .queries
         .product_by_sku(normalize_sku(&query.sku), query.min_position)
         .await?;
-    answer(found, || ApiError::NotFound {
-        what: "product",
-        id: format!("with sku {:?}", query.sku),
+    answer(found, || {
+        ApiError::not_found("product", format!("with sku {:?}", query.sku))
     })
 }

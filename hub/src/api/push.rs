@@ -24,6 +24,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use serde::Deserialize;
 use shelfsync_common::server::extract::ApiQuery;
+use shelfsync_common::server::failure::Reject;
 use shelfsync_common::wire::sync::{CaughtUp, Progress, SSE_CAUGHT_UP, SSE_EVENT, SSE_PROGRESS};
 use shelfsync_common::StoreId;
 use std::convert::Infallible;

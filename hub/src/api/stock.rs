@@ -19,6 +19,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use shelfsync_common::server::extract::{ApiPath, ApiQuery};
+use shelfsync_common::server::failure::Reject;
 use shelfsync_common::wire::api::{Availability, ProductStock, StockLevel};
 use shelfsync_common::{ProductId, StockQuantity, StoreId};
 
@@ -103,10 +104,7 @@ async fn unknown(
     min_position: Option<u64>,
 ) -> Result<(), ApiError> {
     if state.queries.product(product, min_position).await?.value.is_none() {
-        return Err(ApiError::NotFound {
-            what: "product",
-            id: product.to_string(),
-        });
+        return Err(ApiError::not_found("product", product));
     }
     if let Some(store) = store {
         if !state
@@ -115,10 +113,7 @@ async fn unknown(
             .run(move |conn| reader::store_enrolled(conn, store))
             .await?
         {
-            return Err(ApiError::NotFound {
-                what: "store",
-                id: store.to_string(),
-            });
+            return Err(ApiError::not_found("store", store));
         }
     }
     Ok(())
@@ -139,9 +134,8 @@ pub async fn stock_level(
     if found.value.is_none() {
         unknown(&state, id, Some(store_id), at.min_position).await?;
     }
-    answer(found, || ApiError::NotFound {
-        what: "stock",
-        id: format!("of product {id} at store {store_id}"),
+    answer(found, || {
+        ApiError::not_found("stock", format!("of product {id} at store {store_id}"))
     })
 }
 

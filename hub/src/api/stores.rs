@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use shelfsync_common::server::extract::{ApiJson, ApiPath};
+use shelfsync_common::server::failure::Reject;
 use shelfsync_common::server::secret::{digest, new_secret};
 use shelfsync_common::wire::api::{valid_name, StoreInfo};
 use shelfsync_common::wire::sync::{EnrollStoreRequest, EnrolledStore, FleetResponse, FleetStore};
@@ -86,10 +87,7 @@ pub async fn revoke(
     principal.require_admin()?;
     let revoked = revoke_tokens(&state, TokenSelector::Store(id)).await?;
     if revoked == 0 && !store_exists(&state, id).await? {
-        return Err(ApiError::NotFound {
-            what: "store",
-            id: id.to_string(),
-        });
+        return Err(ApiError::not_found("store", id));
     }
     tracing::info!(store = %id, revoked, "store token revoked");
     Ok(StatusCode::NO_CONTENT)
@@ -108,10 +106,10 @@ pub async fn rotate_token(
 ) -> Result<(StatusCode, Json<EnrolledStore>), ApiError> {
     principal.require_admin()?;
     let stores = state.log.reads().run(reader::stores).await?;
-    let store = stores.into_iter().find(|s| s.id == id).ok_or(ApiError::NotFound {
-        what: "store",
-        id: id.to_string(),
-    })?;
+    let store = stores
+        .into_iter()
+        .find(|s| s.id == id)
+        .ok_or_else(|| ApiError::not_found("store", id))?;
     let (token, record) = store_token(id);
     let revoked = state.log.rotate_store_token(id, record).await?;
     end_push_streams(&state, &revoked);

@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use shelfsync_common::server::extract::{ApiJson, ApiQuery};
+use shelfsync_common::server::failure::Reject;
 use shelfsync_common::wire::sync::{
     protocol_compatible, protocol_major, Heartbeat, HeartbeatAck, PullResponse, UploadOutcome, UploadRequest,
     UploadResponse, MAX_PULL_LIMIT, MAX_UPLOAD_BATCH, PROTOCOL_HEADER, PROTOCOL_VERSION,
@@ -55,13 +56,12 @@ pub async fn protocol(request: Request, next: Next) -> Response {
             format!("{PROTOCOL_HEADER} must be MAJOR.MINOR, e.g. {PROTOCOL_VERSION}; the agent sent {version:?}"),
         )
         .into_response(),
-        Some(version) => ApiError::Invalid {
-            status: axum::http::StatusCode::BAD_REQUEST,
-            code: "unsupported_protocol",
-            detail: format!(
+        Some(version) => ApiError::bad_request(
+            "unsupported_protocol",
+            format!(
                 "this hub speaks sync protocol {PROTOCOL_VERSION}; the agent sent {version:?}: upgrade the older side"
             ),
-        }
+        )
         .into_response(),
         None => ApiError::bad_request(
             "unsupported_protocol",

@@ -21,6 +21,7 @@ use axum::Json;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use shelfsync_common::server::extract::WriteHeaders;
+use shelfsync_common::server::failure::Reject;
 use shelfsync_common::server::openapi;
 use shelfsync_common::wire::api::WriteResult;
 use shelfsync_common::wire::fingerprint::{Fingerprint, WriteBody};
