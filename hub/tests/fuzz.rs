@@ -17,7 +17,7 @@ use shelfsync_common::domain::inventory::{self, InventoryState};
 use shelfsync_common::testing::http::call;
 use shelfsync_common::{EventId, ProductId, ReservationId, StoreId, StreamId};
 use shelfsync_hub::read_model;
-use shelfsync_hub::store::{reader, schema};
+use shelfsync_hub::store::{schema, LogFile};
 use shelfsync_hub::testing::{demo_product, demo_store, Agent, TestHub};
 use std::collections::BTreeMap;
 
@@ -292,11 +292,11 @@ fn arbitrary_uploads_and_api_bodies_never_break_the_hub_and_the_read_model_is_th
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
-    let log = schema::open_read_only(&hub.data_dir.join("events.sqlite")).unwrap();
+    let log = LogFile::open(&hub.data_dir.join("events.sqlite")).unwrap();
     let mut folded: BTreeMap<(ProductId, StoreId), InventoryState> = BTreeMap::new();
     let mut after = 0;
     loop {
-        let page = reader::events_after(&log, after, 10_000).unwrap();
+        let page = log.events_after(after, 10_000).unwrap();
         let Some(last) = page.last() else { break };
         after = last.position;
         for event in &page {

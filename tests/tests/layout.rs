@@ -4,6 +4,8 @@
 //! - no import circle between the files of the hub or of the edge agent (a file that
 //!   imports a file that imports it back, directly or around a longer loop; a module's
 //!   own `mod.rs` and its children are one unit and do not count);
+//! - the hub's handlers (`hub/src/api`) name no SQL: they read and write the log
+//!   through `EventStore`'s methods;
 //! - the domain and the wire types (`common/src/domain`, `common/src/wire`) import
 //!   nothing that does I/O: no runtime, no HTTP, no database, and none of `common`'s
 //!   `server` or `sqlite` modules.
@@ -323,4 +325,26 @@ fn the_domain_and_the_wire_types_do_no_io() {
     }
     // Then none names an I/O crate or module
     assert!(found.is_empty(), "I/O in the pure layers:\n  {}", found.join("\n  "));
+}
+
+#[test]
+fn the_hubs_handlers_name_no_sql() {
+    // Given every file of the hub's HTTP layer
+    let api = workspace().join("hub").join("src").join("api");
+    let files = rust_files(&api);
+    assert!(files.len() > 5, "the hub's api folder was read");
+    let mut found = Vec::new();
+    for path in files {
+        // When its code is read
+        let text = fs::read_to_string(&path).expect("readable");
+        for (number, line) in text.lines().enumerate() {
+            for word in ["rusqlite", "store::schema", "reader::", "Connection"] {
+                if !line.trim_start().starts_with("//") && line.contains(word) {
+                    found.push(format!("{}:{}: {word}", path.display(), number + 1));
+                }
+            }
+        }
+    }
+    // Then it reads and writes the log only through EventStore's methods
+    assert!(found.is_empty(), "SQL in the handlers:\n  {}", found.join("\n  "));
 }

@@ -3,7 +3,7 @@
 use super::auth::Principal;
 use super::error::ApiError;
 use super::AppState;
-use crate::store::reader::TokenRecord;
+use crate::store::TokenRecord;
 use crate::store::TokenSelector;
 use axum::extract::State;
 use axum::http::StatusCode;

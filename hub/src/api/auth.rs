@@ -7,7 +7,6 @@
 
 use super::error::ApiError;
 use super::AppState;
-use crate::store::reader;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -77,8 +76,7 @@ impl FromRequestParts<AppState> for Principal {
         }
         let record = state
             .log
-            .reads()
-            .run(move |conn| reader::live_token_by_digest(conn, &presented))
+            .live_token(presented)
             .await?
             .ok_or_else(|| ApiError::unauthorized(CREDENTIAL))?;
         match (record.role.as_str(), record.store_id) {

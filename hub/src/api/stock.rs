@@ -11,7 +11,6 @@ use super::auth::Principal;
 use super::error::ApiError;
 use super::AppState;
 use crate::read_model::{Answer, QueryError};
-use crate::store::reader;
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -107,12 +106,7 @@ async fn unknown(
         return Err(ApiError::not_found("product", product));
     }
     if let Some(store) = store {
-        if !state
-            .log
-            .reads()
-            .run(move |conn| reader::store_enrolled(conn, store))
-            .await?
-        {
+        if !state.log.store_enrolled(store).await? {
             return Err(ApiError::not_found("store", store));
         }
     }

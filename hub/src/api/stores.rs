@@ -4,7 +4,7 @@
 use super::auth::Principal;
 use super::error::ApiError;
 use super::AppState;
-use crate::store::reader::{self, TokenRecord};
+use crate::store::TokenRecord;
 use crate::store::{RevokedTokens, TokenSelector};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -72,7 +72,7 @@ pub async fn enroll(
     responses((status = 200, body = Vec<StoreInfo>), (status = 403, description = "forbidden: needs the admin token"), (status = 503, description = "storage_unavailable")))]
 pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<Vec<StoreInfo>>, ApiError> {
     principal.require_admin()?;
-    Ok(Json(state.log.reads().run(reader::stores).await?))
+    Ok(Json(state.log.stores().await?))
 }
 
 /// Revoke a store's token: refused from its next request on, and its open push streams end.
@@ -105,7 +105,7 @@ pub async fn rotate_token(
     ApiPath(id): ApiPath<StoreId>,
 ) -> Result<(StatusCode, Json<EnrolledStore>), ApiError> {
     principal.require_admin()?;
-    let stores = state.log.reads().run(reader::stores).await?;
+    let stores = state.log.stores().await?;
     let store = stores
         .into_iter()
         .find(|s| s.id == id)
@@ -141,7 +141,7 @@ fn end_push_streams(state: &AppState, revoked: &RevokedTokens) {
 }
 
 async fn store_exists(state: &AppState, id: StoreId) -> Result<bool, ApiError> {
-    let stores = state.log.reads().run(reader::stores).await?;
+    let stores = state.log.stores().await?;
     Ok(stores.iter().any(|s| s.id == id))
 }
 
@@ -152,11 +152,7 @@ pub async fn fleet(State(state): State<AppState>, principal: Principal) -> Resul
     principal.require_admin()?;
     let head = state.log.bus().head();
     let now = time::OffsetDateTime::now_utc();
-    let (stores, stats) = state
-        .log
-        .reads()
-        .run(|conn| Ok((reader::stores(conn)?, reader::store_stats(conn)?)))
-        .await?;
+    let (stores, stats) = state.log.stores_with_stats().await?;
     let stores = stores
         .into_iter()
         .map(|store| {

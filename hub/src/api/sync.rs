@@ -5,7 +5,6 @@
 use super::auth::StoreAgent;
 use super::error::ApiError;
 use super::AppState;
-use crate::store::reader;
 use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
@@ -203,11 +202,7 @@ pub async fn pull(
     }
     let head = state.log.bus().head();
     let after = query.after;
-    let page = state
-        .log
-        .reads()
-        .run(move |conn| reader::visible_events_after(conn, store, after, limit, PULL_SCAN_WINDOW))
-        .await?;
+    let page = state.log.visible_after(store, after, limit, PULL_SCAN_WINDOW).await?;
     Ok(Json(PullResponse {
         events: page.events,
         next_cursor: page.scanned_to.max(after),

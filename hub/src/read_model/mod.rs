@@ -34,7 +34,7 @@
 //! `service` (the cached, breaker-guarded query service the API uses).
 
 use crate::store::schema::{self, READ_MODEL};
-use crate::store::{reader, EventStore, ReadError, ReadPool};
+use crate::store::{EventStore, LogFile, ReadError, ReadPool};
 use futures_util::future::BoxFuture;
 use indicatif::{ProgressBar, ProgressStyle};
 use rusqlite::{params, Connection, OptionalExtension};

@@ -17,8 +17,8 @@ pub fn rebuild(store_path: &Path, read_model_path: &Path, show_progress: bool) -
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no event log here"),
         });
     }
-    let log = schema::open_read_only(store_path)?;
-    let head = reader::head(&log)?;
+    let log = LogFile::open(store_path)?;
+    let head = log.head()?;
     let temp = sibling(read_model_path, ".rebuild");
     remove_database_files(&temp)?;
     let started = Instant::now();
@@ -40,7 +40,7 @@ pub fn rebuild(store_path: &Path, read_model_path: &Path, show_progress: bool) -
         // The file is not live until the rename below: no need to sync each page.
         conn.pragma_update(None, "synchronous", "OFF")?;
         loop {
-            let page = reader::events_after(&log, position, REBUILD_PAGE)?;
+            let page = log.events_after(position, REBUILD_PAGE)?;
             if page.is_empty() {
                 break;
             }

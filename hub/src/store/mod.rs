@@ -2,13 +2,14 @@
 //!
 //! Writes go through one dedicated thread ([`writer`]) that owns the only write
 //! connection and group-commits: whatever requests are queued share one transaction and
-//! one fsync. Reads use a pool of read-only connections ([`reader`]). After each commit
-//! the writer publishes the new events on the [`crate::bus::EventBus`]; nothing is
-//! published that is not on disk.
+//! one fsync. Reads use a pool of read-only connections (`reader`, private: callers read
+//! through [`EventStore`]'s methods, and offline tools through [`LogFile`], so no handler
+//! names a SQL function). After each commit the writer publishes the new events on the
+//! [`crate::bus::EventBus`]; nothing is published that is not on disk.
 
 mod facts;
 mod feed;
-pub mod reader;
+mod reader;
 pub mod schema;
 mod writer;
 
@@ -25,11 +26,12 @@ use shelfsync_common::{
     DomainError, EventEnvelope, EventId, EventMetadata, ExpectedVersion, InventoryCommand, InventoryState, ProductId,
     ReservationId, StoreId, StreamId,
 };
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 pub use feed::EventFeed;
-pub use reader::ReadPool;
+pub use reader::{ReadPool, StoreStats, TokenRecord, VisiblePage};
 
 /// The write side's state of one stream.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -309,9 +311,43 @@ impl EventStore {
         self.writer.checkpoint().await
     }
 
-    /// The read-only connection pool.
-    pub fn reads(&self) -> &Arc<ReadPool> {
-        &self.reads
+    /// Whether `store` is enrolled (revoked or not).
+    pub async fn store_enrolled(&self, store: StoreId) -> Result<bool, ReadError> {
+        self.reads.run(move |conn| reader::store_enrolled(conn, store)).await
+    }
+
+    /// Every enrolled store.
+    pub async fn stores(&self) -> Result<Vec<StoreInfo>, ReadError> {
+        self.reads.run(reader::stores).await
+    }
+
+    /// Every enrolled store and the durable counters the writer keeps for each, read
+    /// together.
+    pub async fn stores_with_stats(&self) -> Result<(Vec<StoreInfo>, HashMap<StoreId, StoreStats>), ReadError> {
+        self.reads
+            .run(|conn| Ok((reader::stores(conn)?, reader::store_stats(conn)?)))
+            .await
+    }
+
+    /// The live (unrevoked) token whose secret has this digest.
+    pub async fn live_token(&self, digest: [u8; 32]) -> Result<Option<TokenRecord>, ReadError> {
+        self.reads
+            .run(move |conn| reader::live_token_by_digest(conn, &digest))
+            .await
+    }
+
+    /// A page of the events `store` may see after `after`: at most `limit`, scanning at
+    /// most `scan_window` positions (a bounded primary-key range read).
+    pub async fn visible_after(
+        &self,
+        store: StoreId,
+        after: u64,
+        limit: usize,
+        scan_window: u64,
+    ) -> Result<VisiblePage, ReadError> {
+        self.reads
+            .run(move |conn| reader::visible_events_after(conn, store, after, limit, scan_window))
+            .await
     }
 
     /// The in-process bus the writer publishes to.
@@ -351,4 +387,29 @@ pub struct RevokedTokens {
     pub count: usize,
     /// The stores whose tokens were among them (their open push streams must end).
     pub stores: Vec<StoreId>,
+}
+
+/// The log file read directly, with no hub running (offline tools such as
+/// `rebuild-projections`, and checkers that read what a stopped or killed hub left).
+pub struct LogFile {
+    conn: rusqlite::Connection,
+}
+
+impl LogFile {
+    /// Opens the log at `path` read-only.
+    pub fn open(path: &Path) -> Result<Self, ReadError> {
+        Ok(Self {
+            conn: schema::open_read_only(path)?,
+        })
+    }
+
+    /// The position of the last event (0 when empty).
+    pub fn head(&self) -> Result<u64, ReadError> {
+        reader::head(&self.conn)
+    }
+
+    /// Events after `after` in position order, at most `limit`.
+    pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, ReadError> {
+        reader::events_after(&self.conn, after, limit)
+    }
 }

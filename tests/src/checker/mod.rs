@@ -34,11 +34,10 @@ use shelfsync_common::wire::api::StockLevel;
 use shelfsync_common::wire::edge::{AgentStatus, LocalStockLevel};
 use shelfsync_common::wire::sync::FleetResponse;
 use shelfsync_common::{EventEnvelope, EventId, EventPayload, Origin, ProductId, StoreId, StreamId};
-use shelfsync_hub::store::{reader, ReadPool};
+use shelfsync_hub::store::LogFile;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// An agent as the checker sees it.
@@ -217,21 +216,23 @@ pub async fn wait_quiescent(
     }
 }
 
-/// The whole log, read from the hub's file with the hub's read-only pool.
+/// The whole log, read from the hub's file (read-only, on a blocking thread).
 pub async fn read_log(events_file: &Path) -> Vec<EventEnvelope> {
-    let pool = Arc::new(ReadPool::new(events_file.to_path_buf()));
-    let mut events: Vec<EventEnvelope> = Vec::new();
-    loop {
-        let after = events.last().map_or(0, |e| e.position);
-        let page = pool
-            .run(move |conn| reader::events_after(conn, after, 1000))
-            .await
-            .expect("reading the hub's event log");
-        if page.is_empty() {
-            return events;
+    let path = events_file.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let log = LogFile::open(&path).expect("opening the hub's event log");
+        let mut events: Vec<EventEnvelope> = Vec::new();
+        loop {
+            let after = events.last().map_or(0, |e| e.position);
+            let page = log.events_after(after, 1000).expect("reading the hub's event log");
+            if page.is_empty() {
+                return events;
+            }
+            events.extend(page);
         }
-        events.extend(page);
-    }
+    })
+    .await
+    .expect("the log reader")
 }
 
 /// Positions `1..=head`, unique event ids, contiguous stream versions.

@@ -189,7 +189,7 @@ async fn all_events(log: &EventStore) -> Vec<EventEnvelope> {
 /// The committed version of a stream, read from the `streams` table on the read pool.
 async fn stream_version(log: &EventStore, stream: StreamId) -> u64 {
     let key = stream.key();
-    log.reads()
+    log.reads
         .run(move |conn| {
             let version: Option<i64> = conn
                 .query_row("SELECT version FROM streams WHERE stream_key = ?1", [&key[..]], |row| {
@@ -204,7 +204,7 @@ async fn stream_version(log: &EventStore, stream: StreamId) -> u64 {
 
 /// The position of the last committed event, read from the file.
 async fn log_head(log: &EventStore) -> u64 {
-    log.reads().run(super::reader::head).await.expect("read the head")
+    log.reads.run(super::reader::head).await.expect("read the head")
 }
 
 /// The bus's head once it has caught up with the file. The writer answers a batch's
