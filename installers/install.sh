@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs a shelfsync daemon from a release build on a systemd host.
-#   cargo build --release --workspace --bins
+#   cargo build --release -p shelfsync-hub -p shelfsync-edge
 #   sudo installers/install.sh hub     # the hub's machine
 #   sudo installers/install.sh edge    # each store's machine
 # Idempotent: re-running upgrades the binary and keeps the configuration and the data.
@@ -13,7 +13,7 @@ esac
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 bin="$root/target/release/shelfsync-$role"
-[ -x "$bin" ] || { echo "build first: cargo build --release --workspace --bins" >&2; exit 1; }
+[ -x "$bin" ] || { echo "build first: cargo build --release -p shelfsync-hub -p shelfsync-edge" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "run as root (sudo)" >&2; exit 1; }
 
 install -D -m 0755 "$bin" "/usr/bin/shelfsync-$role"

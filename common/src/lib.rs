@@ -10,8 +10,8 @@
 //!   middleware, telemetry, settings).
 //! - `write_gate` (either feature): the pact between a request's time limit and the
 //!   writers.
-//! - `testing` (feature `testing`, for dev-dependencies only): the helpers every test and
-//!   bench shares (the fault proxy, HTTP and OpenAPI checks, bench measurements).
+//! - `testing` (feature `testing`: dev-dependencies and the e2e harness crate, never the
+//!   release binaries): the helpers every test and bench shares (the fault proxy, HTTP and OpenAPI checks, bench measurements).
 //!
 //! The features are the only way I/O enters this crate; `domain` and `wire` never
 //! import from them.

@@ -1,7 +1,8 @@
 //! Scheduled jobs (tokio-cron-scheduler, started by `common::server::schedule`): expiry
 //! of the reservations made at this store (the side that made a hold expires it; the hub
-//! expires its own), and WAL maintenance. Each release is an ordinary local command, so overlapping runs never release twice:
-//! the rules refuse to release a hold that is no longer open.
+//! expires its own), and WAL maintenance. Each release is an ordinary local command, so
+//! overlapping runs never release twice: the rules refuse to release a hold that is no
+//! longer open.
 
 use crate::config::JobsConfig;
 use crate::store::{LocalCommand, LocalError, LocalStore, Target};

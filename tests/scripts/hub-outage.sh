@@ -2,7 +2,7 @@
 # Time-to-converge after a hub outage, with the real binaries on 127.0.0.1.
 #
 #   tests/scripts/hub-outage.sh [BIN_DIR]      (default target/release; build it first with
-#                                               cargo build --release --workspace --bins)
+#                                               cargo build --release -p shelfsync-hub -p shelfsync-edge)
 #
 # Starts a demo hub and the Berlin store's agent in a temporary directory, stops the hub
 # (SIGTERM), sells twice at the till while it is down, starts the hub again after

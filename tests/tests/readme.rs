@@ -279,7 +279,11 @@ fn the_hub_down_section_converges_and_stops_what_it_started() {
     }
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut script = section("A hub and two stores on one machine");
-    script = replace(&script, "cargo build --release --workspace --bins\n", "");
+    script = replace(
+        &script,
+        "cargo build --release -p shelfsync-hub -p shelfsync-edge\n",
+        "",
+    );
     script = replace(&script, "BIN=$PWD/target/release", &format!("BIN={}", bin_dir()));
     script = replace(&script, "/tmp/shelfsync", &dir.path().display().to_string());
     for port in ["7070", "7171", "7172"] {

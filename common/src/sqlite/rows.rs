@@ -1,7 +1,7 @@
 //! Row readers for what both binaries' databases store the same way: a catalog product
-//! with its stream version, kept as the columns `id, sku, name, price_minor, version`
-//! (the hub's read model and the agent's local catalog), so the two cannot read it
-//! differently.
+//! with its stream version, read as the columns (id, sku, name, price_minor, version) in
+//! that order (the hub's read model names the first `id`, the agent's local catalog
+//! `product_id`), so the two cannot read it differently.
 
 use crate::domain::ids::ProductId;
 use crate::domain::product::Product;

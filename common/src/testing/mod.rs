@@ -1,5 +1,5 @@
-//! The small helpers every test and bench of the workspace shares (feature `testing`, a
-//! dev-dependency only): one place instead of copies or files included by `#[path]`.
+//! The small helpers every test and bench of the workspace shares (feature `testing`:
+//! dev-dependencies and the e2e harness crate, never the release binaries): one place instead of copies or files included by `#[path]`.
 //!
 //! - [`proxy`]: the fault-injecting TCP proxy (the e2e suite puts one between every agent
 //!   and the hub; the agent's sync tests put one in front of an in-process hub).

@@ -99,8 +99,8 @@ pub struct Counters {
     pub accepted: AtomicU64,
     /// Bytes relayed agent -> hub.
     pub up_bytes: AtomicU64,
-    /// HTTP/1.1 request lines relayed agent -> hub (seen at the start of a chunk or after a
-    /// line break: close enough to count how often an agent calls).
+    /// HTTP/1.1 request lines relayed agent -> hub (each ` HTTP/1.1\r\n` in what passed
+    /// up: close enough to count how often an agent calls).
     pub requests: AtomicU64,
     /// Bytes relayed hub -> agent.
     pub down_bytes: AtomicU64,

@@ -104,6 +104,8 @@ mod tests {
     use serde_json::json;
     use time::macros::datetime;
 
+    const PINNED_DELIVERY_JSON: &str = r#"{"product_id":"01010101-0101-0101-0101-010101010101","store_id":"02020202-0202-0202-0202-020202020202","quantity":3,"expected_version":null,"event_id":null}"#;
+
     fn delivery(quantity: u32, event_id: Option<EventId>) -> AddStockRequest {
         serde_json::from_value(json!({
             "product_id": ProductId::from_bytes([1; 16]),
@@ -216,5 +218,32 @@ mod tests {
             br#"{"quantity":1}"#,
         ]);
         assert_eq!(Fingerprint::of_upload(&event).as_bytes(), &want);
+    }
+
+    #[test]
+    fn stored_fingerprints_are_pinned() {
+        // Given a delivery and a release as a till sends them,
+        let body = delivery(3, None);
+        let release = (ReservationId::from_bytes([7; 16]), ReleaseReservationRequest::default());
+        // then the JSON they are fingerprinted over is exactly what versions before this
+        // rule stored a digest of (a serde change here would orphan every stored row),
+        assert_eq!(
+            String::from_utf8(serde_json::to_vec(&body).unwrap()).unwrap(),
+            PINNED_DELIVERY_JSON
+        );
+        // and the digests are the ones recorded when the rule was written.
+        let hex = |f: Fingerprint| f.as_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>();
+        assert_eq!(
+            String::from_utf8(serde_json::to_vec(&release).unwrap()).unwrap(),
+            r#"["07070707-0707-0707-0707-070707070707",{"reason":null,"expected_version":null,"event_id":null}]"#
+        );
+        assert_eq!(
+            hex(Fingerprint::of_write("add_stock", &body)),
+            "fe2290c186f040e68219780a8323a885"
+        );
+        assert_eq!(
+            hex(Fingerprint::of_write("release", &release)),
+            "1d2b2bf61135be8888fee743a95893da"
+        );
     }
 }

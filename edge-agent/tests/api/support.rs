@@ -1,5 +1,6 @@
 //! Support of the API tests: the shared HTTP and OpenAPI helpers
-//! ([`shelfsync_common::testing`]) and the problem check. The agent itself comes from its test kit ([`shelfsync_edge::testing`]).
+//! ([`shelfsync_common::testing`]) and the problem check. The agent itself comes from
+//! its test kit ([`shelfsync_edge::testing`]).
 
 #![allow(dead_code)]
 

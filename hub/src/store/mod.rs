@@ -99,7 +99,7 @@ pub struct CommandRequest {
 impl CommandRequest {
     /// Whether `stored`, the fingerprint recorded with this request's event id, says the
     /// id was used for this very request.
-    pub fn is_fingerprinted(&self, stored: Fingerprint) -> bool {
+    pub fn matches_stored(&self, stored: Fingerprint) -> bool {
         stored == self.fingerprint || Some(stored) == self.legacy_fingerprint
     }
 }

@@ -469,7 +469,8 @@ fn mismatch(stream: StreamId, hub: Option<Figures>, expected: Option<Figures>) -
 }
 
 /// The hub's read model at the log's head answers, for each of `streams`, exactly the fold
-/// of `log` (a stream the log does not have must be unknown to it too).
+/// of `log` (a stream the log does not have must be unknown to it too); and the log wrote
+/// no stock stream outside `streams`.
 pub async fn read_model_problems(
     http: &reqwest::Client,
     hub_url: &str,
@@ -478,7 +479,11 @@ pub async fn read_model_problems(
 ) -> Vec<String> {
     let head = log.last().map_or(0, |e| e.position);
     let folded = fold(log);
-    let mut problems = Vec::new();
+    let mut problems: Vec<String> = folded
+        .keys()
+        .filter(|stream| !streams.contains(stream))
+        .map(|stream| format!("{stream}: written, but not among the streams checked"))
+        .collect();
     for stream in streams {
         let expected = folded.get(stream).map(|(state, position)| figures(state, *position));
         match hub_figures(http, hub_url, *stream, head).await {

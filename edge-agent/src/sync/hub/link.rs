@@ -164,6 +164,10 @@ fn publish(status: &LinkStatus, phase: &watch::Sender<BreakerState>, change: Tra
             BreakerState::Open => {
                 s.online = false;
                 s.breaker_reason = change.reason.map(str::to_owned);
+                // A probe cancelled mid-call fails with no error of its own: say why.
+                if let Some(reason) = change.reason {
+                    s.last_error = Some(reason.to_owned());
+                }
             }
             BreakerState::Closed => s.breaker_reason = None,
             BreakerState::HalfOpen => {}

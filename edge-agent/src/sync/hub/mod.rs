@@ -74,7 +74,8 @@ impl Hub {
         self.link.report_failure(what, error);
     }
 
-    /// Waits until a call may pass (see [`Link::ready`]); false when stopping first.
+    /// Waits until a call may pass (the breaker is closed, or its open period is over);
+    /// false when stopping first.
     pub async fn ready(&self, stopping: &mut watch::Receiver<bool>) -> bool {
         self.link.ready(stopping).await
     }

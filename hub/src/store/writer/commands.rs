@@ -11,7 +11,7 @@ impl Batch<'_> {
         request: CommandRequest,
     ) -> rusqlite::Result<Result<WriteResult, WriteError>> {
         if let Some((fingerprint, original)) = self.earlier_write(tx, request.event_id)? {
-            if !request.is_fingerprinted(fingerprint) {
+            if !request.matches_stored(fingerprint) {
                 return Ok(Err(WriteError::IdempotencyConflict(request.event_id)));
             }
             return Ok(Ok(WriteResult {
