@@ -120,7 +120,10 @@ fn main() {
     if nodelay {
         println!("diagnostic: TCP_NODELAY set on the hub's listening socket (inherited by its connections)");
     }
-    let hub = BenchHub::start_with(nodelay, |_| {});
+    // The hub's connection cap (800 by default) must leave room for every stream and the
+    // writers' pool, or the streams past it wait unaccepted.
+    let connections = settings.streams + 256;
+    let hub = BenchHub::start_with(nodelay, |c| c.http.max_connections = connections);
     let client_rt = support::runtime("client");
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
