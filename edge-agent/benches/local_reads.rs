@@ -24,10 +24,11 @@
 
 mod support;
 
+use shelfsync_common::testing::scenario::{knob, Goal, Scenario};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{cores, cpu_model, env_usize, load_average, quantile, stats, thread_cpu, BenchAgent, TERMINAL};
+use support::{cores, cpu_model, load_average, quantile, stats, thread_cpu, BenchAgent, TERMINAL};
 
 const ROLES: [&str; 3] = ["agent", "local-store-wri", "client"];
 
@@ -56,12 +57,12 @@ struct Measured {
 
 fn main() {
     let settings = Settings {
-        runs: env_usize("RUNS", 5).max(1),
-        connections: env_usize("CONNECTIONS", 64).max(1),
-        requests: env_usize("REQUESTS", 100_000).max(1),
-        warmup: env_usize("WARMUP", 2_000),
-        products: env_usize("PRODUCTS", 100).max(1),
-        pending: env_usize("PENDING", 0),
+        runs: knob("RUNS", 5, 1).max(1),
+        connections: knob("CONNECTIONS", 64, 4).max(1),
+        requests: knob("REQUESTS", 100_000, 200).max(1),
+        warmup: knob("WARMUP", 2_000, 10),
+        products: knob("PRODUCTS", 100, 10).max(1),
+        pending: knob("PENDING", 0, 0),
     };
     println!(
         "local_reads: {} runs; {} connections x {} GETs per side and run (after {} warm-up); {} products, {} pending events each",
@@ -173,6 +174,15 @@ fn main() {
         col(&stock, &|x| x.rate).0 / col(&health, &|x| x.rate).0,
         col(&stock, &|x| x.latency[1]).0 / col(&health, &|x| x.latency[1]).0,
     );
+    let mut rate =
+        Scenario::new("local_reads", "requests/s", Goal::RatioAtLeast(0.8)).baseline("GET /healthz, same process");
+    let mut p99 = Scenario::new("local_reads_p99", "µs", Goal::AtMost(2_000.0)).baseline("GET /healthz p99");
+    for (stock, health) in stock.iter().zip(&health) {
+        rate.record_pair(stock.rate, health.rate);
+        p99.record_pair(stock.latency[1], health.latency[1]);
+    }
+    rate.report();
+    p99.report();
 }
 
 /// `total` GETs from `connections` tasks; returns each request's latency in µs.

@@ -26,19 +26,20 @@
 //! RUNS=5 TILLS=32 SALES=4000 WARMUP=100 PRODUCTS=100 CHUNKS=4 BASELINE_EVENTS=4000 cargo bench -p shelfsync-edge --bench local_sales
 //! ```
 //!
+//! `SHELFSYNC_BENCH_QUICK=1` runs tiny sizes once (`tests/scripts/bench.sh --quick`).
 //! `BENCH_DIR` sets where the temp files go (default: the system temp dir).
 
 mod support;
 
 use rusqlite::{params, Connection, TransactionBehavior};
+use shelfsync_common::testing::scenario::{knob, Goal, Scenario};
 use shelfsync_common::{EventId, EventMetadata, EventPayload, Origin, ProductId, ReservationId, StoreId};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::{
-    bench_dir, cores, cpu_model, env_usize, load_average, quantile, stats, this_thread_cpu, thread_cpu, BenchAgent,
-    TERMINAL,
+    bench_dir, cores, cpu_model, load_average, quantile, stats, this_thread_cpu, thread_cpu, BenchAgent, TERMINAL,
 };
 use time::OffsetDateTime;
 
@@ -75,13 +76,13 @@ struct AgentResult {
 
 fn main() {
     let settings = Settings {
-        runs: env_usize("RUNS", 5).max(1),
-        tills: env_usize("TILLS", 32).max(1),
-        sales: env_usize("SALES", 4_000).max(1),
-        warmup: env_usize("WARMUP", 100),
-        products: env_usize("PRODUCTS", 100).max(1),
-        chunks: env_usize("CHUNKS", 4).max(1),
-        baseline_events: env_usize("BASELINE_EVENTS", 4_000).max(2),
+        runs: knob("RUNS", 5, 1).max(1),
+        tills: knob("TILLS", 32, 4).max(1),
+        sales: knob("SALES", 4_000, 40).max(1),
+        warmup: knob("WARMUP", 100, 4),
+        products: knob("PRODUCTS", 100, 10).max(1),
+        chunks: knob("CHUNKS", 4, 2).max(1),
+        baseline_events: knob("BASELINE_EVENTS", 4_000, 40).max(2),
     };
     println!(
         "local_sales: {} runs; agent: {} tills x {} sales (reserve + commit; after {} warm-up sales), {} products; baseline: {} one-row transactions",
@@ -93,6 +94,8 @@ fn main() {
     let mut agent_rates = Vec::new();
     let mut base_rates = Vec::new();
     let mut ratios = Vec::new();
+    let mut scenario = Scenario::new("local_sales", "sales/s", Goal::RatioAtLeast(3.0))
+        .baseline("rusqlite, one event per transaction");
     let mut first_ratios = Vec::new();
     let mut results = Vec::new();
     let mut base_cpu = Vec::new();
@@ -133,6 +136,7 @@ fn main() {
         agent_rates.push(a.rate);
         base_rates.push(b);
         ratios.push(a.rate / b);
+        scenario.record_pair(a.rate, b);
         first_ratios.push(a.chunks[0].rate / b);
         base_cpu.push(cpu_per_event);
         results.push(a);
@@ -196,6 +200,7 @@ fn main() {
         latency(0),
         latency(1)
     );
+    scenario.report();
 }
 
 // ---------------------------------------------------------------------------------------

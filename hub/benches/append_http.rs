@@ -27,13 +27,12 @@ mod support;
 
 use rusqlite::{params, Connection, TransactionBehavior};
 use serde_json::json;
+use shelfsync_common::testing::scenario::{knob, Goal, Scenario};
 use shelfsync_hub::testing::ADMIN;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{
-    bench_dir, cores, cpu_model, env_usize, metric_sum_count, open_baseline, runtime, stats, thread_cpu, BenchHub,
-};
+use support::{bench_dir, cores, cpu_model, metric_sum_count, open_baseline, runtime, stats, thread_cpu, BenchHub};
 
 struct Settings {
     runs: usize,
@@ -46,11 +45,11 @@ struct Settings {
 fn main() {
     // `cargo bench` passes `--bench`; ignore arguments.
     let settings = Settings {
-        runs: env_usize("RUNS", 5).max(1),
-        clients: env_usize("CLIENTS", 64).max(1),
-        hub_events: env_usize("HUB_EVENTS", 50_000).max(1),
-        warmup: env_usize("WARMUP", 1_000),
-        baseline_events: env_usize("BASELINE_EVENTS", 10_000).max(1),
+        runs: knob("RUNS", 5, 1).max(1),
+        clients: knob("CLIENTS", 64, 4).max(1),
+        hub_events: knob("HUB_EVENTS", 50_000, 200).max(1),
+        warmup: knob("WARMUP", 1_000, 10),
+        baseline_events: knob("BASELINE_EVENTS", 10_000, 50).max(1),
     };
     println!(
         "append_http: {} runs; hub: {} clients x {} single-event POSTs (after {} warm-up); baseline: {} one-row transactions",
@@ -62,6 +61,8 @@ fn main() {
     let mut hub = Vec::new();
     let mut base = Vec::new();
     let mut ratios = Vec::new();
+    let mut scenario = Scenario::new("append_http", "events/s", Goal::RatioAtLeast(5.0))
+        .baseline("rusqlite, one event per transaction");
     let mut cpu = Vec::new();
     for run in 0..settings.runs {
         // The baseline brackets the hub run (half before, half after, same file), so
@@ -85,6 +86,7 @@ fn main() {
             h.rate / b
         );
         ratios.push(h.rate / b);
+        scenario.record_pair(h.rate, b);
         hub.push(h.rate);
         base.push(b);
         cpu.push([
@@ -121,6 +123,7 @@ fn main() {
         col(3),
         cores()
     );
+    scenario.report();
 }
 
 // ---------------------------------------------------------------------------------------

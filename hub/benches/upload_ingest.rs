@@ -29,13 +29,14 @@
 mod support;
 
 use rusqlite::{params, Connection, TransactionBehavior};
+use shelfsync_common::testing::scenario::{knob, Goal, Scenario};
 use shelfsync_common::wire::sync::{
     UploadEvent, UploadOutcome, UploadRequest, UploadResponse, PROTOCOL_HEADER, PROTOCOL_VERSION,
 };
 use shelfsync_common::{EventId, EventMetadata, EventPayload, Origin, ProductId, ReservationId, StoreId, StreamId};
 use shelfsync_hub::testing::ADMIN;
 use std::time::{Duration, Instant};
-use support::{bench_dir, cores, cpu_model, env_usize, load_average, open_baseline, stats, thread_cpu, BenchHub};
+use support::{bench_dir, cores, cpu_model, load_average, open_baseline, stats, thread_cpu, BenchHub};
 use time::OffsetDateTime;
 
 struct Settings {
@@ -49,12 +50,12 @@ struct Settings {
 
 fn main() {
     let settings = Settings {
-        runs: env_usize("RUNS", 5).max(1),
-        stores: env_usize("STORES", 3).max(1),
-        batch: env_usize("BATCH", 500).clamp(1, shelfsync_common::wire::sync::MAX_UPLOAD_BATCH),
-        batches: env_usize("BATCHES", 100).max(1),
-        warmup: env_usize("WARMUP", 1),
-        baseline_batches: env_usize("BASELINE_BATCHES", 0),
+        runs: knob("RUNS", 5, 1).max(1),
+        stores: knob("STORES", 3, 2).max(1),
+        batch: knob("BATCH", 500, 50).clamp(1, shelfsync_common::wire::sync::MAX_UPLOAD_BATCH),
+        batches: knob("BATCHES", 100, 3).max(1),
+        warmup: knob("WARMUP", 1, 1),
+        baseline_batches: knob("BASELINE_BATCHES", 0, 0),
     };
     let hub_events = settings.stores * settings.batches * settings.batch;
     let baseline_batches = if settings.baseline_batches == 0 {
@@ -73,6 +74,8 @@ fn main() {
     let mut hub = Vec::new();
     let mut base = Vec::new();
     let mut ratios = Vec::new();
+    let mut scenario = Scenario::new("upload_ingest", "events/s", Goal::RatioAtLeast(0.8))
+        .baseline("rusqlite, same rows, one upload batch per transaction");
     let mut details = Vec::new();
     for run in 0..settings.runs {
         let mut baseline = Baseline::new(settings.batch);
@@ -101,6 +104,7 @@ fn main() {
             load_average(),
         );
         ratios.push(h.rate / b);
+        scenario.record_pair(h.rate, b);
         hub.push(h.rate);
         base.push(b);
         details.push([
@@ -146,6 +150,7 @@ fn main() {
         col(6),
         col(7),
     );
+    scenario.report();
 }
 
 // ---------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@
 //! - [`openapi`]: the served OpenAPI contract checked against what the server does.
 //! - [`measure`]: what every bench binary measures with (env knobs, statistics,
 //!   per-thread CPU, the machine).
+//! - [`scenario`]: one scenario's verdict (median, min, max, same-run baseline, ratio,
+//!   goal, met) as a table row and a JSON line, and the quick mode CI runs.
 //! - `sqlite` (with feature `sqlite`): the write lock a writer's tests hold to shape a
 //!   group commit.
 //!
@@ -19,5 +21,6 @@ pub mod http;
 pub mod measure;
 pub mod openapi;
 pub mod proxy;
+pub mod scenario;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
