@@ -248,10 +248,11 @@ pub fn apply(state: &mut InventoryState, event: &EventPayload) {
 }
 
 /// After a recorded fact from a store, whether the hub must record `OversellDetected`:
-/// only when that fact lowered `available` and left it below zero.
-pub fn oversell_after(before: &InventoryState, after: &InventoryState, caused_by: EventId) -> Option<EventPayload> {
+/// only when that fact lowered `available` (from `available_before`) and left it below
+/// zero. The caller keeps only the figure from before, not a copy of the whole state.
+pub fn oversell_after(available_before: i64, after: &InventoryState, caused_by: EventId) -> Option<EventPayload> {
     let available = after.available();
-    (available < 0 && available < before.available()).then(|| EventPayload::OversellDetected {
+    (available < 0 && available < available_before).then(|| EventPayload::OversellDetected {
         caused_by,
         on_hand: after.on_hand,
         reserved: after.reserved(),
@@ -501,17 +502,17 @@ mod tests {
         ];
         let mut flags = Vec::new();
         for event in &sale {
-            let prior = after.clone();
+            let prior = after.available();
             apply(&mut after, event);
-            flags.extend(oversell_after(&prior, &after, EventId::from_bytes([1; 16])));
+            flags.extend(oversell_after(prior, &after, EventId::from_bytes([1; 16])));
         }
         assert_eq!((after.on_hand, after.available()), (-2, -2));
         assert_eq!(flags.len(), 1, "only the reservation lowered available below zero");
         // A delivery that raises available does not flag, even while still negative.
-        let prior = after.clone();
+        let prior = after.available();
         apply(&mut after, &EventPayload::StockAdded { quantity: 1 });
         assert_eq!(after.available(), -1);
-        assert_eq!(oversell_after(&prior, &after, EventId::from_bytes([2; 16])), None);
+        assert_eq!(oversell_after(prior, &after, EventId::from_bytes([2; 16])), None);
     }
 
     fn command_strategy() -> impl Strategy<Value = InventoryCommand> {

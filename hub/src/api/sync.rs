@@ -157,13 +157,18 @@ pub async fn upload(
         ));
     }
     let results = state.log.upload(store, body.events).await?;
+    // One metric update per outcome, not per event (each names its labelled series).
+    let mut counts = [("appended", 0u64), ("duplicate", 0), ("rejected", 0)];
     for result in &results {
-        let label = match result.outcome {
-            UploadOutcome::Appended { .. } => "appended",
-            UploadOutcome::Duplicate { .. } => "duplicate",
-            UploadOutcome::Rejected { .. } => "rejected",
+        let slot = match result.outcome {
+            UploadOutcome::Appended { .. } => 0,
+            UploadOutcome::Duplicate { .. } => 1,
+            UploadOutcome::Rejected { .. } => 2,
         };
-        metrics::counter!("shelfsync_hub_sync_upload_events_total", "result" => label).increment(1);
+        counts[slot].1 += 1;
+    }
+    for (label, count) in counts.into_iter().filter(|(_, count)| *count > 0) {
+        metrics::counter!("shelfsync_hub_sync_upload_events_total", "result" => label).increment(count);
     }
     Ok(Json(UploadResponse {
         results,

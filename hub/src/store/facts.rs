@@ -4,14 +4,18 @@
 //! refused for stock reasons; it is only refused when it is not this store's to record
 //! (another store's stream, the catalog, another origin) or cannot be read (unknown type
 //! or schema version, malformed or out-of-range data, unknown product). These checks are
-//! pure; the writer applies them to every uploaded event and records what passes.
+//! pure, so [`prepare`] runs them on the uploading request's own thread, together with
+//! the fingerprint and the encoding of the event's columns: the payload is parsed and
+//! encoded once, and the single writer is left with what needs its state (whether the
+//! product is registered, the dedupe by event id, the stream's head).
 
+use super::columns::Columns;
 use shelfsync_common::domain::event::PayloadError;
 use shelfsync_common::domain::inventory::{validate_adjustment, validate_reason};
 use shelfsync_common::domain::timestamp;
+use shelfsync_common::wire::fingerprint::Fingerprint;
 use shelfsync_common::wire::sync::UploadEvent;
-use shelfsync_common::{EventPayload, Origin, ProductId, StockQuantity, StoreId};
-use time::OffsetDateTime;
+use shelfsync_common::{EventId, EventMetadata, EventPayload, Origin, ProductId, StockQuantity, StoreId, StreamId};
 
 /// Why an uploaded event is not recorded: a stable reason code and a detail for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +36,7 @@ fn reject(reason: &'static str, detail: impl Into<String>) -> Rejection {
 /// Whether `store` may record `event` at all: its own stream, its own origin. Checked
 /// before anything else, the dedupe by event id included, so that a store never learns
 /// about (or is told "duplicate" for) another store's events.
-pub fn authorize(store: StoreId, event: &UploadEvent) -> Result<(), Rejection> {
+fn authorize(store: StoreId, event: &UploadEvent) -> Result<(), Rejection> {
     match event.stream.store_id {
         Some(owner) if owner == store => {}
         Some(owner) => return Err(reject("wrong_store", format!("the stream belongs to store {owner}"))),
@@ -47,39 +51,110 @@ pub fn authorize(store: StoreId, event: &UploadEvent) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// An uploaded event that may be recorded: its typed payload and when it happened, every
-/// time in them in UTC.
+/// An uploaded event made ready for the writer: its identity, its fingerprint, and what
+/// the pure rules said of it.
+#[derive(Debug)]
+pub struct Prepared {
+    /// Made by the store.
+    pub event_id: EventId,
+    /// The stream it is for.
+    pub stream: StreamId,
+    /// What it says ([`Fingerprint::of_upload`]), to tell a retry from a reused id.
+    pub fingerprint: Fingerprint,
+    /// What the rules that need no state said.
+    pub verdict: Verdict,
+}
+
+/// What the rules that need no writer state say of an uploaded event.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Not this store's to record ([`authorize`]): refused before the dedupe by id.
+    Unauthorized(Rejection),
+    /// Cannot be read: refused, unless its id was recorded before (a retry).
+    Refused(Rejection),
+    /// Readable; the writer still checks that its product is registered.
+    Readable(Box<Fact>),
+}
+
+/// An uploaded event that can be read: its typed payload and metadata, every time in
+/// them in UTC, and its columns as the log stores them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fact {
     /// What happened.
     pub payload: EventPayload,
-    /// `metadata.occurred_at`, in UTC.
-    pub occurred_at: OffsetDateTime,
+    /// The uploaded metadata, `occurred_at` in UTC and no `recorded_at`.
+    pub metadata: EventMetadata,
+    /// `data` and `metadata`, encoded.
+    pub columns: Columns,
+    /// A range the payload is out of: reported only once its product is known to be
+    /// registered (an unknown product is the first thing to fix).
+    out_of_range: Option<Rejection>,
 }
 
-/// Checks one uploaded event for `store`; returns the fact to record when it may be.
-pub fn check(
-    store: StoreId,
-    event: &UploadEvent,
-    product_registered: impl Fn(ProductId) -> bool,
-) -> Result<Fact, Rejection> {
-    authorize(store, event)?;
+/// Checks, fingerprints and encodes one event `store` uploaded. Pure: it runs on the
+/// request's thread, before the writer takes the upload.
+pub fn prepare(store: StoreId, event: UploadEvent) -> Prepared {
+    let fingerprint = Fingerprint::of_upload(&event);
+    let (event_id, stream) = (event.event_id, event.stream);
+    let verdict = match authorize(store, &event) {
+        Err(rejection) => Verdict::Unauthorized(rejection),
+        Ok(()) => match read(event) {
+            Ok(fact) => Verdict::Readable(Box::new(fact)),
+            Err(rejection) => Verdict::Refused(rejection),
+        },
+    };
+    Prepared {
+        event_id,
+        stream,
+        fingerprint,
+        verdict,
+    }
+}
+
+impl Prepared {
+    /// The fact to record, or why not, once the writer says whether the event's product
+    /// is registered. The reasons come in the order the rules check them.
+    pub fn into_fact(self, product_registered: impl FnOnce(ProductId) -> bool) -> Result<Fact, Rejection> {
+        let fact = match self.verdict {
+            Verdict::Unauthorized(rejection) | Verdict::Refused(rejection) => return Err(rejection),
+            Verdict::Readable(fact) => *fact,
+        };
+        if !product_registered(self.stream.product_id) {
+            return Err(reject(
+                "unknown_product",
+                format!("product {} is not in the catalog", self.stream.product_id),
+            ));
+        }
+        match fact.out_of_range {
+            Some(rejection) => Err(rejection),
+            None => Ok(fact),
+        }
+    }
+}
+
+/// The metadata, the payload (parsed once, from the uploaded `data` itself) and the
+/// columns of an authorized event.
+fn read(event: UploadEvent) -> Result<Fact, Rejection> {
     event
         .metadata
         .check_fields()
         .map_err(|detail| reject("invalid_metadata", detail))?;
-    let payload = EventPayload::from_parts(&event.event_type, event.schema_version, event.data.clone())
+    let payload = EventPayload::from_parts(&event.event_type, event.schema_version, event.data)
         .map_err(|e: PayloadError| reject(e.code(), e.to_string()))?;
     let occurred_at = timestamp::to_utc("metadata.occurred_at", event.metadata.occurred_at)
         .map_err(|e| reject("out_of_range", e.to_string()))?;
-    if !product_registered(event.stream.product_id) {
-        return Err(reject(
-            "unknown_product",
-            format!("product {} is not in the catalog", event.stream.product_id),
-        ));
-    }
-    check_ranges(&payload)?;
-    Ok(Fact { payload, occurred_at })
+    let metadata = EventMetadata {
+        occurred_at,
+        recorded_at: None,
+        ..event.metadata
+    };
+    let columns = Columns::encode(&payload, &metadata).map_err(|e| reject("malformed_event", e.to_string()))?;
+    Ok(Fact {
+        out_of_range: check_ranges(&payload).err(),
+        payload,
+        metadata,
+        columns,
+    })
 }
 
 fn check_ranges(payload: &EventPayload) -> Result<(), Rejection> {
@@ -110,7 +185,6 @@ fn check_ranges(payload: &EventPayload) -> Result<(), Rejection> {
 mod tests {
     use super::*;
     use serde_json::json;
-    use shelfsync_common::{EventId, EventMetadata, StreamId};
 
     fn store() -> StoreId {
         StoreId::from_bytes([7; 16])
@@ -132,6 +206,14 @@ mod tests {
                 recorded_at: None,
             },
         }
+    }
+
+    fn check(
+        store: StoreId,
+        event: &UploadEvent,
+        registered: impl FnOnce(ProductId) -> bool,
+    ) -> Result<Fact, Rejection> {
+        prepare(store, event.clone()).into_fact(registered)
     }
 
     fn reason(result: Result<Fact, Rejection>) -> &'static str {
@@ -219,8 +301,8 @@ mod tests {
         );
         held.metadata.occurred_at = time::macros::datetime!(2030-01-01 01:00 +01:00);
         let fact = check(store(), &held, |_| true).unwrap();
-        assert_eq!(fact.occurred_at, time::macros::datetime!(2030-01-01 00:00 UTC));
-        assert_eq!(fact.occurred_at.offset(), time::UtcOffset::UTC);
+        assert_eq!(fact.metadata.occurred_at, time::macros::datetime!(2030-01-01 00:00 UTC));
+        assert_eq!(fact.metadata.occurred_at.offset(), time::UtcOffset::UTC);
         let EventPayload::StockReserved { expires_at, .. } = fact.payload else {
             panic!("{:?}", fact.payload)
         };

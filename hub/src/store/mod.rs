@@ -7,6 +7,7 @@
 //! names a SQL function). After each commit the writer publishes the new events on the
 //! [`crate::bus::EventBus`]; nothing is published that is not on disk.
 
+mod columns;
 mod facts;
 mod feed;
 mod reader;
@@ -272,7 +273,10 @@ impl EventStore {
     }
 
     /// Records a store's uploaded events (design section 7); one result per event, in order.
+    /// What needs no writer state (the rules' pure checks, fingerprints, encoding the
+    /// columns) runs here, on the caller's thread, before the writer takes them.
     pub async fn upload(&self, store: StoreId, events: Vec<UploadEvent>) -> Result<Vec<UploadResult>, WriteError> {
+        let events: Vec<facts::Prepared> = events.into_iter().map(|event| facts::prepare(store, event)).collect();
         self.writer
             .submit(|reply| writer::WriteOp::Upload { store, events, reply })
             .await

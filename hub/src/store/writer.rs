@@ -10,7 +10,8 @@
 //! commit the batch's events are published on the bus *before* its callers are answered,
 //! so the bus head is never behind a position a caller was given.
 
-use super::facts;
+use super::columns::{Columns, RecordedAt};
+use super::facts::{self, Prepared};
 use super::reader::{envelope_from_row, StoreStats, TokenRecord, EVENT_COLUMNS};
 use super::schema::{self, EVENT_STORE};
 use super::{
@@ -24,7 +25,7 @@ use shelfsync_common::sqlite::group_commit::{BatchLogic, Reply, Writer, WriterMe
 use shelfsync_common::sqlite::{settle, Deferred};
 use shelfsync_common::wire::api::{StoreInfo, WriteResult};
 use shelfsync_common::wire::fingerprint::Fingerprint;
-use shelfsync_common::wire::sync::{UploadEvent, UploadOutcome, UploadResult};
+use shelfsync_common::wire::sync::{UploadOutcome, UploadResult};
 use shelfsync_common::{
     DomainError, EventEnvelope, EventId, EventMetadata, EventPayload, Origin, ProductId, ReservationId, StoreId,
     StreamId,
@@ -68,7 +69,7 @@ pub(super) enum WriteOp {
     },
     Upload {
         store: StoreId,
-        events: Vec<UploadEvent>,
+        events: Vec<Prepared>,
         reply: Reply<Vec<UploadResult>, WriteError>,
     },
     AddToken(Box<TokenRecord>, Reply<(), WriteError>),
@@ -189,7 +190,7 @@ impl BatchLogic for LogBatches {
         writes: &mut dyn Iterator<Item = WriteOp>,
         answers: &mut Vec<Pending>,
     ) -> rusqlite::Result<Changes> {
-        let mut batch = Batch::new(&self.heads);
+        let mut batch = Batch::new(&self.heads)?;
         for write in writes {
             batch.run(tx, write, answers)?;
         }
@@ -265,22 +266,40 @@ impl Changes {
 struct Batch<'h> {
     heads: &'h Heads,
     changes: Changes,
-    /// Event ids first written in this batch, with their fingerprint and envelope.
-    written: HashMap<EventId, (Fingerprint, EventEnvelope)>,
+    /// The batch's `recorded_at`, and the same as the end of a metadata column.
     now: OffsetDateTime,
+    stamp: RecordedAt,
+}
+
+/// How an event's id is known to be new when its row is inserted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdCheck {
+    /// The caller looked it up first ([`Batch::earlier_write`]).
+    LookedUp,
+    /// The insert finds out: an id already in the log (committed, or earlier in this
+    /// batch) writes nothing, and [`Batch::append_event`] says so.
+    OnInsert,
+}
+
+/// Where an appended event landed.
+#[derive(Debug, Clone, Copy)]
+struct Landed {
+    position: u64,
+    stream_version: u64,
 }
 
 impl<'h> Batch<'h> {
-    fn new(heads: &'h Heads) -> Self {
-        Self {
+    fn new(heads: &'h Heads) -> rusqlite::Result<Self> {
+        let now = OffsetDateTime::now_utc();
+        Ok(Self {
             heads,
             changes: Changes {
                 next_position: heads.next_position,
                 ..Changes::default()
             },
-            written: HashMap::new(),
-            now: OffsetDateTime::now_utc(),
-        }
+            now,
+            stamp: RecordedAt::new(now).map_err(|err| rusqlite::Error::ToSqlConversionFailure(err.into()))?,
+        })
     }
 
     /// Runs one job and records its outcome. On a SQLite error the job's reply is still
@@ -350,15 +369,13 @@ impl<'h> Batch<'h> {
         )
     }
 
-    /// The original answer when `event_id` was already written.
+    /// The original answer when `event_id` was already written: committed, or earlier in
+    /// this batch (the transaction reads its own rows).
     fn earlier_write(
         &self,
         tx: &Transaction<'_>,
         event_id: EventId,
     ) -> rusqlite::Result<Option<(Fingerprint, EventEnvelope)>> {
-        if let Some(found) = self.written.get(&event_id) {
-            return Ok(Some(found.clone()));
-        }
         let mut stmt = tx.prepare_cached(&format!(
             "SELECT {EVENT_COLUMNS}, fingerprint FROM events WHERE event_id = ?1"
         ))?;
@@ -377,57 +394,77 @@ impl<'h> Batch<'h> {
         (mut state, payloads): (StreamState, Vec<EventPayload>),
         request: &CommandRequest,
     ) -> rusqlite::Result<WriteResult> {
-        let mut events = Vec::with_capacity(payloads.len());
+        let first = self.changes.events.len();
         for (index, payload) in payloads.into_iter().enumerate() {
             let identity = if index == 0 {
                 (request.event_id, request.fingerprint)
             } else {
                 (EventId::new_v7(), Fingerprint::from_bytes([0; 16]))
             };
-            events.push(self.append_event(tx, stream, &mut state, payload, identity, &request.metadata)?);
+            let metadata = request.metadata.clone();
+            self.append_event(
+                tx,
+                stream,
+                &mut state,
+                (payload, metadata, None),
+                identity,
+                IdCheck::LookedUp,
+            )?;
         }
         let stream_version = state.version();
         self.set_head(stream, state);
         Ok(WriteResult {
-            events,
+            events: self.changes.events[first..].to_vec(),
             stream_version,
             position: self.changes.next_position - 1,
             duplicate: false,
         })
     }
 
-    /// Applies one event to `state`, inserts its row at the next position, and remembers
-    /// its id (with `fingerprint`) for dedupe within the batch.
+    /// Inserts one event's row at the next position (its columns encoded here unless
+    /// given), then applies it to `state` and keeps it for the bus. `None` when `check`
+    /// is [`IdCheck::OnInsert`] and the id was in the log: then nothing changed.
     fn append_event(
         &mut self,
         tx: &Transaction<'_>,
         stream: StreamId,
         state: &mut StreamState,
-        payload: EventPayload,
+        (payload, mut metadata, columns): (EventPayload, EventMetadata, Option<Columns>),
         (event_id, fingerprint): (EventId, Fingerprint),
-        metadata: &EventMetadata,
-    ) -> rusqlite::Result<EventEnvelope> {
-        self.track_indexes(stream, state, &payload);
-        match state {
-            StreamState::Catalog(s) => catalog::apply(s, &payload),
-            StreamState::Inventory(s) => inventory::apply(s, &payload),
-        }
-        let mut metadata = metadata.clone();
+        check: IdCheck,
+    ) -> rusqlite::Result<Option<Landed>> {
+        let columns = match columns {
+            Some(columns) => columns,
+            None => Columns::encode(&payload, &metadata)
+                .map_err(|err| rusqlite::Error::ToSqlConversionFailure(err.into()))?,
+        };
         metadata.recorded_at = Some(self.now);
         let envelope = EventEnvelope {
             event_id,
             stream,
-            stream_version: state.version(),
+            // Applying an event moves the stream's version by one.
+            stream_version: state.version() + 1,
             position: self.changes.next_position,
             schema_version: shelfsync_common::domain::event::CURRENT_SCHEMA_VERSION,
             payload,
             metadata,
         };
-        self.insert_event(tx, &envelope, fingerprint)?;
+        if !self.insert_event(tx, &envelope, fingerprint, &columns, check)? {
+            return Ok(None);
+        }
+        self.track_indexes(stream, state, &envelope.payload);
+        match state {
+            StreamState::Catalog(s) => catalog::apply(s, &envelope.payload),
+            StreamState::Inventory(s) => inventory::apply(s, &envelope.payload),
+        }
+        debug_assert_eq!(state.version(), envelope.stream_version);
         self.changes.next_position += 1;
-        self.written.insert(event_id, (fingerprint, envelope.clone()));
-        self.changes.events.push(envelope.clone());
-        Ok(envelope)
+        let landed = Landed {
+            position: envelope.position,
+            stream_version: envelope.stream_version,
+        };
+        self.changes.events.push(envelope);
+        Ok(Some(landed))
     }
 
     /// Records `state` as the stream's head after this batch's latest event on it.
@@ -464,27 +501,38 @@ impl<'h> Batch<'h> {
         }
     }
 
-    fn insert_event(&self, tx: &Transaction<'_>, e: &EventEnvelope, fingerprint: Fingerprint) -> rusqlite::Result<()> {
-        let data = serde_json::to_string(&e.payload.data())
-            .map_err(|err| rusqlite::Error::ToSqlConversionFailure(err.into()))?;
-        let metadata =
-            serde_json::to_string(&e.metadata).map_err(|err| rusqlite::Error::ToSqlConversionFailure(err.into()))?;
-        tx.prepare_cached(
-            "INSERT INTO events (position, event_id, stream_key, stream_version, event_type, schema_version, data, metadata, fingerprint)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )?
-        .execute(params![
+    /// Inserts `e`'s row; whether it was written (always, unless `check` is
+    /// [`IdCheck::OnInsert`] and the id is in the log).
+    fn insert_event(
+        &self,
+        tx: &Transaction<'_>,
+        e: &EventEnvelope,
+        fingerprint: Fingerprint,
+        columns: &Columns,
+        check: IdCheck,
+    ) -> rusqlite::Result<bool> {
+        macro_rules! insert {
+            () => {
+                "INSERT INTO events (position, event_id, stream_key, stream_version, event_type, schema_version, data, metadata, fingerprint)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            };
+        }
+        let sql = match check {
+            IdCheck::LookedUp => insert!(),
+            IdCheck::OnInsert => concat!(insert!(), " ON CONFLICT (event_id) DO NOTHING"),
+        };
+        let written = tx.prepare_cached(sql)?.execute(params![
             e.position as i64,
             &e.event_id.as_bytes()[..],
             &e.stream.key()[..],
             e.stream_version as i64,
             e.payload.event_type(),
             e.schema_version,
-            data,
-            metadata,
+            columns.data(),
+            columns.metadata(&self.stamp),
             &fingerprint.as_bytes()[..],
         ])?;
-        Ok(())
+        Ok(written == 1)
     }
 
     /// Writes the changed stream heads; the batch's last step before commit.

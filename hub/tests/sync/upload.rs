@@ -181,6 +181,42 @@ async fn an_event_id_sent_again_with_other_content_is_rejected_as_reused() {
 }
 
 #[tokio::test]
+async fn a_retry_is_a_duplicate_even_where_the_rules_would_now_refuse_it() {
+    // Given a batch that names one delivery twice, recorded, and a hold still open
+    let (hub, agent, _) = given_a_store().await;
+    let hold = ReservationId::new_v7();
+    let delivery = agent.fact(demo_product(2), added(5));
+    let held = agent.fact(demo_product(2), reserved(hold, 1));
+    let first = agent.upload(&[delivery.clone(), delivery.clone(), held.clone()]).await;
+    let recorded = appended(&first.results[0].outcome);
+    let (position, stream_version) = recorded;
+    assert_eq!(
+        first.results[1].outcome,
+        UploadOutcome::Duplicate {
+            position,
+            stream_version
+        },
+        "the same id twice in one batch is written once"
+    );
+    let hold_at = appended(&first.results[2].outcome);
+    let head = hub.head().await;
+
+    // When the hold is sent again (its id is open, which refuses a new hold), and the
+    // delivery once more
+    let again = agent.upload(&[held.clone(), delivery.clone()]).await;
+
+    // Then both are duplicates at their first positions, and nothing is written.
+    let duplicate = |(position, stream_version): (u64, u64)| UploadOutcome::Duplicate {
+        position,
+        stream_version,
+    };
+    assert_eq!(again.results[0].outcome, duplicate(hold_at));
+    assert_eq!(again.results[1].outcome, duplicate(recorded));
+    assert_eq!(hub.head().await, head);
+    assert_recorded_once(&agent, &[delivery, held]).await;
+}
+
+#[tokio::test]
 async fn a_store_token_writes_and_reads_only_its_own_streams() {
     // Given two demo stores, B having recorded a sale
     let hub = TestHub::spawn().await;

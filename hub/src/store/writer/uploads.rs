@@ -2,6 +2,13 @@
 //! authorized, deduplicated by id, checked by the facts policy (`store/facts.rs`) and
 //! appended after whatever its stream holds, with `OversellDetected` after it when it
 //! left the stream oversold. A reservation id open anywhere is not opened again.
+//!
+//! The events arrive [prepared](facts::prepare): checked, fingerprinted and encoded on
+//! the request's thread. Here runs only what needs the writer's state. The dedupe by id
+//! costs nothing extra on the common path: a new event's insert finds out itself
+//! (`ON CONFLICT (event_id) DO NOTHING`), and only an event about to be refused, or
+//! whose insert met its id, looks up the earlier write, so that a retry is answered
+//! `duplicate` whatever the rules would now say of it.
 
 use super::*;
 
@@ -11,7 +18,7 @@ impl Batch<'_> {
         &mut self,
         tx: &Transaction<'_>,
         store: StoreId,
-        events: Vec<UploadEvent>,
+        events: Vec<Prepared>,
     ) -> rusqlite::Result<Vec<UploadResult>> {
         let mut results = Vec::with_capacity(events.len());
         for event in events {
@@ -28,64 +35,59 @@ impl Batch<'_> {
         &mut self,
         tx: &Transaction<'_>,
         store: StoreId,
-        event: UploadEvent,
+        event: Prepared,
     ) -> rusqlite::Result<UploadOutcome> {
-        if let Err(rejection) = facts::authorize(store, &event) {
-            return Ok(self.rejected(store, rejection.reason, rejection.detail));
+        if let facts::Verdict::Unauthorized(rejection) = &event.verdict {
+            return Ok(self.rejected(store, rejection.reason, rejection.detail.clone()));
         }
-        let fingerprint = Fingerprint::of_upload(&event);
-        if let Some((earlier, original)) = self.earlier_write(tx, event.event_id)? {
-            if earlier == fingerprint {
-                return Ok(UploadOutcome::Duplicate {
-                    position: original.position,
-                    stream_version: original.stream_version,
-                });
-            }
-            return Ok(self.rejected(
-                store,
-                "event_id_reused",
-                "this event id was recorded with other content".into(),
-            ));
-        }
-        let facts::Fact { payload, occurred_at } =
-            match facts::check(store, &event, |product| self.product_registered(product)) {
-                Ok(fact) => fact,
-                Err(rejection) => return Ok(self.rejected(store, rejection.reason, rejection.detail)),
-            };
-        let metadata = EventMetadata {
-            occurred_at,
-            ..event.metadata
+        let (event_id, stream, fingerprint) = (event.event_id, event.stream, event.fingerprint);
+        let identity = (event_id, fingerprint);
+        let facts::Fact {
+            payload,
+            metadata,
+            columns,
+            ..
+        } = match event.into_fact(|product| self.product_registered(product)) {
+            Ok(fact) => fact,
+            Err(rejection) => return self.refuse(tx, store, identity, rejection.reason, rejection.detail),
         };
-        let stream = event.stream;
         if let EventPayload::StockReserved { reservation_id, .. } = &payload {
             // Open anywhere, this stream included: a second hold under one id would
             // silently replace the first (`apply` keys holds by id).
             if self.reservation_stream(reservation_id).is_some() {
                 let detail = format!("reservation {reservation_id} is already open");
-                return Ok(self.rejected(store, "reservation_id_in_use", detail));
+                return self.refuse(tx, store, identity, "reservation_id_in_use", detail);
             }
         }
         let mut state = self
             .stream(&stream)
             .map_or(StreamState::Inventory(InventoryState::default()), |h| h.state.clone());
-        let StreamState::Inventory(before) = state.clone() else {
-            return Ok(self.rejected(store, "wrong_store", "not an inventory stream".into()));
+        let StreamState::Inventory(before) = &state else {
+            return self.refuse(tx, store, identity, "wrong_store", "not an inventory stream".into());
         };
-        let recorded = self.append_event(
+        let available_before = before.available();
+        let correlation_id = metadata.correlation_id;
+        let appended = self.append_event(
             tx,
             stream,
             &mut state,
-            payload,
-            (event.event_id, fingerprint),
-            &metadata,
+            (payload, metadata, Some(columns)),
+            identity,
+            IdCheck::OnInsert,
         )?;
+        let Some(recorded) = appended else {
+            // Its id is in the log: a retry (or a reused id), answered as such.
+            return self
+                .earlier(tx, store, identity)?
+                .ok_or(rusqlite::Error::QueryReturnedNoRows);
+        };
         if let StreamState::Inventory(after) = &state {
-            if let Some(oversell) = inventory::oversell_after(&before, after, event.event_id) {
+            if let Some(oversell) = inventory::oversell_after(available_before, after, event_id) {
                 let metadata = EventMetadata {
                     origin: Origin::Hub,
                     actor: "hub:oversell-rule".into(),
-                    correlation_id: metadata.correlation_id,
-                    causation_id: Some(event.event_id.0),
+                    correlation_id,
+                    causation_id: Some(event_id.0),
                     occurred_at: self.now,
                     recorded_at: None,
                 };
@@ -93,12 +95,12 @@ impl Batch<'_> {
                     tx,
                     stream,
                     &mut state,
-                    oversell,
+                    (oversell, metadata, None),
                     (EventId::new_v7(), Fingerprint::from_bytes([0; 16])),
-                    &metadata,
+                    IdCheck::LookedUp,
                 )?;
                 self.changes.stats.entry(store).or_default().oversells += 1;
-                tracing::warn!(%stream, caused_by = %event.event_id, "oversell detected");
+                tracing::warn!(%stream, caused_by = %event_id, "oversell detected");
             }
         }
         self.set_head(stream, state);
@@ -106,6 +108,45 @@ impl Batch<'_> {
             position: recorded.position,
             stream_version: recorded.stream_version,
         })
+    }
+
+    /// The answer for an event the rules refuse: `duplicate` (or `event_id_reused`) when
+    /// its id was recorded before, else the refusal.
+    fn refuse(
+        &mut self,
+        tx: &Transaction<'_>,
+        store: StoreId,
+        identity: (EventId, Fingerprint),
+        reason: &'static str,
+        detail: String,
+    ) -> rusqlite::Result<UploadOutcome> {
+        match self.earlier(tx, store, identity)? {
+            Some(answer) => Ok(answer),
+            None => Ok(self.rejected(store, reason, detail)),
+        }
+    }
+
+    /// The answer for an event whose id was recorded before, if it was.
+    fn earlier(
+        &mut self,
+        tx: &Transaction<'_>,
+        store: StoreId,
+        (event_id, fingerprint): (EventId, Fingerprint),
+    ) -> rusqlite::Result<Option<UploadOutcome>> {
+        let Some((earlier, original)) = self.earlier_write(tx, event_id)? else {
+            return Ok(None);
+        };
+        if earlier == fingerprint {
+            return Ok(Some(UploadOutcome::Duplicate {
+                position: original.position,
+                stream_version: original.stream_version,
+            }));
+        }
+        Ok(Some(self.rejected(
+            store,
+            "event_id_reused",
+            "this event id was recorded with other content".into(),
+        )))
     }
 
     pub(super) fn rejected(&mut self, store: StoreId, reason: &'static str, detail: String) -> UploadOutcome {
