@@ -108,7 +108,7 @@ pub async fn run(
         .await
         .map_err(|e| StartError::Jobs(e.to_string()))?;
     let (begin_stopping, stopping) = tokio::sync::watch::channel(false);
-    let state = api::AppState {
+    let state = api::AppState::new(api::Shared {
         log: log.clone(),
         queries,
         read_model: projector.queries(),
@@ -117,7 +117,7 @@ pub async fn run(
         fleet: Arc::new(fleet::Fleet::default()),
         stopping,
         projection_stall: projector.stall(),
-    };
+    });
     let address = listener.local_addr().map_err(StartError::Serve)?;
     tracing::info!(%address, data_dir = %data_dir.display(), "hub listening");
     if options.announce {
