@@ -6,7 +6,7 @@ use super::problem::ProblemResponse;
 use super::settings::{HttpConfig, HttpDefaults};
 use crate::write_gate::{self, WriteGate};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -67,18 +67,72 @@ pub async fn time_limit(State(limit): State<Duration>, request: Request, next: N
 /// Counts requests (`shelfsync_http_requests_total`) and their latency
 /// (`shelfsync_http_request_seconds`) by route, method and status.
 pub async fn record_request(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().to_string();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let method = request.method().clone();
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("shelfsync_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
-        .increment(1);
-    metrics::histogram!("shelfsync_http_request_seconds", "route" => route).record(started.elapsed().as_secs_f64());
+    let seconds = started.elapsed().as_secs_f64();
+    RequestSeries::record(route, &method, response.status(), seconds);
     response
+}
+
+/// One route's request metrics, registered once per thread: naming a labelled series
+/// builds its key (three label strings) and looks it up in the recorder, which per request
+/// was a measurable part of a small request's cost.
+struct RequestSeries {
+    seconds: metrics::Histogram,
+    /// By method and status; a route sees few of them.
+    counts: Vec<(Method, StatusCode, metrics::Counter)>,
+}
+
+thread_local! {
+    static SERIES: std::cell::RefCell<std::collections::HashMap<String, RequestSeries>> = Default::default();
+}
+
+impl RequestSeries {
+    fn record(route: &str, method: &Method, status: StatusCode, seconds: f64) {
+        if !crate::server::telemetry::metrics_installed() {
+            // A handle taken now would record nowhere for good: name the series each time.
+            Self::counter(route, method, status).increment(1);
+            Self::histogram(route).record(seconds);
+            return;
+        }
+        SERIES.with_borrow_mut(|series| {
+            if !series.contains_key(route) {
+                let fresh = RequestSeries {
+                    seconds: Self::histogram(route),
+                    counts: Vec::new(),
+                };
+                series.insert(route.to_owned(), fresh);
+            }
+            let Some(route_series) = series.get_mut(route) else {
+                return;
+            };
+            route_series.seconds.record(seconds);
+            match route_series.counts.iter().find(|(m, s, _)| m == method && *s == status) {
+                Some((_, _, counter)) => counter.increment(1),
+                None => {
+                    let counter = Self::counter(route, method, status);
+                    counter.increment(1);
+                    route_series.counts.push((method.clone(), status, counter));
+                }
+            }
+        });
+    }
+
+    fn counter(route: &str, method: &Method, status: StatusCode) -> metrics::Counter {
+        metrics::counter!(
+            "shelfsync_http_requests_total",
+            "route" => route.to_owned(),
+            "method" => method.as_str().to_owned(),
+            "status" => status.as_str().to_owned()
+        )
+    }
+
+    fn histogram(route: &str) -> metrics::Histogram {
+        metrics::histogram!("shelfsync_http_request_seconds", "route" => route.to_owned())
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +204,37 @@ mod tests {
         assert_eq!(call("POST", "/echo", "short").await.0, StatusCode::OK);
         let (status, _, _) = call("POST", "/echo", "a body of more than sixteen bytes").await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn every_request_is_counted_by_route_method_and_status() {
+        // Given the process's recorder, and a route of its own in this test,
+        let metrics = crate::server::telemetry::metrics_handle();
+        let http = HttpConfig::<Tiny>::default();
+        let routes = Router::new().route("/counted", get(|| async { "ok" }));
+        let app = with_service_layers(routes, &http, |router| router);
+        // when it is called three times and misses once,
+        for path in ["/counted", "/counted", "/counted?again", "/counted/not"] {
+            let request = Request::builder().uri(path).body(Body::empty()).unwrap();
+            app.clone().oneshot(request).await.unwrap();
+        }
+        // then each answer is counted once, under its own series.
+        let text = metrics.render();
+        let count = |labels: &str| {
+            text.lines()
+                .find(|line| line.starts_with(&format!("shelfsync_http_requests_total{{{labels}}}")))
+                .and_then(|line| line.rsplit(' ').next())
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            count(r#"route="/counted",method="GET",status="200""#).as_deref(),
+            Some("3"),
+            "{text}"
+        );
+        assert!(
+            count(r#"route="unmatched",method="GET",status="404""#).is_some(),
+            "{text}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -53,9 +53,17 @@ pub fn init_test_logging() {
     }
 }
 
+/// The process-wide Prometheus recorder, once installed.
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Whether [`metrics_handle`] installed the recorder: a metric handle taken before that
+/// records nowhere, so only one taken after may be kept.
+pub fn metrics_installed() -> bool {
+    HANDLE.get().is_some()
+}
+
 /// The process-wide Prometheus recorder's handle.
 pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new().build_recorder();
