@@ -266,8 +266,9 @@ impl Changes {
 struct Batch<'h> {
     heads: &'h Heads,
     changes: Changes,
-    /// The batch's `recorded_at`, and the same as the end of a metadata column.
+    /// The batch's `recorded_at`.
     now: OffsetDateTime,
+    /// `now` as the end of a stamped metadata column.
     stamp: RecordedAt,
 }
 
@@ -443,7 +444,7 @@ impl<'h> Batch<'h> {
             event_id,
             stream,
             // Applying an event moves the stream's version by one.
-            stream_version: state.version() + 1,
+            stream_version: state.version().saturating_add(1),
             position: self.changes.next_position,
             schema_version: shelfsync_common::domain::event::CURRENT_SCHEMA_VERSION,
             payload,
