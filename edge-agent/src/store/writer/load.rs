@@ -10,8 +10,7 @@ pub(super) fn load_view(conn: &Connection, store_id: StoreId) -> rusqlite::Resul
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         let state: InventoryState = from_json(&row.get::<_, String>(1)?)?;
-        view.streams
-            .insert(ProductId::from_bytes(row.get(0)?), StreamView::new(state));
+        view.apply(ProductId::from_bytes(row.get(0)?), &StreamOp::ReplaceConfirmed(state));
     }
     let mut stmt = conn.prepare(
         "SELECT seq, event_id, product_id, event_type, schema_version, data, recorded_at FROM outbox
@@ -31,10 +30,7 @@ pub(super) fn load_view(conn: &Connection, store_id: StoreId) -> rusqlite::Resul
             payload,
             recorded_at: time_text::decode(&row.get::<_, String>(6)?)?,
         };
-        view.streams
-            .entry(ProductId::from_bytes(row.get(2)?))
-            .or_default()
-            .record(pending);
+        view.apply(ProductId::from_bytes(row.get(2)?), &StreamOp::Record(pending));
     }
     let mut stmt = conn.prepare("SELECT product_id, sku, name, price_minor, version FROM catalog")?;
     for product in stmt.query_map([], shelfsync_common::sqlite::rows::product_view)? {
