@@ -16,6 +16,10 @@
 //!   schema, the same number of outbox rows marked acknowledged and then confirmed, 500 and
 //!   1,000 rows per transaction with one confirmed-state upsert per product per transaction
 //!   (the least the agent's disk must do). Goal: under 5 s for 100,000.
+//!   Each run also has a burst: `TILLS` tills write as fast as they can for `BURST_SECS`
+//!   with the worker following the hub; printed: events written, how many of them were
+//!   confirmed by the end of the burst, and the outbox then (the outbox drains as fast as
+//!   it fills when it stays small).
 //! - `catch_up`: a store bootstrapped at some position falls `BEHIND` events behind (events
 //!   on its own streams, uploaded by another client as this store: all of them are for it
 //!   to apply, the worst case); a copy of its store file is started with its sync worker.
@@ -26,7 +30,7 @@
 //!
 //! ```sh
 //! cargo bench -p shelfsync-edge --bench sync_drain
-//! RUNS=3 BACKLOG=100000 BEHIND=1000000 TILL_PAUSE_MS=5 cargo bench -p shelfsync-edge --bench sync_drain
+//! RUNS=3 BACKLOG=100000 BEHIND=1000000 TILL_PAUSE_MS=5 TILLS=32 BURST_SECS=5 cargo bench -p shelfsync-edge --bench sync_drain
 //! ```
 //!
 //! `SHELFSYNC_BENCH_QUICK=1` runs tiny sizes once (`tests/scripts/bench.sh --quick`).
@@ -59,6 +63,8 @@ struct Settings {
     backlog: usize,
     behind: usize,
     till_pause: Duration,
+    tills: usize,
+    burst: Duration,
 }
 
 fn main() {
@@ -67,6 +73,8 @@ fn main() {
         backlog: knob("BACKLOG", 100_000, 2_000).max(2),
         behind: knob("BEHIND", 1_000_000, 5_000).max(1),
         till_pause: Duration::from_millis(knob("TILL_PAUSE_MS", 5, 5) as u64),
+        tills: knob("TILLS", 32, 4).max(1),
+        burst: Duration::from_secs(knob("BURST_SECS", 5, 1) as u64),
     };
     println!(
         "sync_drain: {} runs; drain of {} (and {}) offline events; catch-up of {} events",
@@ -113,8 +121,67 @@ fn drain(settings: &Settings, hub: &TestHub, hub_rt: &tokio::runtime::Runtime, a
             load_average(),
         );
         scenario.record_pair(full.seconds, baseline);
+        burst_once(settings, hub, hub_rt, agent_rt, store);
     }
     scenario.report();
+}
+
+/// Tills write flat out for `settings.burst` while the worker follows the hub.
+fn burst_once(
+    settings: &Settings,
+    hub: &TestHub,
+    hub_rt: &tokio::runtime::Runtime,
+    agent_rt: &tokio::runtime::Runtime,
+    store: StoreId,
+) {
+    let dir = tempfile::tempdir_in(bench_dir()).expect("temp dir");
+    let local = LocalStore::open(&dir.path().join(shelfsync_edge::STORE_FILE), store).expect("open");
+    let snapshot = hub_rt.block_on(hub.agent(store, hub.store_token(store)).snapshot());
+    let products: Vec<ProductId> = snapshot.catalog.iter().map(|p| p.product.id).collect();
+    agent_rt.block_on(local.bootstrap(snapshot)).expect("bootstrap");
+    let _guard = agent_rt.enter();
+    let worker = SyncWorker::spawn_on(
+        local.clone(),
+        dir.path(),
+        &hub.url,
+        store,
+        &hub.store_token(store),
+        |_| {},
+    );
+    agent_rt.block_on(async {
+        while !worker.link().push_connected {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let writing = Arc::new(AtomicBool::new(true));
+    let tills: Vec<_> = (0..settings.tills)
+        .map(|n| {
+            let product = products[n % products.len()];
+            agent_rt.spawn(till_loop(
+                local.clone(),
+                store,
+                product,
+                writing.clone(),
+                Duration::ZERO,
+            ))
+        })
+        .collect();
+    std::thread::sleep(settings.burst);
+    writing.store(false, Ordering::SeqCst);
+    let written: usize = tills
+        .into_iter()
+        .map(|till| agent_rt.block_on(till).expect("a till").len())
+        .sum();
+    let left = worker.outbox_depth();
+    println!(
+        "  burst: {} tills wrote {written} events in {:?} ({:.0}/s); confirmed by its end: {} ({:.0}%); outbox then {left}",
+        settings.tills,
+        settings.burst,
+        written as f64 / settings.burst.as_secs_f64(),
+        written as u64 - left,
+        (written as u64 - left) as f64 * 100.0 / written as f64,
+    );
+    agent_rt.block_on(worker.stop());
 }
 
 struct Drained {
