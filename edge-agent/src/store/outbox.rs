@@ -8,15 +8,12 @@
 //! history: most of the agent's CPU late in a drain, issue 15).
 
 use super::writer::{conversion, from_json};
+use super::UNCONFIRMED;
 use rusqlite::Connection;
 use shelfsync_common::sqlite::time_text;
 use shelfsync_common::wire::edge::{OutboxEntry, OutboxStatus};
 use shelfsync_common::wire::sync::UploadEvent;
 use shelfsync_common::{EventId, ProductId, StoreId, StreamId};
-
-/// The condition of the partial index `outbox_unconfirmed` (migration 0001), to repeat in
-/// every read of unconfirmed rows so that SQLite uses the index.
-pub(super) const UNCONFIRMED: &str = "status IN ('pending', 'acked', 'quarantined')";
 
 /// The oldest pending events, ready to upload.
 pub(super) fn pending_batch(conn: &Connection, store: StoreId, limit: usize) -> rusqlite::Result<Vec<UploadEvent>> {

@@ -3,7 +3,7 @@
 //! last commit left them.
 
 use super::*;
-use crate::store::outbox::UNCONFIRMED;
+use crate::store::UNCONFIRMED;
 
 pub(super) fn load_view(conn: &Connection, store_id: StoreId) -> rusqlite::Result<View> {
     let mut view = View::new(store_id);
