@@ -355,6 +355,33 @@ async fn prepare(data_dir: &Path, store_id: StoreId, options: &Options) -> (Vec<
     (quarantined, catalog)
 }
 
+/// Records `events` deliveries (`AddStock` of 1 unit) at this store's tills, spread over
+/// `products` round-robin, from 64 concurrent writers: an outbox backlog, as a store has
+/// after a long outage (tests and benches of the drain).
+pub async fn record_backlog(local: &LocalStore, store: StoreId, products: &[ProductId], events: usize) {
+    const WRITERS: usize = 64;
+    let writers = (0..WRITERS).map(|writer| {
+        let (local, products) = (local.clone(), products.to_vec());
+        tokio::spawn(async move {
+            for n in (writer..events).step_by(WRITERS) {
+                let command = LocalCommand {
+                    target: Target::Product(products[n % products.len()]),
+                    command: InventoryCommand::AddStock {
+                        quantity: StockQuantity::new(1).expect("quantity"),
+                    },
+                    event_id: EventId::new_v7(),
+                    idempotency: None,
+                    metadata: till(store, "till-backlog"),
+                };
+                local.execute(command).await.expect("a backlog write");
+            }
+        })
+    });
+    for writer in writers.collect::<Vec<_>>() {
+        writer.await.expect("a backlog writer");
+    }
+}
+
 /// Sync settings fast enough for tests (the breaker keeps its 5 failures in 10 s).
 pub fn sync_test_config(dir: &Path, store: StoreId, hub_url: &str, token: &str) -> EdgeConfig {
     let mut config = EdgeConfig {

@@ -32,6 +32,7 @@ all=(
     shelfsync-hub:sse_fanout
     shelfsync-edge:local_sales
     shelfsync-edge:local_reads
+    shelfsync-edge:sync_drain
 )
 selected=()
 for entry in "${all[@]}"; do

@@ -3,7 +3,7 @@
 //! ([`TestAgent`]: 127.0.0.1:0, bootstrapped from a synthetic snapshot, its hub URL at a
 //! closed port, since the POS API needs no hub), on a runtime of its own.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use shelfsync_common::{ProductId, StoreId};
 pub use shelfsync_edge::testing::TERMINAL;

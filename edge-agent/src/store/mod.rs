@@ -31,6 +31,10 @@ pub const MIGRATIONS: shelfsync_common::sqlite::Migrations = &[
     ("0002_secrets", include_str!("../../migrations/0002_secrets.sql")),
 ];
 
+/// The condition of the partial index `outbox_unconfirmed` (migration 0001), to repeat in
+/// every read of unconfirmed rows so that SQLite uses the index ([`outbox`] says why).
+const UNCONFIRMED: &str = "status IN ('pending', 'acked', 'quarantined')";
+
 /// Which stream a till's command is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {

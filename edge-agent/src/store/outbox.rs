@@ -1,7 +1,14 @@
 //! The outbox reads the uploader and the operator commands make, on the store's read
 //! connection (they never wait for the writer).
+//!
+//! A read of unconfirmed rows repeats the partial index's condition ([`UNCONFIRMED`]):
+//! SQLite uses a partial index only when the query's WHERE names its condition, and
+//! without it `status = 'pending' ORDER BY seq` walks the whole table in seq order,
+//! every confirmed row ever recorded included (the uploader's read grew with the store's
+//! history: most of the agent's CPU late in a drain, issue 15).
 
 use super::writer::{conversion, from_json};
+use super::UNCONFIRMED;
 use rusqlite::Connection;
 use shelfsync_common::sqlite::time_text;
 use shelfsync_common::wire::edge::{OutboxEntry, OutboxStatus};
@@ -10,10 +17,10 @@ use shelfsync_common::{EventId, ProductId, StoreId, StreamId};
 
 /// The oldest pending events, ready to upload.
 pub(super) fn pending_batch(conn: &Connection, store: StoreId, limit: usize) -> rusqlite::Result<Vec<UploadEvent>> {
-    let mut stmt = conn.prepare_cached(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT event_id, product_id, event_type, schema_version, data, metadata FROM outbox
-         WHERE status = 'pending' ORDER BY seq LIMIT ?1",
-    )?;
+         WHERE {UNCONFIRMED} AND status = 'pending' ORDER BY seq LIMIT ?1"
+    ))?;
     let rows = stmt.query_map([limit as i64], |row| {
         Ok(UploadEvent {
             event_id: EventId::from_bytes(row.get(0)?),
@@ -34,13 +41,17 @@ pub(super) fn outbox_entries(
     limit: usize,
 ) -> rusqlite::Result<Vec<OutboxEntry>> {
     // One statement per status, merged newest first. The status is written into the SQL
-    // (it comes from the enum, never from input) so SQLite can use the partial index on
-    // (status, seq) for the unconfirmed ones.
+    // (it comes from the enum, never from input), with the partial index's condition for
+    // the unconfirmed ones so that SQLite uses the index on (status, seq).
     let mut entries = Vec::new();
     for status in statuses {
+        let indexed = match status {
+            OutboxStatus::Pending | OutboxStatus::Acked | OutboxStatus::Quarantined => UNCONFIRMED,
+            OutboxStatus::Confirmed | OutboxStatus::Discarded => "1",
+        };
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT seq, event_id, product_id, event_type, status, hub_position, reject_reason, reject_detail, recorded_at
-             FROM outbox WHERE status = '{}' ORDER BY seq DESC LIMIT ?1",
+             FROM outbox WHERE {indexed} AND status = '{}' ORDER BY seq DESC LIMIT ?1",
             status.as_str()
         ))?;
         let mut rows = stmt.query([limit as i64])?;
@@ -70,6 +81,41 @@ mod tests {
     use super::*;
     use shelfsync_common::sqlite::migrate;
     use time::macros::datetime;
+
+    /// SQLite's plan of `sql`, one line per step.
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let steps = stmt.query_map([10], |row| row.get::<_, String>(3)).unwrap();
+        steps.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+    }
+
+    #[test]
+    fn the_reads_of_unconfirmed_rows_use_the_partial_index_not_a_table_scan() {
+        // Given the local store's schema,
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn, super::super::MIGRATIONS).unwrap();
+        // the uploader's read and the operator's list of unconfirmed rows search the index
+        // (their cost does not grow with the confirmed rows behind them).
+        pending_batch(&conn, StoreId::from_bytes([1; 16]), 10).unwrap();
+        outbox_entries(&conn, &[OutboxStatus::Pending, OutboxStatus::Quarantined], 10).unwrap();
+        let reads = [
+            format!("SELECT seq FROM outbox WHERE {UNCONFIRMED} AND status = 'pending' ORDER BY seq LIMIT ?1"),
+            format!("SELECT seq FROM outbox WHERE {UNCONFIRMED} AND status = 'quarantined' ORDER BY seq DESC LIMIT ?1"),
+        ];
+        for sql in reads {
+            let plan = plan(&conn, &sql);
+            assert!(
+                plan.contains("USING") && plan.contains("outbox_unconfirmed"),
+                "{sql}: {plan}"
+            );
+        }
+        // (Without the index's condition, SQLite scans the table.)
+        let bare = plan(
+            &conn,
+            "SELECT seq FROM outbox WHERE status = 'pending' ORDER BY seq LIMIT ?1",
+        );
+        assert!(bare.contains("SCAN outbox"), "{bare}");
+    }
 
     #[test]
     fn an_outbox_row_recorded_by_an_older_version_still_reads() {

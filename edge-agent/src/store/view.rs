@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use time::OffsetDateTime;
 
 /// An event recorded here and not yet part of the confirmed state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
+#[cfg_attr(not(test), derive(Clone))]
 pub struct PendingEvent {
     /// Outbox order.
     pub seq: u64,
@@ -64,29 +65,32 @@ impl StreamView {
         self.pending.push_back(event);
     }
 
-    /// An event from the hub's feed at `version`; returns whether it was one of ours
-    /// leaving the pending set. Our oldest pending event coming back (the usual case)
-    /// leaves the local state as it was: the same events, in the same order.
-    pub fn confirm(&mut self, event_id: EventId, payload: &EventPayload, version: u64) -> bool {
+    /// An event from the hub's feed at `version`; returns the outbox seq of the event when
+    /// it was one of ours leaving the pending set. Our oldest pending event coming back
+    /// (the usual case) leaves the local state as it was: the same events, in the same
+    /// order, so it costs O(1) however many are pending.
+    pub fn confirm(&mut self, event_id: EventId, payload: &EventPayload, version: u64) -> Option<u64> {
         inventory::apply(&mut self.confirmed, payload);
         let in_order = self.confirmed.version == version;
         self.confirmed.version = version;
         if in_order && self.pending.front().is_some_and(|p| p.event_id == event_id) {
-            self.pending.pop_front();
-            return true;
+            return self.pending.pop_front().map(|p| p.seq);
         }
-        let own = match self.pending.iter().position(|p| p.event_id == event_id) {
-            Some(index) => self.pending.remove(index).is_some(),
-            None => false,
-        };
+        let own = self.take_pending(event_id);
         self.recompute();
         own
     }
 
-    /// Takes an event out of the pending set (the hub rejected it).
-    pub fn remove_pending(&mut self, event_id: EventId) {
-        self.pending.retain(|p| p.event_id != event_id);
+    /// Takes an event out of the pending set (the hub rejected it); returns its seq.
+    pub fn remove_pending(&mut self, event_id: EventId) -> Option<u64> {
+        let seq = self.take_pending(event_id);
         self.recompute();
+        seq
+    }
+
+    fn take_pending(&mut self, event_id: EventId) -> Option<u64> {
+        let index = self.pending.iter().position(|p| p.event_id == event_id)?;
+        self.pending.remove(index).map(|p| p.seq)
     }
 
     /// Puts an event back into the pending set, in outbox order (a quarantine retry).
@@ -123,13 +127,37 @@ pub struct SyncPosition {
     pub last_sync_at: Option<OffsetDateTime>,
 }
 
+/// One change to a stream. The writer applies it to its own copy of the view while the
+/// batch runs, and replays the same change on the shared view after the commit: a batch
+/// costs what it changes, never a copy of a stream's pending events.
+#[derive(Debug)]
+pub enum StreamOp {
+    /// A new event recorded here.
+    Record(PendingEvent),
+    /// An event of this stream from the hub's feed.
+    Confirm {
+        /// Its id (ours if it is in the pending set).
+        event_id: EventId,
+        /// What it records.
+        payload: EventPayload,
+        /// Its stream version.
+        version: u64,
+    },
+    /// The hub rejected one of ours.
+    RemovePending(EventId),
+    /// A quarantined event retried.
+    RestorePending(PendingEvent),
+    /// A snapshot's confirmed state.
+    ReplaceConfirmed(InventoryState),
+}
+
 /// Everything tills read.
 #[derive(Debug, Clone)]
 pub struct View {
     /// This store.
     pub store_id: StoreId,
-    /// Stock by product.
-    pub streams: HashMap<ProductId, StreamView>,
+    /// Stock by product (changed through [`View::apply`] only, which keeps the indexes).
+    streams: HashMap<ProductId, StreamView>,
     /// The catalog by product.
     pub catalog: HashMap<ProductId, ProductView>,
     /// SKU index of the catalog.
@@ -140,6 +168,12 @@ pub struct View {
     pub quarantined: u64,
     /// Sync position.
     pub sync: SyncPosition,
+    /// The pending events' recording times by outbox seq: the outbox's depth and age in O(1).
+    unconfirmed: BTreeMap<u64, OffsetDateTime>,
+    /// The stream each reservation was last opened on (checked against that stream's
+    /// local state on lookup), so that a command on a reservation finds its product
+    /// without scanning every stream.
+    reservations: HashMap<ReservationId, ProductId>,
 }
 
 impl View {
@@ -153,7 +187,14 @@ impl View {
             own_reservations: HashSet::new(),
             quarantined: 0,
             sync: SyncPosition::default(),
+            unconfirmed: BTreeMap::new(),
+            reservations: HashMap::new(),
         }
+    }
+
+    /// Stock by product.
+    pub fn streams(&self) -> &HashMap<ProductId, StreamView> {
+        &self.streams
     }
 
     /// The local stock of a product (`None` when it has no stream here yet).
@@ -168,16 +209,83 @@ impl View {
         self.skus.get(sku).and_then(|id| self.catalog.get(id))
     }
 
-    /// Unconfirmed events and the time the oldest was recorded.
+    /// Unconfirmed events and the time the oldest (first recorded) was recorded; O(1).
     pub fn outbox(&self) -> (u64, Option<OffsetDateTime>) {
-        let pending = self.streams.values().flat_map(|s| s.pending().iter());
-        pending.fold((0, None), |(count, oldest), event| {
-            let oldest = match oldest {
-                Some(at) if at <= event.recorded_at => Some(at),
-                _ => Some(event.recorded_at),
-            };
-            (count + 1, oldest)
-        })
+        let oldest = self.unconfirmed.first_key_value().map(|(_, at)| *at);
+        (self.unconfirmed.len() as u64, oldest)
+    }
+
+    /// The product whose local state holds this open reservation.
+    pub fn reservation_product(&self, id: ReservationId) -> Option<ProductId> {
+        let product = *self.reservations.get(&id)?;
+        let open = self
+            .streams
+            .get(&product)
+            .is_some_and(|s| s.local().reservations.contains_key(&id));
+        open.then_some(product)
+    }
+
+    /// Applies one change to a stream, keeping the outbox and reservation indexes; returns
+    /// whether one of ours left the pending set. A stream left with nothing confirmed and
+    /// nothing pending is dropped (it has no row on disk either: its only event was
+    /// rejected), as a restart would.
+    pub fn apply(&mut self, product: ProductId, op: &StreamOp) -> bool {
+        let stream = self.streams.entry(product).or_default();
+        let mut own = false;
+        match op {
+            StreamOp::Record(event) | StreamOp::RestorePending(event) => {
+                self.unconfirmed.insert(event.seq, event.recorded_at);
+                if matches!(op, StreamOp::Record(_)) {
+                    stream.record(event.clone());
+                } else {
+                    stream.restore_pending(event.clone());
+                }
+            }
+            StreamOp::Confirm {
+                event_id,
+                payload,
+                version,
+            } => {
+                if let Some(seq) = stream.confirm(*event_id, payload, *version) {
+                    self.unconfirmed.remove(&seq);
+                    own = true;
+                }
+            }
+            StreamOp::RemovePending(event_id) => {
+                if let Some(seq) = stream.remove_pending(*event_id) {
+                    self.unconfirmed.remove(&seq);
+                }
+            }
+            StreamOp::ReplaceConfirmed(state) => {
+                stream.replace_confirmed(state.clone());
+                for id in stream.local().reservations.keys() {
+                    self.reservations.insert(*id, product);
+                }
+            }
+        }
+        let payload = match op {
+            StreamOp::Record(event) | StreamOp::RestorePending(event) => Some(&event.payload),
+            StreamOp::Confirm { payload, .. } => Some(payload),
+            StreamOp::RemovePending(_) | StreamOp::ReplaceConfirmed(_) => None,
+        };
+        match payload {
+            Some(EventPayload::StockReserved { reservation_id, .. }) => {
+                self.reservations.insert(*reservation_id, product);
+            }
+            Some(
+                EventPayload::StockReleased { reservation_id, .. }
+                | EventPayload::ReservationCommitted { reservation_id, .. },
+            ) if !stream.local().reservations.contains_key(reservation_id)
+                && self.reservations.get(reservation_id) == Some(&product) =>
+            {
+                self.reservations.remove(reservation_id);
+            }
+            _ => {}
+        }
+        if *stream == StreamView::default() {
+            self.streams.remove(&product);
+        }
+        own
     }
 
     /// Reservations made here, open in the local state, expiring at or before `now`.
@@ -222,6 +330,37 @@ pub fn level(store: StoreId, product: ProductId, stream: &StreamView) -> LocalSt
     }
 }
 
+/// How many pending events were copied on this thread (tests count them to show that a
+/// write's cost does not depend on how many are pending).
+#[cfg(test)]
+pub(crate) mod copies {
+    thread_local! {
+        static PENDING: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    pub(crate) fn count() {
+        PENDING.with(|c| c.set(c.get() + 1));
+    }
+
+    /// Pending events copied on this thread so far.
+    pub(crate) fn so_far() -> u64 {
+        PENDING.with(std::cell::Cell::get)
+    }
+}
+
+#[cfg(test)]
+impl Clone for PendingEvent {
+    fn clone(&self) -> Self {
+        copies::count();
+        Self {
+            seq: self.seq,
+            event_id: self.event_id,
+            payload: self.payload.clone(),
+            recorded_at: self.recorded_at,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,15 +380,12 @@ mod tests {
         let mut view = View::new(StoreId::from_bytes([9; 16]));
         let mut confirmed = InventoryState::default();
         inventory::apply(&mut confirmed, &EventPayload::StockAdded { quantity: 10 });
-        let mut stream = StreamView::new(confirmed);
-        stream.record(pending(
-            1,
-            EventPayload::StockAdjusted {
-                delta: -3,
-                reason: "broken".into(),
-            },
-        ));
-        view.streams.insert(product, stream);
+        view.apply(product, &StreamOp::ReplaceConfirmed(confirmed));
+        let broken = EventPayload::StockAdjusted {
+            delta: -3,
+            reason: "broken".into(),
+        };
+        view.apply(product, &StreamOp::Record(pending(1, broken)));
         let level = view.stock(product).unwrap();
         assert_eq!((level.on_hand, level.available, level.confirmed_version), (7, 7, 1));
         assert!(level.includes_pending && level.pending_events == 1);
@@ -274,8 +410,9 @@ mod tests {
             };
             inventory::apply(&mut confirmed, &reserved);
         }
-        view.streams.insert(product, StreamView::new(confirmed));
+        view.apply(product, &StreamOp::ReplaceConfirmed(confirmed));
         view.own_reservations.insert(mine);
+        assert_eq!(view.reservation_product(theirs), Some(product), "found by the index");
         assert_eq!(view.own_expired(OffsetDateTime::now_utc()), vec![(product, mine)]);
     }
 
@@ -295,19 +432,28 @@ mod tests {
         }
         assert_eq!(stream.local(), &fold(&stream));
         let first = stream.pending()[0].clone();
-        assert!(stream.confirm(first.event_id, &first.payload, 1), "ours, in order");
+        assert_eq!(
+            stream.confirm(first.event_id, &first.payload, 1),
+            Some(1),
+            "ours, in order"
+        );
         assert_eq!(stream.local(), &fold(&stream));
         let web = EventPayload::StockAdjusted {
             delta: -1,
             reason: "web".into(),
         };
-        assert!(
-            !stream.confirm(EventId::from_bytes([99; 16]), &web, 2),
+        assert_eq!(
+            stream.confirm(EventId::from_bytes([99; 16]), &web, 2),
+            None,
             "another origin's event"
         );
         assert_eq!(stream.local(), &fold(&stream));
         let third = stream.pending()[1].clone();
-        assert!(stream.confirm(third.event_id, &third.payload, 3), "ours, out of order");
+        assert_eq!(
+            stream.confirm(third.event_id, &third.payload, 3),
+            Some(3),
+            "ours, out of order"
+        );
         assert_eq!(stream.local(), &fold(&stream));
         stream.remove_pending(stream.pending()[0].event_id);
         assert_eq!(stream.local(), &fold(&stream));

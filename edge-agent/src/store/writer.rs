@@ -2,13 +2,15 @@
 //! ([`shelfsync_common::sqlite::group_commit`]): one thread, one write connection, one fsync per
 //! batch, every caller answered after the commit (or failed after a rollback).
 //!
-//! What this file adds: each write runs against the committed view plus this batch's
-//! changes; after the commit the changes are published to the shared view (and the
-//! outbox's new last sequence to the uploader) before the callers are answered. A write
-//! the rules refuse writes nothing; if SQLite fails, the batch rolls back and the view is
-//! untouched.
+//! What this file adds: the writer keeps its own copy of the view, and each write runs
+//! against it, changing it in place and logging each change ([`StreamOp`], catalog,
+//! sync position); after the commit the log is replayed on the shared view (and the
+//! outbox's new last sequence announced to the uploader) before the callers are
+//! answered. A batch therefore costs what it changes, however many events are pending.
+//! A write the rules refuse writes nothing; if SQLite fails, the batch rolls back, the
+//! shared view is untouched and the writer's copy is taken from it again.
 
-use super::view::{level, PendingEvent, StreamView, SyncPosition, View};
+use super::view::{level, PendingEvent, StreamOp, StreamView, SyncPosition, View};
 use super::{ApplyReport, LocalCommand, LocalError, QuarantineAction, Target, MIGRATIONS};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use shelfsync_common::domain::inventory::{self, InventoryState, Reservation};
@@ -33,6 +35,8 @@ use tokio::sync::watch;
 mod bootstrap;
 mod hub;
 mod load;
+#[cfg(test)]
+mod tests;
 
 /// The local store's writer: its thread, queue and limits.
 const SETTINGS: WriterSettings = WriterSettings {
@@ -94,10 +98,13 @@ pub(super) fn start(path: &Path, store_id: StoreId) -> Result<Started, Box<dyn s
         quarantined = view.quarantined,
         "local store opened"
     );
+    let mirror = view.clone();
     let view = Arc::new(RwLock::new(view));
     let (recorded_tx, recorded) = watch::channel(next_seq - 1);
     let logic = LocalBatches {
         view: view.clone(),
+        mirror,
+        stale: false,
         next_seq,
         recorded: recorded_tx,
     };
@@ -117,10 +124,15 @@ pub(super) fn to_json(value: &impl serde::Serialize) -> rusqlite::Result<String>
     serde_json::to_string(value).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))
 }
 
-/// The local store's side of the group commit: the shared view it publishes to, the
-/// next outbox sequence, and where the outbox's last sequence is announced.
+/// The local store's side of the group commit: the shared view it publishes to, its own
+/// copy that batches change in place, the next outbox sequence, and where the outbox's
+/// last sequence is announced.
 pub(super) struct LocalBatches {
     view: Arc<RwLock<View>>,
+    /// The shared view plus the running batch's changes.
+    mirror: View,
+    /// A batch ran and was not published (it rolled back): `mirror` holds its changes.
+    stale: bool,
     next_seq: u64,
     recorded: watch::Sender<u64>,
 }
@@ -136,8 +148,15 @@ impl BatchLogic for LocalBatches {
         writes: &mut dyn Iterator<Item = WriteOp>,
         answers: &mut Vec<Deferred<LocalError>>,
     ) -> rusqlite::Result<Changes> {
-        let committed = self.view.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut batch = Batch::new(&committed, self.next_seq);
+        if self.stale {
+            self.mirror = self
+                .view
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+        }
+        self.stale = true;
+        let mut batch = Batch::new(&mut self.mirror, self.next_seq);
         for write in writes {
             batch.run(tx, write, answers)?;
         }
@@ -146,6 +165,7 @@ impl BatchLogic for LocalBatches {
     }
 
     fn committed(&mut self, changes: Changes) {
+        self.stale = false;
         self.next_seq = changes.next_seq;
         let recorded = changes.next_seq - 1;
         changes.apply_to(&mut self.view.write().unwrap_or_else(std::sync::PoisonError::into_inner));
@@ -175,13 +195,13 @@ impl BatchLogic for LocalBatches {
     }
 }
 
-/// What one batch changed, published to the view after its commit.
+/// What one batch changed, in order, replayed on the shared view after its commit.
 #[derive(Default)]
 pub(super) struct Changes {
     next_seq: u64,
-    streams: HashMap<ProductId, StreamView>,
+    streams: Vec<(ProductId, StreamOp)>,
     catalog: Vec<ProductView>,
-    replace_all: bool,
+    replace_catalog: bool,
     own_reservations: Vec<ReservationId>,
     quarantined: i64,
     sync: Option<SyncPosition>,
@@ -189,20 +209,13 @@ pub(super) struct Changes {
 
 impl Changes {
     fn apply_to(self, view: &mut View) {
-        if self.replace_all {
-            // A bootstrap: `streams` holds every stream, `catalog` the whole catalog.
-            view.streams.clear();
+        if self.replace_catalog {
+            // A bootstrap: `catalog` holds the whole catalog.
             view.catalog.clear();
             view.skus.clear();
         }
-        for (product, stream) in self.streams {
-            // A stream with nothing confirmed and nothing pending has no row on disk either
-            // (its only event was rejected): drop it, as a restart would.
-            if stream == StreamView::default() {
-                view.streams.remove(&product);
-            } else {
-                view.streams.insert(product, stream);
-            }
+        for (product, op) in &self.streams {
+            view.apply(*product, op);
         }
         for product in self.catalog {
             view.put_product(product);
@@ -216,8 +229,11 @@ impl Changes {
 }
 
 struct Batch<'v> {
-    view: &'v View,
+    /// The writer's copy of the view, changed in place.
+    view: &'v mut View,
     changes: Changes,
+    /// Streams whose confirmed state changed in this batch (written once, at the end).
+    confirmed: HashSet<ProductId>,
     /// Idempotency keys first answered in this batch.
     answered: HashMap<String, (Fingerprint, LocalWriteResult)>,
     /// Own event ids in the outbox written in this batch.
@@ -226,7 +242,7 @@ struct Batch<'v> {
 }
 
 impl<'v> Batch<'v> {
-    fn new(view: &'v View, next_seq: u64) -> Self {
+    fn new(view: &'v mut View, next_seq: u64) -> Self {
         Self {
             view,
             changes: Changes {
@@ -234,6 +250,7 @@ impl<'v> Batch<'v> {
                 ..Changes::default()
             },
             answered: HashMap::new(),
+            confirmed: HashSet::new(),
             recorded_ids: HashSet::new(),
             now: OffsetDateTime::now_utc(),
         }
@@ -279,44 +296,32 @@ impl<'v> Batch<'v> {
         }
     }
 
-    /// A stream as this batch sees it (its changes, else the committed view).
+    /// A stream as this batch sees it.
     fn stream(&self, product: ProductId) -> Option<&StreamView> {
-        self.changes
-            .streams
-            .get(&product)
-            .or_else(|| self.view.streams.get(&product))
+        self.view.streams().get(&product)
     }
 
-    /// A stream to change in this batch: copied from the committed view on first touch,
-    /// edited in place after that.
-    fn stream_mut(&mut self, product: ProductId) -> &mut StreamView {
-        let committed = self.view;
-        self.changes
-            .streams
-            .entry(product)
-            .or_insert_with(|| committed.streams.get(&product).cloned().unwrap_or_default())
+    /// Changes a stream (in the writer's copy now, in the shared view after the commit);
+    /// returns whether one of ours left the pending set.
+    fn edit(&mut self, product: ProductId, op: StreamOp) -> bool {
+        let own = self.view.apply(product, &op);
+        self.changes.streams.push((product, op));
+        own
     }
 
-    fn product_known(&self, product: ProductId) -> bool {
-        self.view.catalog.contains_key(&product) || self.changes.catalog.iter().any(|p| p.product.id == product)
+    /// Puts a product into the catalog.
+    fn put_product(&mut self, product: ProductView) {
+        self.view.put_product(product.clone());
+        self.changes.catalog.push(product);
     }
 
     fn sync(&self) -> SyncPosition {
-        self.changes.sync.clone().unwrap_or_else(|| self.view.sync.clone())
+        self.view.sync.clone()
     }
 
-    /// The product whose local state holds this open reservation.
-    fn reservation_product(&self, id: ReservationId) -> Option<ProductId> {
-        let changed = self.changes.streams.iter();
-        let committed = self
-            .view
-            .streams
-            .iter()
-            .filter(|(p, _)| !self.changes.streams.contains_key(p));
-        changed
-            .chain(committed)
-            .find(|(_, s)| s.local().reservations.contains_key(&id))
-            .map(|(p, _)| *p)
+    fn set_sync(&mut self, sync: SyncPosition) {
+        self.view.sync = sync.clone();
+        self.changes.sync = Some(sync);
     }
 
     fn command(
@@ -342,16 +347,20 @@ impl<'v> Batch<'v> {
         }
         let product = match command.target {
             Target::Product(product) => product,
-            Target::Reservation(id) => match self.reservation_product(id) {
+            Target::Reservation(id) => match self.view.reservation_product(id) {
                 Some(product) => product,
                 None => return Ok(Err(LocalError::UnknownReservation(id))),
             },
         };
-        if !self.product_known(product) {
+        if !self.view.catalog.contains_key(&product) {
             return Ok(Err(LocalError::UnknownProduct(product)));
         }
         if let InventoryCommand::ReserveStock { reservation_id, .. } = &command.command {
-            if self.reservation_product(*reservation_id).is_some_and(|p| p != product) {
+            if self
+                .view
+                .reservation_product(*reservation_id)
+                .is_some_and(|p| p != product)
+            {
                 return Ok(Err(
                     shelfsync_common::DomainError::ReservationExists(*reservation_id).into()
                 ));
@@ -372,17 +381,19 @@ impl<'v> Batch<'v> {
         if let EventPayload::StockReserved { reservation_id, .. } = &payload {
             tx.prepare_cached("INSERT OR IGNORE INTO own_reservations (reservation_id, product_id) VALUES (?1, ?2)")?
                 .execute(params![&reservation_id.as_bytes()[..], &product.as_bytes()[..]])?;
-            self.changes.own_reservations.push(*reservation_id);
+            self.own_reservation(*reservation_id);
         }
-        let (store_id, now) = (self.view.store_id, self.now);
-        let stream = self.stream_mut(product);
-        stream.record(PendingEvent {
+        let recorded = PendingEvent {
             seq,
             event_id: command.event_id,
             payload: payload.clone(),
-            recorded_at: now,
-        });
-        let stock = level(store_id, product, stream);
+            recorded_at: self.now,
+        };
+        self.edit(product, StreamOp::Record(recorded));
+        let stream = self
+            .stream(product)
+            .ok_or_else(|| conversion("a recorded stream vanished".into()))?;
+        let stock = level(self.view.store_id, product, stream);
         let result = LocalWriteResult {
             event_id: command.event_id,
             seq,
@@ -454,7 +465,25 @@ impl<'v> Batch<'v> {
         Ok(())
     }
 
+    /// A reservation made here (this store expires it).
+    fn own_reservation(&mut self, id: ReservationId) {
+        self.view.own_reservations.insert(id);
+        self.changes.own_reservations.push(id);
+    }
+
+    /// Writes what the batch kept for its end: the confirmed state of each stream it
+    /// changed (once per stream, however many of its events came) and the sync position.
     fn finish(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        for product in std::mem::take(&mut self.confirmed) {
+            let Some(stream) = self.view.streams().get(&product) else {
+                continue;
+            };
+            tx.prepare_cached(
+                "INSERT INTO confirmed_streams (product_id, state) VALUES (?1, ?2)
+                 ON CONFLICT (product_id) DO UPDATE SET state = excluded.state",
+            )?
+            .execute(params![&product.as_bytes()[..], to_json(stream.confirmed())?])?;
+        }
         if let Some(sync) = &self.changes.sync {
             tx.prepare_cached(
                 "UPDATE sync_state SET cursor = ?1, hub_head = ?2, bootstrapped = ?3, last_sync_at = ?4 WHERE id = 1",

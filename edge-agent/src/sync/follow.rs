@@ -1,18 +1,23 @@
 //! The follower: keeps the local store's hub-confirmed state up to date.
 //!
 //! Normally it holds the hub's push stream (`GET /v1/sync/stream`, Server-Sent Events)
-//! open with `Last-Event-ID` = the store's cursor, and applies what arrives: `event`s
-//! (a burst is coalesced into one `apply_hub` call), `caught-up` and `progress` (they move
-//! the cursor past events this store does not see). When the stream drops it reconnects
-//! at once (with back-off if it keeps dropping); the hub replays from the cursor, and
-//! applying is idempotent for positions already applied.
+//! open with `Last-Event-ID` = the store's cursor, and applies what arrives: `event`s,
+//! `caught-up` and `progress` (they move the cursor past events this store does not see).
+//! Reading and applying overlap: while one batch is being applied (its group commit), the
+//! stream goes on being read into the next one (up to [`MAX_COALESCED`] events), so the
+//! hub never waits on our fsync and a replay runs at the speed of the slower side, not of
+//! the two one after the other. When the stream drops it reconnects at once (with
+//! back-off if it keeps dropping); the hub replays from the cursor, and applying is
+//! idempotent for positions already applied.
 //!
 //! When the stream cannot be opened (hub down, link cut, stream refused), it pulls
-//! (`GET /v1/sync/events`) page by page until caught up, every `sync.pull_interval_secs`,
-//! and tries the stream again each time, all through the breaker.
+//! (`GET /v1/sync/events`) page by page until caught up, the next page fetched while the
+//! last one is applied, every `sync.pull_interval_secs`, and tries the stream again each
+//! time, all through the breaker.
 
 use super::hub::{CallError, HubError};
 use super::{meters, or_stop, sleep_or_stop, stopped, Ctx, SyncError};
+use crate::store::ApplyReport;
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures_util::{FutureExt, Stream, StreamExt};
 use shelfsync_common::wire::sync::{CaughtUp, Progress, MAX_PULL_LIMIT, SSE_CAUGHT_UP, SSE_EVENT, SSE_PROGRESS};
@@ -22,8 +27,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// Most events applied in one store transaction when a burst arrives.
-const MAX_COALESCED: usize = 1000;
+/// Most events read ahead into one store transaction while the last one is applied.
+const MAX_COALESCED: usize = 4000;
 /// A stream that stayed up this long drops for a reason other than a broken hub: its
 /// reconnect back-off starts afresh.
 const STABLE_STREAM: Duration = Duration::from_secs(60);
@@ -98,47 +103,41 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
     }
 }
 
-/// Pulls pages after the cursor until caught up (`next_cursor == head`). Returns whether
-/// it got there; a failed pull ends the round (the next comes after the pull interval).
+/// Pulls pages after the cursor until caught up (`next_cursor == head`), fetching the next
+/// page while the last one is applied. Returns whether it got there; a failed pull ends
+/// the round (the next comes after the pull interval).
 async fn catch_up(ctx: &Ctx, stopping: &mut watch::Receiver<bool>) -> Result<bool, SyncError> {
+    let mut cursor = ctx.local.read(|view| view.sync.cursor);
+    let Some(Some(mut page)) = or_stop(stopping, pull(ctx, cursor)).await else {
+        return Ok(false);
+    };
     loop {
-        let cursor = ctx.local.read(|view| view.sync.cursor);
-        let pulled = ctx.hub.pull(cursor, MAX_PULL_LIMIT);
-        let Some(pulled) = or_stop(stopping, pulled).await else {
+        let (events, next_cursor, head) = (page.events.len(), page.next_cursor, page.head);
+        tracing::debug!(cursor, events, next_cursor, head, "pulled");
+        let apply = ctx.local.apply_hub(page.events, next_cursor, head);
+        if next_cursor < head && next_cursor > cursor {
+            // More to come: the next page travels while this one is applied.
+            let Some((report, next)) = or_stop(stopping, async { tokio::join!(apply, pull(ctx, next_cursor)) }).await
+            else {
+                return Ok(false);
+            };
+            record_pulled(ctx, report?);
+            let Some(next) = next else {
+                return Ok(false);
+            };
+            (cursor, page) = (next_cursor, next);
+            continue;
+        }
+        let Some(report) = or_stop(stopping, apply).await else {
             return Ok(false);
         };
-        let page = match pulled {
-            Ok(page) => page,
-            Err(error) => {
-                metrics::counter!(meters::PULLS, "result" => "failed").increment(1);
-                if let CallError::Hub(error) = error {
-                    tracing::warn!(%error, cursor, "pull failed; trying again after the pull interval");
-                }
-                return Ok(false);
-            }
-        };
-        metrics::counter!(meters::PULLS, "result" => "ok").increment(1);
-        let (events, next_cursor, head) = (page.events.len(), page.next_cursor, page.head);
-        let report = ctx.local.apply_hub(page.events, next_cursor, head).await?;
-        metrics::counter!(meters::EVENTS_APPLIED, "via" => "pull").increment(report.applied as u64);
-        meters::record_store(&ctx.local);
-        tracing::debug!(
-            cursor,
-            events,
-            next_cursor,
-            head,
-            confirmed_own = report.confirmed_own,
-            "pulled"
-        );
+        record_pulled(ctx, report?);
         if next_cursor > head {
             // The heartbeat reports it (once it is more than a race with a commit).
             tracing::debug!(cursor, head, "the hub's head is behind the cursor");
             return Ok(false);
         }
-        if report.cursor >= head {
-            return Ok(true);
-        }
-        if report.cursor <= cursor {
+        if next_cursor < head {
             // No progress although the hub is ahead: do not spin on it.
             tracing::warn!(
                 cursor,
@@ -147,7 +146,30 @@ async fn catch_up(ctx: &Ctx, stopping: &mut watch::Receiver<bool>) -> Result<boo
             );
             return Ok(false);
         }
+        return Ok(true);
     }
+}
+
+/// One pull of the page after `cursor`; `None` when it failed (logged and counted).
+async fn pull(ctx: &Ctx, cursor: u64) -> Option<shelfsync_common::wire::sync::PullResponse> {
+    match ctx.hub.pull(cursor, MAX_PULL_LIMIT).await {
+        Ok(page) => {
+            metrics::counter!(meters::PULLS, "result" => "ok").increment(1);
+            Some(page)
+        }
+        Err(error) => {
+            metrics::counter!(meters::PULLS, "result" => "failed").increment(1);
+            if let CallError::Hub(error) = error {
+                tracing::warn!(%error, cursor, "pull failed; trying again after the pull interval");
+            }
+            None
+        }
+    }
+}
+
+fn record_pulled(ctx: &Ctx, report: ApplyReport) {
+    metrics::counter!(meters::EVENTS_APPLIED, "via" => "pull").increment(report.applied as u64);
+    meters::record_store(&ctx.local);
 }
 
 /// Why a stream stopped being read.
@@ -165,7 +187,26 @@ struct Pending {
     head: u64,
 }
 
-/// Reads the stream, applying what it says, until it ends or `stopping`.
+impl Pending {
+    /// Whether there is anything to apply.
+    fn any(&self) -> bool {
+        !self.events.is_empty() || self.head > 0
+    }
+
+    /// What to apply now; the cursor stays, as the base of what is read next.
+    fn take(&mut self) -> Self {
+        let events = std::mem::take(&mut self.events);
+        let head = std::mem::take(&mut self.head);
+        Self {
+            events,
+            cursor: self.cursor,
+            head,
+        }
+    }
+}
+
+/// Reads the stream, applying what it says, until it ends or `stopping`. At most one
+/// batch is being applied while the next is read.
 async fn consume<S, E>(ctx: &Ctx, messages: S, stopping: &mut watch::Receiver<bool>) -> Result<End, SyncError>
 where
     S: Stream<Item = Result<Event, EventStreamError<E>>> + Send,
@@ -173,33 +214,52 @@ where
 {
     let mut messages = std::pin::pin!(messages);
     let mut caught_up = false;
+    let mut pending = Pending {
+        cursor: ctx.local.read(|view| view.sync.cursor),
+        ..Pending::default()
+    };
+    let mut applying = None;
+    let mut end = None;
     loop {
-        let first = tokio::select! {
-            biased;
-            () = stopped(stopping) => return Ok(End::Stopping),
-            next = messages.next() => next,
-        };
-        let mut pending = Pending {
-            cursor: ctx.local.read(|view| view.sync.cursor),
-            ..Pending::default()
-        };
-        let mut end = read(ctx, first, &mut pending, &mut caught_up);
-        // Coalesce what has already arrived into one store transaction.
-        while end.is_none() && pending.events.len() < MAX_COALESCED {
-            match messages.next().now_or_never() {
-                Some(next) => end = read(ctx, next, &mut pending, &mut caught_up),
-                None => break,
+        if applying.is_none() && pending.any() {
+            let Pending { events, cursor, head } = pending.take();
+            let local = ctx.local.clone();
+            applying = Some(Box::pin(async move { local.apply_hub(events, cursor, head).await }));
+        }
+        if applying.is_none() {
+            if let Some(end) = end {
+                return Ok(end);
             }
         }
-        if !pending.events.is_empty() || pending.head > 0 {
-            let Pending { events, cursor, head } = pending;
-            let report = ctx.local.apply_hub(events, cursor, head).await?;
-            metrics::counter!(meters::EVENTS_APPLIED, "via" => "push").increment(report.applied as u64);
-            meters::record_store(&ctx.local);
+        let read_more = end.is_none() && pending.events.len() < MAX_COALESCED;
+        tokio::select! {
+            biased;
+            () = stopped(stopping) => return Ok(End::Stopping),
+            applied = in_flight(&mut applying) => {
+                applying = None;
+                let report = applied?;
+                metrics::counter!(meters::EVENTS_APPLIED, "via" => "push").increment(report.applied as u64);
+                meters::record_store(&ctx.local);
+            }
+            next = messages.next(), if read_more => {
+                end = read(ctx, next, &mut pending, &mut caught_up);
+                // Take in what has already arrived.
+                while end.is_none() && pending.events.len() < MAX_COALESCED {
+                    match messages.next().now_or_never() {
+                        Some(next) => end = read(ctx, next, &mut pending, &mut caught_up),
+                        None => break,
+                    }
+                }
+            }
         }
-        if let Some(end) = end {
-            return Ok(end);
-        }
+    }
+}
+
+/// Waits for the batch being applied; for ever when there is none.
+async fn in_flight<F: std::future::Future + Unpin>(applying: &mut Option<F>) -> F::Output {
+    match applying {
+        Some(apply) => apply.await,
+        None => std::future::pending().await,
     }
 }
 

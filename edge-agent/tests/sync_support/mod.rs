@@ -4,7 +4,7 @@
 //! the push stream, and the sync worker from the agent's ([`shelfsync_edge::testing::SyncWorker`]).
 //! Everything listens on 127.0.0.1.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub use shelfsync_common::testing::proxy::{FaultProxy, Mode};
 use shelfsync_common::wire::sync::SnapshotResponse;

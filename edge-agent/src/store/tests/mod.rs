@@ -270,7 +270,7 @@ impl Shop {
 
     fn confirmed(&self, product: ProductId) -> InventoryState {
         self.local.read(|v| {
-            v.streams
+            v.streams()
                 .get(&product)
                 .map(|s| s.confirmed().clone())
                 .unwrap_or_default()
@@ -279,7 +279,7 @@ impl Shop {
 
     fn pending(&self, product: ProductId) -> Vec<EventId> {
         self.local.read(|v| {
-            v.streams
+            v.streams()
                 .get(&product)
                 .map(|s| s.pending().iter().map(|p| p.event_id).collect())
                 .unwrap_or_default()
@@ -288,7 +288,7 @@ impl Shop {
 
     fn state(&self) -> ViewState {
         self.local.read(|v| ViewState {
-            streams: v.streams.iter().map(|(k, s)| (*k, s.clone())).collect(),
+            streams: v.streams().iter().map(|(k, s)| (*k, s.clone())).collect(),
             catalog: v.catalog.iter().map(|(k, p)| (*k, p.clone())).collect(),
             skus: v.skus.iter().map(|(k, p)| (k.clone(), *p)).collect(),
             own_reservations: v.own_reservations.iter().copied().collect(),

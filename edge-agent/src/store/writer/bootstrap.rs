@@ -22,7 +22,7 @@ impl Batch<'_> {
                     &hold.reservation_id.as_bytes()[..],
                     &hold.product_id.as_bytes()[..]
                 ])?;
-                self.changes.own_reservations.push(hold.reservation_id);
+                self.own_reservation(hold.reservation_id);
             }
             let reservation = Reservation {
                 quantity: hold.quantity,
@@ -36,23 +36,20 @@ impl Batch<'_> {
         }
         // The snapshot replaces the confirmed state and the catalog wholesale; events
         // recorded here stay pending on top of it.
-        let known: HashSet<ProductId> = self
-            .view
-            .streams
-            .keys()
-            .chain(self.changes.streams.keys())
-            .chain(streams.keys())
-            .copied()
-            .collect();
+        let known: HashSet<ProductId> = self.view.streams().keys().chain(streams.keys()).copied().collect();
         for product in known {
             let confirmed = streams.remove(&product).unwrap_or_default();
             if confirmed != InventoryState::default() {
                 tx.prepare_cached("INSERT INTO confirmed_streams (product_id, state) VALUES (?1, ?2)")?
                     .execute(params![&product.as_bytes()[..], to_json(&confirmed)?])?;
             }
-            self.stream_mut(product).replace_confirmed(confirmed);
+            self.edit(product, StreamOp::ReplaceConfirmed(confirmed));
         }
-        self.changes.replace_all = true;
+        // Every confirmed state was written just now.
+        self.confirmed.clear();
+        self.changes.replace_catalog = true;
+        self.view.catalog.clear();
+        self.view.skus.clear();
         for product in &snapshot.catalog {
             let p = &product.product;
             tx.prepare_cached(
@@ -66,13 +63,16 @@ impl Batch<'_> {
                 product.version as i64
             ])?;
         }
-        self.changes.catalog = snapshot.catalog;
+        self.changes.catalog.clear();
+        for product in snapshot.catalog {
+            self.put_product(product);
+        }
         let mut sync = self.sync();
         sync.cursor = snapshot.position;
         sync.hub_head = sync.hub_head.max(snapshot.position);
         sync.bootstrapped = true;
         sync.last_sync_at = Some(self.now);
-        self.changes.sync = Some(sync);
+        self.set_sync(sync);
         tracing::info!(position = snapshot.position, "bootstrapped from the hub's snapshot");
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! What the sync worker writes in the local store's batches: the hub's events (an own
-//! event coming back leaves the pending set as it is confirmed), the answers to uploads,
-//! and an operator's retry or discard of a quarantined event.
+//! event coming back leaves the pending set as it is confirmed; each changed stream's
+//! confirmed state is written once per batch, in `finish`), the answers to uploads, and
+//! an operator's retry or discard of a quarantined event.
 
 use super::*;
 
@@ -21,7 +22,7 @@ impl Batch<'_> {
             sync.cursor = event.position;
             match event.stream.store_id {
                 Some(store) if store == self.view.store_id => {
-                    report.confirmed_own += usize::from(self.confirm(tx, &event)?);
+                    report.confirmed_own += usize::from(self.confirm(tx, event)?);
                     report.applied += 1;
                 }
                 Some(_) => {}
@@ -39,8 +40,7 @@ impl Batch<'_> {
                                price_minor = excluded.price_minor, version = excluded.version",
                         )?
                         .execute(params![&product.id.as_bytes()[..], product.sku, product.name, product.price_minor as i64, event.stream_version as i64])?;
-                        self.changes.catalog.retain(|p| p.product.id != product.id);
-                        self.changes.catalog.push(view);
+                        self.put_product(view);
                         report.applied += 1;
                     }
                 }
@@ -50,13 +50,13 @@ impl Batch<'_> {
         sync.hub_head = sync.hub_head.max(head).max(sync.cursor);
         sync.last_sync_at = Some(self.now);
         report.cursor = sync.cursor;
-        self.changes.sync = Some(sync);
+        self.set_sync(sync);
         Ok(report)
     }
 
     /// Applies an event of this store's stream to the confirmed state; returns whether it
     /// was one of ours leaving the pending set.
-    pub(super) fn confirm(&mut self, tx: &Transaction<'_>, event: &EventEnvelope) -> rusqlite::Result<bool> {
+    pub(super) fn confirm(&mut self, tx: &Transaction<'_>, event: EventEnvelope) -> rusqlite::Result<bool> {
         let product = event.stream.product_id;
         let have = self.stream(product).map_or(0, |s| s.confirmed().version);
         if event.stream_version <= have {
@@ -65,18 +65,19 @@ impl Batch<'_> {
         if event.stream_version != have + 1 {
             tracing::warn!(stream = %event.stream, have, got = event.stream_version, "stream version gap in the hub feed");
         }
-        let stream = self.stream_mut(product);
-        let own = stream.confirm(event.event_id, &event.payload, event.stream_version);
-        let confirmed = to_json(stream.confirmed())?;
+        let own = self.edit(
+            product,
+            StreamOp::Confirm {
+                event_id: event.event_id,
+                payload: event.payload,
+                version: event.stream_version,
+            },
+        );
         if own || self.recorded_ids.contains(&event.event_id) {
             tx.prepare_cached("UPDATE outbox SET status = 'confirmed', hub_position = ?2 WHERE event_id = ?1")?
                 .execute(params![&event.event_id.as_bytes()[..], event.position as i64])?;
         }
-        tx.prepare_cached(
-            "INSERT INTO confirmed_streams (product_id, state) VALUES (?1, ?2)
-             ON CONFLICT (product_id) DO UPDATE SET state = excluded.state",
-        )?
-        .execute(params![&product.as_bytes()[..], confirmed])?;
+        self.confirmed.insert(product);
         Ok(own)
     }
 
@@ -98,14 +99,14 @@ impl Batch<'_> {
                     if changed > 0 {
                         tracing::warn!(event_id = %result.event_id, %reason, %detail, "the hub rejected an event; quarantined");
                         self.drop_pending(tx, result.event_id)?;
-                        self.changes.quarantined += 1;
+                        self.count_quarantined(1);
                     }
                 }
             }
         }
         let mut sync = self.sync();
         sync.last_sync_at = Some(self.now);
-        self.changes.sync = Some(sync);
+        self.set_sync(sync);
         Ok(())
     }
 
@@ -116,7 +117,7 @@ impl Batch<'_> {
             .query_row([&event_id.as_bytes()[..]], |row| row.get(0))
             .optional()?;
         if let Some(product) = product.map(ProductId::from_bytes) {
-            self.stream_mut(product).remove_pending(event_id);
+            self.edit(product, StreamOp::RemovePending(event_id));
         }
         Ok(())
     }
@@ -137,7 +138,7 @@ impl Batch<'_> {
         if changed == 0 {
             return Ok(Err(LocalError::NotQuarantined(event_id)));
         }
-        self.changes.quarantined -= 1;
+        self.count_quarantined(-1);
         if action == QuarantineAction::Retry {
             let row = tx
                 .prepare_cached("SELECT seq, product_id, event_type, schema_version, data, recorded_at FROM outbox WHERE event_id = ?1")?
@@ -154,8 +155,14 @@ impl Batch<'_> {
                 payload,
                 recorded_at: time_text::decode(&recorded_at)?,
             };
-            self.stream_mut(product).restore_pending(pending);
+            self.edit(product, StreamOp::RestorePending(pending));
         }
         Ok(Ok(()))
+    }
+
+    /// Events quarantined (`delta` > 0) or taken out of quarantine.
+    fn count_quarantined(&mut self, delta: i64) {
+        self.view.quarantined = self.view.quarantined.saturating_add_signed(delta);
+        self.changes.quarantined += delta;
     }
 }

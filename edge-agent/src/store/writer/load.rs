@@ -3,6 +3,7 @@
 //! last commit left them.
 
 use super::*;
+use crate::store::UNCONFIRMED;
 
 pub(super) fn load_view(conn: &Connection, store_id: StoreId) -> rusqlite::Result<View> {
     let mut view = View::new(store_id);
@@ -10,13 +11,12 @@ pub(super) fn load_view(conn: &Connection, store_id: StoreId) -> rusqlite::Resul
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         let state: InventoryState = from_json(&row.get::<_, String>(1)?)?;
-        view.streams
-            .insert(ProductId::from_bytes(row.get(0)?), StreamView::new(state));
+        view.apply(ProductId::from_bytes(row.get(0)?), &StreamOp::ReplaceConfirmed(state));
     }
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare(&format!(
         "SELECT seq, event_id, product_id, event_type, schema_version, data, recorded_at FROM outbox
-         WHERE status IN ('pending', 'acked') ORDER BY seq",
-    )?;
+         WHERE {UNCONFIRMED} AND status IN ('pending', 'acked') ORDER BY seq"
+    ))?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         let payload = EventPayload::decode(
@@ -31,10 +31,7 @@ pub(super) fn load_view(conn: &Connection, store_id: StoreId) -> rusqlite::Resul
             payload,
             recorded_at: time_text::decode(&row.get::<_, String>(6)?)?,
         };
-        view.streams
-            .entry(ProductId::from_bytes(row.get(2)?))
-            .or_default()
-            .record(pending);
+        view.apply(ProductId::from_bytes(row.get(2)?), &StreamOp::Record(pending));
     }
     let mut stmt = conn.prepare("SELECT product_id, sku, name, price_minor, version FROM catalog")?;
     for product in stmt.query_map([], shelfsync_common::sqlite::rows::product_view)? {
@@ -44,9 +41,8 @@ pub(super) fn load_view(conn: &Connection, store_id: StoreId) -> rusqlite::Resul
     for id in stmt.query_map([], |row| row.get::<_, [u8; 16]>(0))? {
         view.own_reservations.insert(ReservationId::from_bytes(id?));
     }
-    view.quarantined = conn.query_row("SELECT COUNT(*) FROM outbox WHERE status = 'quarantined'", [], |r| {
-        r.get::<_, i64>(0)
-    })? as u64;
+    let quarantined = format!("SELECT COUNT(*) FROM outbox WHERE {UNCONFIRMED} AND status = 'quarantined'");
+    view.quarantined = conn.query_row(&quarantined, [], |r| r.get::<_, i64>(0))? as u64;
     view.sync = conn.query_row(
         "SELECT cursor, hub_head, bootstrapped, last_sync_at FROM sync_state WHERE id = 1",
         [],
