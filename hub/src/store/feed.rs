@@ -4,21 +4,39 @@
 //! history from the log, then follow the [`EventBus`]. When a subscriber falls behind (the
 //! broadcast channel overflowed, or a batch does not start where it stopped), the feed
 //! re-reads the gap from the log: the bus may drop messages, the feed never drops an
-//! event.
+//! event. Live pages are views into the bus's shared batches ([`Page`]): following the
+//! bus copies no event, whatever the number of subscribers.
 
 use super::{reader, ReadError, ReadPool};
-use crate::bus::EventBus;
+use crate::bus::{Batch, EventBus, LiveEvent};
 use shelfsync_common::EventEnvelope;
+use std::ops::Deref;
 use std::sync::Arc;
 use tokio::sync::{broadcast, watch};
 
 /// Events read from the log per catch-up page.
 const CATCH_UP_PAGE: usize = 1000;
 
+/// Consecutive events, in order, shared with the bus (or read from the log): a batch from
+/// the first event the feed had not returned yet.
+#[derive(Clone)]
+pub struct Page {
+    batch: Batch,
+    from: usize,
+}
+
+impl Deref for Page {
+    type Target = [LiveEvent];
+
+    fn deref(&self) -> &[LiveEvent] {
+        &self.batch[self.from..]
+    }
+}
+
 /// An ordered, gap-free stream of events after a cursor.
 pub struct EventFeed {
     reads: Arc<ReadPool>,
-    live: broadcast::Receiver<Arc<[EventEnvelope]>>,
+    live: broadcast::Receiver<Batch>,
     head: watch::Receiver<u64>,
     cursor: u64,
     /// Events after the cursor may be missing from the channel (at the start, after a lag
@@ -50,9 +68,15 @@ impl EventFeed {
         self.cursor >= *self.head.borrow()
     }
 
+    /// The next events as owned envelopes (for a subscriber that keeps them).
+    pub async fn next(&mut self) -> Option<Result<Vec<EventEnvelope>, ReadError>> {
+        let page = self.next_page().await?;
+        Some(page.map(|page| page.iter().map(|e| e.envelope().clone()).collect()))
+    }
+
     /// The next events, in order, waiting until there are some. `None` means the bus
     /// closed (the hub is shutting down).
-    pub async fn next(&mut self) -> Option<Result<Vec<EventEnvelope>, ReadError>> {
+    pub async fn next_page(&mut self) -> Option<Result<Page, ReadError>> {
         loop {
             // The channel was subscribed before the first read, so once a read of the store
             // comes back short, every later commit is in the channel: read it from memory.
@@ -67,7 +91,8 @@ impl EventFeed {
                         self.behind = events.len() == CATCH_UP_PAGE;
                         if let Some(last) = events.last() {
                             self.cursor = last.position;
-                            return Some(Ok(events));
+                            let batch = events.into_iter().map(LiveEvent::new).collect();
+                            return Some(Ok(Page { batch, from: 0 }));
                         }
                     }
                     Err(error) => return Some(Err(error)),
@@ -75,16 +100,8 @@ impl EventFeed {
             }
             match self.live.recv().await {
                 Ok(batch) => {
-                    let fresh: Vec<EventEnvelope> =
-                        batch.iter().filter(|e| e.position > self.cursor).cloned().collect();
-                    match fresh.first() {
-                        Some(first) if first.position == self.cursor + 1 => {
-                            self.cursor = fresh.last().map_or(self.cursor, |e| e.position);
-                            return Some(Ok(fresh));
-                        }
-                        // A gap before this batch: read it from the store on the next turn.
-                        Some(_) => self.behind = true,
-                        None => continue,
+                    if let Some(page) = self.follow(batch) {
+                        return Some(Ok(page));
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(skipped)) => {
@@ -93,6 +110,43 @@ impl EventFeed {
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
+        }
+    }
+
+    /// The next events if the bus already holds them, without waiting (and without
+    /// reading the store: a feed that is behind answers `None`, and its next
+    /// [`EventFeed::next_page`] reads the gap).
+    pub fn ready(&mut self) -> Option<Page> {
+        while !self.behind {
+            match self.live.try_recv() {
+                Ok(batch) => {
+                    if let Some(page) = self.follow(batch) {
+                        return Some(page);
+                    }
+                }
+                Err(broadcast::error::TryRecvError::Lagged(_)) => self.behind = true,
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// The part of a live batch after the cursor, if it follows the cursor; a batch that
+    /// leaves a gap sets `behind`.
+    fn follow(&mut self, batch: Batch) -> Option<Page> {
+        // Batches are in position order: skip what the feed has already returned.
+        let from = batch.partition_point(|e| e.position() <= self.cursor);
+        match batch.get(from) {
+            Some(first) if first.position() == self.cursor + 1 => {
+                self.cursor = batch.last().map_or(self.cursor, LiveEvent::position);
+                Some(Page { batch, from })
+            }
+            // A gap before this batch: read it from the store on the next turn.
+            Some(_) => {
+                self.behind = true;
+                None
+            }
+            None => None,
         }
     }
 }
