@@ -106,14 +106,24 @@ fn main() {
         let goal = if n <= 1000 { 30.0 } else { 180.0 };
         time.push(Scenario::new(format!("catalog_push_{n}_streams"), "s", Goal::AtMost(goal)).baseline("1 stream"));
         probes.push(
-            Scenario::new(format!("catalog_push_{n}_streams_other_requests_p99"), "ms", Goal::AtMost(50.0))
-                .baseline("1 stream"),
+            Scenario::new(
+                format!("catalog_push_{n}_streams_other_requests_p99"),
+                "ms",
+                Goal::AtMost(50.0),
+            )
+            .baseline("1 stream"),
         );
         cpu.push(
-            Scenario::new(format!("catalog_push_{n}_streams_hub_cpu"), "ms per change per 10k streams", Goal::AtMost(20.0))
-                .baseline("1 stream, ms per change"),
+            Scenario::new(
+                format!("catalog_push_{n}_streams_hub_cpu"),
+                "ms per change per 10k streams",
+                Goal::AtMost(20.0),
+            )
+            .baseline("1 stream, ms per change"),
         );
-        rss.push(Scenario::new(format!("catalog_push_{n}_streams_rss"), "MB", Goal::AtMost(1024.0)).baseline("1 stream"));
+        rss.push(
+            Scenario::new(format!("catalog_push_{n}_streams_rss"), "MB", Goal::AtMost(1024.0)).baseline("1 stream"),
+        );
         let goal = if n <= 1000 { 50.0 } else { 200.0 };
         steady.push(
             Scenario::new(format!("steady_fanout_{n}_streams_p99"), "ms", Goal::AtMost(goal)).baseline("1 stream"),
@@ -166,9 +176,10 @@ impl Fleet {
         let registered = parallel(products, |i| {
             let id = ProductId::new_v7();
             let sku = format!("BENCH-{i}");
-            let request = client.post(format!("{url}/v1/products")).bearer_auth(ADMIN).json(
-                &json!({ "id": id, "sku": sku, "name": format!("bench product {i}"), "price_minor": 100 }),
-            );
+            let request = client
+                .post(format!("{url}/v1/products"))
+                .bearer_auth(ADMIN)
+                .json(&json!({ "id": id, "sku": sku, "name": format!("bench product {i}"), "price_minor": 100 }));
             async move {
                 let response = request.send().await.expect("register");
                 assert_eq!(response.status().as_u16(), 201, "register refused");
@@ -225,7 +236,11 @@ impl Fleet {
     /// Waits until the hub has let go of every push stream.
     async fn streams_closed(&self) {
         let deadline = Instant::now() + STEP_TIMEOUT;
-        while metric_value(&metrics_text(&self.client, &self.url).await, "shelfsync_hub_sse_connections") > 0.0 {
+        while metric_value(
+            &metrics_text(&self.client, &self.url).await,
+            "shelfsync_hub_sse_connections",
+        ) > 0.0
+        {
             assert!(Instant::now() < deadline, "the hub kept closed streams open");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -316,7 +331,11 @@ impl Receivers {
         let deadline = Instant::now() + STEP_TIMEOUT;
         let mut sampled = Instant::now();
         while !done(self) {
-            assert_eq!(self.ended.load(Ordering::Acquire), 0, "a stream ended while waiting for {what}");
+            assert_eq!(
+                self.ended.load(Ordering::Acquire),
+                0,
+                "a stream ended while waiting for {what}"
+            );
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
             if sampled.elapsed() > Duration::from_millis(100) {
                 *rss = rss.max(rss_mb());
@@ -332,7 +351,9 @@ impl Receivers {
         let stdin = self.stdin.as_mut().expect("receiver stdin");
         writeln!(stdin, "{what}").expect("ask the receivers");
         stdin.flush().expect("flush");
-        self.answers.recv_timeout(Duration::from_secs(60)).expect("receivers' answer")
+        self.answers
+            .recv_timeout(Duration::from_secs(60))
+            .expect("receivers' answer")
     }
 
     /// Stops the child; returns its CPU seconds.
@@ -378,7 +399,9 @@ async fn catalog(fleet: &Fleet, n: usize) -> Push {
     let receivers = Receivers::start(fleet, n, fleet.head().await, false);
     let mut rss = 0.0;
     receivers
-        .wait("every stream to catch up", &mut rss, |r| r.caught_up.load(Ordering::Acquire) >= n as u64)
+        .wait("every stream to catch up", &mut rss, |r| {
+            r.caught_up.load(Ordering::Acquire) >= n as u64
+        })
         .await;
     let stop = Arc::new(AtomicBool::new(false));
     let probe = {
@@ -426,7 +449,9 @@ async fn catalog(fleet: &Fleet, n: usize) -> Push {
     futures_util::future::join_all(writers).await;
     let target = (n * products) as u64;
     receivers
-        .wait("every stream to have every change", &mut rss, |r| r.events.load(Ordering::Acquire) >= target)
+        .wait("every stream to have every change", &mut rss, |r| {
+            r.events.load(Ordering::Acquire) >= target
+        })
         .await;
     let seconds = started.elapsed().as_secs_f64();
     let hub_ms_per_change = (hub_cpu() - cpu_before) * 1e3 / products as f64;
@@ -465,7 +490,9 @@ async fn steady_fanout(fleet: &Fleet, n: usize, settings: &Settings) -> Steady {
     let mut receivers = Receivers::start(fleet, n, fleet.head().await, true);
     let mut rss = 0.0;
     receivers
-        .wait("every stream to catch up", &mut rss, |r| r.caught_up.load(Ordering::Acquire) >= n as u64)
+        .wait("every stream to catch up", &mut rss, |r| {
+            r.caught_up.load(Ordering::Acquire) >= n as u64
+        })
         .await;
     let _ = receivers.ask("reset");
     let base = receivers.events.load(Ordering::Acquire);
@@ -505,7 +532,9 @@ async fn steady_fanout(fleet: &Fleet, n: usize, settings: &Settings) -> Steady {
     while tasks.join_next().await.is_some() {}
     let target = base + (sent + changes * n) as u64;
     receivers
-        .wait("every steady delivery", &mut rss, |r| r.events.load(Ordering::Acquire) >= target)
+        .wait("every steady delivery", &mut rss, |r| {
+            r.events.load(Ordering::Acquire) >= target
+        })
         .await;
     let answer = receivers.ask("latency");
     let figures: Vec<f64> = answer.split(' ').filter_map(|v| v.parse().ok()).collect();

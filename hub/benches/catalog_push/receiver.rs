@@ -46,7 +46,10 @@ pub fn main() {
     let latency = var("RECEIVER_LATENCY") == "1";
     let tokens = std::fs::read_to_string(var("RECEIVER_TOKENS")).expect("tokens file");
     let tokens: Vec<String> = tokens.lines().map(str::to_owned).collect();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async move {
         let counts = Arc::new(Counts::default());
         let connecting = Arc::new(tokio::sync::Semaphore::new(64));
@@ -132,15 +135,21 @@ async fn follow(socket: &tokio::net::TcpStream, counts: &Counts, latency: bool) 
             match socket.try_read(&mut buffer) {
                 Ok(0) => true,
                 Ok(n) => {
-                    let fresh = &buffer[..n];
-                    if carry.is_empty() {
-                        let used = frames(fresh, counts, latency);
-                        carry.extend_from_slice(&fresh[used..]);
-                    } else {
-                        carry.extend_from_slice(fresh);
-                        let used = frames(&carry, counts, latency);
-                        carry.drain(..used);
+                    let mut fresh = &buffer[..n];
+                    if !carry.is_empty() {
+                        // Complete the frame the last read left open (the carry stays small:
+                        // at most one frame).
+                        let Some(end) = memmem::find(fresh, b"\n\n") else {
+                            carry.extend_from_slice(fresh);
+                            return false;
+                        };
+                        carry.extend_from_slice(&fresh[..end + 2]);
+                        frames(&carry, counts, latency);
+                        carry.clear();
+                        fresh = &fresh[end + 2..];
                     }
+                    let used = frames(fresh, counts, latency);
+                    carry.extend_from_slice(&fresh[used..]);
                     false
                 }
                 Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,

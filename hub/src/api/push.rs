@@ -23,8 +23,8 @@ use super::auth::StoreAgent;
 use super::error::ApiError;
 use super::AppState;
 use crate::fleet::PushGuard;
-use crate::store::EventFeed;
 use crate::sse;
+use crate::store::EventFeed;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
@@ -203,7 +203,12 @@ impl Pump {
         let mut last_queued = Instant::now();
         let alive = tokio::time::sleep(*keep_alive);
         tokio::pin!(alive);
-        let mut lanes = Lanes { out, revocations, stopping, store: *store };
+        let mut lanes = Lanes {
+            out,
+            revocations,
+            stopping,
+            store: *store,
+        };
         loop {
             if !caught_up && feed.caught_up() {
                 caught_up = true;

@@ -5,17 +5,80 @@
 //! broadcast channel overflowed, or a batch does not start where it stopped), the feed
 //! re-reads the gap from the log: the bus may drop messages, the feed never drops an
 //! event. Live pages are views into the bus's shared batches ([`Page`]): following the
-//! bus copies no event, whatever the number of subscribers.
+//! bus copies no event, whatever the number of subscribers. History is read in aligned
+//! pages that feeds share too ([`History`]): when thousands of push streams fall behind
+//! together (a bulk catalog change), the log is read, and each event's SSE frame encoded,
+//! once per page rather than once per stream.
 
 use super::{reader, ReadError, ReadPool};
 use crate::bus::{Batch, EventBus, LiveEvent};
 use shelfsync_common::EventEnvelope;
+use std::collections::VecDeque;
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, watch};
 
-/// Events read from the log per catch-up page.
+/// Events read from the log per catch-up page; page `k` holds positions
+/// `k * CATCH_UP_PAGE + 1 ..= (k + 1) * CATCH_UP_PAGE` (positions have no gaps).
 const CATCH_UP_PAGE: usize = 1000;
+/// Full pages of history kept for the feeds that read them next (about 1 MB each with
+/// their frames encoded).
+const SHARED_PAGES: usize = 16;
+
+/// The log's history in aligned pages, the last [`SHARED_PAGES`] full ones shared.
+pub(crate) struct History {
+    reads: Arc<ReadPool>,
+    pages: Mutex<VecDeque<(u64, Batch)>>,
+}
+
+impl History {
+    pub(crate) fn new(reads: Arc<ReadPool>) -> Self {
+        Self {
+            reads,
+            pages: Mutex::new(VecDeque::with_capacity(SHARED_PAGES)),
+        }
+    }
+
+    /// The events after `after` up to the end of its page (fewer at the head), and whether
+    /// the page was full (more may follow it).
+    async fn after(&self, after: u64) -> Result<(Page, bool), ReadError> {
+        let index = after / CATCH_UP_PAGE as u64;
+        let shared = self
+            .lock()
+            .iter()
+            .find(|(k, _)| *k == index)
+            .map(|(_, page)| page.clone());
+        let batch = match shared {
+            Some(batch) => batch,
+            None => {
+                let start = index * CATCH_UP_PAGE as u64;
+                let events = self
+                    .reads
+                    .run(move |conn| reader::events_after(conn, start, CATCH_UP_PAGE))
+                    .await?;
+                let batch: Batch = events.into_iter().map(LiveEvent::new).collect();
+                // Only a full page is final; the head's page still grows.
+                if batch.len() == CATCH_UP_PAGE {
+                    let mut pages = self.lock();
+                    if !pages.iter().any(|(k, _)| *k == index) {
+                        if pages.len() == SHARED_PAGES {
+                            pages.pop_front();
+                        }
+                        pages.push_back((index, batch.clone()));
+                    }
+                }
+                batch
+            }
+        };
+        let full = batch.len() == CATCH_UP_PAGE;
+        let from = batch.partition_point(|e| e.position() <= after);
+        Ok((Page { batch, from }, full))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, Batch)>> {
+        self.pages.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
 
 /// Consecutive events, in order, shared with the bus (or read from the log): a batch from
 /// the first event the feed had not returned yet.
@@ -35,7 +98,7 @@ impl Deref for Page {
 
 /// An ordered, gap-free stream of events after a cursor.
 pub struct EventFeed {
-    reads: Arc<ReadPool>,
+    history: Arc<History>,
     live: broadcast::Receiver<Batch>,
     head: watch::Receiver<u64>,
     cursor: u64,
@@ -47,10 +110,10 @@ pub struct EventFeed {
 impl EventFeed {
     /// A feed of every event after `after`, in order, history first. It subscribes to the
     /// bus before its first read of the log, so nothing committed in between is missed.
-    pub(super) fn new(reads: Arc<ReadPool>, bus: &EventBus, after: u64) -> Self {
+    pub(super) fn new(history: Arc<History>, bus: &EventBus, after: u64) -> Self {
         let (live, head) = bus.subscribe();
         Self {
-            reads,
+            history,
             live,
             head,
             cursor: after,
@@ -81,18 +144,12 @@ impl EventFeed {
             // The channel was subscribed before the first read, so once a read of the store
             // comes back short, every later commit is in the channel: read it from memory.
             if self.behind {
-                let after = self.cursor;
-                let page = self
-                    .reads
-                    .run(move |conn| reader::events_after(conn, after, CATCH_UP_PAGE))
-                    .await;
-                match page {
-                    Ok(events) => {
-                        self.behind = events.len() == CATCH_UP_PAGE;
-                        if let Some(last) = events.last() {
-                            self.cursor = last.position;
-                            let batch = events.into_iter().map(LiveEvent::new).collect();
-                            return Some(Ok(Page { batch, from: 0 }));
+                match self.history.after(self.cursor).await {
+                    Ok((page, full)) => {
+                        self.behind = full;
+                        if let Some(last) = page.last() {
+                            self.cursor = last.position();
+                            return Some(Ok(page));
                         }
                     }
                     Err(error) => return Some(Err(error)),

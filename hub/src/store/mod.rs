@@ -195,6 +195,7 @@ impl From<shelfsync_common::domain::timestamp::TimeOutOfRange> for ReadError {
 pub struct EventStore {
     writer: writer::LogWriter,
     reads: Arc<ReadPool>,
+    history: Arc<feed::History>,
     bus: EventBus,
     id_key: Arc<shelfsync_common::IdKey>,
 }
@@ -204,9 +205,11 @@ impl EventStore {
     pub fn open(path: &Path, bus: EventBus) -> Result<Self, ReadError> {
         let writer::Started { writer, head, id_key } = writer::start(path, bus.clone())?;
         bus.set_head(head);
+        let reads = Arc::new(ReadPool::new(path.to_owned()));
         Ok(Self {
             writer,
-            reads: Arc::new(ReadPool::new(path.to_owned())),
+            history: Arc::new(feed::History::new(reads.clone())),
+            reads,
             bus,
             id_key: Arc::new(id_key),
         })
@@ -220,7 +223,7 @@ impl EventStore {
 
     /// A feed of every event after `after`, in order: history from the log, then live.
     pub fn feed(&self, after: u64) -> EventFeed {
-        EventFeed::new(self.reads.clone(), &self.bus, after)
+        EventFeed::new(self.history.clone(), &self.bus, after)
     }
 
     /// The key that derives event ids from clients' idempotency keys (kept in the log's

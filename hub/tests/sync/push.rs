@@ -357,7 +357,7 @@ async fn an_idle_stream_gets_keep_alive_comments_in_standard_sse() {
          Last-Event-ID: {head}\r\nConnection: close\r\n",
         a.token
     );
-    let mut stream = raw_request(&hub, socket, &request, b"").await;
+    let stream = raw_request(&hub, socket, &request, b"").await;
     // Read raw bytes (no SSE parser: it would hide the comments) until two keep-alives
     // followed the `caught-up` marker; the stream is idle, so nothing else comes.
     let caught_up = format!("event: caught-up\nid: {head}\ndata: {{\"head\":{head}}}\n\n");
