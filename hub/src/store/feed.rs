@@ -25,7 +25,8 @@ const CATCH_UP_PAGE: usize = 1000;
 /// their frames encoded).
 const SHARED_PAGES: usize = 16;
 
-/// The log's history in aligned pages, the last [`SHARED_PAGES`] full ones shared.
+/// The log's history in aligned pages; the last [`SHARED_PAGES`] reads that reached the
+/// end of their page are shared by the feeds that need them next.
 pub(crate) struct History {
     reads: Arc<ReadPool>,
     pages: Mutex<VecDeque<(u64, Batch)>>,
@@ -40,37 +41,37 @@ impl History {
     }
 
     /// The events after `after` up to the end of its page (fewer at the head), and whether
-    /// the page was full (more may follow it).
+    /// they reach the page's end (more may follow).
     async fn after(&self, after: u64) -> Result<(Page, bool), ReadError> {
         let index = after / CATCH_UP_PAGE as u64;
+        let end = (index + 1) * CATCH_UP_PAGE as u64;
         let shared = self
             .lock()
             .iter()
-            .find(|(k, _)| *k == index)
-            .map(|(_, page)| page.clone());
+            .find(|(k, batch)| *k == index && batch.first().is_some_and(|e| e.position() <= after + 1))
+            .map(|(_, batch)| batch.clone());
         let batch = match shared {
             Some(batch) => batch,
             None => {
-                let start = index * CATCH_UP_PAGE as u64;
+                let limit = (end - after) as usize;
                 let events = self
                     .reads
-                    .run(move |conn| reader::events_after(conn, start, CATCH_UP_PAGE))
+                    .run(move |conn| reader::events_after(conn, after, limit))
                     .await?;
                 let batch: Batch = events.into_iter().map(LiveEvent::new).collect();
-                // Only a full page is final; the head's page still grows.
-                if batch.len() == CATCH_UP_PAGE {
+                // Only the rest of a page that reaches its end is final (the head's page
+                // still grows); the feeds behind this cursor in the same page share it.
+                if batch.last().is_some_and(|e| e.position() == end) {
                     let mut pages = self.lock();
-                    if !pages.iter().any(|(k, _)| *k == index) {
-                        if pages.len() == SHARED_PAGES {
-                            pages.pop_front();
-                        }
-                        pages.push_back((index, batch.clone()));
+                    if pages.len() == SHARED_PAGES {
+                        pages.pop_front();
                     }
+                    pages.push_back((index, batch.clone()));
                 }
                 batch
             }
         };
-        let full = batch.len() == CATCH_UP_PAGE;
+        let full = batch.last().is_some_and(|e| e.position() == end);
         let from = batch.partition_point(|e| e.position() <= after);
         Ok((Page { batch, from }, full))
     }
