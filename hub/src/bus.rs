@@ -4,10 +4,60 @@
 //! batches for a slow subscriber; subscribers therefore read it through the store's
 //! [`crate::store::EventFeed`], which re-reads from the log whatever the bus dropped.
 //! The bus knows nothing of the store, so the store can depend on it.
+//!
+//! A batch is published once as an `Arc<[LiveEvent]>` that every subscriber shares (no
+//! per-subscriber copy). Each [`LiveEvent`] carries its SSE frame, encoded by the first
+//! push stream that needs it and then shared by every other one: one serialization of an
+//! event for the whole fleet, whatever the number of streams.
 
+use axum::body::Bytes;
+use shelfsync_common::wire::sync::SSE_EVENT;
 use shelfsync_common::EventEnvelope;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tokio::sync::{broadcast, watch};
+
+/// A committed event and, once a push stream has needed it, its SSE frame.
+#[derive(Debug)]
+pub struct LiveEvent {
+    envelope: EventEnvelope,
+    frame: OnceLock<Result<Bytes, String>>,
+}
+
+impl LiveEvent {
+    /// An event whose frame is not encoded yet.
+    pub fn new(envelope: EventEnvelope) -> Self {
+        Self {
+            envelope,
+            frame: OnceLock::new(),
+        }
+    }
+
+    /// The event.
+    pub fn envelope(&self) -> &EventEnvelope {
+        &self.envelope
+    }
+
+    /// The event's position in the log.
+    pub fn position(&self) -> u64 {
+        self.envelope.position
+    }
+
+    /// The event's SSE frame (`event`, its position as id, the envelope as data), encoded
+    /// on the first call and shared afterwards.
+    pub fn frame(&self) -> Result<&Bytes, &str> {
+        self.frame
+            .get_or_init(|| {
+                crate::sse::frame(SSE_EVENT, self.envelope.position, &self.envelope)
+                    .map(Bytes::from)
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(String::as_str)
+    }
+}
+
+/// Events committed together, shared by every subscriber.
+pub type Batch = Arc<[LiveEvent]>;
 
 /// Batches kept for slow subscribers before they must re-read from the store.
 const BUS_CAPACITY: usize = 1024;
@@ -15,7 +65,7 @@ const BUS_CAPACITY: usize = 1024;
 /// Fan-out of committed events to in-process subscribers.
 #[derive(Clone)]
 pub struct EventBus {
-    batches: broadcast::Sender<Arc<[EventEnvelope]>>,
+    batches: broadcast::Sender<Batch>,
     head: Arc<watch::Sender<u64>>,
 }
 
@@ -46,7 +96,7 @@ impl EventBus {
             // The head moves first: a feed that subscribes just after the send must not
             // see the old head, think itself caught up, and wait for the next commit.
             self.head.send_replace(last.position);
-            let _ = self.batches.send(events.into());
+            let _ = self.batches.send(events.into_iter().map(LiveEvent::new).collect());
         }
     }
 
@@ -61,7 +111,7 @@ impl EventBus {
     }
 
     /// A subscription to the batches published from now on, and to the head.
-    pub fn subscribe(&self) -> (broadcast::Receiver<Arc<[EventEnvelope]>>, watch::Receiver<u64>) {
+    pub fn subscribe(&self) -> (broadcast::Receiver<Batch>, watch::Receiver<u64>) {
         (self.batches.subscribe(), self.head.subscribe())
     }
 }

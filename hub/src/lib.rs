@@ -19,6 +19,7 @@ pub mod fleet;
 pub mod jobs;
 pub mod read_model;
 pub mod seed;
+pub mod sse;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -30,6 +30,7 @@ all=(
     shelfsync-hub:upload_ingest
     shelfsync-hub:ingest_schema
     shelfsync-hub:sse_fanout
+    shelfsync-hub:catalog_push
     shelfsync-edge:local_sales
     shelfsync-edge:local_reads
     shelfsync-edge:sync_drain

@@ -4,11 +4,17 @@
 //! the store, sends `caught-up`, then goes live. Each `event` has the event's position as
 //! its SSE id; a `progress` event (at most one a second) moves the id past events this
 //! store does not see, so an idle store's cursor still reaches the head. A pump task feeds
-//! each connection through a bounded buffer and waits for room in it: memory per
-//! connection is the buffer plus one page of the feed (a pump that waits stops reading
-//! the bus, and its feed re-reads the store when it resumes), and an agent that leaves
-//! the buffer full for [`SLOW_AGENT_STALL`] is dropped (it resumes by reconnecting). A
-//! burst or a replay longer than the buffer therefore never drops an agent that reads.
+//! each connection through a buffer of `sync.push_buffer_events` events and waits for room
+//! in it: memory per connection is the buffer plus one page of the feed (a pump that waits
+//! stops reading the bus, and its feed re-reads the store when it resumes), and an agent
+//! that leaves the buffer full for [`SLOW_AGENT_STALL`] is dropped (it resumes by
+//! reconnecting). A burst or a replay longer than the buffer therefore never drops an
+//! agent that reads.
+//!
+//! Fan-out cost: an event's SSE frame is encoded once for every stream
+//! ([`crate::bus::LiveEvent::frame`]) and the feed's pages share the bus's batches; on
+//! each wake-up a pump takes every batch the bus already holds and queues their frames as
+//! one body chunk (one write for many events), up to the buffer's size.
 //! The stream ends when the store's token is revoked and when the hub shuts down. A store
 //! may have at most `sync.max_push_streams_per_store` open at once (an agent needs one);
 //! one more is `429 too_many_streams`.
@@ -17,27 +23,31 @@ use super::auth::StoreAgent;
 use super::error::ApiError;
 use super::AppState;
 use crate::fleet::PushGuard;
+use crate::sse;
 use crate::store::EventFeed;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::Stream;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use shelfsync_common::server::extract::ApiQuery;
 use shelfsync_common::server::failure::Reject;
-use shelfsync_common::wire::sync::{CaughtUp, Progress, SSE_CAUGHT_UP, SSE_EVENT, SSE_PROGRESS};
+use shelfsync_common::wire::sync::{CaughtUp, Progress, SSE_CAUGHT_UP, SSE_PROGRESS};
 use shelfsync_common::StoreId;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::StreamExt;
 
 /// Most time between a cursor move past invisible events and the `progress` that says so.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// An agent whose buffer stays full this long (it takes no message) is dropped as too slow.
 pub const SLOW_AGENT_STALL: Duration = Duration::from_secs(5);
+/// Most bytes of frames a pump gathers into one body chunk.
+const CHUNK_BYTES: usize = 256 * 1024;
 
 /// `?after=` for [`stream`] (the `Last-Event-ID` header wins).
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -73,7 +83,7 @@ pub async fn stream(
     StoreAgent(store): StoreAgent,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<StreamQuery>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let after = match headers.get("last-event-id").map(|v| v.to_str().map(str::trim)) {
         Some(Ok(text)) => shelfsync_common::wire::sync::parse_position(text)
             .map_err(|detail| ApiError::bad_request("invalid_last_event_id", format!("Last-Event-ID {detail}")))?,
@@ -90,28 +100,54 @@ pub async fn stream(
         .fleet
         .push_opened(store, limit)
         .map_err(|open| ApiError::TooManyStreams { open, limit })?;
-    let (events, received) = mpsc::channel(state.config.sync.push_buffer_events.max(1));
+    let budget = state.config.sync.push_buffer_events.clamp(1, Semaphore::MAX_PERMITS);
+    let (chunks, received) = mpsc::unbounded_channel();
     let pump = Pump {
         store,
         feed: state.log.feed(after),
-        events,
+        out: Out {
+            chunks,
+            room: Arc::new(Semaphore::new(budget)),
+            budget,
+        },
         revocations: state.fleet.revocations(),
         stopping: state.stopping.clone(),
+        keep_alive: Duration::from_secs(state.config.sync.keep_alive_secs.max(1)),
         _presence: presence,
     };
     tracing::info!(%store, after, "push stream opened");
     tokio::spawn(pump.run());
-    let keep_alive = Duration::from_secs(state.config.sync.keep_alive_secs.max(1));
-    Ok(Sse::new(ReceiverStream::new(received).map(Ok)).keep_alive(KeepAlive::new().interval(keep_alive)))
+    // Taking a chunk into the response body frees its room in the buffer.
+    let body = UnboundedReceiverStream::new(received).map(|(chunk, _room): Chunk| Ok::<_, Infallible>(chunk));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// Frames for the body, and the buffer room (one permit per event) they hold until the
+/// body takes them.
+type Chunk = (Bytes, OwnedSemaphorePermit);
+
+/// One connection's buffer: chunks of frames, at most `budget` events in all.
+struct Out {
+    chunks: mpsc::UnboundedSender<Chunk>,
+    room: Arc<Semaphore>,
+    budget: usize,
 }
 
 /// Moves one connection's events from the feed into its bounded buffer.
 struct Pump {
     store: StoreId,
     feed: EventFeed,
-    events: mpsc::Sender<Event>,
+    out: Out,
     revocations: broadcast::Receiver<StoreId>,
     stopping: watch::Receiver<bool>,
+    keep_alive: Duration,
     _presence: PushGuard,
 }
 
@@ -123,6 +159,15 @@ enum End {
     Revoked,
     ShuttingDown,
     StoreFailed(String),
+}
+
+/// Frames gathered for one body chunk.
+#[derive(Default)]
+struct Gathered {
+    bytes: Vec<u8>,
+    events: usize,
+    /// The position of the last frame.
+    last: u64,
 }
 
 impl Pump {
@@ -144,56 +189,103 @@ impl Pump {
         let Pump {
             store,
             feed,
-            events,
+            out,
             revocations,
             stopping,
+            keep_alive,
             ..
         } = self;
         let mut caught_up = false;
         let mut sent_to = feed.cursor();
         let mut progress_due: Option<Instant> = None;
+        // The keep-alive timer is re-armed only when it fires, from the last time anything
+        // was queued: no timer work per event.
+        let mut last_queued = Instant::now();
+        let alive = tokio::time::sleep(*keep_alive);
+        tokio::pin!(alive);
+        let mut lanes = Lanes {
+            out,
+            revocations,
+            stopping,
+            store: *store,
+        };
         loop {
             if !caught_up && feed.caught_up() {
                 caught_up = true;
                 let head = feed.cursor();
-                let marker = encode(SSE_CAUGHT_UP, head, &CaughtUp { head });
-                if let Err(end) = queue(events, revocations, stopping, *store, marker).await {
+                let marker = marker(SSE_CAUGHT_UP, head, &CaughtUp { head });
+                if let Err(end) = lanes.queue(marker, 1).await {
                     return end;
                 }
+                last_queued = Instant::now();
                 sent_to = head;
                 progress_due = None;
             }
-            let batch = tokio::select! {
-                revoked = revocations.recv() => match revocation_ends(revoked, *store) {
+            let page = tokio::select! {
+                revoked = lanes.revocations.recv() => match revocation_ends(revoked, *store) {
                     Some(end) => return end,
                     None => continue,
                 },
-                _ = stopping.wait_for(|stopping| *stopping) => return End::ShuttingDown,
-                () = events.closed() => return End::ClientGone,
+                _ = lanes.stopping.wait_for(|stopping| *stopping) => return End::ShuttingDown,
+                () = lanes.out.chunks.closed() => return End::ClientGone,
+                () = &mut alive => {
+                    let idle_until = last_queued + *keep_alive;
+                    if Instant::now() >= idle_until {
+                        // A full buffer needs no keep-alive: data is waiting to go.
+                        if let Ok(room) = lanes.out.room.clone().try_acquire_owned() {
+                            let _ = lanes.out.chunks.send((Bytes::from_static(sse::KEEP_ALIVE), room));
+                        }
+                        last_queued = Instant::now();
+                    }
+                    alive.as_mut().reset(last_queued + *keep_alive);
+                    continue;
+                }
                 () = sleep_until_some(progress_due) => None,
-                next = feed.next() => match next {
+                next = feed.next_page() => match next {
                     None => return End::ShuttingDown,
                     Some(Err(error)) => return End::StoreFailed(error.to_string()),
-                    Some(Ok(batch)) => Some(batch),
+                    Some(Ok(page)) => Some(page),
                 },
             };
-            let Some(batch) = batch else {
+            let Some(mut page) = page else {
                 let position = feed.cursor();
-                let progress = encode(SSE_PROGRESS, position, &Progress { position });
-                if let Err(end) = queue(events, revocations, stopping, *store, progress).await {
+                let progress = marker(SSE_PROGRESS, position, &Progress { position });
+                if let Err(end) = lanes.queue(progress, 1).await {
                     return end;
                 }
+                last_queued = Instant::now();
                 sent_to = position;
                 progress_due = None;
                 continue;
             };
-            for event in batch.iter().filter(|e| e.stream.visible_to(*store)) {
-                let message = encode(SSE_EVENT, event.position, event);
-                if let Err(end) = queue(events, revocations, stopping, *store, message).await {
+            // Every batch the bus already holds goes into the same chunk(s).
+            let mut gathered = Gathered::default();
+            loop {
+                for event in page.iter().filter(|e| e.envelope().stream.visible_to(*store)) {
+                    let frame = match event.frame() {
+                        Ok(frame) => frame,
+                        Err(error) => return End::StoreFailed(error.to_owned()),
+                    };
+                    gathered.bytes.extend_from_slice(frame);
+                    gathered.events += 1;
+                    gathered.last = event.position();
+                    if gathered.events >= lanes.out.budget || gathered.bytes.len() >= CHUNK_BYTES {
+                        if let Err(end) = lanes.send(&mut gathered, &mut sent_to).await {
+                            return end;
+                        }
+                        last_queued = Instant::now();
+                    }
+                }
+                match feed.ready() {
+                    Some(more) => page = more,
+                    None => break,
+                }
+            }
+            if gathered.events > 0 {
+                if let Err(end) = lanes.send(&mut gathered, &mut sent_to).await {
                     return end;
                 }
-                sent_to = event.position;
-                metrics::counter!("shelfsync_hub_sse_events_pushed_total").increment(1);
+                last_queued = Instant::now();
             }
             if caught_up && sent_to < feed.cursor() && progress_due.is_none() {
                 progress_due = Some(Instant::now() + PROGRESS_EVERY);
@@ -202,46 +294,58 @@ impl Pump {
     }
 }
 
-/// One SSE message whose id is `position`.
-fn encode(name: &str, position: u64, data: &impl serde::Serialize) -> Result<Event, End> {
-    Event::default()
-        .event(name)
-        .id(position.to_string())
-        .json_data(data)
-        .map_err(|e| End::StoreFailed(e.to_string()))
+/// What queueing into the buffer watches besides the room in it.
+struct Lanes<'a> {
+    out: &'a Out,
+    revocations: &'a mut broadcast::Receiver<StoreId>,
+    stopping: &'a mut watch::Receiver<bool>,
+    store: StoreId,
 }
 
-/// Queues one message, waiting for room in the buffer. Not dropping on the first full
-/// buffer matters: a replay, or one upload's worth of live events, is often longer than
-/// the buffer, and an agent dropped for that would reconnect, replay and be dropped
-/// again. Only an agent that takes nothing for [`SLOW_AGENT_STALL`] is dropped;
-/// revocation and shutdown still end the stream at once.
-async fn queue(
-    events: &mpsc::Sender<Event>,
-    revocations: &mut broadcast::Receiver<StoreId>,
-    stopping: &mut watch::Receiver<bool>,
-    store: StoreId,
-    event: Result<Event, End>,
-) -> Result<(), End> {
-    let event = event?;
-    let room = tokio::time::timeout(SLOW_AGENT_STALL, events.reserve());
-    tokio::pin!(room);
-    loop {
-        tokio::select! {
-            room = &mut room => return match room {
-                Ok(Ok(permit)) => {
-                    permit.send(event);
-                    Ok(())
-                }
-                Ok(Err(_)) => Err(End::ClientGone),
-                Err(_) => Err(End::TooSlow),
-            },
-            revoked = revocations.recv() => if let Some(end) = revocation_ends(revoked, store) {
-                return Err(end);
-            },
-            _ = stopping.wait_for(|stopping| *stopping) => return Err(End::ShuttingDown),
+impl Lanes<'_> {
+    /// Queues the gathered frames as one chunk and empties `gathered`.
+    async fn send(&mut self, gathered: &mut Gathered, sent_to: &mut u64) -> Result<(), End> {
+        let taken = std::mem::take(gathered);
+        self.queue(Ok(Bytes::from(taken.bytes)), taken.events).await?;
+        *sent_to = taken.last;
+        metrics::counter!("shelfsync_hub_sse_events_pushed_total").increment(taken.events as u64);
+        Ok(())
+    }
+
+    /// Queues one chunk of `events` messages, waiting for room for them in the buffer.
+    /// Not dropping on the first full buffer matters: a replay, or one upload's worth of
+    /// live events, is often longer than the buffer, and an agent dropped for that would
+    /// reconnect, replay and be dropped again. Only an agent that takes nothing for
+    /// [`SLOW_AGENT_STALL`] is dropped; revocation and shutdown still end the stream at
+    /// once.
+    async fn queue(&mut self, chunk: Result<Bytes, End>, events: usize) -> Result<(), End> {
+        let chunk = chunk?;
+        // At most `budget` events are gathered, so the permits always exist.
+        let wanted = u32::try_from(events.min(self.out.budget)).unwrap_or(u32::MAX);
+        let room = tokio::time::timeout(SLOW_AGENT_STALL, self.out.room.clone().acquire_many_owned(wanted));
+        tokio::pin!(room);
+        loop {
+            tokio::select! {
+                room = &mut room => return match room {
+                    Ok(Ok(room)) => self.out.chunks.send((chunk, room)).map_err(|_| End::ClientGone),
+                    Ok(Err(_)) => Err(End::ClientGone),
+                    Err(_) => Err(End::TooSlow),
+                },
+                () = self.out.chunks.closed() => return Err(End::ClientGone),
+                revoked = self.revocations.recv() => if let Some(end) = revocation_ends(revoked, self.store) {
+                    return Err(end);
+                },
+                _ = self.stopping.wait_for(|stopping| *stopping) => return Err(End::ShuttingDown),
+            }
         }
     }
+}
+
+/// One `caught-up` or `progress` message whose id is `position`.
+fn marker(name: &str, position: u64, data: &impl serde::Serialize) -> Result<Bytes, End> {
+    sse::frame(name, position, data)
+        .map(Bytes::from)
+        .map_err(|e| End::StoreFailed(e.to_string()))
 }
 
 /// Whether a revocation signal ends `store`'s stream.

@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use feed::EventFeed;
+pub use feed::{EventFeed, Page};
 pub use reader::{ReadPool, StoreStats, TokenRecord, VisiblePage};
 
 /// The write side's state of one stream.
@@ -196,6 +196,7 @@ impl From<shelfsync_common::domain::timestamp::TimeOutOfRange> for ReadError {
 pub struct EventStore {
     writer: writer::LogWriter,
     reads: Arc<ReadPool>,
+    history: Arc<feed::History>,
     bus: EventBus,
     id_key: Arc<shelfsync_common::IdKey>,
 }
@@ -205,9 +206,11 @@ impl EventStore {
     pub fn open(path: &Path, bus: EventBus) -> Result<Self, ReadError> {
         let writer::Started { writer, head, id_key } = writer::start(path, bus.clone())?;
         bus.set_head(head);
+        let reads = Arc::new(ReadPool::new(path.to_owned()));
         Ok(Self {
             writer,
-            reads: Arc::new(ReadPool::new(path.to_owned())),
+            history: Arc::new(feed::History::new(reads.clone())),
+            reads,
             bus,
             id_key: Arc::new(id_key),
         })
@@ -221,7 +224,7 @@ impl EventStore {
 
     /// A feed of every event after `after`, in order: history from the log, then live.
     pub fn feed(&self, after: u64) -> EventFeed {
-        EventFeed::new(self.reads.clone(), &self.bus, after)
+        EventFeed::new(self.history.clone(), &self.bus, after)
     }
 
     /// The key that derives event ids from clients' idempotency keys (kept in the log's

@@ -1,5 +1,5 @@
 //! The push stream (SSE): replay, caught-up, live; shutdown ends it; resume after random
-//! disconnects; a slow consumer is dropped and catches up; streams per store are capped.
+//! disconnects; a slow consumer is dropped and catches up; streams per store are capped; an idle stream gets keep-alives.
 
 use super::*;
 use shelfsync_hub::testing::SseClient;
@@ -344,4 +344,42 @@ async fn push_streams_per_store_are_capped() {
         .expect("closing a stream makes room for another")
         .until_caught_up(WAIT)
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_stream_gets_keep_alive_comments_in_standard_sse() {
+    let hub = TestHub::spawn_with(|config| config.sync.keep_alive_secs = 1).await;
+    let a = hub.demo_agent(0).await;
+    let head = hub.head().await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    let request = format!(
+        "GET /v1/sync/stream HTTP/1.1\r\nAuthorization: Bearer {}\r\n{PROTOCOL_HEADER}: {PROTOCOL_VERSION}\r\n\
+         Last-Event-ID: {head}\r\nConnection: close\r\n",
+        a.token
+    );
+    let stream = raw_request(&hub, socket, &request, b"").await;
+    // Read raw bytes (no SSE parser: it would hide the comments) until two keep-alives
+    // followed the `caught-up` marker; the stream is idle, so nothing else comes.
+    let caught_up = format!("event: caught-up\nid: {head}\ndata: {{\"head\":{head}}}\n\n");
+    let mut seen = Vec::new();
+    let mut buffer = vec![0u8; 4096];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = String::from_utf8_lossy(&seen).into_owned();
+        if let Some(at) = text.find(&caught_up) {
+            if text[at + caught_up.len()..].matches(":\n\n").count() >= 2 {
+                assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+                assert!(text.contains("content-type: text/event-stream"), "{text}");
+                break;
+            }
+        }
+        let read = tokio::time::timeout_at(deadline, stream.readable()).await;
+        assert!(read.is_ok(), "no keep-alive came: {text:?}");
+        match stream.try_read(&mut buffer) {
+            Ok(0) => panic!("the stream ended: {text:?}"),
+            Ok(n) => seen.extend_from_slice(&buffer[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
 }

@@ -122,7 +122,7 @@ async fn a_feed_re_reads_from_the_store_when_a_batch_does_not_follow_its_cursor(
     // and then waits on this bus.
     let bus = EventBus::new();
     bus.set_head(10);
-    let mut feed = EventFeed::new(log.reads.clone(), &bus, 10);
+    let mut feed = EventFeed::new(Arc::new(super::super::feed::History::new(log.reads.clone())), &bus, 10);
     assert!(feed.caught_up());
     let mut parked = Box::pin(feed.next());
     assert_waits_for_the_bus(&mut parked).await;
