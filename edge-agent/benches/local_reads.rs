@@ -21,6 +21,8 @@
 //! cargo bench -p shelfsync-edge --bench local_reads
 //! RUNS=5 CONNECTIONS=64 REQUESTS=100000 WARMUP=2000 PRODUCTS=100 PENDING=0 cargo bench -p shelfsync-edge --bench local_reads
 //! ```
+//!
+//! `SHELFSYNC_BENCH_QUICK=1` runs tiny sizes once (`tests/scripts/bench.sh --quick`).
 
 mod support;
 

@@ -21,6 +21,7 @@
 //! RUNS=7 CLIENTS=64 HUB_EVENTS=50000 BASELINE_EVENTS=10000 WARMUP=1000 cargo bench -p shelfsync-hub --bench append_http
 //! ```
 //!
+//! `SHELFSYNC_BENCH_QUICK=1` runs tiny sizes once (`tests/scripts/bench.sh --quick`).
 //! `BENCH_DIR` sets where the temp files go (default: the system temp dir).
 
 mod support;

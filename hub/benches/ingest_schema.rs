@@ -24,6 +24,7 @@
 //! INGEST_EVENTS=2000000 STREAMS=5000 cargo bench -p shelfsync-hub --bench ingest_schema
 //! ```
 //!
+//! `SHELFSYNC_BENCH_QUICK=1` runs tiny sizes (`tests/scripts/bench.sh --quick`).
 //! `BENCH_DIR` sets where the files go (default: the system temp dir). `NO_HEADS=1` skips
 //! the `streams` upserts in both files, to isolate what the heads table costs.
 

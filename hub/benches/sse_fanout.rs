@@ -35,6 +35,7 @@
 //! ROUNDS=5 STREAMS=1000 STORES=1000 EVENTS=20 SINGLE_EVENTS=200 GAP_MS=5 cargo bench -p shelfsync-hub --bench sse_fanout
 //! ```
 //!
+//! `SHELFSYNC_BENCH_QUICK=1` runs tiny sizes once (`tests/scripts/bench.sh --quick`).
 //! `BENCH_DIR` sets where the temp files go (default: the system temp dir).
 
 mod support;
@@ -42,6 +43,7 @@ mod support;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use serde_json::json;
+use shelfsync_common::testing::scenario::{knob, Goal, Scenario};
 use shelfsync_common::wire::api::WriteResult;
 use shelfsync_common::wire::sync::{EnrolledStore, PROTOCOL_HEADER, PROTOCOL_VERSION, SSE_CAUGHT_UP, SSE_EVENT};
 use shelfsync_hub::testing::{metric_value, metrics_text, ADMIN};
@@ -92,11 +94,11 @@ fn nanos(at: OffsetDateTime) -> i128 {
 
 fn main() {
     let settings = Settings {
-        rounds: env_usize("ROUNDS", 5).max(1),
-        streams: env_usize("STREAMS", 1000).max(1),
+        rounds: knob("ROUNDS", 5, 1).max(1),
+        streams: knob("STREAMS", 1000, 20).max(1),
         stores: env_usize("STORES", 0),
-        events: env_usize("EVENTS", 20).max(1),
-        single_events: env_usize("SINGLE_EVENTS", 200).max(1),
+        events: knob("EVENTS", 20, 3).max(1),
+        single_events: knob("SINGLE_EVENTS", 200, 5).max(1),
         gap: Duration::from_millis(env_usize("GAP_MS", 5) as u64),
     };
     let stores = if settings.stores == 0 {
@@ -246,6 +248,17 @@ fn main() {
         col(&many, &|x| x.cpu_us[2]).0,
         col(&many, &|x| x.open_secs).0,
     );
+    // Issue 15's push goal at 1,000 streams: p99 under 50 ms from the event's recording.
+    let mut scenario = Scenario::new(
+        format!("sse_fanout_p99_{}_streams", settings.streams),
+        "ms",
+        Goal::AtMost(50.0),
+    )
+    .baseline("p99 with 1 stream");
+    for (many, single) in many.iter().zip(&single) {
+        scenario.record_pair(many.recorded[1], single.recorded[1]);
+    }
+    scenario.report();
 }
 
 /// Enrolls `n` stores (32 requests at a time); returns their tokens.

@@ -24,6 +24,7 @@
 //! RUNS=5 STORES=3 BATCH=500 BATCHES=100 WARMUP=1 BASELINE_BATCHES=300 cargo bench -p shelfsync-hub --bench upload_ingest
 //! ```
 //!
+//! `SHELFSYNC_BENCH_QUICK=1` runs tiny sizes once (`tests/scripts/bench.sh --quick`).
 //! `BENCH_DIR` sets where the temp files go (default: the system temp dir).
 
 mod support;
