@@ -7,6 +7,8 @@
 //! (an agent's upload) into a typed payload with a precise reason when it cannot, and
 //! [`EventPayload::decode`] reads what was already recorded.
 
+mod data;
+
 use crate::domain::ids::{EventId, ProductId, ReservationId, StoreId};
 use crate::domain::product::Product;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -344,7 +346,7 @@ impl EventPayload {
         )
     }
 
-    /// The `data` member as JSON.
+    /// The `data` member as JSON (as text: [`EventPayload::data_json`]).
     pub fn data(&self) -> serde_json::Value {
         match serde_json::to_value(self) {
             Ok(serde_json::Value::Object(mut map)) => map.remove("data").unwrap_or(serde_json::Value::Null),

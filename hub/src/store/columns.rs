@@ -23,7 +23,7 @@ impl Columns {
     /// Encodes `payload`'s data and `metadata` (its `recorded_at` left out: the writer
     /// stamps it).
     pub fn encode(payload: &EventPayload, metadata: &EventMetadata) -> serde_json::Result<Self> {
-        let data = serde_json::to_string(&payload.data())?;
+        let data = payload.data_json()?;
         let metadata = if metadata.recorded_at.is_some() {
             serde_json::to_string(&EventMetadata {
                 recorded_at: None,

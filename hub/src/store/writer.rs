@@ -18,7 +18,7 @@ use super::{
     Command, CommandRequest, InventoryTarget, ReadError, RevokedTokens, StreamState, TokenSelector, WriteError,
 };
 use crate::bus::EventBus;
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, CachedStatement, Connection, OptionalExtension, Transaction};
 use shelfsync_common::domain::catalog::{self, CatalogCommand, CatalogState};
 use shelfsync_common::domain::inventory::{self, InventoryCommand, InventoryState};
 use shelfsync_common::sqlite::group_commit::{BatchLogic, Reply, Writer, WriterMetrics, WriterSettings};
@@ -190,7 +190,7 @@ impl BatchLogic for LogBatches {
         writes: &mut dyn Iterator<Item = WriteOp>,
         answers: &mut Vec<Pending>,
     ) -> rusqlite::Result<Changes> {
-        let mut batch = Batch::new(&self.heads)?;
+        let mut batch = Batch::new(&self.heads, tx)?;
         for write in writes {
             batch.run(tx, write, answers)?;
         }
@@ -263,13 +263,18 @@ impl Changes {
 }
 
 /// A batch in progress: the committed heads plus this batch's changes on top.
-struct Batch<'h> {
-    heads: &'h Heads,
+struct Batch<'b> {
+    heads: &'b Heads,
     changes: Changes,
     /// The batch's `recorded_at`.
     now: OffsetDateTime,
     /// `now` as the end of a stamped metadata column.
     stamp: RecordedAt,
+    /// The event insert for [`IdCheck::LookedUp`], taken from the statement cache once
+    /// per batch rather than looked up (its SQL hashed) for every event.
+    insert: CachedStatement<'b>,
+    /// The event insert for [`IdCheck::OnInsert`], likewise.
+    insert_new: CachedStatement<'b>,
 }
 
 /// How an event's id is known to be new when its row is inserted.
@@ -289,8 +294,14 @@ struct Landed {
     stream_version: u64,
 }
 
-impl<'h> Batch<'h> {
-    fn new(heads: &'h Heads) -> rusqlite::Result<Self> {
+impl<'b> Batch<'b> {
+    fn new(heads: &'b Heads, tx: &'b Transaction<'_>) -> rusqlite::Result<Self> {
+        macro_rules! insert {
+            () => {
+                "INSERT INTO events (position, event_id, stream_key, stream_version, event_type, schema_version, data, metadata, fingerprint)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            };
+        }
         let now = OffsetDateTime::now_utc();
         Ok(Self {
             heads,
@@ -300,6 +311,8 @@ impl<'h> Batch<'h> {
             },
             now,
             stamp: RecordedAt::new(now).map_err(|err| rusqlite::Error::ToSqlConversionFailure(err.into()))?,
+            insert: tx.prepare_cached(insert!())?,
+            insert_new: tx.prepare_cached(concat!(insert!(), " ON CONFLICT (event_id) DO NOTHING"))?,
         })
     }
 
@@ -390,7 +403,6 @@ impl<'h> Batch<'h> {
     /// Writes the decided events and records the stream's new head.
     fn append(
         &mut self,
-        tx: &Transaction<'_>,
         stream: StreamId,
         (mut state, payloads): (StreamState, Vec<EventPayload>),
         request: &CommandRequest,
@@ -404,7 +416,6 @@ impl<'h> Batch<'h> {
             };
             let metadata = request.metadata.clone();
             self.append_event(
-                tx,
                 stream,
                 &mut state,
                 (payload, metadata, None),
@@ -427,7 +438,6 @@ impl<'h> Batch<'h> {
     /// is [`IdCheck::OnInsert`] and the id was in the log: then nothing changed.
     fn append_event(
         &mut self,
-        tx: &Transaction<'_>,
         stream: StreamId,
         state: &mut StreamState,
         (payload, mut metadata, columns): (EventPayload, EventMetadata, Option<Columns>),
@@ -450,7 +460,7 @@ impl<'h> Batch<'h> {
             payload,
             metadata,
         };
-        if !self.insert_event(tx, &envelope, fingerprint, &columns, check)? {
+        if !self.insert_event(&envelope, fingerprint, &columns, check)? {
             return Ok(None);
         }
         self.track_indexes(stream, state, &envelope.payload);
@@ -505,24 +515,18 @@ impl<'h> Batch<'h> {
     /// Inserts `e`'s row; whether it was written (always, unless `check` is
     /// [`IdCheck::OnInsert`] and the id is in the log).
     fn insert_event(
-        &self,
-        tx: &Transaction<'_>,
+        &mut self,
         e: &EventEnvelope,
         fingerprint: Fingerprint,
         columns: &Columns,
         check: IdCheck,
     ) -> rusqlite::Result<bool> {
-        macro_rules! insert {
-            () => {
-                "INSERT INTO events (position, event_id, stream_key, stream_version, event_type, schema_version, data, metadata, fingerprint)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-            };
-        }
-        let sql = match check {
-            IdCheck::LookedUp => insert!(),
-            IdCheck::OnInsert => concat!(insert!(), " ON CONFLICT (event_id) DO NOTHING"),
+        let metadata = columns.metadata(&self.stamp);
+        let stmt = match check {
+            IdCheck::LookedUp => &mut self.insert,
+            IdCheck::OnInsert => &mut self.insert_new,
         };
-        let written = tx.prepare_cached(sql)?.execute(params![
+        let written = stmt.execute(params![
             e.position as i64,
             &e.event_id.as_bytes()[..],
             &e.stream.key()[..],
@@ -530,7 +534,7 @@ impl<'h> Batch<'h> {
             e.payload.event_type(),
             e.schema_version,
             columns.data(),
-            columns.metadata(&self.stamp),
+            metadata,
             &fingerprint.as_bytes()[..],
         ])?;
         Ok(written == 1)

@@ -25,7 +25,7 @@ impl Batch<'_> {
             Ok(decided) => decided,
             Err(error) => return Ok(Err(error)),
         };
-        self.append(tx, stream, decided, &request).map(Ok)
+        self.append(stream, decided, &request).map(Ok)
     }
 
     /// Checks references and the expected version, then runs the domain's `decide`.

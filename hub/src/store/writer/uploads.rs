@@ -68,7 +68,6 @@ impl Batch<'_> {
         let available_before = before.available();
         let correlation_id = metadata.correlation_id;
         let appended = self.append_event(
-            tx,
             stream,
             &mut state,
             (payload, metadata, Some(columns)),
@@ -92,7 +91,6 @@ impl Batch<'_> {
                     recorded_at: None,
                 };
                 self.append_event(
-                    tx,
                     stream,
                     &mut state,
                     (oversell, metadata, None),
