@@ -457,7 +457,9 @@ impl<'v> Batch<'v> {
             &product.as_bytes()[..],
             payload.event_type(),
             shelfsync_common::domain::event::CURRENT_SCHEMA_VERSION,
-            to_json(&payload.data())?,
+            payload
+                .data_json()
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?,
             to_json(metadata)?,
             time_text::encode(self.now)?,
         ])?;
