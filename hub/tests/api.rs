@@ -840,5 +840,5 @@ async fn openapi_says_what_the_hub_does() {
         [None, None, Some(1), Some(128)]
     );
     let pull_limit = shelfsync_common::testing::openapi::parameter_schema(&doc, "/v1/sync/events", "get", "limit");
-    assert_eq!(limits(&pull_limit), [Some(1), Some(1000), None, None]);
+    assert_eq!(limits(&pull_limit), [Some(1), Some(10000), None, None]);
 }

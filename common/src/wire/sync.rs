@@ -15,8 +15,11 @@ pub const PROTOCOL_VERSION: &str = "1.0";
 pub const PROTOCOL_HEADER: &str = "x-shelfsync-protocol";
 /// The most events one upload may carry.
 pub const MAX_UPLOAD_BATCH: usize = 500;
-/// The most events one pull may return.
-pub const MAX_PULL_LIMIT: usize = 1000;
+/// The most events one pull may return (a catch-up reads pages this large).
+pub const MAX_PULL_LIMIT: usize = 10_000;
+/// The most events one pull may return from a hub older than [`MAX_PULL_LIMIT`] (it
+/// answers a larger `limit` with 400 `invalid_query`); the agent falls back to it.
+pub const LEGACY_PULL_LIMIT: usize = 1000;
 
 /// The SSE event name of a recorded event (`data` is an [`EventEnvelope`]).
 pub const SSE_EVENT: &str = "event";

@@ -10,6 +10,12 @@
 //! back-off if it keeps dropping); the hub replays from the cursor, and applying is
 //! idempotent for positions already applied.
 //!
+//! Before it opens the stream it catches up by pulling (`GET /v1/sync/events`, pages of
+//! up to [`MAX_PULL_LIMIT`] events, the next page fetched while the last is applied, one
+//! store transaction per page): an agent far behind (restarted after days offline) gets
+//! there many times faster than through one SSE message per event, and one that is
+//! current pays one small request.
+//!
 //! When the stream cannot be opened (hub down, link cut, stream refused), it pulls
 //! (`GET /v1/sync/events`) page by page until caught up, the next page fetched while the
 //! last one is applied, every `sync.pull_interval_secs`, and tries the stream again each
@@ -46,6 +52,8 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
         if !ctx.hub.ready(&mut stopping).await {
             return Ok(());
         }
+        // A failed pull is logged and counted; the stream is tried all the same.
+        catch_up(&ctx, &mut stopping).await?;
         let cursor = ctx.local.read(|view| view.sync.cursor);
         let opened = ctx.hub.open_stream(cursor);
         let Some(opened) = or_stop(&mut stopping, opened).await else {

@@ -6,6 +6,7 @@ use super::auth::StoreAgent;
 use super::error::ApiError;
 use super::AppState;
 use axum::extract::{Request, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -185,8 +186,8 @@ pub struct PullQuery {
     #[serde(default, deserialize_with = "shelfsync_common::wire::sync::bounded::position")]
     #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub after: u64,
-    /// At most this many events (1..=1000, default 500).
-    #[param(minimum = 1, maximum = 1000)]
+    /// At most this many events (1..=10000, default 500; hubs before 10,000 took 1..=1000).
+    #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<usize>,
 }
 
@@ -197,7 +198,7 @@ pub async fn pull(
     State(state): State<AppState>,
     StoreAgent(store): StoreAgent,
     ApiQuery(query): ApiQuery<PullQuery>,
-) -> Result<Json<PullResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let limit = query.limit.unwrap_or(500);
     if limit == 0 || limit > MAX_PULL_LIMIT {
         return Err(ApiError::bad_request(
@@ -208,11 +209,14 @@ pub async fn pull(
     let head = state.log.bus().head();
     let after = query.after;
     let page = state.log.visible_after(store, after, limit, PULL_SCAN_WINDOW).await?;
-    Ok(Json(PullResponse {
-        events: page.events,
-        next_cursor: page.scanned_to.max(after),
-        head: head.max(page.scanned_to),
-    }))
+    // A `PullResponse`, its events as the store wrote them (no decode and encode again).
+    let body = format!(
+        r#"{{"events":{},"next_cursor":{},"head":{}}}"#,
+        page.events,
+        page.scanned_to.max(after),
+        head.max(page.scanned_to)
+    );
+    Ok(([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
 }
 
 /// Report the agent's state for the fleet view.

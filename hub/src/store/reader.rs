@@ -1,8 +1,11 @@
 //! The read path of the event store: a small pool of read-only SQLite connections and
-//! the queries that run on them. WAL lets these read while the writer commits.
+//! the queries that run on them. WAL lets these read while the writer commits. A pull
+//! page is written straight from the rows (see [`visible_events_after`]).
 
 use super::ReadError;
 use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+use serde_json::value::RawValue;
 use shelfsync_common::sqlite::time_text;
 use shelfsync_common::wire::api::StoreInfo;
 use shelfsync_common::{EventEnvelope, EventId, EventPayload, StoreId, StreamId};
@@ -224,13 +227,57 @@ pub fn live_token_named(
     Ok(stmt.query_row(rusqlite::params![role, name, except], |row| row.get(0))?)
 }
 
-/// A page of the events a store may see: its own streams and the catalog.
+/// A page of the events a store may see: its own streams and the catalog, already in
+/// their wire form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VisiblePage {
-    /// Visible events after the cursor, in order.
-    pub events: Vec<EventEnvelope>,
+    /// Visible events after the cursor, in order: the text of a JSON array of
+    /// `EventEnvelope`s.
+    pub events: String,
     /// The position up to which the log was scanned (pass as the next cursor).
     pub scanned_to: u64,
+}
+
+/// An `events` row in the wire form of an `EventEnvelope`, its `data` and `metadata`
+/// copied as stored (the writer stored them as the JSON of exactly these members), so a
+/// page is written without decoding and encoding every payload again.
+#[derive(Serialize)]
+struct StoredEnvelope<'a> {
+    event_id: EventId,
+    stream: StreamId,
+    stream_version: u64,
+    position: u64,
+    schema_version: u16,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    data: &'a RawValue,
+    metadata: &'a RawValue,
+}
+
+/// Appends the wire form of one `events` row selected with [`EVENT_COLUMNS`] to `out`.
+fn write_envelope(row: &Row<'_>, stream: StreamId, position: u64, out: &mut Vec<u8>) -> Result<(), ReadError> {
+    let corrupt = |what: String| ReadError::Corrupt(format!("event at position {position}: {what}"));
+    let text = |index: usize| -> Result<&str, ReadError> {
+        row.get_ref(index)?
+            .as_str()
+            .map_err(|e| corrupt(format!("column {index}: {e}")))
+    };
+    let json = |index: usize| -> Result<&RawValue, ReadError> {
+        serde_json::from_str(text(index)?).map_err(|e| corrupt(format!("column {index}: {e}")))
+    };
+    let event_id: [u8; 16] = row.get(1)?;
+    let schema_version = u16::try_from(row.get::<_, i64>(5)?).map_err(|e| corrupt(e.to_string()))?;
+    let envelope = StoredEnvelope {
+        event_id: EventId::from_bytes(event_id),
+        stream,
+        stream_version: row.get::<_, i64>(3)? as u64,
+        position,
+        schema_version,
+        event_type: text(4)?,
+        data: json(6)?,
+        metadata: json(7)?,
+    };
+    serde_json::to_writer(out, &envelope).map_err(|e| corrupt(e.to_string()))
 }
 
 /// A position as SQLite stores it. Positions past `i64::MAX` do not exist; one asked for
@@ -255,24 +302,28 @@ pub fn visible_events_after(
     ))?;
     let upper = after.saturating_add(scan_window);
     let mut rows = stmt.query(params![sql_position(after), sql_position(upper)])?;
-    let mut page = VisiblePage {
-        events: Vec::new(),
-        scanned_to: after,
-    };
+    let mut events = Vec::from(*b"[");
+    let (mut count, mut scanned_to) = (0, after);
     while let Some(row) = rows.next()? {
         let key: Vec<u8> = row.get(2)?;
         let position = row.get::<_, i64>(0)? as u64;
         let stream =
             StreamId::from_key(&key).ok_or_else(|| ReadError::Corrupt(format!("bad stream key at {position}")))?;
         if stream.visible_to(store) {
-            page.events.push(envelope_from_row(row)?);
+            if count > 0 {
+                events.push(b',');
+            }
+            write_envelope(row, stream, position, &mut events)?;
+            count += 1;
         }
-        page.scanned_to = position;
-        if page.events.len() >= limit {
+        scanned_to = position;
+        if count >= limit {
             break;
         }
     }
-    Ok(page)
+    events.push(b']');
+    let events = String::from_utf8(events).map_err(|e| ReadError::Corrupt(e.to_string()))?;
+    Ok(VisiblePage { events, scanned_to })
 }
 
 /// Durable per-store counters kept by the writer.

@@ -56,7 +56,14 @@ async fn pull_cursors_pass_invisible_events_and_reach_the_head() {
     assert_eq!(page.next_cursor, head);
 
     // Limits and bad cursors are refused with problem+json.
-    for query in ["limit=0", "limit=1001", "after=-1", "after=abc", "limit=ten", "since=3"] {
+    for query in [
+        "limit=0",
+        "limit=10001",
+        "after=-1",
+        "after=abc",
+        "limit=ten",
+        "since=3",
+    ] {
         let (status, body, content_type) =
             call(a.request(reqwest::Method::GET, &format!("/v1/sync/events?{query}"))).await;
         assert_eq!(

@@ -7,6 +7,10 @@
 //! page). 401/403 mean the hub refused this store's token. Calls have a total timeout
 //! (`sync.request_timeout_secs`); the push stream has none, but a read timeout longer
 //! than the hub's keep-alive interval, so a silently dead connection is noticed.
+//!
+//! Pulls ask for pages of up to [`MAX_PULL_LIMIT`] events; a hub that refuses that many
+//! (400: one from before the limit was raised) is asked again with [`LEGACY_PULL_LIMIT`],
+//! and this client keeps to it from then on.
 
 use crate::config::{HubCredentials, SyncConfig};
 use crate::sync::meters;
@@ -16,8 +20,11 @@ use serde::de::DeserializeOwned;
 use shelfsync_common::breaker::Failure;
 use shelfsync_common::wire::sync::{
     protocol_compatible, Heartbeat, HeartbeatAck, PullResponse, SnapshotResponse, UploadEvent, UploadRequest,
-    UploadResponse, PROTOCOL_HEADER, PROTOCOL_VERSION,
+    UploadResponse, LEGACY_PULL_LIMIT, MAX_PULL_LIMIT, PROTOCOL_HEADER, PROTOCOL_VERSION,
 };
+use shelfsync_common::EventEnvelope;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why a call to the hub failed.
@@ -94,14 +101,24 @@ pub struct HubClient {
     base: String,
     token: String,
     timeout: Duration,
+    /// The largest pull page to ask for: [`MAX_PULL_LIMIT`] until the hub refuses it
+    /// (shared by the clones).
+    pull_limit: Arc<AtomicUsize>,
 }
 
-/// A pull page with its events still unread, so that each is read on its own.
+/// A pull page with its events still unread (their text only, not parsed into a tree),
+/// so that each is read on its own, straight into an [`EventEnvelope`].
 #[derive(serde::Deserialize)]
 struct RawPullPage {
-    events: Vec<serde_json::Value>,
+    events: Vec<Box<serde_json::value::RawValue>>,
     next_cursor: u64,
     head: u64,
+}
+
+/// The position of an event that cannot be read otherwise (for the alarm).
+#[derive(serde::Deserialize)]
+struct PositionOnly {
+    position: Option<u64>,
 }
 
 impl HubClient {
@@ -127,6 +144,7 @@ impl HubClient {
             base: credentials.hub_url.trim_end_matches('/').to_owned(),
             token: credentials.hub_token.expose().to_owned(),
             timeout,
+            pull_limit: Arc::new(AtomicUsize::new(MAX_PULL_LIMIT)),
         }
     }
 
@@ -139,21 +157,40 @@ impl HubClient {
         .await
     }
 
-    /// `GET /v1/sync/events?after=&limit=`. Each event is read on its own: one this agent
+    /// `GET /v1/sync/events?after=&limit=`, at most `limit` events (and at most what the
+    /// hub accepts, see the module header). Each event is read on its own: one this agent
     /// cannot read is skipped with an alarm ([`meters::skip_unreadable`]) instead of
     /// failing the page, which would stop the store from following the hub for good (the
     /// same page would fail on every retry). `next_cursor` still moves past it.
     pub async fn pull(&self, after: u64, limit: usize) -> Result<PullResponse, HubError> {
+        let limit = limit.min(self.pull_limit.load(Ordering::Relaxed));
+        match self.pull_page(after, limit).await {
+            Err(HubError::Status {
+                status: 400, detail, ..
+            }) if limit > LEGACY_PULL_LIMIT => {
+                tracing::info!(limit, %detail, "the hub refuses pull pages this large; asking for {LEGACY_PULL_LIMIT}");
+                self.pull_limit.store(LEGACY_PULL_LIMIT, Ordering::Relaxed);
+                self.pull_page(after, LEGACY_PULL_LIMIT).await
+            }
+            answer => answer,
+        }
+    }
+
+    async fn pull_page(&self, after: u64, limit: usize) -> Result<PullResponse, HubError> {
         let page: RawPullPage = self
             .json(self.request(Method::GET, &format!("/v1/sync/events?after={after}&limit={limit}")))
             .await?;
         let events = page
             .events
-            .into_iter()
+            .iter()
             .filter_map(|event| {
-                let position = event.get("position").and_then(serde_json::Value::as_u64);
-                serde_json::from_value(event)
-                    .map_err(|error| meters::skip_unreadable(position, &error.to_string()))
+                serde_json::from_str::<EventEnvelope>(event.get())
+                    .map_err(|error| {
+                        let position = serde_json::from_str::<PositionOnly>(event.get())
+                            .ok()
+                            .and_then(|p| p.position);
+                        meters::skip_unreadable(position, &error.to_string());
+                    })
                     .ok()
             })
             .collect();
@@ -307,15 +344,15 @@ mod tests {
     use axum::response::IntoResponse;
     use shelfsync_common::StoreId;
 
-    /// A server on 127.0.0.1 that answers every request with `answer` and records the
-    /// headers it got.
+    /// A server on 127.0.0.1 that answers every request with `answer` (given its URI) and
+    /// records the headers it got.
     async fn server(
-        answer: fn() -> axum::response::Response,
+        answer: fn(&axum::http::Uri) -> axum::response::Response,
     ) -> (HubClient, tokio::sync::mpsc::UnboundedReceiver<HeaderMap>) {
         let (seen, requests) = tokio::sync::mpsc::unbounded_channel();
-        let app = axum::Router::new().fallback(move |headers: HeaderMap| {
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap| {
             let _ = seen.send(headers);
-            async move { answer() }
+            async move { answer(&uri) }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -338,7 +375,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_request_carries_the_token_and_the_protocol_version() {
-        let (client, mut requests) = server(|| with_protocol("1.3", axum::Json(HeartbeatAck { head: 7 }))).await;
+        let (client, mut requests) = server(|_| with_protocol("1.3", axum::Json(HeartbeatAck { head: 7 }))).await;
         let beat = Heartbeat {
             agent_version: "x".into(),
             cursor: 1,
@@ -359,7 +396,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hub_of_another_major_version_is_a_clear_error() {
-        let (client, _) = server(|| {
+        let (client, _) = server(|_| {
             let problem =
                 shelfsync_common::wire::problem::Problem::new(400, "unsupported_protocol", "Bad request", "upgrade");
             with_protocol("2.0", (StatusCode::BAD_REQUEST, axum::Json(problem)))
@@ -372,7 +409,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_token_says_so() {
-        let (client, _) = server(|| {
+        let (client, _) = server(|_| {
             let problem = shelfsync_common::wire::problem::Problem::new(
                 401,
                 "unauthorized",
@@ -392,9 +429,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_without_the_protocol_header_is_not_from_a_hub() {
-        let (client, _) = server(|| axum::Json(HeartbeatAck { head: 1 }).into_response()).await;
+        let (client, _) = server(|_| axum::Json(HeartbeatAck { head: 1 }).into_response()).await;
         assert_eq!(client.pull(0, 10).await.unwrap_err(), HubError::NotAHub { status: 200 });
-        let (client, _) = server(|| (StatusCode::BAD_GATEWAY, "upstream down").into_response()).await;
+        let (client, _) = server(|_| (StatusCode::BAD_GATEWAY, "upstream down").into_response()).await;
         let error = client.pull(0, 10).await.unwrap_err();
         assert!(
             matches!(&error, HubError::Status { status: 502, detail, .. } if detail == "upstream down"),
@@ -404,7 +441,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_pulled_event_this_agent_cannot_read_is_skipped_not_fatal() {
-        let (client, _) = server(|| {
+        let (client, _) = server(|_| {
             let mut page = serde_json::json!({"events": [], "next_cursor": 3, "head": 9});
             let readable = |position: u64| {
                 serde_json::json!({
@@ -426,6 +463,41 @@ mod tests {
         let positions: Vec<u64> = page.events.iter().map(|e| e.position).collect();
         assert_eq!(positions, vec![1, 3], "the unreadable one is skipped");
         assert_eq!((page.next_cursor, page.head), (3, 9), "and the cursor moves past it");
+    }
+
+    #[tokio::test]
+    async fn a_hub_that_refuses_large_pull_pages_is_asked_for_smaller_ones() {
+        let (client, _) = server(|uri| {
+            let query = uri.query().unwrap_or_default();
+            let limit: usize = query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("limit="))
+                .and_then(|limit| limit.parse().ok())
+                .unwrap_or(500);
+            if limit > LEGACY_PULL_LIMIT {
+                let problem = shelfsync_common::wire::problem::Problem::new(
+                    400,
+                    "invalid_query",
+                    "Bad Request",
+                    "limit must be 1..=1000",
+                );
+                return with_protocol("1.0", (StatusCode::BAD_REQUEST, axum::Json(problem)));
+            }
+            with_protocol(
+                "1.0",
+                axum::Json(serde_json::json!({"events": [], "next_cursor": limit, "head": 9})),
+            )
+        })
+        .await;
+        let page = client.pull(0, MAX_PULL_LIMIT).await.expect("the smaller page");
+        assert_eq!(
+            page.next_cursor, LEGACY_PULL_LIMIT as u64,
+            "asked for the older hub's largest page"
+        );
+        let page = client.pull(0, MAX_PULL_LIMIT).await.expect("the smaller page again");
+        assert_eq!(page.next_cursor, LEGACY_PULL_LIMIT as u64, "and kept to it");
+        let page = client.pull(0, 10).await.expect("a small page");
+        assert_eq!(page.next_cursor, 10, "a smaller limit is asked for as it is");
     }
 
     #[tokio::test]

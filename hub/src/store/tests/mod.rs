@@ -360,6 +360,7 @@ mod expected_versions;
 mod feed;
 mod group_commit;
 mod idempotency;
+mod pull_page;
 mod refusals;
 mod restart;
 mod tokens;
