@@ -10,7 +10,9 @@
 //!
 //! Pulls ask for pages of up to [`MAX_PULL_LIMIT`] events; a hub that refuses that many
 //! (400: one from before the limit was raised) is asked again with [`LEGACY_PULL_LIMIT`],
-//! and this client keeps to it from then on.
+//! and this client keeps to it from then on (until the agent restarts); so does a client
+//! whose large page did not arrive (a timeout on a slow link, or a cut), since ~5 MB may
+//! not cross a slow store link within the request timeout while ~0.5 MB does.
 
 use crate::config::{HubCredentials, SyncConfig};
 use crate::sync::meters;
@@ -171,6 +173,13 @@ impl HubClient {
                 tracing::info!(limit, %detail, "the hub refuses pull pages this large; asking for {LEGACY_PULL_LIMIT}");
                 self.pull_limit.store(LEGACY_PULL_LIMIT, Ordering::Relaxed);
                 self.pull_page(after, LEGACY_PULL_LIMIT).await
+            }
+            // A large page that did not arrive (a timeout on a slow link, a cut): later
+            // pulls ask for the smaller page, which a slow link carries within the timeout.
+            Err(HubError::Unreachable(detail)) if limit > LEGACY_PULL_LIMIT => {
+                tracing::warn!(limit, %detail, "a pull page did not arrive; asking for {LEGACY_PULL_LIMIT} from now on");
+                self.pull_limit.store(LEGACY_PULL_LIMIT, Ordering::Relaxed);
+                Err(HubError::Unreachable(detail))
             }
             answer => answer,
         }
@@ -463,6 +472,31 @@ mod tests {
         let positions: Vec<u64> = page.events.iter().map(|e| e.position).collect();
         assert_eq!(positions, vec![1, 3], "the unreadable one is skipped");
         assert_eq!((page.next_cursor, page.head), (3, 9), "and the cursor moves past it");
+    }
+
+    #[tokio::test]
+    async fn a_large_pull_page_that_does_not_arrive_makes_later_pages_small() {
+        let (client, _) = server(|uri| {
+            let query = uri.query().unwrap_or_default();
+            if query.contains(&format!("limit={MAX_PULL_LIMIT}")) {
+                // The link breaks in the middle of the large page.
+                let chunks: Vec<Result<axum::body::Bytes, std::io::Error>> = vec![
+                    Ok(axum::body::Bytes::from_static(b"{\"events\": [")),
+                    Err(std::io::Error::other("link cut")),
+                ];
+                let body = axum::body::Body::from_stream(futures_util::stream::iter(chunks));
+                return with_protocol("1.0", body);
+            }
+            with_protocol(
+                "1.0",
+                axum::Json(serde_json::json!({"events": [], "next_cursor": 7, "head": 9})),
+            )
+        })
+        .await;
+        let failed = client.pull(0, MAX_PULL_LIMIT).await;
+        assert!(matches!(failed, Err(HubError::Unreachable(_))), "{failed:?}");
+        let page = client.pull(0, MAX_PULL_LIMIT).await.expect("the smaller page arrives");
+        assert_eq!(page.next_cursor, 7);
     }
 
     #[tokio::test]
