@@ -140,14 +140,7 @@ fn burst_once(
     let products: Vec<ProductId> = snapshot.catalog.iter().map(|p| p.product.id).collect();
     agent_rt.block_on(local.bootstrap(snapshot)).expect("bootstrap");
     let _guard = agent_rt.enter();
-    let worker = SyncWorker::spawn_on(
-        local.clone(),
-        dir.path(),
-        &hub.url,
-        store,
-        &hub.store_token(store),
-        |_| {},
-    );
+    let worker = follow_hub(&local, dir.path(), hub, store);
     agent_rt.block_on(async {
         while !worker.link().push_connected {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -220,14 +213,7 @@ fn drain_once(
     let before = counters(hub);
     let started = Instant::now();
     let _guard = agent_rt.enter();
-    let worker = SyncWorker::spawn_on(
-        local.clone(),
-        dir.path(),
-        &hub.url,
-        store,
-        &hub.store_token(store),
-        |_| {},
-    );
+    let worker = follow_hub(&local, dir.path(), hub, store);
     let draining = Arc::new(AtomicBool::new(true));
     let till = agent_rt.spawn(till_loop(
         local.clone(),
@@ -265,6 +251,12 @@ fn drain_once(
 }
 
 /// One till writing while `draining`; returns each write's latency in ms.
+/// The sync worker of `store` on `local`, following `hub` with the store's token (on the
+/// runtime entered by the caller).
+fn follow_hub(local: &LocalStore, dir: &Path, hub: &TestHub, store: StoreId) -> SyncWorker {
+    SyncWorker::spawn_on(local.clone(), dir, &hub.url, store, &hub.store_token(store), |_| {})
+}
+
 async fn till_loop(
     local: LocalStore,
     store: StoreId,

@@ -41,7 +41,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{bench_dir, cores, cpu_model, quantile, thread_cpu, BenchHub};
+use support::{bench_dir, cores, cpu_model, hub_head, quantile, thread_cpu, BenchHub};
 
 #[path = "catalog_push/receiver.rs"]
 mod receiver;
@@ -221,16 +221,7 @@ impl Fleet {
     }
 
     async fn head(&self) -> u64 {
-        let ready: serde_json::Value = self
-            .client
-            .get(format!("{}/readyz", self.url))
-            .send()
-            .await
-            .expect("readyz")
-            .json()
-            .await
-            .expect("readyz body");
-        ready["head"].as_u64().expect("head")
+        hub_head(&self.client, &self.url).await
     }
 
     /// Waits until the hub has let go of every push stream.

@@ -51,7 +51,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{bench_dir, cores, cpu_model, env_usize, load_average, quantile, stats, thread_cpu, BenchHub};
+use support::{bench_dir, cores, cpu_model, env_usize, hub_head, load_average, quantile, stats, thread_cpu, BenchHub};
 use time::OffsetDateTime;
 
 /// Longest wait for any one step (streams caught up, one event delivered, streams closed).
@@ -365,18 +365,6 @@ async fn wait_until(what: &str, done: impl Fn() -> bool) {
     }
 }
 
-async fn head(client: &reqwest::Client, url: &str) -> u64 {
-    let ready: serde_json::Value = client
-        .get(format!("{url}/readyz"))
-        .send()
-        .await
-        .expect("readyz")
-        .json()
-        .await
-        .expect("readyz body");
-    ready["head"].as_u64().expect("head")
-}
-
 async fn gauge(client: &reqwest::Client, url: &str, name: &str) -> f64 {
     metric_value(&metrics_text(client, url).await, name)
 }
@@ -395,7 +383,7 @@ async fn measure(
     price: &mut u64,
 ) -> Measured {
     let opened = Instant::now();
-    let at = head(client, url).await;
+    let at = hub_head(client, url).await;
     let streams = open_streams(stream_client, url, tokens, n, at).await;
     wait_until("every stream to catch up", || {
         streams.caught_up.load(Ordering::Acquire) >= n || streams.ended.load(Ordering::Acquire) > 0

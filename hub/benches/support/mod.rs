@@ -80,3 +80,16 @@ pub async fn metric_sum_count(client: &reqwest::Client, url: &str, name: &str) -
     let value = |suffix: &str| metric_value(&text, &format!("{name}_{suffix}"));
     (value("sum"), value("count"))
 }
+
+/// The hub's head position, from `/readyz`.
+pub async fn hub_head(client: &reqwest::Client, url: &str) -> u64 {
+    let ready: serde_json::Value = client
+        .get(format!("{url}/readyz"))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("readyz body");
+    ready["head"].as_u64().expect("head")
+}
