@@ -67,6 +67,10 @@ const BUS_CAPACITY: usize = 1024;
 pub struct EventBus {
     batches: broadcast::Sender<Batch>,
     head: Arc<watch::Sender<u64>>,
+    /// Serializes publishers: on PostgreSQL both this hub's writer and the follower of
+    /// the other hubs' commits publish, and each publication must see the head the
+    /// previous one left.
+    publishing: Arc<std::sync::Mutex<()>>,
 }
 
 impl Default for EventBus {
@@ -82,6 +86,7 @@ impl EventBus {
         Self {
             batches,
             head: Arc::new(watch::channel(0).0),
+            publishing: Arc::default(),
         }
     }
 
@@ -90,8 +95,17 @@ impl EventBus {
         self.head.send_replace(head);
     }
 
-    /// Publishes one committed batch (called by the writer after commit).
-    pub fn publish(&self, events: Vec<EventEnvelope>) {
+    /// Publishes committed events in position order (called after commit). Events at or
+    /// below the head were published already (by the other publisher) and are left out,
+    /// so the head only moves forward. A batch may start past the head + 1 (another
+    /// hub's events not read yet): the feeds see the gap and read it from the log.
+    pub fn publish(&self, mut events: Vec<EventEnvelope>) {
+        let _publishing = self
+            .publishing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let head = self.head();
+        events.retain(|e| e.position > head);
         if let Some(last) = events.last() {
             // The head moves first: a feed that subscribes just after the send must not
             // see the old head, think itself caught up, and wait for the next commit.

@@ -32,6 +32,58 @@ pub struct HubConfig {
     pub sync: SyncConfig,
     /// Scheduled jobs.
     pub jobs: JobsConfig,
+    /// Where the event log lives.
+    pub storage: Storage,
+    /// The PostgreSQL database, when `storage = "postgres"`.
+    pub postgres: PostgresConfig,
+}
+
+/// Where the event log lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// One hub, the log in a SQLite file in the data directory (nothing to set up).
+    #[default]
+    Sqlite,
+    /// Several hubs share one PostgreSQL database (see docs/operations.md).
+    Postgres,
+}
+
+/// How to reach PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// `postgres://user:password@host:5432/database` (or libpq's `key=value` form).
+    pub database_url: Option<Secret>,
+    /// Most read connections this hub opens (the writer and the follower take one more each).
+    pub pool_size: usize,
+    /// How long connecting may take.
+    pub connect_timeout_ms: u64,
+    /// Longest a statement (or a wait for another hub's write lock) may take.
+    pub statement_timeout_ms: u64,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            database_url: None,
+            pool_size: 16,
+            connect_timeout_ms: 5000,
+            statement_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl PostgresConfig {
+    /// The store's settings; `None` without a `database_url`.
+    pub fn settings(&self) -> Option<crate::store::PgSettings> {
+        Some(crate::store::PgSettings {
+            url: self.database_url.as_deref()?.to_owned(),
+            pool_size: self.pool_size,
+            connect_timeout: std::time::Duration::from_millis(self.connect_timeout_ms),
+            statement_timeout: std::time::Duration::from_millis(self.statement_timeout_ms),
+        })
+    }
 }
 
 /// Sync settings.
@@ -90,6 +142,8 @@ impl Default for HubConfig {
             query: QueryConfig::default(),
             sync: SyncConfig::default(),
             jobs: JobsConfig::default(),
+            storage: Storage::Sqlite,
+            postgres: PostgresConfig::default(),
         }
     }
 }
@@ -119,6 +173,14 @@ impl HubConfig {
         self.http.validate()?;
         if self.sync.max_push_streams_per_store == 0 {
             return Err(ConfigError("sync.max_push_streams_per_store must be at least 1".into()));
+        }
+        if self.storage == Storage::Postgres && self.postgres.database_url.is_none() {
+            return Err(ConfigError(
+                "storage = \"postgres\" needs postgres.database_url (SHELFSYNC_HUB_POSTGRES__DATABASE_URL)".into(),
+            ));
+        }
+        if self.postgres.pool_size == 0 {
+            return Err(ConfigError("postgres.pool_size must be at least 1".into()));
         }
         if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
             return Err(ConfigError("admin_token must be at least 16 characters".into()));

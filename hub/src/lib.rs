@@ -91,7 +91,7 @@ pub async fn run(
     let (admin_secret, token_file) = admin_token(&config)?;
     // Install the metrics recorder before anything records.
     shelfsync_common::server::telemetry::metrics_handle();
-    let log = EventStore::open(&data_dir.join(EVENTS_FILE), EventBus::new())?;
+    let log = open_log(&config).await?;
     if options.seed_demo_data && seed::seed_if_empty(&log, &data_dir).await? {
         tracing::info!("demo data written");
     }
@@ -134,6 +134,25 @@ pub async fn run(
     log.close().await;
     tracing::info!("hub stopped");
     served.map_err(StartError::Serve)
+}
+
+/// Opens the event log where the configuration says: the SQLite file in the data
+/// directory, or the PostgreSQL database several hubs share.
+async fn open_log(config: &HubConfig) -> Result<EventStore, StartError> {
+    match config.storage {
+        config::Storage::Sqlite => Ok(EventStore::open(&config.data_dir.join(EVENTS_FILE), EventBus::new())?),
+        config::Storage::Postgres => {
+            // `validate` refused a postgres storage without a URL.
+            let settings = config
+                .postgres
+                .settings()
+                .ok_or(StartError::Store(store::ReadError::Corrupt(
+                    "storage = \"postgres\" needs postgres.database_url".into(),
+                )))?;
+            tracing::info!("event store on PostgreSQL");
+            Ok(EventStore::open_postgres(settings, EventBus::new()).await?)
+        }
+    }
 }
 
 /// The admin secret from configuration, else from `<data_dir>/admin-token`, generated

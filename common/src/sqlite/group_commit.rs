@@ -13,10 +13,15 @@
 //! [`crate::write_gate`]). What a batch *does* is the binary's: it implements
 //! [`BatchLogic`] (the hub decides commands and records store facts against its stream
 //! heads; the agent records till writes and hub events into its outbox and view).
+//!
+//! The database is behind [`Database`]: a SQLite connection here, and the hub's
+//! PostgreSQL connection (`hub/src/store/pg`), so that both backends share this one
+//! loop of draining, batching, committing and answering.
 
 use crate::sqlite::Deferred;
 use crate::write_gate::{self, WriteGate};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
+use std::fmt::Display;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
@@ -52,8 +57,53 @@ pub struct WriterSettings {
     pub metrics: WriterMetrics,
 }
 
+/// The database a writer owns the write connection of.
+pub trait Database: Send + 'static {
+    /// An open transaction.
+    type Tx<'t>;
+    /// What the database fails with (the batch rolls back, every caller is told).
+    type Error: Display;
+
+    /// Starts the transaction one batch runs in (SQLite: `BEGIN IMMEDIATE`, so the
+    /// write lock is taken before the first read).
+    fn begin(&mut self) -> Result<Self::Tx<'_>, Self::Error>;
+
+    /// Commits it; returns after the database made it durable.
+    fn commit(tx: Self::Tx<'_>) -> Result<(), Self::Error>;
+
+    /// Maintenance that runs alone between batches, when asked for and at a clean stop
+    /// (SQLite: checkpoint the WAL into the database file and truncate it).
+    fn maintain(&mut self) -> Result<(), Self::Error>;
+}
+
+impl Database for Connection {
+    type Tx<'t> = Transaction<'t>;
+    type Error = rusqlite::Error;
+
+    fn begin(&mut self) -> rusqlite::Result<Transaction<'_>> {
+        self.transaction_with_behavior(TransactionBehavior::Immediate)
+    }
+
+    fn commit(tx: Transaction<'_>) -> rusqlite::Result<()> {
+        tx.commit()
+    }
+
+    fn maintain(&mut self) -> rusqlite::Result<()> {
+        let busy: i64 = self.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))?;
+        if busy != 0 {
+            tracing::debug!("WAL checkpoint could not finish: readers active");
+        }
+        Ok(())
+    }
+}
+
+/// The error type of a batch logic's database.
+pub type DbError<L> = <<L as BatchLogic>::Db as Database>::Error;
+
 /// A binary's batch logic: everything about a batch except running it.
 pub trait BatchLogic: Send + 'static {
+    /// The database the batches run in.
+    type Db: Database;
     /// One queued write; it carries its caller's [`Reply`].
     type Write: Send + 'static;
     /// The error a caller gets when the write cannot be made (the batch's storage
@@ -63,14 +113,14 @@ pub trait BatchLogic: Send + 'static {
     type Changes;
 
     /// Runs `writes` in order inside `tx`, recording each caller's answer in `answers`
-    /// (answered after the commit). A SQLite error stops the batch: return it, leaving
+    /// (answered after the commit). A database error stops the batch: return it, leaving
     /// the writes not yet run in the iterator; their callers are failed too.
     fn run_batch(
         &mut self,
-        tx: &Transaction<'_>,
+        tx: &mut <Self::Db as Database>::Tx<'_>,
         writes: &mut dyn Iterator<Item = Self::Write>,
         answers: &mut Vec<Deferred<Self::Error>>,
-    ) -> rusqlite::Result<Self::Changes>;
+    ) -> Result<Self::Changes, DbError<Self>>;
 
     /// The batch committed: make its changes visible (in-memory heads, subscribers),
     /// before its callers are answered.
@@ -79,8 +129,8 @@ pub trait BatchLogic: Send + 'static {
     /// Answers a write the batch never ran (it rolled back first) with `error`.
     fn fail(write: Self::Write, error: &Self::Error);
 
-    /// The caller's error for a SQLite failure (retryable: nothing was written).
-    fn storage_error(error: &rusqlite::Error) -> Self::Error;
+    /// The caller's error for a database failure (retryable: nothing was written).
+    fn storage_error(error: &DbError<Self>) -> Self::Error;
 
     /// The caller's error when the writer is stopped or gone.
     fn unavailable() -> Self::Error;
@@ -115,7 +165,7 @@ impl<L: BatchLogic> Clone for Writer<L> {
 
 impl<L: BatchLogic> Writer<L> {
     /// Starts the writer thread on `conn` (opened, migrated) with `logic`.
-    pub fn start(conn: Connection, logic: L, settings: WriterSettings) -> std::io::Result<Self> {
+    pub fn start(conn: L::Db, logic: L, settings: WriterSettings) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::channel(settings.queue_depth.max(1));
         let thread = std::thread::Builder::new()
             .name(settings.thread_name.into())
@@ -144,8 +194,9 @@ impl<L: BatchLogic> Writer<L> {
         Ok(answer)
     }
 
-    /// Checkpoints the WAL into the database file and truncates it (runs alone, after
-    /// what was queued before it).
+    /// Runs the database's maintenance ([`Database::maintain`]: for SQLite, checkpoints
+    /// the WAL into the database file and truncates it), alone, after what was queued
+    /// before it.
     pub async fn checkpoint(&self) -> Result<(), L::Error> {
         self.queue_checkpoint()
             .await?
@@ -186,7 +237,7 @@ impl<L: BatchLogic> Writer<L> {
 
 /// The writer thread's state.
 struct Thread<L: BatchLogic> {
-    conn: Connection,
+    conn: L::Db,
     logic: L,
     settings: WriterSettings,
 }
@@ -209,8 +260,8 @@ impl<L: BatchLogic> Thread<L> {
                     }
                     Op::Shutdown(stopped) => {
                         // Leave no WAL behind a clean stop.
-                        if let Err(error) = self.checkpoint_wal() {
-                            tracing::warn!(%error, writer = self.settings.thread_name, "final WAL checkpoint failed");
+                        if let Err(error) = self.conn.maintain() {
+                            tracing::warn!(%error, writer = self.settings.thread_name, "final maintenance failed");
                         }
                         tracing::info!(writer = self.settings.thread_name, "writer stopped");
                         let _ = stopped.send(());
@@ -247,21 +298,8 @@ impl<L: BatchLogic> Thread<L> {
         );
     }
 
-    fn checkpoint(&self) -> Result<(), L::Error> {
-        self.checkpoint_wal().map_err(|e| L::storage_error(&e))
-    }
-
-    fn checkpoint_wal(&self) -> rusqlite::Result<()> {
-        let busy: i64 = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))?;
-        if busy != 0 {
-            tracing::debug!(
-                writer = self.settings.thread_name,
-                "WAL checkpoint could not finish: readers active"
-            );
-        }
-        Ok(())
+    fn checkpoint(&mut self) -> Result<(), L::Error> {
+        self.conn.maintain().map_err(|e| L::storage_error(&e))
     }
 
     fn commit(&mut self, queued: Vec<Queued<L::Write>>) {
@@ -287,10 +325,10 @@ impl<L: BatchLogic> Thread<L> {
         let mut answers = Vec::with_capacity(size);
         let mut writes = writes.into_iter();
         let logic = &mut self.logic;
-        let result = (|| -> rusqlite::Result<L::Changes> {
-            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let changes = logic.run_batch(&tx, &mut writes, &mut answers)?;
-            tx.commit()?;
+        let result = (|| -> Result<L::Changes, DbError<L>> {
+            let mut tx = self.conn.begin()?;
+            let changes = logic.run_batch(&mut tx, &mut writes, &mut answers)?;
+            L::Db::commit(tx)?;
             Ok(changes)
         })();
         match result {
@@ -325,13 +363,14 @@ mod tests {
     struct Insert(i64, Reply<i64, String>);
 
     impl BatchLogic for Numbers {
+        type Db = Connection;
         type Write = Insert;
         type Error = String;
         type Changes = Vec<i64>;
 
         fn run_batch(
             &mut self,
-            tx: &Transaction<'_>,
+            tx: &mut Transaction<'_>,
             writes: &mut dyn Iterator<Item = Insert>,
             answers: &mut Vec<Deferred<String>>,
         ) -> rusqlite::Result<Vec<i64>> {

@@ -158,12 +158,12 @@ impl<E: Clone + Send + 'static> Deferred<E> {
 
 /// Records what a job owes: its result, or, when SQLite failed while running it, the
 /// storage error (which then also fails the batch).
-pub fn settle<T: Send + 'static, E: Clone + Send + 'static>(
+pub fn settle<T: Send + 'static, E: Clone + Send + 'static, DbE>(
     answers: &mut Vec<Deferred<E>>,
     reply: tokio::sync::oneshot::Sender<Result<T, E>>,
-    result: rusqlite::Result<Result<T, E>>,
-    storage: impl FnOnce(&rusqlite::Error) -> E,
-) -> rusqlite::Result<()> {
+    result: Result<Result<T, E>, DbE>,
+    storage: impl FnOnce(&DbE) -> E,
+) -> Result<(), DbE> {
     match result {
         Ok(result) => {
             answers.push(Deferred::new(reply, result));

@@ -138,13 +138,14 @@ pub(super) struct LocalBatches {
 }
 
 impl BatchLogic for LocalBatches {
+    type Db = rusqlite::Connection;
     type Write = WriteOp;
     type Error = LocalError;
     type Changes = Changes;
 
     fn run_batch(
         &mut self,
-        tx: &Transaction<'_>,
+        tx: &mut Transaction<'_>,
         writes: &mut dyn Iterator<Item = WriteOp>,
         answers: &mut Vec<Deferred<LocalError>>,
     ) -> rusqlite::Result<Changes> {

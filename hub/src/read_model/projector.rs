@@ -339,7 +339,10 @@ fn applied_or_caught(conn: &mut Connection, events: &[EventEnvelope]) -> Result<
 /// is about the event, and would fail the same way for ever.
 fn is_storage_failure(error: &ReadError) -> bool {
     match error {
-        ReadError::Sqlite(rusqlite::Error::SqliteFailure(..)) | ReadError::Join(_) | ReadError::Migration(_) => true,
+        ReadError::Sqlite(rusqlite::Error::SqliteFailure(..))
+        | ReadError::Postgres(_)
+        | ReadError::Join(_)
+        | ReadError::Migration(_) => true,
         ReadError::Sqlite(_) | ReadError::Corrupt(_) => false,
     }
 }

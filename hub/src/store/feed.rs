@@ -10,7 +10,8 @@
 //! together (a bulk catalog change), the log is read, and each event's SSE frame encoded,
 //! once per page rather than once per stream.
 
-use super::{reader, ReadError, ReadPool};
+use super::log_reads::LogReads;
+use super::ReadError;
 use crate::bus::{Batch, EventBus, LiveEvent};
 use shelfsync_common::EventEnvelope;
 use std::collections::VecDeque;
@@ -28,12 +29,12 @@ const SHARED_PAGES: usize = 16;
 /// The log's history in aligned pages; the last [`SHARED_PAGES`] reads that reached the
 /// end of their page are shared by the feeds that need them next.
 pub(crate) struct History {
-    reads: Arc<ReadPool>,
+    reads: LogReads,
     pages: Mutex<VecDeque<(u64, Batch)>>,
 }
 
 impl History {
-    pub(crate) fn new(reads: Arc<ReadPool>) -> Self {
+    pub(crate) fn new(reads: LogReads) -> Self {
         Self {
             reads,
             pages: Mutex::new(VecDeque::with_capacity(SHARED_PAGES)),
@@ -54,10 +55,7 @@ impl History {
             Some(batch) => batch,
             None => {
                 let limit = (end - after) as usize;
-                let events = self
-                    .reads
-                    .run(move |conn| reader::events_after(conn, after, limit))
-                    .await?;
+                let events = self.reads.events_after(after, limit).await?;
                 let batch: Batch = events.into_iter().map(LiveEvent::new).collect();
                 // Only the rest of a page that reaches its end is final (the head's page
                 // still grows); the feeds behind this cursor in the same page share it.

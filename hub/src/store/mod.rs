@@ -10,7 +10,10 @@
 mod columns;
 mod facts;
 mod feed;
+mod log_reads;
+mod pg;
 mod reader;
+mod rows;
 pub mod schema;
 mod writer;
 
@@ -18,6 +21,7 @@ mod writer;
 mod tests;
 
 use crate::bus::EventBus;
+use log_reads::LogReads;
 use shelfsync_common::domain::catalog::{CatalogCommand, CatalogState};
 use shelfsync_common::sqlite::time_text;
 use shelfsync_common::wire::api::{StoreInfo, WriteResult};
@@ -32,6 +36,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use feed::{EventFeed, Page};
+pub use pg::PgSettings;
 pub use reader::{ReadPool, StoreStats, TokenRecord, VisiblePage};
 
 /// The write side's state of one stream.
@@ -166,6 +171,9 @@ pub enum ReadError {
     /// SQLite failed.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL failed (or could not be reached).
+    #[error("postgres: {0}")]
+    Postgres(#[from] ::postgres::Error),
     /// A blocking task failed.
     #[error("background task failed: {0}")]
     Join(String),
@@ -195,25 +203,63 @@ impl From<shelfsync_common::domain::timestamp::TimeOutOfRange> for ReadError {
 #[derive(Clone)]
 pub struct EventStore {
     writer: writer::LogWriter,
-    reads: Arc<ReadPool>,
+    reads: LogReads,
     history: Arc<feed::History>,
     bus: EventBus,
     id_key: Arc<shelfsync_common::IdKey>,
+    /// On PostgreSQL: the thread that publishes other hubs' commits on this hub's bus.
+    follower: Option<Arc<pg::Follower>>,
 }
 
 impl EventStore {
-    /// Opens (creating and migrating if needed) the store at `path` and starts its writer.
+    /// Opens (creating and migrating if needed) the SQLite store at `path` and starts its
+    /// writer.
     pub fn open(path: &Path, bus: EventBus) -> Result<Self, ReadError> {
         let writer::Started { writer, head, id_key } = writer::start(path, bus.clone())?;
+        let reads = LogReads::Sqlite(Arc::new(ReadPool::new(path.to_owned())));
+        Ok(Self::assemble(writer, reads, bus, head, id_key, None))
+    }
+
+    /// Opens the store on PostgreSQL (migrating the database if needed: hubs starting at
+    /// once take turns), starts its writer and the follower of other hubs' commits.
+    pub async fn open_postgres(settings: PgSettings, bus: EventBus) -> Result<Self, ReadError> {
+        let publishing = bus.clone();
+        let started = {
+            let settings = settings.clone();
+            tokio::task::spawn_blocking(move || pg::start(settings, publishing))
+                .await
+                .map_err(|e| ReadError::Join(e.to_string()))??
+        };
+        let follower = pg::Follower::start(settings.clone(), bus.clone());
+        let reads = LogReads::Postgres(Arc::new(pg::PgReads::new(settings)));
+        let writer::Started { writer, head, id_key } = started;
+        Ok(Self::assemble(
+            writer,
+            reads,
+            bus,
+            head,
+            id_key,
+            Some(Arc::new(follower)),
+        ))
+    }
+
+    fn assemble(
+        writer: writer::LogWriter,
+        reads: LogReads,
+        bus: EventBus,
+        head: u64,
+        id_key: shelfsync_common::IdKey,
+        follower: Option<Arc<pg::Follower>>,
+    ) -> Self {
         bus.set_head(head);
-        let reads = Arc::new(ReadPool::new(path.to_owned()));
-        Ok(Self {
+        Self {
             writer,
             history: Arc::new(feed::History::new(reads.clone())),
             reads,
             bus,
             id_key: Arc::new(id_key),
-        })
+            follower,
+        }
     }
 
     /// The writer itself (tests queue work on it without waiting for the answer).
@@ -320,27 +366,23 @@ impl EventStore {
 
     /// Whether `store` is enrolled (revoked or not).
     pub async fn store_enrolled(&self, store: StoreId) -> Result<bool, ReadError> {
-        self.reads.run(move |conn| reader::store_enrolled(conn, store)).await
+        self.reads.store_enrolled(store).await
     }
 
     /// Every enrolled store.
     pub async fn stores(&self) -> Result<Vec<StoreInfo>, ReadError> {
-        self.reads.run(reader::stores).await
+        self.reads.stores().await
     }
 
     /// Every enrolled store and the durable counters the writer keeps for each, read
     /// together.
     pub async fn stores_with_stats(&self) -> Result<(Vec<StoreInfo>, HashMap<StoreId, StoreStats>), ReadError> {
-        self.reads
-            .run(|conn| Ok((reader::stores(conn)?, reader::store_stats(conn)?)))
-            .await
+        self.reads.stores_with_stats().await
     }
 
     /// The live (unrevoked) token whose secret has this digest.
     pub async fn live_token(&self, digest: [u8; 32]) -> Result<Option<TokenRecord>, ReadError> {
-        self.reads
-            .run(move |conn| reader::live_token_by_digest(conn, &digest))
-            .await
+        self.reads.live_token(digest).await
     }
 
     /// A page of the events `store` may see after `after`: at most `limit`, scanning at
@@ -352,9 +394,7 @@ impl EventStore {
         limit: usize,
         scan_window: u64,
     ) -> Result<VisiblePage, ReadError> {
-        self.reads
-            .run(move |conn| reader::visible_events_after(conn, store, after, limit, scan_window))
-            .await
+        self.reads.visible_after(store, after, limit, scan_window).await
     }
 
     /// The in-process bus the writer publishes to.
@@ -364,14 +404,21 @@ impl EventStore {
 
     /// Events after `after` in position order, at most `limit`.
     pub async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, ReadError> {
-        self.reads
-            .run(move |conn| reader::events_after(conn, after, limit))
-            .await
+        self.reads.events_after(after, limit).await
+    }
+
+    /// The position of the last committed event, read from the database (the bus head
+    /// is this hub's view of it).
+    pub async fn stored_head(&self) -> Result<u64, ReadError> {
+        self.reads.head().await
     }
 
     /// Lets the writer finish what is queued, stops it, and waits for it. Writes sent
     /// after this through any clone answer [`WriteError::Unavailable`].
     pub async fn close(&self) {
+        if let Some(follower) = &self.follower {
+            follower.stop().await;
+        }
         self.reads.close_idle();
         self.writer.close().await;
     }

@@ -2,8 +2,9 @@
 //! the queries that run on them. WAL lets these read while the writer commits. A pull
 //! page is written straight from the rows (see [`visible_events_after`]).
 
+use super::rows::{sql_position, StoredRow};
 use super::ReadError;
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use shelfsync_common::sqlite::time_text;
@@ -72,29 +73,22 @@ impl ReadPool {
 pub const EVENT_COLUMNS: &str =
     "position, event_id, stream_key, stream_version, event_type, schema_version, data, metadata";
 
-/// Decodes one `events` row selected with [`EVENT_COLUMNS`].
-pub fn envelope_from_row(row: &Row<'_>) -> Result<EventEnvelope, ReadError> {
-    let position: i64 = row.get(0)?;
-    let event_id: [u8; 16] = row.get(1)?;
-    let stream_key: Vec<u8> = row.get(2)?;
-    let stream_version: i64 = row.get(3)?;
-    let event_type: String = row.get(4)?;
-    let schema_version: i64 = row.get(5)?;
-    let data: String = row.get(6)?;
-    let metadata: String = row.get(7)?;
+/// Decodes one `events` row selected with [`EVENT_COLUMNS`] (either backend).
+pub fn envelope_from_row(row: &impl StoredRow) -> Result<EventEnvelope, ReadError> {
+    let position = row.int(0)?;
     let corrupt = |what: String| ReadError::Corrupt(format!("event at position {position}: {what}"));
-    let stream = StreamId::from_key(&stream_key).ok_or_else(|| corrupt("bad stream key".into()))?;
-    let data = serde_json::from_str(&data).map_err(|e| corrupt(e.to_string()))?;
-    let schema_version = u16::try_from(schema_version).map_err(|e| corrupt(e.to_string()))?;
-    let payload = EventPayload::decode(&event_type, schema_version, data).map_err(|e| corrupt(e.to_string()))?;
+    let stream = StreamId::from_key(row.bytes(2)?).ok_or_else(|| corrupt("bad stream key".into()))?;
+    let data = serde_json::from_str(row.text(6)?).map_err(|e| corrupt(e.to_string()))?;
+    let schema_version = u16::try_from(row.int(5)?).map_err(|e| corrupt(e.to_string()))?;
+    let payload = EventPayload::decode(row.text(4)?, schema_version, data).map_err(|e| corrupt(e.to_string()))?;
     Ok(EventEnvelope {
-        event_id: EventId::from_bytes(event_id),
+        event_id: EventId::from_bytes(row.fixed(1)?),
         stream,
-        stream_version: stream_version as u64,
+        stream_version: row.int(3)? as u64,
         position: position as u64,
         schema_version,
         payload,
-        metadata: serde_json::from_str(&metadata).map_err(|e| corrupt(e.to_string()))?,
+        metadata: serde_json::from_str(row.text(7)?).map_err(|e| corrupt(e.to_string()))?,
     })
 }
 
@@ -136,63 +130,56 @@ pub struct TokenRecord {
     pub revoked_at: Option<OffsetDateTime>,
 }
 
+/// The columns of `tokens` that [`token_from_row`] reads, for a live token.
+pub const LIVE_TOKEN_COLUMNS: &str = "id, name, role, store_id, secret_sha256, created_at";
+
+/// Decodes a live token selected with [`LIVE_TOKEN_COLUMNS`] (either backend).
+pub fn token_from_row(row: &impl StoredRow) -> Result<TokenRecord, ReadError> {
+    Ok(TokenRecord {
+        id: uuid::Uuid::from_bytes(row.fixed(0)?),
+        name: row.text(1)?.to_owned(),
+        role: row.text(2)?.to_owned(),
+        store_id: row.opt_fixed(3)?.map(StoreId::from_bytes),
+        secret_sha256: row.fixed(4)?,
+        created_at: time_text::decode(row.text(5)?)?,
+        revoked_at: None,
+    })
+}
+
 /// The live (unrevoked) token whose secret hashes to `digest`.
 pub fn live_token_by_digest(conn: &Connection, digest: &[u8; 32]) -> Result<Option<TokenRecord>, ReadError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, name, role, store_id, secret_sha256, created_at, revoked_at FROM tokens
-         WHERE secret_sha256 = ?1 AND revoked_at IS NULL",
-    )?;
-    let row = stmt
-        .query_row([&digest[..]], |row| {
-            Ok((
-                row.get::<_, [u8; 16]>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, Option<[u8; 16]>>(3)?,
-                row.get::<_, [u8; 32]>(4)?,
-                row.get::<_, String>(5)?,
-            ))
-        })
-        .optional()?;
-    row.map(|(id, name, role, store, secret, created)| {
-        Ok(TokenRecord {
-            id: uuid::Uuid::from_bytes(id),
-            name,
-            role,
-            store_id: store.map(StoreId::from_bytes),
-            secret_sha256: secret,
-            created_at: time_text::decode(&created)?,
-            revoked_at: None,
-        })
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {LIVE_TOKEN_COLUMNS} FROM tokens WHERE secret_sha256 = ?1 AND revoked_at IS NULL"
+    ))?;
+    let mut rows = stmt.query([&digest[..]])?;
+    rows.next()?.map(token_from_row).transpose()
+}
+
+/// The query of [`stores`], in both dialects (it has no parameters).
+pub const STORES_QUERY: &str = "SELECT s.id, s.name, s.created_at,
+            NOT EXISTS (SELECT 1 FROM tokens t WHERE t.store_id = s.id AND t.revoked_at IS NULL)
+     FROM stores s ORDER BY s.created_at, s.id";
+
+/// Decodes a row of [`STORES_QUERY`]; `revoked` is read by the caller (SQLite answers
+/// the `NOT EXISTS` as an integer, PostgreSQL as a boolean).
+pub fn store_from_row(row: &impl StoredRow, revoked: bool) -> Result<StoreInfo, ReadError> {
+    Ok(StoreInfo {
+        id: StoreId::from_bytes(row.fixed(0)?),
+        name: row.text(1)?.to_owned(),
+        created_at: time_text::decode(row.text(2)?)?,
+        revoked,
     })
-    .transpose()
 }
 
 /// Every enrolled store, oldest first, with whether all its tokens are revoked.
 pub fn stores(conn: &Connection) -> Result<Vec<StoreInfo>, ReadError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT s.id, s.name, s.created_at,
-                NOT EXISTS (SELECT 1 FROM tokens t WHERE t.store_id = s.id AND t.revoked_at IS NULL)
-         FROM stores s ORDER BY s.created_at, s.id",
-    )?;
-    let rows = stmt.query_map([], |row| {
-        Ok((
-            row.get::<_, [u8; 16]>(0)?,
-            row.get::<_, String>(1)?,
-            row.get::<_, String>(2)?,
-            row.get::<_, bool>(3)?,
-        ))
-    })?;
-    rows.map(|row| {
-        let (id, name, created, revoked) = row?;
-        Ok(StoreInfo {
-            id: StoreId::from_bytes(id),
-            name,
-            created_at: time_text::decode(&created)?,
-            revoked,
-        })
-    })
-    .collect()
+    let mut stmt = conn.prepare_cached(STORES_QUERY)?;
+    let mut rows = stmt.query([])?;
+    let mut stores = Vec::new();
+    while let Some(row) = rows.next()? {
+        stores.push(store_from_row(row, row.int(3)? != 0)?);
+    }
+    Ok(stores)
 }
 
 /// Whether a store with this id is enrolled (revoked or not).
@@ -254,37 +241,73 @@ struct StoredEnvelope<'a> {
     metadata: &'a RawValue,
 }
 
+/// Builds a [`VisiblePage`] from `events` rows selected with [`EVENT_COLUMNS`] in
+/// position order (either backend).
+pub struct PageBuilder {
+    store: StoreId,
+    limit: usize,
+    count: usize,
+    scanned_to: u64,
+    events: Vec<u8>,
+}
+
+impl PageBuilder {
+    /// A page for `store` of at most `limit` events after `after`.
+    pub fn new(store: StoreId, after: u64, limit: usize) -> Self {
+        Self {
+            store,
+            limit,
+            count: 0,
+            scanned_to: after,
+            events: Vec::from(*b"["),
+        }
+    }
+
+    /// Takes the next row; `false` once the page is full (stop reading).
+    pub fn push(&mut self, row: &impl StoredRow) -> Result<bool, ReadError> {
+        let position = row.int(0)? as u64;
+        let stream = StreamId::from_key(row.bytes(2)?)
+            .ok_or_else(|| ReadError::Corrupt(format!("bad stream key at {position}")))?;
+        if stream.visible_to(self.store) {
+            if self.count > 0 {
+                self.events.push(b',');
+            }
+            write_envelope(row, stream, position, &mut self.events)?;
+            self.count += 1;
+        }
+        self.scanned_to = position;
+        Ok(self.count < self.limit)
+    }
+
+    /// The page.
+    pub fn finish(mut self) -> Result<VisiblePage, ReadError> {
+        self.events.push(b']');
+        let events = String::from_utf8(self.events).map_err(|e| ReadError::Corrupt(e.to_string()))?;
+        Ok(VisiblePage {
+            events,
+            scanned_to: self.scanned_to,
+        })
+    }
+}
+
 /// Appends the wire form of one `events` row selected with [`EVENT_COLUMNS`] to `out`.
-fn write_envelope(row: &Row<'_>, stream: StreamId, position: u64, out: &mut Vec<u8>) -> Result<(), ReadError> {
+fn write_envelope(row: &impl StoredRow, stream: StreamId, position: u64, out: &mut Vec<u8>) -> Result<(), ReadError> {
     let corrupt = |what: String| ReadError::Corrupt(format!("event at position {position}: {what}"));
-    let text = |index: usize| -> Result<&str, ReadError> {
-        row.get_ref(index)?
-            .as_str()
-            .map_err(|e| corrupt(format!("column {index}: {e}")))
-    };
     let json = |index: usize| -> Result<&RawValue, ReadError> {
-        serde_json::from_str(text(index)?).map_err(|e| corrupt(format!("column {index}: {e}")))
+        serde_json::from_str(row.text(index)?).map_err(|e| corrupt(format!("column {index}: {e}")))
     };
-    let event_id: [u8; 16] = row.get(1)?;
-    let schema_version = u16::try_from(row.get::<_, i64>(5)?).map_err(|e| corrupt(e.to_string()))?;
+    let schema_version = u16::try_from(row.int(5)?).map_err(|e| corrupt(e.to_string()))?;
     let envelope = StoredEnvelope {
-        event_id: EventId::from_bytes(event_id),
+        event_id: EventId::from_bytes(row.fixed(1)?),
         stream,
-        stream_version: row.get::<_, i64>(3)? as u64,
+        stream_version: row.int(3)? as u64,
         position,
         schema_version,
-        event_type: text(4)?,
+        event_type: row.text(4)?,
         data: json(6)?,
         metadata: json(7)?,
     };
     serde_json::to_writer(out, &envelope).map_err(|e| corrupt(e.to_string()))
-}
-
-/// A position as SQLite stores it. Positions past `i64::MAX` do not exist; one asked for
-/// (a cursor from outside) reads as the largest, after which there is nothing, instead
-/// of wrapping to a negative number that would read the log from its start.
-fn sql_position(position: u64) -> i64 {
-    i64::try_from(position).unwrap_or(i64::MAX)
 }
 
 /// Scans at most `scan_window` positions after `after` and returns up to `limit` events
@@ -302,28 +325,13 @@ pub fn visible_events_after(
     ))?;
     let upper = after.saturating_add(scan_window);
     let mut rows = stmt.query(params![sql_position(after), sql_position(upper)])?;
-    let mut events = Vec::from(*b"[");
-    let (mut count, mut scanned_to) = (0, after);
+    let mut page = PageBuilder::new(store, after, limit);
     while let Some(row) = rows.next()? {
-        let key: Vec<u8> = row.get(2)?;
-        let position = row.get::<_, i64>(0)? as u64;
-        let stream =
-            StreamId::from_key(&key).ok_or_else(|| ReadError::Corrupt(format!("bad stream key at {position}")))?;
-        if stream.visible_to(store) {
-            if count > 0 {
-                events.push(b',');
-            }
-            write_envelope(row, stream, position, &mut events)?;
-            count += 1;
-        }
-        scanned_to = position;
-        if count >= limit {
+        if !page.push(row)? {
             break;
         }
     }
-    events.push(b']');
-    let events = String::from_utf8(events).map_err(|e| ReadError::Corrupt(e.to_string()))?;
-    Ok(VisiblePage { events, scanned_to })
+    page.finish()
 }
 
 /// Durable per-store counters kept by the writer.
@@ -335,23 +343,30 @@ pub struct StoreStats {
     pub oversells: u64,
 }
 
+/// The query of [`store_stats`], in both dialects.
+pub const STORE_STATS_QUERY: &str = "SELECT store_id, rejected_uploads, oversells FROM store_stats";
+
+/// Decodes a row of [`STORE_STATS_QUERY`] (either backend).
+pub fn stats_from_row(row: &impl StoredRow) -> Result<(StoreId, StoreStats), ReadError> {
+    Ok((
+        StoreId::from_bytes(row.fixed(0)?),
+        StoreStats {
+            rejected_uploads: row.int(1)? as u64,
+            oversells: row.int(2)? as u64,
+        },
+    ))
+}
+
 /// Every store's counters.
 pub fn store_stats(conn: &Connection) -> Result<std::collections::HashMap<StoreId, StoreStats>, ReadError> {
-    let mut stmt = conn.prepare_cached("SELECT store_id, rejected_uploads, oversells FROM store_stats")?;
-    let rows = stmt.query_map([], |row| {
-        Ok((row.get::<_, [u8; 16]>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
-    })?;
-    rows.map(|row| {
-        let (id, rejected, oversells) = row?;
-        Ok((
-            StoreId::from_bytes(id),
-            StoreStats {
-                rejected_uploads: rejected as u64,
-                oversells: oversells as u64,
-            },
-        ))
-    })
-    .collect()
+    let mut stmt = conn.prepare_cached(STORE_STATS_QUERY)?;
+    let mut rows = stmt.query([])?;
+    let mut stats = std::collections::HashMap::new();
+    while let Some(row) = rows.next()? {
+        let (store, figures) = stats_from_row(row)?;
+        stats.insert(store, figures);
+    }
+    Ok(stats)
 }
 
 #[cfg(test)]

@@ -12,13 +12,9 @@
 
 use super::columns::{Columns, RecordedAt};
 use super::facts::{self, Prepared};
-use super::reader::{envelope_from_row, StoreStats, TokenRecord, EVENT_COLUMNS};
-use super::schema::{self, EVENT_STORE};
-use super::{
-    Command, CommandRequest, InventoryTarget, ReadError, RevokedTokens, StreamState, TokenSelector, WriteError,
-};
+use super::reader::{StoreStats, TokenRecord};
+use super::{Command, CommandRequest, InventoryTarget, RevokedTokens, StreamState, TokenSelector, WriteError};
 use crate::bus::EventBus;
-use rusqlite::{params, CachedStatement, Connection, OptionalExtension, Transaction};
 use shelfsync_common::domain::catalog::{self, CatalogCommand, CatalogState};
 use shelfsync_common::domain::inventory::{self, InventoryCommand, InventoryState};
 use shelfsync_common::sqlite::group_commit::{BatchLogic, Reply, Writer, WriterMetrics, WriterSettings};
@@ -31,18 +27,22 @@ use shelfsync_common::{
     StreamId,
 };
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use time::OffsetDateTime;
 
 mod admin;
 mod commands;
+mod rows;
+mod sqlite;
 mod uploads;
+
+pub(super) use rows::{count_revoked, EventRow, LogRows};
+pub(super) use sqlite::{start, stream_head_from_row, Started};
 
 /// Most writes committed in one transaction.
 pub const MAX_BATCH: usize = 1024;
 
 /// The event log's writer: its thread, queue and limits.
-const SETTINGS: WriterSettings = WriterSettings {
+pub(super) const SETTINGS: WriterSettings = WriterSettings {
     thread_name: "event-store-writer",
     queue_depth: 8192,
     max_batch: MAX_BATCH,
@@ -54,8 +54,63 @@ const SETTINGS: WriterSettings = WriterSettings {
     },
 };
 
-/// A handle on the event log's writer.
-pub(super) type LogWriter = Writer<LogBatches>;
+/// A handle on the event log's writer, whichever backend it writes to.
+#[derive(Clone)]
+pub(super) enum LogWriter {
+    /// The embedded SQLite file.
+    Sqlite(Writer<LogBatches>),
+    /// The PostgreSQL database several hubs share.
+    Postgres(Writer<super::pg::PgBatches>),
+}
+
+impl LogWriter {
+    /// Queues `write` and waits for its answer (after its batch committed).
+    pub(super) async fn submit<T>(&self, write: impl FnOnce(Reply<T, WriteError>) -> WriteOp) -> Result<T, WriteError> {
+        match self {
+            LogWriter::Sqlite(writer) => writer.submit(write).await,
+            LogWriter::Postgres(writer) => writer.submit(write).await,
+        }
+    }
+
+    /// Queues `write` and returns at once with the channel its answer will come on.
+    #[cfg(test)]
+    pub(super) async fn queue<T>(
+        &self,
+        write: impl FnOnce(Reply<T, WriteError>) -> WriteOp,
+    ) -> Result<shelfsync_common::sqlite::group_commit::Answer<T, WriteError>, WriteError> {
+        match self {
+            LogWriter::Sqlite(writer) => writer.queue(write).await,
+            LogWriter::Postgres(writer) => writer.queue(write).await,
+        }
+    }
+
+    /// Queues the database's maintenance and returns at once with its answer's channel.
+    #[cfg(test)]
+    pub(super) async fn queue_checkpoint(
+        &self,
+    ) -> Result<shelfsync_common::sqlite::group_commit::Answer<(), WriteError>, WriteError> {
+        match self {
+            LogWriter::Sqlite(writer) => writer.queue_checkpoint().await,
+            LogWriter::Postgres(writer) => writer.queue_checkpoint().await,
+        }
+    }
+
+    /// The database's maintenance (SQLite: the WAL checkpoint), alone between batches.
+    pub(super) async fn checkpoint(&self) -> Result<(), WriteError> {
+        match self {
+            LogWriter::Sqlite(writer) => writer.checkpoint().await,
+            LogWriter::Postgres(writer) => writer.checkpoint().await,
+        }
+    }
+
+    /// Finishes what is queued and stops.
+    pub(super) async fn close(&self) {
+        match self {
+            LogWriter::Sqlite(writer) => writer.close().await,
+            LogWriter::Postgres(writer) => writer.close().await,
+        }
+    }
+}
 
 /// A write that shares a transaction with the others queued beside it.
 pub(super) enum WriteOp {
@@ -83,75 +138,80 @@ pub(super) enum WriteOp {
 
 /// One stream's committed head.
 #[derive(Debug, Clone)]
-struct StreamHead {
-    state: StreamState,
-    last_position: u64,
+pub(super) struct StreamHead {
+    pub(super) state: StreamState,
+    pub(super) last_position: u64,
 }
 
-/// Everything the writer keeps in memory, as of the last commit.
+/// Everything the writer keeps in memory, as of the last commit it knows of.
 #[derive(Debug, Default)]
-struct Heads {
-    next_position: u64,
+pub(super) struct Heads {
+    pub(super) next_position: u64,
     streams: HashMap<StreamId, StreamHead>,
     skus: HashMap<String, ProductId>,
     reservations: HashMap<ReservationId, StreamId>,
     stores: HashSet<StoreId>,
 }
 
-/// Opens the file, migrates it, loads the heads and starts the writer thread.
-pub(super) fn start(path: &Path, bus: EventBus) -> Result<Started, ReadError> {
-    let mut conn = schema::open_durable(path)?;
-    schema::migrate(&mut conn, EVENT_STORE)?;
-    let id_key = shelfsync_common::sqlite::id_key(&conn)?;
-    let heads = load_heads(&conn)?;
-    let head = heads.next_position - 1;
-    let writer =
-        Writer::start(conn, LogBatches { heads, bus }, SETTINGS).map_err(|e| ReadError::Join(e.to_string()))?;
-    Ok(Started { writer, head, id_key })
-}
+impl Heads {
+    /// Heads with nothing in them, the next event going to `next_position`.
+    pub(super) fn starting_at(next_position: u64) -> Self {
+        Self {
+            next_position,
+            ..Self::default()
+        }
+    }
 
-/// What [`start`] hands back: the writer, the head position, and the key that derives
-/// event ids from idempotency keys.
-pub(super) struct Started {
-    pub writer: LogWriter,
-    pub head: u64,
-    pub id_key: shelfsync_common::IdKey,
-}
+    /// Sets a stream's head as read from the database (at start-up, or after another
+    /// hub wrote it), keeping the SKU and reservation indexes in step.
+    pub(super) fn load_stream(&mut self, stream: StreamId, head: StreamHead) {
+        if let Some(old) = self.streams.remove(&stream) {
+            unindex_state(self, stream, &old.state);
+        }
+        index_state(self, stream, &head.state);
+        self.streams.insert(stream, head);
+    }
 
-fn load_heads(conn: &Connection) -> Result<Heads, ReadError> {
-    let mut heads = Heads::default();
-    let max: Option<i64> = conn.query_row("SELECT MAX(position) FROM events", [], |r| r.get(0))?;
-    heads.next_position = max.unwrap_or(0) as u64 + 1;
-    let mut stmt = conn.prepare("SELECT stream_key, last_position, state FROM streams")?;
-    let mut rows = stmt.query([])?;
-    while let Some(row) = rows.next()? {
-        let key: Vec<u8> = row.get(0)?;
-        let last_position: i64 = row.get(1)?;
-        let state: String = row.get(2)?;
-        let stream = StreamId::from_key(&key).ok_or_else(|| ReadError::Corrupt("bad stream key".into()))?;
-        let state: StreamState =
-            serde_json::from_str(&state).map_err(|e| ReadError::Corrupt(format!("stream {stream}: {e}")))?;
-        index_state(&mut heads, stream, &state);
-        heads.streams.insert(
-            stream,
-            StreamHead {
-                state,
-                last_position: last_position as u64,
-            },
+    /// Records an enrolled store.
+    pub(super) fn load_store(&mut self, store: StoreId) {
+        self.stores.insert(store);
+    }
+
+    /// How many stores the heads know.
+    pub(super) fn store_count(&self) -> usize {
+        self.stores.len()
+    }
+
+    /// Logs what was loaded.
+    pub(super) fn log_opened(&self) {
+        tracing::info!(
+            head = self.next_position - 1,
+            streams = self.streams.len(),
+            stores = self.stores.len(),
+            "event store opened"
         );
     }
-    let mut stmt = conn.prepare("SELECT id FROM stores")?;
-    let stores = stmt.query_map([], |row| row.get::<_, [u8; 16]>(0))?;
-    for id in stores {
-        heads.stores.insert(StoreId::from_bytes(id?));
+}
+
+/// Removes what `state` put into the indexes (the stream is being replaced).
+fn unindex_state(heads: &mut Heads, stream: StreamId, state: &StreamState) {
+    match state {
+        StreamState::Catalog(CatalogState {
+            product: Some(product), ..
+        }) => {
+            if heads.skus.get(&product.sku) == Some(&product.id) {
+                heads.skus.remove(&product.sku);
+            }
+        }
+        StreamState::Catalog(_) => {}
+        StreamState::Inventory(inv) => {
+            for id in inv.reservations.keys() {
+                if heads.reservations.get(id) == Some(&stream) {
+                    heads.reservations.remove(id);
+                }
+            }
+        }
     }
-    tracing::info!(
-        head = heads.next_position - 1,
-        streams = heads.streams.len(),
-        stores = heads.stores.len(),
-        "event store opened"
-    );
-    Ok(heads)
 }
 
 fn index_state(heads: &mut Heads, stream: StreamId, state: &StreamState) {
@@ -170,54 +230,37 @@ fn index_state(heads: &mut Heads, stream: StreamId, state: &StreamState) {
     }
 }
 
-/// The event log's side of the group commit: the heads as of the last commit, and the
-/// bus that committed events are published on.
+/// The event log's side of the group commit on SQLite: the heads as of the last commit,
+/// and the bus that committed events are published on.
 pub(super) struct LogBatches {
     heads: Heads,
     bus: EventBus,
 }
 
-type Pending = Deferred<WriteError>;
+pub(super) type Pending = Deferred<WriteError>;
 
 impl BatchLogic for LogBatches {
+    type Db = rusqlite::Connection;
     type Write = WriteOp;
     type Error = WriteError;
     type Changes = Changes;
 
     fn run_batch(
         &mut self,
-        tx: &Transaction<'_>,
+        tx: &mut rusqlite::Transaction<'_>,
         writes: &mut dyn Iterator<Item = WriteOp>,
         answers: &mut Vec<Pending>,
     ) -> rusqlite::Result<Changes> {
-        let mut batch = Batch::new(&self.heads, tx)?;
-        for write in writes {
-            batch.run(tx, write, answers)?;
-        }
-        batch.finish(tx)
+        let rows = sqlite::SqliteRows::new(tx)?;
+        run_batch(&self.heads, rows, writes, answers)
     }
 
     fn committed(&mut self, changes: Changes) {
-        let events = changes.apply_to(&mut self.heads);
-        metrics::counter!("shelfsync_hub_events_appended_total").increment(events.len() as u64);
-        // Publish before answering, so that the bus head is never behind a position a
-        // caller has already been given.
-        if !events.is_empty() {
-            self.bus.publish(events);
-        }
+        committed(&mut self.heads, &self.bus, changes, Vec::new());
     }
 
     fn fail(write: WriteOp, error: &WriteError) {
-        fn refuse<T>(reply: Reply<T, WriteError>, error: &WriteError) {
-            let _ = reply.send(Err(error.clone()));
-        }
-        match write {
-            WriteOp::Command(_, reply) => refuse(reply, error),
-            WriteOp::AddStore { reply, .. } => refuse(reply, error),
-            WriteOp::AddToken(_, reply) => refuse(reply, error),
-            WriteOp::RevokeTokens(_, reply) | WriteOp::RotateStoreToken { reply, .. } => refuse(reply, error),
-            WriteOp::Upload { reply, .. } => refuse(reply, error),
-        }
+        fail(write, error)
     }
 
     fn storage_error(error: &rusqlite::Error) -> WriteError {
@@ -226,6 +269,47 @@ impl BatchLogic for LogBatches {
 
     fn unavailable() -> WriteError {
         WriteError::Unavailable
+    }
+}
+
+/// Runs one batch of writes against `heads` through `rows` (either backend).
+pub(super) fn run_batch<R: LogRows>(
+    heads: &Heads,
+    rows: R,
+    writes: &mut dyn Iterator<Item = WriteOp>,
+    answers: &mut Vec<Pending>,
+) -> Result<Changes, R::Error> {
+    let mut batch = Batch::new(heads, rows)?;
+    for write in writes {
+        batch.run(write, answers)?;
+    }
+    batch.finish()
+}
+
+/// A batch committed: its changes move the heads, and its events are published (after
+/// `earlier`, events other hubs committed before it that this hub had not published).
+/// Publish before answering, so that the bus head is never behind a position a caller
+/// has already been given.
+pub(super) fn committed(heads: &mut Heads, bus: &EventBus, changes: Changes, mut earlier: Vec<EventEnvelope>) {
+    let events = changes.apply_to(heads);
+    metrics::counter!("shelfsync_hub_events_appended_total").increment(events.len() as u64);
+    earlier.extend(events);
+    if !earlier.is_empty() {
+        bus.publish(earlier);
+    }
+}
+
+/// Answers a write its batch never ran.
+pub(super) fn fail(write: WriteOp, error: &WriteError) {
+    fn refuse<T>(reply: Reply<T, WriteError>, error: &WriteError) {
+        let _ = reply.send(Err(error.clone()));
+    }
+    match write {
+        WriteOp::Command(_, reply) => refuse(reply, error),
+        WriteOp::AddStore { reply, .. } => refuse(reply, error),
+        WriteOp::AddToken(_, reply) => refuse(reply, error),
+        WriteOp::RevokeTokens(_, reply) | WriteOp::RotateStoreToken { reply, .. } => refuse(reply, error),
+        WriteOp::Upload { reply, .. } => refuse(reply, error),
     }
 }
 
@@ -242,6 +326,11 @@ pub(super) struct Changes {
 }
 
 impl Changes {
+    /// Where the next batch's first event goes.
+    pub(super) fn next_position(&self) -> u64 {
+        self.next_position
+    }
+
     fn apply_to(self, heads: &mut Heads) -> Vec<EventEnvelope> {
         heads.next_position = self.next_position;
         heads.streams.extend(self.streams);
@@ -262,19 +351,17 @@ impl Changes {
     }
 }
 
-/// A batch in progress: the committed heads plus this batch's changes on top.
-struct Batch<'b> {
+/// A batch in progress: the committed heads plus this batch's changes on top, written
+/// through the backend's [`LogRows`].
+struct Batch<'b, R: LogRows> {
     heads: &'b Heads,
     changes: Changes,
     /// The batch's `recorded_at`.
     now: OffsetDateTime,
     /// `now` as the end of a stamped metadata column.
     stamp: RecordedAt,
-    /// The event insert for [`IdCheck::LookedUp`], taken from the statement cache once
-    /// per batch rather than looked up (its SQL hashed) for every event.
-    insert: CachedStatement<'b>,
-    /// The event insert for [`IdCheck::OnInsert`], likewise.
-    insert_new: CachedStatement<'b>,
+    /// The backend's statements, in the batch's transaction.
+    rows: R,
 }
 
 /// How an event's id is known to be new when its row is inserted.
@@ -294,14 +381,8 @@ struct Landed {
     stream_version: u64,
 }
 
-impl<'b> Batch<'b> {
-    fn new(heads: &'b Heads, tx: &'b Transaction<'_>) -> rusqlite::Result<Self> {
-        macro_rules! insert {
-            () => {
-                "INSERT INTO events (position, event_id, stream_key, stream_version, event_type, schema_version, data, metadata, fingerprint)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-            };
-        }
+impl<'b, R: LogRows> Batch<'b, R> {
+    fn new(heads: &'b Heads, rows: R) -> Result<Self, R::Error> {
         let now = OffsetDateTime::now_utc();
         Ok(Self {
             heads,
@@ -310,19 +391,18 @@ impl<'b> Batch<'b> {
                 ..Changes::default()
             },
             now,
-            stamp: RecordedAt::new(now).map_err(|err| rusqlite::Error::ToSqlConversionFailure(err.into()))?,
-            insert: tx.prepare_cached(insert!())?,
-            insert_new: tx.prepare_cached(concat!(insert!(), " ON CONFLICT (event_id) DO NOTHING"))?,
+            stamp: RecordedAt::new(now).map_err(R::fault)?,
+            rows,
         })
     }
 
-    /// Runs one job and records its outcome. On a SQLite error the job's reply is still
-    /// recorded, so that its caller too hears that the batch failed.
-    fn run(&mut self, tx: &Transaction<'_>, op: WriteOp, outcomes: &mut Vec<Pending>) -> rusqlite::Result<()> {
-        let storage = |error: &rusqlite::Error| WriteError::Storage(error.to_string());
+    /// Runs one job and records its outcome. On a database error the job's reply is
+    /// still recorded, so that its caller too hears that the batch failed.
+    fn run(&mut self, op: WriteOp, outcomes: &mut Vec<Pending>) -> Result<(), R::Error> {
+        let storage = |error: &R::Error| WriteError::Storage(error.to_string());
         match op {
             WriteOp::Command(request, reply) => {
-                let result = self.command(tx, *request);
+                let result = self.command(*request);
                 settle(outcomes, reply, result, storage)
             }
             WriteOp::AddStore {
@@ -332,23 +412,23 @@ impl<'b> Batch<'b> {
                 allow_duplicate_name,
                 reply,
             } => {
-                let result = self.add_store(tx, id, name, token.map(|t| *t), allow_duplicate_name);
+                let result = self.add_store(id, name, token.map(|t| *t), allow_duplicate_name);
                 settle(outcomes, reply, result, storage)
             }
             WriteOp::AddToken(token, reply) => {
-                let result = self.add_token(tx, *token);
+                let result = self.add_token(*token);
                 settle(outcomes, reply, result, storage)
             }
             WriteOp::RevokeTokens(selector, reply) => {
-                let result = self.revoke_tokens(tx, selector).map(Ok);
+                let result = self.revoke_tokens(selector).map(Ok);
                 settle(outcomes, reply, result, storage)
             }
             WriteOp::RotateStoreToken { store, token, reply } => {
-                let result = self.rotate_store_token(tx, store, *token);
+                let result = self.rotate_store_token(store, *token);
                 settle(outcomes, reply, result, storage)
             }
             WriteOp::Upload { store, events, reply } => {
-                let result = self.upload(tx, store, events).map(Ok);
+                let result = self.upload(store, events).map(Ok);
                 settle(outcomes, reply, result, storage)
             }
         }
@@ -383,30 +463,13 @@ impl<'b> Batch<'b> {
         )
     }
 
-    /// The original answer when `event_id` was already written: committed, or earlier in
-    /// this batch (the transaction reads its own rows).
-    fn earlier_write(
-        &self,
-        tx: &Transaction<'_>,
-        event_id: EventId,
-    ) -> rusqlite::Result<Option<(Fingerprint, EventEnvelope)>> {
-        let mut stmt = tx.prepare_cached(&format!(
-            "SELECT {EVENT_COLUMNS}, fingerprint FROM events WHERE event_id = ?1"
-        ))?;
-        stmt.query_row([&event_id.as_bytes()[..]], |row| {
-            let envelope = envelope_from_row(row).map_err(into_sqlite)?;
-            Ok((Fingerprint::from_bytes(row.get::<_, [u8; 16]>(8)?), envelope))
-        })
-        .optional()
-    }
-
     /// Writes the decided events and records the stream's new head.
     fn append(
         &mut self,
         stream: StreamId,
         (mut state, payloads): (StreamState, Vec<EventPayload>),
         request: &CommandRequest,
-    ) -> rusqlite::Result<WriteResult> {
+    ) -> Result<WriteResult, R::Error> {
         let first = self.changes.events.len();
         for (index, payload) in payloads.into_iter().enumerate() {
             let identity = if index == 0 {
@@ -443,11 +506,10 @@ impl<'b> Batch<'b> {
         (payload, mut metadata, columns): (EventPayload, EventMetadata, Option<Columns>),
         (event_id, fingerprint): (EventId, Fingerprint),
         check: IdCheck,
-    ) -> rusqlite::Result<Option<Landed>> {
+    ) -> Result<Option<Landed>, R::Error> {
         let columns = match columns {
             Some(columns) => columns,
-            None => Columns::encode(&payload, &metadata)
-                .map_err(|err| rusqlite::Error::ToSqlConversionFailure(err.into()))?,
+            None => Columns::encode(&payload, &metadata).map_err(R::fault)?,
         };
         metadata.recorded_at = Some(self.now);
         let envelope = EventEnvelope {
@@ -520,66 +582,23 @@ impl<'b> Batch<'b> {
         fingerprint: Fingerprint,
         columns: &Columns,
         check: IdCheck,
-    ) -> rusqlite::Result<bool> {
+    ) -> Result<bool, R::Error> {
         let metadata = columns.metadata(&self.stamp);
-        let stmt = match check {
-            IdCheck::LookedUp => &mut self.insert,
-            IdCheck::OnInsert => &mut self.insert_new,
+        let row = EventRow {
+            envelope: e,
+            data: columns.data(),
+            metadata: &metadata,
+            fingerprint,
         };
-        let written = stmt.execute(params![
-            e.position as i64,
-            &e.event_id.as_bytes()[..],
-            &e.stream.key()[..],
-            e.stream_version as i64,
-            e.payload.event_type(),
-            e.schema_version,
-            columns.data(),
-            metadata,
-            &fingerprint.as_bytes()[..],
-        ])?;
-        Ok(written == 1)
+        self.rows.insert_event(&row, check == IdCheck::OnInsert)
     }
 
-    /// Writes the changed stream heads; the batch's last step before commit.
-    fn finish(self, tx: &Transaction<'_>) -> rusqlite::Result<Changes> {
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO streams (stream_key, version, last_position, state) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (stream_key) DO UPDATE
-             SET version = excluded.version, last_position = excluded.last_position, state = excluded.state",
-        )?;
-        for (stream, head) in &self.changes.streams {
-            let state = serde_json::to_string(&head.state)
-                .map_err(|err| rusqlite::Error::ToSqlConversionFailure(err.into()))?;
-            stmt.execute(params![
-                &stream.key()[..],
-                head.state.version() as i64,
-                head.last_position as i64,
-                state
-            ])?;
-        }
-        if self.changes.stats.is_empty() {
-            return Ok(self.changes);
-        }
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO store_stats (store_id, rejected_uploads, oversells) VALUES (?1, ?2, ?3)
-             ON CONFLICT (store_id) DO UPDATE SET rejected_uploads = rejected_uploads + excluded.rejected_uploads,
-                                                  oversells = oversells + excluded.oversells",
-        )?;
-        for (store, stats) in &self.changes.stats {
-            stmt.execute(params![
-                &store.as_bytes()[..],
-                stats.rejected_uploads as i64,
-                stats.oversells as i64
-            ])?;
+    /// Writes the changed stream heads and counters; the batch's last step before commit.
+    fn finish(mut self) -> Result<Changes, R::Error> {
+        self.rows.write_heads(&self.changes.streams)?;
+        if !self.changes.stats.is_empty() {
+            self.rows.add_stats(&self.changes.stats)?;
         }
         Ok(self.changes)
-    }
-}
-
-/// Carries a read-path error through rusqlite's error type (it fails the batch).
-fn into_sqlite(error: ReadError) -> rusqlite::Error {
-    match error {
-        ReadError::Sqlite(inner) => inner,
-        other => rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(other)),
     }
 }

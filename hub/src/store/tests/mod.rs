@@ -9,7 +9,6 @@
 use super::{writer, Command, CommandRequest, EventStore, InventoryTarget, WriteError};
 use crate::bus::EventBus;
 use crate::store::EventFeed;
-use rusqlite::OptionalExtension;
 use sha2::{Digest, Sha256};
 use shelfsync_common::domain::catalog::CatalogCommand;
 use shelfsync_common::testing::sqlite::WriteLock;
@@ -186,25 +185,20 @@ async fn all_events(log: &EventStore) -> Vec<EventEnvelope> {
     log.read_after(0, EVERYTHING).await.expect("read the log")
 }
 
-/// The committed version of a stream, read from the `streams` table on the read pool.
+/// The committed version of a stream: its last event's version in the log (either
+/// backend).
 async fn stream_version(log: &EventStore, stream: StreamId) -> u64 {
-    let key = stream.key();
-    log.reads
-        .run(move |conn| {
-            let version: Option<i64> = conn
-                .query_row("SELECT version FROM streams WHERE stream_key = ?1", [&key[..]], |row| {
-                    row.get(0)
-                })
-                .optional()?;
-            Ok(version.unwrap_or(0) as u64)
-        })
+    all_events(log)
         .await
-        .expect("read a stream version")
+        .iter()
+        .rev()
+        .find(|e| e.stream == stream)
+        .map_or(0, |e| e.stream_version)
 }
 
-/// The position of the last committed event, read from the file.
+/// The position of the last committed event, read from the database.
 async fn log_head(log: &EventStore) -> u64 {
-    log.reads.run(super::reader::head).await.expect("read the head")
+    log.stored_head().await.expect("read the head")
 }
 
 /// The bus's head once it has caught up with the file. The writer answers a batch's
@@ -355,6 +349,7 @@ async fn read_feed_until(feed: &mut EventFeed, until: u64) -> Vec<EventEnvelope>
     events
 }
 
+mod cluster;
 mod concurrency;
 mod expected_versions;
 mod feed;

@@ -4,13 +4,9 @@
 
 use super::*;
 
-impl Batch<'_> {
-    pub(super) fn command(
-        &mut self,
-        tx: &Transaction<'_>,
-        request: CommandRequest,
-    ) -> rusqlite::Result<Result<WriteResult, WriteError>> {
-        if let Some((fingerprint, original)) = self.earlier_write(tx, request.event_id)? {
+impl<R: LogRows> Batch<'_, R> {
+    pub(super) fn command(&mut self, request: CommandRequest) -> Result<Result<WriteResult, WriteError>, R::Error> {
+        if let Some((fingerprint, original)) = self.rows.earlier_write(request.event_id)? {
             if !request.matches_stored(fingerprint) {
                 return Ok(Err(WriteError::IdempotencyConflict(request.event_id)));
             }

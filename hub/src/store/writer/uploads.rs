@@ -12,18 +12,13 @@
 
 use super::*;
 
-impl Batch<'_> {
+impl<R: LogRows> Batch<'_, R> {
     /// Records every uploaded event of `store` that may be recorded; one result each.
-    pub(super) fn upload(
-        &mut self,
-        tx: &Transaction<'_>,
-        store: StoreId,
-        events: Vec<Prepared>,
-    ) -> rusqlite::Result<Vec<UploadResult>> {
+    pub(super) fn upload(&mut self, store: StoreId, events: Vec<Prepared>) -> Result<Vec<UploadResult>, R::Error> {
         let mut results = Vec::with_capacity(events.len());
         for event in events {
             let event_id = event.event_id;
-            let outcome = self.record_fact(tx, store, event)?;
+            let outcome = self.record_fact(store, event)?;
             results.push(UploadResult { event_id, outcome });
         }
         Ok(results)
@@ -31,12 +26,7 @@ impl Batch<'_> {
 
     /// Records one store fact after whatever its stream holds (never refused for stock),
     /// and `OversellDetected` after it when it left the stream oversold.
-    pub(super) fn record_fact(
-        &mut self,
-        tx: &Transaction<'_>,
-        store: StoreId,
-        event: Prepared,
-    ) -> rusqlite::Result<UploadOutcome> {
+    pub(super) fn record_fact(&mut self, store: StoreId, event: Prepared) -> Result<UploadOutcome, R::Error> {
         if let facts::Verdict::Unauthorized(rejection) = &event.verdict {
             return Ok(self.rejected(store, rejection.reason, rejection.detail.clone()));
         }
@@ -49,21 +39,21 @@ impl Batch<'_> {
             ..
         } = match event.into_fact(|product| self.product_registered(product)) {
             Ok(fact) => fact,
-            Err(rejection) => return self.refuse(tx, store, identity, rejection.reason, rejection.detail),
+            Err(rejection) => return self.refuse(store, identity, rejection.reason, rejection.detail),
         };
         if let EventPayload::StockReserved { reservation_id, .. } = &payload {
             // Open anywhere, this stream included: a second hold under one id would
             // silently replace the first (`apply` keys holds by id).
             if self.reservation_stream(reservation_id).is_some() {
                 let detail = format!("reservation {reservation_id} is already open");
-                return self.refuse(tx, store, identity, "reservation_id_in_use", detail);
+                return self.refuse(store, identity, "reservation_id_in_use", detail);
             }
         }
         let mut state = self
             .stream(&stream)
             .map_or(StreamState::Inventory(InventoryState::default()), |h| h.state.clone());
         let StreamState::Inventory(before) = &state else {
-            return self.refuse(tx, store, identity, "wrong_store", "not an inventory stream".into());
+            return self.refuse(store, identity, "wrong_store", "not an inventory stream".into());
         };
         let available_before = before.available();
         let correlation_id = metadata.correlation_id;
@@ -77,8 +67,8 @@ impl Batch<'_> {
         let Some(recorded) = appended else {
             // Its id is in the log: a retry (or a reused id), answered as such.
             return self
-                .earlier(tx, store, identity)?
-                .ok_or(rusqlite::Error::QueryReturnedNoRows);
+                .earlier(store, identity)?
+                .ok_or_else(|| R::fault(format!("event {event_id} was neither written nor found")));
         };
         if let StreamState::Inventory(after) = &state {
             if let Some(oversell) = inventory::oversell_after(available_before, after, event_id) {
@@ -112,13 +102,12 @@ impl Batch<'_> {
     /// its id was recorded before, else the refusal.
     fn refuse(
         &mut self,
-        tx: &Transaction<'_>,
         store: StoreId,
         identity: (EventId, Fingerprint),
         reason: &'static str,
         detail: String,
-    ) -> rusqlite::Result<UploadOutcome> {
-        match self.earlier(tx, store, identity)? {
+    ) -> Result<UploadOutcome, R::Error> {
+        match self.earlier(store, identity)? {
             Some(answer) => Ok(answer),
             None => Ok(self.rejected(store, reason, detail)),
         }
@@ -127,11 +116,10 @@ impl Batch<'_> {
     /// The answer for an event whose id was recorded before, if it was.
     fn earlier(
         &mut self,
-        tx: &Transaction<'_>,
         store: StoreId,
         (event_id, fingerprint): (EventId, Fingerprint),
-    ) -> rusqlite::Result<Option<UploadOutcome>> {
-        let Some((earlier, original)) = self.earlier_write(tx, event_id)? else {
+    ) -> Result<Option<UploadOutcome>, R::Error> {
+        let Some((earlier, original)) = self.rows.earlier_write(event_id)? else {
             return Ok(None);
         };
         if earlier == fingerprint {

@@ -16,6 +16,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod postgres;
+
 use crate::config::HubConfig;
 use futures_util::StreamExt;
 use serde_json::Value;
