@@ -16,7 +16,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-pub mod postgres;
+pub mod storage;
 
 use crate::config::HubConfig;
 use futures_util::StreamExt;
@@ -56,6 +56,8 @@ pub struct TestHub {
     /// Its data directory.
     pub data_dir: PathBuf,
     _dir: Option<tempfile::TempDir>,
+    /// On PostgreSQL: the test's database (dropped after the hub).
+    database: Option<storage::TestDatabase>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -67,11 +69,31 @@ impl TestHub {
     }
 
     /// A hub on a fresh temporary data dir with the demo data, its configuration changed
-    /// by `configure` (e.g. a small `sync.push_buffer_events`).
+    /// by `configure` (e.g. a small `sync.push_buffer_events`). Its log is on the storage
+    /// the running test is for ([`storage::storage`]): on PostgreSQL, a fresh database.
     pub async fn spawn_with(configure: impl FnOnce(&mut HubConfig)) -> TestHub {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut hub = Self::spawn_on(bind().await, dir.path().to_owned(), true, configure).await;
+        let database = match storage::storage() {
+            crate::config::Storage::Sqlite => None,
+            crate::config::Storage::Postgres => Some(
+                storage::TestDatabase::create()
+                    .await
+                    .expect("the PostgreSQL server answered when the test started"),
+            ),
+        };
+        let url = database.as_ref().map(|db| db.url.clone());
+        let mut hub = Self::spawn_on(bind().await, dir.path().to_owned(), true, |config| {
+            if let Some(url) = url {
+                config.storage = crate::config::Storage::Postgres;
+                config.postgres.database_url = Some(url.into());
+            }
+            configure(config)
+        })
+        .await;
         hub._dir = Some(dir);
+        hub.database = database;
+        // The demo data is in the read model before the test reads it.
+        hub.wait_ready().await;
         hub
     }
 
@@ -113,6 +135,7 @@ impl TestHub {
             client: reqwest::Client::new(),
             data_dir,
             _dir: None,
+            database: None,
             stop: Some(stop),
             task: Some(task),
         };
@@ -212,6 +235,15 @@ impl TestHub {
         let (status, written, _) = call(self.post("/v1/inventory/stock", &body)).await;
         assert_eq!(status, 201, "{written}");
         written["position"].as_u64().expect("position")
+    }
+
+    /// Holds the event log's write lock from a second connection until released: the
+    /// hub's next write batch waits for it.
+    pub async fn hold_writes(&self) -> storage::HeldWrites {
+        match &self.database {
+            Some(db) => storage::HeldWrites::on_database(db).await,
+            None => storage::HeldWrites::on_file(&self.data_dir.join(crate::EVENTS_FILE)),
+        }
     }
 
     /// Revokes `store`: its token stops working at once.

@@ -3,7 +3,7 @@
 //! on one of them, races on one stream across hubs, and one upload sent to two hubs.
 
 use super::*;
-use crate::testing::postgres::TestDatabase;
+use crate::testing::storage::TestDatabase;
 use shelfsync_common::wire::sync::UploadOutcome;
 
 const HUBS: usize = 3;

@@ -1,17 +1,17 @@
 //! Tests of the event store (the group-committing writer and the read pool) and of the
 //! catch-up feed on the bus, one file per concern; this file holds their fixtures.
 //!
-//! Every test opens a fresh SQLite file in its own temporary directory. A few tests put
-//! jobs on the writer's queue themselves and hold SQLite's write lock from a second
-//! connection (see [`one_batch`]), so that they decide which requests share one group
-//! commit instead of hoping the scheduler arranges it.
+//! Every test runs twice, on a fresh SQLite file and on a fresh PostgreSQL database
+//! (`backends.rs`). A few tests put jobs on the writer's queue themselves and hold the
+//! write lock from a second connection (see [`one_batch`]), so that they decide which
+//! requests share one group commit instead of hoping the scheduler arranges it.
 
 use super::{writer, Command, CommandRequest, EventStore, InventoryTarget, WriteError};
 use crate::bus::EventBus;
 use crate::store::EventFeed;
+use backends::{new_log, TestLog};
 use sha2::{Digest, Sha256};
 use shelfsync_common::domain::catalog::CatalogCommand;
-use shelfsync_common::testing::sqlite::WriteLock;
 use shelfsync_common::wire::api::WriteResult;
 use shelfsync_common::wire::fingerprint::Fingerprint;
 use shelfsync_common::{
@@ -19,7 +19,7 @@ use shelfsync_common::{
     Product, ProductId, ReservationId, StockQuantity, StoreId, StreamId,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,24 +34,6 @@ const PATIENCE: Duration = Duration::from_secs(30);
 // ---------------------------------------------------------------------------------------
 // Fixtures
 // ---------------------------------------------------------------------------------------
-
-/// An event log on a fresh file in its own temporary directory.
-struct TestLog {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-    log: EventStore,
-}
-
-fn new_log() -> TestLog {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let path = dir.path().join("events.sqlite");
-    let log = open_log(&path);
-    TestLog { _dir: dir, path, log }
-}
-
-fn open_log(path: &Path) -> EventStore {
-    EventStore::open(path, EventBus::new()).expect("open the event store")
-}
 
 fn metadata() -> EventMetadata {
     EventMetadata {
@@ -310,7 +292,7 @@ async fn answer(answer: Answer) -> Result<WriteResult, WriteError> {
 /// (it drains up to `MAX_BATCH` jobs, stopping early only at a barrier or an empty queue).
 async fn one_batch(t: &TestLog, requests: Vec<CommandRequest>) -> Vec<Result<WriteResult, WriteError>> {
     assert!(requests.len() <= writer::MAX_BATCH);
-    let lock = WriteLock::hold(&t.path);
+    let lock = t.hold_writes().await;
     let stall = ReservationId::new_v7();
     let stalled = enqueue(&t.log, request(commit(stall), ExpectedVersion::Any)).await;
     let checkpointed = t.log.writer().queue_checkpoint().await.expect("the writer is running");
@@ -318,7 +300,7 @@ async fn one_batch(t: &TestLog, requests: Vec<CommandRequest>) -> Vec<Result<Wri
     for request in requests {
         answers.push(enqueue(&t.log, request).await);
     }
-    lock.release();
+    lock.release().await;
     assert_eq!(answer(stalled).await, Err(WriteError::UnknownReservation(stall)));
     tokio::time::timeout(PATIENCE, checkpointed)
         .await
@@ -349,6 +331,7 @@ async fn read_feed_until(feed: &mut EventFeed, until: u64) -> Vec<EventEnvelope>
     events
 }
 
+mod backends;
 mod cluster;
 mod concurrency;
 mod expected_versions;

@@ -14,57 +14,59 @@ fn token(role: &str, name: &str, store_id: Option<StoreId>) -> crate::store::rea
     }
 }
 
-#[tokio::test]
-async fn token_names_are_per_role_and_revocations_name_the_stores_they_hit() {
-    use crate::store::{RevokedTokens, TokenSelector};
-    let TestLog { log, .. } = new_log();
-    let shop = enroll_store(&log).await;
-    let name = format!("store-{shop}");
-    log.add_token(token("store", &name, Some(shop)))
-        .await
-        .expect("store token");
-    log.add_token(token("channel", &name, None))
-        .await
-        .expect("same name, other role");
-    assert!(matches!(
-        log.add_token(token("channel", &name, None)).await,
-        Err(WriteError::TokenNameTaken(_))
-    ));
+crate::both_storages! {
+    async fn token_names_are_per_role_and_revocations_name_the_stores_they_hit() {
+        use crate::store::{RevokedTokens, TokenSelector};
+        let t = new_log().await;
+        let log = t.log.clone();
+        let shop = enroll_store(&log).await;
+        let name = format!("store-{shop}");
+        log.add_token(token("store", &name, Some(shop)))
+            .await
+            .expect("store token");
+        log.add_token(token("channel", &name, None))
+            .await
+            .expect("same name, other role");
+        assert!(matches!(
+            log.add_token(token("channel", &name, None)).await,
+            Err(WriteError::TokenNameTaken(_))
+        ));
 
-    let by_name = log.revoke_tokens(TokenSelector::Channel(name.clone())).await.unwrap();
-    assert_eq!(
-        by_name,
-        RevokedTokens {
-            count: 1,
-            stores: vec![]
-        },
-        "only the channel token"
-    );
-    let rotated = log
-        .rotate_store_token(shop, token("store", &name, Some(shop)))
-        .await
-        .unwrap();
-    assert_eq!(
-        rotated,
-        RevokedTokens {
-            count: 1,
-            stores: vec![shop]
-        }
-    );
-    let revoked = log.revoke_tokens(TokenSelector::Store(shop)).await.unwrap();
-    assert_eq!(
-        revoked,
-        RevokedTokens {
-            count: 1,
-            stores: vec![shop]
-        },
-        "the rotated token was live"
-    );
+        let by_name = log.revoke_tokens(TokenSelector::Channel(name.clone())).await.unwrap();
+        assert_eq!(
+            by_name,
+            RevokedTokens {
+                count: 1,
+                stores: vec![]
+            },
+            "only the channel token"
+        );
+        let rotated = log
+            .rotate_store_token(shop, token("store", &name, Some(shop)))
+            .await
+            .unwrap();
+        assert_eq!(
+            rotated,
+            RevokedTokens {
+                count: 1,
+                stores: vec![shop]
+            }
+        );
+        let revoked = log.revoke_tokens(TokenSelector::Store(shop)).await.unwrap();
+        assert_eq!(
+            revoked,
+            RevokedTokens {
+                count: 1,
+                stores: vec![shop]
+            },
+            "the rotated token was live"
+        );
 
-    let unknown = StoreId::new_v7();
-    assert!(matches!(
-        log.rotate_store_token(unknown, token("store", "store-x", Some(unknown)))
-            .await,
-        Err(WriteError::UnknownStore(_))
-    ));
+        let unknown = StoreId::new_v7();
+        assert!(matches!(
+            log.rotate_store_token(unknown, token("store", "store-x", Some(unknown)))
+                .await,
+            Err(WriteError::UnknownStore(_))
+        ));
+    }
 }
