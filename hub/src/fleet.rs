@@ -25,10 +25,23 @@ pub struct Presence {
     pub push_streams: u32,
 }
 
+impl Presence {
+    /// Joins what another hub knows of the same store: the later contact and heartbeat,
+    /// and the push streams open on both.
+    pub fn merge(&mut self, other: Presence) {
+        self.last_seen = self.last_seen.max(other.last_seen);
+        if other.heartbeat_at > self.heartbeat_at {
+            self.heartbeat = other.heartbeat;
+            self.heartbeat_at = other.heartbeat_at;
+        }
+        self.push_streams = self.push_streams.saturating_add(other.push_streams);
+    }
+}
+
 /// Presence of every store, and the revocation signal.
 pub struct Fleet {
     stores: Mutex<HashMap<StoreId, Presence>>,
-    revocations: broadcast::Sender<StoreId>,
+    revocations: broadcast::Sender<(StoreId, uuid::Uuid)>,
 }
 
 impl Default for Fleet {
@@ -81,14 +94,61 @@ impl Fleet {
         self.stores().get(&store).cloned().unwrap_or_default()
     }
 
-    /// Tells every open stream of `store` to end now.
-    pub fn revoke(&self, store: StoreId) {
-        let _ = self.revocations.send(store);
+    /// Every store this hub has heard from.
+    pub fn all(&self) -> Vec<(StoreId, Presence)> {
+        self.stores()
+            .iter()
+            .map(|(store, presence)| (*store, presence.clone()))
+            .collect()
     }
 
-    /// Revocations, for open streams to watch.
-    pub fn revocations(&self) -> broadcast::Receiver<StoreId> {
+    /// Tells every open stream of `store` opened with `token` to end now.
+    pub fn revoke(&self, store: StoreId, token: uuid::Uuid) {
+        let _ = self.revocations.send((store, token));
+    }
+
+    /// Revocations (store, token id), for open streams to watch.
+    pub fn revocations(&self) -> broadcast::Receiver<(StoreId, uuid::Uuid)> {
         self.revocations.subscribe()
+    }
+}
+
+/// How often a hub sharing its database shares its agents' presence.
+const SHARE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Shares this hub's presence with the other hubs of its database every few seconds,
+/// until `stop` (a hub whose rows go stale drops out of the others' fleet view).
+pub async fn share_presence(
+    fleet: Arc<Fleet>,
+    log: crate::store::EventStore,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(SHARE_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(error) = log.share_presence(&fleet.all()).await {
+            tracing::warn!(%error, "sharing the agents' presence with the other hubs failed; retrying");
+        }
+    }
+}
+
+/// Ends this hub's push streams of every store another hub revoked (several hubs on one
+/// database), until the store closes.
+pub async fn end_streams_revoked_elsewhere(fleet: Arc<Fleet>, mut revoked: broadcast::Receiver<(StoreId, uuid::Uuid)>) {
+    loop {
+        match revoked.recv().await {
+            Ok((store, token)) => fleet.revoke(store, token),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "revocation notices missed; those streams end when they next reconnect"
+                );
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
     }
 }
 

@@ -19,6 +19,10 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use tokio_cron_scheduler::{JobScheduler, JobSchedulerError};
 
+/// How long a hub holds a job's lease after its last run (renewed on each run): another
+/// hub takes the job over this long after its holder died.
+const JOB_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Starts the scheduler with every job.
 pub async fn start(
     config: &JobsConfig,
@@ -28,7 +32,17 @@ pub async fn start(
     let expiring = log.clone();
     let expire = move || {
         let (log, read_model) = (expiring.clone(), read_model.clone());
-        async move { expire_reservations(&log, read_model.as_ref(), OffsetDateTime::now_utc()).await }
+        async move {
+            // With several hubs on one database, the one holding the lease runs it.
+            if !log
+                .lead("reservation-expiry", JOB_LEASE)
+                .await
+                .map_err(|e| WriteError::Storage(e.to_string()))?
+            {
+                return Ok(0);
+            }
+            expire_reservations(&log, read_model.as_ref(), OffsetDateTime::now_utc()).await
+        }
     };
     let checkpoint = move || {
         let log = log.clone();

@@ -98,24 +98,33 @@ pub async fn run(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let projector = read_model::spawn(log.clone(), &data_dir.join(READ_MODEL_FILE), stopped.clone())
         .map_err(|e| StartError::Projection(e.to_string()))?;
-    let queries = Arc::new(read_model::QueryService::new(
+    let queries = read_model::QueryService::new(
         projector.queries(),
         projector.projected(),
         log.bus().watch_head(),
         projector.touched(),
         read_model::QueryConfig::from(&config.query),
-    ));
+    );
+    let queries = Arc::new(match config.storage {
+        config::Storage::Sqlite => queries,
+        config::Storage::Postgres => queries.sharing(log.clone()),
+    });
     let scheduler = jobs::start(&config.jobs, log.clone(), projector.queries())
         .await
         .map_err(|e| StartError::Jobs(e.to_string()))?;
     let (begin_stopping, stopping) = tokio::sync::watch::channel(false);
+    let fleet = Arc::new(fleet::Fleet::default());
+    if let Some(revocations) = log.revocations_elsewhere() {
+        tokio::spawn(fleet::end_streams_revoked_elsewhere(fleet.clone(), revocations));
+        tokio::spawn(fleet::share_presence(fleet.clone(), log.clone(), stopped.clone()));
+    }
     let state = api::AppState::new(api::Shared {
         log: log.clone(),
         queries,
         read_model: projector.queries(),
         admin_digest: shelfsync_common::server::secret::digest(&admin_secret),
         config: Arc::new(config.clone()),
-        fleet: Arc::new(fleet::Fleet::default()),
+        fleet,
         stopping,
         projection_stall: projector.stall(),
     });

@@ -33,6 +33,8 @@ pub enum Principal {
         store_id: StoreId,
         /// The token's name.
         name: String,
+        /// The token's id (a push stream opened with it ends when it is revoked).
+        token: uuid::Uuid,
     },
 }
 
@@ -84,23 +86,25 @@ impl FromRequestParts<AppState> for Principal {
             ("store", Some(store_id)) => Ok(Principal::Store {
                 store_id,
                 name: record.name,
+                token: record.id,
             }),
             _ => Err(ApiError::unauthorized(CREDENTIAL)),
         }
     }
 }
 
-/// The calling agent's store (a store token is required), recorded as seen.
-pub struct StoreAgent(pub StoreId);
+/// The calling agent's store and its token's id (a store token is required), recorded as
+/// seen.
+pub struct StoreAgent(pub StoreId, pub uuid::Uuid);
 
 impl FromRequestParts<AppState> for StoreAgent {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         match Principal::from_request_parts(parts, state).await? {
-            Principal::Store { store_id, .. } => {
+            Principal::Store { store_id, token, .. } => {
                 state.fleet.seen(store_id);
-                Ok(StoreAgent(store_id))
+                Ok(StoreAgent(store_id, token))
             }
             Principal::Admin | Principal::Channel { .. } => {
                 Err(ApiError::forbidden("the sync routes take a store token"))

@@ -80,7 +80,7 @@ pub struct LastEventId {
         (status = 429, description = "too_many_streams: this store has as many push streams open as it may")))]
 pub async fn stream(
     State(state): State<AppState>,
-    StoreAgent(store): StoreAgent,
+    StoreAgent(store, token): StoreAgent,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> Result<Response, ApiError> {
@@ -104,6 +104,7 @@ pub async fn stream(
     let (chunks, received) = mpsc::unbounded_channel();
     let pump = Pump {
         store,
+        token,
         feed: state.log.feed(after),
         out: Out {
             chunks,
@@ -143,9 +144,11 @@ struct Out {
 /// Moves one connection's events from the feed into its bounded buffer.
 struct Pump {
     store: StoreId,
+    /// The token the stream was opened with: it ends when that token is revoked.
+    token: uuid::Uuid,
     feed: EventFeed,
     out: Out,
-    revocations: broadcast::Receiver<StoreId>,
+    revocations: broadcast::Receiver<(StoreId, uuid::Uuid)>,
     stopping: watch::Receiver<bool>,
     keep_alive: Duration,
     _presence: PushGuard,
@@ -188,6 +191,7 @@ impl Pump {
     async fn pump(&mut self) -> End {
         let Pump {
             store,
+            token,
             feed,
             out,
             revocations,
@@ -207,7 +211,7 @@ impl Pump {
             out,
             revocations,
             stopping,
-            store: *store,
+            opened_with: (*store, *token),
         };
         loop {
             if !caught_up && feed.caught_up() {
@@ -222,7 +226,7 @@ impl Pump {
                 progress_due = None;
             }
             let page = tokio::select! {
-                revoked = lanes.revocations.recv() => match revocation_ends(revoked, *store) {
+                revoked = lanes.revocations.recv() => match revocation_ends(revoked, (*store, *token)) {
                     Some(end) => return end,
                     None => continue,
                 },
@@ -297,9 +301,10 @@ impl Pump {
 /// What queueing into the buffer watches besides the room in it.
 struct Lanes<'a> {
     out: &'a Out,
-    revocations: &'a mut broadcast::Receiver<StoreId>,
+    revocations: &'a mut broadcast::Receiver<(StoreId, uuid::Uuid)>,
     stopping: &'a mut watch::Receiver<bool>,
-    store: StoreId,
+    /// The stream's store and token.
+    opened_with: (StoreId, uuid::Uuid),
 }
 
 impl Lanes<'_> {
@@ -332,7 +337,7 @@ impl Lanes<'_> {
                     Err(_) => Err(End::TooSlow),
                 },
                 () = self.out.chunks.closed() => return Err(End::ClientGone),
-                revoked = self.revocations.recv() => if let Some(end) = revocation_ends(revoked, self.store) {
+                revoked = self.revocations.recv() => if let Some(end) = revocation_ends(revoked, self.opened_with) {
                     return Err(end);
                 },
                 _ = self.stopping.wait_for(|stopping| *stopping) => return Err(End::ShuttingDown),
@@ -348,10 +353,13 @@ fn marker(name: &str, position: u64, data: &impl serde::Serialize) -> Result<Byt
         .map_err(|e| End::StoreFailed(e.to_string()))
 }
 
-/// Whether a revocation signal ends `store`'s stream.
-fn revocation_ends(signal: Result<StoreId, broadcast::error::RecvError>, store: StoreId) -> Option<End> {
+/// Whether a revocation signal ends the stream opened for a store with a token.
+fn revocation_ends(
+    signal: Result<(StoreId, uuid::Uuid), broadcast::error::RecvError>,
+    opened_with: (StoreId, uuid::Uuid),
+) -> Option<End> {
     match signal {
-        Ok(revoked) if revoked == store => Some(End::Revoked),
+        Ok(revoked) if revoked == opened_with => Some(End::Revoked),
         Ok(_) => None,
         // Missed signals may include ours: end, and let the agent re-authenticate.
         Err(broadcast::error::RecvError::Lagged(_)) => Some(End::Revoked),

@@ -14,7 +14,7 @@ use shelfsync_common::wire::sync::SnapshotResponse;
     responses((status = 200, body = SnapshotResponse), (status = 403, description = "forbidden: the sync routes take a store token"), (status = 503, description = "read_model_unavailable (Retry-After), read_model_behind (min_position not reached in time) or storage_unavailable")))]
 pub async fn snapshot(
     State(state): State<AppState>,
-    StoreAgent(store): StoreAgent,
+    StoreAgent(store, _): StoreAgent,
 ) -> Result<Json<SnapshotResponse>, ApiError> {
     let snapshot = state.read_model.store_snapshot(store).await?;
     Ok(Json(snapshot))

@@ -135,8 +135,8 @@ pub(super) async fn revoke_tokens(state: &AppState, selector: TokenSelector) -> 
 }
 
 fn end_push_streams(state: &AppState, revoked: &RevokedTokens) {
-    for store in &revoked.stores {
-        state.fleet.revoke(*store);
+    for (store, token) in &revoked.store_tokens {
+        state.fleet.revoke(*store, *token);
     }
 }
 
@@ -153,10 +153,18 @@ pub async fn fleet(State(state): State<AppState>, principal: Principal) -> Resul
     let head = state.log.bus().head();
     let now = time::OffsetDateTime::now_utc();
     let (stores, stats) = state.log.stores_with_stats().await?;
+    // With several hubs on one database, an agent may talk to any of them.
+    let mut elsewhere: std::collections::HashMap<_, crate::fleet::Presence> = std::collections::HashMap::new();
+    for (store, presence) in state.log.others_presence().await? {
+        elsewhere.entry(store).or_default().merge(presence);
+    }
     let stores = stores
         .into_iter()
         .map(|store| {
-            let presence = state.fleet.presence(store.id);
+            let mut presence = state.fleet.presence(store.id);
+            if let Some(other) = elsewhere.remove(&store.id) {
+                presence.merge(other);
+            }
             let counts = stats.get(&store.id).copied().unwrap_or_default();
             FleetStore {
                 last_seen: presence.last_seen,

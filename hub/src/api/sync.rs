@@ -145,7 +145,7 @@ fn protocol_pattern() -> String {
     responses((status = 200, body = UploadResponse), (status = 403, description = "forbidden: the sync routes take a store token"), (status = 422, description = "batch_too_large"), (status = 503, description = "storage_unavailable or shutting_down: nothing was written; retry")))]
 pub async fn upload(
     State(state): State<AppState>,
-    StoreAgent(store): StoreAgent,
+    StoreAgent(store, _): StoreAgent,
     ApiJson(body): ApiJson<UploadRequest>,
 ) -> Result<Json<UploadResponse>, ApiError> {
     if body.events.len() > MAX_UPLOAD_BATCH {
@@ -196,7 +196,7 @@ pub struct PullQuery {
     responses((status = 200, body = PullResponse), (status = 403, description = "forbidden: the sync routes take a store token"), (status = 503, description = "storage_unavailable")))]
 pub async fn pull(
     State(state): State<AppState>,
-    StoreAgent(store): StoreAgent,
+    StoreAgent(store, _): StoreAgent,
     ApiQuery(query): ApiQuery<PullQuery>,
 ) -> Result<Response, ApiError> {
     let limit = query.limit.unwrap_or(500);
@@ -224,7 +224,7 @@ pub async fn pull(
     responses((status = 200, body = HeartbeatAck), (status = 403, description = "forbidden: the sync routes take a store token")))]
 pub async fn heartbeat(
     State(state): State<AppState>,
-    StoreAgent(store): StoreAgent,
+    StoreAgent(store, _): StoreAgent,
     ApiJson(body): ApiJson<Heartbeat>,
 ) -> Result<Json<HeartbeatAck>, ApiError> {
     body.check_fields()

@@ -194,6 +194,9 @@ pub struct QueryService {
     read_model: Arc<dyn ReadModelQueries>,
     projected: watch::Receiver<u64>,
     log_head: watch::Receiver<u64>,
+    /// With several hubs on one database: the log, whose stored head tells whether a
+    /// `min_position` this hub has not heard of yet was written by another hub.
+    shared_log: Option<crate::store::EventStore>,
     touches: Arc<TouchLog>,
     config: QueryConfig,
     fresh: EntryCache,
@@ -223,12 +226,22 @@ impl QueryService {
             read_model,
             projected,
             log_head,
+            shared_log: None,
             touches,
             fresh: cache(config.ttl),
             last_good: cache(config.stale_ttl.max(config.ttl)),
             breaker: BreakerGuard::new(config.breaker, now, on_breaker_change),
             config,
         }
+    }
+
+    /// Serves a hub that shares its log with other hubs: a `min_position` past this hub's
+    /// head is checked against the database's head before it is called past the head,
+    /// since another hub may have written it a moment ago (then the query waits for it
+    /// like for any position not projected yet).
+    pub fn sharing(mut self, log: crate::store::EventStore) -> Self {
+        self.shared_log = Some(log);
+        self
     }
 
     /// Stock of a product at a store (`None`: the store never had the product).
@@ -361,7 +374,16 @@ impl QueryService {
         let Some(wanted) = min_position else {
             return Ok(());
         };
-        let head = *self.log_head.borrow();
+        let mut head = *self.log_head.borrow();
+        if wanted > head {
+            if let Some(log) = &self.shared_log {
+                head = head.max(
+                    log.stored_head()
+                        .await
+                        .map_err(|e| QueryError::Storage(e.to_string()))?,
+                );
+            }
+        }
         if wanted > head {
             return Err(QueryError::PastHead { wanted, head });
         }

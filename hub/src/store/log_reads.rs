@@ -109,6 +109,31 @@ impl LogReads {
         }
     }
 
+    /// Takes or renews `holder`'s lease on `job`; whether `holder` runs it. On SQLite, one
+    /// hub runs everything.
+    pub async fn lead(&self, job: &str, holder: &str, lease: std::time::Duration) -> Result<bool, ReadError> {
+        match self {
+            LogReads::Sqlite(_) => Ok(true),
+            LogReads::Postgres(reads) => pg::cluster::lead(reads, job, holder, lease).await,
+        }
+    }
+
+    /// Shares this hub's view of its agents with the other hubs (nothing to share on SQLite).
+    pub async fn share_presence(&self, hub: &str, seen: &[(StoreId, crate::fleet::Presence)]) -> Result<(), ReadError> {
+        match self {
+            LogReads::Sqlite(_) => Ok(()),
+            LogReads::Postgres(reads) => pg::cluster::share_presence(reads, hub, seen).await,
+        }
+    }
+
+    /// The other hubs' views of their agents (none on SQLite).
+    pub async fn others_presence(&self, hub: &str) -> Result<Vec<(StoreId, crate::fleet::Presence)>, ReadError> {
+        match self {
+            LogReads::Sqlite(_) => Ok(Vec::new()),
+            LogReads::Postgres(reads) => pg::cluster::others_presence(reads, hub).await,
+        }
+    }
+
     /// Closes idle connections (at shutdown).
     pub fn close_idle(&self) {
         match self {

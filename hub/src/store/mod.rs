@@ -209,6 +209,8 @@ pub struct EventStore {
     id_key: Arc<shelfsync_common::IdKey>,
     /// On PostgreSQL: the thread that publishes other hubs' commits on this hub's bus.
     follower: Option<Arc<pg::Follower>>,
+    /// This hub process among the hubs of one database (leases, presence).
+    instance: Arc<str>,
 }
 
 impl EventStore {
@@ -252,6 +254,8 @@ impl EventStore {
         follower: Option<Arc<pg::Follower>>,
     ) -> Self {
         bus.set_head(head);
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "hub".into());
+        let instance = format!("{host}:{}:{:08x}", std::process::id(), rand::random::<u32>());
         Self {
             writer,
             history: Arc::new(feed::History::new(reads.clone())),
@@ -259,6 +263,7 @@ impl EventStore {
             bus,
             id_key: Arc::new(id_key),
             follower,
+            instance: instance.into(),
         }
     }
 
@@ -397,6 +402,30 @@ impl EventStore {
         self.reads.visible_after(store, after, limit, scan_window).await
     }
 
+    /// Whether this hub runs the scheduled job `job` now: with several hubs on one
+    /// database, the hub holding its lease (taken or renewed for `lease` by this call; a
+    /// dead holder's lease runs out and another hub takes it). Always on SQLite.
+    pub async fn lead(&self, job: &str, lease: std::time::Duration) -> Result<bool, ReadError> {
+        self.reads.lead(job, &self.instance, lease).await
+    }
+
+    /// Shares this hub's view of its agents with the other hubs of its database.
+    pub async fn share_presence(&self, seen: &[(StoreId, crate::fleet::Presence)]) -> Result<(), ReadError> {
+        self.reads.share_presence(&self.instance, seen).await
+    }
+
+    /// The other hubs' views of their agents (their recent rows only).
+    pub async fn others_presence(&self) -> Result<Vec<(StoreId, crate::fleet::Presence)>, ReadError> {
+        self.reads.others_presence(&self.instance).await
+    }
+
+    /// With several hubs on one database: the stores whose tokens any hub revoked, from
+    /// now on (their open push streams on this hub must end too). `None` on SQLite, where
+    /// this hub took every revocation itself.
+    pub fn revocations_elsewhere(&self) -> Option<tokio::sync::broadcast::Receiver<(StoreId, uuid::Uuid)>> {
+        self.follower.as_ref().map(|follower| follower.revocations())
+    }
+
     /// The in-process bus the writer publishes to.
     pub fn bus(&self) -> &EventBus {
         &self.bus
@@ -439,8 +468,11 @@ pub enum TokenSelector {
 pub struct RevokedTokens {
     /// How many live tokens were revoked.
     pub count: usize,
-    /// The stores whose tokens were among them (their open push streams must end).
+    /// The stores whose tokens were among them.
     pub stores: Vec<StoreId>,
+    /// Each revoked store token: its store and its id (the push streams opened with it
+    /// must end).
+    pub store_tokens: Vec<(StoreId, uuid::Uuid)>,
 }
 
 /// The log file read directly, with no hub running (offline tools such as

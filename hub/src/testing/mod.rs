@@ -97,6 +97,21 @@ impl TestHub {
         hub
     }
 
+    /// One of several hubs on the PostgreSQL database `db` (each with its own data dir for
+    /// its read model), with the demo data when `demo` (give it to the first hub only).
+    pub async fn spawn_sharing(db: &storage::TestDatabase, demo: bool) -> TestHub {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = db.url.clone();
+        let mut hub = Self::spawn_on(bind().await, dir.path().to_owned(), demo, |config| {
+            config.storage = crate::config::Storage::Postgres;
+            config.postgres.database_url = Some(url.into());
+        })
+        .await;
+        hub._dir = Some(dir);
+        hub.wait_ready().await;
+        hub
+    }
+
     /// A hub on `data_dir` (kept after the hub stops), with the demo data when `demo`.
     pub async fn spawn_at(data_dir: PathBuf, demo: bool) -> TestHub {
         Self::spawn_on(bind().await, data_dir, demo, |_| {}).await

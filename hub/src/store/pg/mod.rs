@@ -16,6 +16,7 @@
 //! costs latency, never an event.
 
 mod batches;
+pub(super) mod cluster;
 mod follower;
 pub(super) mod reads;
 mod rows;
@@ -47,16 +48,26 @@ pub struct PgSettings {
 }
 
 /// The event store's migrations on PostgreSQL, oldest first.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_event_store",
-    include_str!("../../../migrations/postgres/0001_event_store.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_event_store",
+        include_str!("../../../migrations/postgres/0001_event_store.sql"),
+    ),
+    (
+        "0002_cluster",
+        include_str!("../../../migrations/postgres/0002_cluster.sql"),
+    ),
+];
 
 /// The advisory lock key that serializes migrations of hubs starting at once.
 const MIGRATION_LOCK: i64 = 0x5348_454c_4653_0001;
 
 /// The notification channel a commit wakes the other hubs on.
 pub const CHANNEL: &str = "shelfsync_log";
+/// The notification channel a revocation is announced on (the payload is the store's id),
+/// so that every hub ends the revoked store's open push streams, not only the one that
+/// took the revocation.
+pub const REVOKED_CHANNEL: &str = "shelfsync_revoked";
 
 impl PgSettings {
     /// The connection settings: the URL's, with the timeouts and the application name.

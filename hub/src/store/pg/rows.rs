@@ -1,6 +1,7 @@
 //! [`LogRows`] in a PostgreSQL transaction: the same statements as on SQLite, in
 //! PostgreSQL's dialect, prepared once per batch.
 
+use super::REVOKED_CHANNEL;
 use crate::store::reader::{envelope_from_row, store_from_row, StoreStats, TokenRecord, EVENT_COLUMNS};
 use crate::store::rows::StoredRow;
 use crate::store::writer::{count_revoked, EventRow, LogRows, StreamHead};
@@ -143,18 +144,26 @@ impl LogRows for PgRows<'_, '_> {
         let now = text(now)?;
         let rows = match selector {
             TokenSelector::Store(store) => self.tx.query(
-                "UPDATE tokens SET revoked_at = $1 WHERE store_id = $2 AND revoked_at IS NULL RETURNING store_id",
+                "UPDATE tokens SET revoked_at = $1 WHERE store_id = $2 AND revoked_at IS NULL RETURNING id, store_id",
                 &[&now, &&store.as_bytes()[..]],
             )?,
             TokenSelector::Channel(name) => self.tx.query(
                 "UPDATE tokens SET revoked_at = $1 WHERE role = 'channel' AND name = $2 AND revoked_at IS NULL
-                 RETURNING store_id",
+                 RETURNING id, store_id",
                 &[&now, name],
             )?,
         };
         let mut revoked = RevokedTokens::default();
         for row in rows {
-            count_revoked(&mut revoked, row.opt_fixed(0)?.map(StoreId::from_bytes));
+            let token = uuid::Uuid::from_bytes(row.fixed(0)?);
+            count_revoked(&mut revoked, token, row.opt_fixed(1)?.map(StoreId::from_bytes));
+        }
+        for (store, token) in &revoked.store_tokens {
+            // Delivered at commit, to every hub (this one included).
+            self.tx.execute(
+                "SELECT pg_notify($1, $2)",
+                &[&REVOKED_CHANNEL, &format!("{store} {token}")],
+            )?;
         }
         Ok(revoked)
     }

@@ -154,3 +154,26 @@ async fn one_upload_sent_to_two_hubs_at_once_is_recorded_once() {
         hub.close().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_runs_on_the_hub_holding_its_lease_and_another_takes_over_when_it_lapses() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let hubs = three_hubs(&db).await;
+    let lease = Duration::from_millis(800);
+    // The first hub to ask holds it; the others do not run the job while it renews.
+    assert!(hubs[0].lead("expiry", lease).await.unwrap());
+    for _ in 0..3 {
+        assert!(!hubs[1].lead("expiry", lease).await.unwrap());
+        assert!(!hubs[2].lead("expiry", lease).await.unwrap());
+        assert!(hubs[0].lead("expiry", lease).await.unwrap(), "the holder renews");
+    }
+    // A holder that stops renewing (it died) loses it once the lease runs out.
+    tokio::time::sleep(lease + Duration::from_millis(300)).await;
+    assert!(hubs[1].lead("expiry", lease).await.unwrap());
+    assert!(!hubs[0].lead("expiry", lease).await.unwrap());
+    // Another job has a lease of its own.
+    assert!(hubs[2].lead("roll-up", lease).await.unwrap());
+    for hub in &hubs {
+        hub.close().await;
+    }
+}

@@ -21,9 +21,8 @@ crate::both_storages! {
         let log = t.log.clone();
         let shop = enroll_store(&log).await;
         let name = format!("store-{shop}");
-        log.add_token(token("store", &name, Some(shop)))
-            .await
-            .expect("store token");
+        let first = token("store", &name, Some(shop));
+        log.add_token(first.clone()).await.expect("store token");
         log.add_token(token("channel", &name, None))
             .await
             .expect("same name, other role");
@@ -37,19 +36,19 @@ crate::both_storages! {
             by_name,
             RevokedTokens {
                 count: 1,
-                stores: vec![]
+                stores: vec![],
+                store_tokens: vec![]
             },
             "only the channel token"
         );
-        let rotated = log
-            .rotate_store_token(shop, token("store", &name, Some(shop)))
-            .await
-            .unwrap();
+        let second = token("store", &name, Some(shop));
+        let rotated = log.rotate_store_token(shop, second.clone()).await.unwrap();
         assert_eq!(
             rotated,
             RevokedTokens {
                 count: 1,
-                stores: vec![shop]
+                stores: vec![shop],
+                store_tokens: vec![(shop, first.id)]
             }
         );
         let revoked = log.revoke_tokens(TokenSelector::Store(shop)).await.unwrap();
@@ -57,7 +56,8 @@ crate::both_storages! {
             revoked,
             RevokedTokens {
                 count: 1,
-                stores: vec![shop]
+                stores: vec![shop],
+                store_tokens: vec![(shop, second.id)]
             },
             "the rotated token was live"
         );

@@ -60,10 +60,11 @@ pub trait LogRows {
     fn insert_store(&mut self, id: StoreId, name: &str, now: OffsetDateTime) -> Result<(), Self::Error>;
 }
 
-/// Adds one revoked token's store to `revoked` (each store once).
-pub fn count_revoked(revoked: &mut RevokedTokens, store: Option<StoreId>) {
+/// Adds one revoked token to `revoked` (each store once).
+pub fn count_revoked(revoked: &mut RevokedTokens, token: uuid::Uuid, store: Option<StoreId>) {
     revoked.count += 1;
     if let Some(store) = store {
+        revoked.store_tokens.push((store, token));
         if !revoked.stores.contains(&store) {
             revoked.stores.push(store);
         }

@@ -207,23 +207,25 @@ impl LogRows for SqliteRows<'_> {
         let mut rows = match selector {
             TokenSelector::Store(store) => {
                 stmt = self.tx.prepare_cached(
-                    "UPDATE tokens SET revoked_at = ?1 WHERE store_id = ?2 AND revoked_at IS NULL RETURNING store_id",
+                    "UPDATE tokens SET revoked_at = ?1 WHERE store_id = ?2 AND revoked_at IS NULL RETURNING id, store_id",
                 )?;
                 stmt.query(params![now, &store.as_bytes()[..]])?
             }
             TokenSelector::Channel(name) => {
                 stmt = self.tx.prepare_cached(
                     "UPDATE tokens SET revoked_at = ?1 WHERE role = 'channel' AND name = ?2 AND revoked_at IS NULL
-                     RETURNING store_id",
+                     RETURNING id, store_id",
                 )?;
                 stmt.query(params![now, name])?
             }
         };
         let mut revoked = RevokedTokens::default();
         while let Some(row) = rows.next()? {
+            let token = uuid::Uuid::from_bytes(row.get::<_, [u8; 16]>(0)?);
             count_revoked(
                 &mut revoked,
-                row.get::<_, Option<[u8; 16]>>(0)?.map(StoreId::from_bytes),
+                token,
+                row.get::<_, Option<[u8; 16]>>(1)?.map(StoreId::from_bytes),
             );
         }
         Ok(revoked)
