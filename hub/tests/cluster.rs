@@ -4,6 +4,7 @@
 //! with a message without a PostgreSQL server (a failure under SHELFSYNC_REQUIRE_SERVICES=1).
 
 use shelfsync_common::testing::http::call;
+use shelfsync_common::testing::proxy::{FaultProxy, Mode};
 use shelfsync_common::wire::sync::{FleetResponse, Heartbeat};
 use shelfsync_common::StoreId;
 use shelfsync_hub::testing::storage::TestDatabase;
@@ -13,9 +14,9 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn three_hubs(db: &TestDatabase) -> Vec<TestHub> {
-    let first = TestHub::spawn_sharing(db, true).await;
-    let second = TestHub::spawn_sharing(db, false).await;
-    let third = TestHub::spawn_sharing(db, false).await;
+    let first = TestHub::spawn_sharing(&db.url, true).await;
+    let second = TestHub::spawn_sharing(&db.url, false).await;
+    let third = TestHub::spawn_sharing(&db.url, false).await;
     vec![first, second, third]
 }
 
@@ -99,4 +100,49 @@ fn entry(fleet: &FleetResponse, store: StoreId) -> &shelfsync_common::wire::sync
         .iter()
         .find(|s| s.store.id == store)
         .expect("the store is in the fleet view")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_postgres_unreachable_writes_are_503_and_nothing_is_half_written_until_the_hub_reconnects() {
+    let Some(db) = TestDatabase::create().await else { return };
+    // Given a hub that reaches PostgreSQL through a proxy the test can cut
+    let proxy = FaultProxy::start("postgres", "127.0.0.1:5432".parse().unwrap()).await;
+    let (server, database) = db.url.rsplit_once('/').expect("a database URL");
+    let (credentials, _) = server.rsplit_once('@').expect("user@host");
+    let through_proxy = format!("{credentials}@{}/{database}", proxy.url().trim_start_matches("http://"));
+    let hub = TestHub::spawn_sharing(&through_proxy, true).await;
+    let (product, store) = (demo_product(0), demo_store(0));
+    hub.add_stock(product, store, 1).await;
+    let head = hub.head().await;
+
+    // When PostgreSQL cannot be reached
+    proxy.set_mode(Mode::Reset);
+    let body = serde_json::json!({ "product_id": product, "store_id": store, "quantity": 5 });
+    for _ in 0..3 {
+        // Then writes are refused as retryable, with the stable code
+        let (status, problem, _) = call(hub.post("/v1/inventory/stock", &body)).await;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (503, Some("storage_unavailable")),
+            "{problem}"
+        );
+    }
+    // while reads keep being answered from this hub's own read model
+    let (status, level, _) = call(hub.get(&format!("/v1/inventory/products/{product}/stores/{store}"))).await;
+    assert_eq!(status, 200, "{level}");
+
+    // When it is back, the hub reconnects by itself: the next writes land, right after
+    // the last one that did (the refused ones left nothing behind)
+    proxy.heal();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let position = loop {
+        let (status, written, _) = call(hub.post("/v1/inventory/stock", &body)).await;
+        if status == 201 {
+            break written["position"].as_u64().expect("position");
+        }
+        assert_eq!(status, 503, "{written}");
+        assert!(tokio::time::Instant::now() < deadline, "the hub did not reconnect");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(position, head + 1, "nothing of the refused writes was recorded");
 }

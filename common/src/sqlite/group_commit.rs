@@ -74,6 +74,10 @@ pub trait Database: Send + 'static {
     /// Maintenance that runs alone between batches, when asked for and at a clean stop
     /// (SQLite: checkpoint the WAL into the database file and truncate it).
     fn maintain(&mut self) -> Result<(), Self::Error>;
+
+    /// A batch failed (and rolled back): a networked database drops its connection here,
+    /// which may be what broke, and opens a new one for the next batch.
+    fn failed(&mut self) {}
 }
 
 impl Database for Connection {
@@ -340,6 +344,7 @@ impl<L: BatchLogic> Thread<L> {
             }
             Err(error) => {
                 tracing::error!(%error, writes = size, writer = self.settings.thread_name, "write batch rolled back");
+                self.conn.failed();
                 let error = L::storage_error(&error);
                 answers.into_iter().for_each(|answer| answer.fail(&error));
                 writes.for_each(|write| L::fail(write, &error));

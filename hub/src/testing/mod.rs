@@ -97,11 +97,12 @@ impl TestHub {
         hub
     }
 
-    /// One of several hubs on the PostgreSQL database `db` (each with its own data dir for
-    /// its read model), with the demo data when `demo` (give it to the first hub only).
-    pub async fn spawn_sharing(db: &storage::TestDatabase, demo: bool) -> TestHub {
+    /// One of several hubs on the PostgreSQL database at `database_url` (each with its own
+    /// data dir for its read model), with the demo data when `demo` (give it to the first
+    /// hub only).
+    pub async fn spawn_sharing(database_url: &str, demo: bool) -> TestHub {
         let dir = tempfile::tempdir().expect("temp dir");
-        let url = db.url.clone();
+        let url = database_url.to_owned();
         let mut hub = Self::spawn_on(bind().await, dir.path().to_owned(), demo, |config| {
             config.storage = crate::config::Storage::Postgres;
             config.postgres.database_url = Some(url.into());

@@ -204,4 +204,10 @@ impl shelfsync_common::sqlite::group_commit::Database for PgDb {
     fn maintain(&mut self) -> Result<(), ReadError> {
         Ok(())
     }
+
+    /// The blocking client does not notice a connection the server or the network closed
+    /// until it uses it: after any failed batch, start the next one on a new connection.
+    fn failed(&mut self) {
+        self.client = None;
+    }
 }
