@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod fanout;
+
 pub use shelfsync_common::testing::measure::*;
 use shelfsync_hub::config::HubConfig;
 use shelfsync_hub::testing::{metric_value, metrics_text, TestHub};
@@ -40,6 +42,12 @@ impl BenchHub {
     /// Linux copies to every accepted connection (a diagnostic: the hub itself does not
     /// set it).
     pub fn start_with(nodelay: bool, configure: impl FnOnce(&mut HubConfig)) -> Self {
+        Self::start_full(nodelay, true, configure)
+    }
+
+    /// As [`BenchHub::start`], with the demo data only when `demo` (the second and later
+    /// hubs on one database find it there).
+    pub fn start_full(nodelay: bool, demo: bool, configure: impl FnOnce(&mut HubConfig)) -> Self {
         let dir = tempfile::tempdir_in(bench_dir()).expect("temp dir");
         let runtime = runtime("hub");
         let data_dir = dir.path().to_owned();
@@ -50,7 +58,7 @@ impl BenchHub {
             }
             socket.bind("127.0.0.1:0".parse().expect("address")).expect("bind");
             let listener = socket.listen(1024).expect("listen");
-            let hub = TestHub::spawn_on(listener, data_dir, true, configure).await;
+            let hub = TestHub::spawn_on(listener, data_dir, demo, configure).await;
             hub.wait_ready().await;
             hub
         });

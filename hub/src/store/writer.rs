@@ -136,6 +136,21 @@ pub(super) enum WriteOp {
     },
 }
 
+impl WriteOp {
+    /// The event ids the write names (a command's, an upload's), so that a backend can
+    /// look up which were written before in one query for a whole batch.
+    pub(super) fn event_ids(&self, out: &mut Vec<EventId>) {
+        match self {
+            WriteOp::Command(request, _) => out.push(request.event_id),
+            WriteOp::Upload { events, .. } => out.extend(events.iter().map(|e| e.event_id)),
+            WriteOp::AddStore { .. }
+            | WriteOp::AddToken(..)
+            | WriteOp::RevokeTokens(..)
+            | WriteOp::RotateStoreToken { .. } => {}
+        }
+    }
+}
+
 /// One stream's committed head.
 #[derive(Debug, Clone)]
 pub(super) struct StreamHead {

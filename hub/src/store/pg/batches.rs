@@ -112,11 +112,29 @@ impl BatchLogic for PgBatches {
         answers: &mut Vec<Pending>,
     ) -> Result<Changes, ReadError> {
         self.lock_and_refresh(tx)?;
-        let changes = run_batch(&self.heads, PgRows::new(tx)?, writes, answers)?;
+        // The ids the batch names, looked up at once (one round trip, not one per write);
+        // a failure from here on fails the writes not run yet, as the writer would.
+        let writes: Vec<WriteOp> = writes.collect();
+        let mut ids = Vec::new();
+        writes.iter().for_each(|write| write.event_ids(&mut ids));
+        let mut rest = writes.into_iter();
+        let ran = PgRows::new(tx, &ids).and_then(|rows| run_batch(&self.heads, rows, &mut rest, answers));
+        let changes = match ran {
+            Ok(changes) => changes,
+            Err(error) => {
+                let refused = WriteError::Storage(error.to_string());
+                rest.for_each(|write| fail(write, &refused));
+                return Err(error);
+            }
+        };
         let head = changes.next_position() - 1;
         if head != self.heads.next_position - 1 {
-            tx.execute("UPDATE log_head SET head = $1", &[&sql_position(head)])?;
-            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &head.to_string()])?;
+            // One statement: move the head, and wake the other hubs at commit.
+            tx.execute(
+                "WITH moved AS (UPDATE log_head SET head = $1 RETURNING head)
+                 SELECT pg_notify($2, head::text) FROM moved",
+                &[&sql_position(head), &CHANNEL],
+            )?;
         }
         Ok(changes)
     }
