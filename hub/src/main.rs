@@ -126,6 +126,13 @@ fn command(cli: Cli) -> anyhow::Result<()> {
         Cmd::RebuildProjections => {
             let config = HubConfig::load(cli.config.as_deref()).context("loading configuration")?;
             shelfsync_common::server::telemetry::init_logging(&config.log);
+            if config.storage == shelfsync_hub::config::Storage::Postgres {
+                anyhow::bail!(
+                    "this hub's event log is in PostgreSQL: stop the hub, delete {}, and start it again; \
+                     it projects its read model from the log at start-up (other hubs keep serving meanwhile)",
+                    config.data_dir.join(shelfsync_hub::READ_MODEL_FILE).display()
+                );
+            }
             let applied =
                 shelfsync_hub::rebuild_read_model(&config.data_dir, true).context("rebuilding the read model")?;
             println!("read model rebuilt from {applied} events");
