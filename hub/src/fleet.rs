@@ -113,28 +113,6 @@ impl Fleet {
     }
 }
 
-/// How often a hub sharing its database shares its agents' presence.
-const SHARE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Shares this hub's presence with the other hubs of its database every few seconds,
-/// until `stop` (a hub whose rows go stale drops out of the others' fleet view).
-pub async fn share_presence(
-    fleet: Arc<Fleet>,
-    log: crate::store::EventStore,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(SHARE_EVERY);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        if let Err(error) = log.share_presence(&fleet.all()).await {
-            tracing::warn!(%error, "sharing the agents' presence with the other hubs failed; retrying");
-        }
-    }
-}
-
 /// Ends this hub's push streams of every store another hub revoked (several hubs on one
 /// database), until the store closes.
 pub async fn end_streams_revoked_elsewhere(fleet: Arc<Fleet>, mut revoked: broadcast::Receiver<(StoreId, uuid::Uuid)>) {

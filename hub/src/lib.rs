@@ -14,6 +14,7 @@
 pub mod api;
 pub mod bus;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod fleet;
 pub mod jobs;
@@ -116,7 +117,7 @@ pub async fn run(
     let fleet = Arc::new(fleet::Fleet::default());
     if let Some(revocations) = log.revocations_elsewhere() {
         tokio::spawn(fleet::end_streams_revoked_elsewhere(fleet.clone(), revocations));
-        tokio::spawn(fleet::share_presence(fleet.clone(), log.clone(), stopped.clone()));
+        tokio::spawn(cluster::share_presence(fleet.clone(), log.clone(), stopped.clone()));
     }
     let state = api::AppState::new(api::Shared {
         log: log.clone(),

@@ -11,6 +11,7 @@ mod columns;
 mod facts;
 mod feed;
 mod log_reads;
+mod log_writer;
 mod pg;
 mod reader;
 mod rows;
@@ -22,6 +23,7 @@ mod tests;
 
 use crate::bus::EventBus;
 use log_reads::LogReads;
+use log_writer::LogWriter;
 use shelfsync_common::domain::catalog::{CatalogCommand, CatalogState};
 use shelfsync_common::sqlite::time_text;
 use shelfsync_common::wire::api::{StoreInfo, WriteResult};
@@ -202,7 +204,7 @@ impl From<shelfsync_common::domain::timestamp::TimeOutOfRange> for ReadError {
 /// A handle on the event store; cheap to clone.
 #[derive(Clone)]
 pub struct EventStore {
-    writer: writer::LogWriter,
+    writer: LogWriter,
     reads: LogReads,
     history: Arc<feed::History>,
     bus: EventBus,
@@ -219,7 +221,14 @@ impl EventStore {
     pub fn open(path: &Path, bus: EventBus) -> Result<Self, ReadError> {
         let writer::Started { writer, head, id_key } = writer::start(path, bus.clone())?;
         let reads = LogReads::Sqlite(Arc::new(ReadPool::new(path.to_owned())));
-        Ok(Self::assemble(writer, reads, bus, head, id_key, None))
+        Ok(Self::assemble(
+            LogWriter::Sqlite(writer),
+            reads,
+            bus,
+            head,
+            id_key,
+            None,
+        ))
     }
 
     /// Opens the store on PostgreSQL (migrating the database if needed: hubs starting at
@@ -236,7 +245,7 @@ impl EventStore {
         let reads = LogReads::Postgres(Arc::new(pg::PgReads::new(settings)));
         let writer::Started { writer, head, id_key } = started;
         Ok(Self::assemble(
-            writer,
+            LogWriter::Postgres(writer),
             reads,
             bus,
             head,
@@ -246,7 +255,7 @@ impl EventStore {
     }
 
     fn assemble(
-        writer: writer::LogWriter,
+        writer: LogWriter,
         reads: LogReads,
         bus: EventBus,
         head: u64,
@@ -269,7 +278,7 @@ impl EventStore {
 
     /// The writer itself (tests queue work on it without waiting for the answer).
     #[cfg(test)]
-    fn writer(&self) -> &writer::LogWriter {
+    fn writer(&self) -> &LogWriter {
         &self.writer
     }
 

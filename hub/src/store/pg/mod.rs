@@ -25,7 +25,7 @@ pub(in crate::store) use batches::PgBatches;
 pub use follower::Follower;
 pub use reads::PgReads;
 
-use super::writer::{Heads, LogWriter, Started, SETTINGS};
+use super::writer::{Heads, Started, SETTINGS};
 use super::ReadError;
 use crate::bus::EventBus;
 use postgres::{Client, NoTls};
@@ -90,7 +90,7 @@ impl PgSettings {
 
 /// Connects, migrates, loads the heads and starts the writer thread (blocking: run it
 /// off the async runtime).
-pub fn start(settings: PgSettings, bus: EventBus) -> Result<Started, ReadError> {
+pub fn start(settings: PgSettings, bus: EventBus) -> Result<Started<Writer<PgBatches>>, ReadError> {
     let mut client = settings.connect()?;
     migrate(&mut client)?;
     let id_key = id_key(&mut client)?;
@@ -104,11 +104,7 @@ pub fn start(settings: PgSettings, bus: EventBus) -> Result<Started, ReadError> 
     let batches = PgBatches::new(heads, bus);
     let writer =
         Writer::start(PgDb::new(settings, client), batches, SETTINGS).map_err(|e| ReadError::Join(e.to_string()))?;
-    Ok(Started {
-        writer: LogWriter::Postgres(writer),
-        head,
-        id_key,
-    })
+    Ok(Started { writer, head, id_key })
 }
 
 /// Brings the database to this build's schema. Hubs starting at once take turns on a

@@ -3,7 +3,7 @@
 //! event insert taken once per batch).
 
 use super::rows::{count_revoked, EventRow, LogRows};
-use super::{Heads, LogBatches, LogWriter, StreamHead, SETTINGS};
+use super::{Heads, LogBatches, StreamHead, SETTINGS};
 use crate::bus::EventBus;
 use crate::store::reader::{self, envelope_from_row, StoreStats, TokenRecord, EVENT_COLUMNS};
 use crate::store::schema::{self, EVENT_STORE};
@@ -19,7 +19,7 @@ use std::path::Path;
 use time::OffsetDateTime;
 
 /// Opens the file, migrates it, loads the heads and starts the writer thread.
-pub fn start(path: &Path, bus: EventBus) -> Result<Started, ReadError> {
+pub fn start(path: &Path, bus: EventBus) -> Result<Started<Writer<LogBatches>>, ReadError> {
     let mut conn = schema::open_durable(path)?;
     schema::migrate(&mut conn, EVENT_STORE)?;
     let id_key = shelfsync_common::sqlite::id_key(&conn)?;
@@ -27,17 +27,13 @@ pub fn start(path: &Path, bus: EventBus) -> Result<Started, ReadError> {
     let head = heads.next_position - 1;
     let writer =
         Writer::start(conn, LogBatches { heads, bus }, SETTINGS).map_err(|e| ReadError::Join(e.to_string()))?;
-    Ok(Started {
-        writer: LogWriter::Sqlite(writer),
-        head,
-        id_key,
-    })
+    Ok(Started { writer, head, id_key })
 }
 
-/// What [`start`] hands back: the writer, the head position, and the key that derives
-/// event ids from idempotency keys.
-pub struct Started {
-    pub writer: LogWriter,
+/// What a storage's `start` hands back: the writer, the head position, and the key that
+/// derives event ids from idempotency keys.
+pub struct Started<W> {
+    pub writer: W,
     pub head: u64,
     pub id_key: shelfsync_common::IdKey,
 }
