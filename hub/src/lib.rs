@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod fleet;
 pub mod jobs;
+pub mod migrate_storage;
 pub mod read_model;
 pub mod seed;
 pub mod sse;
