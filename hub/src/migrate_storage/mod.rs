@@ -108,11 +108,26 @@ pub fn target_settings(to: Option<&str>, config: &HubConfig) -> Result<PgSetting
 pub fn run(source: &Path, target: &PgSettings, check_only: bool, progress: bool) -> Result<Summary, MigrateError> {
     let sqlite = open_source(source)?;
     let mut pg = open_target(target, !check_only)?;
+    let done = copy_then_verify(&sqlite, &mut pg, check_only, progress);
+    // Released now, failed or not, rather than when the server notices the connection
+    // closed, so that a run right after this one finds it free.
+    let released = pg.execute("SELECT pg_advisory_unlock($1)", &[&COPY_LOCK]);
+    let summary = done?;
+    released?;
+    Ok(summary)
+}
+
+fn copy_then_verify(
+    sqlite: &rusqlite::Connection,
+    pg: &mut postgres::Client,
+    check_only: bool,
+    progress: bool,
+) -> Result<Summary, MigrateError> {
     let copied = match check_only {
         true => None,
-        false => Some(copy::copy(&sqlite, &mut pg, progress)?),
+        false => Some(copy::copy(sqlite, pg, progress)?),
     };
-    let summary = copy::verify(&sqlite, &mut pg, progress)?;
+    let summary = copy::verify(sqlite, pg, progress)?;
     Ok(Summary { copied, ..summary })
 }
 
@@ -154,14 +169,17 @@ fn open_target(settings: &PgSettings, migrate: bool) -> Result<postgres::Client,
     let mut config = settings.config()?;
     config.application_name(APPLICATION_NAME);
     let mut client = postgres::Config::from(config).connect(postgres::NoTls)?;
-    let locked: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&COPY_LOCK])?
-        .try_get(0)?;
-    if !locked {
-        return Err(MigrateError::Target(
-            "another migrate-storage is copying into this database".into(),
-        ));
-    }
+    // A copy killed a moment ago holds the lock until PostgreSQL notices: wait a little.
+    client.batch_execute("SET lock_timeout = '5s'")?;
+    match client.execute("SELECT pg_advisory_lock($1)", &[&COPY_LOCK]) {
+        Err(error) if error.code() == Some(&postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+            return Err(MigrateError::Target(
+                "another migrate-storage is copying into this database".into(),
+            ))
+        }
+        other => other?,
+    };
+    client.batch_execute("SET lock_timeout = 0")?;
     let hubs: i64 = client
         .query_one(
             "SELECT count(*) FROM pg_stat_activity

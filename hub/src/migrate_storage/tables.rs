@@ -148,11 +148,23 @@ impl Value {
 
     /// A short form for messages: integers and text as they are, bytes in hex.
     pub fn show(&self) -> String {
+        self.show_from(0)
+    }
+
+    /// [`Value::show`], a text shown from about byte `skip` (a char boundary or less).
+    pub fn show_from(&self, skip: usize) -> String {
         let mut text = match self {
             Value::Null => "NULL".to_owned(),
             Value::Int(v) => v.to_string(),
             Value::Bytes(v) => format!("0x{}", hex::encode(v)),
-            Value::Text(v) => format!("{v:?}"),
+            Value::Text(v) => {
+                let start = (0..=skip.min(v.len()))
+                    .rev()
+                    .find(|at| v.is_char_boundary(*at))
+                    .unwrap_or(0);
+                let dots = if start > 0 { "..." } else { "" };
+                format!("{dots}{:?}", &v[start..])
+            }
         };
         if text.len() > 120 {
             let cut = (0..=117).rev().find(|at| text.is_char_boundary(*at)).unwrap_or(0);

@@ -228,11 +228,20 @@ fn compare_page(table: &Table, source: &[Row], target: &[Row]) -> Option<String>
         }
         let at = row.iter().zip(other).position(|(a, b)| a != b).unwrap_or(0);
         let column = table.columns[at].0;
+        // Long texts are shown from a little before where they part.
+        let skip = match (&row[at], &other[at]) {
+            (Value::Text(a), Value::Text(b)) => a
+                .char_indices()
+                .zip(b.chars())
+                .find(|((_, x), y)| x != y)
+                .map_or(0, |((offset, _), _)| offset.saturating_sub(40)),
+            _ => 0,
+        };
         return Some(format!(
             "{name}: {}: column {column} is {} on SQLite but {} on PostgreSQL",
             describe(table, row),
-            row[at].show(),
-            other[at].show()
+            row[at].show_from(skip),
+            other[at].show_from(skip)
         ));
     }
     None
