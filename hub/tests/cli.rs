@@ -275,6 +275,13 @@ async fn a_stopped_hubs_log_moves_to_postgres_and_a_hub_there_serves_the_same() 
     assert_eq!(position, head + 1);
     let level = hub.stock(demo_product(1), demo_store(1)).await;
     assert_eq!(level.on_hand, stock[4]["on_hand"].as_i64().unwrap() + 1);
+
+    // No copy into a database a hub is using.
+    let (ok, out, err) = migrate(old_dir.path(), &database, &[]);
+    assert!(
+        !ok && err.contains("hub connections are open on this database"),
+        "{out}{err}"
+    );
     hub.stop().await;
 }
 

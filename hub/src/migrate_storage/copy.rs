@@ -73,7 +73,7 @@ pub fn copy(sqlite: &rusqlite::Connection, pg: &mut postgres::Client, progress: 
             "holds {source_count} events but its last position is {head}: the log has gaps"
         )));
     }
-    let already_there = checked_prefix(sqlite, pg, head)?;
+    let already_there = checked_prefix(sqlite, pg, head, progress)?;
     let bar = bar(progress, head, "copying events");
     bar.set_position(already_there);
     let mut after = already_there;
@@ -158,7 +158,12 @@ fn source_extent(sqlite: &rusqlite::Connection) -> Result<(u64, u64), MigrateErr
 /// How many of the source's first events PostgreSQL already holds (an interrupted or
 /// earlier copy), after checking that they are exactly those; a database that holds
 /// anything else (another hub's log) is refused.
-fn checked_prefix(sqlite: &rusqlite::Connection, pg: &mut postgres::Client, head: u64) -> Result<u64, MigrateError> {
+fn checked_prefix(
+    sqlite: &rusqlite::Connection,
+    pg: &mut postgres::Client,
+    head: u64,
+    progress: bool,
+) -> Result<u64, MigrateError> {
     let row = pg.query_one("SELECT count(*), COALESCE(MAX(position), 0) FROM events", &[])?;
     let (count, last) = (row.try_get::<_, i64>(0)? as u64, row.try_get::<_, i64>(1)? as u64);
     let refuse = |why: String| {
@@ -174,7 +179,10 @@ fn checked_prefix(sqlite: &rusqlite::Connection, pg: &mut postgres::Client, head
         return Err(refuse(format!("up to position {last}, the SQLite log ends at {head}")));
     }
     if last > 0 {
-        verify::events(sqlite, pg, last, |_| {}).map_err(|error| match error {
+        let bar = bar(progress, last, "checking the events already there");
+        let checked = verify::events(sqlite, pg, last, |at| bar.set_position(at));
+        bar.finish_and_clear();
+        checked.map_err(|error| match error {
             MigrateError::Mismatch(at) => refuse(at),
             other => other,
         })?;

@@ -37,8 +37,8 @@ impl Kind {
     }
 }
 
-/// One table of the event store: its name, its columns (the first is the key the rows
-/// are ordered by) and how PostgreSQL orders that key like SQLite does.
+/// One table of the event store: its name and its columns (the first is the key the rows
+/// are ordered by).
 #[derive(Debug)]
 pub struct Table {
     /// The table's name (the same on both sides).
