@@ -144,8 +144,15 @@ fn command(cli: Cli) -> anyhow::Result<()> {
             shelfsync_common::server::telemetry::init_logging(&config.log);
             let source = shelfsync_hub::migrate_storage::source_path(from.as_deref(), &config)?;
             let target = shelfsync_hub::migrate_storage::target_settings(to.as_deref(), &config)?;
-            let summary = shelfsync_hub::migrate_storage::run(&source, &target, check_only, true)
-                .with_context(|| format!("copying {} to PostgreSQL", source.display()))?;
+            let summary =
+                shelfsync_hub::migrate_storage::run(&source, &target, check_only, true).with_context(|| {
+                    let (what, how) = if check_only {
+                        ("checking", "against")
+                    } else {
+                        ("copying", "into")
+                    };
+                    format!("{what} {} {how} PostgreSQL", source.display())
+                })?;
             println!("{summary}");
             Ok(())
         }
