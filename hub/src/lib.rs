@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod config;
 pub mod fleet;
 pub mod jobs;
+pub mod migrate_storage;
 pub mod read_model;
 pub mod seed;
 pub mod sse;

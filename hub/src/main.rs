@@ -1,5 +1,6 @@
-//! The `shelfsync-hub` command line: serve, run the demo, rebuild the read model, print
-//! the example configuration. A failure prints one line (naming the step) and exits 1.
+//! The `shelfsync-hub` command line: serve, run the demo, rebuild the read model, move the
+//! event store to PostgreSQL, print the example configuration. A failure prints one line
+//! (naming the step) and exits 1.
 
 // Production code never unwraps: an error becomes an answer, a log line or an exit code
 // (clippy.toml allows it in tests).
@@ -41,6 +42,21 @@ enum Cmd {
     },
     /// Rebuild the read model from the event log (stop the hub first).
     RebuildProjections,
+    /// Copy this hub's SQLite event store into PostgreSQL, resumably, and verify it
+    /// (stop the hub first).
+    MigrateStorage {
+        /// sqlite:PATH: the hub's events.sqlite or its data directory (default: the
+        /// configured data_dir).
+        #[arg(long)]
+        from: Option<String>,
+        /// postgres:URL (default: postgres.database_url, SHELFSYNC_HUB_POSTGRES__DATABASE_URL,
+        /// which keeps a password off the command line).
+        #[arg(long)]
+        to: Option<String>,
+        /// Only compare the two sides (a copy made earlier); write nothing.
+        #[arg(long)]
+        check_only: bool,
+    },
     /// Print the annotated example configuration.
     PrintConfig,
     /// Enroll, list and revoke stores (talks to the running hub).
@@ -121,6 +137,23 @@ fn command(cli: Cli) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let output = runtime.block_on(cli::run_store_action(&hub_url, &token, action))?;
             println!("{output}");
+            Ok(())
+        }
+        Cmd::MigrateStorage { from, to, check_only } => {
+            let config = HubConfig::load(cli.config.as_deref()).context("loading configuration")?;
+            shelfsync_common::server::telemetry::init_logging(&config.log);
+            let source = shelfsync_hub::migrate_storage::source_path(from.as_deref(), &config)?;
+            let target = shelfsync_hub::migrate_storage::target_settings(to.as_deref(), &config)?;
+            let summary =
+                shelfsync_hub::migrate_storage::run(&source, &target, check_only, true).with_context(|| {
+                    let (what, how) = if check_only {
+                        ("checking", "against")
+                    } else {
+                        ("copying", "into")
+                    };
+                    format!("{what} {} {how} PostgreSQL", source.display())
+                })?;
+            println!("{summary}");
             Ok(())
         }
         Cmd::RebuildProjections => {

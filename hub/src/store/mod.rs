@@ -38,7 +38,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use feed::{EventFeed, Page};
-pub use pg::PgSettings;
+pub use pg::{migrate as migrate_postgres, PgSettings};
 pub use reader::{ReadPool, StoreStats, TokenRecord, VisiblePage};
 
 /// The write side's state of one stream.
