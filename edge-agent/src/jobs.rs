@@ -50,6 +50,7 @@ pub async fn expire_reservations(local: &LocalStore, now: OffsetDateTime) -> Res
                 occurred_at: now,
                 recorded_at: None,
             },
+            over_share: Default::default(),
         };
         match local.execute(command).await {
             Ok(_) => released += 1,

@@ -112,6 +112,7 @@ fn stock(product: ProductId, store: StoreId, on_hand: i64, version: u64) -> Stoc
         available: on_hand,
         version,
         position: 7,
+        allocation: None,
     }
 }
 
@@ -336,6 +337,7 @@ async fn prepare(data_dir: &Path, store_id: StoreId, options: &Options) -> (Vec<
             event_id,
             idempotency: None,
             metadata: till(store_id, "test"),
+            over_share: Default::default(),
         };
         local.execute(command).await.expect("record an event");
         let rejected = UploadOutcome::Rejected {
@@ -372,6 +374,7 @@ pub async fn record_backlog(local: &LocalStore, store: StoreId, products: &[Prod
                     event_id: EventId::new_v7(),
                     idempotency: None,
                     metadata: till(store, "till-backlog"),
+                    over_share: Default::default(),
                 };
                 local.execute(command).await.expect("a backlog write");
             }
@@ -499,6 +502,7 @@ impl SyncWorker {
             event_id,
             idempotency: None,
             metadata: till(self.store_id, "till-1"),
+            over_share: Default::default(),
         };
         self.local.execute(command).await.expect("the local write");
         event_id

@@ -213,6 +213,30 @@ pub struct UploadResponse {
     pub head: u64,
 }
 
+/// `POST /v1/sync/allocations/request`: a store, online, asks the hub for more units of a
+/// stream's shared stock (the hub gives from its own share).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShareRequest {
+    /// Product (the stream is this product at the asking store).
+    pub product_id: ProductId,
+    /// Units wanted.
+    pub quantity: crate::domain::quantity::StockQuantity,
+}
+
+/// The answer to a [`ShareRequest`], in the same round trip.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ShareGrant {
+    /// Units moved to the store's share (0..=asked; 0 when the hub's share is empty).
+    pub granted: i64,
+    /// The position of the `AllocationTransferred` event (absent when nothing moved): the
+    /// agent has the units once its cursor reaches it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
+    /// The stream's shares after the grant.
+    pub allocation: crate::wire::api::AllocationView,
+}
+
 /// `GET /v1/sync/events`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PullResponse {
@@ -253,6 +277,9 @@ pub struct SnapshotReservation {
     pub expires_at: OffsetDateTime,
     /// Who made it (and so must expire it).
     pub origin: Origin,
+    /// Taken from the hub's share of an allocation (released, it goes back there).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hub_share: bool,
 }
 
 /// `GET /v1/sync/snapshot`: a store's state as of one position.

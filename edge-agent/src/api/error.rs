@@ -70,6 +70,9 @@ impl Failure for ApiError {
     fn decorate(&self, problem: ProblemResponse) -> ProblemResponse {
         match self {
             ApiError::NotBootstrapped => problem.with_header(header::RETRY_AFTER, HeaderValue::from_static("5")),
+            ApiError::Local(LocalError::Domain(domain)) => {
+                shelfsync_common::server::problem::name_share(problem, domain)
+            }
             _ => problem,
         }
     }

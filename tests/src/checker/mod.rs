@@ -339,7 +339,7 @@ pub fn fold(log: &[EventEnvelope]) -> BTreeMap<StreamId, (InventoryState, u64)> 
     let mut streams: BTreeMap<StreamId, (InventoryState, u64)> = BTreeMap::new();
     for event in log.iter().filter(|e| !e.stream.is_catalog()) {
         let (state, position) = streams.entry(event.stream).or_default();
-        inventory::apply(state, &event.payload);
+        inventory::apply(state, &event.payload, event.metadata.origin.into());
         *position = event.position;
     }
     streams
@@ -369,7 +369,7 @@ pub fn oversell_problems(log: &[EventEnvelope]) -> (Vec<String>, Vec<(StreamId, 
     for event in log.iter().filter(|e| !e.stream.is_catalog()) {
         let state = states.entry(event.stream).or_default();
         let before = state.clone();
-        inventory::apply(state, &event.payload);
+        inventory::apply(state, &event.payload, event.metadata.origin.into());
         match &event.payload {
             EventPayload::OversellDetected {
                 caused_by,

@@ -3,6 +3,7 @@
 //! domain's `decide`.
 
 use super::*;
+use shelfsync_common::domain::allocation::Decider;
 
 impl Batch<'_> {
     pub(super) fn command(
@@ -90,7 +91,7 @@ impl Batch<'_> {
                         return Err(DomainError::ReservationExists(*reservation_id).into());
                     }
                 }
-                inventory::decide(s, command)?
+                inventory::decide(s, command, Decider::Hub)?
             }
             _ => {
                 return Err(WriteError::Storage(format!(
