@@ -17,7 +17,7 @@ use client::HubClient;
 use link::Link;
 use shelfsync_common::breaker::BreakerState;
 use shelfsync_common::wire::sync::{
-    Heartbeat, HeartbeatAck, PullResponse, SnapshotResponse, UploadEvent, UploadResponse,
+    Heartbeat, HeartbeatAck, PullResponse, ShareGrant, ShareRequest, SnapshotResponse, UploadEvent, UploadResponse,
 };
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -53,6 +53,14 @@ impl Hub {
     /// Fetches this store's starting snapshot (`GET /v1/sync/snapshot`).
     pub async fn snapshot(&self) -> Result<SnapshotResponse, CallError> {
         self.link.call("snapshot", self.client.snapshot()).await
+    }
+
+    /// Asks the hub for more units of an allocation's shared stock
+    /// (`POST /v1/sync/allocations/request`), answered in one round trip.
+    pub async fn request_share(&self, request: &ShareRequest) -> Result<ShareGrant, CallError> {
+        self.link
+            .call("ask for more units", self.client.request_share(request))
+            .await
     }
 
     /// Reports this agent's state to the fleet view (`POST /v1/sync/heartbeat`).
