@@ -228,16 +228,19 @@ pub(crate) fn top_up(state: &InventoryState, added: i64) -> i64 {
 /// The store's agent and the hub's job run this on a timer and after deliveries.
 pub fn rebalance(state: &InventoryState, by: Decider) -> Option<InventoryCommand> {
     let allocation = state.allocation?;
-    let target = allocation.policy.target(state.available());
+    let surplus = hub_surplus(&allocation, state.available());
     let (to, units) = match by {
-        Decider::Store(_) => (
-            Share::Hub,
-            (target - allocation.hub_share).min(state.store_share().unwrap_or(0)),
-        ),
-        Decider::Hub => (Share::Store, allocation.hub_share - target),
+        Decider::Store(_) => (Share::Hub, (-surplus).min(state.store_share().unwrap_or(0))),
+        Decider::Hub => (Share::Store, surplus),
     };
     let quantity = crate::domain::quantity::StockQuantity::new(units.min(i64::from(MAX_POLICY_UNITS))).ok()?;
     Some(InventoryCommand::TransferAllocation { to, quantity })
+}
+
+/// Units the hub's share holds beyond its policy's target with `available` units
+/// available (negative: what it lacks).
+pub fn hub_surplus(allocation: &Allocation, available: i64) -> i64 {
+    allocation.hub_share.saturating_sub(allocation.policy.target(available))
 }
 
 /// How many of the `asked` units the hub grants a store asking for more (online): as

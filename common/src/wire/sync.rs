@@ -376,6 +376,21 @@ pub struct FleetStore {
     pub oversells: u64,
     /// Uploaded events the hub rejected.
     pub rejected_uploads: u64,
+    /// Its streams with an allocation, and both shares summed over them (absent when it
+    /// has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocations: Option<FleetAllocations>,
+}
+
+/// A store's allocations in the fleet view.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FleetAllocations {
+    /// Streams (products) with an allocation.
+    pub streams: u64,
+    /// Units channels may still reserve at the hub, over those streams.
+    pub hub_share: i64,
+    /// Units the store's tills may sell without the hub, over those streams.
+    pub store_share: i64,
 }
 
 /// `GET /v1/admin/fleet`.

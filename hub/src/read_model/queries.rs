@@ -66,6 +66,11 @@ impl ReadModel {
         Box::pin(self.reads.run(move |conn| snapshot(conn, read)))
     }
 
+    /// Every stream with an allocation (for the fleet view and the hub's rebalance job).
+    pub async fn allocated_streams(&self) -> Result<Vec<StockLevel>, ReadError> {
+        self.reads.run(read_allocated_streams).await
+    }
+
     /// A store's stock rows, open reservations and the catalog, all as of one checkpoint
     /// (one read transaction): the starting point of a new agent.
     pub async fn store_snapshot(&self, store: StoreId) -> Result<SnapshotResponse, ReadError> {
@@ -242,6 +247,17 @@ pub fn read_store_stock(conn: &Connection, store: StoreId) -> Result<Vec<StockLe
     ))?;
     let rows = stmt
         .query_map([&store.as_bytes()[..]], stock_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Every stock row with an allocation, by store then product.
+pub fn read_allocated_streams(conn: &Connection) -> Result<Vec<StockLevel>, ReadError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {STOCK_COLUMNS} FROM stock WHERE allocation IS NOT NULL ORDER BY store_id, product_id"
+    ))?;
+    let rows = stmt
+        .query_map([], stock_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
