@@ -94,7 +94,7 @@ fn the_hub_reserves_only_from_its_share_and_gets_released_units_back() {
     let state = given(&history);
     assert_eq!(
         (state.hub_share(), state.store_share(), state.available()),
-        (Some(1), Some(7), Some(8).unwrap())
+        (Some(1), Some(7), 8)
     );
     assert_eq!(
         decide(&state, &reserve(2, 2), Decider::Hub).unwrap_err().code(),
