@@ -72,28 +72,16 @@ pub async fn rebalance_allocations(
         let Ok(quantity) = StockQuantity::new(surplus) else {
             continue;
         };
-        let event_id = EventId::new_v7();
-        let request = CommandRequest {
-            command: Command::Inventory {
-                target: InventoryTarget::Stream(level.product_id, level.store_id),
-                command: InventoryCommand::TransferAllocation {
-                    to: Share::Store,
-                    quantity,
-                },
+        let request = hub_command(
+            InventoryTarget::Stream(level.product_id, level.store_id),
+            InventoryCommand::TransferAllocation {
+                to: Share::Store,
+                quantity,
             },
-            expected: ExpectedVersion::Exact(level.version),
-            event_id,
-            fingerprint: Fingerprint::from_bytes(*event_id.as_bytes()),
-            legacy_fingerprint: None,
-            metadata: EventMetadata {
-                origin: Origin::Hub,
-                actor: "job:allocation-rebalance".into(),
-                correlation_id: event_id.0,
-                causation_id: None,
-                occurred_at: now,
-                recorded_at: None,
-            },
-        };
+            ExpectedVersion::Exact(level.version),
+            "job:allocation-rebalance".into(),
+            now,
+        );
         match log.execute(request).await {
             Ok(_) => moved += 1,
             // The stream moved on since the read model saw it: the next run looks again.
@@ -102,6 +90,33 @@ pub async fn rebalance_allocations(
         }
     }
     Ok(moved)
+}
+
+/// A command the hub makes itself (a job, or a store's request answered by a rule): a
+/// fresh event id (a retry is a new decision), its fingerprint the id itself.
+pub fn hub_command(
+    target: InventoryTarget,
+    command: InventoryCommand,
+    expected: ExpectedVersion,
+    actor: String,
+    now: OffsetDateTime,
+) -> CommandRequest {
+    let event_id = EventId::new_v7();
+    CommandRequest {
+        command: Command::Inventory { target, command },
+        expected,
+        event_id,
+        fingerprint: Fingerprint::from_bytes(*event_id.as_bytes()),
+        legacy_fingerprint: None,
+        metadata: EventMetadata {
+            origin: Origin::Hub,
+            actor,
+            correlation_id: event_id.0,
+            causation_id: None,
+            occurred_at: now,
+            recorded_at: None,
+        },
+    }
 }
 
 /// Releases every hub-made reservation due at `now`; returns how many were released.

@@ -8,7 +8,8 @@ use super::auth::StoreAgent;
 use super::error::ApiError;
 use super::write::{written, WriteAnswers, WriteContext, WriteHeaderParams};
 use super::AppState;
-use crate::store::{Command, CommandRequest, InventoryTarget, WriteError};
+use crate::jobs::hub_command;
+use crate::store::{Command, InventoryTarget, WriteError};
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::post;
@@ -16,9 +17,8 @@ use axum::{Json, Router};
 use shelfsync_common::domain::allocation::Share;
 use shelfsync_common::server::extract::ApiJson;
 use shelfsync_common::wire::api::SetAllocationRequest;
-use shelfsync_common::wire::fingerprint::Fingerprint;
 use shelfsync_common::wire::sync::{ShareGrant, ShareRequest};
-use shelfsync_common::{DomainError, EventId, EventMetadata, InventoryCommand, Origin, StockQuantity, StoreId};
+use shelfsync_common::{DomainError, ExpectedVersion, InventoryCommand, StockQuantity, StoreId};
 use time::OffsetDateTime;
 
 /// Routes of this resource.
@@ -61,7 +61,7 @@ pub async fn request_share(
 ) -> Result<Json<ShareGrant>, ApiError> {
     let mut asked = body.quantity;
     let result = loop {
-        match state.log.execute(grant_command(store, &body, asked)).await {
+        match state.log.execute(grant(store, &body, asked)).await {
             Ok(result) => break Some(result),
             // The hub's share holds fewer units than asked: give what it holds.
             Err(WriteError::Domain(DomainError::ShareExhausted { left, .. })) => match StockQuantity::new(left) {
@@ -83,27 +83,15 @@ pub async fn request_share(
     }))
 }
 
-fn grant_command(store: StoreId, body: &ShareRequest, quantity: StockQuantity) -> CommandRequest {
-    let event_id = EventId::new_v7();
-    CommandRequest {
-        command: Command::Inventory {
-            target: InventoryTarget::Stream(body.product_id, store),
-            command: InventoryCommand::TransferAllocation {
-                to: Share::Store,
-                quantity,
-            },
+fn grant(store: StoreId, body: &ShareRequest, quantity: StockQuantity) -> crate::store::CommandRequest {
+    hub_command(
+        InventoryTarget::Stream(body.product_id, store),
+        InventoryCommand::TransferAllocation {
+            to: Share::Store,
+            quantity,
         },
-        expected: Default::default(),
-        event_id,
-        fingerprint: Fingerprint::from_bytes(*event_id.as_bytes()),
-        legacy_fingerprint: None,
-        metadata: EventMetadata {
-            origin: Origin::Hub,
-            actor: format!("store:{store}"),
-            correlation_id: event_id.0,
-            causation_id: None,
-            occurred_at: OffsetDateTime::now_utc(),
-            recorded_at: None,
-        },
-    }
+        ExpectedVersion::Any,
+        format!("store:{store}"),
+        OffsetDateTime::now_utc(),
+    )
 }

@@ -356,6 +356,21 @@ impl World {
         self.follow();
     }
 
+    /// Runs `steps`, checking `each` after every one, then reconnects for good.
+    fn play(
+        &mut self,
+        steps: &[Step],
+        each: impl Fn(&World) -> Result<(), TestCaseError>,
+    ) -> Result<(), TestCaseError> {
+        for step in steps {
+            self.run(step);
+            each(self)?;
+        }
+        self.online = true;
+        self.follow();
+        Ok(())
+    }
+
     /// Online: upload the outbox in order, then take the hub's state as confirmed.
     fn follow(&mut self) {
         if self.online {
@@ -427,12 +442,7 @@ proptest! {
         steps in prop::collection::vec(step(), 1..120),
     ) {
         let mut world = World::new(initial, Some(policy));
-        for step in &steps {
-            world.run(step);
-            no_unit_promised_twice(&world)?;
-        }
-        world.online = true;
-        world.follow();
+        world.play(&steps, no_unit_promised_twice)?;
         no_unit_promised_twice(&world)?;
         prop_assert_eq!(world.local(), world.hub.clone(), "the store converges on the hub");
     }
@@ -447,11 +457,7 @@ proptest! {
         steps in prop::collection::vec(step(), 1..120),
     ) {
         let mut world = World::new(initial, Some(policy));
-        for step in &steps {
-            world.run(step);
-        }
-        world.online = true;
-        world.follow();
+        world.play(&steps, |_| Ok(()))?;
         let mut state = InventoryState::default();
         for (event, by) in &world.log {
             let before = state.store_share();
@@ -480,11 +486,7 @@ fn without_an_allocation_the_same_interleavings_oversell() {
             .unwrap()
             .current();
         let mut world = World::new(6, None);
-        for step in &steps {
-            world.run(step);
-        }
-        world.online = true;
-        world.follow();
+        world.play(&steps, |_| Ok(())).unwrap();
         runs += 1;
         oversold += usize::from(world.oversold);
     }
