@@ -430,7 +430,10 @@ fn no_unit_promised_twice(world: &World) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    // 512 interleavings unless PROPTEST_CASES says otherwise (a longer hunt).
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(512)
+    ))]
 
     /// The randomized escrow check: every interleaving of web orders, offline till sales,
     /// deliveries at both sides, both rebalance jobs, asks for more and reconnects, under
