@@ -11,13 +11,18 @@
 //! does) gives the hub its share. Demand (`SALES + WEB`) exceeds supply, so the two sides
 //! compete for the last units of each round.
 //!
-//! Figures: `OversellDetected` events the hub recorded (its fleet view) per 10,000 sales
-//! that happened (till sales the store recorded, web orders the hub accepted); and the p50
-//! of the till's sale latency (reserve + commit, each after the local group commit).
-//! Baseline: the same workload (the same interleaving) on a fresh hub and store without
-//! an allocation, in the same run (which of the two goes first alternates by run).
-//! With one (`PERCENT`% of the stock kept for the hub, default 40), the store refuses a
-//! sale past its share (`allocation_exhausted`) and the hub a web order past its share.
+//! `allocation_oversells`: `OversellDetected` events the hub recorded (its fleet view) per
+//! 10,000 sales that happened (till sales the store recorded, web orders the hub
+//! accepted). Baseline: the same workload (the same interleaving) on a fresh hub and
+//! store without an allocation, in the same run (which of the two goes first alternates
+//! by run). With one (`PERCENT`% of the stock kept for the hub, default 40), the store
+//! refuses a sale past its share (`allocation_exhausted`) and the hub a web order past
+//! its share.
+//!
+//! `allocation_sale_latency`: the p50 of a till sale (reserve + commit on the local store,
+//! each answered after the local group commit) of a product with an allocation, against
+//! the same sales of a product without one, alternating sale by sale in one run on one
+//! agent (online, `LATENCY_SALES` of each), so that fsync weather hits both alike.
 //!
 //! ```sh
 //! cargo bench -p shelfsync-edge --bench allocations
@@ -55,17 +60,11 @@ struct Outcome {
     refused_at_till: usize,
     refused_at_hub: usize,
     oversells: u64,
-    /// Till sale latencies, ms, sorted.
-    latencies: Vec<f64>,
 }
 
 impl Outcome {
     fn per_10k(&self) -> f64 {
         self.oversells as f64 * 10_000.0 / (self.sales + self.web_orders).max(1) as f64
-    }
-
-    fn p50(&self) -> f64 {
-        quantile(&self.latencies, 0.5)
     }
 }
 
@@ -78,6 +77,7 @@ fn main() {
         delivery: knob("DELIVERY", 14, 5).max(1) as u32,
         percent: knob("PERCENT", 40, 40).min(100) as u8,
     };
+    let latency_sales = knob("LATENCY_SALES", 400, 20).max(1);
     println!(
         "allocations: {} runs of {} rounds; each round {} till sales offline and {} web orders against a delivery of {}; allocation: {}% for the hub",
         settings.runs, settings.rounds, settings.sales, settings.web, settings.delivery, settings.percent
@@ -102,7 +102,7 @@ fn main() {
         };
         for (name, o) in [("without", &without), ("with", &with)] {
             println!(
-                "run {} {name:>7}: {} till sales ({} refused), {} web orders ({} refused), {} oversells = {:.0} per 10,000 sales; till sale p50 {:.2} ms, p99 {:.2} ms",
+                "run {} {name:>7}: {} till sales ({} refused), {} web orders ({} refused), {} oversells = {:.0} per 10,000 sales",
                 run + 1,
                 o.sales,
                 o.refused_at_till,
@@ -110,12 +110,20 @@ fn main() {
                 o.refused_at_hub,
                 o.oversells,
                 o.per_10k(),
-                o.p50(),
-                quantile(&o.latencies, 0.99),
             );
         }
         oversells.record_pair(with.per_10k(), without.per_10k());
-        latency.record_pair(with.p50(), without.p50());
+        let (allocated, plain) = rt.block_on(sale_latency(latency_sales));
+        let p50 = |v: &[f64]| quantile(v, 0.5);
+        println!(
+            "run {} latency: {latency_sales} sales of each, alternating: with an allocation p50 {:.2} ms, p99 {:.2} ms; without p50 {:.2} ms, p99 {:.2} ms",
+            run + 1,
+            p50(&allocated),
+            quantile(&allocated, 0.99),
+            p50(&plain),
+            quantile(&plain, 0.99),
+        );
+        latency.record_pair(p50(&allocated), p50(&plain));
     }
     oversells.report();
     latency.report();
@@ -170,12 +178,8 @@ async fn workload(settings: &Settings, allocate: bool) -> Outcome {
                 || (till_done < settings.sales && till_done * settings.web <= web_done * settings.sales);
             if till_turn {
                 till_done += 1;
-                let started = Instant::now();
                 match agent.try_sell(product, 1).await {
-                    Ok(_) => {
-                        outcome.latencies.push(started.elapsed().as_secs_f64() * 1e3);
-                        outcome.sales += 1;
-                    }
+                    Ok(_) => outcome.sales += 1,
                     Err(LocalError::Domain(_)) => outcome.refused_at_till += 1,
                     Err(error) => panic!("till: {error}"),
                 }
@@ -205,10 +209,56 @@ async fn workload(settings: &Settings, allocate: bool) -> Outcome {
         .iter()
         .find(|s| s.store.id == store)
         .map_or(0, |s| s.oversells);
-    outcome.latencies.sort_by(f64::total_cmp);
     agent.stop().await;
     hub.stop().await;
     outcome
+}
+
+/// Till sale latencies (ms, sorted) of a product with an allocation and of one without,
+/// `sales` of each, alternating, on one online agent.
+async fn sale_latency(sales: usize) -> (Vec<f64>, Vec<f64>) {
+    let hub = TestHub::spawn().await;
+    let store = demo_store(0);
+    let (allocated, plain) = (demo_product(2), demo_product(1));
+    let agent = SyncWorker::spawn(&hub.url, store, &hub.store_token(store), |_| {}).await;
+    let policy = json!({"product_id": allocated, "store_id": store, "policy": {"mode": "percent", "percent": 40}});
+    assert_eq!(
+        hub.post("/v1/inventory/allocations", &policy)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    for product in [allocated, plain] {
+        // Enough for every sale in the store's share (the hub keeps 40% of the delivery).
+        hub.add_stock(product, store, (sales * 2) as u32).await;
+    }
+    caught_up(&hub, &agent).await;
+    let (mut with, mut without) = (Vec::with_capacity(sales), Vec::with_capacity(sales));
+    for _ in 0..sales {
+        for (product, into) in [(allocated, &mut with), (plain, &mut without)] {
+            let started = Instant::now();
+            agent
+                .try_sell(product, 1)
+                .await
+                .expect("a sale within the store's share");
+            into.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let shares = agent
+        .local
+        .read(|view| view.stock(allocated))
+        .and_then(|l| l.allocation);
+    assert!(
+        shares.is_some_and(|a| a.store_share >= 0),
+        "the sales stayed in the store's share: {shares:?}"
+    );
+    agent.stop().await;
+    hub.stop().await;
+    with.sort_by(f64::total_cmp);
+    without.sort_by(f64::total_cmp);
+    (with, without)
 }
 
 /// Waits (bounded) until the store has uploaded everything and follows the hub's head.
