@@ -176,3 +176,30 @@ async fn under_mark_the_sale_goes_through_and_says_it_used_the_hubs_units() {
     );
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn asking_for_more_of_a_product_without_an_allocation_is_refused_and_the_link_stays_up() {
+    let hub = TestHub::spawn().await;
+    let store = demo_store(2);
+    let agent = Agent::spawn(&hub, store, OverShare::Refuse).await;
+    eventually!(
+        "the agent has its catalog",
+        agent.level(demo_product(1)).await != Value::Null
+    );
+    // More refusals than the breaker's threshold (5 in 10 s): an answer is not a failure.
+    for _ in 0..8 {
+        let ask = json!({"product_id": demo_product(1), "quantity": 1});
+        let (status, refused, _) = agent.post("/v1/inventory/allocations/request", &ask).await;
+        assert_eq!(
+            (status, refused["code"].as_str()),
+            (409, Some("no_allocation")),
+            "{refused}"
+        );
+    }
+    let (_, status, _) = call(agent.client.get(format!("{}/v1/status", agent.url))).await;
+    assert_eq!(
+        status["breaker"], "closed",
+        "the refusals did not open the link: {status}"
+    );
+    agent.stop().await;
+}

@@ -9,7 +9,6 @@
 use super::error::ApiError;
 use super::AppState;
 use crate::store::LocalError;
-use crate::sync::hub::{CallError, HubError};
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -53,10 +52,10 @@ pub async fn request_share(
         return Err(LocalError::UnknownProduct(product).into());
     }
     let grant = match state.hub.request_share(&body).await {
-        Ok(grant) => grant,
-        Err(CallError::Hub(HubError::Status { code, .. })) if code == "no_allocation" => {
-            return Err(LocalError::Domain(DomainError::NoAllocation).into())
-        }
+        Ok(Ok(grant)) => grant,
+        Ok(Err(code)) if code == "no_allocation" => return Err(LocalError::Domain(DomainError::NoAllocation).into()),
+        // The hub does not know a product this store's catalog has: not synced yet.
+        Ok(Err(_)) => return Err(LocalError::UnknownProduct(product).into()),
         Err(error) => return Err(ApiError::HubUnreachable(error.to_string())),
     };
     if let Some(position) = grant.position {
