@@ -143,25 +143,11 @@ async fn workload(settings: &Settings, allocate: bool) -> Outcome {
     let mut zero = stream.clone();
     zero["delta"] = json!(-available);
     zero["reason"] = json!("bench start");
-    assert_eq!(
-        hub.post("/v1/inventory/adjustments", &zero)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        201
-    );
+    created(&hub, "/v1/inventory/adjustments", &zero).await;
     if allocate {
         let mut policy = stream.clone();
         policy["policy"] = json!({"mode": "percent", "percent": settings.percent});
-        assert_eq!(
-            hub.post("/v1/inventory/allocations", &policy)
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            201
-        );
+        created(&hub, "/v1/inventory/allocations", &policy).await;
     }
     let mut outcome = Outcome::default();
     let mut order = 0usize;
@@ -222,14 +208,7 @@ async fn sale_latency(sales: usize) -> (Vec<f64>, Vec<f64>) {
     let (allocated, plain) = (demo_product(2), demo_product(1));
     let agent = SyncWorker::spawn(&hub.url, store, &hub.store_token(store), |_| {}).await;
     let policy = json!({"product_id": allocated, "store_id": store, "policy": {"mode": "percent", "percent": 40}});
-    assert_eq!(
-        hub.post("/v1/inventory/allocations", &policy)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        201
-    );
+    created(&hub, "/v1/inventory/allocations", &policy).await;
     for product in [allocated, plain] {
         // Enough for every sale in the store's share (the hub keeps 40% of the delivery).
         hub.add_stock(product, store, (sales * 2) as u32).await;
@@ -259,6 +238,12 @@ async fn sale_latency(sales: usize) -> (Vec<f64>, Vec<f64>) {
     with.sort_by(f64::total_cmp);
     without.sort_by(f64::total_cmp);
     (with, without)
+}
+
+/// A write at the hub (admin token) that must be answered 201.
+async fn created(hub: &TestHub, path: &str, body: &serde_json::Value) {
+    let response = hub.post(path, body).send().await.unwrap();
+    assert_eq!(response.status(), 201, "{path} {body}");
 }
 
 /// Waits (bounded) until the store has uploaded everything and follows the hub's head.
