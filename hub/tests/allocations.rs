@@ -97,17 +97,37 @@ async fn the_hub_promises_only_its_share_and_the_store_decides_what_it_gives() {
         "{answer:?}"
     );
 
-    // Asking for more: the hub gives what its share holds (one unit), in one round trip.
-    let response = agent
+    // Asking for more: the hub gives what its share holds (one unit), in one round trip;
+    // the same request again (same event_id) is answered with the first grant.
+    let ask = json!({"product_id": demo_product(0), "quantity": 5, "event_id": uuid::Uuid::now_v7()});
+    let mut grants = Vec::new();
+    for _ in 0..2 {
+        let response = agent
+            .request(reqwest::Method::POST, "/v1/sync/allocations/request")
+            .json(&ask)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        grants.push(response.json::<ShareGrant>().await.unwrap());
+    }
+    let grant = grants.remove(0);
+    assert_eq!((grant.granted, grant.allocation.hub_share), (1, 0), "{grant:?}");
+    assert!(grant.position.is_some());
+    assert_eq!(
+        (grants[0].granted, grants[0].position),
+        (1, grant.position),
+        "a retry: {grants:?}"
+    );
+    let mut other = ask.clone();
+    other["quantity"] = json!(2);
+    let reused = agent
         .request(reqwest::Method::POST, "/v1/sync/allocations/request")
-        .json(&json!({"product_id": demo_product(0), "quantity": 5}))
+        .json(&other)
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 200);
-    let grant: ShareGrant = response.json().await.unwrap();
-    assert_eq!((grant.granted, grant.allocation.hub_share), (1, 0), "{grant:?}");
-    assert!(grant.position.is_some());
+    assert_eq!(reused.status(), 422, "the id of another request");
 
     // The fleet view sums both shares per store.
     let fleet = hub.fleet().await;

@@ -222,6 +222,20 @@ pub struct ShareRequest {
     pub product_id: ProductId,
     /// Units wanted.
     pub quantity: crate::domain::quantity::StockQuantity,
+    /// Makes a retried request idempotent: the same id is answered with the first grant
+    /// (the id of the hub's `AllocationTransferred`).
+    #[serde(default)]
+    pub event_id: Option<EventId>,
+}
+
+impl crate::wire::fingerprint::WriteBody for ShareRequest {
+    fn event_id(&self) -> Option<EventId> {
+        self.event_id
+    }
+
+    fn clear_event_id(&mut self) {
+        self.event_id = None;
+    }
 }
 
 /// The answer to a [`ShareRequest`], in the same round trip.

@@ -17,8 +17,9 @@ use axum::{Json, Router};
 use shelfsync_common::domain::allocation::Share;
 use shelfsync_common::server::extract::ApiJson;
 use shelfsync_common::wire::api::SetAllocationRequest;
+use shelfsync_common::wire::fingerprint::Fingerprint;
 use shelfsync_common::wire::sync::{ShareGrant, ShareRequest};
-use shelfsync_common::{DomainError, ExpectedVersion, InventoryCommand, StockQuantity, StoreId};
+use shelfsync_common::{DomainError, EventPayload, ExpectedVersion, InventoryCommand, StockQuantity, StoreId};
 use time::OffsetDateTime;
 
 /// Routes of this resource.
@@ -53,7 +54,7 @@ pub async fn set_allocation(
 #[utoipa::path(post, path = "/v1/sync/allocations/request", tag = "sync", request_body = ShareRequest,
     responses((status = 200, body = ShareGrant, description = "granted (possibly 0 units); the agent has them once its cursor reaches `position`"),
         (status = 401, description = "unauthorized"), (status = 403, description = "forbidden: only a store token"), (status = 404, description = "product_not_found"),
-        (status = 409, description = "no_allocation: the stream has no allocation"), (status = 503, description = "storage_unavailable or shutting_down: nothing was written; retry")))]
+        (status = 409, description = "no_allocation: the stream has no allocation"), (status = 422, description = "idempotency_key_reused: the event_id was used for another request"), (status = 503, description = "storage_unavailable or shutting_down: nothing was written; retry")))]
 pub async fn request_share(
     State(state): State<AppState>,
     StoreAgent(store): StoreAgent,
@@ -71,20 +72,30 @@ pub async fn request_share(
             Err(error) => return Err(error.into()),
         }
     };
+    // A retry (same event_id) is answered with the first grant, whatever was asked.
+    let granted = result
+        .as_ref()
+        .and_then(|r| r.events.first())
+        .map_or(0, |event| match event.payload {
+            EventPayload::AllocationTransferred { quantity, .. } => i64::from(quantity),
+            _ => 0,
+        });
     let position = result.as_ref().map(|r| r.position);
     let level = state.queries.stock_level(body.product_id, store, position).await?.value;
     let allocation = level
         .and_then(|l| l.allocation)
         .ok_or(ApiError::Append(WriteError::Domain(DomainError::NoAllocation)))?;
     Ok(Json(ShareGrant {
-        granted: result.map_or(0, |_| asked.as_i64()),
+        granted,
         position,
         allocation,
     }))
 }
 
+/// The transfer of `quantity` units to the store; under the body's `event_id` when it
+/// names one, so that a retried request is answered with its first grant.
 fn grant(store: StoreId, body: &ShareRequest, quantity: StockQuantity) -> crate::store::CommandRequest {
-    hub_command(
+    let mut request = hub_command(
         InventoryTarget::Stream(body.product_id, store),
         InventoryCommand::TransferAllocation {
             to: Share::Store,
@@ -93,5 +104,10 @@ fn grant(store: StoreId, body: &ShareRequest, quantity: StockQuantity) -> crate:
         ExpectedVersion::Any,
         format!("store:{store}"),
         OffsetDateTime::now_utc(),
-    )
+    );
+    if let Some(event_id) = body.event_id {
+        request.event_id = event_id;
+        request.fingerprint = Fingerprint::of_write("request_share", &(store, body.clone()));
+    }
+    request
 }
