@@ -274,6 +274,7 @@ async fn till_loop(
             event_id: EventId::new_v7(),
             idempotency: None,
             metadata: metadata(store, "till-1"),
+            over_share: Default::default(),
         };
         let at = Instant::now();
         local.execute(command).await.expect("a till write");

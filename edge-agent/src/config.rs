@@ -5,6 +5,7 @@
 
 use serde::Deserialize;
 use shelfsync_common::breaker::BreakerConfig;
+use shelfsync_common::domain::allocation::OverShare;
 use shelfsync_common::server::secret::Secret;
 pub use shelfsync_common::server::settings::{ConfigError, JobsConfig};
 use shelfsync_common::StoreId;
@@ -41,6 +42,18 @@ pub struct EdgeConfig {
     pub sync: SyncConfig,
     /// Scheduled jobs.
     pub jobs: JobsConfig,
+    /// Allocations (the store's side of the hub's escrow, `docs/allocations.md`).
+    pub allocations: AllocationsConfig,
+}
+
+/// The store's allocation policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AllocationsConfig {
+    /// What a till's sale that needs more than the store's share gets: `refuse`
+    /// (`409 allocation_exhausted`), `mark` (sold; the answer says how many units were
+    /// promised to online orders) or `silent` (sold, as without an allocation).
+    pub over_share: OverShare,
 }
 
 /// POS API limits: 64 KiB bodies, 10 s per request, 256 connections by default.
@@ -100,6 +113,7 @@ impl Default for EdgeConfig {
             http: HttpConfig::default(),
             sync: SyncConfig::default(),
             jobs: JobsConfig::default(),
+            allocations: AllocationsConfig::default(),
         }
     }
 }

@@ -1,11 +1,16 @@
 //! Scheduled jobs (tokio-cron-scheduler, started by `common::server::schedule`): expiry
 //! of the reservations made at this store (the side that made a hold expires it; the hub
-//! expires its own), and WAL maintenance. Each release is an ordinary local command, so
-//! overlapping runs never release twice: the rules refuse to release a hold that is no
-//! longer open.
+//! expires its own), the store's side of allocations, and WAL maintenance. Each release
+//! is an ordinary local command, so overlapping runs never release twice: the rules
+//! refuse to release a hold that is no longer open.
+//!
+//! Allocations (`docs/allocations.md`): on the same schedule as expiry, the store gives
+//! the hub what its share lacks under the policy the hub set (an `AllocationTransferred`
+//! to the hub, recorded here: the store's consent), out of the store's own share only.
 
 use crate::config::JobsConfig;
 use crate::store::{LocalCommand, LocalError, LocalStore, Target};
+use shelfsync_common::domain::allocation::{self, Decider, OverShare};
 use shelfsync_common::domain::event::ReleaseReason;
 use shelfsync_common::server::schedule::start_maintenance;
 pub use shelfsync_common::server::schedule::stop;
@@ -18,13 +23,58 @@ pub async fn start(config: &JobsConfig, local: LocalStore) -> Result<JobSchedule
     let expiring = local.clone();
     let expire = move || {
         let local = expiring.clone();
-        async move { expire_reservations(&local, OffsetDateTime::now_utc()).await }
+        async move {
+            let now = OffsetDateTime::now_utc();
+            let expired = expire_reservations(&local, now).await;
+            rebalance_allocations(&local, now).await?;
+            expired
+        }
     };
     let checkpoint = move || {
         let local = local.clone();
         async move { local.checkpoint().await }
     };
     start_maintenance(config, expire, checkpoint).await
+}
+
+/// Gives the hub what its share lacks under each stream's policy, from the store's
+/// share; returns how many streams moved units.
+pub async fn rebalance_allocations(local: &LocalStore, now: OffsetDateTime) -> Result<usize, LocalError> {
+    let (store_id, due) = local.read(|view| {
+        let due: Vec<_> = view
+            .streams()
+            .iter()
+            .filter_map(|(product, stream)| {
+                allocation::rebalance(stream.local(), Decider::Store(OverShare::Refuse)).map(|c| (*product, c))
+            })
+            .collect();
+        (view.store_id, due)
+    });
+    let mut moved = 0;
+    for (product, command) in due {
+        let command = LocalCommand {
+            target: Target::Product(product),
+            command,
+            event_id: EventId::new_v7(),
+            idempotency: None,
+            metadata: EventMetadata {
+                origin: Origin::Store(store_id),
+                actor: "job:allocation-rebalance".into(),
+                correlation_id: uuid::Uuid::now_v7(),
+                causation_id: None,
+                occurred_at: now,
+                recorded_at: None,
+            },
+            over_share: OverShare::Refuse,
+        };
+        match local.execute(command).await {
+            Ok(_) => moved += 1,
+            Err(error @ (LocalError::Storage(_) | LocalError::Unavailable)) => return Err(error),
+            // The share changed since the view was read (a sale): the next run sees it.
+            Err(error) => tracing::debug!(%product, %error, "allocation rebalance skipped"),
+        }
+    }
+    Ok(moved)
 }
 
 /// Releases every reservation made here that is due at `now`; returns how many.
@@ -50,6 +100,7 @@ pub async fn expire_reservations(local: &LocalStore, now: OffsetDateTime) -> Res
                 occurred_at: now,
                 recorded_at: None,
             },
+            over_share: Default::default(),
         };
         match local.execute(command).await {
             Ok(_) => released += 1,

@@ -94,6 +94,7 @@ pub async fn run(
     let state = api::AppState {
         local: local.clone(),
         link: worker.status(),
+        hub: worker.hub(),
         config: config.clone(),
         terminal_digest: shelfsync_common::server::secret::digest(&terminal_key),
         manager_digest: shelfsync_common::server::secret::digest(&manager_key),

@@ -13,7 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::config::{EdgeConfig, HubCredentials};
-use crate::store::{LocalCommand, LocalStore, Target};
+use crate::store::{LocalCommand, LocalError, LocalStore, Target};
 use crate::sync::{LinkState, LinkStatus, SyncHandle};
 use serde_json::{json, Value};
 use shelfsync_common::wire::api::{ProductView, StockLevel};
@@ -112,6 +112,7 @@ fn stock(product: ProductId, store: StoreId, on_hand: i64, version: u64) -> Stoc
         available: on_hand,
         version,
         position: 7,
+        allocation: None,
     }
 }
 
@@ -336,6 +337,7 @@ async fn prepare(data_dir: &Path, store_id: StoreId, options: &Options) -> (Vec<
             event_id,
             idempotency: None,
             metadata: till(store_id, "test"),
+            over_share: Default::default(),
         };
         local.execute(command).await.expect("record an event");
         let rejected = UploadOutcome::Rejected {
@@ -372,6 +374,7 @@ pub async fn record_backlog(local: &LocalStore, store: StoreId, products: &[Prod
                     event_id: EventId::new_v7(),
                     idempotency: None,
                     metadata: till(store, "till-backlog"),
+                    over_share: Default::default(),
                 };
                 local.execute(command).await.expect("a backlog write");
             }
@@ -479,19 +482,24 @@ impl SyncWorker {
 
     /// A sale at the till: reserve `quantity`, then commit; returns the two event ids.
     pub async fn sell(&self, product: ProductId, quantity: i64) -> [EventId; 2] {
+        self.try_sell(product, quantity).await.expect("the local sale")
+    }
+
+    /// [`SyncWorker::sell`], or why the rules refused it (the till's policy: refuse).
+    pub async fn try_sell(&self, product: ProductId, quantity: i64) -> Result<[EventId; 2], LocalError> {
         let reservation_id = ReservationId::new_v7();
         let reserve = InventoryCommand::ReserveStock {
             reservation_id,
             quantity: StockQuantity::new(quantity).expect("quantity"),
             expires_at: time::OffsetDateTime::now_utc() + time::Duration::minutes(15),
         };
-        let first = self.execute(Target::Product(product), reserve).await;
+        let first = self.execute(Target::Product(product), reserve).await?;
         let commit = InventoryCommand::CommitReservation { reservation_id };
-        let second = self.execute(Target::Reservation(reservation_id), commit).await;
-        [first, second]
+        let second = self.execute(Target::Reservation(reservation_id), commit).await?;
+        Ok([first, second])
     }
 
-    async fn execute(&self, target: Target, command: InventoryCommand) -> EventId {
+    async fn execute(&self, target: Target, command: InventoryCommand) -> Result<EventId, LocalError> {
         let event_id = EventId::new_v7();
         let command = LocalCommand {
             target,
@@ -499,9 +507,9 @@ impl SyncWorker {
             event_id,
             idempotency: None,
             metadata: till(self.store_id, "till-1"),
+            over_share: Default::default(),
         };
-        self.local.execute(command).await.expect("the local write");
-        event_id
+        self.local.execute(command).await.map(|_| event_id)
     }
 
     /// Stops the worker (it must stop within [`STOP_WITHIN`]) and closes the store.

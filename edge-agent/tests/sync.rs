@@ -358,6 +358,7 @@ async fn a_rejected_event_is_quarantined_and_the_events_after_it_still_flow() {
         available: 5,
         version: 1,
         position: 1,
+        allocation: None,
     });
     snapshot.catalog.push(ProductView {
         product: ghost.clone(),

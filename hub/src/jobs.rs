@@ -1,5 +1,10 @@
 //! Scheduled jobs (tokio-cron-scheduler, started by `common::server::schedule`):
-//! reservation expiry and WAL maintenance.
+//! reservation expiry, the hub's side of allocations, and WAL maintenance.
+//!
+//! Allocations (`docs/allocations.md`): on the expiry schedule the hub gives back to each
+//! store what its share holds beyond its policy's target (a percentage of stock that
+//! sold down, a hold released into a full share). The hub gives only its own units; the
+//! store gives the hub what it lacks (the agent's job).
 //!
 //! Expiry follows the rule "the side that created a reservation expires it": the hub
 //! releases only reservations that were made through its own API (origin `hub`); a store's
@@ -8,13 +13,16 @@
 //! twice: the rules refuse to release a hold that is no longer open.
 
 use crate::config::JobsConfig;
-use crate::read_model::ReadModelQueries;
+use crate::read_model::{ReadModel, ReadModelQueries};
 use crate::store::{Command, CommandRequest, EventStore, InventoryTarget, WriteError};
+use shelfsync_common::domain::allocation::{self, Allocation, Share};
 use shelfsync_common::domain::event::ReleaseReason;
 use shelfsync_common::server::schedule::start_maintenance;
 pub use shelfsync_common::server::schedule::stop;
 use shelfsync_common::wire::fingerprint::Fingerprint;
-use shelfsync_common::{DomainError, EventId, EventMetadata, InventoryCommand, Origin, ReservationId};
+use shelfsync_common::{
+    DomainError, EventId, EventMetadata, ExpectedVersion, InventoryCommand, Origin, ReservationId, StockQuantity,
+};
 use std::sync::Arc;
 use time::OffsetDateTime;
 use tokio_cron_scheduler::{JobScheduler, JobSchedulerError};
@@ -27,7 +35,7 @@ const JOB_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 pub async fn start(
     config: &JobsConfig,
     log: EventStore,
-    read_model: Arc<dyn ReadModelQueries>,
+    read_model: Arc<ReadModel>,
 ) -> Result<JobScheduler, JobSchedulerError> {
     let expiring = log.clone();
     let expire = move || {
@@ -41,7 +49,10 @@ pub async fn start(
             {
                 return Ok(0);
             }
-            expire_reservations(&log, read_model.as_ref(), OffsetDateTime::now_utc()).await
+            let now = OffsetDateTime::now_utc();
+            let expired = expire_reservations(&log, read_model.as_ref(), now).await;
+            rebalance_allocations(&log, &read_model, now).await?;
+            expired
         }
     };
     let checkpoint = move || {
@@ -49,6 +60,75 @@ pub async fn start(
         async move { log.checkpoint().await }
     };
     start_maintenance(config, expire, checkpoint).await
+}
+
+/// Gives each store the units the hub's share holds beyond its policy's target; returns
+/// how many streams gave units back.
+pub async fn rebalance_allocations(
+    log: &EventStore,
+    read_model: &ReadModel,
+    now: OffsetDateTime,
+) -> Result<usize, WriteError> {
+    let streams = read_model
+        .allocated_streams()
+        .await
+        .map_err(|e| WriteError::Storage(e.to_string()))?;
+    let mut moved = 0;
+    for level in streams {
+        let Some(shares) = level.allocation else { continue };
+        let allocation = Allocation {
+            policy: shares.policy,
+            hub_share: shares.hub_share,
+        };
+        let surplus = allocation::hub_surplus(&allocation, level.available).min(i64::from(StockQuantity::MAX));
+        let Ok(quantity) = StockQuantity::new(surplus) else {
+            continue;
+        };
+        let request = hub_command(
+            InventoryTarget::Stream(level.product_id, level.store_id),
+            InventoryCommand::TransferAllocation {
+                to: Share::Store,
+                quantity,
+            },
+            ExpectedVersion::Exact(level.version),
+            "job:allocation-rebalance".into(),
+            now,
+        );
+        match log.execute(request).await {
+            Ok(_) => moved += 1,
+            // The stream moved on since the read model saw it: the next run looks again.
+            Err(WriteError::VersionConflict { .. } | WriteError::Domain(_)) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(moved)
+}
+
+/// A command the hub makes itself (a job, or a store's request answered by a rule): a
+/// fresh event id (a retry is a new decision), its fingerprint the id itself.
+pub fn hub_command(
+    target: InventoryTarget,
+    command: InventoryCommand,
+    expected: ExpectedVersion,
+    actor: String,
+    now: OffsetDateTime,
+) -> CommandRequest {
+    let event_id = EventId::new_v7();
+    CommandRequest {
+        command: Command::Inventory { target, command },
+        expected,
+        event_id,
+        fingerprint: Fingerprint::from_bytes(*event_id.as_bytes()),
+        legacy_fingerprint: None,
+        metadata: EventMetadata {
+            origin: Origin::Hub,
+            actor,
+            correlation_id: event_id.0,
+            causation_id: None,
+            occurred_at: now,
+            recorded_at: None,
+        },
+    }
 }
 
 /// Releases every hub-made reservation due at `now`; returns how many were released.

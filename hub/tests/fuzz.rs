@@ -304,6 +304,7 @@ fn arbitrary_uploads_and_api_bodies_never_break_the_hub_and_the_read_model_is_th
                 inventory::apply(
                     folded.entry((event.stream.product_id, store)).or_default(),
                     &event.payload,
+                    event.metadata.origin.into(),
                 );
             }
         }

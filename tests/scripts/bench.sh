@@ -35,6 +35,7 @@ all=(
     shelfsync-edge:local_sales
     shelfsync-edge:local_reads
     shelfsync-edge:sync_drain
+    shelfsync-edge:allocations
 )
 selected=()
 for entry in "${all[@]}"; do

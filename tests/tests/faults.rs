@@ -9,7 +9,7 @@
 use serde_json::json;
 use shelfsync_common::testing::proxy::{FaultProxy, Mode};
 use shelfsync_common::wire::edge::LocalStockLevel;
-use shelfsync_common::{EventPayload, ProductId, ReservationId, StoreId, StreamId};
+use shelfsync_common::{EventPayload, ProductId, ReservationId, StoreId};
 use shelfsync_tests::checker::{self, Expect};
 use shelfsync_tests::cluster::{demo_products, seed, soak, Cluster};
 use shelfsync_tests::process::Endpoint;
@@ -427,94 +427,22 @@ async fn push_blocked_agents_follow_by_pulling() {
 /// A web shop reserves the last unit of a product at the hub while the store, offline,
 /// sells that same unit: the sale is recorded anyway (a fact), the hub appends
 /// `OversellDetected` naming it, the fleet view counts it, and both sides converge on the
-/// negative availability.
+/// negative availability. The same race with an allocation never oversells (below).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_reservation_races_an_offline_sale_of_the_last_unit() {
-    let cluster = fleet("web_reservation_races_an_offline_sale_of_the_last_unit", &[]).await;
-    // Background sales at the other stores.
-    let others = Tills::start(&cluster, 1..cluster.stores.len(), &workload());
+    let scenario = "web_reservation_races_an_offline_sale_of_the_last_unit";
+    let (cluster, sales, report) = offline_race(scenario, false).await;
     let berlin = &cluster.stores[0];
-    let products = demo_products();
-    let product = products[(cluster.seed % products.len() as u64) as usize];
-    let path = format!("/v1/inventory/products/{product}/stores/{}", berlin.id);
-    // Exactly one unit left at Berlin.
-    let (status, level) = cluster.hub_get(&path).await;
-    assert_eq!(status, 200, "{level}");
-    let available = level["available"].as_i64().expect("available");
-    let (status, adjusted) = cluster
-        .hub_post(
-            "/v1/inventory/adjustments",
-            &json!({"product_id": product, "store_id": berlin.id, "delta": 1 - available, "reason": "stock take"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{adjusted}");
-    let agent_url = berlin.agent.process.url();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let local = local_level(&cluster, &agent_url, product).await;
-        if local.available == 1 && local.pending_events == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "berlin never saw the last unit: {local:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // Berlin goes offline; the till sells the last unit; the web shop holds it at the hub.
-    berlin.proxy.set_mode(Mode::Blackhole);
-    let till = async {
-        let reservation = ReservationId::new_v7();
-        let reserve = till_post(
-            &cluster,
-            &agent_url,
-            "/v1/inventory/reservations",
-            json!({"product_id": product, "store_id": berlin.id, "quantity": 1, "reservation_id": reservation, "ttl_seconds": 3600}),
-        )
-        .await;
-        let commit = till_post(
-            &cluster,
-            &agent_url,
-            &format!("/v1/inventory/reservations/{reservation}/commit"),
-            json!({}),
-        )
-        .await;
-        (reserve, commit)
-    };
-    let web_hold = json!({"product_id": product, "store_id": berlin.id, "quantity": 1, "ttl_seconds": 3600});
-    let web = cluster.hub_post("/v1/inventory/reservations", &web_hold);
-    let ((reserve, commit), (web_status, web_answer)) = tokio::join!(till, web);
-    assert_eq!(
-        web_status, 201,
-        "the hub still has the unit for the web shop: {web_answer}"
-    );
-    let sale = [reserve, commit];
-    let local = local_level(&cluster, &agent_url, product).await;
-    assert_eq!(
-        (local.on_hand, local.available),
-        (0, 0),
-        "the store sold its last unit while offline: {local:?}"
-    );
-    // Back online: the sale is uploaded, flagged, and both sides converge.
-    let (mut logs, web) = others.join().await;
-    logs.push(TillLog {
-        store: Some(berlin.id),
-        acks: sale.to_vec(),
-        ..TillLog::default()
-    });
-    let report = cluster.heal_and_check(&logs, &web, Expect::default()).await;
-    let stream = StreamId::inventory(product, berlin.id);
-    let reserve_event = sale[0].event_id;
+    let reserve_event = sales[2].event_id;
     assert!(
         report
             .oversells
             .iter()
-            .any(|(s, caused_by, available)| *s == stream && *caused_by == reserve_event && *available == -1),
+            .any(|(s, caused_by, available)| s.store_id == Some(berlin.id)
+                && *caused_by == reserve_event
+                && *available == -1),
         "an OversellDetected must name the offline sale's hold ({reserve_event}): {:?}",
         report.oversells
-    );
-    let local = local_level(&cluster, &agent_url, product).await;
-    assert_eq!(
-        (local.on_hand, local.reserved, local.available),
-        (0, 1, -1),
-        "berlin converged on the hub's figures: {local:?}"
     );
     let (status, fleet) = cluster.hub_get("/v1/admin/fleet").await;
     assert_eq!(status, 200, "{fleet}");
@@ -523,6 +451,145 @@ async fn web_reservation_races_an_offline_sale_of_the_last_unit() {
         .and_then(|stores| stores.iter().find(|s| s["id"] == json!(berlin.id)))
         .and_then(|s| s["oversells"].as_u64());
     assert!(oversells >= Some(1), "the fleet view counts berlin's oversell: {fleet}");
+}
+
+/// The same race (same seed, same steps) with an allocation of one unit for the hub: the
+/// store, offline, sells its own unit and is refused the hub's (`409
+/// allocation_exhausted`, none left); the web shop gets the hub's unit. When the link
+/// heals: no `OversellDetected`, every acknowledged write once, convergence, and the
+/// agent's shares are the log's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_allocation_the_offline_race_never_oversells() {
+    let scenario = "with_an_allocation_the_offline_race_never_oversells";
+    let (cluster, _, report) = offline_race(scenario, true).await;
+    assert!(report.oversells.is_empty(), "no oversell: {:?}", report.oversells);
+    let berlin = &cluster.stores[0];
+    let product = race_product(&cluster);
+    let local = local_level(&cluster, &berlin.agent.process.url(), product).await;
+    assert_eq!((local.on_hand, local.reserved, local.available), (1, 1, 0), "{local:?}");
+    let shares = local.allocation.map(|a| (a.hub_share, a.store_share));
+    assert_eq!(shares, Some((0, 0)), "both shares used up: {local:?}");
+    let path = format!("/v1/inventory/products/{product}/stores/{}", berlin.id);
+    let (_, level) = cluster.hub_get(&path).await;
+    assert_eq!(
+        level["allocation"]["hub_share"], 0,
+        "the hub shows both shares: {level}"
+    );
+    assert_eq!(level["allocation"]["store_share"], 0, "{level}");
+}
+
+fn race_product(cluster: &Cluster) -> ProductId {
+    let products = demo_products();
+    products[(cluster.seed % products.len() as u64) as usize]
+}
+
+/// Berlin has two units of a product (with `allocations`, one kept for the hub and given
+/// by the store's agent); its link goes dark; its till tries to sell one unit twice while
+/// the web shop holds one unit at the hub. Returns the till's acknowledged writes (a
+/// refused second sale is not one) and the checker's report after healing.
+async fn offline_race(
+    scenario: &str,
+    allocations: bool,
+) -> (Cluster, Vec<shelfsync_tests::workload::Ack>, checker::Report) {
+    // The agent's one-second job gives the hub its share (and expires holds).
+    let cluster = fleet_with(
+        scenario,
+        &[],
+        &[("SHELFSYNC_EDGE_JOBS__RESERVATION_EXPIRY", "* * * * * *")],
+    )
+    .await;
+    let others = Tills::start(&cluster, 1..cluster.stores.len(), &workload());
+    let berlin = &cluster.stores[0];
+    let product = race_product(&cluster);
+    let path = format!("/v1/inventory/products/{product}/stores/{}", berlin.id);
+    let (status, level) = cluster.hub_get(&path).await;
+    assert_eq!(status, 200, "{level}");
+    let available = level["available"].as_i64().expect("available");
+    let stream = json!({"product_id": product, "store_id": berlin.id});
+    let mut body = stream.clone();
+    body["delta"] = json!(2 - available);
+    body["reason"] = json!("stock take");
+    let (status, adjusted) = cluster.hub_post("/v1/inventory/adjustments", &body).await;
+    assert_eq!(status, 201, "{adjusted}");
+    if allocations {
+        body = stream.clone();
+        body["policy"] = json!({"mode": "fixed", "units": 1});
+        let (status, set) = cluster.hub_post("/v1/inventory/allocations", &body).await;
+        assert_eq!(status, 201, "{set}");
+    }
+    let agent_url = berlin.agent.process.url();
+    let settled = |l: &LocalStockLevel| {
+        let shares = l.allocation.map(|a| (a.hub_share, a.store_share));
+        l.available == 2 && l.pending_events == 0 && shares == allocations.then_some((1, 1))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let local = local_level(&cluster, &agent_url, product).await;
+        if settled(&local) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "berlin never settled on two units: {local:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Berlin goes offline; the till sells a unit twice; the web shop holds one at the hub.
+    berlin.proxy.set_mode(Mode::Blackhole);
+    let till = async {
+        let mut acks = Vec::new();
+        for sale in 0..2 {
+            let reservation = ReservationId::new_v7();
+            let hold = json!({"product_id": product, "store_id": berlin.id, "quantity": 1, "reservation_id": reservation, "ttl_seconds": 3600});
+            if allocations && sale == 1 {
+                let refused = till_refused(&cluster, &agent_url, &hold).await;
+                assert_eq!(refused["code"], "allocation_exhausted", "{refused}");
+                assert_eq!(
+                    (refused["share"].as_str(), refused["units_left"].as_i64()),
+                    (Some("store"), Some(0)),
+                    "{refused}"
+                );
+                continue;
+            }
+            acks.push(till_post(&cluster, &agent_url, "/v1/inventory/reservations", hold).await);
+            let commit = format!("/v1/inventory/reservations/{reservation}/commit");
+            acks.push(till_post(&cluster, &agent_url, &commit, json!({})).await);
+        }
+        acks
+    };
+    let mut web_hold = stream.clone();
+    web_hold["quantity"] = json!(1);
+    web_hold["ttl_seconds"] = json!(3600);
+    let web = cluster.hub_post("/v1/inventory/reservations", &web_hold);
+    let (sales, (web_status, web_answer)) = tokio::join!(till, web);
+    assert_eq!(
+        web_status, 201,
+        "the hub still has a unit for the web shop: {web_answer}"
+    );
+    // Back online: the sales are uploaded, and both sides converge.
+    let (mut logs, web) = others.join().await;
+    logs.push(TillLog {
+        store: Some(berlin.id),
+        acks: sales.clone(),
+        ..TillLog::default()
+    });
+    let report = cluster.heal_and_check(&logs, &web, Expect::default()).await;
+    (cluster, sales, report)
+}
+
+/// One till request that must be refused with 409; returns the problem.
+async fn till_refused(cluster: &Cluster, agent_url: &str, body: &serde_json::Value) -> serde_json::Value {
+    let url = format!("{agent_url}/v1/inventory/reservations");
+    let response = cluster
+        .http
+        .post(url)
+        .bearer_auth(TERMINAL_KEY)
+        .json(body)
+        .send()
+        .await
+        .expect("till");
+    assert_eq!(response.status().as_u16(), 409);
+    response.json().await.expect("a problem")
 }
 
 /// A brand-new agent joins a hub that already holds a long history: it takes the

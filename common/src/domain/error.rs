@@ -1,6 +1,7 @@
 //! `DomainError`: every reason the domain refuses a command. Each variant maps to one
 //! stable problem `code` on the HTTP surface (see [`DomainError::code`]).
 
+use crate::domain::allocation::Share;
 use crate::domain::ids::{ProductId, ReservationId};
 
 /// A command the rules do not allow.
@@ -46,6 +47,28 @@ pub enum DomainError {
     /// An update tried to change a product's id.
     #[error("the product id in the body does not match the stream")]
     ProductIdMismatch,
+    /// The stream has an allocation and the decider's share holds fewer units than the
+    /// command needs (the hub's share: `insufficient_stock`; the store's share:
+    /// `allocation_exhausted`).
+    #[error("the {share:?} share holds {left} units, the command needs {requested}")]
+    ShareExhausted {
+        /// Whose share ran short.
+        share: Share,
+        /// Units the command asked for.
+        requested: i64,
+        /// Units left in that share.
+        left: i64,
+    },
+    /// A share may be consumed or given away only by its owner (and a policy set only by
+    /// the hub).
+    #[error("only the owner of a share may give it away")]
+    NotYourShare,
+    /// A transfer on a stream without an allocation.
+    #[error("the stream has no allocation")]
+    NoAllocation,
+    /// A policy's numbers are out of range.
+    #[error("an allocation keeps 0..=1000000 units or 0..=100 percent")]
+    InvalidAllocation,
 }
 
 impl DomainError {
@@ -62,6 +85,13 @@ impl DomainError {
             DomainError::ProductAlreadyRegistered(_) => "product_exists",
             DomainError::ProductNotRegistered(_) => "product_not_found",
             DomainError::ProductIdMismatch => "product_id_mismatch",
+            DomainError::ShareExhausted { share: Share::Hub, .. } => "insufficient_stock",
+            DomainError::ShareExhausted {
+                share: Share::Store, ..
+            } => "allocation_exhausted",
+            DomainError::NotYourShare => "not_your_share",
+            DomainError::NoAllocation => "no_allocation",
+            DomainError::InvalidAllocation => "invalid_allocation",
         }
     }
 }

@@ -9,6 +9,7 @@
 
 mod data;
 
+use crate::domain::allocation::{AllocationPolicy, Share};
 use crate::domain::ids::{EventId, ProductId, ReservationId, StoreId};
 use crate::domain::product::Product;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -261,6 +262,19 @@ pub enum EventPayload {
         /// Available (negative) after that event.
         available: i64,
     },
+    /// The hub set how its share of the stream is kept (`none` dissolves the allocation).
+    AllocationSet {
+        /// The policy.
+        policy: AllocationPolicy,
+    },
+    /// A share's owner gave units of it to the other side (the hub to the store, or the
+    /// store to the hub).
+    AllocationTransferred {
+        /// Who received them.
+        to: Share,
+        /// Units moved.
+        quantity: u32,
+    },
 }
 
 /// Every event type name, in declaration order.
@@ -273,6 +287,8 @@ pub const EVENT_TYPES: &[&str] = &[
     "ReservationCommitted",
     "StockAdjusted",
     "OversellDetected",
+    "AllocationSet",
+    "AllocationTransferred",
 ];
 
 /// The schema version every event type is written with today.
@@ -335,6 +351,8 @@ impl EventPayload {
             EventPayload::ReservationCommitted { .. } => "ReservationCommitted",
             EventPayload::StockAdjusted { .. } => "StockAdjusted",
             EventPayload::OversellDetected { .. } => "OversellDetected",
+            EventPayload::AllocationSet { .. } => "AllocationSet",
+            EventPayload::AllocationTransferred { .. } => "AllocationTransferred",
         }
     }
 
@@ -406,7 +424,9 @@ impl EventPayload {
             | EventPayload::StockReleased { .. }
             | EventPayload::ReservationCommitted { .. }
             | EventPayload::StockAdjusted { .. }
-            | EventPayload::OversellDetected { .. }) => other,
+            | EventPayload::OversellDetected { .. }
+            | EventPayload::AllocationSet { .. }
+            | EventPayload::AllocationTransferred { .. }) => other,
         })
     }
 }

@@ -5,7 +5,12 @@
 //! every recorded fact, including a store's offline sale that the hub records after the
 //! stock was already gone, so `on_hand` and `available` may be negative after `apply`
 //! (the hub then records `OversellDetected`, see [`oversell_after`]).
+//!
+//! A stream may carry an allocation (see [`crate::domain::allocation`]): then `decide`
+//! also asks who decides ([`Decider`]) and `apply` who recorded the fact ([`Side`]),
+//! because each side may consume and give away only its own share.
 
+use crate::domain::allocation::{self, Allocation, AllocationPolicy, Decider, Share, Side};
 use crate::domain::error::DomainError;
 use crate::domain::event::{EventPayload, ReleaseReason};
 use crate::domain::ids::{EventId, ReservationId};
@@ -28,6 +33,10 @@ pub struct Reservation {
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub expires_at: OffsetDateTime,
+    /// Made at the hub from the hub's share of an allocation: released, its units go back
+    /// to that share.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hub_share: bool,
 }
 
 /// The state of one inventory stream, folded from its events.
@@ -39,6 +48,9 @@ pub struct InventoryState {
     pub reservations: BTreeMap<ReservationId, Reservation>,
     /// Number of events applied (0 = the stream does not exist yet).
     pub version: u64,
+    /// The split between the hub's and the store's shares, when the hub set a policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation: Option<Allocation>,
 }
 
 impl InventoryState {
@@ -102,10 +114,28 @@ pub enum InventoryCommand {
         /// Why (stock take, damage, theft...).
         reason: String,
     },
+    /// Set how the hub's share is kept (the hub only).
+    SetAllocation {
+        /// The policy.
+        policy: AllocationPolicy,
+    },
+    /// Give units of one's own share to the other side.
+    TransferAllocation {
+        /// Who receives them.
+        to: Share,
+        /// Units moved.
+        quantity: StockQuantity,
+    },
 }
 
 /// Decides which events a command produces against the current state, or why it may not.
-pub fn decide(state: &InventoryState, command: &InventoryCommand) -> Result<Vec<EventPayload>, DomainError> {
+/// `by` says who decides: with an allocation, each side consumes only its own share.
+pub fn decide(
+    state: &InventoryState,
+    command: &InventoryCommand,
+    by: Decider,
+) -> Result<Vec<EventPayload>, DomainError> {
+    allocation::check(state, command, by)?;
     let event = match command {
         InventoryCommand::AddStock { quantity } => EventPayload::StockAdded {
             quantity: quantity.get(),
@@ -152,6 +182,11 @@ pub fn decide(state: &InventoryState, command: &InventoryCommand) -> Result<Vec<
                 reason: reason.clone(),
             }
         }
+        InventoryCommand::SetAllocation { policy } => EventPayload::AllocationSet { policy: *policy },
+        InventoryCommand::TransferAllocation { to, quantity } => EventPayload::AllocationTransferred {
+            to: *to,
+            quantity: quantity.get(),
+        },
     };
     Ok(vec![event])
 }
@@ -212,25 +247,43 @@ fn open_reservation<'a>(state: &'a InventoryState, id: &ReservationId) -> Result
 
 /// Folds one recorded event into the state. Total: it never fails, so that every fact a
 /// store recorded can be replayed. Catalog events do not touch inventory state (they
-/// live on their own streams) but still count as applied.
-pub fn apply(state: &mut InventoryState, event: &EventPayload) {
+/// live on their own streams) but still count as applied. `by` (the side that recorded
+/// the event) matters only on a stream with an allocation: a hub reservation draws on the
+/// hub's share, and a delivery recorded at the hub tops that share up to its target.
+pub fn apply(state: &mut InventoryState, event: &EventPayload, by: Side) {
+    let at_hub = by == Side::Hub;
+    let mut hub_delta = 0i64;
     match event {
-        EventPayload::StockAdded { quantity } => state.on_hand = state.on_hand.saturating_add(i64::from(*quantity)),
+        EventPayload::StockAdded { quantity } => {
+            state.on_hand = state.on_hand.saturating_add(i64::from(*quantity));
+            if at_hub {
+                hub_delta = allocation::top_up(state, i64::from(*quantity));
+            }
+        }
         EventPayload::StockReserved {
             reservation_id,
             quantity,
             expires_at,
         } => {
+            let hub_share = at_hub && state.allocation.is_some();
+            if hub_share {
+                hub_delta = -i64::from(*quantity);
+            }
             state.reservations.insert(
                 *reservation_id,
                 Reservation {
                     quantity: *quantity,
                     expires_at: *expires_at,
+                    hub_share,
                 },
             );
         }
         EventPayload::StockReleased { reservation_id, .. } => {
-            state.reservations.remove(reservation_id);
+            if let Some(released) = state.reservations.remove(reservation_id) {
+                if released.hub_share {
+                    hub_delta = i64::from(released.quantity);
+                }
+            }
         }
         EventPayload::ReservationCommitted {
             reservation_id,
@@ -239,10 +292,40 @@ pub fn apply(state: &mut InventoryState, event: &EventPayload) {
             state.reservations.remove(reservation_id);
             state.on_hand = state.on_hand.saturating_sub(i64::from(*quantity));
         }
-        EventPayload::StockAdjusted { delta, .. } => state.on_hand = state.on_hand.saturating_add(*delta),
+        EventPayload::StockAdjusted { delta, .. } => {
+            state.on_hand = state.on_hand.saturating_add(*delta);
+            if at_hub {
+                hub_delta = if *delta > 0 {
+                    allocation::top_up(state, *delta)
+                } else {
+                    *delta
+                };
+            }
+        }
+        EventPayload::AllocationSet { policy } => {
+            if *policy == AllocationPolicy::None {
+                state.allocation = None;
+                state.reservations.values_mut().for_each(|r| r.hub_share = false);
+            } else {
+                let hub_share = state.allocation.map_or(0, |a| a.hub_share);
+                state.allocation = Some(Allocation {
+                    policy: *policy,
+                    hub_share,
+                });
+            }
+        }
+        EventPayload::AllocationTransferred { to, quantity } => {
+            hub_delta = match to {
+                Share::Hub => i64::from(*quantity),
+                Share::Store => -i64::from(*quantity),
+            };
+        }
         EventPayload::OversellDetected { .. }
         | EventPayload::ProductRegistered(_)
         | EventPayload::ProductUpdated(_) => {}
+    }
+    if let Some(allocation) = state.allocation.as_mut() {
+        allocation.hub_share = allocation.hub_share.saturating_add(hub_delta);
     }
     state.version = state.version.saturating_add(1);
 }
@@ -280,8 +363,8 @@ mod tests {
     fn given(history: &[InventoryCommand]) -> InventoryState {
         let mut state = InventoryState::default();
         for command in history {
-            for event in decide(&state, command).expect("history must be valid") {
-                apply(&mut state, &event);
+            for event in decide(&state, command, Decider::Hub).expect("history must be valid") {
+                apply(&mut state, &event, Side::Hub);
             }
         }
         state
@@ -309,7 +392,7 @@ mod tests {
     fn reserving_more_than_available_is_refused() {
         let state = given(&[add(5), reserve(1, 4)]);
         assert_eq!(
-            decide(&state, &reserve(2, 2)),
+            decide(&state, &reserve(2, 2), Decider::Hub),
             Err(DomainError::InsufficientStock {
                 requested: 2,
                 available: 1
@@ -327,7 +410,7 @@ mod tests {
     fn a_reservation_id_cannot_be_opened_twice() {
         let state = given(&[add(5), reserve(1, 1)]);
         assert_eq!(
-            decide(&state, &reserve(1, 1)),
+            decide(&state, &reserve(1, 1), Decider::Hub),
             Err(DomainError::ReservationExists(rid(1)))
         );
     }
@@ -339,7 +422,7 @@ mod tests {
             reservation_id: rid(1),
             reason: ReleaseReason::Expired,
         };
-        let events = decide(&state, &cmd).unwrap();
+        let events = decide(&state, &cmd, Decider::Hub).unwrap();
         assert_eq!(
             events,
             vec![EventPayload::StockReleased {
@@ -370,15 +453,24 @@ mod tests {
             reservation_id: rid(9),
             reason: ReleaseReason::Cancelled,
         };
-        assert_eq!(decide(&state, &commit), Err(DomainError::ReservationNotFound(rid(9))));
-        assert_eq!(decide(&state, &release), Err(DomainError::ReservationNotFound(rid(9))));
+        assert_eq!(
+            decide(&state, &commit, Decider::Hub),
+            Err(DomainError::ReservationNotFound(rid(9)))
+        );
+        assert_eq!(
+            decide(&state, &release, Decider::Hub),
+            Err(DomainError::ReservationNotFound(rid(9)))
+        );
     }
 
     #[test]
     fn a_committed_reservation_cannot_be_committed_again() {
         let commit = InventoryCommand::CommitReservation { reservation_id: rid(1) };
         let state = given(&[add(5), reserve(1, 2), commit.clone()]);
-        assert_eq!(decide(&state, &commit), Err(DomainError::ReservationNotFound(rid(1))));
+        assert_eq!(
+            decide(&state, &commit, Decider::Hub),
+            Err(DomainError::ReservationNotFound(rid(1)))
+        );
     }
 
     #[test]
@@ -390,19 +482,22 @@ mod tests {
         let state = given(&[add(5), reserve(1, 3), adjust(1)]);
         assert_eq!(state.on_hand, 6);
         assert_eq!(
-            decide(&state, &adjust(-4)),
+            decide(&state, &adjust(-4), Decider::Hub),
             Err(DomainError::InsufficientStock {
                 requested: 4,
                 available: 3
             })
         );
-        assert_eq!(decide(&state, &adjust(0)), Err(DomainError::ZeroAdjustment));
         assert_eq!(
-            decide(&state, &adjust(MAX_ADJUSTMENT + 1)),
+            decide(&state, &adjust(0), Decider::Hub),
+            Err(DomainError::ZeroAdjustment)
+        );
+        assert_eq!(
+            decide(&state, &adjust(MAX_ADJUSTMENT + 1), Decider::Hub),
             Err(DomainError::AdjustmentOutOfRange)
         );
         assert_eq!(
-            decide(&state, &adjust(-MAX_ADJUSTMENT)).map(|_| ()),
+            decide(&state, &adjust(-MAX_ADJUSTMENT), Decider::Hub).map(|_| ()),
             Err(DomainError::InsufficientStock {
                 requested: MAX_ADJUSTMENT,
                 available: 3
@@ -412,7 +507,7 @@ mod tests {
             delta: 1,
             reason: " ".into(),
         };
-        assert_eq!(decide(&state, &blank), Err(DomainError::InvalidReason));
+        assert_eq!(decide(&state, &blank, Decider::Hub), Err(DomainError::InvalidReason));
         assert_eq!(given(&[add(5), reserve(1, 3), adjust(-2)]).available(), 0);
     }
 
@@ -426,7 +521,7 @@ mod tests {
                 reason: "count".into(),
             };
             assert_eq!(
-                decide(&state, &command),
+                decide(&state, &command, Decider::Hub),
                 Err(DomainError::AdjustmentOutOfRange),
                 "{delta}"
             );
@@ -445,7 +540,7 @@ mod tests {
             on_hand: i64::MAX - 1,
             ..InventoryState::default()
         };
-        apply(&mut state, &EventPayload::StockAdded { quantity: 10 });
+        apply(&mut state, &EventPayload::StockAdded { quantity: 10 }, Side::Hub);
         assert_eq!(state.on_hand, i64::MAX);
         state.on_hand = i64::MIN + 1;
         apply(
@@ -454,6 +549,7 @@ mod tests {
                 delta: -5,
                 reason: "count".into(),
             },
+            Side::Hub,
         );
         assert_eq!(state.on_hand, i64::MIN);
         apply(
@@ -463,6 +559,7 @@ mod tests {
                 quantity: u32::MAX,
                 expires_at: LATER,
             },
+            Side::Hub,
         );
         assert_eq!(state.available(), i64::MIN);
     }
@@ -478,6 +575,7 @@ mod tests {
                 quantity: 1,
                 expires_at: soon,
             },
+            Side::Hub,
         );
         assert_eq!(
             state.expired_reservations(datetime!(2026-06-01 00:00 UTC)),
@@ -503,14 +601,14 @@ mod tests {
         let mut flags = Vec::new();
         for event in &sale {
             let prior = after.available();
-            apply(&mut after, event);
+            apply(&mut after, event, Side::Hub);
             flags.extend(oversell_after(prior, &after, EventId::from_bytes([1; 16])));
         }
         assert_eq!((after.on_hand, after.available()), (-2, -2));
         assert_eq!(flags.len(), 1, "only the reservation lowered available below zero");
         // A delivery that raises available does not flag, even while still negative.
         let prior = after.available();
-        apply(&mut after, &EventPayload::StockAdded { quantity: 1 });
+        apply(&mut after, &EventPayload::StockAdded { quantity: 1 }, Side::Hub);
         assert_eq!(after.available(), -1);
         assert_eq!(oversell_after(prior, &after, EventId::from_bytes([2; 16])), None);
     }
@@ -541,9 +639,9 @@ mod tests {
         fn commands_never_drive_available_or_on_hand_below_zero(commands in prop::collection::vec(command_strategy(), 0..80)) {
             let mut state = InventoryState::default();
             for command in &commands {
-                if let Ok(events) = decide(&state, command) {
+                if let Ok(events) = decide(&state, command, Decider::Hub) {
                     for event in &events {
-                        apply(&mut state, event);
+                        apply(&mut state, event, Side::Hub);
                     }
                 }
                 prop_assert!(state.available() >= 0, "available {} after {:?}", state.available(), command);
@@ -557,16 +655,16 @@ mod tests {
             let mut state = InventoryState::default();
             let mut log = Vec::new();
             for command in &commands {
-                if let Ok(events) = decide(&state, command) {
+                if let Ok(events) = decide(&state, command, Decider::Hub) {
                     for event in events {
-                        apply(&mut state, &event);
+                        apply(&mut state, &event, Side::Hub);
                         log.push(event);
                     }
                 }
             }
             let mut replayed = InventoryState::default();
             for event in &log {
-                apply(&mut replayed, event);
+                apply(&mut replayed, event, Side::Hub);
             }
             prop_assert_eq!(replayed, state);
         }

@@ -7,6 +7,7 @@
 //! [`quantity`], [`timestamp`]). Both binaries run exactly this code, so a till offline
 //! and the hub decide a command the same way.
 
+pub mod allocation;
 pub mod catalog;
 pub mod error;
 pub mod event;

@@ -68,14 +68,28 @@ pub fn domain_status(error: &DomainError) -> StatusCode {
     match error {
         DomainError::InsufficientStock { .. }
         | DomainError::ReservationExists(_)
-        | DomainError::ProductAlreadyRegistered(_) => StatusCode::CONFLICT,
+        | DomainError::ProductAlreadyRegistered(_)
+        | DomainError::ShareExhausted { .. }
+        | DomainError::NotYourShare
+        | DomainError::NoAllocation => StatusCode::CONFLICT,
         DomainError::ReservationNotFound(_) | DomainError::ProductNotRegistered(_) => StatusCode::NOT_FOUND,
         DomainError::ZeroAdjustment
         | DomainError::AdjustmentOutOfRange
         | DomainError::InvalidReason
         | DomainError::InvalidProduct { .. }
-        | DomainError::ProductIdMismatch => StatusCode::UNPROCESSABLE_ENTITY,
+        | DomainError::ProductIdMismatch
+        | DomainError::InvalidAllocation => StatusCode::UNPROCESSABLE_ENTITY,
     }
+}
+
+/// Names the share and the units left in it on a refusal by an allocation (the other
+/// refusals are left as they are).
+pub fn name_share(mut problem: ProblemResponse, error: &DomainError) -> ProblemResponse {
+    if let DomainError::ShareExhausted { share, left, .. } = error {
+        problem.problem.share = Some(*share);
+        problem.problem.units_left = Some(*left);
+    }
+    problem
 }
 
 impl IntoResponse for ProblemResponse {

@@ -4,9 +4,10 @@
 //! inventory bodies turn into the domain's [`InventoryCommand`] here, once, for both the
 //! hub's and the agent's routes.
 
+use crate::domain::allocation::{Allocation, AllocationPolicy};
 use crate::domain::event::{EventEnvelope, ExpectedVersion, ReleaseReason};
 use crate::domain::ids::{EventId, ProductId, ReservationId, StoreId};
-use crate::domain::inventory::InventoryCommand;
+use crate::domain::inventory::{InventoryCommand, InventoryState};
 use crate::domain::product::Product;
 use crate::domain::quantity::StockQuantity;
 use crate::wire::fingerprint::WriteBody;
@@ -234,6 +235,31 @@ impl CommitReservationRequest {
     }
 }
 
+/// `POST /v1/inventory/allocations`: how the hub's share of one stream is kept (admin).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetAllocationRequest {
+    /// Product.
+    pub product_id: ProductId,
+    /// Store.
+    pub store_id: StoreId,
+    /// `{"mode":"none"}`, `{"mode":"fixed","units":N}` or `{"mode":"percent","percent":P}`.
+    pub policy: AllocationPolicy,
+    /// Optimistic concurrency (or send `If-Match`).
+    #[serde(default)]
+    pub expected_version: Option<ExpectedVersion>,
+    /// Makes a retried request idempotent.
+    #[serde(default)]
+    pub event_id: Option<EventId>,
+}
+
+impl SetAllocationRequest {
+    /// The policy as a command.
+    pub fn command(&self) -> InventoryCommand {
+        InventoryCommand::SetAllocation { policy: self.policy }
+    }
+}
+
 /// Every write body may name its event id (see [`crate::wire::fingerprint`]).
 macro_rules! write_bodies {
     ($($body:ty),*) => {$(
@@ -253,6 +279,7 @@ write_bodies!(
     RegisterProductRequest,
     UpdateProductRequest,
     AddStockRequest,
+    SetAllocationRequest,
     AdjustStockRequest,
     ReserveStockRequest,
     ReleaseReservationRequest,
@@ -289,6 +316,37 @@ pub struct StockLevel {
     pub version: u64,
     /// Global position of the stream's last event.
     pub position: u64,
+    /// The split between the hub's and the store's shares, when the stream has an
+    /// allocation (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation: Option<AllocationView>,
+}
+
+/// A stream's allocation as the stock views show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AllocationView {
+    /// How the hub's share is kept.
+    pub policy: AllocationPolicy,
+    /// Units web shops and other channels may still reserve at the hub.
+    pub hub_share: i64,
+    /// Units the store's tills may sell without the hub (`available - hub_share`).
+    pub store_share: i64,
+}
+
+impl AllocationView {
+    /// The view of `allocation` on a stream with `available` units available.
+    pub fn new(allocation: Allocation, available: i64) -> Self {
+        Self {
+            policy: allocation.policy,
+            hub_share: allocation.hub_share,
+            store_share: available.saturating_sub(allocation.hub_share),
+        }
+    }
+
+    /// The view of a stream's allocation, if it has one.
+    pub fn of(state: &InventoryState) -> Option<Self> {
+        state.allocation.map(|a| Self::new(a, state.available()))
+    }
 }
 
 /// Stock of one product at every store.

@@ -26,6 +26,9 @@ pub struct LocalStockLevel {
     pub pending_events: u32,
     /// Whether the figures include such events (`pending_events > 0`).
     pub includes_pending: bool,
+    /// The hub's and the store's shares, when the stream has an allocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation: Option<crate::wire::api::AllocationView>,
 }
 
 /// The answer to a write at the till.
@@ -44,6 +47,15 @@ pub struct LocalWriteResult {
     pub stock: LocalStockLevel,
     /// True when this answers a retried request (same `Idempotency-Key`): nothing new was recorded.
     pub replayed: bool,
+    /// Under the store's `mark` policy: units of this write beyond the store's share of
+    /// an allocation, that is units promised to online orders (tell the cashier now).
+    /// Absent when the write fitted the store's share.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub used_hub_share: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// `GET /v1/status`: the agent's health, for the store manager and the tills.

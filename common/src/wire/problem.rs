@@ -30,6 +30,13 @@ pub struct Problem {
     /// On `store_name_taken`: the id of the store that already has the name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub existing_store_id: Option<uuid::Uuid>,
+    /// On a refusal by an allocation (`insufficient_stock` at the hub,
+    /// `allocation_exhausted` at the till): whose share ran short.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<crate::domain::allocation::Share>,
+    /// With `share`: the units left in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units_left: Option<i64>,
 }
 
 impl Problem {
@@ -44,6 +51,8 @@ impl Problem {
             current_version: None,
             field: None,
             existing_store_id: None,
+            share: None,
+            units_left: None,
         }
     }
     /// The `code` and `detail` of an error answer's `body`, as a client reports a refusal:

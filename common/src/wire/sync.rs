@@ -213,6 +213,44 @@ pub struct UploadResponse {
     pub head: u64,
 }
 
+/// `POST /v1/sync/allocations/request`: a store, online, asks the hub for more units of a
+/// stream's shared stock (the hub gives from its own share).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShareRequest {
+    /// Product (the stream is this product at the asking store).
+    pub product_id: ProductId,
+    /// Units wanted.
+    pub quantity: crate::domain::quantity::StockQuantity,
+    /// Makes a retried request idempotent: the same id is answered with the first grant
+    /// (the id of the hub's `AllocationTransferred`).
+    #[serde(default)]
+    pub event_id: Option<EventId>,
+}
+
+impl crate::wire::fingerprint::WriteBody for ShareRequest {
+    fn event_id(&self) -> Option<EventId> {
+        self.event_id
+    }
+
+    fn clear_event_id(&mut self) {
+        self.event_id = None;
+    }
+}
+
+/// The answer to a [`ShareRequest`], in the same round trip.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ShareGrant {
+    /// Units moved to the store's share (0..=asked; 0 when the hub's share is empty).
+    pub granted: i64,
+    /// The position of the `AllocationTransferred` event (absent when nothing moved): the
+    /// agent has the units once its cursor reaches it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
+    /// The stream's shares after the grant.
+    pub allocation: crate::wire::api::AllocationView,
+}
+
 /// `GET /v1/sync/events`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PullResponse {
@@ -253,6 +291,9 @@ pub struct SnapshotReservation {
     pub expires_at: OffsetDateTime,
     /// Who made it (and so must expire it).
     pub origin: Origin,
+    /// Taken from the hub's share of an allocation (released, it goes back there).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hub_share: bool,
 }
 
 /// `GET /v1/sync/snapshot`: a store's state as of one position.
@@ -349,6 +390,21 @@ pub struct FleetStore {
     pub oversells: u64,
     /// Uploaded events the hub rejected.
     pub rejected_uploads: u64,
+    /// Its streams with an allocation, and both shares summed over them (absent when it
+    /// has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocations: Option<FleetAllocations>,
+}
+
+/// A store's allocations in the fleet view.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FleetAllocations {
+    /// Streams (products) with an allocation.
+    pub streams: u64,
+    /// Units channels may still reserve at the hub, over those streams.
+    pub hub_share: i64,
+    /// Units the store's tills may sell without the hub, over those streams.
+    pub store_share: i64,
 }
 
 /// `GET /v1/admin/fleet`.

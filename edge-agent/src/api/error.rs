@@ -35,6 +35,9 @@ pub enum ApiError {
     /// The local store refused or failed.
     #[error(transparent)]
     Local(#[from] LocalError),
+    /// A request that needs the hub could not reach it.
+    #[error("the hub could not be asked: {0}")]
+    HubUnreachable(String),
 }
 
 impl Failure for ApiError {
@@ -48,6 +51,7 @@ impl Failure for ApiError {
             ApiError::NotBootstrapped => Answer::new(S::SERVICE_UNAVAILABLE, "not_bootstrapped", "Not synced yet"),
             ApiError::ShuttingDown => Answer::SHUTTING_DOWN,
             ApiError::Local(error) => local_answer(error),
+            ApiError::HubUnreachable(_) => Answer::new(S::SERVICE_UNAVAILABLE, "hub_unreachable", "Hub unreachable"),
         }
     }
 
@@ -70,6 +74,9 @@ impl Failure for ApiError {
     fn decorate(&self, problem: ProblemResponse) -> ProblemResponse {
         match self {
             ApiError::NotBootstrapped => problem.with_header(header::RETRY_AFTER, HeaderValue::from_static("5")),
+            ApiError::Local(LocalError::Domain(domain)) => {
+                shelfsync_common::server::problem::name_share(problem, domain)
+            }
             _ => problem,
         }
     }

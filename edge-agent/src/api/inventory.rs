@@ -198,6 +198,7 @@ fn local_level(view: &View, product: ProductId) -> Option<LocalStockLevel> {
             available: 0,
             confirmed_version: 0,
             pending_events: 0,
+            allocation: None,
             includes_pending: false,
         })
     })

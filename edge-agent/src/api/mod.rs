@@ -9,6 +9,7 @@
 //! the hub is out of reach. `docs/edge-api.md` is the guide; `GET /openapi.json` the
 //! generated reference.
 
+pub mod allocations;
 pub mod auth;
 pub mod error;
 pub mod inventory;
@@ -20,7 +21,7 @@ pub mod write;
 
 use crate::config::EdgeConfig;
 use crate::store::LocalStore;
-use crate::sync::LinkStatus;
+use crate::sync::{Hub, LinkStatus};
 use axum::Router;
 use shelfsync_common::server::middleware::with_service_layers;
 use shelfsync_common::server::openapi;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub local: LocalStore,
     /// The hub link's state.
     pub link: Arc<LinkStatus>,
+    /// The hub, for the one till request that needs it (asking for more of an allocation).
+    pub hub: Arc<Hub>,
     /// Settings.
     pub config: Arc<EdgeConfig>,
     /// SHA-256 of the tills' key.
@@ -70,6 +73,7 @@ pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .merge(products::router())
         .merge(inventory::router())
+        .merge(allocations::router())
         .merge(status::router())
         .merge(outbox::router())
         .merge(ops::router());

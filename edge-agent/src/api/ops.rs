@@ -34,6 +34,7 @@ pub fn router() -> Router<AppState> {
         super::inventory::commit,
         super::inventory::stock_level,
         super::inventory::availability,
+        super::allocations::request_share,
         super::status::status,
         super::outbox::list_outbox,
         super::outbox::list_quarantine,

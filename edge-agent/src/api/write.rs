@@ -27,6 +27,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use shelfsync_common::domain::allocation::OverShare;
 use shelfsync_common::server::extract::WriteHeaders;
 use shelfsync_common::server::failure::Reject;
 use shelfsync_common::wire::edge::LocalWriteResult;
@@ -53,6 +54,7 @@ pub struct WriteContext {
     correlation_id: Uuid,
     if_match: bool,
     id_key: IdKey,
+    over_share: OverShare,
 }
 
 impl FromRequestParts<AppState> for WriteContext {
@@ -67,6 +69,7 @@ impl FromRequestParts<AppState> for WriteContext {
             correlation_id: headers.correlation_id.unwrap_or_else(Uuid::now_v7),
             if_match: headers.if_match.is_some(),
             id_key: state.local.id_key().clone(),
+            over_share: state.config.allocations.over_share,
         })
     }
 }
@@ -113,6 +116,7 @@ impl WriteContext {
                 occurred_at: OffsetDateTime::now_utc(),
                 recorded_at: None,
             },
+            over_share: self.over_share,
         })
     }
 }

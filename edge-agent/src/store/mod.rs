@@ -11,6 +11,7 @@ mod outbox;
 pub mod view;
 mod writer;
 
+use shelfsync_common::domain::allocation::OverShare;
 use shelfsync_common::wire::edge::{LocalWriteResult, OutboxEntry, OutboxStatus};
 use shelfsync_common::wire::fingerprint::Fingerprint;
 use shelfsync_common::wire::sync::{SnapshotResponse, UploadEvent, UploadResult};
@@ -57,6 +58,9 @@ pub struct LocalCommand {
     pub idempotency: Option<(String, Fingerprint)>,
     /// Provenance (origin: this store).
     pub metadata: EventMetadata,
+    /// What to do when the command needs more than the store's share of an allocation
+    /// (the store's policy, `[allocations] over_share`).
+    pub over_share: OverShare,
 }
 
 /// Why a local write was not recorded.

@@ -3,7 +3,9 @@
 //! catalog and the sync position. The writer thread changes it only after a commit, so
 //! reads never see what is not on disk; tills read it without touching SQLite.
 
+use shelfsync_common::domain::allocation::Side;
 use shelfsync_common::domain::inventory::{self, InventoryState};
+use shelfsync_common::wire::api::AllocationView;
 use shelfsync_common::wire::api::ProductView;
 use shelfsync_common::wire::edge::LocalStockLevel;
 use shelfsync_common::{EventId, EventPayload, ProductId, ReservationId, StoreId};
@@ -61,7 +63,7 @@ impl StreamView {
 
     /// A new event recorded here (the newest).
     pub fn record(&mut self, event: PendingEvent) {
-        inventory::apply(&mut self.local, &event.payload);
+        inventory::apply(&mut self.local, &event.payload, Side::Store);
         self.pending.push_back(event);
     }
 
@@ -69,8 +71,8 @@ impl StreamView {
     /// it was one of ours leaving the pending set. Our oldest pending event coming back
     /// (the usual case) leaves the local state as it was: the same events, in the same
     /// order, so it costs O(1) however many are pending.
-    pub fn confirm(&mut self, event_id: EventId, payload: &EventPayload, version: u64) -> Option<u64> {
-        inventory::apply(&mut self.confirmed, payload);
+    pub fn confirm(&mut self, event_id: EventId, (payload, by): (&EventPayload, Side), version: u64) -> Option<u64> {
+        inventory::apply(&mut self.confirmed, payload, by);
         let in_order = self.confirmed.version == version;
         self.confirmed.version = version;
         if in_order && self.pending.front().is_some_and(|p| p.event_id == event_id) {
@@ -109,7 +111,7 @@ impl StreamView {
     fn recompute(&mut self) {
         self.local = self.confirmed.clone();
         for event in &self.pending {
-            inventory::apply(&mut self.local, &event.payload);
+            inventory::apply(&mut self.local, &event.payload, Side::Store);
         }
     }
 }
@@ -140,6 +142,8 @@ pub enum StreamOp {
         event_id: EventId,
         /// What it records.
         payload: EventPayload,
+        /// Who recorded it.
+        by: Side,
         /// Its stream version.
         version: u64,
     },
@@ -244,9 +248,10 @@ impl View {
             StreamOp::Confirm {
                 event_id,
                 payload,
+                by,
                 version,
             } => {
-                if let Some(seq) = stream.confirm(*event_id, payload, *version) {
+                if let Some(seq) = stream.confirm(*event_id, (payload, *by), *version) {
                     self.unconfirmed.remove(&seq);
                     own = true;
                 }
@@ -327,6 +332,7 @@ pub fn level(store: StoreId, product: ProductId, stream: &StreamView) -> LocalSt
         confirmed_version: stream.confirmed().version,
         pending_events: stream.pending().len() as u32,
         includes_pending: !stream.pending().is_empty(),
+        allocation: AllocationView::of(local),
     }
 }
 
@@ -379,7 +385,7 @@ mod tests {
         let product = ProductId::from_bytes([1; 16]);
         let mut view = View::new(StoreId::from_bytes([9; 16]));
         let mut confirmed = InventoryState::default();
-        inventory::apply(&mut confirmed, &EventPayload::StockAdded { quantity: 10 });
+        inventory::apply(&mut confirmed, &EventPayload::StockAdded { quantity: 10 }, Side::Hub);
         view.apply(product, &StreamOp::ReplaceConfirmed(confirmed));
         let broken = EventPayload::StockAdjusted {
             delta: -3,
@@ -408,7 +414,7 @@ mod tests {
                 quantity: 1,
                 expires_at,
             };
-            inventory::apply(&mut confirmed, &reserved);
+            inventory::apply(&mut confirmed, &reserved, Side::Hub);
         }
         view.apply(product, &StreamOp::ReplaceConfirmed(confirmed));
         view.own_reservations.insert(mine);
@@ -423,7 +429,7 @@ mod tests {
             stream
                 .pending()
                 .iter()
-                .for_each(|p| inventory::apply(&mut state, &p.payload));
+                .for_each(|p| inventory::apply(&mut state, &p.payload, Side::Store));
             state
         };
         let mut stream = StreamView::new(InventoryState::default());
@@ -433,7 +439,7 @@ mod tests {
         assert_eq!(stream.local(), &fold(&stream));
         let first = stream.pending()[0].clone();
         assert_eq!(
-            stream.confirm(first.event_id, &first.payload, 1),
+            stream.confirm(first.event_id, (&first.payload, Side::Store), 1),
             Some(1),
             "ours, in order"
         );
@@ -443,14 +449,14 @@ mod tests {
             reason: "web".into(),
         };
         assert_eq!(
-            stream.confirm(EventId::from_bytes([99; 16]), &web, 2),
+            stream.confirm(EventId::from_bytes([99; 16]), (&web, Side::Hub), 2),
             None,
             "another origin's event"
         );
         assert_eq!(stream.local(), &fold(&stream));
         let third = stream.pending()[1].clone();
         assert_eq!(
-            stream.confirm(third.event_id, &third.payload, 3),
+            stream.confirm(third.event_id, (&third.payload, Side::Store), 3),
             Some(3),
             "ours, out of order"
         );

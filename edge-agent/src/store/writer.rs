@@ -13,6 +13,7 @@
 use super::view::{level, PendingEvent, StreamOp, StreamView, SyncPosition, View};
 use super::{ApplyReport, LocalCommand, LocalError, QuarantineAction, Target, MIGRATIONS};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use shelfsync_common::domain::allocation::{self, Decider, OverShare};
 use shelfsync_common::domain::inventory::{self, InventoryState, Reservation};
 use shelfsync_common::sqlite::group_commit::{
     BatchLogic, Reply as GenericReply, Writer, WriterMetrics, WriterSettings,
@@ -367,8 +368,14 @@ impl<'v> Batch<'v> {
                 ));
             }
         }
-        let local = self.stream(product).map(StreamView::local);
-        let payload = match inventory::decide(local.unwrap_or(&InventoryState::default()), &command.command) {
+        let empty = InventoryState::default();
+        let local = self.stream(product).map_or(&empty, StreamView::local);
+        let used_hub_share = match command.over_share {
+            OverShare::Mark => allocation::store_overdraw(local, &command.command),
+            OverShare::Refuse | OverShare::Silent => 0,
+        };
+        let by = Decider::Store(command.over_share);
+        let payload = match inventory::decide(local, &command.command, by) {
             Ok(mut events) if events.len() == 1 => events.remove(0),
             Ok(_) => {
                 return Ok(Err(LocalError::Storage(
@@ -402,6 +409,7 @@ impl<'v> Batch<'v> {
             payload,
             stock,
             replayed: false,
+            used_hub_share,
         };
         self.changes.next_seq += 1;
         if let Some((key, fingerprint)) = command.idempotency {

@@ -26,7 +26,7 @@ mod upload;
 use crate::config::{EdgeConfig, HubCredentials};
 use crate::store::{LocalError, LocalStore};
 use backon::{BackoffBuilder, ExponentialBuilder};
-use hub::Hub;
+pub use hub::Hub;
 use shelfsync_common::StoreId;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -81,6 +81,7 @@ impl LinkStatus {
 /// The running worker.
 pub struct SyncHandle {
     status: Arc<LinkStatus>,
+    hub: Arc<Hub>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -88,6 +89,12 @@ impl SyncHandle {
     /// The shared link state.
     pub fn status(&self) -> Arc<LinkStatus> {
         self.status.clone()
+    }
+
+    /// The hub handle the worker calls through (its breaker included), for the till's
+    /// requests that need the hub (asking for more of an allocation).
+    pub fn hub(&self) -> Arc<Hub> {
+        self.hub.clone()
     }
 
     /// Waits for every task to stop (after `stopping` turned true).
@@ -117,9 +124,10 @@ pub fn spawn(
     meters::describe();
     let status = Arc::new(LinkStatus::default());
     let bootstrapped = watch::Sender::new(local.read(|view| view.sync.bootstrapped));
+    let hub = Arc::new(Hub::new(&credentials, &config, status.clone()));
     let ctx = Arc::new(Ctx {
         local,
-        hub: Hub::new(&credentials, &config, status.clone()),
+        hub: hub.clone(),
         status: status.clone(),
         store_id: credentials.store_id,
         config,
@@ -133,13 +141,13 @@ pub fn spawn(
         supervise("follow", &ctx, &stopping, &span, follow::run),
         supervise("heartbeat", &ctx, &stopping, &span, heartbeat::run),
     ];
-    SyncHandle { status, tasks }
+    SyncHandle { status, hub, tasks }
 }
 
 /// What every task shares.
 pub(crate) struct Ctx {
     local: LocalStore,
-    hub: Hub,
+    hub: Arc<Hub>,
     status: Arc<LinkStatus>,
     store_id: StoreId,
     config: Arc<EdgeConfig>,
@@ -313,7 +321,7 @@ mod tests {
         let status = Arc::new(LinkStatus::default());
         let ctx = Arc::new(Ctx {
             local: local.clone(),
-            hub: Hub::new(&credentials, &config, status.clone()),
+            hub: Arc::new(Hub::new(&credentials, &config, status.clone())),
             status,
             store_id: credentials.store_id,
             config,

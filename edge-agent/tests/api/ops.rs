@@ -107,6 +107,7 @@ async fn ops_routes_answer_and_openapi_lists_every_route() {
         ("post", "/v1/inventory/reservations/{id}/commit"),
         ("get", "/v1/inventory/products/{id}"),
         ("get", "/v1/inventory/availability"),
+        ("post", "/v1/inventory/allocations/request"),
         ("get", "/v1/status"),
         ("get", "/v1/outbox"),
         ("get", "/v1/quarantine"),

@@ -126,6 +126,9 @@ impl Failure for ApiError {
                 problem.problem.field = Some((*field).to_owned());
                 problem
             }
+            ApiError::Append(WriteError::Domain(domain)) => {
+                shelfsync_common::server::problem::name_share(problem, domain)
+            }
             ApiError::TooManyStreams { .. } => problem.with_header(header::RETRY_AFTER, HeaderValue::from_static("5")),
             ApiError::ReadModelUnavailable { retry_after_secs } => {
                 problem.with_header(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs))

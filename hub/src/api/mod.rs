@@ -4,6 +4,7 @@
 //! protocol check.
 
 pub mod admin;
+pub mod allocations;
 pub mod auth;
 pub mod error;
 pub mod inventory;
@@ -75,6 +76,7 @@ pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .merge(products::router())
         .merge(inventory::router())
+        .merge(allocations::router())
         .merge(stock::router())
         .merge(admin::router())
         .merge(stores::router())

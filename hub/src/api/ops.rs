@@ -31,6 +31,8 @@ pub fn router() -> Router<AppState> {
         super::inventory::reserve,
         super::inventory::release,
         super::inventory::commit,
+        super::allocations::set_allocation,
+        super::allocations::request_share,
         super::stock::product_stock,
         super::stock::stock_level,
         super::stock::availability,

@@ -14,8 +14,9 @@ use shelfsync_common::server::extract::{ApiJson, ApiPath};
 use shelfsync_common::server::failure::Reject;
 use shelfsync_common::server::secret::{digest, new_secret};
 use shelfsync_common::wire::api::{valid_name, StoreInfo};
-use shelfsync_common::wire::sync::{EnrollStoreRequest, EnrolledStore, FleetResponse, FleetStore};
+use shelfsync_common::wire::sync::{EnrollStoreRequest, EnrolledStore, FleetAllocations, FleetResponse, FleetStore};
 use shelfsync_common::StoreId;
+use std::collections::HashMap;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -154,9 +155,18 @@ pub async fn fleet(State(state): State<AppState>, principal: Principal) -> Resul
     let now = time::OffsetDateTime::now_utc();
     let (stores, stats) = state.log.stores_with_stats().await?;
     // With several hubs on one database, an agent may talk to any of them.
-    let mut elsewhere: std::collections::HashMap<_, crate::fleet::Presence> = std::collections::HashMap::new();
+    let mut elsewhere: HashMap<_, crate::fleet::Presence> = HashMap::new();
     for (store, presence) in state.log.others_presence().await? {
         elsewhere.entry(store).or_default().merge(presence);
+    }
+    let mut allocations: HashMap<StoreId, FleetAllocations> = HashMap::new();
+    for level in state.read_model.allocated_streams().await? {
+        if let Some(shares) = level.allocation {
+            let sum = allocations.entry(level.store_id).or_default();
+            sum.streams += 1;
+            sum.hub_share += shares.hub_share;
+            sum.store_share += shares.store_share;
+        }
     }
     let stores = stores
         .into_iter()
@@ -176,6 +186,7 @@ pub async fn fleet(State(state): State<AppState>, principal: Principal) -> Resul
                 heartbeat: presence.heartbeat,
                 oversells: counts.oversells,
                 rejected_uploads: counts.rejected_uploads,
+                allocations: allocations.get(&store.id).copied(),
                 store,
             }
         })

@@ -136,6 +136,8 @@ pub struct OpenReservation {
     pub expires_at: OffsetDateTime,
     /// Who recorded it (the side that must expire it).
     pub origin: Origin,
+    /// Taken from the hub's share of an allocation.
+    pub hub_share: bool,
 }
 
 /// A key of the read model's views: what a query reads, and what a committed batch

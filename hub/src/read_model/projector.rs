@@ -486,13 +486,17 @@ struct StreamWork {
 impl StreamWork {
     fn load(conn: &Connection, product: ProductId, store: StoreId) -> Result<Self, ReadError> {
         let keys = params![&product.as_bytes()[..], &store.as_bytes()[..]];
-        let row: Option<(i64, i64, i64)> = conn
-            .prepare_cached("SELECT on_hand, version, position FROM stock WHERE product_id = ?1 AND store_id = ?2")?
-            .query_row(keys, |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        let row: Option<(i64, i64, i64, Option<String>)> = conn
+            .prepare_cached(
+                "SELECT on_hand, version, position, allocation FROM stock WHERE product_id = ?1 AND store_id = ?2",
+            )?
+            .query_row(keys, |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
             .optional()?;
-        let (on_hand, version, position) = row.unwrap_or((0, 0, 0));
+        let (on_hand, version, position, allocation) = row.unwrap_or((0, 0, 0, None));
+        let allocation = queries::decode_allocation(allocation.as_deref())?;
         let mut stmt = conn.prepare_cached(
-            "SELECT reservation_id, quantity, expires_at FROM reservations WHERE product_id = ?1 AND store_id = ?2",
+            "SELECT reservation_id, quantity, expires_at, hub_share FROM reservations
+             WHERE product_id = ?1 AND store_id = ?2",
         )?;
         let mut rows = stmt.query(keys)?;
         let mut reservations = BTreeMap::new();
@@ -505,6 +509,7 @@ impl StreamWork {
                 Reservation {
                     quantity: u32::try_from(quantity).map_err(|e| ReadError::Corrupt(e.to_string()))?,
                     expires_at: time_text::decode(&expires_at)?,
+                    hub_share: row.get(3)?,
                 },
             );
         }
@@ -513,6 +518,7 @@ impl StreamWork {
                 on_hand,
                 reservations: reservations.clone(),
                 version: version as u64,
+                allocation,
             },
             loaded: reservations,
             origins: HashMap::new(),
@@ -528,7 +534,7 @@ impl StreamWork {
             };
             self.origins.insert(*reservation_id, origin);
         }
-        inventory::apply(&mut self.state, &event.payload);
+        inventory::apply(&mut self.state, &event.payload, event.metadata.origin.into());
         // The log's version is authoritative (it also counts events `apply` ignores).
         self.state.version = event.stream_version;
         self.position = event.position;
@@ -538,11 +544,11 @@ impl StreamWork {
         let (p, s) = (&product.as_bytes()[..], &store.as_bytes()[..]);
         let reserved = self.state.reserved();
         conn.prepare_cached(
-            "INSERT INTO stock (product_id, store_id, on_hand, reserved, available, version, position)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO stock (product_id, store_id, on_hand, reserved, available, version, position, allocation)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT (product_id, store_id) DO UPDATE SET on_hand = excluded.on_hand,
                  reserved = excluded.reserved, available = excluded.available,
-                 version = excluded.version, position = excluded.position",
+                 version = excluded.version, position = excluded.position, allocation = excluded.allocation",
         )?
         .execute(params![
             p,
@@ -552,6 +558,7 @@ impl StreamWork {
             self.state.available(),
             self.state.version as i64,
             self.position as i64,
+            queries::encode_allocation(self.state.allocation.as_ref())?,
         ])?;
         let mut delete = conn.prepare_cached(
             "DELETE FROM reservations WHERE product_id = ?1 AND store_id = ?2 AND reservation_id = ?3",
@@ -564,10 +571,10 @@ impl StreamWork {
             delete.execute(params![p, s, &id.as_bytes()[..]])?;
         }
         let mut upsert = conn.prepare_cached(
-            "INSERT INTO reservations (product_id, store_id, reservation_id, quantity, expires_at, origin)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            "INSERT INTO reservations (product_id, store_id, reservation_id, quantity, expires_at, origin, hub_share)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (product_id, store_id, reservation_id) DO UPDATE SET quantity = excluded.quantity,
-                 expires_at = excluded.expires_at, origin = excluded.origin",
+                 expires_at = excluded.expires_at, origin = excluded.origin, hub_share = excluded.hub_share",
         )?;
         for (id, reservation) in &self.state.reservations {
             let changed = self.loaded.get(id) != Some(reservation) || self.origins.contains_key(id);
@@ -582,6 +589,7 @@ impl StreamWork {
                 i64::from(reservation.quantity),
                 time_text::encode(reservation.expires_at)?,
                 origin.as_ref().map(|o| &o.as_bytes()[..]),
+                reservation.hub_share,
             ])?;
         }
         Ok(())

@@ -3,6 +3,8 @@
 //! [`ReadModel`] on a pool of read-only connections, and the row readers beneath it.
 
 use super::*;
+use shelfsync_common::domain::allocation::Allocation;
+use shelfsync_common::wire::api::AllocationView;
 
 /// The read model's queries, as the query service and the jobs use them. Behind a trait
 /// so that tests can inject a failing or slow implementation.
@@ -64,6 +66,11 @@ impl ReadModel {
         Box::pin(self.reads.run(move |conn| snapshot(conn, read)))
     }
 
+    /// Every stream with an allocation (for the fleet view and the hub's rebalance job).
+    pub async fn allocated_streams(&self) -> Result<Vec<StockLevel>, ReadError> {
+        self.reads.run(read_allocated_streams).await
+    }
+
     /// A store's stock rows, open reservations and the catalog, all as of one checkpoint
     /// (one read transaction): the starting point of a new agent.
     pub async fn store_snapshot(&self, store: StoreId) -> Result<SnapshotResponse, ReadError> {
@@ -89,6 +96,7 @@ impl ReadModel {
                     quantity: r.quantity,
                     expires_at: r.expires_at,
                     origin: r.origin,
+                    hub_share: r.hub_share,
                 })
                 .collect(),
             catalog,
@@ -158,18 +166,35 @@ pub fn read_checkpoint(conn: &Connection) -> Result<u64, ReadError> {
     Ok(position.unwrap_or(0) as u64)
 }
 
-const STOCK_COLUMNS: &str = "product_id, store_id, on_hand, reserved, available, version, position";
+const STOCK_COLUMNS: &str = "product_id, store_id, on_hand, reserved, available, version, position, allocation";
 
 fn stock_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StockLevel> {
+    let available = row.get(4)?;
+    let allocation = decode_allocation(row.get::<_, Option<String>>(7)?.as_deref())
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, e.to_string().into()))?;
     Ok(StockLevel {
         product_id: ProductId::from_bytes(row.get(0)?),
         store_id: StoreId::from_bytes(row.get(1)?),
         on_hand: row.get(2)?,
         reserved: row.get(3)?,
-        available: row.get(4)?,
+        available,
         version: row.get::<_, i64>(5)? as u64,
         position: row.get::<_, i64>(6)? as u64,
+        allocation: allocation.map(|a| AllocationView::new(a, available)),
     })
+}
+
+/// The `allocation` column of a stock row (JSON, NULL without an allocation).
+pub fn decode_allocation(text: Option<&str>) -> Result<Option<Allocation>, ReadError> {
+    text.map(|t| serde_json::from_str(t).map_err(|e| ReadError::Corrupt(format!("allocation: {e}"))))
+        .transpose()
+}
+
+/// The `allocation` column for a stream's allocation.
+pub fn encode_allocation(allocation: Option<&Allocation>) -> Result<Option<String>, ReadError> {
+    allocation
+        .map(|a| serde_json::to_string(a).map_err(|e| ReadError::Corrupt(format!("allocation: {e}"))))
+        .transpose()
 }
 
 /// Stock of a product at a store.
@@ -226,6 +251,17 @@ pub fn read_store_stock(conn: &Connection, store: StoreId) -> Result<Vec<StockLe
     Ok(rows)
 }
 
+/// Every stock row with an allocation, by store then product.
+pub fn read_allocated_streams(conn: &Connection) -> Result<Vec<StockLevel>, ReadError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {STOCK_COLUMNS} FROM stock WHERE allocation IS NOT NULL ORDER BY store_id, product_id"
+    ))?;
+    let rows = stmt
+        .query_map([], stock_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
 /// The whole catalog, by product id.
 pub fn read_catalog(conn: &Connection) -> Result<Vec<ProductView>, ReadError> {
     let mut stmt = conn.prepare_cached("SELECT id, sku, name, price_minor, version FROM products ORDER BY id")?;
@@ -248,7 +284,7 @@ pub fn read_product_by_sku(conn: &Connection, sku: &str) -> Result<Option<Produc
 /// Every open reservation of a store.
 pub fn read_open_reservations(conn: &Connection, store: StoreId) -> Result<Vec<OpenReservation>, ReadError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT reservation_id, product_id, quantity, expires_at, origin FROM reservations
+        "SELECT reservation_id, product_id, quantity, expires_at, origin, hub_share FROM reservations
          WHERE store_id = ?1 ORDER BY product_id, reservation_id",
     )?;
     let mut rows = stmt.query([&store.as_bytes()[..]])?;
@@ -264,6 +300,7 @@ pub fn read_open_reservations(conn: &Connection, store: StoreId) -> Result<Vec<O
             quantity: u32::try_from(quantity).map_err(|e| ReadError::Corrupt(e.to_string()))?,
             expires_at: time_text::decode(&expires_at)?,
             origin: origin.map_or(Origin::Hub, |id| Origin::Store(StoreId::from_bytes(id))),
+            hub_share: row.get(5)?,
         });
     }
     Ok(open)

@@ -446,7 +446,8 @@ async fn expired_reservations_are_found_by_origin_and_time() {
     let store_hold = ReservationId::new_v7();
     let insert = |id: ReservationId, at: OffsetDateTime, origin: Option<StoreId>| {
         conn.execute(
-            "INSERT INTO reservations VALUES (?1, ?2, ?3, 1, ?4, ?5)",
+            "INSERT INTO reservations (product_id, store_id, reservation_id, quantity, expires_at, origin)
+             VALUES (?1, ?2, ?3, 1, ?4, ?5)",
             params![
                 &fixture.product.as_bytes()[..],
                 &fixture.shop.as_bytes()[..],

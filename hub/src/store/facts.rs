@@ -10,6 +10,7 @@
 //! product is registered, the dedupe by event id, the stream's head).
 
 use super::columns::Columns;
+use shelfsync_common::domain::allocation::Share;
 use shelfsync_common::domain::event::PayloadError;
 use shelfsync_common::domain::inventory::{validate_adjustment, validate_reason};
 use shelfsync_common::domain::timestamp;
@@ -172,9 +173,16 @@ fn check_ranges(payload: &EventPayload) -> Result<(), Rejection> {
             validate_adjustment(*delta).map_err(|e| reject("out_of_range", e.to_string()))?;
             validate_reason(reason).map_err(|e| reject("out_of_range", e.to_string()))
         }
+        // A store gives units of its own share to the hub; only the hub gives the hub's.
+        EventPayload::AllocationTransferred {
+            to: Share::Hub,
+            quantity: q,
+        } => quantity(*q),
         EventPayload::ProductRegistered(_)
         | EventPayload::ProductUpdated(_)
-        | EventPayload::OversellDetected { .. } => Err(reject(
+        | EventPayload::OversellDetected { .. }
+        | EventPayload::AllocationSet { .. }
+        | EventPayload::AllocationTransferred { to: Share::Store, .. } => Err(reject(
             "event_type_not_allowed",
             format!("{} is recorded only by the hub", payload.event_type()),
         )),

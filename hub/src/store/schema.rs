@@ -30,6 +30,10 @@ pub const READ_MODEL: Migrations = &[
         "0003_poison_events",
         include_str!("../../migrations/read_model/0003_poison_events.sql"),
     ),
+    (
+        "0004_allocations",
+        include_str!("../../migrations/read_model/0004_allocations.sql"),
+    ),
 ];
 
 #[cfg(test)]

@@ -485,7 +485,7 @@ impl<'b, R: LogRows> Batch<'b, R> {
         self.track_indexes(stream, state, &envelope.payload);
         match state {
             StreamState::Catalog(s) => catalog::apply(s, &envelope.payload),
-            StreamState::Inventory(s) => inventory::apply(s, &envelope.payload),
+            StreamState::Inventory(s) => inventory::apply(s, &envelope.payload, envelope.metadata.origin.into()),
         }
         debug_assert_eq!(state.version(), envelope.stream_version);
         self.changes.next_position += 1;
@@ -527,7 +527,9 @@ impl<'b, R: LogRows> Batch<'b, R> {
             }
             EventPayload::StockAdded { .. }
             | EventPayload::StockAdjusted { .. }
-            | EventPayload::OversellDetected { .. } => {}
+            | EventPayload::OversellDetected { .. }
+            | EventPayload::AllocationSet { .. }
+            | EventPayload::AllocationTransferred { .. } => {}
         }
     }
 

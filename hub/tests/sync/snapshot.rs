@@ -7,7 +7,11 @@ type Folded = (BTreeMap<StreamId, InventoryState>, BTreeMap<ProductId, CatalogSt
 fn fold(mut state: Folded, events: &[EventEnvelope]) -> Folded {
     for event in events {
         match event.stream.store_id {
-            Some(_) => inventory::apply(state.0.entry(event.stream).or_default(), &event.payload),
+            Some(_) => inventory::apply(
+                state.0.entry(event.stream).or_default(),
+                &event.payload,
+                event.metadata.origin.into(),
+            ),
             None => catalog::apply(state.1.entry(event.stream.product_id).or_default(), &event.payload),
         }
     }
@@ -112,6 +116,7 @@ shelfsync_hub::both_storages! {
                         Reservation {
                             quantity: r.quantity,
                             expires_at: r.expires_at,
+                            hub_share: r.hub_share,
                         },
                     )
                 })
@@ -120,6 +125,7 @@ shelfsync_hub::both_storages! {
                 on_hand: row.on_hand,
                 reservations,
                 version: row.version,
+                allocation: None,
             };
             assert_eq!(
                 (state.reserved(), state.available()),

@@ -14,7 +14,7 @@
 //!    (`GET /v1/inventory/products/{id}` at the agent), the hub's read model (`GET
 //!    /v1/inventory/products/{id}/stores/{store}?min_position=head`) and the fold of the
 //!    log (`inventory::apply` per stream) agree: on hand, reserved, available, version; the
-//!    agent has nothing pending.
+//!    agent has nothing pending; with an allocation, the agent's shares are the fold's.
 //! 5. **Oversells**: each `OversellDetected` names (`caused_by`) an earlier event of its
 //!    stream, recorded by a store, right after which the fold's `available` was below zero
 //!    and lower than before, with the figures the event states; and every such breach has
@@ -30,7 +30,7 @@ use crate::workload::{http_client, TillLog, WebLog};
 use serde_json::Value;
 use shelfsync_common::domain::event::ReleaseReason;
 use shelfsync_common::domain::inventory::{self, InventoryState};
-use shelfsync_common::wire::api::StockLevel;
+use shelfsync_common::wire::api::{AllocationView, StockLevel};
 use shelfsync_common::wire::edge::{AgentStatus, LocalStockLevel};
 use shelfsync_common::wire::sync::FleetResponse;
 use shelfsync_common::{EventEnvelope, EventId, EventPayload, Origin, ProductId, StoreId, StreamId};
@@ -317,14 +317,16 @@ pub fn ack_problems(log: &[EventEnvelope], tills: &[TillLog]) -> Vec<String> {
         if !tills_stores.contains(&store) || acked.contains_key(&event.event_id) {
             continue;
         }
-        let expired = matches!(
+        // The store's jobs record these on their own: expiries, and the store's consent
+        // to give the hub its share of an allocation.
+        let by_a_job = matches!(
             event.payload,
             EventPayload::StockReleased {
                 reason: ReleaseReason::Expired,
                 ..
-            }
+            } | EventPayload::AllocationTransferred { .. }
         );
-        if !expired {
+        if !by_a_job {
             problems.push(format!(
                 "store {store} recorded {:?} (event {}, position {}) but no till was told about it",
                 event.payload, event.event_id, event.position
@@ -339,7 +341,7 @@ pub fn fold(log: &[EventEnvelope]) -> BTreeMap<StreamId, (InventoryState, u64)> 
     let mut streams: BTreeMap<StreamId, (InventoryState, u64)> = BTreeMap::new();
     for event in log.iter().filter(|e| !e.stream.is_catalog()) {
         let (state, position) = streams.entry(event.stream).or_default();
-        inventory::apply(state, &event.payload);
+        inventory::apply(state, &event.payload, event.metadata.origin.into());
         *position = event.position;
     }
     streams
@@ -369,7 +371,7 @@ pub fn oversell_problems(log: &[EventEnvelope]) -> (Vec<String>, Vec<(StreamId, 
     for event in log.iter().filter(|e| !e.stream.is_catalog()) {
         let state = states.entry(event.stream).or_default();
         let before = state.clone();
-        inventory::apply(state, &event.payload);
+        inventory::apply(state, &event.payload, event.metadata.origin.into());
         match &event.payload {
             EventPayload::OversellDetected {
                 caused_by,
@@ -556,6 +558,14 @@ pub async fn convergence_problems(
             if local_figures != fold_figures && !empty_row {
                 problems.push(format!(
                     "{} {stream}: agent {local_figures:?} != fold of the log {fold_figures:?} (on_hand, reserved, available, version)",
+                    agent.name
+                ));
+            }
+            let fold_allocation = folded.get(&stream).and_then(|(state, _)| AllocationView::of(state));
+            let local_allocation = local.as_ref().and_then(|l| l.allocation);
+            if local_allocation != fold_allocation {
+                problems.push(format!(
+                    "{} {stream}: agent's allocation {local_allocation:?} != fold of the log {fold_allocation:?}",
                     agent.name
                 ));
             }

@@ -8,6 +8,7 @@
 //! event type against the `Value` route).
 
 use super::{EventPayload, ReleaseReason};
+use crate::domain::allocation::{AllocationPolicy, Share};
 use crate::domain::ids::{EventId, ProductId, ReservationId};
 use crate::domain::product::Product;
 use serde::Serialize;
@@ -59,6 +60,17 @@ struct Oversell<'a> {
     caused_by: &'a EventId,
     on_hand: i64,
     reserved: i64,
+}
+
+#[derive(Serialize)]
+struct PolicySet {
+    policy: AllocationPolicy,
+}
+
+#[derive(Serialize)]
+struct Transferred {
+    quantity: u32,
+    to: Share,
 }
 
 impl EventPayload {
@@ -119,6 +131,11 @@ impl EventPayload {
                 on_hand: *on_hand,
                 reserved: *reserved,
             }),
+            EventPayload::AllocationSet { policy } => serde_json::to_string(&PolicySet { policy: *policy }),
+            EventPayload::AllocationTransferred { to, quantity } => serde_json::to_string(&Transferred {
+                quantity: *quantity,
+                to: *to,
+            }),
         }
     }
 }
@@ -164,6 +181,13 @@ mod tests {
                 on_hand: -1,
                 reserved: 4,
                 available: -5,
+            },
+            EventPayload::AllocationSet {
+                policy: AllocationPolicy::Percent { percent: 20 },
+            },
+            EventPayload::AllocationTransferred {
+                to: Share::Hub,
+                quantity: 3,
             },
         ];
         assert_eq!(payloads.len(), super::super::EVENT_TYPES.len());

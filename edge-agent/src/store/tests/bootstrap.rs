@@ -63,6 +63,7 @@ async fn holds_this_store_made_are_its_own_after_a_bootstrap_and_the_hubs_are_no
             quantity: 4,
             expires_at: OffsetDateTime::now_utc() + time::Duration::hours(1),
             origin: Origin::Store(store),
+            hub_share: false,
         });
     })
     .await;

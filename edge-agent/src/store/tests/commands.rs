@@ -82,6 +82,7 @@ async fn local_figures_include_pending_events_and_later_commands_are_decided_aga
         confirmed_version: 3,
         pending_events: 1,
         includes_pending: true,
+        allocation: None,
     };
     assert_eq!(first.stock, expected, "the answer carries the local figures");
     assert_eq!(s.level(s.apple), expected, "and so does the view");

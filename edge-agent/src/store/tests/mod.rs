@@ -95,6 +95,7 @@ fn stock_row(
         available: on_hand - reserved,
         version,
         position,
+        allocation: None,
     }
 }
 
@@ -130,6 +131,7 @@ async fn shop_with(edit: impl FnOnce(&mut SnapshotResponse)) -> Shop {
             quantity: 2,
             expires_at: started + time::Duration::hours(1),
             origin: Origin::Hub,
+            hub_share: false,
         }],
         catalog: [&apple, &bread, &cheese]
             .into_iter()
@@ -185,6 +187,7 @@ impl Shop {
             event_id: EventId::new_v7(),
             idempotency: None,
             metadata: self.metadata(),
+            over_share: Default::default(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! catalog replaced by the hub's, this store's pending events kept on top.
 
 use super::*;
+use shelfsync_common::domain::allocation::Allocation;
 
 impl Batch<'_> {
     pub(super) fn bootstrap(&mut self, tx: &Transaction<'_>, snapshot: SnapshotResponse) -> rusqlite::Result<()> {
@@ -11,6 +12,10 @@ impl Batch<'_> {
             let state = streams.entry(row.product_id).or_default();
             state.on_hand = row.on_hand;
             state.version = row.version;
+            state.allocation = row.allocation.map(|a| Allocation {
+                policy: a.policy,
+                hub_share: a.hub_share,
+            });
         }
         for hold in &snapshot.reservations {
             // The side that made a hold expires it: this store's own holds stay its to expire.
@@ -27,6 +32,7 @@ impl Batch<'_> {
             let reservation = Reservation {
                 quantity: hold.quantity,
                 expires_at: hold.expires_at,
+                hub_share: hold.hub_share,
             };
             streams
                 .entry(hold.product_id)

@@ -70,6 +70,7 @@ impl Batch<'_> {
             StreamOp::Confirm {
                 event_id: event.event_id,
                 payload: event.payload,
+                by: event.metadata.origin.into(),
                 version: event.stream_version,
             },
         );

@@ -85,6 +85,7 @@ fn sell(batch: &mut Batch<'_>, tx: &Transaction<'_>) {
         event_id: EventId::new_v7(),
         idempotency: None,
         metadata: metadata(),
+        over_share: Default::default(),
     };
     let result = batch.command(tx, command).expect("SQLite").expect("recorded");
     assert!(result.stock.includes_pending);

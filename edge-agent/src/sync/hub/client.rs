@@ -21,8 +21,8 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use shelfsync_common::breaker::Failure;
 use shelfsync_common::wire::sync::{
-    protocol_compatible, Heartbeat, HeartbeatAck, PullResponse, SnapshotResponse, UploadEvent, UploadRequest,
-    UploadResponse, LEGACY_PULL_LIMIT, MAX_PULL_LIMIT, PROTOCOL_HEADER, PROTOCOL_VERSION,
+    protocol_compatible, Heartbeat, HeartbeatAck, PullResponse, ShareGrant, ShareRequest, SnapshotResponse,
+    UploadEvent, UploadRequest, UploadResponse, LEGACY_PULL_LIMIT, MAX_PULL_LIMIT, PROTOCOL_HEADER, PROTOCOL_VERSION,
 };
 use shelfsync_common::EventEnvelope;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -213,6 +213,12 @@ impl HubClient {
     /// `GET /v1/sync/snapshot`.
     pub async fn snapshot(&self) -> Result<SnapshotResponse, HubError> {
         self.json(self.request(Method::GET, "/v1/sync/snapshot")).await
+    }
+
+    /// `POST /v1/sync/allocations/request`.
+    pub async fn request_share(&self, request: &ShareRequest) -> Result<ShareGrant, HubError> {
+        self.json(self.request(Method::POST, "/v1/sync/allocations/request").json(request))
+            .await
     }
 
     /// `POST /v1/sync/heartbeat`.

@@ -17,7 +17,7 @@ use client::HubClient;
 use link::Link;
 use shelfsync_common::breaker::BreakerState;
 use shelfsync_common::wire::sync::{
-    Heartbeat, HeartbeatAck, PullResponse, SnapshotResponse, UploadEvent, UploadResponse,
+    Heartbeat, HeartbeatAck, PullResponse, ShareGrant, ShareRequest, SnapshotResponse, UploadEvent, UploadResponse,
 };
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -53,6 +53,26 @@ impl Hub {
     /// Fetches this store's starting snapshot (`GET /v1/sync/snapshot`).
     pub async fn snapshot(&self) -> Result<SnapshotResponse, CallError> {
         self.link.call("snapshot", self.client.snapshot()).await
+    }
+
+    /// Asks the hub for more units of an allocation's shared stock
+    /// (`POST /v1/sync/allocations/request`), answered in one round trip. A refusal for
+    /// the stream's state (`409 no_allocation`, `404 product_not_found`: the problem's
+    /// code in `Ok(Err(..))`) is an answer, not a failure of the link: a till asking again
+    /// and again must not open the breaker that the uploads and the push stream share.
+    pub async fn request_share(&self, request: &ShareRequest) -> Result<Result<ShareGrant, String>, CallError> {
+        let ask = async {
+            match self.client.request_share(request).await {
+                Ok(grant) => Ok(Ok(grant)),
+                Err(HubError::Status {
+                    status: 404 | 409,
+                    code,
+                    ..
+                }) => Ok(Err(code)),
+                Err(error) => Err(error),
+            }
+        };
+        self.link.call("ask for more units", ask).await
     }
 
     /// Reports this agent's state to the fleet view (`POST /v1/sync/heartbeat`).

@@ -61,6 +61,7 @@ impl ReadModelQueries for Fake {
                     available: on_hand,
                     version: 1,
                     position,
+                    allocation: None,
                 }),
                 position,
             })

@@ -3,6 +3,7 @@
 //! domain's `decide`.
 
 use super::*;
+use shelfsync_common::domain::allocation::Decider;
 
 impl<R: LogRows> Batch<'_, R> {
     pub(super) fn command(&mut self, request: CommandRequest) -> Result<Result<WriteResult, WriteError>, R::Error> {
@@ -86,7 +87,7 @@ impl<R: LogRows> Batch<'_, R> {
                         return Err(DomainError::ReservationExists(*reservation_id).into());
                     }
                 }
-                inventory::decide(s, command)?
+                inventory::decide(s, command, Decider::Hub)?
             }
             _ => {
                 return Err(WriteError::Storage(format!(
