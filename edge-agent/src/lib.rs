@@ -6,7 +6,8 @@
 //! LAN; [`sync`] is the worker that uploads the outbox, follows the hub's push stream
 //! (falling back to pulls), bootstraps from a snapshot and sends heartbeats, behind a
 //! circuit breaker; [`jobs`] expires this store's reservations and maintains the file.
-//! [`run`] wires them together for the binary and for tests.
+//! [`web`] is the store page at `/` for the store manager. [`run`] wires them together for
+//! the binary and for tests.
 
 // Production code never unwraps: an error becomes an answer, a log line or an exit code
 // (clippy.toml allows it in tests).
@@ -20,6 +21,7 @@ pub mod store;
 pub mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod web;
 
 use crate::config::EdgeConfig;
 use crate::store::LocalStore;

@@ -5,7 +5,8 @@
 //! model behind a TTL cache and a circuit breaker; [`api`] is the HTTP surface for web
 //! shops, apps and back-office tools; [`jobs`] runs the scheduled work. [`run`] wires
 //! them together for the binary and for tests, which start the real thing in-process on
-//! a port-0 listener through `testing` (feature `testing`).
+//! a port-0 listener through `testing` (feature `testing`). [`web`] is the back office's
+//! pages at `/`, a client of the same handlers.
 
 // Production code never unwraps: an error becomes an answer, a log line or an exit code
 // (clippy.toml allows it in tests).
@@ -23,6 +24,7 @@ pub mod sse;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod web;
 
 use crate::bus::EventBus;
 use crate::config::HubConfig;

@@ -72,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .merge(inventory::router())
         .merge(status::router())
         .merge(outbox::router())
-        .merge(ops::router());
+        .merge(ops::router())
+        .merge(crate::web::router());
     with_service_layers(routes, &state.config.http, |routes| routes).with_state(state)
 }

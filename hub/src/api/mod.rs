@@ -79,7 +79,8 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::router())
         .merge(stores::router())
         .merge(sync::router())
-        .merge(ops::router());
+        .merge(ops::router())
+        .merge(crate::web::router());
     with_service_layers(routes, &state.config.http, |routes| {
         routes.layer(middleware::from_fn(sync::protocol))
     })
