@@ -125,6 +125,7 @@ pub fn status_part(status: &AgentStatus, now: OffsetDateTime) -> Markup {
     markup! {
         p.status-line.(class) #link role="status" { (line) }
         dl.facts.card {
+            dt { "Store" } dd { code { (status.store_id) } }
             dt { "Hub link" } dd { (status.link) ", breaker " (breaker_words(&status.breaker)) }
             @if let Some(reason) = &status.breaker_reason { dt { "Last failure" } dd { (reason) } }
             dt { "Push stream" } dd { @if status.push_connected { "open" } @else { "closed" } }
@@ -172,8 +173,7 @@ async fn page(State(state): State<AppState>, headers: HeaderMap, RawQuery(query)
         div data-live="/live" { (status_part(&status, now)) }
         (manager_part)
     };
-    let store = status.store_id.to_string();
-    layout(&format!("Store {}", &store[..8]), manager, &csrf, StatusCode::OK, body)
+    layout("Store status", manager, &csrf, StatusCode::OK, body)
 }
 
 fn manager_sections(state: &AppState, quarantined: &[OutboxEntry], csrf: &str, now: OffsetDateTime) -> Markup {

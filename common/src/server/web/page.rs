@@ -153,12 +153,14 @@ pub fn redirect(to: &str, cookies: impl IntoIterator<Item = HeaderValue>) -> Res
     response
 }
 
-/// The headers every page and asset carries.
+/// The headers every page and asset carries. The referrer policy is `same-origin`, not
+/// `no-referrer`: under `no-referrer` browsers send `Origin: null` with a form, which the
+/// CSRF check must refuse.
 pub fn secure(headers: &mut HeaderMap) {
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
