@@ -21,18 +21,16 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use maud::{html as markup, Markup};
-use serde::Deserialize;
 use shelfsync_common::server::extract::{ApiPath, ApiQuery};
 use shelfsync_common::server::failure::Failure;
 use shelfsync_common::server::secret::{digest, same_digest};
 use shelfsync_common::server::web::live::{self, Frame};
 use shelfsync_common::server::web::page::{csrf_field, notice, sign_in_form, Notice};
-use shelfsync_common::server::web::session::CsrfToken;
+use shelfsync_common::server::web::session::{CsrfForm, CsrfToken, SignInForm, SIGN_OUT_REFUSED};
 use shelfsync_common::server::web::words::{age, clock, refusal};
 use shelfsync_common::server::web::{assets, html, redirect, Page, WebCookies};
 use shelfsync_common::wire::edge::{AgentStatus, OutboxEntry};
 use shelfsync_common::EventId;
-use std::time::Duration;
 use time::OffsetDateTime;
 
 /// The store page's cookies.
@@ -41,8 +39,6 @@ pub const COOKIES: WebCookies = WebCookies {
     csrf: "shelfsync_edge_csrf",
 };
 
-/// How often an open store page is brought up to date.
-const LIVE_PERIOD: Duration = Duration::from_secs(1);
 /// Quarantined events the page lists.
 const QUARANTINE_SHOWN: usize = 100;
 
@@ -53,8 +49,7 @@ pub fn router() -> Router<AppState> {
         .route("/live", get(live_status))
         .route("/sign-in", get(sign_in_page).post(sign_in))
         .route("/sign-out", post(sign_out))
-        .route("/quarantine/{event_id}/retry", post(retry))
-        .route("/quarantine/{event_id}/discard", post(discard))
+        .route("/quarantine/{event_id}/{action}", post(quarantine))
         .merge(assets::routes())
 }
 
@@ -236,7 +231,7 @@ fn manager_sections(state: &AppState, quarantined: &[OutboxEntry], csrf: &str, n
 async fn live_status(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let manager = is_manager(&state, &headers);
     let stopping = state.stopping.clone();
-    live::stream(LIVE_PERIOD, stopping, move || {
+    live::stream(live::PERIOD, stopping, move || {
         let state = state.clone();
         async move { Frame::Html(status_part(&current(&state, manager), OffsetDateTime::now_utc()).into_string()) }
     })
@@ -255,33 +250,18 @@ fn sign_in_answer(headers: &HeaderMap, status: StatusCode, error: Option<&str>) 
     layout("Sign in", false, &csrf, status, body)
 }
 
-/// A form with only its CSRF token (sign-out, retry, discard) or the sign-in's key.
-#[derive(Debug, Deserialize)]
-struct Posted {
-    csrf: String,
-    #[serde(default)]
-    token: Option<String>,
-}
-
 async fn sign_in(
     State(state): State<AppState>,
     headers: HeaderMap,
-    form: Result<Form<Posted>, FormRejection>,
+    form: Result<Form<SignInForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        return sign_in_answer(
-            &headers,
-            StatusCode::BAD_REQUEST,
-            Some("The sign-in form was incomplete."),
-        );
+    let key = match COOKIES.signing_in(&headers, form) {
+        Ok(key) => key,
+        Err((status, words)) => return sign_in_answer(&headers, status, Some(words)),
     };
-    if !COOKIES.form_is_ours(&headers, &form.csrf) {
-        return sign_in_answer(&headers, StatusCode::FORBIDDEN, Some("This form expired; try again."));
-    }
-    let key = form.token.as_deref().unwrap_or("").trim();
-    let presented = digest(key);
+    let presented = digest(&key);
     if same_digest(&presented, &state.manager_digest) {
-        if let Some(cookie) = COOKIES.sign_in(key, &headers) {
+        if let Some(cookie) = COOKIES.sign_in(&key, &headers) {
             return redirect("/", [cookie]);
         }
     }
@@ -293,76 +273,53 @@ async fn sign_in(
     sign_in_answer(&headers, StatusCode::UNAUTHORIZED, Some(why))
 }
 
-async fn sign_out(headers: HeaderMap, form: Result<Form<Posted>, FormRejection>) -> Response {
-    match form {
-        Ok(Form(form)) if COOKIES.form_is_ours(&headers, &form.csrf) => redirect("/", [COOKIES.sign_out(&headers)]),
-        _ => sign_in_answer(
-            &headers,
-            StatusCode::FORBIDDEN,
-            Some("Sign-out needs the page's form; reload and try again."),
-        ),
+async fn sign_out(headers: HeaderMap, form: Result<Form<CsrfForm>, FormRejection>) -> Response {
+    match COOKIES.signing_out(&headers, form) {
+        Some(cookie) => redirect("/", [cookie]),
+        None => sign_in_answer(&headers, StatusCode::FORBIDDEN, Some(SIGN_OUT_REFUSED)),
     }
 }
 
-/// What a quarantine form does.
-#[derive(Debug, Clone, Copy)]
-enum Action {
-    Retry,
-    Discard,
-}
-
-async fn retry(
+/// `POST /quarantine/{event_id}/retry` or `.../discard`: the manager's buttons.
+async fn quarantine(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    form: Result<Form<Posted>, FormRejection>,
-) -> Response {
-    act(state, headers, id, form, Action::Retry).await
-}
-
-async fn discard(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    form: Result<Form<Posted>, FormRejection>,
-) -> Response {
-    act(state, headers, id, form, Action::Discard).await
-}
-
-async fn act(
-    state: AppState,
-    headers: HeaderMap,
-    id: String,
-    form: Result<Form<Posted>, FormRejection>,
-    action: Action,
+    Path((id, action)): Path<(String, String)>,
+    form: Result<Form<CsrfForm>, FormRejection>,
 ) -> Response {
     let csrf = COOKIES.csrf(&headers);
     if !is_manager(&state, &headers) {
         return redirect("/sign-in", []);
     }
     let fail = |status: StatusCode, text: &str| {
-        layout(
-            "Not done",
-            true,
-            &csrf,
-            status,
-            markup! { (notice(Notice::Error, text)) p { a href="/" { "Back" } } },
-        )
+        let body = markup! { (notice(Notice::Error, text)) p { a href="/" { "Back" } } };
+        layout("Not done", true, &csrf, status, body)
     };
     match form {
         Ok(Form(form)) if COOKIES.form_is_ours(&headers, &form.csrf) => {}
-        _ => return fail(StatusCode::FORBIDDEN, "This form did not come from this page (or it expired); nothing was changed. Reload the page and try again."),
+        _ => {
+            return fail(
+                StatusCode::FORBIDDEN,
+                "This form did not come from this page (or it expired); nothing was changed. Reload the page and try again.",
+            )
+        }
     }
     let Ok(event_id) = id.parse::<EventId>() else {
         return fail(StatusCode::NOT_FOUND, "That is not an event id.");
     };
-    let done = match action {
-        Action::Retry => outbox::retry(State(state), Manager, ApiPath(event_id))
+    let done = match action.as_str() {
+        "retry" => outbox::retry(State(state), Manager, ApiPath(event_id))
             .await
             .map(|_| "retried"),
-        Action::Discard => outbox::discard(State(state), Manager, ApiPath(event_id))
+        "discard" => outbox::discard(State(state), Manager, ApiPath(event_id))
             .await
             .map(|_| "discarded"),
+        _ => {
+            return fail(
+                StatusCode::NOT_FOUND,
+                "A quarantined event can be retried or discarded.",
+            )
+        }
     };
     match done {
         Ok(done) => redirect(&format!("/?done={done}"), []),

@@ -127,8 +127,14 @@ pub async fn run(
         announce(address, &admin_secret, token_file.as_deref(), options.seed_demo_data);
     }
     let limits = config.http.connection_limits();
-    let served =
-        shelfsync_common::server::serve_until(listener, api::router(state), limits, shutdown, begin_stopping).await;
+    let served = shelfsync_common::server::serve_until(
+        listener,
+        api::router(state, web::router()),
+        limits,
+        shutdown,
+        begin_stopping,
+    )
+    .await;
     tracing::info!("shutting down: HTTP closed, stopping jobs and the projection");
     jobs::stop(scheduler).await;
     let _ = stop.send(true);

@@ -177,6 +177,54 @@ async fn values_are_escaped_and_sessions_end_with_their_token() {
     .await;
     assert_eq!(status, 303);
     let (_, _, page) = get(&hub, "/stock?q=script", &admin).await;
+    let product = page
+        .split("href=\"/stock/")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    // The product's forms: a delivery, then an edit guarded by the version it was shown.
+    let store = shelfsync_hub::testing::demo_store(0).to_string();
+    let stock_form = [
+        ("csrf", csrf.as_str()),
+        ("idem", "k2"),
+        ("store_id", store.as_str()),
+        ("quantity", "5"),
+    ];
+    let (status, _) = post(&hub, &format!("/stock/{product}/add-stock"), &admin, None, &stock_form).await;
+    assert_eq!(status, 303);
+    let edit = |idem: &'static str| {
+        [
+            ("csrf", csrf.clone()),
+            ("idem", idem.to_owned()),
+            ("sku", "XSS-1".to_owned()),
+            ("name", "Renamed".to_owned()),
+            ("price", "2.50".to_owned()),
+            ("version", "1".to_owned()),
+        ]
+    };
+    let (status, _) = post(
+        &hub,
+        &format!("/stock/{product}/edit"),
+        &admin,
+        None,
+        &edit("k3").each_ref().map(|(k, v)| (*k, v.as_str())),
+    )
+    .await;
+    assert_eq!(status, 303);
+    let (status, refused) = post(
+        &hub,
+        &format!("/stock/{product}/edit"),
+        &admin,
+        None,
+        &edit("k4").each_ref().map(|(k, v)| (*k, v.as_str())),
+    )
+    .await;
+    assert_eq!(status, 409, "a stale version is refused, not overwritten");
+    assert!(refused.contains("version_conflict"), "{refused}");
     assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{page}");
     assert!(!page.contains("<script>alert"), "{page}");
 

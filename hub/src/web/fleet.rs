@@ -2,7 +2,7 @@
 //! oversells, rejected uploads; the stores that need attention first, sortable, kept
 //! current over SSE) and the alerts page (what needs someone, from the same fleet data).
 
-use super::Viewer;
+use super::{Admin, Viewer};
 use crate::api::stores::fleet_view;
 use crate::api::AppState;
 use axum::extract::{Query, State};
@@ -17,7 +17,6 @@ use shelfsync_common::server::web::live::{self, Frame};
 use shelfsync_common::server::web::words::{age, ago, clock};
 use shelfsync_common::wire::sync::{FleetResponse, FleetStore};
 use std::cmp::Reverse;
-use std::time::Duration;
 use time::OffsetDateTime;
 
 /// A store not heard from for this long is offline (agents send a heartbeat every 15 s
@@ -27,8 +26,6 @@ pub const OFFLINE_AFTER_SECS: i64 = 90;
 const OUTBOX_ATTENTION_SECS: u64 = 300;
 /// A cursor further behind the hub's head than this needs attention.
 const LAG_ATTENTION: u64 = 1000;
-/// How often an open fleet page is brought up to date.
-const LIVE_PERIOD: Duration = Duration::from_secs(1);
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -216,16 +213,9 @@ pub fn table(fleet: &FleetResponse, sort: Sort, now: OffsetDateTime) -> Markup {
 
 async fn page(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Admin(viewer): Admin,
     query: Result<Query<SortQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let viewer = match Viewer::of(&state, &headers).await {
-        Ok(viewer) => viewer,
-        Err(answer) => return answer,
-    };
-    if let Err(answer) = viewer.require_admin() {
-        return answer;
-    }
     let sort = Sort::parse(query.as_ref().ok().and_then(|q| q.sort.as_deref()));
     let fleet = match fleet_view(&state).await {
         Ok(fleet) => fleet,
@@ -241,19 +231,13 @@ async fn page(
 
 async fn live_table(
     State(state): State<AppState>,
+    Admin(_viewer): Admin,
     headers: HeaderMap,
     query: Result<Query<SortQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let viewer = match Viewer::of(&state, &headers).await {
-        Ok(viewer) => viewer,
-        Err(answer) => return answer,
-    };
-    if let Err(answer) = viewer.require_admin() {
-        return answer;
-    }
     let sort = Sort::parse(query.as_ref().ok().and_then(|q| q.sort.as_deref()));
     let stopping = state.stopping.clone();
-    live::stream(LIVE_PERIOD, stopping, move || {
+    live::stream(live::PERIOD, stopping, move || {
         let state = state.clone();
         let headers = headers.clone();
         async move {
@@ -271,14 +255,7 @@ async fn live_table(
     })
 }
 
-async fn alerts(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let viewer = match Viewer::of(&state, &headers).await {
-        Ok(viewer) => viewer,
-        Err(answer) => return answer,
-    };
-    if let Err(answer) = viewer.require_admin() {
-        return answer;
-    }
+async fn alerts(State(state): State<AppState>, Admin(viewer): Admin) -> Response {
     let fleet = match fleet_view(&state).await {
         Ok(fleet) => fleet,
         Err(error) => return viewer.refused(&error.problem().problem, "/alerts"),

@@ -4,13 +4,12 @@
 //! (so the same checks and the same refusals apply), carries a fresh idempotency key (a
 //! form sent twice is one write), and the destructive ones ask first (`data-confirm`).
 
-use super::stock::{price, stores, write_fields};
-use super::{Posted, Submitted, Viewer};
+use super::{price, stores, write_fields, Admin, Submitted, Viewer};
 use crate::api::auth::Principal;
 use crate::api::write::WriteContext;
 use crate::api::{inventory, products, stores as store_routes, AppState};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
@@ -32,13 +31,11 @@ pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/manage", get(page))
         .route("/manage/stores", post(enroll))
-        .route("/manage/stores/{id}/token", post(rotate))
-        .route("/manage/stores/{id}/revoke", post(revoke))
+        .route("/manage/stores/{id}/{action}", post(store_token))
         .route("/manage/products", post(register))
         .route("/manage/reservations/release", post(release))
         .route("/stock/{id}/edit", post(edit))
-        .route("/stock/{id}/add-stock", post(add_stock))
-        .route("/stock/{id}/reserve", post(reserve))
+        .route("/stock/{id}/{action}", post(stock_change))
 }
 
 /// `?done=`: what the last form did.
@@ -50,16 +47,9 @@ pub(super) struct DoneQuery {
 
 async fn page(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Admin(viewer): Admin,
     query: Result<Query<DoneQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let viewer = match Viewer::of(&state, &headers).await {
-        Ok(viewer) => viewer,
-        Err(answer) => return answer,
-    };
-    if let Err(answer) = viewer.require_admin() {
-        return answer;
-    }
     let stores = match stores(&state).await {
         Ok(stores) => stores,
         Err(problem) => return viewer.refused(&problem, "/manage"),
@@ -191,6 +181,19 @@ fn parse_price(text: &str) -> Option<u64> {
     Some(whole.parse::<u64>().ok()? * 100 + cents.parse::<u64>().ok()?)
 }
 
+/// The write context of a page's form: the viewer's token, the form's idempotency key.
+fn context(state: &AppState, viewer: &Viewer, idem: &str) -> WriteContext {
+    WriteContext::for_page(state, viewer.principal.clone(), key(idem))
+}
+
+/// After a form's write: on to `done`, or the refusal in words with a way `back`.
+fn after_write<T>(viewer: &Viewer, result: Result<T, crate::api::error::ApiError>, done: &str, back: &str) -> Response {
+    match result {
+        Ok(_) => redirect(done, []),
+        Err(error) => viewer.refused(&error.problem().problem, back),
+    }
+}
+
 /// A form's idempotency key, if it is a usable one.
 fn key(idem: &str) -> Option<String> {
     let idem = idem.trim();
@@ -199,10 +202,6 @@ fn key(idem: &str) -> Option<String> {
 
 fn invalid(viewer: &Viewer, detail: &str, back: &str) -> Response {
     viewer.refused(&Problem::new(422, "invalid_form", "Invalid form", detail), back)
-}
-
-fn admin(viewer: &Viewer) -> Result<(), Response> {
-    viewer.require_admin()
 }
 
 #[derive(Debug, Deserialize)]
@@ -244,31 +243,7 @@ struct ReleaseForm {
     reservation_id: String,
 }
 
-impl Posted for EnrollForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-impl Posted for CsrfOnly {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-impl Posted for ProductForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-impl Posted for StockForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-impl Posted for ReleaseForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+super::posted!(EnrollForm, CsrfOnly, ProductForm, StockForm, ReleaseForm);
 
 /// The page that shows a new token, once.
 fn token_page(viewer: &Viewer, what: &str, enrolled: &EnrolledStore) -> Response {
@@ -286,8 +261,8 @@ fn token_page(viewer: &Viewer, what: &str, enrolled: &EnrolledStore) -> Response
 }
 
 async fn enroll(State(state): State<AppState>, Submitted { viewer, form }: Submitted<EnrollForm>) -> Response {
-    if let Err(answer) = admin(&viewer) {
-        return answer;
+    if let Some(refused) = viewer.not_admin() {
+        return refused;
     }
     let body = EnrollStoreRequest {
         name: form.name.trim().to_owned(),
@@ -300,39 +275,34 @@ async fn enroll(State(state): State<AppState>, Submitted { viewer, form }: Submi
     }
 }
 
-async fn rotate(
+/// `POST /manage/stores/{id}/token` (a new token, shown once) or `.../revoke`.
+async fn store_token(
     State(state): State<AppState>,
-    Path(id): Path<StoreId>,
+    Path((id, action)): Path<(StoreId, String)>,
     Submitted { viewer, form: _ }: Submitted<CsrfOnly>,
 ) -> Response {
-    if let Err(answer) = admin(&viewer) {
-        return answer;
+    if let Some(refused) = viewer.not_admin() {
+        return refused;
     }
-    match store_routes::rotate_token(State(state), Principal::Admin, ApiPath(id)).await {
-        Ok((_, axum::Json(enrolled))) => {
-            token_page(&viewer, "New token issued; the old one no longer works.", &enrolled)
-        }
-        Err(error) => viewer.refused(&error.problem().problem, "/manage"),
-    }
-}
-
-async fn revoke(
-    State(state): State<AppState>,
-    Path(id): Path<StoreId>,
-    Submitted { viewer, form: _ }: Submitted<CsrfOnly>,
-) -> Response {
-    if let Err(answer) = admin(&viewer) {
-        return answer;
-    }
-    match store_routes::revoke(State(state), Principal::Admin, ApiPath(id)).await {
-        Ok(_) => redirect("/manage?done=revoked", []),
-        Err(error) => viewer.refused(&error.problem().problem, "/manage"),
+    let refused = |error: crate::api::error::ApiError| viewer.refused(&error.problem().problem, "/manage");
+    match action.as_str() {
+        "token" => match store_routes::rotate_token(State(state), Principal::Admin, ApiPath(id)).await {
+            Ok((_, axum::Json(enrolled))) => {
+                token_page(&viewer, "New token issued; the old one no longer works.", &enrolled)
+            }
+            Err(error) => refused(error),
+        },
+        "revoke" => match store_routes::revoke(State(state), Principal::Admin, ApiPath(id)).await {
+            Ok(_) => redirect("/manage?done=revoked", []),
+            Err(error) => refused(error),
+        },
+        _ => invalid(&viewer, "a store's token can be rotated or revoked", "/manage"),
     }
 }
 
 async fn register(State(state): State<AppState>, Submitted { viewer, form }: Submitted<ProductForm>) -> Response {
-    if let Err(answer) = admin(&viewer) {
-        return answer;
+    if let Some(refused) = viewer.not_admin() {
+        return refused;
     }
     let Some(price_minor) = parse_price(&form.price) else {
         return invalid(&viewer, "the price must be a number like 12.50", "/manage");
@@ -345,11 +315,13 @@ async fn register(State(state): State<AppState>, Submitted { viewer, form }: Sub
         price_minor,
         event_id: None,
     };
-    let ctx = WriteContext::for_page(&state, viewer.principal.clone(), key(&form.idem));
-    match products::register(State(state), ctx, ApiJson(body)).await {
-        Ok(_) => redirect(&format!("/stock/{id}?done=registered"), []),
-        Err(error) => viewer.refused(&error.problem().problem, "/manage"),
-    }
+    let ctx = context(&state, &viewer, &form.idem);
+    after_write(
+        &viewer,
+        products::register(State(state), ctx, ApiJson(body)).await,
+        &format!("/stock/{id}?done=registered"),
+        "/manage",
+    )
 }
 
 async fn edit(
@@ -358,8 +330,8 @@ async fn edit(
     Submitted { viewer, form }: Submitted<ProductForm>,
 ) -> Response {
     let back = format!("/stock/{id}");
-    if let Err(answer) = admin(&viewer) {
-        return answer;
+    if let Some(refused) = viewer.not_admin() {
+        return refused;
     }
     let Some(price_minor) = parse_price(&form.price) else {
         return invalid(&viewer, "the price must be a number like 12.50", &back);
@@ -371,45 +343,44 @@ async fn edit(
         expected_version: form.version.map(ExpectedVersion::Exact),
         event_id: None,
     };
-    let ctx = WriteContext::for_page(&state, viewer.principal.clone(), key(&form.idem));
-    match products::update(State(state), ctx, ApiPath(id), ApiJson(body)).await {
-        Ok(_) => redirect(&format!("{back}?done=saved"), []),
-        Err(error) => viewer.refused(&error.problem().problem, &back),
-    }
+    let ctx = context(&state, &viewer, &form.idem);
+    after_write(
+        &viewer,
+        products::update(State(state), ctx, ApiPath(id), ApiJson(body)).await,
+        &format!("{back}?done=saved"),
+        &back,
+    )
 }
 
-async fn add_stock(
+/// `POST /stock/{id}/add-stock` (a delivery) or `.../reserve` (a hold).
+async fn stock_change(
     State(state): State<AppState>,
-    Path(id): Path<ProductId>,
+    Path((id, action)): Path<(ProductId, String)>,
     Submitted { viewer, form }: Submitted<StockForm>,
 ) -> Response {
     let back = format!("/stock/{id}");
     let Ok(quantity) = StockQuantity::new(form.quantity) else {
         return invalid(&viewer, "units must be 1 to 1,000,000", &back);
     };
-    let body = AddStockRequest {
-        product_id: id,
-        store_id: form.store_id,
-        quantity,
-        expected_version: None,
-        event_id: None,
-    };
-    let ctx = WriteContext::for_page(&state, viewer.principal.clone(), key(&form.idem));
-    match inventory::add_stock(State(state), ctx, ApiJson(body)).await {
-        Ok(_) => redirect(&format!("{back}?done=stock-added"), []),
-        Err(error) => viewer.refused(&error.problem().problem, &back),
+    if action == "add-stock" {
+        let body = AddStockRequest {
+            product_id: id,
+            store_id: form.store_id,
+            quantity,
+            expected_version: None,
+            event_id: None,
+        };
+        let ctx = context(&state, &viewer, &form.idem);
+        return after_write(
+            &viewer,
+            inventory::add_stock(State(state), ctx, ApiJson(body)).await,
+            &format!("{back}?done=stock-added"),
+            &back,
+        );
     }
-}
-
-async fn reserve(
-    State(state): State<AppState>,
-    Path(id): Path<ProductId>,
-    Submitted { viewer, form }: Submitted<StockForm>,
-) -> Response {
-    let back = format!("/stock/{id}");
-    let Ok(quantity) = StockQuantity::new(form.quantity) else {
-        return invalid(&viewer, "units must be 1 to 1,000,000", &back);
-    };
+    if action != "reserve" {
+        return invalid(&viewer, "stock can be added or reserved", &back);
+    }
     let minutes = form.minutes.unwrap_or(15);
     if !(1..=10_080).contains(&minutes) {
         return invalid(&viewer, "a reservation is held for 1 minute to 7 days", &back);
@@ -424,11 +395,13 @@ async fn reserve(
         expected_version: None,
         event_id: None,
     };
-    let ctx = WriteContext::for_page(&state, viewer.principal.clone(), key(&form.idem));
-    match inventory::reserve(State(state), ctx, ApiJson(body)).await {
-        Ok(_) => redirect(&format!("{back}?done=reserved&reservation={reservation}"), []),
-        Err(error) => viewer.refused(&error.problem().problem, &back),
-    }
+    let ctx = context(&state, &viewer, &form.idem);
+    after_write(
+        &viewer,
+        inventory::reserve(State(state), ctx, ApiJson(body)).await,
+        &format!("{back}?done=reserved&reservation={reservation}"),
+        &back,
+    )
 }
 
 async fn release(State(state): State<AppState>, Submitted { viewer, form }: Submitted<ReleaseForm>) -> Response {
@@ -444,11 +417,13 @@ async fn release(State(state): State<AppState>, Submitted { viewer, form }: Subm
         expected_version: None,
         event_id: None,
     };
-    let ctx = WriteContext::for_page(&state, viewer.principal.clone(), key(&form.idem));
-    match inventory::release(State(state), ctx, ApiPath(reservation), OptionalApiJson(body)).await {
-        Ok(_) => redirect("/manage?done=released", []),
-        Err(error) => viewer.refused(&error.problem().problem, "/manage"),
-    }
+    let ctx = context(&state, &viewer, &form.idem);
+    after_write(
+        &viewer,
+        inventory::release(State(state), ctx, ApiPath(reservation), OptionalApiJson(body)).await,
+        "/manage?done=released",
+        "/manage",
+    )
 }
 
 #[cfg(test)]

@@ -20,18 +20,20 @@ mod stock;
 
 use crate::api::auth::Principal;
 use crate::api::AppState;
-use axum::extract::{FromRequest, RawQuery, Request, State};
+use axum::extract::rejection::FormRejection;
+use axum::extract::{FromRequest, FromRequestParts, RawQuery, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use maud::{html as markup, Markup};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use shelfsync_common::server::failure::Failure;
-use shelfsync_common::server::web::page::{notice, sign_in_form, Notice};
-use shelfsync_common::server::web::session::CsrfToken;
+use shelfsync_common::server::web::page::{csrf_field, notice, sign_in_form, Notice};
+use shelfsync_common::server::web::session::{CsrfForm, CsrfToken, SignInForm, SIGN_OUT_REFUSED};
 use shelfsync_common::server::web::{assets, html, redirect, words, NavLink, Page, WebCookies};
+use shelfsync_common::wire::api::StoreInfo;
 use shelfsync_common::wire::problem::Problem;
 
 /// The back office's cookies.
@@ -39,9 +41,6 @@ pub const COOKIES: WebCookies = WebCookies {
     session: "shelfsync_hub_session",
     csrf: "shelfsync_hub_csrf",
 };
-
-/// The longest token a sign-in takes.
-const MAX_TOKEN_LEN: usize = 200;
 
 const ADMIN_NAV: &[NavLink<'static>] = &[
     NavLink {
@@ -84,6 +83,29 @@ pub(crate) struct Viewer {
     csrf: CsrfToken,
 }
 
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        Viewer::of(state, &parts.headers).await
+    }
+}
+
+/// The viewer of an admin-only page: anyone else gets a page saying so.
+pub(crate) struct Admin(Viewer);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let viewer = Viewer::of(state, &parts.headers).await?;
+        match viewer.not_admin() {
+            Some(refused) => Err(refused),
+            None => Ok(Admin(viewer)),
+        }
+    }
+}
+
 impl Viewer {
     /// The viewer of a request, or the answer that sends them to the sign-in page.
     async fn of(state: &AppState, headers: &HeaderMap) -> Result<Viewer, Response> {
@@ -107,11 +129,11 @@ impl Viewer {
         }
     }
 
-    /// The admin only; anyone else gets a page saying so.
-    fn require_admin(&self) -> Result<(), Response> {
+    /// The page that refuses anyone but the admin (`None` for the admin).
+    fn not_admin(&self) -> Option<Response> {
         match self.principal {
-            Principal::Admin => Ok(()),
-            _ => Err(self.page(
+            Principal::Admin => None,
+            _ => Some(self.page(
                 StatusCode::FORBIDDEN,
                 "Admin only",
                 "",
@@ -176,6 +198,18 @@ pub(crate) trait Posted {
     fn csrf(&self) -> &str;
 }
 
+/// `Posted` for forms whose CSRF token is their `csrf` field.
+macro_rules! posted {
+    ($($form:ty),+) => {
+        $(impl crate::web::Posted for $form {
+            fn csrf(&self) -> &str {
+                &self.csrf
+            }
+        })+
+    };
+}
+pub(crate) use posted;
+
 /// A posted form whose CSRF token checked out, from a signed-in viewer.
 pub(crate) struct Submitted<T> {
     viewer: Viewer,
@@ -223,8 +257,8 @@ fn expired_form(viewer: &Viewer) -> Response {
 }
 
 /// `/`: the fleet for the admin, stock for a channel token, else the sign-in page.
-async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match Viewer::of(&state, &headers).await {
+async fn home(viewer: Result<Viewer, Response>) -> Response {
+    match viewer {
         Ok(viewer) if viewer.is_admin() => redirect("/fleet", []),
         Ok(_) => redirect("/stock", []),
         Err(to_sign_in) => to_sign_in,
@@ -257,33 +291,17 @@ fn sign_in_answer(headers: &HeaderMap, status: StatusCode, error: Option<&str>) 
     html(status, page.render(body), csrf.cookie)
 }
 
-/// The sign-in form.
-#[derive(Debug, Deserialize)]
-struct SignIn {
-    csrf: String,
-    token: String,
-}
-
 /// `POST /sign-in`: an admin or channel token starts a session.
 async fn sign_in(
     State(state): State<AppState>,
     headers: HeaderMap,
-    form: Result<Form<SignIn>, axum::extract::rejection::FormRejection>,
+    form: Result<Form<SignInForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        return sign_in_answer(
-            &headers,
-            StatusCode::BAD_REQUEST,
-            Some("The sign-in form was incomplete."),
-        );
+    let token = match COOKIES.signing_in(&headers, form) {
+        Ok(token) => token,
+        Err((status, words)) => return sign_in_answer(&headers, status, Some(words)),
     };
-    if !COOKIES.form_is_ours(&headers, &form.csrf) {
-        return sign_in_answer(&headers, StatusCode::FORBIDDEN, Some("This form expired; try again."));
-    }
-    let token = form.token.trim();
-    if token.is_empty() || token.len() > MAX_TOKEN_LEN {
-        return sign_in_answer(&headers, StatusCode::UNPROCESSABLE_ENTITY, Some("Enter a token."));
-    }
+    let token = token.as_str();
     match Principal::of_secret(&state, token).await {
         Ok(Principal::Admin | Principal::Channel { .. }) => match COOKIES.sign_in(token, &headers) {
             Some(cookie) => redirect("/", [cookie]),
@@ -303,25 +321,33 @@ async fn sign_in(
     }
 }
 
-/// The sign-out form.
-#[derive(Debug, Deserialize)]
-struct SignOut {
-    csrf: String,
+/// `POST /sign-out`: ends the session (with the form's CSRF token, so no other site can).
+async fn sign_out(headers: HeaderMap, form: Result<Form<CsrfForm>, FormRejection>) -> Response {
+    match COOKIES.signing_out(&headers, form) {
+        Some(cookie) => redirect("/sign-in", [cookie]),
+        None => sign_in_answer(&headers, StatusCode::FORBIDDEN, Some(SIGN_OUT_REFUSED)),
+    }
 }
 
-/// `POST /sign-out`: ends the session (with the form's CSRF token, so no other site can).
-async fn sign_out(
-    headers: HeaderMap,
-    form: Result<Form<SignOut>, axum::extract::rejection::FormRejection>,
-) -> Response {
-    match form {
-        Ok(Form(form)) if COOKIES.form_is_ours(&headers, &form.csrf) => {
-            redirect("/sign-in", [COOKIES.sign_out(&headers)])
-        }
-        _ => sign_in_answer(
-            &headers,
-            StatusCode::FORBIDDEN,
-            Some("Sign-out needs the page's form; reload and try again."),
-        ),
+/// Every enrolled store.
+async fn stores(state: &AppState) -> Result<Vec<StoreInfo>, Box<shelfsync_common::wire::problem::Problem>> {
+    state
+        .log
+        .stores()
+        .await
+        .map_err(|e| crate::api::error::ApiError::from(e).problem().problem)
+}
+
+/// `12.50` from 1250 minor units.
+fn price(minor: u64) -> String {
+    format!("{}.{:02}", minor / 100, minor % 100)
+}
+
+/// The hidden fields of a write form: the CSRF token and a fresh idempotency key, so a
+/// form sent twice is one write.
+fn write_fields(viewer: &Viewer) -> Markup {
+    markup! {
+        (csrf_field(&viewer.csrf.token))
+        input type="hidden" name="idem" value=(uuid::Uuid::now_v7());
     }
 }

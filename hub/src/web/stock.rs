@@ -3,7 +3,7 @@
 //! without a reload) and its recent events (what, where, who, when). For the admin, the
 //! product's page also holds its forms (edit, add stock, reserve; `manage` takes them).
 
-use super::Viewer;
+use super::{price, stores, Viewer};
 use crate::api::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -15,11 +15,10 @@ use serde::Deserialize;
 use shelfsync_common::domain::product::normalize_sku;
 use shelfsync_common::server::failure::Failure;
 use shelfsync_common::server::web::live::{self, Frame};
-use shelfsync_common::server::web::page::{csrf_field, notice, Notice};
+use shelfsync_common::server::web::page::{notice, Notice};
 use shelfsync_common::server::web::words::clock;
 use shelfsync_common::wire::api::{ProductStock, ProductView, StoreInfo};
 use shelfsync_common::{EventEnvelope, ProductId, ReservationId};
-use std::time::Duration;
 use time::OffsetDateTime;
 
 /// Most products a search lists.
@@ -29,8 +28,6 @@ const SEARCH_LIMIT: usize = 50;
 pub const RECENT_SCAN: usize = 5000;
 /// Most recent events a product page lists.
 const RECENT_SHOWN: usize = 20;
-/// How often an open product page is brought up to date.
-const LIVE_PERIOD: Duration = Duration::from_secs(1);
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -48,13 +45,9 @@ pub(super) struct SearchQuery {
 
 async fn search(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    viewer: Viewer,
     query: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let viewer = match Viewer::of(&state, &headers).await {
-        Ok(viewer) => viewer,
-        Err(answer) => return answer,
-    };
     let text = query.ok().and_then(|q| q.0.q).unwrap_or_default();
     let text = text.trim();
     let found = if text.is_empty() || text.len() > 200 {
@@ -129,33 +122,19 @@ pub(super) struct DoneQuery {
 
 async fn product_page(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    viewer: Viewer,
     Path(id): Path<String>,
     query: Result<Query<DoneQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let viewer = match Viewer::of(&state, &headers).await {
-        Ok(viewer) => viewer,
-        Err(answer) => return answer,
-    };
     let Ok(id) = id.parse::<ProductId>() else {
-        return viewer.page(
-            StatusCode::NOT_FOUND,
-            "No such product",
-            "/stock",
-            notice(Notice::Error, "That is not a product id."),
-        );
+        return no_product(&viewer);
     };
     let product = match state.queries.product(id, None).await {
         Ok(found) => found.value,
         Err(error) => return viewer.refused(&crate::api::error::ApiError::from(error).problem().problem, "/stock"),
     };
     let Some(product) = product else {
-        return viewer.page(
-            StatusCode::NOT_FOUND,
-            "No such product",
-            "/stock",
-            notice(Notice::Error, "No product has that id."),
-        );
+        return no_product(&viewer);
     };
     let (stock, stores, events) =
         match tokio::try_join!(stock_table(&state, id), stores(&state), recent_events(&state, id)) {
@@ -207,21 +186,17 @@ fn done_words(done: Option<&str>, reservation: Option<ReservationId>) -> Option<
     })
 }
 
-async fn live_stock(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let viewer = match Viewer::of(&state, &headers).await {
-        Ok(viewer) => viewer,
-        Err(answer) => return answer,
-    };
+async fn live_stock(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     let Ok(id) = id.parse::<ProductId>() else {
-        return viewer.page(
-            StatusCode::NOT_FOUND,
-            "No such product",
-            "/stock",
-            notice(Notice::Error, "That is not a product id."),
-        );
+        return no_product(&viewer);
     };
     let stopping = state.stopping.clone();
-    live::stream(LIVE_PERIOD, stopping, move || {
+    live::stream(live::PERIOD, stopping, move || {
         let state = state.clone();
         let headers = headers.clone();
         async move {
@@ -274,15 +249,6 @@ fn render_stock(stock: &ProductStock, stores: &[StoreInfo], stale: bool) -> Mark
     }
 }
 
-/// Every enrolled store.
-pub(super) async fn stores(state: &AppState) -> Result<Vec<StoreInfo>, Box<shelfsync_common::wire::problem::Problem>> {
-    state
-        .log
-        .stores()
-        .await
-        .map_err(|e| crate::api::error::ApiError::from(e).problem().problem)
-}
-
 fn store_name(stores: &[StoreInfo], id: shelfsync_common::StoreId) -> String {
     stores
         .iter()
@@ -310,16 +276,11 @@ async fn recent_events(
         .collect())
 }
 
-/// `12.50` from 1250 minor units.
-pub(super) fn price(minor: u64) -> String {
-    format!("{}.{:02}", minor / 100, minor % 100)
-}
-
-/// The hidden fields of a write form: the CSRF token and a fresh idempotency key, so a
-/// form sent twice is one write.
-pub(super) fn write_fields(viewer: &Viewer) -> Markup {
-    markup! {
-        (csrf_field(&viewer.csrf.token))
-        input type="hidden" name="idem" value=(uuid::Uuid::now_v7());
-    }
+fn no_product(viewer: &Viewer) -> Response {
+    viewer.page(
+        StatusCode::NOT_FOUND,
+        "No such product",
+        "/stock",
+        notice(Notice::Error, "No product has that id."),
+    )
 }

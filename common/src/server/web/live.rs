@@ -15,6 +15,9 @@ use std::future::Future;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// How often an open page's live part is rendered again (and sent when it changed).
+pub const PERIOD: Duration = Duration::from_secs(1);
+
 /// What one render gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {

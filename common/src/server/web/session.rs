@@ -14,6 +14,7 @@
 //! each binary names its own cookies.
 
 use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::StatusCode;
 use rand::RngCore;
 
 /// The two cookie names of one binary.
@@ -83,6 +84,62 @@ impl WebCookies {
         .unwrap_or_else(|_| HeaderValue::from_static("x=; Max-Age=0"))
     }
 }
+
+/// The sign-in form both binaries take.
+#[derive(Debug, serde::Deserialize)]
+pub struct SignInForm {
+    /// The page's CSRF token.
+    pub csrf: String,
+    /// The token or key.
+    pub token: String,
+}
+
+/// A form that carries only the page's CSRF token (sign-out, a button).
+#[derive(Debug, serde::Deserialize)]
+pub struct CsrfForm {
+    /// The page's CSRF token.
+    pub csrf: String,
+}
+
+/// The longest token or key a sign-in takes.
+pub const MAX_SECRET_LEN: usize = 200;
+
+impl WebCookies {
+    /// The secret a sign-in form posted, when the form is this site's own; otherwise the
+    /// status and the words for the sign-in page.
+    pub fn signing_in(
+        &self,
+        headers: &HeaderMap,
+        form: Result<axum::Form<SignInForm>, axum::extract::rejection::FormRejection>,
+    ) -> Result<String, (StatusCode, &'static str)> {
+        let Ok(axum::Form(form)) = form else {
+            return Err((StatusCode::BAD_REQUEST, "The sign-in form was incomplete."));
+        };
+        if !self.form_is_ours(headers, &form.csrf) {
+            return Err((StatusCode::FORBIDDEN, "This form expired; try again."));
+        }
+        let secret = form.token.trim();
+        if secret.is_empty() || secret.len() > MAX_SECRET_LEN {
+            return Err((StatusCode::UNPROCESSABLE_ENTITY, "Enter a token or key."));
+        }
+        Ok(secret.to_owned())
+    }
+
+    /// The cookie that ends the session, when the sign-out form is this site's own.
+    pub fn signing_out(
+        &self,
+        headers: &HeaderMap,
+        form: Result<axum::Form<CsrfForm>, axum::extract::rejection::FormRejection>,
+    ) -> Option<HeaderValue> {
+        match form {
+            Ok(axum::Form(form)) if self.form_is_ours(headers, &form.csrf) => Some(self.sign_out(headers)),
+            _ => None,
+        }
+    }
+}
+
+/// What a refused sign-out says.
+pub const SIGN_OUT_REFUSED: &str = "Sign-out needs the page's form; reload and try again.";
 
 /// Whether the request came over TLS (through a proxy that terminates it).
 pub fn over_tls(headers: &HeaderMap) -> bool {
