@@ -5,7 +5,7 @@
 //! as text, enrolling a store (its token shown once), revoking its token, a revoked
 //! channel token sent back to the sign-in page, and the store page saying "offline" with
 //! the waiting sales once the hub is stopped. The screenshots it takes are the ones in
-//! `docs/screenshots/` (docs/web.md).
+//! `docs/screenshots/` (docs/web.md) when `SHELFSYNC_SCREENSHOTS=1`.
 //!
 //! Without `chromium` and `chromedriver` it skips with a message saying how to install
 //! them (a failure when `SHELFSYNC_REQUIRE_SERVICES=1`, as in CI).
@@ -20,10 +20,15 @@ use std::time::Duration;
 /// Longest wait for anything a page should show.
 const WAIT: Duration = Duration::from_secs(20);
 
+/// Where a screenshot goes: `docs/screenshots/` with `SHELFSYNC_SCREENSHOTS=1` (to refresh
+/// the committed ones), else a temporary folder, so a test run leaves the tree clean.
 fn shot(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../docs/screenshots")
-        .join(name)
+    let dir = if std::env::var_os("SHELFSYNC_SCREENSHOTS").is_some_and(|v| v == "1") {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots")
+    } else {
+        std::env::temp_dir().join("shelfsync-screenshots")
+    };
+    dir.join(name)
 }
 
 /// A till's sale at the agent: `units` sold without a hold.
