@@ -89,6 +89,9 @@ async fn the_pages_work_in_a_real_browser() {
         "the token is never in a URL"
     );
     browser.screenshot(&shot("fleet.png")).await;
+    browser.goto(&format!("{hub}/alerts")).await;
+    browser.wait_text("main", "Stores out of touch (2)", WAIT).await;
+    browser.screenshot(&shot("alerts.png")).await;
 
     // Find a product by name; its page shows every store's stock.
     browser.goto(&format!("{hub}/stock")).await;
@@ -123,6 +126,7 @@ async fn the_pages_work_in_a_real_browser() {
 
     // Enroll a store: its token is shown once, with a copy button.
     browser.goto(&format!("{hub}/manage")).await;
+    browser.screenshot(&shot("manage.png")).await;
     browser.type_into("#store-name", "Potsdam").await;
     browser.click_on("form[action=\"/manage/stores\"] button").await;
     let token = browser.wait_text("#new-token", "ss_", WAIT).await;
