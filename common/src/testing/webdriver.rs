@@ -31,30 +31,15 @@ pub struct Browser {
 #[derive(Debug, Clone)]
 pub struct Element(String);
 
-fn which(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 impl Browser {
     /// Starts `chromedriver` and a headless `chromium` window of `width` x `height`, or
     /// `None` (after saying why) when they are not installed and services are optional.
     pub async fn start(width: u32, height: u32) -> Option<Browser> {
-        let missing: Vec<&str> = ["chromium", "chromedriver"].into_iter().filter(|p| !which(p)).collect();
-        if !missing.is_empty() {
-            let message = format!(
-                "the browser tests need {} (Debian: apt-get install -y chromium chromium-driver)",
-                missing.join(" and ")
-            );
-            assert!(
-                std::env::var_os("SHELFSYNC_REQUIRE_SERVICES").is_none_or(|v| v != "1"),
-                "{message}"
-            );
-            eprintln!("SKIPPED: {message}");
+        if !super::services::programs_present(
+            &["chromium", "chromedriver"],
+            "the browser tests",
+            "Debian: apt-get install -y chromium chromium-driver",
+        ) {
             return None;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
