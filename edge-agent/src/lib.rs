@@ -6,7 +6,8 @@
 //! LAN; [`sync`] is the worker that uploads the outbox, follows the hub's push stream
 //! (falling back to pulls), bootstraps from a snapshot and sends heartbeats, behind a
 //! circuit breaker; [`jobs`] expires this store's reservations and maintains the file.
-//! [`run`] wires them together for the binary and for tests.
+//! [`web`] is the store page at `/` for the store manager. [`run`] wires them together for
+//! the binary and for tests.
 
 // Production code never unwraps: an error becomes an answer, a log line or an exit code
 // (clippy.toml allows it in tests).
@@ -20,6 +21,7 @@ pub mod store;
 pub mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod web;
 
 use crate::config::EdgeConfig;
 use crate::store::LocalStore;
@@ -103,7 +105,9 @@ pub async fn run(
     let address = listener.local_addr().map_err(StartError::Serve)?;
     tracing::info!(%address, store = %credentials.store_id, hub = %credentials.hub_url, "edge agent listening");
     let limits = config.http.connection_limits();
-    let served = shelfsync_common::server::serve_until(listener, api::router(state), limits, shutdown, stop).await;
+    let served =
+        shelfsync_common::server::serve_until(listener, api::router(state, web::router()), limits, shutdown, stop)
+            .await;
     tracing::info!("shutting down: HTTP closed, stopping the sync worker and jobs");
     worker.join().await;
     jobs::stop(scheduler).await;

@@ -5,7 +5,8 @@
 //! model behind a TTL cache and a circuit breaker; [`api`] is the HTTP surface for web
 //! shops, apps and back-office tools; [`jobs`] runs the scheduled work. [`run`] wires
 //! them together for the binary and for tests, which start the real thing in-process on
-//! a port-0 listener through `testing` (feature `testing`).
+//! a port-0 listener through `testing` (feature `testing`). [`web`] is the back office's
+//! pages at `/`, a client of the same handlers.
 
 // Production code never unwraps: an error becomes an answer, a log line or an exit code
 // (clippy.toml allows it in tests).
@@ -25,6 +26,7 @@ pub mod sse;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod web;
 
 use crate::bus::EventBus;
 use crate::config::HubConfig;
@@ -136,8 +138,14 @@ pub async fn run(
         announce(address, &admin_secret, token_file.as_deref(), options.seed_demo_data);
     }
     let limits = config.http.connection_limits();
-    let served =
-        shelfsync_common::server::serve_until(listener, api::router(state), limits, shutdown, begin_stopping).await;
+    let served = shelfsync_common::server::serve_until(
+        listener,
+        api::router(state, web::router()),
+        limits,
+        shutdown,
+        begin_stopping,
+    )
+    .await;
     tracing::info!("shutting down: HTTP closed, stopping jobs and the projection");
     jobs::stop(scheduler).await;
     let _ = stop.send(true);

@@ -32,6 +32,7 @@ all=(
     shelfsync-hub:sse_fanout
     shelfsync-hub:catalog_push
     shelfsync-hub:cluster_pg
+    shelfsync-hub:fleet_page
     shelfsync-edge:local_sales
     shelfsync-edge:local_reads
     shelfsync-edge:sync_drain

@@ -48,23 +48,11 @@ fn section(heading: &str) -> String {
 /// Whether `bash` and `curl` are installed; if not, says so and skips (or fails, when
 /// `SHELFSYNC_REQUIRE_SERVICES=1`).
 fn tools_present() -> bool {
-    let missing: Vec<&str> = ["bash", "curl"]
-        .into_iter()
-        .filter(|tool| Command::new(tool).arg("--version").output().is_err())
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let message = format!(
-        "the README's scripts need {}; install it to run this test",
-        missing.join(" and ")
-    );
-    assert!(
-        std::env::var_os("SHELFSYNC_REQUIRE_SERVICES").is_none_or(|value| value != "1"),
-        "{message}"
-    );
-    eprintln!("SKIPPED: {message}");
-    false
+    shelfsync_common::testing::services::programs_present(
+        &["bash", "curl"],
+        "the README's scripts",
+        "install them to run this test",
+    )
 }
 
 /// `script` with every `from` replaced; `from` must occur.

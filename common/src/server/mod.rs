@@ -16,6 +16,7 @@ pub mod serve;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;
+pub mod web;
 
 pub use problem::ProblemResponse;
 pub use serve::{serve, serve_until, ConnectionLimits};

@@ -9,6 +9,9 @@
 //!   per-thread CPU, the machine).
 //! - [`scenario`]: one scenario's verdict (median, min, max, same-run baseline, ratio,
 //!   goal, met) as a table row and a JSON line, and the quick mode CI runs.
+//! - [`services`]: skip (or, in CI, fail) a test whose outside program is missing.
+//! - [`webdriver`]: a small W3C WebDriver client (headless Chromium through
+//!   `chromedriver`) for the browser tests of the web pages.
 //! - `sqlite` (with feature `sqlite`): the write lock a writer's tests hold to shape a
 //!   group commit.
 //!
@@ -22,5 +25,7 @@ pub mod measure;
 pub mod openapi;
 pub mod proxy;
 pub mod scenario;
+pub mod services;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+pub mod webdriver;

@@ -69,13 +69,16 @@ impl openapi::WriteHeaderDocs for TillWriteHeaders {
 }
 
 /// The whole POS API.
-pub fn router(state: AppState) -> Router {
+/// `pages` are the store page (`crate::web::router()`, merged by the caller so that the API
+/// imports nothing of the pages that use it), served under the same layers.
+pub fn router(state: AppState, pages: Router<AppState>) -> Router {
     let routes = Router::new()
         .merge(products::router())
         .merge(inventory::router())
         .merge(allocations::router())
         .merge(status::router())
         .merge(outbox::router())
-        .merge(ops::router());
+        .merge(ops::router())
+        .merge(pages);
     with_service_layers(routes, &state.config.http, |routes| routes).with_state(state)
 }

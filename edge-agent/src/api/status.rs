@@ -22,14 +22,16 @@ pub fn router() -> Router<AppState> {
 /// The agent's link, outbox and sync position.
 #[utoipa::path(get, path = "/v1/status", tag = "status", responses((status = 200, body = AgentStatus)), security(()))]
 pub async fn status(State(state): State<AppState>, headers: HeaderMap) -> Json<AgentStatus> {
+    Json(current(&state, is_manager(&headers, &state)))
+}
+
+/// The agent's status now; why the link failed only for the manager (the store page shows
+/// the same).
+pub fn current(state: &AppState, manager: bool) -> AgentStatus {
     let link = state.link.get();
-    let breaker_reason = if is_manager(&headers, &state) {
-        link.breaker_reason.clone()
-    } else {
-        None
-    };
+    let breaker_reason = if manager { link.breaker_reason.clone() } else { None };
     let now = OffsetDateTime::now_utc();
-    Json(state.local.read(|view| {
+    state.local.read(|view| {
         let (outbox_depth, oldest) = view.outbox();
         AgentStatus {
             store_id: view.store_id,
@@ -46,5 +48,5 @@ pub async fn status(State(state): State<AppState>, headers: HeaderMap) -> Json<A
             last_sync_at: view.sync.last_sync_at,
             bootstrapped: view.sync.bootstrapped,
         }
-    }))
+    })
 }

@@ -72,6 +72,14 @@ impl FromRequestParts<AppState> for Principal {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let secret = bearer(parts.headers.get(AUTHORIZATION)).ok_or_else(|| ApiError::unauthorized(CREDENTIAL))?;
+        Principal::of_secret(state, secret).await
+    }
+}
+
+impl Principal {
+    /// Who holds `secret` (a bearer token, or the web session's), checked against the live
+    /// tokens on every call: a revoked token is refused at once.
+    pub async fn of_secret(state: &AppState, secret: &str) -> Result<Principal, ApiError> {
         let presented = digest(secret);
         if same_digest(&presented, &state.admin_digest) {
             return Ok(Principal::Admin);

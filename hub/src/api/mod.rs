@@ -72,7 +72,9 @@ pub struct Shared {
 /// The whole API.
 /// The hub's own layer is the sync protocol check: it stamps the protocol version on the
 /// 404/405 and timeout answers of the sync routes too.
-pub fn router(state: AppState) -> Router {
+/// `pages` are the back office's pages (`crate::web::router()`, merged by the caller so that the API
+/// imports nothing of the pages that use it), served under the same layers.
+pub fn router(state: AppState, pages: Router<AppState>) -> Router {
     let routes = Router::new()
         .merge(products::router())
         .merge(inventory::router())
@@ -81,7 +83,8 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::router())
         .merge(stores::router())
         .merge(sync::router())
-        .merge(ops::router());
+        .merge(ops::router())
+        .merge(pages);
     with_service_layers(routes, &state.config.http, |routes| {
         routes.layer(middleware::from_fn(sync::protocol))
     })

@@ -151,6 +151,12 @@ async fn store_exists(state: &AppState, id: StoreId) -> Result<bool, ApiError> {
     responses((status = 200, body = FleetResponse), (status = 403, description = "forbidden: needs the admin token"), (status = 503, description = "storage_unavailable")))]
 pub async fn fleet(State(state): State<AppState>, principal: Principal) -> Result<Json<FleetResponse>, ApiError> {
     principal.require_admin()?;
+    Ok(Json(fleet_view(&state).await?))
+}
+
+/// Every store's health as the fleet route answers it (the back office's fleet page
+/// shows the same).
+pub async fn fleet_view(state: &AppState) -> Result<FleetResponse, ApiError> {
     let head = state.log.bus().head();
     let now = time::OffsetDateTime::now_utc();
     let (stores, stats) = state.log.stores_with_stats().await?;
@@ -191,5 +197,5 @@ pub async fn fleet(State(state): State<AppState>, principal: Principal) -> Resul
             }
         })
         .collect();
-    Ok(Json(FleetResponse { head, stores }))
+    Ok(FleetResponse { head, stores })
 }

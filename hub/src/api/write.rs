@@ -101,6 +101,18 @@ impl FromRequestParts<AppState> for WriteContext {
 }
 
 impl WriteContext {
+    /// The context of a write the back office's pages make for `principal`, with the
+    /// idempotency key their form carried (a resent form is one write).
+    pub fn for_page(state: &AppState, principal: Principal, idempotency_key: Option<String>) -> Self {
+        Self {
+            principal,
+            if_match: None,
+            idempotency_key,
+            correlation_id: Uuid::now_v7(),
+            id_key: state.log.id_key().clone(),
+        }
+    }
+
     /// Builds the writer's request. `route` and `request` (the body, or the path's id
     /// with the body) identify the request for idempotency.
     pub fn command(

@@ -58,6 +58,11 @@ impl ReadModel {
         self.reads.run(move |conn| read_poison_events(conn, limit)).await
     }
 
+    /// The whole catalog (the back office's product search filters it by name).
+    pub async fn catalog(&self) -> Result<Vec<ProductView>, ReadError> {
+        self.reads.run(read_catalog).await
+    }
+
     fn snapshot<T, F>(&self, read: F) -> BoxFuture<'_, Result<AtPosition<T>, ReadError>>
     where
         T: Send + 'static,

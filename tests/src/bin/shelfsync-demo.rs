@@ -131,6 +131,10 @@ fn print_banner(args: &Args, binaries: &shelfsync_tests::bins::Binaries, store: 
     for (name, key) in keys {
         println!("  {name:<28} {key}");
     }
+    println!(
+        "In a browser: http://{}/ (the back office: sign in with the admin token) and http://{}/ (the store page: the manager key)",
+        args.hub, args.agent
+    );
     println!("Operator commands that work against this demo (from this directory):");
     println!(
         "  SHELFSYNC_HUB_DATA_DIR={} {hub_bin} store list --hub-url http://{}",
