@@ -278,8 +278,8 @@ impl Cluster {
         }
         let started = Instant::now();
         let result = checker::check(
-            &self.hub_url(),
-            &self.hub.events_file(),
+            &[self.hub_url()],
+            &checker::LogSource::File(self.hub.events_file()),
             &self.agent_refs(),
             tills,
             web,
