@@ -15,7 +15,7 @@
 //! to run it, and fails instead under `SHELFSYNC_REQUIRE_SERVICES=1` (as in CI).
 
 use crate::checker::{self, AgentRef, Expect, LogSource, Report};
-use crate::cluster::{demo_products, demo_stores};
+use crate::cluster::{self, demo_products, demo_stores, failed_check, keep_if_failed};
 use crate::haproxy::{self, Haproxy};
 use crate::process::{AgentProcess, Endpoint, HubProcess};
 use crate::workload::{http_client, Till, TillLog, WebLog, WebShop, Workload};
@@ -33,8 +33,6 @@ pub struct HaStore {
     pub name: String,
     /// The store.
     pub id: StoreId,
-    /// Its store token (the agent's, also used by the test's own push probe).
-    pub token: String,
     /// The agent.
     pub agent: AgentProcess,
 }
@@ -69,7 +67,8 @@ fn skip(message: &str) {
 impl HaCluster {
     /// Three hubs on a fresh database behind HAProxy, the demo data seeded and every hub
     /// at the same head; `None` (after a message) when `haproxy` or PostgreSQL is missing.
-    pub async fn start(scenario: &str, seed: u64) -> Option<HaCluster> {
+    /// `hub_env` adds `SHELFSYNC_HUB_*` settings to every hub.
+    pub async fn start(scenario: &str, seed: u64, hub_env: &[(&str, &str)]) -> Option<HaCluster> {
         eprintln!(
             "[e2e] scenario {scenario}: seed {seed} (replay: SHELFSYNC_SEED={seed} cargo test -p shelfsync-tests --test haproxy_cluster)"
         );
@@ -83,10 +82,11 @@ impl HaCluster {
             .tempdir()
             .expect("temp dir");
         let root_path = root.path().to_path_buf();
-        let env = [
+        let mut env = vec![
             ("SHELFSYNC_HUB_STORAGE", "postgres"),
             ("SHELFSYNC_HUB_POSTGRES__DATABASE_URL", db.url.as_str()),
         ];
+        env.extend_from_slice(hub_env);
         let mut hubs: Vec<HubProcess> = (1..=3)
             .map(|n| HubProcess::named(&root_path, &format!("hub{n}"), n == 1, &env))
             .collect();
@@ -168,39 +168,28 @@ impl HaCluster {
         (1..=self.hubs.len()).contains(&n).then(|| n - 1)
     }
 
+    /// Demo store `index` (0..3) and its store token (written by the first hub).
+    pub fn demo_store(&self, index: usize) -> (StoreId, String) {
+        let id = demo_stores()[index];
+        (id, self.hubs[0].store_token(id))
+    }
+
     /// Starts the agent of demo store `index` (0..3) with its demo token, reaching the
     /// hubs through HAProxy.
     pub async fn add_demo_store(&mut self, index: usize) {
-        let id = demo_stores()[index];
-        let token = self.hubs[0].store_token(id);
+        let (id, token) = self.demo_store(index);
         let mut agent = AgentProcess::new(&self.root_path, NAMES[index], id, &self.front_url(), &token, &[]);
         agent.process.start().await;
         self.stores.push(HaStore {
             name: NAMES[index].into(),
             id,
-            token,
             agent,
         });
     }
 
     /// Waits (bounded) until every agent took its snapshot.
     pub async fn wait_bootstrapped(&self, within: Duration) {
-        let deadline = Instant::now() + within;
-        for store in &self.stores {
-            loop {
-                let status = checker::agent_status(&self.http, &store.agent.process.url()).await;
-                if status.as_ref().is_ok_and(|s| s.bootstrapped) {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{} did not bootstrap within {within:?}: {status:?}\n{}",
-                    store.name,
-                    self.logs()
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        cluster::wait_bootstrapped(&self.http, &self.agent_refs(), within, || self.logs()).await;
     }
 
     /// Till number `n` at store `index`, seeded from the scenario's seed.
@@ -285,12 +274,7 @@ impl HaCluster {
                 );
                 report
             }
-            Err(problems) => panic!(
-                "scenario {} (seed {}) failed its check:\n{problems}\n\n{}",
-                self.scenario,
-                self.seed,
-                self.logs()
-            ),
+            Err(problems) => failed_check(&self.scenario, self.seed, &problems, &self.logs()),
         }
     }
 
@@ -331,16 +315,6 @@ impl Drop for HaCluster {
         for hub in &mut self.hubs {
             hub.process.kill9();
         }
-        let keep = std::thread::panicking() || std::env::var_os("SHELFSYNC_E2E_KEEP").is_some();
-        if keep {
-            if let Some(root) = self.root.take() {
-                eprintln!(
-                    "[e2e] scenario {} (seed {}): data and logs kept in {}",
-                    self.scenario,
-                    self.seed,
-                    root.keep().display()
-                );
-            }
-        }
+        keep_if_failed(&mut self.root, &self.scenario, self.seed);
     }
 }

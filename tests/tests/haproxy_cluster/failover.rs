@@ -171,33 +171,60 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Opens the push probe, SIGKILLs the hub it landed on, and measures for [`WINDOW`].
-pub async fn kill_one_and_measure(cluster: &mut HaCluster) -> Failover {
-    let store = &cluster.stores[0];
-    let mut probe = PushProbe {
-        agent: Agent {
-            url: cluster.front_url(),
-            client: reqwest::Client::new(),
-            store: store.id,
-            token: store.token.clone(),
-        },
-        last_id: 0,
-        arrived: Arc::default(),
-        moved_to: Arc::default(),
-    };
+/// The push probe of the first demo store, from the first hub's head (not opened).
+async fn push_probe(cluster: &HaCluster) -> PushProbe {
+    let (store, token) = cluster.demo_store(0);
     let (head, _) = shelfsync_tests::checker::hub_positions(&cluster.http, &cluster.hub_urls()[0])
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    probe.last_id = head;
+    PushProbe {
+        agent: Agent {
+            url: cluster.front_url(),
+            client: reqwest::Client::new(),
+            store,
+            token,
+        },
+        last_id: head,
+        arrived: Arc::default(),
+        moved_to: Arc::default(),
+    }
+}
+
+/// Opens the first demo store's push stream through HAProxy and reads it until
+/// `caught-up`; returns it and the name of the hub HAProxy put it on.
+async fn open(probe: &PushProbe) -> (SseClient, String) {
     let (mut stream, on) = probe
         .open()
         .await
         .unwrap_or_else(|e| panic!("open the push probe: {e}"));
     stream.until_caught_up(Duration::from_secs(10)).await;
+    (stream, on)
+}
+
+/// [`open`] on a new probe.
+pub async fn open_push_probe(cluster: &HaCluster) -> (SseClient, String) {
+    open(&push_probe(cluster).await).await
+}
+
+/// One delivery to the first demo store through HAProxy; its position.
+pub async fn write_once(cluster: &HaCluster) -> u64 {
+    let (product, store) = (demo_products()[0], cluster.demo_store(0).0);
+    let body = json!({"product_id": product, "store_id": store, "quantity": 1});
+    let url = format!("{}/v1/inventory/stock", cluster.front_url());
+    match post_json(&cluster.http, &url, ADMIN_TOKEN, &body).await {
+        Ok((201, answer)) => answer["position"].as_u64().expect("a position"),
+        other => panic!("a delivery through HAProxy: {other:?}"),
+    }
+}
+
+/// Opens the push probe, SIGKILLs the hub it landed on, and measures for [`WINDOW`].
+pub async fn kill_one_and_measure(cluster: &mut HaCluster) -> Failover {
+    let probe = push_probe(cluster).await;
+    let (stream, on) = open(&probe).await;
     let victim = cluster
         .hub_index(&on)
         .unwrap_or_else(|| panic!("HAProxy names the hub it chose ({SERVED_BY}: {on:?})"));
-    let (product, store_id) = (demo_products()[0], store.id);
+    let (product, store_id) = (demo_products()[0], probe.agent.store);
     let (arrived, moved_to) = (probe.arrived.clone(), probe.moved_to.clone());
 
     cluster.kill_hub(victim);

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_hub_of_three_killed_behind_haproxy_loses_no_acknowledged_write() {
-    let Some(mut cluster) = HaCluster::start("one_hub_of_three_killed_behind_haproxy", seed()).await else {
+    let Some(mut cluster) = HaCluster::start("one_hub_of_three_killed_behind_haproxy", seed(), &[]).await else {
         return;
     };
     for index in 0..3 {
@@ -51,7 +51,12 @@ async fn one_hub_of_three_killed_behind_haproxy_loses_no_acknowledged_write() {
     // When the hub carrying a push stream is SIGKILLed in the middle
     let failover = failover::kill_one_and_measure(&mut cluster).await;
     eprintln!("{}", failover.report());
-    // Then HAProxy takes it out, and reads, writes and push work again through it
+    // Then no read failed (a refused connection, or a GET the dead hub never answered, is
+    // retried on another hub) and at most the one write in flight at the kill did (the
+    // proxy never re-sends a write: its client does)
+    assert_eq!(failover.reads.failed, 0, "{}", failover.report());
+    assert!(failover.writes.failed <= 1, "{}", failover.report());
+    // and HAProxy takes the hub out, and reads, writes and push work again through it
     let marked_down = failover.marked_down.expect("HAProxy marks the killed hub DOWN");
     assert!(marked_down < Duration::from_secs(5), "{}", failover.report());
     assert!(failover.reads.working_again() < 5.0, "{}", failover.report());
@@ -87,4 +92,38 @@ async fn one_hub_of_three_killed_behind_haproxy_loses_no_acknowledged_write() {
     web_logs.push(failover.acked);
     let report = cluster.check(&till_logs, &web_logs, Expect::default()).await;
     assert!(report.head > 0);
+}
+
+/// A push stream through HAProxy outlives the hub's keep-alive period (15 s by default):
+/// HAProxy's inactivity timeouts for it (`timeout client`/`timeout server`) must be longer,
+/// or every idle stream would be cut and re-opened. The hubs here run with the default
+/// keep-alive (the harness's 1 s would hide a too-short timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_push_stream_through_haproxy_stays_open_past_the_keep_alive_period() {
+    let Some(cluster) = HaCluster::start(
+        "an_idle_push_stream_through_haproxy_stays_open",
+        seed(),
+        &[("SHELFSYNC_HUB_SYNC__KEEP_ALIVE_SECS", "15")],
+    )
+    .await
+    else {
+        return;
+    };
+    let keep_alive = Duration::from_secs(15);
+    let (mut stream, on) = failover::open_push_probe(&cluster).await;
+    // Idle for longer than one keep-alive period: nothing may end the stream
+    let idle = keep_alive + Duration::from_secs(5);
+    let quiet = tokio::time::timeout(idle, stream.next(idle + Duration::from_secs(1))).await;
+    assert!(
+        quiet.is_err(),
+        "the stream on {on} ended or carried an event while idle: {quiet:?}\n{}",
+        cluster.haproxy.log_tail(20)
+    );
+    // and it still carries a write made now
+    let position = failover::write_once(&cluster).await;
+    let pushed = stream.next(Duration::from_secs(10)).await;
+    assert!(
+        pushed.as_ref().is_some_and(|p| p.id() == position),
+        "the stream still delivers: {pushed:?}"
+    );
 }
