@@ -177,22 +177,7 @@ impl Cluster {
 
     /// Waits (bounded) until every agent took its snapshot and follows the hub.
     pub async fn wait_bootstrapped(&self, within: Duration) {
-        let deadline = Instant::now() + within;
-        for store in &self.stores {
-            loop {
-                let status = checker::agent_status(&self.http, &store.agent.process.url()).await;
-                if status.as_ref().is_ok_and(|s| s.bootstrapped) {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{} did not bootstrap within {within:?}: {status:?}\n{}",
-                    store.name,
-                    self.logs()
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        wait_bootstrapped(&self.http, &self.agent_refs(), within, || self.logs()).await;
     }
 
     /// Till number `n` at store `index`, seeded from the scenario's seed.
@@ -278,8 +263,8 @@ impl Cluster {
         }
         let started = Instant::now();
         let result = checker::check(
-            &self.hub_url(),
-            &self.hub.events_file(),
+            &[self.hub_url()],
+            &checker::LogSource::File(self.hub.events_file()),
             &self.agent_refs(),
             tills,
             web,
@@ -304,12 +289,7 @@ impl Cluster {
                 );
                 report
             }
-            Err(problems) => panic!(
-                "scenario {} (seed {}) failed its check:\n{problems}\n\n{}",
-                self.scenario,
-                self.seed,
-                self.logs()
-            ),
+            Err(problems) => failed_check(&self.scenario, self.seed, &problems, &self.logs()),
         }
     }
 
@@ -373,23 +353,55 @@ impl Drop for Cluster {
             store.agent.process.kill9();
         }
         self.hub.process.kill9();
-        let keep = std::thread::panicking() || std::env::var_os("SHELFSYNC_E2E_KEEP").is_some();
-        if keep {
-            if let Some(root) = self.root.take() {
-                let path = root.keep();
-                eprintln!(
-                    "[e2e] scenario {} (seed {}): data and logs kept in {}",
-                    self.scenario,
-                    self.seed,
-                    path.display()
-                );
-            }
-        }
+        keep_if_failed(&mut self.root, &self.scenario, self.seed);
         if std::thread::panicking() {
             eprintln!(
                 "[e2e] scenario {} FAILED with seed {}: replay with SHELFSYNC_SEED={} cargo test -p shelfsync-tests --test faults {}",
                 self.scenario, self.seed, self.seed, self.scenario
             );
+        }
+    }
+}
+
+/// Panics with a failed check's problems, the seed and the processes' log tails.
+pub fn failed_check(scenario: &str, seed: u64, problems: &str, logs: &str) -> ! {
+    panic!("scenario {scenario} (seed {seed}) failed its check:\n{problems}\n\n{logs}")
+}
+
+/// Keeps a scenario's temporary directory (data files and full logs) and prints its path
+/// when the test is failing or `SHELFSYNC_E2E_KEEP` is set; else it is removed on drop.
+pub fn keep_if_failed(root: &mut Option<tempfile::TempDir>, scenario: &str, seed: u64) {
+    let keep = std::thread::panicking() || std::env::var_os("SHELFSYNC_E2E_KEEP").is_some();
+    if let Some(root) = root.take_if(|_| keep) {
+        eprintln!(
+            "[e2e] scenario {scenario} (seed {seed}): data and logs kept in {}",
+            root.keep().display()
+        );
+    }
+}
+
+/// Waits (bounded) until every one of `agents` took its snapshot; panics with `logs()`
+/// otherwise.
+pub async fn wait_bootstrapped(
+    http: &reqwest::Client,
+    agents: &[AgentRef],
+    within: Duration,
+    logs: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + within;
+    for agent in agents {
+        loop {
+            let status = checker::agent_status(http, &agent.url).await;
+            if status.as_ref().is_ok_and(|s| s.bootstrapped) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not bootstrap within {within:?}: {status:?}\n{}",
+                agent.name,
+                logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }

@@ -282,6 +282,24 @@ impl Process {
         );
     }
 
+    /// From the next start on, listen on the port of the current (or last) start instead
+    /// of a new one (`127.0.0.1:0` in the arguments and settings becomes that address):
+    /// for a process whose address is written in another process's configuration (a
+    /// load balancer's server list).
+    pub fn keep_port(&mut self) {
+        let (any, kept) = ("127.0.0.1:0", self.addr().to_string());
+        for value in self
+            .spec
+            .args
+            .iter_mut()
+            .chain(self.spec.env.iter_mut().map(|(_, v)| v))
+        {
+            if value == any {
+                value.clone_from(&kept);
+            }
+        }
+    }
+
     /// SIGKILL (when running), then start again on the same data directory.
     pub async fn restart(&mut self) {
         self.kill9();
@@ -343,11 +361,29 @@ pub struct HubProcess {
 }
 
 impl HubProcess {
-    /// A hub on `<root>/hub` (not started). `env` adds `SHELFSYNC_HUB_*` settings, e.g.
-    /// `("SHELFSYNC_HUB_SYNC__PUSH_BUFFER_EVENTS", "4")`.
+    /// A hub on `<root>/hub` (not started) with the demo data. `env` adds
+    /// `SHELFSYNC_HUB_*` settings, e.g. `("SHELFSYNC_HUB_SYNC__PUSH_BUFFER_EVENTS", "4")`.
     pub fn new(root: &Path, env: &[(&str, &str)]) -> Self {
-        let data_dir = root.join("hub");
+        Self::named(root, "hub", true, env)
+    }
+
+    /// A hub named `name` on `<root>/<name>` (not started): `shelfsync-hub demo` when
+    /// `demo` (it seeds an empty log and writes the demo stores' tokens into its data
+    /// directory), else `shelfsync-hub` serving whatever its storage holds (several hubs
+    /// on one PostgreSQL database: one seeds, the others serve).
+    pub fn named(root: &Path, name: &str, demo: bool, env: &[(&str, &str)]) -> Self {
+        let data_dir = root.join(name);
+        let data_dir_text = data_dir.to_string_lossy().into_owned();
+        let args = if demo {
+            ["demo", "--data-dir", &data_dir_text, "--listen", "127.0.0.1:0"]
+                .map(String::from)
+                .to_vec()
+        } else {
+            Vec::new()
+        };
         let mut vars = vec![
+            ("SHELFSYNC_HUB_DATA_DIR".to_owned(), data_dir_text.clone()),
+            ("SHELFSYNC_HUB_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
             ("SHELFSYNC_HUB_ADMIN_TOKEN".to_owned(), ADMIN_TOKEN.to_owned()),
             ("SHELFSYNC_HUB_LOG".to_owned(), "info".to_owned()),
             // Keep-alives every second, so that agents notice a dead stream within seconds.
@@ -361,19 +397,13 @@ impl HubProcess {
         vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let spec = Spec {
             program: crate::bins::binaries().hub.clone(),
-            args: vec![
-                "demo".into(),
-                "--data-dir".into(),
-                data_dir.to_string_lossy().into_owned(),
-                "--listen".into(),
-                "127.0.0.1:0".into(),
-            ],
+            args,
             env: vars,
             scrub: "SHELFSYNC_HUB_",
             announce: "shelfsync hub listening on ",
         };
         Self {
-            process: Process::new("hub", root, spec),
+            process: Process::new(name, root, spec),
             data_dir,
         }
     }

@@ -3,7 +3,7 @@
 //! Writes go through one dedicated thread ([`writer`]) that owns the only write
 //! connection and group-commits: whatever requests are queued share one transaction and
 //! one fsync. Reads use a pool of read-only connections (`reader`, private: callers read
-//! through [`EventStore`]'s methods, and offline tools through [`LogFile`], so no handler
+//! through [`EventStore`]'s methods, and offline tools through [`LogFile`] (or [`PgLog`]), so no handler
 //! names a SQL function). After each commit the writer publishes the new events on the
 //! [`crate::bus::EventBus`]; nothing is published that is not on disk.
 
@@ -38,7 +38,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use feed::{EventFeed, Page};
-pub use pg::{migrate as migrate_postgres, PgSettings};
+pub use pg::{migrate as migrate_postgres, PgLog, PgSettings};
 pub use reader::{ReadPool, StoreStats, TokenRecord, VisiblePage};
 
 /// The write side's state of one stream.

@@ -23,7 +23,9 @@
 //!    uploads as the log and the agent do, and its last heartbeat shows it caught up.
 //!
 //! The log is read straight from the hub's SQLite file through the hub's own read-only
-//! pool (WAL: the running hub is not disturbed).
+//! pool (WAL: the running hub is not disturbed), or, for several hubs sharing one
+//! PostgreSQL database, from that database with the hubs' own reads (`log.rs`). With
+//! several hubs, checks 1, 4 and 6 are made on every hub.
 
 use crate::process::{ADMIN_TOKEN, MANAGER_KEY, TERMINAL_KEY};
 use crate::workload::{http_client, TillLog, WebLog};
@@ -34,10 +36,8 @@ use shelfsync_common::wire::api::{AllocationView, StockLevel};
 use shelfsync_common::wire::edge::{AgentStatus, LocalStockLevel};
 use shelfsync_common::wire::sync::FleetResponse;
 use shelfsync_common::{EventEnvelope, EventId, EventPayload, Origin, ProductId, StoreId, StreamId};
-use shelfsync_hub::store::LogFile;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// An agent as the checker sees it.
@@ -167,22 +167,38 @@ pub async fn wait_quiescent(
     agents: &[AgentRef],
     within: Duration,
 ) -> Result<(u64, Vec<(String, AgentStatus)>), String> {
+    wait_quiescent_on(http, &[hub_url.to_owned()], agents, within).await
+}
+
+/// [`wait_quiescent`] for several hubs on one log: every hub has the same head and its
+/// read model at it.
+pub async fn wait_quiescent_on(
+    http: &reqwest::Client,
+    hub_urls: &[String],
+    agents: &[AgentRef],
+    within: Duration,
+) -> Result<(u64, Vec<(String, AgentStatus)>), String> {
     let deadline = Instant::now() + within;
     let mut last_head = None;
     let mut last_seen;
     loop {
         let look = async {
-            let (head, projected) = hub_positions(http, hub_url).await?;
+            let mut positions = Vec::new();
+            for hub_url in hub_urls {
+                positions.push(hub_positions(http, hub_url).await?);
+            }
+            let (head, projected) = positions.iter().copied().min().unwrap_or_default();
+            let hubs_agree = positions.iter().all(|&(h, p)| h == head && p == head);
             let mut statuses = Vec::new();
             for agent in agents {
                 statuses.push((agent.name.clone(), agent_status(http, &agent.url).await?));
             }
-            Ok::<_, String>((head, projected, statuses))
+            Ok::<_, String>((head, projected, hubs_agree, statuses))
         }
         .await;
         match look {
-            Ok((head, projected, statuses)) => {
-                let settled = projected == head
+            Ok((head, projected, hubs_agree, statuses)) => {
+                let settled = hubs_agree
                     && statuses
                         .iter()
                         .all(|(_, s)| s.outbox_depth == 0 && s.cursor == head && s.hub_head == head);
@@ -190,7 +206,7 @@ pub async fn wait_quiescent(
                     return Ok((head, statuses));
                 }
                 last_head = settled.then_some(head);
-                last_seen = format!("hub head {head} projected {projected}");
+                last_seen = format!("hub head {head} projected {projected} (all hubs agree: {hubs_agree})");
                 for (name, s) in &statuses {
                     let _ = write!(
                         last_seen,
@@ -214,25 +230,6 @@ pub async fn wait_quiescent(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// The whole log, read from the hub's file (read-only, on a blocking thread).
-pub async fn read_log(events_file: &Path) -> Vec<EventEnvelope> {
-    let path = events_file.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let log = LogFile::open(&path).expect("opening the hub's event log");
-        let mut events: Vec<EventEnvelope> = Vec::new();
-        loop {
-            let after = events.last().map_or(0, |e| e.position);
-            let page = log.events_after(after, 1000).expect("reading the hub's event log");
-            if page.is_empty() {
-                return events;
-            }
-            events.extend(page);
-        }
-    })
-    .await
-    .expect("the log reader")
 }
 
 /// Positions `1..=head`, unique event ids, contiguous stream versions.
@@ -674,10 +671,12 @@ pub fn web_problems(log: &[EventEnvelope], web: &[WebLog]) -> Vec<String> {
     problems
 }
 
-/// Runs every check; `Err` with every problem found.
+/// Runs every check; `Err` with every problem found. With several hubs on one log
+/// (`hub_urls`), each hub's read model and fleet view are checked against the log and the
+/// agents; the log is read from `log`.
 pub async fn check(
-    hub_url: &str,
-    events_file: &Path,
+    hub_urls: &[String],
+    log: &LogSource,
     agents: &[AgentRef],
     tills: &[TillLog],
     web: &[WebLog],
@@ -698,9 +697,9 @@ pub async fn check(
         }
     }
     let started = Instant::now();
-    let (head, statuses) = wait_quiescent(&http, hub_url, agents, expect.quiesce_within).await?;
+    let (head, statuses) = wait_quiescent_on(&http, hub_urls, agents, expect.quiesce_within).await?;
     let quiesced_in = started.elapsed();
-    let log = read_log(events_file).await;
+    let log = log.read().await;
     let mut problems = Vec::new();
     if log.last().map_or(0, |e| e.position) != head {
         problems.push(format!(
@@ -716,8 +715,21 @@ pub async fn check(
     }
     let (oversell, oversells) = oversell_problems(&log);
     problems.extend(oversell);
-    problems.extend(convergence_problems(&http, hub_url, agents, &log, head).await);
-    problems.extend(fleet_problems(&http, hub_url, agents, &statuses, &log, head).await);
+    for hub_url in hub_urls {
+        let on = |problem: String| format!("{hub_url}: {problem}");
+        problems.extend(
+            convergence_problems(&http, hub_url, agents, &log, head)
+                .await
+                .into_iter()
+                .map(on),
+        );
+        problems.extend(
+            fleet_problems(&http, hub_url, agents, &statuses, &log, head)
+                .await
+                .into_iter()
+                .map(on),
+        );
+    }
     let mut listed = Vec::new();
     for (agent, (_, status)) in agents.iter().zip(&statuses) {
         if status.quarantined > 0 {
@@ -731,12 +743,14 @@ pub async fn check(
             listed.push((agent.name.clone(), list));
         }
     }
-    // The hub's position may not have moved while we looked.
-    let (head_after, _) = hub_positions(&http, hub_url).await?;
-    if head_after != head {
-        problems.push(format!(
-            "the hub's head moved from {head} to {head_after} during the check"
-        ));
+    // The hubs' position may not have moved while we looked.
+    for hub_url in hub_urls {
+        let (head_after, _) = hub_positions(&http, hub_url).await?;
+        if head_after != head {
+            problems.push(format!(
+                "{hub_url}: the hub's head moved from {head} to {head_after} during the check"
+            ));
+        }
     }
     if problems.is_empty() {
         Ok(Report {
@@ -752,5 +766,8 @@ pub async fn check(
     }
 }
 
+mod log;
 #[cfg(test)]
 mod tests;
+
+pub use log::{read_log, LogSource};

@@ -18,11 +18,13 @@
 mod batches;
 pub(super) mod cluster;
 mod follower;
+mod offline;
 pub(super) mod reads;
 mod rows;
 
 pub(in crate::store) use batches::PgBatches;
 pub use follower::Follower;
+pub use offline::PgLog;
 pub use reads::PgReads;
 
 use super::writer::{Heads, Started, SETTINGS};
