@@ -272,26 +272,12 @@ impl<L: BatchLogic> Thread<L> {
                         return;
                     }
                     Op::Write(write) => {
-                        let mut writes = vec![Queued {
+                        let first = Queued {
                             write,
                             queued_at: job.queued_at,
                             gate: job.gate,
-                        }];
-                        while writes.len() < self.settings.max_batch {
-                            match queue.try_recv() {
-                                Ok(Job {
-                                    op: Op::Write(write),
-                                    queued_at,
-                                    gate,
-                                }) => writes.push(Queued { write, queued_at, gate }),
-                                Ok(barrier) => {
-                                    next = Some(barrier);
-                                    break;
-                                }
-                                Err(_) => break,
-                            }
-                        }
-                        self.commit(writes);
+                        };
+                        next = self.commit(first, &mut queue);
                     }
                 }
             }
@@ -306,51 +292,154 @@ impl<L: BatchLogic> Thread<L> {
         self.conn.maintain().map_err(|e| L::storage_error(&e))
     }
 
-    fn commit(&mut self, queued: Vec<Queued<L::Write>>) {
-        let metrics = self.settings.metrics;
+    /// Runs one batch: takes the transaction (and with it the database's write lock) for
+    /// `first`, *then* drains what else is queued into the same batch, so that what
+    /// arrived while the lock was awaited (another process's commit, on a shared
+    /// database) commits with it. Returns the barrier that ended the drain, if any.
+    fn commit(&mut self, first: Queued<L::Write>, queue: &mut mpsc::Receiver<Job<L>>) -> Option<Job<L>> {
         let started = Instant::now();
-        // A write whose request already answered "timed out" must not be written.
-        let writes: Vec<L::Write> = queued
-            .into_iter()
-            .filter_map(|job| {
-                metrics::histogram!(metrics.queue_seconds).record(job.queued_at.elapsed().as_secs_f64());
-                if job.gate.as_ref().is_none_or(WriteGate::claim) {
-                    Some(job.write)
-                } else {
-                    metrics::counter!(metrics.abandoned).increment(1);
-                    None
-                }
-            })
-            .collect();
-        let size = writes.len();
-        if size == 0 {
-            return;
-        }
-        let mut answers = Vec::with_capacity(size);
-        let mut writes = writes.into_iter();
-        let logic = &mut self.logic;
-        let result = (|| -> Result<L::Changes, DbError<L>> {
-            let mut tx = self.conn.begin()?;
-            let changes = logic.run_batch(&mut tx, &mut writes, &mut answers)?;
-            L::Db::commit(tx)?;
-            Ok(changes)
-        })();
-        match result {
-            Ok(changes) => {
+        let metrics = self.settings.metrics;
+        let batch = run_locked(
+            &mut self.conn,
+            &mut self.logic,
+            self.settings.max_batch,
+            first,
+            queue,
+            metrics,
+        );
+        match batch.outcome {
+            Outcome::NotBegun(write, error) => {
+                tracing::error!(%error, writer = self.settings.thread_name, "could not start a write batch");
+                self.conn.failed();
+                L::fail(write, &L::storage_error(&error));
+            }
+            Outcome::Empty => {}
+            Outcome::Committed { changes, answers, size } => {
                 self.logic.committed(changes);
                 metrics::histogram!(metrics.batch_writes).record(size as f64);
                 metrics::histogram!(metrics.commit_seconds).record(started.elapsed().as_secs_f64());
                 answers.into_iter().for_each(Deferred::send);
             }
-            Err(error) => {
+            Outcome::RolledBack {
+                error,
+                answers,
+                unrun,
+                size,
+            } => {
                 tracing::error!(%error, writes = size, writer = self.settings.thread_name, "write batch rolled back");
                 self.conn.failed();
                 let error = L::storage_error(&error);
                 answers.into_iter().for_each(|answer| answer.fail(&error));
-                writes.for_each(|write| L::fail(write, &error));
+                unrun.into_iter().for_each(|write| L::fail(write, &error));
             }
         }
+        batch.barrier
     }
+}
+
+/// What became of one batch.
+enum Outcome<L: BatchLogic> {
+    /// The transaction did not start: the first write was not run.
+    NotBegun(L::Write, DbError<L>),
+    /// The write taken up had already been answered "timed out": nothing ran.
+    Empty,
+    /// Committed: `answers` are owed.
+    Committed {
+        changes: L::Changes,
+        answers: Vec<Deferred<L::Error>>,
+        size: usize,
+    },
+    /// Rolled back: every answer, and every write not run, fails.
+    RolledBack {
+        error: DbError<L>,
+        answers: Vec<Deferred<L::Error>>,
+        unrun: Vec<L::Write>,
+        size: usize,
+    },
+}
+
+/// A batch's outcome and the barrier that ended its drain.
+struct Ran<L: BatchLogic> {
+    outcome: Outcome<L>,
+    barrier: Option<Job<L>>,
+}
+
+/// The batch inside its transaction (a function of its own, so the transaction's borrow of
+/// the connection ends before the outcome is handled).
+fn run_locked<L: BatchLogic>(
+    conn: &mut L::Db,
+    logic: &mut L,
+    max_batch: usize,
+    first: Queued<L::Write>,
+    queue: &mut mpsc::Receiver<Job<L>>,
+    metrics: WriterMetrics,
+) -> Ran<L> {
+    // A write whose request already answered "timed out" must not be written; one taken
+    // up is claimed at once, so that its request waits for it (the lock may take long).
+    let taken_up = |job: Queued<L::Write>| -> Option<L::Write> {
+        metrics::histogram!(metrics.queue_seconds).record(job.queued_at.elapsed().as_secs_f64());
+        if job.gate.as_ref().is_none_or(WriteGate::claim) {
+            Some(job.write)
+        } else {
+            metrics::counter!(metrics.abandoned).increment(1);
+            None
+        }
+    };
+    let Some(first) = taken_up(first) else {
+        return Ran {
+            outcome: Outcome::Empty,
+            barrier: None,
+        };
+    };
+    let mut tx = match conn.begin() {
+        Ok(tx) => tx,
+        Err(error) => {
+            return Ran {
+                outcome: Outcome::NotBegun(first, error),
+                barrier: None,
+            }
+        }
+    };
+    let mut queued = Vec::new();
+    let mut barrier = None;
+    while queued.len() + 1 < max_batch {
+        match queue.try_recv() {
+            Ok(Job {
+                op: Op::Write(write),
+                queued_at,
+                gate,
+            }) => queued.push(Queued { write, queued_at, gate }),
+            Ok(job) => {
+                barrier = Some(job);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    let writes: Vec<L::Write> = std::iter::once(first)
+        .chain(queued.into_iter().filter_map(taken_up))
+        .collect();
+    let size = writes.len();
+    let mut answers = Vec::with_capacity(size);
+    let mut writes = writes.into_iter();
+    let outcome = match logic.run_batch(&mut tx, &mut writes, &mut answers) {
+        Ok(changes) => match L::Db::commit(tx) {
+            Ok(()) => Outcome::Committed { changes, answers, size },
+            Err(error) => Outcome::RolledBack {
+                error,
+                answers,
+                unrun: writes.collect(),
+                size,
+            },
+        },
+        Err(error) => Outcome::RolledBack {
+            error,
+            answers,
+            unrun: writes.collect(),
+            size,
+        },
+    };
+    Ran { outcome, barrier }
 }
 
 #[cfg(test)]

@@ -48,7 +48,8 @@ impl PgBatches {
         }
     }
 
-    /// Takes the write lock and brings the heads up to what the database holds.
+    /// Brings the heads up to what the database holds, under the write lock (taken when the
+    /// transaction began: `PgDb::begin`).
     fn lock_and_refresh(&mut self, tx: &mut Transaction<'_>) -> Result<(), ReadError> {
         let row = tx.query_one("SELECT head, stores FROM log_head FOR UPDATE", &[])?;
         let (head, stores) = (row.int(0)? as u64, row.int(1)? as usize);

@@ -190,8 +190,13 @@ impl shelfsync_common::sqlite::group_commit::Database for PgDb {
     type Tx<'t> = postgres::Transaction<'t>;
     type Error = ReadError;
 
+    /// Starts the batch's transaction and takes the cluster's write lock (the `log_head`
+    /// row) before the writer drains its queue: what arrives while another hub commits
+    /// joins this batch rather than waiting for the next one.
     fn begin(&mut self) -> Result<postgres::Transaction<'_>, ReadError> {
-        Ok(self.client()?.transaction()?)
+        let mut tx = self.client()?.transaction()?;
+        tx.execute("SELECT 1 FROM log_head FOR UPDATE", &[])?;
+        Ok(tx)
     }
 
     fn commit(tx: postgres::Transaction<'_>) -> Result<(), ReadError> {
