@@ -11,6 +11,7 @@
 // (clippy.toml allows it in tests).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod analytics;
 pub mod api;
 pub mod bus;
 pub mod cli;

@@ -5,6 +5,7 @@
 //! ([`problem`]) and the fingerprint that tells a retried write from another one
 //! ([`fingerprint`]). Pure data and validation, no I/O.
 
+pub mod analytics;
 pub mod api;
 pub mod edge;
 pub mod fingerprint;

@@ -64,6 +64,7 @@ mod tests;
 mod touch_log;
 
 pub use projector::{apply_batch, apply_skipping_poison, spawn, Applied, ProjectionHandle};
+pub(crate) use projector::{project_catalog, StreamWork};
 pub use queries::*;
 pub use rebuild::rebuild;
 pub use service::*;

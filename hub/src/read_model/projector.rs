@@ -433,7 +433,11 @@ pub fn apply_batch(conn: &mut Connection, events: &[EventEnvelope]) -> Result<Ap
     })
 }
 
-fn project_catalog(conn: &Connection, event: &EventEnvelope, touched: &mut HashSet<ViewKey>) -> Result<(), ReadError> {
+pub(crate) fn project_catalog(
+    conn: &Connection,
+    event: &EventEnvelope,
+    touched: &mut HashSet<ViewKey>,
+) -> Result<(), ReadError> {
     let product = match &event.payload {
         EventPayload::ProductRegistered(product) | EventPayload::ProductUpdated(product) => product,
         other => {
@@ -472,16 +476,17 @@ fn project_catalog(conn: &Connection, event: &EventEnvelope, touched: &mut HashS
 }
 
 /// One inventory stream while a batch is applied: its state as loaded, folded with
-/// [`inventory::apply`], then written back as the difference.
-struct StreamWork {
-    state: InventoryState,
+/// [`inventory::apply`], then written back as the difference. The analytics worker keeps
+/// the same tables in its own file and folds them with this too.
+pub(crate) struct StreamWork {
+    pub(crate) state: InventoryState,
     loaded: BTreeMap<ReservationId, Reservation>,
     origins: HashMap<ReservationId, Option<StoreId>>,
     position: u64,
 }
 
 impl StreamWork {
-    fn load(conn: &Connection, product: ProductId, store: StoreId) -> Result<Self, ReadError> {
+    pub(crate) fn load(conn: &Connection, product: ProductId, store: StoreId) -> Result<Self, ReadError> {
         let keys = params![&product.as_bytes()[..], &store.as_bytes()[..]];
         let row: Option<(i64, i64, i64)> = conn
             .prepare_cached("SELECT on_hand, version, position FROM stock WHERE product_id = ?1 AND store_id = ?2")?
@@ -517,7 +522,7 @@ impl StreamWork {
         })
     }
 
-    fn apply(&mut self, event: &EventEnvelope) {
+    pub(crate) fn apply(&mut self, event: &EventEnvelope) {
         if let EventPayload::StockReserved { reservation_id, .. } = &event.payload {
             let origin = match event.metadata.origin {
                 Origin::Hub => None,
@@ -531,7 +536,7 @@ impl StreamWork {
         self.position = event.position;
     }
 
-    fn save(self, conn: &Connection, product: ProductId, store: StoreId) -> Result<(), ReadError> {
+    pub(crate) fn save(self, conn: &Connection, product: ProductId, store: StoreId) -> Result<(), ReadError> {
         let (p, s) = (&product.as_bytes()[..], &store.as_bytes()[..]);
         let reserved = self.state.reserved();
         conn.prepare_cached(
