@@ -1,5 +1,8 @@
-//! Scheduled jobs (tokio-cron-scheduler, started by `common::server::schedule`):
-//! reservation expiry and WAL maintenance.
+//! Scheduled jobs (tokio-cron-scheduler, started by `common::server::schedule`, which
+//! keeps each job from overlapping itself, retries a failed run and keeps the board that
+//! `GET /v1/admin/jobs` serves): reservation expiry, WAL maintenance, the analytics
+//! roll-up (the clock-dependent figures into metrics) and housekeeping (old webhook
+//! delivery records, the analytics file's WAL).
 //!
 //! Expiry follows the rule "the side that created a reservation expires it": the hub
 //! releases only reservations that were made through its own API (origin `hub`); a store's
@@ -7,24 +10,65 @@
 //! two overlapping runs, or a run racing a client's own release or commit, never release
 //! twice: the rules refuse to release a hold that is no longer open.
 
-use crate::config::JobsConfig;
+use crate::analytics::{queries, AnalyticsDb};
+use crate::config::{HubConfig, JobsConfig};
+use crate::store::ReadError;
+use crate::webhooks::Webhooks;
 use crate::read_model::ReadModelQueries;
 use crate::store::{Command, CommandRequest, EventStore, InventoryTarget, WriteError};
 use shelfsync_common::domain::event::ReleaseReason;
-use shelfsync_common::server::schedule::start_maintenance;
+use shelfsync_common::server::schedule::{start_maintenance, Jobs};
 pub use shelfsync_common::server::schedule::stop;
 use shelfsync_common::wire::fingerprint::Fingerprint;
 use shelfsync_common::{DomainError, EventId, EventMetadata, InventoryCommand, Origin, ReservationId};
 use std::sync::Arc;
 use time::OffsetDateTime;
-use tokio_cron_scheduler::{JobScheduler, JobSchedulerError};
+use tokio_cron_scheduler::JobSchedulerError;
 
 /// Starts the scheduler with every job.
 pub async fn start(
+    config: &HubConfig,
+    log: EventStore,
+    read_model: Arc<dyn ReadModelQueries>,
+    analytics: Arc<AnalyticsDb>,
+    webhooks: Arc<Webhooks>,
+) -> Result<Jobs, JobSchedulerError> {
+    let jobs = start_log_jobs(&config.jobs, log, read_model).await?;
+    let db = analytics.clone();
+    jobs.add("analytics-rollup", &config.analytics.rollup, move || {
+        let db = db.clone();
+        async move {
+            let rollup = db.read(|conn| queries::rollup(conn, OffsetDateTime::now_utc())).await?;
+            metrics::gauge!("shelfsync_hub_analytics_low_cover_streams").set(rollup.low_cover_streams as f64);
+            metrics::gauge!("shelfsync_hub_analytics_open_low_stock_alerts").set(rollup.open_low_stock as f64);
+            metrics::gauge!("shelfsync_hub_analytics_units_yesterday").set(rollup.units_yesterday as f64);
+            Ok::<_, ReadError>(())
+        }
+    })
+    .await?;
+    let retention = config.analytics.delivered_retention_days;
+    jobs.add("housekeeping", &config.analytics.housekeeping, move || {
+        let (webhooks, db) = (webhooks.clone(), analytics.clone());
+        async move {
+            let pruned = webhooks.prune_delivered(retention).await?;
+            db.write(|tx| Ok(tx.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?))
+                .await?;
+            if pruned > 0 {
+                tracing::info!(pruned, "old webhook delivery records removed");
+            }
+            Ok::<_, ReadError>(())
+        }
+    })
+    .await?;
+    Ok(jobs)
+}
+
+/// The two jobs of the log: expiry and the WAL checkpoint.
+async fn start_log_jobs(
     config: &JobsConfig,
     log: EventStore,
     read_model: Arc<dyn ReadModelQueries>,
-) -> Result<JobScheduler, JobSchedulerError> {
+) -> Result<Jobs, JobSchedulerError> {
     let expiring = log.clone();
     let expire = move || {
         let (log, read_model) = (expiring.clone(), read_model.clone());

@@ -3,7 +3,8 @@
 //! The write side ([`store`]) is one event log in SQLite with a single group-committing
 //! writer; the read side ([`projection`], [`query`]) folds that log into a stock read
 //! model behind a TTL cache and a circuit breaker; [`api`] is the HTTP surface for web
-//! shops, apps and back-office tools; [`jobs`] runs the scheduled work. [`run`] wires
+//! shops, apps and back-office tools; [`analytics`] folds the log into sales figures and
+//! alerts, which [`webhooks`] sends to subscribers; [`jobs`] runs the scheduled work. [`run`] wires
 //! them together for the binary and for tests, which start the real thing in-process on
 //! a port-0 listener through `testing` (feature `testing`).
 
@@ -22,6 +23,7 @@ pub mod read_model;
 pub mod seed;
 pub mod sse;
 pub mod store;
+pub mod webhooks;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -36,6 +38,9 @@ use std::sync::Arc;
 pub const EVENTS_FILE: &str = "events.sqlite";
 /// The read model's file name inside the data directory.
 pub const READ_MODEL_FILE: &str = "read_model.sqlite";
+/// The analytics file's name inside the data directory (figures, alerts, their settings
+/// and the webhook subscribers).
+pub const ANALYTICS_FILE: &str = "analytics.sqlite";
 /// The generated admin token's file name inside the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
@@ -106,9 +111,21 @@ pub async fn run(
         projector.touched(),
         read_model::QueryConfig::from(&config.query),
     ));
-    let scheduler = jobs::start(&config.jobs, log.clone(), projector.queries())
-        .await
-        .map_err(|e| StartError::Jobs(e.to_string()))?;
+    let analytics = analytics::spawn(log.clone(), &data_dir.join(ANALYTICS_FILE), stopped.clone())
+        .map_err(|e| StartError::Projection(format!("analytics: {e}")))?;
+    let webhooks = webhooks::Webhooks::start(
+        analytics.db(),
+        config.webhooks.clone(),
+        analytics.position(),
+        stopped.clone(),
+    )
+    .await
+    .map_err(|e| StartError::Projection(format!("webhooks: {e}")))?;
+    let scheduler = Arc::new(
+        jobs::start(&config, log.clone(), projector.queries(), analytics.db(), webhooks.clone())
+            .await
+            .map_err(|e| StartError::Jobs(e.to_string()))?,
+    );
     let (begin_stopping, stopping) = tokio::sync::watch::channel(false);
     let state = api::AppState::new(api::Shared {
         log: log.clone(),
@@ -119,6 +136,10 @@ pub async fn run(
         fleet: Arc::new(fleet::Fleet::default()),
         stopping,
         projection_stall: projector.stall(),
+        analytics: analytics.db(),
+        analytics_position: analytics.position(),
+        webhooks,
+        jobs: scheduler.clone(),
     });
     let address = listener.local_addr().map_err(StartError::Serve)?;
     tracing::info!(%address, data_dir = %data_dir.display(), "hub listening");
@@ -129,9 +150,10 @@ pub async fn run(
     let served =
         shelfsync_common::server::serve_until(listener, api::router(state), limits, shutdown, begin_stopping).await;
     tracing::info!("shutting down: HTTP closed, stopping jobs and the projection");
-    jobs::stop(scheduler).await;
+    jobs::stop(&scheduler).await;
     let _ = stop.send(true);
     projector.join().await;
+    analytics.join().await;
     log.close().await;
     tracing::info!("hub stopped");
     served.map_err(StartError::Serve)
@@ -171,6 +193,11 @@ fn announce(address: std::net::SocketAddr, secret: &str, token_file: Option<&Pat
             println!("  {}  {:<11} {}", product.id, product.sku, product.name);
         }
     }
+}
+
+/// Rebuilds the analytics figures from the event log, with a progress bar when `progress`.
+pub fn rebuild_analytics(data_dir: &Path, progress: bool) -> Result<u64, store::ReadError> {
+    analytics::rebuild(&data_dir.join(EVENTS_FILE), &data_dir.join(ANALYTICS_FILE), progress)
 }
 
 /// Rebuilds the read model from the event log, with a progress bar when `progress`.

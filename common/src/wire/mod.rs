@@ -9,5 +9,6 @@ pub mod analytics;
 pub mod api;
 pub mod edge;
 pub mod fingerprint;
+pub mod jobs;
 pub mod problem;
 pub mod sync;

@@ -412,3 +412,45 @@ pub fn sales_page(
     }
     Ok(out)
 }
+
+/// The figures the roll-up job puts into metrics: they change with the clock, not only
+/// with events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rollup {
+    /// Streams that sold in the last 7 full days and have less than 7 days of cover.
+    pub low_cover_streams: u64,
+    /// Open low-stock alerts.
+    pub open_low_stock: u64,
+    /// Units sold on each store's yesterday, summed.
+    pub units_yesterday: i64,
+}
+
+/// The roll-up at `now`.
+pub fn rollup(conn: &Connection, now: OffsetDateTime) -> Result<Rollup, ReadError> {
+    at_checkpoint(conn, |conn, _| {
+        let settings = Settings::load(conn)?;
+        let mut out = Rollup {
+            open_low_stock: conn.query_row("SELECT COUNT(*) FROM an_low_stock", [], |row| row.get::<_, i64>(0))? as u64,
+            ..Rollup::default()
+        };
+        let mut stmt = conn.prepare_cached("SELECT product_id, store_id, available FROM stock")?;
+        let stock = stmt
+            .query_map([], |row| {
+                Ok((ProductId::from_bytes(row.get(0)?), StoreId::from_bytes(row.get(1)?), row.get::<_, i64>(2)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut week = conn.prepare_cached(
+            "SELECT COALESCE(SUM(units), 0) FROM an_daily WHERE store_id = ?1 AND product_id = ?2 AND day BETWEEN ?3 AND ?4",
+        )?;
+        for (product, store, available) in stock {
+            let today = local_day(settings.time_zone(store), now);
+            let (s, p) = (&store.as_bytes()[..], &product.as_bytes()[..]);
+            let units: i64 = week.query_row(params![s, p, today - 7, today - 1], |row| row.get(0))?;
+            if days_of_cover(available, velocity(units, 7)).is_some_and(|d| d < 7.0) {
+                out.low_cover_streams += 1;
+            }
+            out.units_yesterday += week.query_row(params![s, p, today - 1, today - 1], |row| row.get::<_, i64>(0))?;
+        }
+        Ok(out)
+    })
+}

@@ -66,6 +66,14 @@ pub struct Shared {
     pub stopping: watch::Receiver<bool>,
     /// Why the projector is stuck retrying right now, if it is (`/readyz` fails then).
     pub projection_stall: watch::Receiver<Option<String>>,
+    /// The analytics file (figures, alerts, settings).
+    pub analytics: Arc<crate::analytics::AnalyticsDb>,
+    /// Where the analytics worker is.
+    pub analytics_position: watch::Receiver<u64>,
+    /// The webhook subscribers and their senders.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
+    /// The scheduled jobs (for `GET /v1/admin/jobs`).
+    pub jobs: Arc<shelfsync_common::server::schedule::Jobs>,
 }
 
 /// The whole API.
