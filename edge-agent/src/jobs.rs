@@ -7,8 +7,8 @@
 use crate::config::JobsConfig;
 use crate::store::{LocalCommand, LocalError, LocalStore, Target};
 use shelfsync_common::domain::event::ReleaseReason;
-use shelfsync_common::server::schedule::{start_maintenance, Jobs};
 pub use shelfsync_common::server::schedule::stop;
+use shelfsync_common::server::schedule::{start_maintenance, Jobs};
 use shelfsync_common::{EventId, EventMetadata, InventoryCommand, Origin};
 use time::OffsetDateTime;
 use tokio_cron_scheduler::JobSchedulerError;

@@ -193,7 +193,10 @@ impl HubConfig {
                 "webhooks: timeout_ms, max_attempts and breaker_failures must be at least 1, backoff_min_ms at most backoff_max_ms".into(),
             ));
         }
-        for (name, expr) in [("analytics.rollup", &self.analytics.rollup), ("analytics.housekeeping", &self.analytics.housekeeping)] {
+        for (name, expr) in [
+            ("analytics.rollup", &self.analytics.rollup),
+            ("analytics.housekeeping", &self.analytics.housekeeping),
+        ] {
             shelfsync_common::server::settings::check_cron(name, expr).map_err(ConfigError)?;
         }
         self.jobs.validate()

@@ -12,13 +12,13 @@
 
 use crate::analytics::{queries, AnalyticsDb};
 use crate::config::{HubConfig, JobsConfig};
-use crate::store::ReadError;
-use crate::webhooks::Webhooks;
 use crate::read_model::ReadModelQueries;
+use crate::store::ReadError;
 use crate::store::{Command, CommandRequest, EventStore, InventoryTarget, WriteError};
+use crate::webhooks::Webhooks;
 use shelfsync_common::domain::event::ReleaseReason;
-use shelfsync_common::server::schedule::{start_maintenance, Jobs};
 pub use shelfsync_common::server::schedule::stop;
+use shelfsync_common::server::schedule::{start_maintenance, Jobs};
 use shelfsync_common::wire::fingerprint::Fingerprint;
 use shelfsync_common::{DomainError, EventId, EventMetadata, InventoryCommand, Origin, ReservationId};
 use std::sync::Arc;

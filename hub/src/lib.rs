@@ -23,9 +23,9 @@ pub mod read_model;
 pub mod seed;
 pub mod sse;
 pub mod store;
-pub mod webhooks;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod webhooks;
 
 use crate::bus::EventBus;
 use crate::config::HubConfig;
@@ -122,9 +122,15 @@ pub async fn run(
     .await
     .map_err(|e| StartError::Projection(format!("webhooks: {e}")))?;
     let scheduler = Arc::new(
-        jobs::start(&config, log.clone(), projector.queries(), analytics.db(), webhooks.clone())
-            .await
-            .map_err(|e| StartError::Jobs(e.to_string()))?,
+        jobs::start(
+            &config,
+            log.clone(),
+            projector.queries(),
+            analytics.db(),
+            webhooks.clone(),
+        )
+        .await
+        .map_err(|e| StartError::Jobs(e.to_string()))?,
     );
     let (begin_stopping, stopping) = tokio::sync::watch::channel(false);
     let state = api::AppState::new(api::Shared {

@@ -121,7 +121,10 @@ impl Jobs {
             r.schedule = cron.to_owned();
             r.id = id;
         });
-        self.running.lock().unwrap_or_else(PoisonError::into_inner).insert(name, busy);
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name, busy);
         Ok(())
     }
 
@@ -165,13 +168,23 @@ impl Jobs {
 }
 
 fn record(board: &Mutex<BTreeMap<&'static str, Record>>, name: &'static str, change: impl FnOnce(&mut Record)) {
-    change(board.lock().unwrap_or_else(PoisonError::into_inner).entry(name).or_default());
+    change(
+        board
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(name)
+            .or_default(),
+    );
 }
 
 /// Starts the scheduler with the maintenance jobs: `reservation-expiry` on
 /// `config.reservation_expiry` (`expire()` releases the reservations due now and says how
 /// many) and `wal-checkpoint` on `config.wal_checkpoint`.
-pub async fn start_maintenance<X, XF, XE, K, KF, KE>(config: &JobsConfig, expire: X, checkpoint: K) -> Result<Jobs, JobSchedulerError>
+pub async fn start_maintenance<X, XF, XE, K, KF, KE>(
+    config: &JobsConfig,
+    expire: X,
+    checkpoint: K,
+) -> Result<Jobs, JobSchedulerError>
 where
     X: Fn() -> XF + Send + Sync + 'static,
     XF: Future<Output = Result<usize, XE>> + Send + 'static,
@@ -216,8 +229,11 @@ mod tests {
             reservation_expiry: "* * * * * *".into(),
             wal_checkpoint: "* * * * * *".into(),
         };
-        let (inside, most_inside, checkpoints) =
-            (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (inside, most_inside, checkpoints) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
         let (i, m, c) = (inside.clone(), most_inside.clone(), checkpoints.clone());
         let jobs = start_maintenance(
             &every_second,

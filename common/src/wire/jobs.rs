@@ -39,4 +39,3 @@ pub struct JobList {
     /// Every job, by name.
     pub jobs: Vec<JobStatus>,
 }
-

@@ -436,7 +436,11 @@ pub fn rollup(conn: &Connection, now: OffsetDateTime) -> Result<Rollup, ReadErro
         let mut stmt = conn.prepare_cached("SELECT product_id, store_id, available FROM stock")?;
         let stock = stmt
             .query_map([], |row| {
-                Ok((ProductId::from_bytes(row.get(0)?), StoreId::from_bytes(row.get(1)?), row.get::<_, i64>(2)?))
+                Ok((
+                    ProductId::from_bytes(row.get(0)?),
+                    StoreId::from_bytes(row.get(1)?),
+                    row.get::<_, i64>(2)?,
+                ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         let mut week = conn.prepare_cached(

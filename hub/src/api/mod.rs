@@ -4,6 +4,7 @@
 //! protocol check.
 
 pub mod admin;
+pub mod analytics;
 pub mod auth;
 pub mod error;
 pub mod inventory;
@@ -14,6 +15,7 @@ pub mod snapshot;
 pub mod stock;
 pub mod stores;
 pub mod sync;
+pub mod webhooks;
 pub mod write;
 
 use crate::config::HubConfig;
@@ -87,6 +89,8 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::router())
         .merge(stores::router())
         .merge(sync::router())
+        .merge(analytics::router())
+        .merge(webhooks::router())
         .merge(ops::router());
     with_service_layers(routes, &state.config.http, |routes| {
         routes.layer(middleware::from_fn(sync::protocol))

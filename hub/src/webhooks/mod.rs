@@ -132,12 +132,23 @@ impl Webhooks {
 
     /// Every subscriber, oldest first.
     pub async fn list(&self) -> Result<Vec<Webhook>, ReadError> {
-        Ok(self.db.read(subscribers).await?.into_iter().map(|s| self.view(s)).collect())
+        Ok(self
+            .db
+            .read(subscribers)
+            .await?
+            .into_iter()
+            .map(|s| self.view(s))
+            .collect())
     }
 
     /// One subscriber's delivery records (`status` filters), newest first, at most `limit`;
     /// `None` when there is no such subscriber.
-    pub async fn deliveries(&self, id: Uuid, status: Option<String>, limit: usize) -> Result<Option<Vec<Delivery>>, ReadError> {
+    pub async fn deliveries(
+        &self,
+        id: Uuid,
+        status: Option<String>,
+        limit: usize,
+    ) -> Result<Option<Vec<Delivery>>, ReadError> {
         self.db
             .read(move |conn| {
                 if subscriber(conn, id)?.is_none() {
@@ -213,10 +224,9 @@ impl Webhooks {
     }
 
     fn view(&self, s: Subscriber) -> Webhook {
-        let breaker = self
-            .lock()
-            .get(&s.id)
-            .map_or(BreakerState::Closed, |r| *r.breaker.lock().unwrap_or_else(PoisonError::into_inner));
+        let breaker = self.lock().get(&s.id).map_or(BreakerState::Closed, |r| {
+            *r.breaker.lock().unwrap_or_else(PoisonError::into_inner)
+        });
         Webhook {
             id: s.id,
             url: s.url,
@@ -231,11 +241,22 @@ impl Webhooks {
 
 const SUBSCRIBER_COLUMNS: &str = "id, url, events, secret, created_at, cursor, attempts";
 
-fn subscriber_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Vec<u8>, String, String, String, String, i64, i64)> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?))
+/// A `webhooks` row as stored: id, url, events, secret, created_at, cursor, attempts.
+type SubscriberRow = (Vec<u8>, String, String, String, String, i64, i64);
+
+fn subscriber_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SubscriberRow> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+    ))
 }
 
-fn decode(row: (Vec<u8>, String, String, String, String, i64, i64)) -> Result<Subscriber, ReadError> {
+fn decode(row: SubscriberRow) -> Result<Subscriber, ReadError> {
     let (id, url, events, secret, created_at, cursor, attempts) = row;
     Ok(Subscriber {
         id: Uuid::from_slice(&id).map_err(|e| ReadError::Corrupt(e.to_string()))?,
@@ -250,7 +271,9 @@ fn decode(row: (Vec<u8>, String, String, String, String, i64, i64)) -> Result<Su
 
 /// Every subscriber, oldest first.
 fn subscribers(conn: &Connection) -> Result<Vec<Subscriber>, ReadError> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {SUBSCRIBER_COLUMNS} FROM webhooks ORDER BY created_at, id"))?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {SUBSCRIBER_COLUMNS} FROM webhooks ORDER BY created_at, id"
+    ))?;
     let rows = stmt.query_map([], subscriber_from_row)?;
     rows.map(|row| decode(row?)).collect()
 }

@@ -126,7 +126,9 @@ impl Sender {
                 }
             }
             let max = self.hooks.config.max_attempts;
-            let recorded = self.record(&work, attempt, outcome.err().map(|(_, reason)| reason), max).await;
+            let recorded = self
+                .record(&work, attempt, outcome.err().map(|(_, reason)| reason), max)
+                .await;
             if let Err(error) = recorded {
                 tracing::warn!(webhook = %self.id, %error, "webhook: recording a delivery failed; it will be sent again");
             }
@@ -147,7 +149,9 @@ impl Sender {
         self.hooks
             .db
             .read(move |conn| {
-                let Some(subscriber) = subscriber(conn, id)? else { return Ok(None) };
+                let Some(subscriber) = subscriber(conn, id)? else {
+                    return Ok(None);
+                };
                 let queued: Option<(i64, i64)> = conn
                     .prepare_cached(
                         "SELECT alert, attempts FROM webhook_deliveries

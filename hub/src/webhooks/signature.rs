@@ -20,7 +20,10 @@ fn mac(secret: &str, timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
 
 /// The header value for `body` sent at `timestamp` (unix seconds).
 pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    format!("t={timestamp},v1={}", hex::encode(mac(secret, timestamp, body).finalize().into_bytes()))
+    format!(
+        "t={timestamp},v1={}",
+        hex::encode(mac(secret, timestamp, body).finalize().into_bytes())
+    )
 }
 
 /// Whether `header` is a valid signature of `body` with `secret`, made within
@@ -52,10 +55,37 @@ mod tests {
     fn a_signature_verifies_only_with_its_secret_body_and_a_recent_time() {
         let header = sign("whsec_0123456789abcdef", 1_700_000_000, b"{\"a\":1}");
         assert!(header.starts_with("t=1700000000,v1="));
-        assert!(verify("whsec_0123456789abcdef", &header, b"{\"a\":1}", 1_700_000_100, 300));
-        assert!(!verify("whsec_other__________", &header, b"{\"a\":1}", 1_700_000_100, 300));
-        assert!(!verify("whsec_0123456789abcdef", &header, b"{\"a\":2}", 1_700_000_100, 300));
-        assert!(!verify("whsec_0123456789abcdef", &header, b"{\"a\":1}", 1_700_001_000, 300), "too old");
-        assert!(!verify("whsec_0123456789abcdef", "v1=00", b"{\"a\":1}", 1_700_000_000, 300));
+        assert!(verify(
+            "whsec_0123456789abcdef",
+            &header,
+            b"{\"a\":1}",
+            1_700_000_100,
+            300
+        ));
+        assert!(!verify(
+            "whsec_other__________",
+            &header,
+            b"{\"a\":1}",
+            1_700_000_100,
+            300
+        ));
+        assert!(!verify(
+            "whsec_0123456789abcdef",
+            &header,
+            b"{\"a\":2}",
+            1_700_000_100,
+            300
+        ));
+        assert!(
+            !verify("whsec_0123456789abcdef", &header, b"{\"a\":1}", 1_700_001_000, 300),
+            "too old"
+        );
+        assert!(!verify(
+            "whsec_0123456789abcdef",
+            "v1=00",
+            b"{\"a\":1}",
+            1_700_000_000,
+            300
+        ));
     }
 }
