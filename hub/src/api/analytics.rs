@@ -32,10 +32,10 @@ pub const CSV_HEADER: &str = "date,store_id,product_id,sku,units,revenue_minor\r
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/v1/analytics/products/{id}", get(product))
-        .route("/v1/analytics/stores/{id}", get(store))
+        .route("/v1/analytics/products/{id}", get(product_analytics))
+        .route("/v1/analytics/stores/{id}", get(store_analytics))
         .route("/v1/analytics/top-sellers", get(top_sellers))
-        .route("/v1/analytics/alerts", get(alerts))
+        .route("/v1/analytics/alerts", get(list_alerts))
         .route("/v1/analytics/sales.csv", get(sales_csv))
 }
 
@@ -46,7 +46,7 @@ pub fn router() -> Router<AppState> {
     responses((status = 200, body = ProductAnalytics), (status = 403, description = "forbidden: admin or channel token"),
         (status = 404, description = "product_not_found: no stock and no catalog entry in the analytics"),
         (status = 503, description = "storage_unavailable")))]
-pub async fn product(
+pub async fn product_analytics(
     State(state): State<AppState>,
     principal: Principal,
     ApiPath(id): ApiPath<ProductId>,
@@ -85,7 +85,7 @@ fn days(days: Option<u32>, default: u32) -> Result<u32, ApiError> {
     params(("id" = uuid::Uuid, Path, description = "store id"), DaysQuery),
     responses((status = 200, body = StoreAnalytics), (status = 400, description = "invalid_days"), (status = 403, description = "forbidden: admin or channel token"),
         (status = 404, description = "store_not_found"), (status = 503, description = "storage_unavailable")))]
-pub async fn store(
+pub async fn store_analytics(
     State(state): State<AppState>,
     principal: Principal,
     ApiPath(id): ApiPath<StoreId>,
@@ -168,7 +168,7 @@ pub struct AlertsQuery {
 #[utoipa::path(get, path = "/v1/analytics/alerts", tag = "analytics", params(AlertsQuery),
     responses((status = 200, body = AlertList), (status = 400, description = "invalid_kind or invalid_limit"),
         (status = 403, description = "forbidden: admin or channel token"), (status = 503, description = "storage_unavailable")))]
-pub async fn alerts(
+pub async fn list_alerts(
     State(state): State<AppState>,
     principal: Principal,
     ApiQuery(query): ApiQuery<AlertsQuery>,

@@ -24,15 +24,15 @@ use uuid::Uuid;
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/v1/admin/webhooks", post(register).get(list))
-        .route("/v1/admin/webhooks/{id}/deliveries", get(deliveries))
+        .route("/v1/admin/webhooks", post(register_webhook).get(list_webhooks))
+        .route("/v1/admin/webhooks/{id}/deliveries", get(webhook_deliveries))
         .route(
             "/v1/admin/webhooks/{id}/deliveries/{alert_id}/redeliver",
             post(redeliver),
         )
         .route("/v1/admin/analytics/reorder-points", put(set_reorder_point))
         .route("/v1/admin/analytics/stores/{id}/settings", put(set_store_settings))
-        .route("/v1/admin/jobs", get(jobs))
+        .route("/v1/admin/jobs", get(list_jobs))
 }
 
 /// Register a webhook: the alerts of the listed kinds raised from now on are POSTed to
@@ -40,7 +40,7 @@ pub fn router() -> Router<AppState> {
 #[utoipa::path(post, path = "/v1/admin/webhooks", tag = "admin", request_body = RegisterWebhook,
     responses((status = 201, body = Webhook), (status = 403, description = "forbidden: needs the admin token"),
         (status = 422, description = "invalid_url, invalid_events or invalid_secret"), (status = 503, description = "storage_unavailable")))]
-pub async fn register(
+pub async fn register_webhook(
     State(state): State<AppState>,
     principal: Principal,
     ApiJson(body): ApiJson<RegisterWebhook>,
@@ -70,7 +70,7 @@ pub async fn register(
 /// Every webhook, with its cursor, pending attempts and breaker.
 #[utoipa::path(get, path = "/v1/admin/webhooks", tag = "admin",
     responses((status = 200, body = WebhookList), (status = 403, description = "forbidden: needs the admin token"), (status = 503, description = "storage_unavailable")))]
-pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<WebhookList>, ApiError> {
+pub async fn list_webhooks(State(state): State<AppState>, principal: Principal) -> Result<Json<WebhookList>, ApiError> {
     principal.require_admin()?;
     Ok(Json(WebhookList {
         webhooks: state.webhooks.list().await?,
@@ -94,7 +94,7 @@ pub struct DeliveriesQuery {
     params(("id" = uuid::Uuid, Path, description = "webhook id"), DeliveriesQuery),
     responses((status = 200, body = DeliveryList), (status = 400, description = "invalid_status or invalid_limit"),
         (status = 403, description = "forbidden: needs the admin token"), (status = 404, description = "webhook_not_found"), (status = 503, description = "storage_unavailable")))]
-pub async fn deliveries(
+pub async fn webhook_deliveries(
     State(state): State<AppState>,
     principal: Principal,
     ApiPath(id): ApiPath<Uuid>,
@@ -203,7 +203,7 @@ async fn require_store(state: &AppState, store: StoreId) -> Result<(), ApiError>
 /// The scheduled jobs: schedule, last run, result, duration, next run.
 #[utoipa::path(get, path = "/v1/admin/jobs", tag = "admin",
     responses((status = 200, body = JobList), (status = 403, description = "forbidden: needs the admin token")))]
-pub async fn jobs(State(state): State<AppState>, principal: Principal) -> Result<Json<JobList>, ApiError> {
+pub async fn list_jobs(State(state): State<AppState>, principal: Principal) -> Result<Json<JobList>, ApiError> {
     principal.require_admin()?;
     Ok(Json(JobList {
         jobs: state.jobs.statuses().await,
