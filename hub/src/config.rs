@@ -43,6 +43,9 @@ pub struct HubConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnalyticsConfig {
+    /// Whether the analytics worker runs (off: the figures and alerts stand still; a
+    /// hub that needs no analytics, and the bench's same-run baseline).
+    pub worker: bool,
     /// Cron (with seconds, UTC) of the roll-up: the clock-dependent figures (streams
     /// with less than a week of cover, open alerts, yesterday's units) into metrics.
     pub rollup: String,
@@ -55,6 +58,7 @@ pub struct AnalyticsConfig {
 impl Default for AnalyticsConfig {
     fn default() -> Self {
         Self {
+            worker: true,
             rollup: "0 10 * * * *".into(),
             housekeeping: "0 30 3 * * *".into(),
             delivered_retention_days: 30,

@@ -111,8 +111,12 @@ pub async fn run(
         projector.touched(),
         read_model::QueryConfig::from(&config.query),
     ));
-    let analytics = analytics::spawn(log.clone(), &data_dir.join(ANALYTICS_FILE), stopped.clone())
-        .map_err(|e| StartError::Projection(format!("analytics: {e}")))?;
+    let analytics_path = data_dir.join(ANALYTICS_FILE);
+    let analytics = match config.analytics.worker {
+        true => analytics::spawn(log.clone(), &analytics_path, stopped.clone()),
+        false => analytics::idle(&analytics_path),
+    }
+    .map_err(|e| StartError::Projection(format!("analytics: {e}")))?;
     let webhooks = webhooks::Webhooks::start(
         analytics.db(),
         config.webhooks.clone(),

@@ -31,6 +31,7 @@ all=(
     shelfsync-hub:ingest_schema
     shelfsync-hub:sse_fanout
     shelfsync-hub:catalog_push
+    shelfsync-hub:analytics_lag
     shelfsync-edge:local_sales
     shelfsync-edge:local_reads
     shelfsync-edge:sync_drain

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod till;
+
 pub use shelfsync_common::testing::measure::*;
 use shelfsync_hub::config::HubConfig;
 use shelfsync_hub::testing::{metric_value, metrics_text, TestHub};

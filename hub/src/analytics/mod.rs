@@ -40,7 +40,7 @@ mod tests;
 pub mod worker;
 
 pub use rebuild::rebuild;
-pub use worker::{spawn, AnalyticsHandle};
+pub use worker::{idle, spawn, AnalyticsHandle};
 
 /// The analytics checkpoint's name in the file's `checkpoint` table.
 pub const CHECKPOINT: &str = "analytics";

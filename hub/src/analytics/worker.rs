@@ -50,6 +50,21 @@ impl AnalyticsHandle {
     }
 }
 
+/// Opens (creating and migrating) the analytics file at `path` without a worker
+/// (`analytics.worker = false`): the figures stay where they are, settings and webhooks
+/// still work.
+pub fn idle(path: &Path) -> Result<AnalyticsHandle, ReadError> {
+    let db = AnalyticsDb::open(path)?;
+    let position = db.reads_checkpoint()?;
+    let (_, position) = watch::channel(position);
+    Ok(AnalyticsHandle {
+        db,
+        position,
+        task: tokio::spawn(async {}),
+        lag_task: tokio::spawn(async {}),
+    })
+}
+
 /// Opens (creating and migrating) the analytics file at `path` and starts the worker from
 /// its checkpoint; it runs until `shutdown` turns true. A checkpoint ahead of the log's
 /// head belongs to another log: the figures are emptied and folded again from zero.
@@ -198,6 +213,11 @@ impl Worker {
 }
 
 impl AnalyticsDb {
+    /// The checkpoint, read now.
+    fn reads_checkpoint(&self) -> Result<u64, ReadError> {
+        self.reads.run_blocking(checkpoint)
+    }
+
     /// Bumped by every settings change; the worker reloads settings when it moves.
     pub fn settings_version(&self) -> u64 {
         self.settings_version.load(Ordering::Acquire)
