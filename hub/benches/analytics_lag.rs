@@ -22,7 +22,6 @@ mod support;
 
 use shelfsync_common::testing::scenario::{knob, Goal, Scenario};
 use shelfsync_common::wire::sync::{UploadOutcome, UploadRequest, UploadResponse, PROTOCOL_HEADER, PROTOCOL_VERSION};
-use shelfsync_common::StoreId;
 use shelfsync_hub::testing::ADMIN;
 use std::time::{Duration, Instant};
 use support::till::Till;
@@ -103,21 +102,7 @@ fn hub_run(settings: &Settings, worker: bool) -> Run {
                 .expect("reorder point");
             assert_eq!(response.status().as_u16(), 204);
         }
-        let mut agents: Vec<(StoreId, String)> = (0..settings.stores.min(3))
-            .map(|n| (shelfsync_hub::seed::stores()[n].id, hub.demo_store_token(n)))
-            .collect();
-        for n in agents.len()..settings.stores {
-            let response = client
-                .post(format!("{url}/v1/admin/stores"))
-                .bearer_auth(ADMIN)
-                .json(&serde_json::json!({ "name": format!("bench store {n}") }))
-                .send()
-                .await
-                .expect("enroll");
-            assert_eq!(response.status().as_u16(), 201);
-            let enrolled: shelfsync_common::wire::sync::EnrolledStore = response.json().await.expect("enrolled");
-            agents.push((enrolled.store.id, enrolled.token));
-        }
+        let agents = support::store_agents(&hub, &client, settings.stores).await;
         // Every body, serialized before the clock starts.
         let uploads: Vec<(String, Vec<Vec<u8>>)> = agents
             .iter()

@@ -32,8 +32,7 @@ mod support;
 use rusqlite::{params, Connection, TransactionBehavior};
 use shelfsync_common::testing::scenario::{knob, Goal, Scenario};
 use shelfsync_common::wire::sync::{UploadOutcome, UploadRequest, UploadResponse, PROTOCOL_HEADER, PROTOCOL_VERSION};
-use shelfsync_common::{EventPayload, StoreId};
-use shelfsync_hub::testing::ADMIN;
+use shelfsync_common::EventPayload;
 use std::time::{Duration, Instant};
 use support::till::Till;
 use support::{bench_dir, cores, cpu_model, load_average, open_baseline, stats, thread_cpu, BenchHub};
@@ -280,23 +279,7 @@ fn hub_run(settings: &Settings) -> HubResult {
     let url = hub.url.clone();
 
     // Store tokens: the demo stores', then enrolled ones.
-    let mut agents: Vec<(StoreId, String)> = (0..settings.stores.min(3))
-        .map(|n| (shelfsync_hub::seed::stores()[n].id, hub.demo_store_token(n)))
-        .collect();
-    client_rt.block_on(async {
-        for n in agents.len()..settings.stores {
-            let response = client
-                .post(format!("{url}/v1/admin/stores"))
-                .bearer_auth(ADMIN)
-                .json(&serde_json::json!({ "name": format!("bench store {n}") }))
-                .send()
-                .await
-                .expect("enroll");
-            assert_eq!(response.status().as_u16(), 201);
-            let enrolled: shelfsync_common::wire::sync::EnrolledStore = response.json().await.expect("enrolled");
-            agents.push((enrolled.store.id, enrolled.token));
-        }
-    });
+    let agents = client_rt.block_on(support::store_agents(&hub, &client, settings.stores));
 
     // Every body, serialized before the clock starts.
     // (token, warm-up bodies, timed bodies) per store.

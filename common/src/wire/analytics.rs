@@ -67,7 +67,7 @@ pub struct ProductAnalytics {
 }
 
 /// The product's figures summed over every store.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProductTotal {
     /// Sum of available.
     pub available: i64,

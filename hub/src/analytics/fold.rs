@@ -12,7 +12,7 @@
 //! point; every `OversellDetected` is an oversell alert.
 
 use super::{checkpoint, local_day, price, Day, Settings, CHECKPOINT};
-use crate::read_model::{project_catalog, StreamWork};
+use crate::read_model::{project_catalog, write_checkpoint, StreamWork};
 use crate::store::ReadError;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use shelfsync_common::domain::event::ReleaseReason;
@@ -88,11 +88,7 @@ pub fn apply_batch(conn: &mut Connection, settings: &Settings, events: &[EventEn
     }
     drop(upsert);
     if folded.position != before {
-        tx.execute(
-            "INSERT INTO checkpoint (name, position) VALUES (?1, ?2)
-             ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-            params![CHECKPOINT, folded.position as i64],
-        )?;
+        write_checkpoint(&tx, CHECKPOINT, folded.position)?;
     }
     tx.commit()?;
     Ok(folded)

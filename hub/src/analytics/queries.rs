@@ -114,18 +114,7 @@ pub fn product(
                 f.low_stock = true;
             }
         }
-        let mut total = ProductTotal {
-            available: 0,
-            units_7d: 0,
-            units_28d: 0,
-            velocity_7d: 0.0,
-            velocity_28d: 0.0,
-            days_of_cover: None,
-            units_total: 0,
-            revenue_minor_total: 0,
-            expired_reservations: 0,
-            oversells: 0,
-        };
+        let mut total = ProductTotal::default();
         for f in stores.values_mut() {
             f.velocity_7d = velocity(f.units_7d, 7);
             f.velocity_28d = velocity(f.units_28d, 28);

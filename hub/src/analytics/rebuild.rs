@@ -5,8 +5,8 @@
 
 use super::fold::apply_batch;
 use super::{clear_derived, open_writer, Settings};
+use crate::read_model::progress_bar;
 use crate::store::{LogFile, ReadError};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
 use std::time::Instant;
 
@@ -21,17 +21,7 @@ pub fn rebuild(log_path: &Path, analytics_path: &Path, show_progress: bool) -> R
     let mut conn = open_writer(analytics_path, false)?;
     clear_derived(&mut conn)?;
     let settings = Settings::load(&conn)?;
-    let bar = if show_progress {
-        let bar = ProgressBar::new(head);
-        if let Ok(style) = ProgressStyle::with_template(
-            "rebuilding analytics [{bar:40}] {pos}/{len} events, {per_sec}, {elapsed} elapsed, eta {eta}",
-        ) {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = progress_bar(show_progress, head, "analytics");
     let started = Instant::now();
     let (mut folded, mut position) = (0u64, 0u64);
     loop {

@@ -7,6 +7,7 @@
 
 use super::fold::{apply_batch, Folded};
 use super::{checkpoint, clear_derived, open_writer, AnalyticsDb, Settings};
+use crate::read_model::{backoff, follow, report_lag, stopped, Follower};
 use crate::store::{EventStore, ReadError};
 use rusqlite::Connection;
 use shelfsync_common::EventEnvelope;
@@ -19,7 +20,7 @@ use tokio::task::JoinHandle;
 
 /// Events per transaction while catching up.
 const CATCH_UP_BATCH: usize = 20_000;
-const MIN_BACKOFF: Duration = Duration::from_millis(50);
+/// The longest retry delay (the read model's backoff's cap).
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The running worker and the analytics file it writes.
@@ -84,7 +85,11 @@ pub fn spawn(log: EventStore, path: &Path, shutdown: watch::Receiver<bool>) -> R
     }
     metrics::gauge!("shelfsync_hub_analytics_position").set(position as f64);
     let (position_tx, position_rx) = watch::channel(position);
-    let lag_task = tokio::spawn(report_lag(log.bus().watch_head(), position_rx.clone()));
+    let lag_task = tokio::spawn(report_lag(
+        "shelfsync_hub_analytics_lag_events",
+        log.bus().watch_head(),
+        position_rx.clone(),
+    ));
     let worker = Worker {
         log,
         conn: Arc::new(Mutex::new(conn)),
@@ -118,36 +123,8 @@ impl Worker {
     async fn run(mut self) {
         tracing::info!(from = self.at, "analytics worker started");
         let mut feed = self.log.feed(self.at);
-        let mut read_failures = backoff();
-        loop {
-            let next = tokio::select! {
-                biased;
-                () = stopped(&mut self.shutdown) => break,
-                next = feed.next() => next,
-            };
-            match next {
-                None => break,
-                Some(Err(error)) => {
-                    let delay = read_failures.next().unwrap_or(MAX_BACKOFF);
-                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "analytics: reading the log failed; retrying");
-                    if !self.pause(delay).await {
-                        break;
-                    }
-                }
-                Some(Ok(mut events)) => {
-                    read_failures = backoff();
-                    while !feed.caught_up() && events.len() < CATCH_UP_BATCH {
-                        match feed.next().await {
-                            Some(Ok(more)) => events.extend(more),
-                            _ => break,
-                        }
-                    }
-                    if !self.fold(events).await {
-                        break;
-                    }
-                }
-            }
-        }
+        let mut shutdown = self.shutdown.clone();
+        follow(&mut feed, &mut shutdown, CATCH_UP_BATCH, &mut self).await;
         tracing::info!(position = self.at, "analytics worker stopped");
     }
 
@@ -212,6 +189,18 @@ impl Worker {
     }
 }
 
+impl Follower for Worker {
+    async fn batch(&mut self, events: Vec<EventEnvelope>) -> bool {
+        self.fold(events).await
+    }
+
+    fn read_failed(&mut self, error: &ReadError, retry_in: Duration) {
+        metrics::counter!("shelfsync_hub_analytics_retries_total").increment(1);
+        tracing::warn!(%error, position = self.at, retry_in_ms = retry_in.as_millis() as u64,
+            "analytics: reading the log failed; retrying");
+    }
+}
+
 impl AnalyticsDb {
     /// The checkpoint, read now.
     fn reads_checkpoint(&self) -> Result<u64, ReadError> {
@@ -226,33 +215,5 @@ impl AnalyticsDb {
     /// Marks the settings changed (after the write committed).
     pub(crate) fn settings_changed(&self) {
         self.settings_version.fetch_add(1, Ordering::AcqRel);
-    }
-}
-
-/// 50 ms doubling to 5 s, with jitter, forever.
-fn backoff() -> impl Iterator<Item = Duration> {
-    use backon::BackoffBuilder;
-    backon::ExponentialBuilder::default()
-        .with_min_delay(MIN_BACKOFF)
-        .with_max_delay(MAX_BACKOFF)
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
-
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-/// Keeps `shelfsync_hub_analytics_lag_events` (head - analytics position) current.
-async fn report_lag(mut head: watch::Receiver<u64>, mut position: watch::Receiver<u64>) {
-    loop {
-        let lag = head.borrow_and_update().saturating_sub(*position.borrow_and_update());
-        metrics::gauge!("shelfsync_hub_analytics_lag_events").set(lag as f64);
-        tokio::select! {
-            changed = head.changed() => if changed.is_err() { break },
-            changed = position.changed() => if changed.is_err() { break },
-        }
     }
 }

@@ -53,6 +53,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+mod follow;
 mod projector;
 mod queries;
 mod rebuild;
@@ -63,9 +64,11 @@ pub(crate) mod testing;
 mod tests;
 mod touch_log;
 
+pub(crate) use follow::{follow, Follower};
 pub use projector::{apply_batch, apply_skipping_poison, spawn, Applied, ProjectionHandle};
-pub(crate) use projector::{project_catalog, StreamWork};
+pub(crate) use projector::{backoff, project_catalog, report_lag, stopped, write_checkpoint, StreamWork};
 pub use queries::*;
+pub(crate) use rebuild::progress_bar;
 pub use rebuild::rebuild;
 pub use service::*;
 pub use touch_log::TouchLog;

@@ -8,6 +8,7 @@
 
 use super::{signature, subscriber, Subscriber, Webhooks};
 use crate::analytics::queries::{alert, alerts_after};
+use crate::read_model::stopped;
 use crate::store::ReadError;
 use rand::Rng;
 use rusqlite::{params, OptionalExtension};
@@ -280,8 +281,4 @@ impl Sender {
             () = tokio::time::sleep(delay) => true,
         }
     }
-}
-
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }
