@@ -261,6 +261,12 @@ fn a_low_stock_alert_fires_once_per_crossing_and_clears_on_restock() {
     assert_eq!(shop_figures.reorder_point, Some(10));
     let other_figures = f.stores.iter().find(|s| s.store_id == other).unwrap();
     assert_eq!((other_figures.reorder_point, other_figures.oversells), (Some(3), 1));
+    // What a webhook sends next: its kinds only, oldest first, after its cursor.
+    let kinds = |k: &[&str]| k.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let next = queries::alerts_after(&conn, 0, &kinds(&["oversell"]), 10).unwrap();
+    assert_eq!(next.iter().map(|a| a.id).collect::<Vec<_>>(), vec![oversold]);
+    let next = queries::alerts_after(&conn, crossed, &kinds(&["low_stock", "low_stock_cleared"]), 1).unwrap();
+    assert_eq!(next.iter().map(|a| a.id).collect::<Vec<_>>(), vec![restocked]);
     // Folding the same events again changes nothing (they are at or before the checkpoint).
     assert_eq!(apply_batch(&mut conn, &settings, &h.events).unwrap().events, 0);
     assert_eq!(queries::alerts(&conn, &all).unwrap().0.len(), 4);

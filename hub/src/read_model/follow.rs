@@ -2,16 +2,18 @@
 //! worker): take the feed's next events, join more history into the same batch while
 //! behind (up to a cap), hand the batch to the subscriber, and retry a failed read with
 //! backoff, until shutdown. What a batch does, and how a failed write is retried, is the
-//! subscriber's ([`Follower`]).
+//! subscriber's ([`Follower`]); the backoff, the shutdown wait and the lag gauge are shared
+//! here too.
 
-use super::projector::{backoff, stopped};
 use crate::store::{EventFeed, ReadError};
 use shelfsync_common::EventEnvelope;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Longest wait before reading the log again after a failed read.
-const MAX_READ_BACKOFF: Duration = Duration::from_secs(5);
+/// First retry delay after a failed read or write.
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest retry delay after a failed read or write.
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A subscriber of the log.
 pub(crate) trait Follower {
@@ -45,7 +47,7 @@ pub(crate) async fn follow(
             }
             Some(Err(error)) => {
                 // The feed has not moved: the next call re-reads the same events.
-                let delay = read_failures.next().unwrap_or(MAX_READ_BACKOFF);
+                let delay = read_failures.next().unwrap_or(MAX_BACKOFF);
                 follower.read_failed(&error, delay);
                 let slept = tokio::select! {
                     biased;
@@ -70,6 +72,40 @@ pub(crate) async fn follow(
                     break;
                 }
             }
+        }
+    }
+}
+
+/// The retry delays of a failed batch: 50 ms doubling to 5 s, with jitter, forever (the
+/// analytics worker retries the same way).
+pub(crate) fn backoff() -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(MIN_BACKOFF)
+        .with_max_delay(MAX_BACKOFF)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Resolves once `shutdown` turns true (or its sender is gone).
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Keeps the lag gauge `gauge` (head - projected) current until the subscriber stops.
+pub(crate) async fn report_lag(
+    gauge: &'static str,
+    mut head: watch::Receiver<u64>,
+    mut projected: watch::Receiver<u64>,
+) {
+    loop {
+        let lag = head.borrow_and_update().saturating_sub(*projected.borrow_and_update());
+        metrics::gauge!(gauge).set(lag as f64);
+        tokio::select! {
+            changed = head.changed() => if changed.is_err() { break },
+            changed = projected.changed() => if changed.is_err() { break },
         }
     }
 }

@@ -2,7 +2,7 @@
 //! transaction per batch, retrying storage failures and skipping poison events with an
 //! alarm (see the module above).
 
-use super::follow::{follow, Follower};
+use super::follow::{backoff, follow, report_lag, stopped, Follower, MAX_BACKOFF};
 use super::*;
 
 /// The running projector.
@@ -203,40 +203,6 @@ impl Follower for Projector {
             "reading the event log for the projection failed; retrying");
         self.stall
             .send_replace(Some(format!("the event log cannot be read: {error}")));
-    }
-}
-
-/// The retry delays of a failed batch: 50 ms doubling to 5 s, with jitter, forever (the
-/// analytics worker retries the same way).
-pub(crate) fn backoff() -> impl Iterator<Item = Duration> {
-    use backon::BackoffBuilder;
-    backon::ExponentialBuilder::default()
-        .with_min_delay(MIN_BACKOFF)
-        .with_max_delay(MAX_BACKOFF)
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
-
-/// Resolves once `shutdown` turns true (or its sender is gone).
-pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-/// Keeps the lag gauge `gauge` (head - projected) current until the subscriber stops.
-pub(crate) async fn report_lag(
-    gauge: &'static str,
-    mut head: watch::Receiver<u64>,
-    mut projected: watch::Receiver<u64>,
-) {
-    loop {
-        let lag = head.borrow_and_update().saturating_sub(*projected.borrow_and_update());
-        metrics::gauge!(gauge).set(lag as f64);
-        tokio::select! {
-            changed = head.changed() => if changed.is_err() { break },
-            changed = projected.changed() => if changed.is_err() { break },
-        }
     }
 }
 
