@@ -8,8 +8,51 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// The alert kinds, which are also the event names a webhook subscribes to.
-pub const ALERT_KINDS: &[&str] = &["low_stock", "low_stock_cleared", "oversell"];
+/// An alert's kind, which is also the event name a webhook subscribes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// Available fell below the reorder point.
+    LowStock,
+    /// Available is back at or above the reorder point.
+    LowStockCleared,
+    /// The hub recorded an oversell.
+    Oversell,
+}
+
+impl AlertKind {
+    /// The kind's name, as stored and sent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::LowStock => "low_stock",
+            AlertKind::LowStockCleared => "low_stock_cleared",
+            AlertKind::Oversell => "oversell",
+        }
+    }
+}
+
+/// A delivery record's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Answered 2xx.
+    Delivered,
+    /// Given up after the attempts: the dead-letter list.
+    Dead,
+    /// Queued again by hand.
+    Redeliver,
+}
+
+impl DeliveryStatus {
+    /// The status's name, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Dead => "dead",
+            DeliveryStatus::Redeliver => "redeliver",
+        }
+    }
+}
 
 /// Figures of one product at one store, as of `as_of` (the store's day `today`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -206,14 +249,18 @@ pub struct StoreSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterWebhook {
-    /// `http://` or `https://` URL, at most 2,048 bytes.
-    #[schema(min_length = 1, max_length = 2048)]
+    /// An absolute `http://` or `https://` URL with a host, at most 2,048 bytes.
+    #[schema(
+        min_length = 8,
+        max_length = 2048,
+        pattern = r"^https?://[^\s/?#\x00-\x1f\x7f-\x9f][^\s\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub url: String,
-    /// Which alert kinds to send (a non-empty subset of `low_stock`, `low_stock_cleared`,
-    /// `oversell`).
-    pub events: Vec<String>,
-    /// The signing secret: 16..=256 bytes.
-    #[schema(min_length = 16, max_length = 256)]
+    /// Which alert kinds to send, each at most once.
+    #[schema(min_items = 1, max_items = 3)]
+    pub events: Vec<AlertKind>,
+    /// The signing secret: 16..=256 bytes, no control characters.
+    #[schema(min_length = 16, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")]
     pub secret: String,
 }
 
@@ -272,12 +319,9 @@ pub struct DeliveryList {
     pub deliveries: Vec<Delivery>,
 }
 
-/// Whether `events` is a non-empty list of known alert kinds without repeats.
-pub fn valid_webhook_events(events: &[String]) -> bool {
-    !events.is_empty()
-        && events.len() <= ALERT_KINDS.len()
-        && events.iter().all(|e| ALERT_KINDS.contains(&e.as_str()))
-        && events.iter().enumerate().all(|(i, e)| !events[..i].contains(e))
+/// Whether `events` is a non-empty list of alert kinds without repeats.
+pub fn valid_webhook_events(events: &[AlertKind]) -> bool {
+    !events.is_empty() && events.iter().enumerate().all(|(i, e)| !events[..i].contains(e))
 }
 
 /// Whether `url` is an absolute `http`/`https` URL of at most 2,048 bytes with a host and
@@ -295,11 +339,15 @@ mod tests {
 
     #[test]
     fn webhook_events_and_urls_are_checked() {
-        let ev = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-        assert!(valid_webhook_events(&ev(&["low_stock", "oversell"])));
-        assert!(!valid_webhook_events(&ev(&[])));
-        assert!(!valid_webhook_events(&ev(&["low_stock", "low_stock"])));
-        assert!(!valid_webhook_events(&ev(&["sold"])));
+        use AlertKind::*;
+        assert!(valid_webhook_events(&[LowStock, Oversell]));
+        assert!(!valid_webhook_events(&[]));
+        assert!(!valid_webhook_events(&[LowStock, LowStock]));
+        assert_eq!(
+            serde_json::from_str::<AlertKind>("\"low_stock_cleared\"").unwrap(),
+            LowStockCleared
+        );
+        assert!(serde_json::from_str::<AlertKind>("\"sold\"").is_err());
         assert!(valid_webhook_url("http://127.0.0.1:9000/hook"));
         assert!(valid_webhook_url("https://example.com"));
         assert!(!valid_webhook_url("ftp://example.com"));

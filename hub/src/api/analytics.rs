@@ -17,7 +17,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use shelfsync_common::server::extract::{ApiPath, ApiQuery};
 use shelfsync_common::server::failure::Reject;
-use shelfsync_common::wire::analytics::{AlertList, ProductAnalytics, StoreAnalytics, TopSellers, ALERT_KINDS};
+use shelfsync_common::wire::analytics::{AlertKind, AlertList, ProductAnalytics, StoreAnalytics, TopSellers};
 use shelfsync_common::{ProductId, StoreId};
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -151,8 +151,8 @@ pub async fn top_sellers(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AlertsQuery {
-    /// `low_stock`, `low_stock_cleared` or `oversell`.
-    pub kind: Option<String>,
+    /// Only this kind.
+    pub kind: Option<AlertKind>,
     /// One store.
     #[param(value_type = Option<uuid::Uuid>)]
     pub store_id: Option<StoreId>,
@@ -166,7 +166,7 @@ pub struct AlertsQuery {
 /// Alerts, newest first: low-stock crossings (open until a restock clears them), their
 /// clearings, and oversells.
 #[utoipa::path(get, path = "/v1/analytics/alerts", tag = "analytics", params(AlertsQuery),
-    responses((status = 200, body = AlertList), (status = 400, description = "invalid_kind or invalid_limit"),
+    responses((status = 200, body = AlertList), (status = 400, description = "invalid_query (an unknown kind) or invalid_limit"),
         (status = 403, description = "forbidden: admin or channel token"), (status = 503, description = "storage_unavailable")))]
 pub async fn list_alerts(
     State(state): State<AppState>,
@@ -174,18 +174,12 @@ pub async fn list_alerts(
     ApiQuery(query): ApiQuery<AlertsQuery>,
 ) -> Result<Json<AlertList>, ApiError> {
     principal.require_channel()?;
-    if query.kind.as_deref().is_some_and(|k| !ALERT_KINDS.contains(&k)) {
-        return Err(ApiError::bad_request(
-            "invalid_kind",
-            "kind must be low_stock, low_stock_cleared or oversell",
-        ));
-    }
     let limit = match query.limit.unwrap_or(100) {
         limit @ 1..=1000 => limit as usize,
         _ => return Err(ApiError::bad_request("invalid_limit", "limit must be 1..=1000")),
     };
     let filter = AlertFilter {
-        kind: query.kind,
+        kind: query.kind.map(|k| k.as_str().to_owned()),
         store: query.store_id,
         open_only: query.open.unwrap_or(false),
         limit,

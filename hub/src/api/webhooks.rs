@@ -14,8 +14,8 @@ use serde::Deserialize;
 use shelfsync_common::server::extract::{ApiJson, ApiPath, ApiQuery};
 use shelfsync_common::server::failure::Reject;
 use shelfsync_common::wire::analytics::{
-    valid_webhook_events, valid_webhook_url, DeliveryList, RegisterWebhook, ReorderPoint, StoreSettings, Webhook,
-    WebhookList, MAX_REORDER_POINT,
+    valid_webhook_events, valid_webhook_url, DeliveryList, DeliveryStatus, RegisterWebhook, ReorderPoint,
+    StoreSettings, Webhook, WebhookList, MAX_REORDER_POINT,
 };
 use shelfsync_common::wire::jobs::JobList;
 use shelfsync_common::StoreId;
@@ -46,7 +46,8 @@ pub async fn register_webhook(
     ApiJson(body): ApiJson<RegisterWebhook>,
 ) -> Result<(StatusCode, Json<Webhook>), ApiError> {
     principal.require_admin()?;
-    if !valid_webhook_url(&body.url) {
+    let parsed = reqwest::Url::parse(&body.url).ok();
+    if !valid_webhook_url(&body.url) || parsed.is_none_or(|url| url.host().is_none()) {
         return Err(ApiError::unprocessable(
             "invalid_url",
             "url must be an http:// or https:// URL of at most 2048 bytes",
@@ -55,7 +56,7 @@ pub async fn register_webhook(
     if !valid_webhook_events(&body.events) {
         return Err(ApiError::unprocessable(
             "invalid_events",
-            "events must list low_stock, low_stock_cleared and/or oversell, each once",
+            "events must list at least one of low_stock, low_stock_cleared and oversell, each once",
         ));
     }
     if !(16..=256).contains(&body.secret.len()) || body.secret.chars().any(char::is_control) {
@@ -82,8 +83,8 @@ pub async fn list_webhooks(State(state): State<AppState>, principal: Principal) 
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveriesQuery {
-    /// `delivered`, `dead` (the dead-letter list) or `redeliver`.
-    pub status: Option<String>,
+    /// Only this status (`dead`: the dead-letter list).
+    pub status: Option<DeliveryStatus>,
     /// At most this many, newest first (1..=1000, default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
@@ -92,7 +93,7 @@ pub struct DeliveriesQuery {
 /// A webhook's delivery records; `?status=dead` is its dead-letter list.
 #[utoipa::path(get, path = "/v1/admin/webhooks/{id}/deliveries", tag = "admin",
     params(("id" = uuid::Uuid, Path, description = "webhook id"), DeliveriesQuery),
-    responses((status = 200, body = DeliveryList), (status = 400, description = "invalid_status or invalid_limit"),
+    responses((status = 200, body = DeliveryList), (status = 400, description = "invalid_query (an unknown status) or invalid_limit"),
         (status = 403, description = "forbidden: needs the admin token"), (status = 404, description = "webhook_not_found"), (status = 503, description = "storage_unavailable")))]
 pub async fn webhook_deliveries(
     State(state): State<AppState>,
@@ -101,21 +102,12 @@ pub async fn webhook_deliveries(
     ApiQuery(query): ApiQuery<DeliveriesQuery>,
 ) -> Result<Json<DeliveryList>, ApiError> {
     principal.require_admin()?;
-    if query
-        .status
-        .as_deref()
-        .is_some_and(|s| !["delivered", "dead", "redeliver"].contains(&s))
-    {
-        return Err(ApiError::bad_request(
-            "invalid_status",
-            "status must be delivered, dead or redeliver",
-        ));
-    }
     let limit = match query.limit.unwrap_or(100) {
         limit @ 1..=1000 => limit as usize,
         _ => return Err(ApiError::bad_request("invalid_limit", "limit must be 1..=1000")),
     };
-    match state.webhooks.deliveries(id, query.status, limit).await? {
+    let status = query.status.map(|s| s.as_str().to_owned());
+    match state.webhooks.deliveries(id, status, limit).await? {
         Some(deliveries) => Ok(Json(DeliveryList { deliveries })),
         None => Err(ApiError::not_found("webhook", id)),
     }

@@ -114,6 +114,7 @@ impl Webhooks {
     pub async fn register(self: &Arc<Self>, body: RegisterWebhook) -> Result<Webhook, ReadError> {
         let id = Uuid::now_v7();
         let now = OffsetDateTime::now_utc();
+        let events = body.events.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(",");
         let subscriber = self
             .db
             .write(move |tx| {
@@ -121,7 +122,7 @@ impl Webhooks {
                     .query_row("SELECT COALESCE(MAX(position), 0) FROM an_alerts", [], |row| row.get(0))?;
                 tx.execute(
                     "INSERT INTO webhooks (id, url, events, secret, created_at, cursor) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![&id.as_bytes()[..], body.url, body.events.join(","), body.secret, time_text::encode(now)?, cursor],
+                    params![&id.as_bytes()[..], body.url, events, body.secret, time_text::encode(now)?, cursor],
                 )?;
                 subscriber(tx, id)?.ok_or_else(|| ReadError::Corrupt("the webhook just written".into()))
             })
