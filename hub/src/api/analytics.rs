@@ -152,6 +152,7 @@ pub async fn top_sellers(
 #[serde(deny_unknown_fields)]
 pub struct AlertsQuery {
     /// Only this kind.
+    #[param(inline)]
     pub kind: Option<AlertKind>,
     /// One store.
     #[param(value_type = Option<uuid::Uuid>)]

@@ -84,6 +84,7 @@ pub async fn list_webhooks(State(state): State<AppState>, principal: Principal) 
 #[serde(deny_unknown_fields)]
 pub struct DeliveriesQuery {
     /// Only this status (`dead`: the dead-letter list).
+    #[param(inline)]
     pub status: Option<DeliveryStatus>,
     /// At most this many, newest first (1..=1000, default 100).
     #[param(minimum = 1, maximum = 1000)]
