@@ -53,6 +53,7 @@ pub fn router() -> Router<AppState> {
         super::analytics::sales_csv,
         super::webhooks::register_webhook,
         super::webhooks::list_webhooks,
+        super::webhooks::remove_webhook,
         super::webhooks::webhook_deliveries,
         super::webhooks::redeliver,
         super::webhooks::set_reorder_point,

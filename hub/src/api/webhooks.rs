@@ -8,7 +8,7 @@ use super::AppState;
 use crate::analytics::parse_time_zone;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use shelfsync_common::server::extract::{ApiJson, ApiPath, ApiQuery};
@@ -25,6 +25,7 @@ use uuid::Uuid;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/admin/webhooks", post(register_webhook).get(list_webhooks))
+        .route("/v1/admin/webhooks/{id}", delete(remove_webhook))
         .route("/v1/admin/webhooks/{id}/deliveries", get(webhook_deliveries))
         .route(
             "/v1/admin/webhooks/{id}/deliveries/{alert_id}/redeliver",
@@ -76,6 +77,23 @@ pub async fn list_webhooks(State(state): State<AppState>, principal: Principal) 
     Ok(Json(WebhookList {
         webhooks: state.webhooks.list().await?,
     }))
+}
+
+/// Remove a webhook with its delivery records; its sender stops.
+#[utoipa::path(delete, path = "/v1/admin/webhooks/{id}", tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "webhook id")),
+    responses((status = 204, description = "removed"), (status = 403, description = "forbidden: needs the admin token"),
+        (status = 404, description = "webhook_not_found"), (status = 503, description = "storage_unavailable")))]
+pub async fn remove_webhook(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    principal.require_admin()?;
+    match state.webhooks.remove(id).await? {
+        true => Ok(StatusCode::NO_CONTENT),
+        false => Err(ApiError::not_found("webhook", id)),
+    }
 }
 
 /// `?status=&limit=`.

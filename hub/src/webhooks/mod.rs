@@ -211,6 +211,25 @@ impl Webhooks {
         Ok(queued)
     }
 
+    /// Removes subscriber `id` with its delivery records, and stops its sender; false when
+    /// there is no such subscriber.
+    pub async fn remove(&self, id: Uuid) -> Result<bool, ReadError> {
+        let removed = self
+            .db
+            .write(move |tx| {
+                tx.execute(
+                    "DELETE FROM webhook_deliveries WHERE webhook_id = ?1",
+                    [&id.as_bytes()[..]],
+                )?;
+                Ok(tx.execute("DELETE FROM webhooks WHERE id = ?1", [&id.as_bytes()[..]])? == 1)
+            })
+            .await?;
+        if let Some(running) = self.lock().remove(&id) {
+            running.wake.notify_one();
+        }
+        Ok(removed)
+    }
+
     /// Removes delivered records older than `days` (housekeeping); says how many.
     pub async fn prune_delivered(&self, days: u32) -> Result<usize, ReadError> {
         let before = time_text::encode(OffsetDateTime::now_utc() - time::Duration::days(i64::from(days)))?;

@@ -75,7 +75,8 @@ impl Sender {
     pub(super) async fn run(mut self) {
         let mut failures_in_a_row = 0u32;
         loop {
-            if *self.shutdown.borrow() {
+            // Stopping, or the subscriber was removed.
+            if *self.shutdown.borrow() || !self.hooks.lock().contains_key(&self.id) {
                 break;
             }
             let work = match self.next().await {
@@ -231,6 +232,10 @@ impl Sender {
             .db
             .write(move |tx| {
                 let key = &id.as_bytes()[..];
+                if super::subscriber(tx, id)?.is_none() {
+                    // Removed while this attempt was in flight: nothing to record.
+                    return Ok(());
+                }
                 match (status, redelivery) {
                     ("retrying", false) => {
                         tx.execute("UPDATE webhooks SET attempts = ?2 WHERE id = ?1", params![key, attempt])?;
