@@ -12,14 +12,14 @@ use crate::config::JobsConfig;
 use crate::store::{LocalCommand, LocalError, LocalStore, Target};
 use shelfsync_common::domain::allocation::{self, Decider, OverShare};
 use shelfsync_common::domain::event::ReleaseReason;
-use shelfsync_common::server::schedule::start_maintenance;
 pub use shelfsync_common::server::schedule::stop;
+use shelfsync_common::server::schedule::{start_maintenance, Jobs};
 use shelfsync_common::{EventId, EventMetadata, InventoryCommand, Origin};
 use time::OffsetDateTime;
-use tokio_cron_scheduler::{JobScheduler, JobSchedulerError};
+use tokio_cron_scheduler::JobSchedulerError;
 
 /// Starts the scheduler with every job.
-pub async fn start(config: &JobsConfig, local: LocalStore) -> Result<JobScheduler, JobSchedulerError> {
+pub async fn start(config: &JobsConfig, local: LocalStore) -> Result<Jobs, JobSchedulerError> {
     let expiring = local.clone();
     let expire = move || {
         let local = expiring.clone();

@@ -110,7 +110,7 @@ pub async fn run(
             .await;
     tracing::info!("shutting down: HTTP closed, stopping the sync worker and jobs");
     worker.join().await;
-    jobs::stop(scheduler).await;
+    jobs::stop(&scheduler).await;
     local.close().await;
     tracing::info!("edge agent stopped");
     served.map_err(StartError::Serve)

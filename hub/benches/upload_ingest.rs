@@ -31,12 +31,10 @@ mod support;
 
 use rusqlite::{params, Connection, TransactionBehavior};
 use shelfsync_common::testing::scenario::{knob, Goal, Scenario};
-use shelfsync_common::wire::sync::{
-    UploadEvent, UploadOutcome, UploadRequest, UploadResponse, PROTOCOL_HEADER, PROTOCOL_VERSION,
-};
-use shelfsync_common::{EventId, EventMetadata, EventPayload, Origin, ProductId, ReservationId, StoreId, StreamId};
-use shelfsync_hub::testing::ADMIN;
+use shelfsync_common::wire::sync::{UploadOutcome, UploadRequest, UploadResponse, PROTOCOL_HEADER, PROTOCOL_VERSION};
+use shelfsync_common::EventPayload;
 use std::time::{Duration, Instant};
+use support::till::Till;
 use support::{bench_dir, cores, cpu_model, load_average, open_baseline, stats, thread_cpu, BenchHub};
 use time::OffsetDateTime;
 
@@ -152,72 +150,6 @@ fn main() {
         col(7),
     );
     scenario.report();
-}
-
-// ---------------------------------------------------------------------------------------
-// The events: what a store's tills record.
-
-/// Makes one store's events in till order: per product in turn, a delivery, a hold, and
-/// the sale of that hold.
-struct Till {
-    store: StoreId,
-    products: Vec<ProductId>,
-    next: usize,
-    open: Vec<Option<ReservationId>>,
-}
-
-impl Till {
-    fn new(store: StoreId) -> Self {
-        let products: Vec<ProductId> = shelfsync_hub::seed::products().iter().map(|p| p.id).collect();
-        let open = vec![None; products.len()];
-        Self {
-            store,
-            products,
-            next: 0,
-            open,
-        }
-    }
-
-    fn event(&mut self) -> UploadEvent {
-        let p = self.next % self.products.len();
-        let kind = (self.next / self.products.len()) % 3;
-        self.next += 1;
-        let payload = match kind {
-            0 => EventPayload::StockAdded { quantity: 2 },
-            1 => {
-                let reservation_id = ReservationId::new_v7();
-                self.open[p] = Some(reservation_id);
-                EventPayload::StockReserved {
-                    reservation_id,
-                    quantity: 1,
-                    expires_at: OffsetDateTime::now_utc() + time::Duration::hours(2),
-                }
-            }
-            _ => EventPayload::ReservationCommitted {
-                reservation_id: self.open[p].take().expect("a hold to sell"),
-                quantity: 1,
-            },
-        };
-        UploadEvent {
-            event_id: EventId::new_v7(),
-            stream: StreamId::inventory(self.products[p], self.store),
-            event_type: payload.event_type().into(),
-            schema_version: 1,
-            data: payload.data(),
-            metadata: EventMetadata {
-                origin: Origin::Store(self.store),
-                actor: format!("terminal:till-{}", 1 + p % 4),
-                correlation_id: uuid::Uuid::now_v7(),
-                causation_id: None,
-                occurred_at: OffsetDateTime::now_utc(),
-                recorded_at: None,
-            },
-        }
-    }
-
-    fn batch(&mut self, size: usize) -> Vec<UploadEvent> {
-        (0..size).map(|_| self.event()).collect()
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -347,23 +279,7 @@ fn hub_run(settings: &Settings) -> HubResult {
     let url = hub.url.clone();
 
     // Store tokens: the demo stores', then enrolled ones.
-    let mut agents: Vec<(StoreId, String)> = (0..settings.stores.min(3))
-        .map(|n| (shelfsync_hub::seed::stores()[n].id, hub.demo_store_token(n)))
-        .collect();
-    client_rt.block_on(async {
-        for n in agents.len()..settings.stores {
-            let response = client
-                .post(format!("{url}/v1/admin/stores"))
-                .bearer_auth(ADMIN)
-                .json(&serde_json::json!({ "name": format!("bench store {n}") }))
-                .send()
-                .await
-                .expect("enroll");
-            assert_eq!(response.status().as_u16(), 201);
-            let enrolled: shelfsync_common::wire::sync::EnrolledStore = response.json().await.expect("enrolled");
-            agents.push((enrolled.store.id, enrolled.token));
-        }
-    });
+    let agents = client_rt.block_on(support::store_agents(&hub, &client, settings.stores));
 
     // Every body, serialized before the clock starts.
     // (token, warm-up bodies, timed bodies) per store.

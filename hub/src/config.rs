@@ -36,6 +36,10 @@ pub struct HubConfig {
     pub storage: Storage,
     /// The PostgreSQL database, when `storage = "postgres"`.
     pub postgres: PostgresConfig,
+    /// Analytics, alerts and their jobs.
+    pub analytics: AnalyticsConfig,
+    /// Outgoing webhooks.
+    pub webhooks: WebhookConfig,
 }
 
 /// Where the event log lives.
@@ -74,6 +78,34 @@ impl Default for PostgresConfig {
     }
 }
 
+/// Analytics settings: the hub's own jobs (the shared `[jobs]` section holds the ones the
+/// agent runs too).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsConfig {
+    /// Whether the analytics worker runs (off: the figures and alerts stand still; a
+    /// hub that needs no analytics, and the bench's same-run baseline).
+    pub worker: bool,
+    /// Cron (with seconds, UTC) of the roll-up: the clock-dependent figures (streams
+    /// with less than a week of cover, open alerts, yesterday's units) into metrics.
+    pub rollup: String,
+    /// Cron of housekeeping: old delivery records go.
+    pub housekeeping: String,
+    /// Days a `delivered` webhook record is kept (dead letters stay until redelivered).
+    pub delivered_retention_days: u32,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        Self {
+            worker: true,
+            rollup: "0 10 * * * *".into(),
+            housekeeping: "0 30 3 * * *".into(),
+            delivered_retention_days: 30,
+        }
+    }
+}
+
 impl PostgresConfig {
     /// The store's settings; `None` without a `database_url`.
     pub fn settings(&self) -> Option<crate::store::PgSettings> {
@@ -83,6 +115,40 @@ impl PostgresConfig {
             connect_timeout: std::time::Duration::from_millis(self.connect_timeout_ms),
             statement_timeout: std::time::Duration::from_millis(self.statement_timeout_ms),
         })
+    }
+}
+
+/// Outgoing webhook settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// Longest wait for a subscriber's answer, in milliseconds.
+    pub timeout_ms: u64,
+    /// Attempts at one alert before it goes to the dead-letter list.
+    pub max_attempts: u32,
+    /// First retry delay in milliseconds (doubling, with jitter).
+    pub backoff_min_ms: u64,
+    /// Longest retry delay in milliseconds.
+    pub backoff_max_ms: u64,
+    /// Failures within `breaker_window_secs` that open a subscriber's breaker.
+    pub breaker_failures: u32,
+    /// The breaker's failure window in seconds.
+    pub breaker_window_secs: u64,
+    /// Longest time a subscriber's breaker stays open before a probe, in seconds.
+    pub breaker_open_secs: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 5_000,
+            max_attempts: 8,
+            backoff_min_ms: 500,
+            backoff_max_ms: 60_000,
+            breaker_failures: 5,
+            breaker_window_secs: 60,
+            breaker_open_secs: 60,
+        }
     }
 }
 
@@ -144,6 +210,8 @@ impl Default for HubConfig {
             jobs: JobsConfig::default(),
             storage: Storage::Sqlite,
             postgres: PostgresConfig::default(),
+            analytics: AnalyticsConfig::default(),
+            webhooks: WebhookConfig::default(),
         }
     }
 }
@@ -184,6 +252,18 @@ impl HubConfig {
         }
         if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
             return Err(ConfigError("admin_token must be at least 16 characters".into()));
+        }
+        let w = &self.webhooks;
+        if w.timeout_ms == 0 || w.max_attempts == 0 || w.breaker_failures == 0 || w.backoff_min_ms > w.backoff_max_ms {
+            return Err(ConfigError(
+                "webhooks: timeout_ms, max_attempts and breaker_failures must be at least 1, backoff_min_ms at most backoff_max_ms".into(),
+            ));
+        }
+        for (name, expr) in [
+            ("analytics.rollup", &self.analytics.rollup),
+            ("analytics.housekeeping", &self.analytics.housekeeping),
+        ] {
+            shelfsync_common::server::settings::check_cron(name, expr).map_err(ConfigError)?;
         }
         self.jobs.validate()
     }

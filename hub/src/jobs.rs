@@ -1,5 +1,8 @@
-//! Scheduled jobs (tokio-cron-scheduler, started by `common::server::schedule`):
-//! reservation expiry, the hub's side of allocations, and WAL maintenance.
+//! Scheduled jobs (tokio-cron-scheduler, started by `common::server::schedule`, which
+//! keeps each job from overlapping itself, retries a failed run and keeps the board that
+//! `GET /v1/admin/jobs` serves): reservation expiry, WAL maintenance, the analytics
+//! roll-up (the clock-dependent figures into metrics) and housekeeping (old webhook
+//! delivery records, the analytics file's WAL).
 //!
 //! Allocations (`docs/allocations.md`): on the expiry schedule the hub gives back to each
 //! store what its share holds beyond its policy's target (a percentage of stock that
@@ -12,20 +15,23 @@
 //! two overlapping runs, or a run racing a client's own release or commit, never release
 //! twice: the rules refuse to release a hold that is no longer open.
 
-use crate::config::JobsConfig;
+use crate::analytics::{queries, AnalyticsDb};
+use crate::config::{HubConfig, JobsConfig};
 use crate::read_model::{ReadModel, ReadModelQueries};
+use crate::store::ReadError;
 use crate::store::{Command, CommandRequest, EventStore, InventoryTarget, WriteError};
+use crate::webhooks::Webhooks;
 use shelfsync_common::domain::allocation::{self, Allocation, Share};
 use shelfsync_common::domain::event::ReleaseReason;
-use shelfsync_common::server::schedule::start_maintenance;
 pub use shelfsync_common::server::schedule::stop;
+use shelfsync_common::server::schedule::{start_maintenance, Jobs};
 use shelfsync_common::wire::fingerprint::Fingerprint;
 use shelfsync_common::{
     DomainError, EventId, EventMetadata, ExpectedVersion, InventoryCommand, Origin, ReservationId, StockQuantity,
 };
 use std::sync::Arc;
 use time::OffsetDateTime;
-use tokio_cron_scheduler::{JobScheduler, JobSchedulerError};
+use tokio_cron_scheduler::JobSchedulerError;
 
 /// How long a hub holds a job's lease after its last run (renewed on each run): another
 /// hub takes the job over this long after its holder died.
@@ -33,10 +39,48 @@ const JOB_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Starts the scheduler with every job.
 pub async fn start(
+    config: &HubConfig,
+    log: EventStore,
+    read_model: Arc<ReadModel>,
+    analytics: Arc<AnalyticsDb>,
+    webhooks: Arc<Webhooks>,
+) -> Result<Jobs, JobSchedulerError> {
+    let jobs = start_log_jobs(&config.jobs, log, read_model).await?;
+    let db = analytics.clone();
+    jobs.add("analytics-rollup", &config.analytics.rollup, move || {
+        let db = db.clone();
+        async move {
+            let rollup = db.read(|conn| queries::rollup(conn, OffsetDateTime::now_utc())).await?;
+            metrics::gauge!("shelfsync_hub_analytics_low_cover_streams").set(rollup.low_cover_streams as f64);
+            metrics::gauge!("shelfsync_hub_analytics_open_low_stock_alerts").set(rollup.open_low_stock as f64);
+            metrics::gauge!("shelfsync_hub_analytics_units_yesterday").set(rollup.units_yesterday as f64);
+            Ok::<_, ReadError>(())
+        }
+    })
+    .await?;
+    let retention = config.analytics.delivered_retention_days;
+    jobs.add("housekeeping", &config.analytics.housekeeping, move || {
+        let (webhooks, db) = (webhooks.clone(), analytics.clone());
+        async move {
+            let pruned = webhooks.prune_delivered(retention).await?;
+            db.write(|tx| Ok(tx.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?))
+                .await?;
+            if pruned > 0 {
+                tracing::info!(pruned, "old webhook delivery records removed");
+            }
+            Ok::<_, ReadError>(())
+        }
+    })
+    .await?;
+    Ok(jobs)
+}
+
+/// The two jobs of the log: expiry and the WAL checkpoint.
+async fn start_log_jobs(
     config: &JobsConfig,
     log: EventStore,
     read_model: Arc<ReadModel>,
-) -> Result<JobScheduler, JobSchedulerError> {
+) -> Result<Jobs, JobSchedulerError> {
     let expiring = log.clone();
     let expire = move || {
         let (log, read_model) = (expiring.clone(), read_model.clone());

@@ -3,7 +3,8 @@
 //! The write side ([`store`]) is one event log in SQLite with a single group-committing
 //! writer; the read side ([`projection`], [`query`]) folds that log into a stock read
 //! model behind a TTL cache and a circuit breaker; [`api`] is the HTTP surface for web
-//! shops, apps and back-office tools; [`jobs`] runs the scheduled work. [`run`] wires
+//! shops, apps and back-office tools; [`analytics`] folds the log into sales figures and
+//! alerts, which [`webhooks`] sends to subscribers; [`jobs`] runs the scheduled work. [`run`] wires
 //! them together for the binary and for tests, which start the real thing in-process on
 //! a port-0 listener through `testing` (feature `testing`). [`web`] is the back office's
 //! pages at `/`, a client of the same handlers.
@@ -12,6 +13,7 @@
 // (clippy.toml allows it in tests).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod analytics;
 pub mod api;
 pub mod bus;
 pub mod cli;
@@ -27,6 +29,7 @@ pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod web;
+pub mod webhooks;
 
 use crate::bus::EventBus;
 use crate::config::HubConfig;
@@ -39,6 +42,9 @@ use std::sync::Arc;
 pub const EVENTS_FILE: &str = "events.sqlite";
 /// The read model's file name inside the data directory.
 pub const READ_MODEL_FILE: &str = "read_model.sqlite";
+/// The analytics file's name inside the data directory (figures, alerts, their settings
+/// and the webhook subscribers).
+pub const ANALYTICS_FILE: &str = "analytics.sqlite";
 /// The generated admin token's file name inside the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
@@ -113,9 +119,31 @@ pub async fn run(
         config::Storage::Sqlite => queries,
         config::Storage::Postgres => queries.sharing(log.clone()),
     });
-    let scheduler = jobs::start(&config.jobs, log.clone(), projector.queries())
+    let analytics_path = data_dir.join(ANALYTICS_FILE);
+    let analytics = match config.analytics.worker {
+        true => analytics::spawn(log.clone(), &analytics_path, stopped.clone()),
+        false => analytics::idle(&analytics_path),
+    }
+    .map_err(|e| StartError::Projection(format!("analytics: {e}")))?;
+    let webhooks = webhooks::Webhooks::start(
+        analytics.db(),
+        config.webhooks.clone(),
+        analytics.position(),
+        stopped.clone(),
+    )
+    .await
+    .map_err(|e| StartError::Projection(format!("webhooks: {e}")))?;
+    let scheduler = Arc::new(
+        jobs::start(
+            &config,
+            log.clone(),
+            projector.queries(),
+            analytics.db(),
+            webhooks.clone(),
+        )
         .await
-        .map_err(|e| StartError::Jobs(e.to_string()))?;
+        .map_err(|e| StartError::Jobs(e.to_string()))?,
+    );
     let (begin_stopping, stopping) = tokio::sync::watch::channel(false);
     let fleet = Arc::new(fleet::Fleet::default());
     if let Some(revocations) = log.revocations_elsewhere() {
@@ -131,6 +159,10 @@ pub async fn run(
         fleet,
         stopping,
         projection_stall: projector.stall(),
+        analytics: analytics.db(),
+        analytics_position: analytics.position(),
+        webhooks,
+        jobs: scheduler.clone(),
     });
     let address = listener.local_addr().map_err(StartError::Serve)?;
     tracing::info!(%address, data_dir = %data_dir.display(), "hub listening");
@@ -147,9 +179,10 @@ pub async fn run(
     )
     .await;
     tracing::info!("shutting down: HTTP closed, stopping jobs and the projection");
-    jobs::stop(scheduler).await;
+    jobs::stop(&scheduler).await;
     let _ = stop.send(true);
     projector.join().await;
+    analytics.join().await;
     log.close().await;
     tracing::info!("hub stopped");
     served.map_err(StartError::Serve)
@@ -208,6 +241,11 @@ fn announce(address: std::net::SocketAddr, secret: &str, token_file: Option<&Pat
             println!("  {}  {:<11} {}", product.id, product.sku, product.name);
         }
     }
+}
+
+/// Rebuilds the analytics figures from the event log, with a progress bar when `progress`.
+pub fn rebuild_analytics(data_dir: &Path, progress: bool) -> Result<u64, store::ReadError> {
+    analytics::rebuild(&data_dir.join(EVENTS_FILE), &data_dir.join(ANALYTICS_FILE), progress)
 }
 
 /// Rebuilds the read model from the event log, with a progress bar when `progress`.

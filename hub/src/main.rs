@@ -57,6 +57,9 @@ enum Cmd {
         #[arg(long)]
         check_only: bool,
     },
+    /// Rebuild the analytics figures and alerts from the event log, keeping settings and
+    /// webhooks (stop the hub first).
+    RebuildAnalytics,
     /// Print the annotated example configuration.
     PrintConfig,
     /// Enroll, list and revoke stores (talks to the running hub).
@@ -169,6 +172,13 @@ fn command(cli: Cli) -> anyhow::Result<()> {
             let applied =
                 shelfsync_hub::rebuild_read_model(&config.data_dir, true).context("rebuilding the read model")?;
             println!("read model rebuilt from {applied} events");
+            Ok(())
+        }
+        Cmd::RebuildAnalytics => {
+            let config = HubConfig::load(cli.config.as_deref()).context("loading configuration")?;
+            shelfsync_common::server::telemetry::init_logging(&config.log);
+            let folded = shelfsync_hub::rebuild_analytics(&config.data_dir, true).context("rebuilding analytics")?;
+            println!("analytics rebuilt from {folded} events");
             Ok(())
         }
     }

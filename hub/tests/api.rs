@@ -691,6 +691,19 @@ shelfsync_hub::both_storages! {
 
         let query: Vec<(String, String, String)> = parameters_in(&doc, "query");
         let expected: Vec<(String, String, String)> = [
+            ("get", "/v1/admin/webhooks/{id}/deliveries", "limit"),
+            ("get", "/v1/admin/webhooks/{id}/deliveries", "status"),
+            ("get", "/v1/analytics/alerts", "kind"),
+            ("get", "/v1/analytics/alerts", "limit"),
+            ("get", "/v1/analytics/alerts", "open"),
+            ("get", "/v1/analytics/alerts", "store_id"),
+            ("get", "/v1/analytics/sales.csv", "from"),
+            ("get", "/v1/analytics/sales.csv", "store_id"),
+            ("get", "/v1/analytics/sales.csv", "to"),
+            ("get", "/v1/analytics/stores/{id}", "days"),
+            ("get", "/v1/analytics/top-sellers", "days"),
+            ("get", "/v1/analytics/top-sellers", "limit"),
+            ("get", "/v1/analytics/top-sellers", "store_id"),
             ("get", "/v1/inventory/availability", "min_position"),
             ("get", "/v1/inventory/availability", "product_id"),
             ("get", "/v1/inventory/availability", "quantity"),

@@ -33,6 +33,7 @@ all=(
     shelfsync-hub:catalog_push
     shelfsync-hub:cluster_pg
     shelfsync-hub:fleet_page
+    shelfsync-hub:analytics_lag
     shelfsync-edge:local_sales
     shelfsync-edge:local_reads
     shelfsync-edge:sync_drain

@@ -5,8 +5,10 @@
 //! ([`problem`]) and the fingerprint that tells a retried write from another one
 //! ([`fingerprint`]). Pure data and validation, no I/O.
 
+pub mod analytics;
 pub mod api;
 pub mod edge;
 pub mod fingerprint;
+pub mod jobs;
 pub mod problem;
 pub mod sync;

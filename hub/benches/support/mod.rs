@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod fanout;
+pub mod till;
 
 pub use shelfsync_common::testing::measure::*;
 use shelfsync_hub::config::HubConfig;
@@ -100,4 +101,29 @@ pub async fn hub_head(client: &reqwest::Client, url: &str) -> u64 {
         .await
         .expect("readyz body");
     ready["head"].as_u64().expect("head")
+}
+
+/// Tokens of `stores` stores to upload as: the demo stores' (from the data dir), then
+/// stores enrolled through `/v1/admin/stores`.
+pub async fn store_agents(
+    hub: &BenchHub,
+    client: &reqwest::Client,
+    stores: usize,
+) -> Vec<(shelfsync_common::StoreId, String)> {
+    let mut agents: Vec<_> = (0..stores.min(3))
+        .map(|n| (shelfsync_hub::seed::stores()[n].id, hub.demo_store_token(n)))
+        .collect();
+    for n in agents.len()..stores {
+        let response = client
+            .post(format!("{}/v1/admin/stores", hub.url))
+            .bearer_auth(shelfsync_hub::testing::ADMIN)
+            .json(&serde_json::json!({ "name": format!("bench store {n}") }))
+            .send()
+            .await
+            .expect("enroll");
+        assert_eq!(response.status().as_u16(), 201);
+        let enrolled: shelfsync_common::wire::sync::EnrolledStore = response.json().await.expect("enrolled");
+        agents.push((enrolled.store.id, enrolled.token));
+    }
+    agents
 }

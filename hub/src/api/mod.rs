@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod allocations;
+pub mod analytics;
 pub mod auth;
 pub mod error;
 pub mod inventory;
@@ -15,6 +16,7 @@ pub mod snapshot;
 pub mod stock;
 pub mod stores;
 pub mod sync;
+pub mod webhooks;
 pub mod write;
 
 use crate::config::HubConfig;
@@ -67,6 +69,14 @@ pub struct Shared {
     pub stopping: watch::Receiver<bool>,
     /// Why the projector is stuck retrying right now, if it is (`/readyz` fails then).
     pub projection_stall: watch::Receiver<Option<String>>,
+    /// The analytics file (figures, alerts, settings).
+    pub analytics: Arc<crate::analytics::AnalyticsDb>,
+    /// Where the analytics worker is.
+    pub analytics_position: watch::Receiver<u64>,
+    /// The webhook subscribers and their senders.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
+    /// The scheduled jobs (for `GET /v1/admin/jobs`).
+    pub jobs: Arc<shelfsync_common::server::schedule::Jobs>,
 }
 
 /// The whole API.
@@ -83,6 +93,8 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
         .merge(admin::router())
         .merge(stores::router())
         .merge(sync::router())
+        .merge(analytics::router())
+        .merge(webhooks::router())
         .merge(ops::router())
         .merge(pages);
     with_service_layers(routes, &state.config.http, |routes| {

@@ -53,6 +53,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+mod follow;
 mod projector;
 mod queries;
 mod rebuild;
@@ -63,8 +64,11 @@ pub(crate) mod testing;
 mod tests;
 mod touch_log;
 
+pub(crate) use follow::{backoff, follow, report_lag, stopped, Follower};
 pub use projector::{apply_batch, apply_skipping_poison, spawn, Applied, ProjectionHandle};
+pub(crate) use projector::{project_catalog, write_checkpoint, StreamWork};
 pub use queries::*;
+pub(crate) use rebuild::progress_bar;
 pub use rebuild::rebuild;
 pub use service::*;
 pub use touch_log::TouchLog;
@@ -78,10 +82,6 @@ const REBUILD_PAGE: usize = 50_000;
 /// While catching up, the projector joins feed pages into one transaction up to this many
 /// events, for the same reason.
 const CATCH_UP_BATCH: usize = 20_000;
-/// First retry delay after a failed batch.
-const MIN_BACKOFF: Duration = Duration::from_millis(50);
-/// Longest retry delay after a failed batch.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// At most this many reservations are answered by one expiry scan (the next run takes
 /// the rest).
 const EXPIRY_SCAN_LIMIT: usize = 1_000;

@@ -2,6 +2,7 @@
 //! transaction per batch, retrying storage failures and skipping poison events with an
 //! alarm (see the module above).
 
+use super::follow::{backoff, follow, report_lag, stopped, Follower, MAX_BACKOFF};
 use super::*;
 
 /// The running projector.
@@ -72,7 +73,11 @@ pub fn spawn(
     let (projected_tx, projected) = watch::channel(checkpoint);
     let (stall_tx, stall) = watch::channel(None);
     let touches = Arc::new(TouchLog::new());
-    let lag_task = tokio::spawn(report_lag(log.bus().watch_head(), projected.clone()));
+    let lag_task = tokio::spawn(report_lag(
+        "shelfsync_hub_projection_lag_events",
+        log.bus().watch_head(),
+        projected.clone(),
+    ));
     let projector = Projector {
         log,
         conn: Arc::new(Mutex::new(conn)),
@@ -108,46 +113,8 @@ impl Projector {
     async fn run(mut self) {
         tracing::info!(from = self.position, "projection started");
         let mut feed = self.log.feed(self.position);
-        let mut read_failures = backoff();
-        loop {
-            let next = tokio::select! {
-                biased;
-                () = stopped(&mut self.shutdown) => break,
-                next = feed.next() => next,
-            };
-            match next {
-                None => {
-                    tracing::info!("the event bus closed");
-                    break;
-                }
-                Some(Err(error)) => {
-                    // The feed has not moved: the next call re-reads the same events.
-                    let delay = read_failures.next().unwrap_or(MAX_BACKOFF);
-                    metrics::counter!("shelfsync_hub_projection_retries_total").increment(1);
-                    tracing::warn!(%error, position = self.position, retry_in_ms = delay.as_millis() as u64,
-                        "reading the event log for the projection failed; retrying");
-                    self.stall
-                        .send_replace(Some(format!("the event log cannot be read: {error}")));
-                    if !self.pause(delay).await {
-                        break;
-                    }
-                }
-                Some(Ok(mut events)) => {
-                    read_failures = backoff();
-                    // Behind the head: take more history into the same transaction. A
-                    // failed read here is simply retried by the next turn of the loop.
-                    while !feed.caught_up() && events.len() < CATCH_UP_BATCH {
-                        match feed.next().await {
-                            Some(Ok(more)) => events.extend(more),
-                            _ => break,
-                        }
-                    }
-                    if !self.project(events).await {
-                        break;
-                    }
-                }
-            }
-        }
+        let mut shutdown = self.shutdown.clone();
+        follow(&mut feed, &mut shutdown, CATCH_UP_BATCH, &mut self).await;
         // A clean stop leaves an empty WAL (query connections may still be open, so
         // SQLite cannot remove the file itself).
         let conn = self.conn.clone();
@@ -225,31 +192,17 @@ impl Projector {
     }
 }
 
-/// The retry delays of a failed batch: 50 ms doubling to 5 s, with jitter, forever.
-fn backoff() -> impl Iterator<Item = Duration> {
-    use backon::BackoffBuilder;
-    backon::ExponentialBuilder::default()
-        .with_min_delay(MIN_BACKOFF)
-        .with_max_delay(MAX_BACKOFF)
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
+impl Follower for Projector {
+    async fn batch(&mut self, events: Vec<EventEnvelope>) -> bool {
+        self.project(events).await
+    }
 
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-/// Keeps the lag gauge (head - projected) current until the projector stops.
-async fn report_lag(mut head: watch::Receiver<u64>, mut projected: watch::Receiver<u64>) {
-    loop {
-        let lag = head.borrow_and_update().saturating_sub(*projected.borrow_and_update());
-        metrics::gauge!("shelfsync_hub_projection_lag_events").set(lag as f64);
-        tokio::select! {
-            changed = head.changed() => if changed.is_err() { break },
-            changed = projected.changed() => if changed.is_err() { break },
-        }
+    fn read_failed(&mut self, error: &ReadError, retry_in: Duration) {
+        metrics::counter!("shelfsync_hub_projection_retries_total").increment(1);
+        tracing::warn!(%error, position = self.position, retry_in_ms = retry_in.as_millis() as u64,
+            "reading the event log for the projection failed; retrying");
+        self.stall
+            .send_replace(Some(format!("the event log cannot be read: {error}")));
     }
 }
 
@@ -360,11 +313,7 @@ fn skip_poison(conn: &mut Connection, event: &EventEnvelope, reason: &str) -> Re
             time_text::encode(OffsetDateTime::now_utc())?,
         ],
     )?;
-    tx.execute(
-        "INSERT INTO checkpoint (name, position) VALUES (?1, ?2)
-         ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-        params![CHECKPOINT_NAME, event.position as i64],
-    )?;
+    write_checkpoint(&tx, CHECKPOINT_NAME, event.position)?;
     tx.commit()?;
     metrics::counter!("shelfsync_hub_projection_poison_events_total").increment(1);
     tracing::error!(
@@ -374,6 +323,16 @@ fn skip_poison(conn: &mut Connection, event: &EventEnvelope, reason: &str) -> Re
         %reason,
         "poison event: the read model cannot apply it; skipped and recorded in poison_events"
     );
+    Ok(())
+}
+
+/// Moves the checkpoint row `name` to `position` (in the caller's transaction).
+pub(crate) fn write_checkpoint(conn: &Connection, name: &str, position: u64) -> Result<(), ReadError> {
+    conn.prepare_cached(
+        "INSERT INTO checkpoint (name, position) VALUES (?1, ?2)
+         ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+    )?
+    .execute(params![name, position as i64])?;
     Ok(())
 }
 
@@ -422,11 +381,7 @@ pub fn apply_batch(conn: &mut Connection, events: &[EventEnvelope]) -> Result<Ap
         work.save(&tx, product_id, store_id)?;
     }
     if position != checkpoint {
-        tx.execute(
-            "INSERT INTO checkpoint (name, position) VALUES (?1, ?2)
-             ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-            params![CHECKPOINT_NAME, position as i64],
-        )?;
+        write_checkpoint(&tx, CHECKPOINT_NAME, position)?;
     }
     tx.commit()?;
     Ok(Applied {
@@ -436,7 +391,11 @@ pub fn apply_batch(conn: &mut Connection, events: &[EventEnvelope]) -> Result<Ap
     })
 }
 
-fn project_catalog(conn: &Connection, event: &EventEnvelope, touched: &mut HashSet<ViewKey>) -> Result<(), ReadError> {
+pub(crate) fn project_catalog(
+    conn: &Connection,
+    event: &EventEnvelope,
+    touched: &mut HashSet<ViewKey>,
+) -> Result<(), ReadError> {
     let product = match &event.payload {
         EventPayload::ProductRegistered(product) | EventPayload::ProductUpdated(product) => product,
         other => {
@@ -475,16 +434,17 @@ fn project_catalog(conn: &Connection, event: &EventEnvelope, touched: &mut HashS
 }
 
 /// One inventory stream while a batch is applied: its state as loaded, folded with
-/// [`inventory::apply`], then written back as the difference.
-struct StreamWork {
-    state: InventoryState,
+/// [`inventory::apply`], then written back as the difference. The analytics worker keeps
+/// the same tables in its own file and folds them with this too.
+pub(crate) struct StreamWork {
+    pub(crate) state: InventoryState,
     loaded: BTreeMap<ReservationId, Reservation>,
     origins: HashMap<ReservationId, Option<StoreId>>,
     position: u64,
 }
 
 impl StreamWork {
-    fn load(conn: &Connection, product: ProductId, store: StoreId) -> Result<Self, ReadError> {
+    pub(crate) fn load(conn: &Connection, product: ProductId, store: StoreId) -> Result<Self, ReadError> {
         let keys = params![&product.as_bytes()[..], &store.as_bytes()[..]];
         let row: Option<(i64, i64, i64, Option<String>)> = conn
             .prepare_cached(
@@ -526,7 +486,7 @@ impl StreamWork {
         })
     }
 
-    fn apply(&mut self, event: &EventEnvelope) {
+    pub(crate) fn apply(&mut self, event: &EventEnvelope) {
         if let EventPayload::StockReserved { reservation_id, .. } = &event.payload {
             let origin = match event.metadata.origin {
                 Origin::Hub => None,
@@ -540,7 +500,7 @@ impl StreamWork {
         self.position = event.position;
     }
 
-    fn save(self, conn: &Connection, product: ProductId, store: StoreId) -> Result<(), ReadError> {
+    pub(crate) fn save(self, conn: &Connection, product: ProductId, store: StoreId) -> Result<(), ReadError> {
         let (p, s) = (&product.as_bytes()[..], &store.as_bytes()[..]);
         let reserved = self.state.reserved();
         conn.prepare_cached(

@@ -164,9 +164,14 @@ fn snapshot<T>(
 
 /// The stock projection's checkpoint (0 before the first batch).
 pub fn read_checkpoint(conn: &Connection) -> Result<u64, ReadError> {
+    read_named_checkpoint(conn, CHECKPOINT_NAME)
+}
+
+/// The position of the checkpoint row `name` (0 when absent).
+pub fn read_named_checkpoint(conn: &Connection, name: &str) -> Result<u64, ReadError> {
     let position: Option<i64> = conn
         .prepare_cached("SELECT position FROM checkpoint WHERE name = ?1")?
-        .query_row([CHECKPOINT_NAME], |row| row.get(0))
+        .query_row([name], |row| row.get(0))
         .optional()?;
     Ok(position.unwrap_or(0) as u64)
 }

@@ -22,17 +22,7 @@ pub fn rebuild(store_path: &Path, read_model_path: &Path, show_progress: bool) -
     let temp = sibling(read_model_path, ".rebuild");
     remove_database_files(&temp)?;
     let started = Instant::now();
-    let bar = if show_progress {
-        let bar = ProgressBar::new(head);
-        if let Ok(style) = ProgressStyle::with_template(
-            "rebuilding read model [{bar:40}] {pos}/{len} events, {per_sec}, {elapsed} elapsed, eta {eta}",
-        ) {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = progress_bar(show_progress, head, "read model");
     let mut applied = 0u64;
     let mut position = 0;
     {
@@ -79,6 +69,21 @@ pub fn rebuild(store_path: &Path, read_model_path: &Path, show_progress: bool) -
         "read model rebuilt"
     );
     Ok(applied)
+}
+
+/// A progress bar on stderr for rebuilding `what` up to `head` (events done, rate, ETA),
+/// or a hidden one.
+pub(crate) fn progress_bar(show: bool, head: u64, what: &str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(head);
+    let template =
+        format!("rebuilding {what} [{{bar:40}}] {{pos}}/{{len}} events, {{per_sec}}, {{elapsed}} elapsed, eta {{eta}}");
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
 }
 
 /// `path` with `suffix` appended to its file name.

@@ -36,6 +36,19 @@ pub const READ_MODEL: Migrations = &[
     ),
 ];
 
+/// The analytics file's migrations (see [`crate::analytics`]): the read model's tables,
+/// which the analytics worker keeps at its own checkpoint, then its figures and settings.
+pub const ANALYTICS: Migrations = &[
+    READ_MODEL[0],
+    READ_MODEL[1],
+    READ_MODEL[2],
+    READ_MODEL[3],
+    (
+        "0005_analytics",
+        include_str!("../../migrations/analytics/0005_analytics.sql"),
+    ),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,7 +56,11 @@ mod tests {
     #[test]
     fn the_hub_migrations_apply_to_fresh_files() {
         let dir = tempfile::tempdir().unwrap();
-        for (file, migrations) in [("events.sqlite", EVENT_STORE), ("read_model.sqlite", READ_MODEL)] {
+        for (file, migrations) in [
+            ("events.sqlite", EVENT_STORE),
+            ("read_model.sqlite", READ_MODEL),
+            ("analytics.sqlite", ANALYTICS),
+        ] {
             let mut conn = open_durable(&dir.path().join(file)).unwrap();
             assert_eq!(migrate(&mut conn, migrations).unwrap(), migrations.len());
             assert_eq!(migrate(&mut conn, migrations).unwrap(), 0);
