@@ -171,7 +171,12 @@ impl TestHub {
         for _ in 0..600 {
             if let Ok(r) = self.client.get(format!("{}/readyz", self.url)).send().await {
                 if r.status().is_success() {
-                    return;
+                    // Ready, and the read model holds everything the hub has heard of.
+                    let ready: Value = r.json().await.unwrap_or_default();
+                    let at = |key: &str| ready[key].as_u64().unwrap_or(0);
+                    if at("projected") >= at("head") {
+                        return;
+                    }
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
