@@ -43,12 +43,7 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<(bool, By
         .unwrap_or(false);
     let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ProblemResponse::new(
-                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                "Body too large",
-                "the request body is larger than the limit",
-            )
+            ProblemResponse::body_too_large()
         } else {
             ProblemResponse::bad_request("unreadable_body", rejection.body_text())
         }

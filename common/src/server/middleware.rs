@@ -29,8 +29,44 @@ where
         .fallback(|| async { ProblemResponse::route_not_found() })
         .method_not_allowed_fallback(|| async { ProblemResponse::method_not_allowed() })
         .layer(DefaultBodyLimit::max(http.body_limit_bytes))
+        .layer(middleware::from_fn_with_state(
+            http.body_limit_bytes,
+            declared_too_large,
+        ))
         .layer(middleware::from_fn_with_state(http.request_timeout(), time_limit));
     own(limited).layer(middleware::from_fn(record_request))
+}
+
+/// Bodies declared larger than this are refused without being read (the connection then
+/// closes with them unread, and the client may see a reset instead of the answer).
+const DRAIN_AT_MOST: u64 = 16 * 1024 * 1024;
+/// Longest a refused body is read for.
+const DRAIN_FOR: Duration = Duration::from_secs(5);
+
+/// Answers 413 `body_too_large` to a request whose `Content-Length` is over `limit`, after
+/// reading (and dropping) its body, up to [`DRAIN_AT_MOST`] bytes for at most [`DRAIN_FOR`].
+/// Answering before the body is read would close the connection with the client still
+/// sending: its kernel then gets a reset, which can arrive before the answer is read, and
+/// the client sees a broken connection instead of the 413.
+pub async fn declared_too_large(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > limit as u64 => {
+            if length <= DRAIN_AT_MOST {
+                let mut body = request.into_body().into_data_stream();
+                let drained = tokio::time::timeout(DRAIN_FOR, async {
+                    while let Some(Ok(_)) = futures_util::StreamExt::next(&mut body).await {}
+                });
+                let _ = drained.await;
+            }
+            ProblemResponse::body_too_large().into_response()
+        }
+        _ => next.run(request).await,
+    }
 }
 
 /// Answers 503 `timeout` when a request runs past `limit` (use with

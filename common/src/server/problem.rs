@@ -44,6 +44,16 @@ impl ProblemResponse {
         )
     }
 
+    /// 413 for a body over the size limit.
+    pub fn body_too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "Body too large",
+            "the request body is larger than the limit",
+        )
+    }
+
     /// 405 for a method a path does not take.
     pub fn method_not_allowed() -> Self {
         Self::new(
