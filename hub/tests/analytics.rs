@@ -317,9 +317,10 @@ async fn register(hub: &TestHub, url: &str, secret: &str) -> String {
     hook["id"].as_str().unwrap().to_owned()
 }
 
-/// Waits (bounded: 20 s) until `check` holds.
+/// Waits (bounded: 60 s, for a loaded CI machine; it takes well under a second alone)
+/// until `check` holds.
 async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..400 {
+    for _ in 0..1200 {
         if check().await {
             return;
         }
