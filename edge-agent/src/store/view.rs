@@ -273,19 +273,24 @@ impl View {
             StreamOp::Confirm { payload, .. } => Some(payload),
             StreamOp::RemovePending(_) | StreamOp::ReplaceConfirmed(_) => None,
         };
-        match payload {
-            Some(EventPayload::StockReserved { reservation_id, .. }) => {
-                self.reservations.insert(*reservation_id, product);
-            }
+        // The index names the product whose local state holds the hold open, whatever the
+        // event: a hold's id may be reused on another product once it closed, and the
+        // hub's confirmation of the old hold (reserved, then released) may arrive after
+        // that; it must not take the id away from the open hold.
+        let touched = match payload {
             Some(
-                EventPayload::StockReleased { reservation_id, .. }
+                EventPayload::StockReserved { reservation_id, .. }
+                | EventPayload::StockReleased { reservation_id, .. }
                 | EventPayload::ReservationCommitted { reservation_id, .. },
-            ) if !stream.local().reservations.contains_key(reservation_id)
-                && self.reservations.get(reservation_id) == Some(&product) =>
-            {
-                self.reservations.remove(reservation_id);
+            ) => Some(*reservation_id),
+            _ => None,
+        };
+        if let Some(id) = touched {
+            if stream.local().reservations.contains_key(&id) {
+                self.reservations.insert(id, product);
+            } else if self.reservations.get(&id) == Some(&product) {
+                self.reservations.remove(&id);
             }
-            _ => {}
         }
         if *stream == StreamView::default() {
             self.streams.remove(&product);
@@ -370,6 +375,7 @@ impl Clone for PendingEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shelfsync_common::domain::event::ReleaseReason;
 
     fn pending(seq: u64, payload: EventPayload) -> PendingEvent {
         PendingEvent {
@@ -420,6 +426,43 @@ mod tests {
         view.own_reservations.insert(mine);
         assert_eq!(view.reservation_product(theirs), Some(product), "found by the index");
         assert_eq!(view.own_expired(OffsetDateTime::now_utc()), vec![(product, mine)]);
+    }
+
+    #[test]
+    fn a_reused_hold_id_stays_found_when_the_old_hold_is_confirmed_late() {
+        let (old, new) = (ProductId::from_bytes([1; 16]), ProductId::from_bytes([2; 16]));
+        let id = ReservationId::from_bytes([7; 16]);
+        let reserved = EventPayload::StockReserved {
+            reservation_id: id,
+            quantity: 1,
+            expires_at: OffsetDateTime::UNIX_EPOCH,
+        };
+        let released = EventPayload::StockReleased {
+            reservation_id: id,
+            quantity: 1,
+            reason: ReleaseReason::Expired,
+        };
+        let mut view = View::new(StoreId::from_bytes([9; 16]));
+        // Held on one product, lapsed, then the id reused on another, all offline.
+        view.apply(old, &StreamOp::Record(pending(1, reserved.clone())));
+        view.apply(old, &StreamOp::Record(pending(2, released.clone())));
+        view.apply(new, &StreamOp::Record(pending(3, reserved.clone())));
+        assert_eq!(view.reservation_product(id), Some(new));
+        // The hub confirms the old hold's two events afterwards.
+        for (seq, payload) in [(1u64, &reserved), (2, &released)] {
+            let event_id = EventId::from_bytes([seq as u8; 16]);
+            let (by, version) = (Side::Store, seq);
+            view.apply(
+                old,
+                &StreamOp::Confirm {
+                    event_id,
+                    payload: payload.clone(),
+                    by,
+                    version,
+                },
+            );
+            assert_eq!(view.reservation_product(id), Some(new), "after confirming event {seq}");
+        }
     }
 
     #[test]
