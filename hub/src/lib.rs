@@ -15,12 +15,14 @@
 
 pub mod analytics;
 pub mod api;
+pub mod backup;
 pub mod bus;
 pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod fleet;
 pub mod jobs;
+pub mod migrate;
 pub mod migrate_storage;
 pub mod read_model;
 pub mod seed;
@@ -28,6 +30,7 @@ pub mod sse;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod verify;
 pub mod web;
 pub mod webhooks;
 

@@ -1,5 +1,6 @@
-//! The `shelfsync-hub` command line: serve, run the demo, rebuild the read model, move the
-//! event store to PostgreSQL, print the example configuration. A failure prints one line
+//! The `shelfsync-hub` command line: serve, run the demo, migrate, verify, back up and
+//! restore the hub's storage, rebuild the read model, move the event store to PostgreSQL,
+//! print the example configuration. A failure prints one line
 //! (naming the step) and exits 1.
 
 // Production code never unwraps: an error becomes an answer, a log line or an exit code
@@ -10,7 +11,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use shelfsync_common::server::startup::{serve_process, Process};
 use shelfsync_hub::cli;
-use shelfsync_hub::config::{HubConfig, EXAMPLE};
+use shelfsync_hub::config::{HubConfig, Storage, EXAMPLE};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -39,6 +40,30 @@ enum Cmd {
         /// Listen address.
         #[arg(long, default_value = "127.0.0.1:7070")]
         listen: std::net::SocketAddr,
+    },
+    /// Apply the storage's schema migrations and exit (stop the hub first; before an
+    /// upgrade).
+    Migrate,
+    /// Check the event log and the read model (read-only; the hub may be running). Exits
+    /// non-zero, saying where, on any problem.
+    Verify {
+        /// A hub data directory to check instead of the configured one (e.g. a backup).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Copy the hub's SQLite files into a new directory while it keeps serving, then verify
+    /// the copy (PostgreSQL: see docs/operations.md, pg_dump / PITR).
+    Backup {
+        /// The new (or empty) directory to write the copy into.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Put a backup back into the configured data directory (stop the hub first), verify
+    /// it, and say what the agents do next.
+    Restore {
+        /// The directory `backup --to` wrote.
+        #[arg(long)]
+        from: PathBuf,
     },
     /// Rebuild the read model from the event log (stop the hub first).
     RebuildProjections,
@@ -159,6 +184,52 @@ fn command(cli: Cli) -> anyhow::Result<()> {
             println!("{summary}");
             Ok(())
         }
+        Cmd::Migrate => {
+            let config = HubConfig::load(cli.config.as_deref()).context("loading configuration")?;
+            for line in shelfsync_hub::migrate::run(&config).context("migrating")? {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Cmd::Verify { data_dir } => {
+            let config = HubConfig::load(cli.config.as_deref()).context("loading configuration")?;
+            let dir = data_dir.unwrap_or_else(|| config.data_dir.clone());
+            let report = match (&config.postgres.database_url, config.storage) {
+                (Some(url), Storage::Postgres) => {
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                    runtime.block_on(shelfsync_hub::verify::postgres(url.expose(), &dir, true))
+                }
+                _ => shelfsync_hub::verify::data_dir(&dir, true),
+            }
+            .context("verifying")?;
+            println!("{report}");
+            match report.passed() {
+                true => Ok(()),
+                false => anyhow::bail!("verify found {} problems (listed above)", report.problems.count()),
+            }
+        }
+        Cmd::Backup { to } => {
+            let config = HubConfig::load(cli.config.as_deref()).context("loading configuration")?;
+            refuse_postgres(&config, "backup")?;
+            let manifest = shelfsync_hub::backup::backup(&config.data_dir, &to, true)
+                .with_context(|| format!("backing up {} into {}", config.data_dir.display(), to.display()))?;
+            println!(
+                "backed up {} at position {} into {} ({}); the copy verifies",
+                config.data_dir.display(),
+                manifest.head,
+                to.display(),
+                manifest.files.join(", ")
+            );
+            Ok(())
+        }
+        Cmd::Restore { from } => {
+            let config = HubConfig::load(cli.config.as_deref()).context("loading configuration")?;
+            refuse_postgres(&config, "restore")?;
+            let restored = shelfsync_hub::backup::restore(&from, &config.data_dir, true)
+                .with_context(|| format!("restoring {} into {}", from.display(), config.data_dir.display()))?;
+            println!("{restored}");
+            Ok(())
+        }
         Cmd::RebuildProjections => {
             let config = HubConfig::load(cli.config.as_deref()).context("loading configuration")?;
             shelfsync_common::server::telemetry::init_logging(&config.log);
@@ -182,6 +253,17 @@ fn command(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Backups of a PostgreSQL hub are PostgreSQL's own.
+fn refuse_postgres(config: &HubConfig, command: &str) -> anyhow::Result<()> {
+    if config.storage == Storage::Postgres {
+        anyhow::bail!(
+            "this hub's event log is in PostgreSQL: `{command}` copies SQLite files only; back the database up \
+             with pg_dump or continuous archiving (PITR), see docs/operations.md, \"Backups and repair\""
+        );
+    }
+    Ok(())
 }
 
 fn serve(config: HubConfig, demo: bool) -> anyhow::Result<()> {

@@ -17,7 +17,6 @@ pub use copy::{Copied, Summary, CHUNK_EVENTS};
 
 use crate::config::HubConfig;
 use crate::store::{PgSettings, ReadError};
-use rusqlite::OpenFlags;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -138,25 +137,13 @@ fn open_source(path: &Path) -> Result<rusqlite::Connection, MigrateError> {
     if !path.is_file() {
         return Err(MigrateError::Source(format!("no event log at {}", path.display())));
     }
-    let conn = rusqlite::Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(Duration::ZERO)?;
-    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
-    // Writes nothing; in exclusive mode the lock it takes is kept until the connection closes.
-    match conn.execute_batch("BEGIN IMMEDIATE; COMMIT") {
-        Err(rusqlite::Error::SqliteFailure(error, _)) if error.code == rusqlite::ErrorCode::DatabaseBusy => {
-            return Err(MigrateError::InUse(path.to_owned()))
-        }
-        other => other?,
-    }
+    let conn = crate::store::schema::lock_exclusive(path)?.ok_or_else(|| MigrateError::InUse(path.to_owned()))?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let expected = crate::store::schema::EVENT_STORE.len() as i64;
     if version != expected {
         return Err(MigrateError::Source(format!(
-            "{} is at schema version {version}, this build's is {expected}: start and stop this version's hub \
-             on it once (it migrates the file), then copy",
+            "{} is at schema version {version}, this build's is {expected}: run `shelfsync-hub migrate` \
+             (it migrates the file), then copy",
             path.display()
         )));
     }

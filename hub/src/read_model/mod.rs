@@ -68,8 +68,8 @@ pub(crate) use follow::{backoff, follow, report_lag, stopped, Follower};
 pub use projector::{apply_batch, apply_skipping_poison, spawn, Applied, ProjectionHandle};
 pub(crate) use projector::{project_catalog, write_checkpoint, StreamWork};
 pub use queries::*;
-pub(crate) use rebuild::progress_bar;
 pub use rebuild::rebuild;
+pub(crate) use rebuild::{progress_bar, remove_database_files, sibling};
 pub use service::*;
 pub use touch_log::TouchLog;
 

@@ -87,14 +87,14 @@ pub(crate) fn progress_bar(show: bool, head: u64, what: &str) -> ProgressBar {
 }
 
 /// `path` with `suffix` appended to its file name.
-pub(super) fn sibling(path: &Path, suffix: &str) -> PathBuf {
+pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(suffix);
     path.with_file_name(name)
 }
 
 /// Removes a SQLite file and its WAL and shared-memory files, if they exist.
-fn remove_database_files(path: &Path) -> Result<(), ProjectionError> {
+pub(crate) fn remove_database_files(path: &Path) -> Result<(), ProjectionError> {
     for file in [path.to_owned(), sibling(path, "-wal"), sibling(path, "-shm")] {
         match std::fs::remove_file(&file) {
             Ok(()) => {}

@@ -39,6 +39,7 @@ use std::sync::Arc;
 
 pub use feed::{EventFeed, Page};
 pub use pg::{migrate as migrate_postgres, PgLog, PgSettings};
+pub(crate) use reader::{envelope_from_row, head as log_head, EVENT_COLUMNS};
 pub use reader::{ReadPool, StoreStats, TokenRecord, VisiblePage};
 
 /// The write side's state of one stream.

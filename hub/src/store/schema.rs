@@ -3,6 +3,27 @@
 
 pub use shelfsync_common::sqlite::{migrate, open_durable, open_read_only, Migrations};
 
+use std::path::Path;
+
+/// Opens the existing file at `path` read-write and takes SQLite's exclusive lock on it,
+/// kept until the connection closes; `None` when another connection holds it. A running
+/// hub keeps its connections to its files open (WAL mode), so this is how an offline
+/// command finds out that the hub still runs, and keeps one from starting meanwhile.
+pub fn lock_exclusive(path: &Path) -> rusqlite::Result<Option<rusqlite::Connection>> {
+    use rusqlite::OpenFlags;
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::ZERO)?;
+    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+    // Writes nothing; in exclusive mode the lock it takes is kept until the connection closes.
+    match conn.execute_batch("BEGIN IMMEDIATE; COMMIT") {
+        Err(rusqlite::Error::SqliteFailure(error, _)) if error.code == rusqlite::ErrorCode::DatabaseBusy => Ok(None),
+        other => other.map(|()| Some(conn)),
+    }
+}
+
 /// The event store's migrations, oldest first.
 pub const EVENT_STORE: Migrations = &[
     (
