@@ -2,13 +2,16 @@
 //! verify finds a garbled payload, a deleted row and a read model figure changed behind
 //! the projector's back, naming where (and the binary exits non-zero); a backup taken
 //! while writers keep appending restores into a fresh data directory that verifies, holds
-//! every event acknowledged before the backup started, and serves; a restore refuses while
-//! a hub runs on the data directory.
+//! every event acknowledged before the backup started, and serves; verify passes on the
+//! running hub's files under that load; a restore refuses while a hub runs on the data
+//! directory. On PostgreSQL (skipped without a server, saying how to run it), verify checks
+//! the shared log and names a garbled event.
 
 use serde_json::json;
 use shelfsync_common::testing::http::call;
 use shelfsync_hub::backup::{backup, restore};
 use shelfsync_hub::store::LogFile;
+use shelfsync_hub::testing::storage::TestDatabase;
 use shelfsync_hub::testing::{demo_product, demo_store, TestHub};
 use shelfsync_hub::verify;
 use std::path::Path;
@@ -187,6 +190,15 @@ async fn a_backup_taken_under_write_load_restores_to_a_hub_that_verifies() {
             .unwrap()
     };
     let during = acked.lock().unwrap().len() - before_backup.len();
+    // verify on the running hub's own files, the writers still writing.
+    let live = {
+        let data = data.clone();
+        tokio::task::spawn_blocking(move || verify::data_dir(&data, false))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    assert!(live.passed(), "{live}");
     // Still writing after the backup: the hub kept serving.
     let after_backup = acked.lock().unwrap().len();
     let until = Instant::now() + Duration::from_secs(30);
@@ -255,5 +267,34 @@ async fn a_backup_taken_under_write_load_restores_to_a_hub_that_verifies() {
         manifest.head + 1,
         "the restored hub appends after the backup's head"
     );
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_checks_a_log_on_postgres() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let hub = TestHub::spawn_sharing(&db.url, true).await;
+    for n in 0..5 {
+        hub.add_stock(demo_product(n), demo_store(n % 3), 2).await;
+    }
+    hub.wait_ready().await;
+    let report = verify::postgres(&db.url, &hub.data_dir, false).await.unwrap();
+    assert!(report.passed(), "{report}");
+    assert_eq!(report.events, hub.head().await);
+
+    let client = db.connect().await;
+    let garbled = client
+        .execute(
+            "UPDATE events SET data = '{\"quantity\": \"lots\"}' WHERE position = 22",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(garbled, 1);
+    let report = verify::postgres(&db.url, &hub.data_dir, false).await.unwrap();
+    let found = report.problems.listed();
+    assert!(found.iter().any(|p| p.contains("position 22")), "{report}");
     hub.stop().await;
 }
