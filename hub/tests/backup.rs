@@ -4,7 +4,8 @@
 //! while writers keep appending restores into a fresh data directory that verifies, holds
 //! every event acknowledged before the backup started, and serves; verify passes on the
 //! running hub's files under that load; a restore refuses while a hub runs on the data
-//! directory. On PostgreSQL (skipped without a server, saying how to run it), verify checks
+//! directory. `migrate` (the binary) applies every migration to a fresh data directory,
+//! nothing the second time, and refuses while a hub runs. On PostgreSQL (skipped without a server, saying how to run it), verify checks
 //! the shared log and names a garbled event.
 
 use serde_json::json;
@@ -297,4 +298,35 @@ async fn verify_checks_a_log_on_postgres() {
     let found = report.problems.listed();
     assert!(found.iter().any(|p| p.contains("position 22")), "{report}");
     hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_applies_each_migration_once_and_refuses_while_a_hub_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("hub");
+    let migrate = |data: &Path| {
+        let output = Command::new(env!("CARGO_BIN_EXE_shelfsync-hub"))
+            .arg("migrate")
+            .env("SHELFSYNC_HUB_DATA_DIR", data)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+        (output.status.success(), text)
+    };
+    let (ok, out) = tokio::task::block_in_place(|| migrate(&data));
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("events.sqlite: applied 0001_event_store, 0002_store_stats, 0003_secrets"),
+        "{out}"
+    );
+    assert!(out.contains("analytics.sqlite: applied "), "{out}");
+    let (ok, out) = tokio::task::block_in_place(|| migrate(&data));
+    assert!(ok && out.matches("up to date").count() == 3, "{out}");
+
+    let hub = TestHub::spawn_at(data.clone(), true).await;
+    hub.wait_ready().await;
+    let (ok, out) = tokio::task::block_in_place(|| migrate(&data));
+    assert!(!ok && out.contains("is in use: stop the hub first"), "{out}");
+    hub.stop().await;
+    assert!(verify::data_dir(&data, false).unwrap().passed());
 }
