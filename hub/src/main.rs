@@ -194,12 +194,15 @@ fn command(cli: Cli) -> anyhow::Result<()> {
         Cmd::Verify { data_dir } => {
             let config = HubConfig::load(cli.config.as_deref()).context("loading configuration")?;
             let dir = data_dir.unwrap_or_else(|| config.data_dir.clone());
-            let report = match (&config.postgres.database_url, config.storage) {
-                (Some(url), Storage::Postgres) => {
+            let report = match config.storage {
+                Storage::Postgres => {
+                    let url = config.postgres.database_url.as_ref().context(
+                        "storage = \"postgres\" needs postgres.database_url (SHELFSYNC_HUB_POSTGRES__DATABASE_URL)",
+                    )?;
                     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                     runtime.block_on(shelfsync_hub::verify::postgres(url.expose(), &dir, true))
                 }
-                _ => shelfsync_hub::verify::data_dir(&dir, true),
+                Storage::Sqlite => shelfsync_hub::verify::data_dir(&dir, true),
             }
             .context("verifying")?;
             println!("{report}");
