@@ -12,7 +12,9 @@ mod read_model;
 
 use crate::store::{envelope_from_row, schema, PgLog, ReadError, EVENT_COLUMNS};
 use read_model::Fold;
+use shelfsync_common::EventEnvelope;
 use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 /// Problems kept for the report; past this many only the count grows.
@@ -21,6 +23,9 @@ const MAX_REPORTED: usize = 50;
 const PROGRESS_EVERY: u64 = 100_000;
 /// Events per page read from PostgreSQL.
 const PG_PAGE: usize = 10_000;
+/// Events handed to the folds at a time (and folded in one transaction: large pages
+/// fold fastest, see `read_model::REBUILD_PAGE`).
+const FOLD_PAGE: usize = 50_000;
 
 /// Why a verification could not run (a problem it finds is in the [`Report`] instead).
 #[derive(Debug, thiserror::Error)]
@@ -126,11 +131,11 @@ pub fn data_dir(data_dir: &Path, progress: bool) -> Result<Report, VerifyError> 
         return Err(VerifyError::NoLog(path));
     }
     // The projections first: their snapshots are then at or behind the log's.
-    let mut folds = projections(data_dir)?;
+    let folds = projections(data_dir)?;
     let conn = schema::open_read_only(&path)?;
     conn.execute_batch("BEGIN")?;
     let head = crate::store::log_head(&conn)?;
-    let mut scan = Scan::new(head, progress);
+    let mut scan = Scan::new(head, progress, folds);
     {
         let mut stmt = conn.prepare(&format!("SELECT {EVENT_COLUMNS} FROM events ORDER BY position"))?;
         let mut rows = stmt.query([])?;
@@ -139,7 +144,7 @@ pub fn data_dir(data_dir: &Path, progress: bool) -> Result<Report, VerifyError> 
             let stream_key = row.get_ref(2)?.as_blob().map(<[u8]>::to_vec).unwrap_or_default();
             let version: i64 = row.get(3)?;
             let decoded = envelope_from_row(row).map_err(|error| error.to_string());
-            scan.row(position as u64, &stream_key, version as u64, decoded, &mut folds)?;
+            scan.row(position as u64, &stream_key, version as u64, decoded);
         }
     }
     let mut stmt = conn.prepare("SELECT stream_key, version, last_position FROM streams")?;
@@ -152,17 +157,17 @@ pub fn data_dir(data_dir: &Path, progress: bool) -> Result<Report, VerifyError> 
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    scan.finish(Some(stream_rows), folds)
+    scan.finish(Some(stream_rows))
 }
 
 /// Verifies the log in the PostgreSQL database at `url` and the read model in this hub's
 /// `data_dir`: the same checks but the `streams` table's (a decoding failure ends the
 /// scan, naming the position).
 pub async fn postgres(url: &str, data_dir: &Path, progress: bool) -> Result<Report, VerifyError> {
-    let mut folds = projections(data_dir)?;
+    let folds = projections(data_dir)?;
     let log = PgLog::connect(url).await?;
     let head = log.head().await?;
-    let mut scan = Scan::new(head, progress);
+    let mut scan = Scan::new(head, progress, folds);
     let mut after = 0;
     while after < head {
         let page = match log.events_after(after, PG_PAGE).await {
@@ -178,11 +183,11 @@ pub async fn postgres(url: &str, data_dir: &Path, progress: bool) -> Result<Repo
         };
         for event in page {
             let (position, key, version) = (event.position, event.stream.key(), event.stream_version);
-            scan.row(position, &key, version, Ok(event), &mut folds)?;
+            scan.row(position, &key, version, Ok(event));
         }
         after = last;
     }
-    scan.finish(None, folds)
+    scan.finish(None)
 }
 
 /// The projections of `data_dir` that exist, each in its read transaction.
@@ -198,32 +203,50 @@ fn projections(data_dir: &Path) -> Result<Vec<Fold>, VerifyError> {
     Ok(folds)
 }
 
-/// One pass over the log, whichever backend it comes from.
+/// One pass over the log, whichever backend it comes from. Each projection is folded on
+/// a thread of its own, fed pages of decoded events, while this thread reads and checks
+/// the log.
 struct Scan {
     head: u64,
     check: log::LogCheck,
     problems: Problems,
     progress: Option<Instant>,
+    page: Vec<EventEnvelope>,
+    folders: Vec<Folder>,
+}
+
+/// A fold's thread and its inbox.
+struct Folder {
+    pages: mpsc::SyncSender<Arc<Vec<EventEnvelope>>>,
+    done: std::thread::JoinHandle<Result<Fold, ReadError>>,
+}
+
+impl Folder {
+    fn spawn(mut fold: Fold) -> Self {
+        let (pages, inbox) = mpsc::sync_channel::<Arc<Vec<EventEnvelope>>>(1);
+        let done = std::thread::spawn(move || {
+            for page in inbox {
+                fold.fold_page(&page)?;
+            }
+            Ok(fold)
+        });
+        Self { pages, done }
+    }
 }
 
 impl Scan {
-    fn new(head: u64, progress: bool) -> Self {
+    fn new(head: u64, progress: bool, folds: Vec<Fold>) -> Self {
         Self {
             head,
             check: log::LogCheck::default(),
             problems: Problems::default(),
             progress: progress.then(Instant::now),
+            page: Vec::new(),
+            folders: folds.into_iter().map(Folder::spawn).collect(),
         }
     }
 
-    fn row(
-        &mut self,
-        position: u64,
-        stream_key: &[u8],
-        version: u64,
-        decoded: Result<shelfsync_common::EventEnvelope, String>,
-        folds: &mut [Fold],
-    ) -> Result<(), VerifyError> {
+    fn row(&mut self, position: u64, stream_key: &[u8], version: u64, decoded: Result<EventEnvelope, String>) {
         self.check.row(
             position,
             stream_key,
@@ -232,8 +255,9 @@ impl Scan {
             &mut self.problems,
         );
         if let Ok(event) = decoded {
-            for fold in folds.iter_mut() {
-                fold.push(&event)?;
+            self.page.push(event);
+            if self.page.len() >= FOLD_PAGE {
+                self.hand_over();
             }
         }
         if let Some(started) = self.progress.filter(|_| self.check.rows % PROGRESS_EVERY == 0) {
@@ -244,17 +268,26 @@ impl Scan {
                 started.elapsed().as_secs_f64()
             );
         }
-        Ok(())
     }
 
-    fn finish(
-        mut self,
-        stream_rows: Option<Vec<(Vec<u8>, u64, u64)>>,
-        folds: Vec<Fold>,
-    ) -> Result<Report, VerifyError> {
+    /// Gives the page to every fold. A fold that stopped has failed: its thread says why
+    /// when joined.
+    fn hand_over(&mut self) {
+        let page = Arc::new(std::mem::take(&mut self.page));
+        for folder in &self.folders {
+            let _ = folder.pages.send(page.clone());
+        }
+    }
+
+    fn finish(mut self, stream_rows: Option<Vec<(Vec<u8>, u64, u64)>>) -> Result<Report, VerifyError> {
+        self.hand_over();
         self.check.finish(self.head, stream_rows, &mut self.problems);
         let mut projections = Vec::new();
-        for fold in folds {
+        for Folder { pages, done } in std::mem::take(&mut self.folders) {
+            drop(pages);
+            let fold = done
+                .join()
+                .map_err(|_| ReadError::Join("a projection's fold panicked".into()))??;
             if fold.checkpoint > self.head {
                 self.problems.push(format!(
                     "{}: its checkpoint {} is past the log's head {}",

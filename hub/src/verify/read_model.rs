@@ -16,9 +16,6 @@ use std::cmp::Ordering;
 use std::collections::HashSet;
 use std::path::Path;
 
-/// Events folded per transaction.
-const FOLD_BATCH: usize = 20_000;
-
 /// The tables compared and how many leading columns make their key (all 16-byte ids).
 const TABLES: [(&str, usize); 3] = [("stock", 2), ("products", 1), ("reservations", 3)];
 
@@ -34,7 +31,6 @@ pub(super) struct Fold {
     poison: HashSet<u64>,
     /// The fold.
     fold: Connection,
-    pending: Vec<EventEnvelope>,
 }
 
 impl Fold {
@@ -60,7 +56,6 @@ impl Fold {
             checkpoint,
             poison,
             fold,
-            pending: Vec::new(),
         }))
     }
 
@@ -69,34 +64,26 @@ impl Fold {
         self.poison.len()
     }
 
-    /// The next event of the log (in position order).
-    pub(super) fn push(&mut self, event: &EventEnvelope) -> Result<(), ReadError> {
-        if event.position > self.checkpoint {
-            return Ok(());
-        }
-        if self.poison.contains(&event.position) {
-            // Skipped as the projector did: the checkpoint moves past it.
-            self.flush()?;
-            return write_checkpoint(&self.fold, CHECKPOINT_NAME, event.position);
-        }
-        self.pending.push(event.clone());
-        if self.pending.len() >= FOLD_BATCH {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), ReadError> {
-        if !self.pending.is_empty() {
-            apply_batch(&mut self.fold, &self.pending)?;
-            self.pending.clear();
+    /// The next page of the log (events in position order, each once): the events up to
+    /// the checkpoint are folded, the poison ones skipped as the projector did.
+    pub(super) fn fold_page(&mut self, page: &[EventEnvelope]) -> Result<(), ReadError> {
+        let mut rest = &page[..page.partition_point(|event| event.position <= self.checkpoint)];
+        while !rest.is_empty() {
+            let poison = rest.iter().position(|event| self.poison.contains(&event.position));
+            let run = &rest[..poison.unwrap_or(rest.len())];
+            if !run.is_empty() {
+                apply_batch(&mut self.fold, run)?;
+            }
+            let Some(at) = poison else { break };
+            // The checkpoint moves past it, as the projector's did.
+            write_checkpoint(&self.fold, CHECKPOINT_NAME, rest[at].position)?;
+            rest = &rest[at + 1..];
         }
         Ok(())
     }
 
     /// Compares every row of the file with the fold.
-    pub(super) fn compare(mut self, problems: &mut Problems) -> Result<(), ReadError> {
-        self.flush()?;
+    pub(super) fn compare(self, problems: &mut Problems) -> Result<(), ReadError> {
         for (table, key_columns) in TABLES {
             let (columns, found) = rows(&self.file, table, key_columns)?;
             let (_, expected) = rows(&self.fold, table, key_columns)?;
