@@ -8,6 +8,7 @@ use shelfsync_common::breaker::BreakerConfig;
 use shelfsync_common::domain::allocation::OverShare;
 use shelfsync_common::server::secret::Secret;
 pub use shelfsync_common::server::settings::{ConfigError, JobsConfig};
+use shelfsync_common::server::telemetry::LogFormat;
 use shelfsync_common::StoreId;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,8 @@ pub struct EdgeConfig {
     pub manager_key: Option<Secret>,
     /// Log filter.
     pub log: String,
+    /// How log lines are written: `text` or `json`.
+    pub log_format: LogFormat,
     /// POS API limits.
     pub http: HttpConfig,
     /// Sync with the hub.
@@ -110,6 +113,7 @@ impl Default for EdgeConfig {
             terminal_key: None,
             manager_key: None,
             log: "info".into(),
+            log_format: LogFormat::Text,
             http: HttpConfig::default(),
             sync: SyncConfig::default(),
             jobs: JobsConfig::default(),
@@ -262,5 +266,26 @@ mod tests {
         let mut bad = EdgeConfig::default();
         bad.sync.upload_batch = 501;
         assert!(bad.validate().unwrap_err().to_string().contains("sync.upload_batch"));
+        let err = parse("log_format = \"xml\"").unwrap_err();
+        assert!(
+            err.contains("log_format") && err.contains(r#"expected "text" or "json""#),
+            "{err}"
+        );
+        assert_eq!(parse("log_format = \"json\"").unwrap().log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        // Given a configuration with every secret set, neither it nor the checked
+        // credentials show one in their Debug output.
+        let config = parse(
+            "store_id = \"01935701-0000-7000-8000-000000000001\"\nhub_url = \"http://hub:7070\"\n\
+             hub_token = \"ss_token_hunter2\"\nterminal_key = \"till_key_hunter2\"\nmanager_key = \"boss_key_hunter2\"",
+        )
+        .unwrap();
+        let credentials = config.hub_credentials().unwrap();
+        assert_eq!(credentials.hub_token.expose(), "ss_token_hunter2");
+        let shown = format!("{config:?} {config:#?} {credentials:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
     }
 }

@@ -162,8 +162,8 @@ fn run(config: EdgeConfig) -> anyhow::Result<()> {
         bind_hint: "is another agent running? set listen / SHELFSYNC_EDGE_LISTEN",
         running: "running the edge agent",
     };
-    let (log, listen) = (config.log.clone(), config.listen);
-    serve_process(&log, listen, process, |listener| async move {
+    let (log, log_format, listen) = (config.log.clone(), config.log_format, config.listen);
+    serve_process(&log, log_format, listen, process, |listener| async move {
         let address = listener.local_addr().map_err(StartError::Serve)?;
         println!("shelfsync edge agent listening on http://{address}");
         for (name, configured, file) in [

@@ -193,7 +193,7 @@ impl Fleet {
         );
         let dir = bench_dir();
         let tokens_file = dir.join(format!("catalog_push_tokens_{}", std::process::id()));
-        let tokens: Vec<&str> = enrolled.iter().map(|e| e.token.as_str()).collect();
+        let tokens: Vec<&str> = enrolled.iter().map(|e| e.token.expose()).collect();
         std::fs::write(&tokens_file, tokens.join("\n")).expect("tokens file");
         Self {
             url: url.to_owned(),

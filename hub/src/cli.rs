@@ -121,7 +121,9 @@ pub async fn run_store_action(hub_url: &str, token: &str, action: StoreAction) -
             let enrolled: EnrolledStore = serde_json::from_slice(&body).map_err(parse_error)?;
             format!(
                 "store {} ({})\ntoken: {}\n\nGive this token to the store's agent (SHELFSYNC_EDGE_HUB_TOKEN); it is not shown again.",
-                enrolled.store.id, enrolled.store.name, enrolled.token
+                enrolled.store.id,
+                enrolled.store.name,
+                enrolled.token.expose()
             )
         }
         StoreAction::List => {

@@ -6,6 +6,7 @@
 use serde::Deserialize;
 use shelfsync_common::server::secret::Secret;
 pub use shelfsync_common::server::settings::{ConfigError, JobsConfig};
+use shelfsync_common::server::telemetry::LogFormat;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -24,6 +25,8 @@ pub struct HubConfig {
     pub admin_token: Option<Secret>,
     /// Log filter.
     pub log: String,
+    /// How log lines are written: `text` or `json`.
+    pub log_format: LogFormat,
     /// HTTP limits.
     pub http: HttpConfig,
     /// Read side.
@@ -204,6 +207,7 @@ impl Default for HubConfig {
             data_dir: PathBuf::from("/var/lib/shelfsync-hub"),
             admin_token: None,
             log: "info".into(),
+            log_format: LogFormat::Text,
             http: HttpConfig::default(),
             query: QueryConfig::default(),
             sync: SyncConfig::default(),
@@ -286,5 +290,25 @@ mod tests {
         let mut bad = HubConfig::default();
         bad.jobs.wal_checkpoint = "*/5 * * * *".into();
         assert!(bad.validate().unwrap_err().to_string().contains("jobs.wal_checkpoint"));
+        let err = from_toml::<HubConfig>("log_format = \"xml\"").unwrap_err();
+        assert!(
+            err.contains("log_format") && err.contains(r#"expected "text" or "json""#),
+            "{err}"
+        );
+        let json = from_toml::<HubConfig>("log_format = \"json\"").unwrap();
+        assert_eq!(json.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        // Given a configuration with every secret set, its Debug output shows none of them.
+        let config = from_toml::<HubConfig>(
+            "admin_token = \"ss_admin_hunter2\"\n[postgres]\ndatabase_url = \"postgres://u:pw_hunter2@db/x\"",
+        )
+        .unwrap();
+        assert_eq!(config.admin_token.as_deref(), Some("ss_admin_hunter2"));
+        let shown = format!("{config:?} {config:#?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 }

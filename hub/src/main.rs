@@ -169,7 +169,7 @@ fn command(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::MigrateStorage { from, to, check_only } => {
             let config = HubConfig::load(cli.config.as_deref()).context("loading configuration")?;
-            shelfsync_common::server::telemetry::init_logging(&config.log);
+            shelfsync_common::server::telemetry::init_logging(&config.log, config.log_format);
             let source = shelfsync_hub::migrate_storage::source_path(from.as_deref(), &config)?;
             let target = shelfsync_hub::migrate_storage::target_settings(to.as_deref(), &config)?;
             let summary =
@@ -235,7 +235,7 @@ fn command(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::RebuildProjections => {
             let config = HubConfig::load(cli.config.as_deref()).context("loading configuration")?;
-            shelfsync_common::server::telemetry::init_logging(&config.log);
+            shelfsync_common::server::telemetry::init_logging(&config.log, config.log_format);
             if config.storage == shelfsync_hub::config::Storage::Postgres {
                 anyhow::bail!(
                     "this hub's event log is in PostgreSQL: stop the hub, delete {}, and start it again; \
@@ -250,7 +250,7 @@ fn command(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::RebuildAnalytics => {
             let config = HubConfig::load(cli.config.as_deref()).context("loading configuration")?;
-            shelfsync_common::server::telemetry::init_logging(&config.log);
+            shelfsync_common::server::telemetry::init_logging(&config.log, config.log_format);
             let folded = shelfsync_hub::rebuild_analytics(&config.data_dir, true).context("rebuilding analytics")?;
             println!("analytics rebuilt from {folded} events");
             Ok(())
@@ -278,8 +278,8 @@ fn serve(config: HubConfig, demo: bool) -> anyhow::Result<()> {
         seed_demo_data: demo,
         announce: true,
     };
-    let (log, listen) = (config.log.clone(), config.listen);
-    serve_process(&log, listen, process, |listener| {
+    let (log, log_format, listen) = (config.log.clone(), config.log_format, config.listen);
+    serve_process(&log, log_format, listen, process, |listener| {
         shelfsync_hub::run(config, listener, options, shelfsync_hub::shutdown_signal())
     })
 }

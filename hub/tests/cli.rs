@@ -259,7 +259,7 @@ async fn a_stopped_hubs_log_moves_to_postgres_and_a_hub_there_serves_the_same() 
     let agent = hub.agent(demo_store(0), agent.token.clone());
     assert_eq!(agent.pull_all(0).await.0, events, "the same events, by the same token");
     assert_eq!(hub.fleet().await.stores.len(), 4);
-    let new_store = hub.agent(enrolled.store.id, enrolled.token);
+    let new_store = hub.agent(enrolled.store.id, enrolled.token.expose().to_owned());
     assert_eq!(
         new_store.pull(0, 1).await.head,
         head,

@@ -149,7 +149,7 @@ impl Cluster {
             .expect("enroll a store");
         assert_eq!(response.status(), 201, "{:?}", response.text().await);
         let enrolled: EnrolledStore = response.json().await.expect("EnrolledStore");
-        (enrolled.store.id, enrolled.token)
+        (enrolled.store.id, enrolled.token.expose().to_owned())
     }
 
     /// Adds (and starts) an agent for `id` behind a new proxy; returns its index.

@@ -1,6 +1,7 @@
 //! Cross-cutting middleware for both binaries: a request time limit that answers
 //! `problem+json`, request counting by route and status, and [`with_service_layers`], the
-//! one stack of layers (and 404/405 fallbacks) both APIs are served with.
+//! one stack of layers (and 404/405 fallbacks) both APIs are served with, request logs
+//! ([`super::request_log`]) among them.
 
 use super::problem::ProblemResponse;
 use super::settings::{HttpConfig, HttpDefaults};
@@ -15,8 +16,8 @@ use std::time::{Duration, Instant};
 /// Wraps a binary's `routes` in the layers every API has, innermost first: `problem+json`
 /// answers for a path no route serves (404 `route_not_found`) and a method a path does not
 /// take (405 `method_not_allowed`), the body limit and the request time limit of `http`,
-/// then `own` (the binary's own layers: they see the time limit's answers), and request
-/// counting outermost (it sees every answer).
+/// then `own` (the binary's own layers: they see the time limit's answers), then request
+/// counting and, outermost, the request's span and log line (they see every answer).
 pub fn with_service_layers<S, D: HttpDefaults>(
     routes: Router<S>,
     http: &HttpConfig<D>,
@@ -34,7 +35,9 @@ where
             declared_too_large,
         ))
         .layer(middleware::from_fn_with_state(http.request_timeout(), time_limit));
-    own(limited).layer(middleware::from_fn(record_request))
+    own(limited)
+        .layer(middleware::from_fn(record_request))
+        .layer(middleware::from_fn(super::request_log::log_request))
 }
 
 /// Bodies declared larger than this are refused without being read (the connection then

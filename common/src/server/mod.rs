@@ -1,6 +1,6 @@
 //! HTTP service glue shared by the hub and the edge agent (cargo feature `server`):
 //! `problem+json` answers and the error-answer skeleton, request extractors whose
-//! rejections are problems, the cross-cutting middleware, telemetry set-up, settings, the
+//! rejections are problems, the cross-cutting middleware and request logs, telemetry set-up, settings, the
 //! start-up of a server process, the accept loop and the shutdown signal. The domain
 //! modules of this crate never depend on it, so `common` without the feature stays pure.
 
@@ -10,6 +10,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod ops;
 pub mod problem;
+pub mod request_log;
 pub mod schedule;
 pub mod secret;
 pub mod serve;

@@ -1,49 +1,13 @@
 //! Bearer secrets for both binaries: making them, storing only their SHA-256, comparing
 //! digests without an early exit, and writing a generated secret to a file only its owner
-//! can read.
+//! can read. Configurations hold them as [`Secret`] (defined with the wire types, which
+//! carry some too), which `Debug` never shows.
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use std::fmt;
 use std::path::Path;
 
-/// A secret from the configuration (a token or a key): read like a string, but never
-/// shown by `Debug`, so that logging a configuration cannot leak it.
-#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The secret itself, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::ops::Deref for Secret {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-impl From<String> for Secret {
-    fn from(secret: String) -> Self {
-        Self(secret)
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(secret: &str) -> Self {
-        Self(secret.to_owned())
-    }
-}
+pub use crate::wire::secret::Secret;
 
 /// SHA-256 of a secret.
 pub fn digest(secret: &str) -> [u8; 32] {
@@ -104,14 +68,6 @@ pub fn configured_or_stored(configured: Option<&str>, path: &Path) -> std::io::R
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_secret_is_read_from_config_but_never_debug_printed() {
-        let secret: Secret = serde_json::from_str("\"ss_hunter2\"").unwrap();
-        assert_eq!(secret.expose(), "ss_hunter2");
-        assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
-        assert!(!format!("{:?}", Some(secret)).contains("hunter2"));
-    }
 
     #[test]
     fn secrets_are_random_and_digests_compare_exactly() {

@@ -4,6 +4,7 @@
 //! happened in, which [`super::telemetry::exit_code`] prints as one line before exiting 1;
 //! the shutdown signal is [`super::shutdown_signal`].
 
+use super::telemetry::LogFormat;
 use anyhow::Context;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,15 +19,21 @@ pub struct Process {
     pub running: &'static str,
 }
 
-/// Installs the logs with `log_filter`, starts the runtime, binds `listen`, then runs
-/// `serve(listener)` until it returns.
-pub fn serve_process<F, Fut, E>(log_filter: &str, listen: SocketAddr, process: Process, serve: F) -> anyhow::Result<()>
+/// Installs the logs with `log_filter` in `log_format`, starts the runtime, binds
+/// `listen`, then runs `serve(listener)` until it returns.
+pub fn serve_process<F, Fut, E>(
+    log_filter: &str,
+    log_format: LogFormat,
+    listen: SocketAddr,
+    process: Process,
+    serve: F,
+) -> anyhow::Result<()>
 where
     F: FnOnce(TcpListener) -> Fut,
     Fut: Future<Output = Result<(), E>>,
     E: std::error::Error + Send + Sync + 'static,
 {
-    super::telemetry::init_logging(log_filter);
+    super::telemetry::init_logging(log_filter, log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -54,6 +61,7 @@ mod tests {
         // and its own failure is reported as the running step, with the cause.
         let error = serve_process(
             "off",
+            LogFormat::Text,
             SocketAddr::from(([127, 0, 0, 1], 0)),
             TEST,
             |listener| async move {
@@ -71,7 +79,10 @@ mod tests {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = taken.local_addr().unwrap();
         // when the server starts on it, then the error names the address and the hint.
-        let error = serve_process("off", address, TEST, |_| async { Ok::<(), std::io::Error>(()) }).unwrap_err();
+        let error = serve_process("off", LogFormat::Text, address, TEST, |_| async {
+            Ok::<(), std::io::Error>(())
+        })
+        .unwrap_err();
         let message = format!("{error:#}");
         assert!(
             message.starts_with(&format!(

@@ -1,9 +1,10 @@
 //! Logs, metrics and error reports, set up in one place so both binaries and the tests
 //! agree.
 //!
-//! Logs go to stderr through `tracing`, coloured only when stderr is a terminal and
-//! `NO_COLOR` is not set (log files and journald get plain text); tests stay quiet unless
-//! `TEST_LOG=1`. Metrics use one process-wide Prometheus recorder (installed once, so
+//! Logs go to stderr through `tracing`, as text ([`LogFormat::Text`], coloured only when
+//! stderr is a terminal and `NO_COLOR` is not set, so log files and journald get plain
+//! text) or as one JSON object a line ([`LogFormat::Json`], for a log shipper); tests stay
+//! quiet unless `TEST_LOG=1`. Metrics use one process-wide Prometheus recorder (installed once, so
 //! several hubs started by tests in one process share it) rendered by `GET /metrics`.
 //! A command that fails prints one line and exits non-zero ([`exit_code`]), never a
 //! backtrace, whatever `RUST_BACKTRACE` says: the error is the user's to fix, not a bug.
@@ -15,17 +16,54 @@ use std::process::ExitCode;
 use std::sync::OnceLock;
 use tracing_subscriber::EnvFilter;
 
-/// Installs the log subscriber with `filter` (RUST_LOG wins when set). Safe to call twice.
-pub fn init_logging(filter: &str) {
+/// How log lines are written: the `log_format` setting of both binaries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event (the default).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, the event's fields at the
+    /// top level (`message` among them) and the enclosing spans' fields under `span` and
+    /// `spans` (a request's `method`, `route` and `correlation_id`).
+    Json,
+}
+
+impl<'de> serde::Deserialize<'de> for LogFormat {
+    /// From `"text"` or `"json"`; anything else says which values it takes (the loader
+    /// adds the setting's name).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.as_str() {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(serde::de::Error::custom(format!(
+                "expected \"text\" or \"json\", got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Installs the log subscriber with `filter` (RUST_LOG wins when set), writing `format`.
+/// Safe to call twice (the first call wins).
+pub fn init_logging(filter: &str, format: LogFormat) {
     // The scheduler logs every job creation at info; keep it to warnings unless asked.
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("tokio_cron_scheduler=warn,{filter}")));
-    let colour = use_colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(colour)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => {
+            let colour = use_colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
+            builder.with_ansi(colour).try_init()
+        }
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
+    };
 }
 
 /// Colour codes only for a person at a terminal, and not when `NO_COLOR` is set to
@@ -49,7 +87,7 @@ pub fn exit_code<E: std::fmt::Display>(outcome: Result<(), E>) -> ExitCode {
 /// Installs logging for tests when `TEST_LOG` is set.
 pub fn init_test_logging() {
     if std::env::var_os("TEST_LOG").is_some() {
-        init_logging("debug");
+        init_logging("debug", LogFormat::Text);
     }
 }
 
@@ -79,6 +117,18 @@ pub fn metrics_handle() -> PrometheusHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_format_is_text_or_json_and_anything_else_is_refused() {
+        let read = |text: &str| serde_json::from_str::<LogFormat>(text);
+        assert_eq!(read("\"text\"").unwrap(), LogFormat::Text);
+        assert_eq!(read("\"json\"").unwrap(), LogFormat::Json);
+        assert!(read("\"xml\"")
+            .unwrap_err()
+            .to_string()
+            .contains(r#"expected "text" or "json", got "xml""#));
+        assert_eq!(LogFormat::default(), LogFormat::Text);
+    }
 
     #[test]
     fn colour_only_at_a_terminal_without_no_color() {

@@ -260,8 +260,8 @@ pub struct RegisterWebhook {
     #[schema(min_items = 1, max_items = 3)]
     pub events: Vec<AlertKind>,
     /// The signing secret: 16..=256 bytes, no control characters.
-    #[schema(min_length = 16, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")]
-    pub secret: String,
+    #[schema(value_type = String, min_length = 16, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")]
+    pub secret: crate::wire::secret::Secret,
 }
 
 /// A registered webhook (its secret is never shown again).

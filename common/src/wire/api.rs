@@ -408,7 +408,8 @@ pub struct CreatedToken {
     /// The token's name.
     pub name: String,
     /// The bearer secret.
-    pub secret: String,
+    #[schema(value_type = String)]
+    pub secret: crate::wire::secret::Secret,
 }
 
 /// `GET /healthz`: the process is up.

@@ -437,7 +437,8 @@ pub struct EnrolledStore {
     /// The store.
     pub store: StoreInfo,
     /// The store token's secret: configure the agent with it; it is not shown again.
-    pub token: String,
+    #[schema(value_type = String)]
+    pub token: crate::wire::secret::Secret,
 }
 
 #[cfg(test)]

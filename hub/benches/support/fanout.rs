@@ -69,7 +69,7 @@ pub async fn enroll(client: &reqwest::Client, url: &str, n: usize) -> Vec<String
                         .expect("enroll");
                     assert_eq!(response.status().as_u16(), 201);
                     let enrolled: EnrolledStore = response.json().await.expect("EnrolledStore");
-                    tokens.push(enrolled.token);
+                    tokens.push(enrolled.token.expose().to_owned());
                 }
             })
         })

@@ -123,7 +123,7 @@ pub async fn store_agents(
             .expect("enroll");
         assert_eq!(response.status().as_u16(), 201);
         let enrolled: shelfsync_common::wire::sync::EnrolledStore = response.json().await.expect("enrolled");
-        agents.push((enrolled.store.id, enrolled.token));
+        agents.push((enrolled.store.id, enrolled.token.expose().to_owned()));
     }
     agents
 }

@@ -71,6 +71,8 @@ pub fn idle(path: &Path) -> Result<AnalyticsHandle, ReadError> {
 /// head belongs to another log: the figures are emptied and folded again from zero.
 pub fn spawn(log: EventStore, path: &Path, shutdown: watch::Receiver<bool>) -> Result<AnalyticsHandle, ReadError> {
     let db = AnalyticsDb::open(path)?;
+    // Shown from the start, so that an alert rule on its increase sees the first oversell.
+    metrics::counter!("shelfsync_hub_analytics_alerts_total", "kind" => "oversell").increment(0);
     let mut conn = open_writer(path, false)?;
     let mut position = checkpoint(&conn)?;
     let head = log.bus().head();

@@ -56,7 +56,7 @@ pub async fn issue_channel_token(log: &crate::store::EventStore, name: &str) -> 
     log.add_token(record).await?;
     Ok(CreatedToken {
         name: name.to_owned(),
-        secret,
+        secret: secret.into(),
     })
 }
 

@@ -65,7 +65,13 @@ pub async fn enroll(
         .enroll_store(id, body.name, record, body.allow_duplicate_name)
         .await?;
     tracing::info!(store = %store.id, name = %store.name, "store enrolled");
-    Ok((StatusCode::CREATED, Json(EnrolledStore { store, token })))
+    Ok((
+        StatusCode::CREATED,
+        Json(EnrolledStore {
+            store,
+            token: token.into(),
+        }),
+    ))
 }
 
 /// Every enrolled store.
@@ -121,7 +127,7 @@ pub async fn rotate_token(
                 revoked: false,
                 ..store
             },
-            token,
+            token: token.into(),
         }),
     ))
 }

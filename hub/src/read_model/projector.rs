@@ -70,6 +70,8 @@ pub fn spawn(
         checkpoint = 0;
     }
     metrics::gauge!("shelfsync_hub_projection_position").set(checkpoint as f64);
+    // Shown from the start, so that a rule on its increase sees the first retry.
+    metrics::counter!("shelfsync_hub_projection_retries_total").increment(0);
     let (projected_tx, projected) = watch::channel(checkpoint);
     let (stall_tx, stall) = watch::channel(None);
     let touches = Arc::new(TouchLog::new());

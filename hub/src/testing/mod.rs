@@ -324,7 +324,7 @@ impl TestHub {
         let (status, body, _) = call(self.post_empty(&format!("/v1/admin/stores/{store}/token"))).await;
         assert_eq!(status, 201, "{body}");
         let enrolled: EnrolledStore = serde_json::from_value(body).expect("EnrolledStore");
-        self.agent(store, enrolled.token)
+        self.agent(store, enrolled.token.expose().to_owned())
     }
 
     /// Enrolls a new store; returns the answer (with the token shown once) and its agent.
@@ -332,7 +332,7 @@ impl TestHub {
         let (status, body, _) = call(self.post("/v1/admin/stores", &serde_json::json!({ "name": name }))).await;
         assert_eq!(status, 201, "{body}");
         let enrolled: EnrolledStore = serde_json::from_value(body).expect("EnrolledStore");
-        let agent = self.agent(enrolled.store.id, enrolled.token.clone());
+        let agent = self.agent(enrolled.store.id, enrolled.token.expose().to_owned());
         (enrolled, agent)
     }
 

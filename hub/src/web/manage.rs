@@ -252,7 +252,7 @@ fn token_page(viewer: &Viewer, what: &str, enrolled: &EnrolledStore) -> Response
         div.card {
             p { "The token of " strong { (enrolled.store.name) } " (store id " code { (enrolled.store.id) } "). "
                 strong { "It is shown this once" } ": give it to the store's agent (" code { "hub_token" } " in its settings) now." }
-            p #new-token.secret { (enrolled.token) }
+            p #new-token.secret { (enrolled.token.expose()) }
             button.plain type="button" data-copy="new-token" hidden { "Copy the token" }
         }
         p { a href="/manage" { "Back to Manage" } }

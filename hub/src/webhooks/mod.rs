@@ -38,7 +38,7 @@ pub struct Subscriber {
     /// The alert kinds it takes.
     pub events: Vec<String>,
     /// The signing secret.
-    pub secret: String,
+    pub secret: shelfsync_common::server::secret::Secret,
     /// When it was registered.
     pub created_at: OffsetDateTime,
     /// Last alert handed over.
@@ -122,7 +122,7 @@ impl Webhooks {
                     .query_row("SELECT COALESCE(MAX(position), 0) FROM an_alerts", [], |row| row.get(0))?;
                 tx.execute(
                     "INSERT INTO webhooks (id, url, events, secret, created_at, cursor) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![&id.as_bytes()[..], body.url, events, body.secret, time_text::encode(now)?, cursor],
+                    params![&id.as_bytes()[..], body.url, events, body.secret.expose(), time_text::encode(now)?, cursor],
                 )?;
                 subscriber(tx, id)?.ok_or_else(|| ReadError::Corrupt("the webhook just written".into()))
             })
@@ -282,7 +282,7 @@ fn decode(row: SubscriberRow) -> Result<Subscriber, ReadError> {
         id: Uuid::from_slice(&id).map_err(|e| ReadError::Corrupt(e.to_string()))?,
         url,
         events: events.split(',').map(str::to_owned).collect(),
-        secret,
+        secret: secret.into(),
         created_at: time_text::decode(&created_at)?,
         cursor: cursor as u64,
         attempts: attempts as u32,

@@ -91,7 +91,7 @@ pub struct SignInForm {
     /// The page's CSRF token.
     pub csrf: String,
     /// The token or key.
-    pub token: String,
+    pub token: super::super::secret::Secret,
 }
 
 /// A form that carries only the page's CSRF token (sign-out, a button).

@@ -101,7 +101,7 @@ impl HubError {
 pub struct HubClient {
     http: reqwest::Client,
     base: String,
-    token: String,
+    token: shelfsync_common::server::secret::Secret,
     timeout: Duration,
     /// The largest pull page to ask for: [`MAX_PULL_LIMIT`] until the hub refuses it
     /// (shared by the clones).
@@ -144,7 +144,7 @@ impl HubClient {
         Self {
             http,
             base: credentials.hub_url.trim_end_matches('/').to_owned(),
-            token: credentials.hub_token.expose().to_owned(),
+            token: credentials.hub_token.clone(),
             timeout,
             pull_limit: Arc::new(AtomicUsize::new(MAX_PULL_LIMIT)),
         }
@@ -253,7 +253,7 @@ impl HubClient {
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token.expose())
             .header(PROTOCOL_HEADER, PROTOCOL_VERSION)
     }
 
