@@ -16,6 +16,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod enroll;
 pub mod jobs;
 pub mod store;
 pub mod sync;

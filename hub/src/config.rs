@@ -336,13 +336,19 @@ impl HubConfig {
     }
 
     /// The URL the enrollment command names: `public_url`, else `http(s)://<listen>`
-    /// (`https` when the hub serves TLS) and whether it was derived.
+    /// (`https` when the hub serves TLS), and whether it was derived.
     pub fn public_url(&self) -> (String, bool) {
+        self.public_url_on(self.listen)
+    }
+
+    /// [`Self::public_url`], derived from `address` (where the hub really listens) when
+    /// `public_url` is not set.
+    pub fn public_url_on(&self, address: SocketAddr) -> (String, bool) {
         match &self.public_url {
             Some(url) => (url.trim_end_matches('/').to_owned(), false),
             None => {
                 let scheme = if self.tls.cert_file.is_some() { "https" } else { "http" };
-                (format!("{scheme}://{}", self.listen), true)
+                (format!("{scheme}://{address}"), true)
             }
         }
     }

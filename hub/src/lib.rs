@@ -155,6 +155,7 @@ pub async fn run(
         tokio::spawn(fleet::end_streams_revoked_elsewhere(fleet.clone(), revocations));
         tokio::spawn(cluster::share_presence(fleet.clone(), log.clone(), stopped.clone()));
     }
+    let address = listener.local_addr().map_err(StartError::Serve)?;
     let state = api::AppState::new(api::Shared {
         log: log.clone(),
         queries,
@@ -168,9 +169,9 @@ pub async fn run(
         analytics_position: analytics.position(),
         webhooks,
         jobs: scheduler.clone(),
+        public_url: config.public_url_on(address),
         enroll_failures: enrollment::FailureLimiter::new(config.enrollment.max_failures_per_minute),
     });
-    let address = listener.local_addr().map_err(StartError::Serve)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%address, scheme, data_dir = %data_dir.display(), "hub listening");
     if options.announce {

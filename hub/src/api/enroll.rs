@@ -26,8 +26,8 @@ use time::OffsetDateTime;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/admin/stores/{id}/enrollment-codes", post(create_code))
-        .route("/v1/enroll", post(enroll))
-        .route("/v1/version", get(version))
+        .route("/v1/enroll", post(redeem_code))
+        .route("/v1/version", get(hub_version))
 }
 
 /// Make an enrollment code for a store (admin token): shown once, works once, for
@@ -62,7 +62,7 @@ pub async fn create_code(
             expires_at: expires_at.unix_timestamp(),
         })
         .await?;
-    let (hub_url, derived) = state.config.public_url();
+    let (hub_url, derived) = state.public_url.clone();
     if derived {
         tracing::warn!(%hub_url, "public_url is not set: the enrollment command names the listen address; set public_url to the address stores reach");
     }
@@ -89,7 +89,7 @@ pub async fn create_code(
         (status = 422, description = "invalid_enrollment_code: not XXXX-XXXX"),
         (status = 429, description = "enrollment_rate_limited: too many refused codes this minute; Retry-After says when to retry"),
         (status = 503, description = "storage_unavailable or shutting_down: nothing was written; retry")))]
-pub async fn enroll(
+pub async fn redeem_code(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<EnrollRequest>,
 ) -> Result<Json<Enrollment>, ApiError> {
@@ -139,7 +139,7 @@ pub async fn enroll(
 /// before it enrolls.
 #[utoipa::path(get, path = "/v1/version", tag = "ops", security(()),
     responses((status = 200, body = HubVersion)))]
-pub async fn version() -> Json<HubVersion> {
+pub async fn hub_version() -> Json<HubVersion> {
     Json(HubVersion {
         protocol_version: PROTOCOL_VERSION.into(),
         hub_version: env!("CARGO_PKG_VERSION").into(),

@@ -78,6 +78,9 @@ pub struct Shared {
     pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// The scheduled jobs (for `GET /v1/admin/jobs`).
     pub jobs: Arc<shelfsync_common::server::schedule::Jobs>,
+    /// The URL stores reach this hub at, and whether it was derived from the listen
+    /// address (`public_url` unset).
+    pub public_url: (String, bool),
     /// The limit on refused enrollment codes.
     pub enroll_failures: crate::enrollment::FailureLimiter,
 }
