@@ -33,12 +33,9 @@ pub fn set_top_level(text: &str, settings: Settings<'_>) -> String {
         (!key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
             .then(|| (commented, key.to_owned()))
     };
-    for index in 0..top_end {
-        if key_of(&lines[index]) == Some((false, "hub_token".into())) {
-            lines[index] = format!(
-                "# {}  # moved to the secrets file by shelfsync-edge enroll",
-                lines[index]
-            );
+    for line in lines.iter_mut().take(top_end) {
+        if key_of(line) == Some((false, "hub_token".into())) {
+            *line = format!("# {line}  # moved to the secrets file by shelfsync-edge enroll");
         }
     }
     let mut added = Vec::new();

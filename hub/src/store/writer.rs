@@ -15,7 +15,7 @@ use super::facts::{self, Prepared};
 use super::reader::{StoreStats, TokenRecord};
 use super::{Command, CommandRequest, InventoryTarget, RevokedTokens, StreamState, TokenSelector, WriteError};
 use crate::bus::EventBus;
-use crate::store::enrollment::{EnrollmentCodeRecord, Redeemed};
+use crate::store::{EnrollmentCodeRecord, Redeemed};
 use shelfsync_common::domain::catalog::{self, CatalogCommand, CatalogState};
 use shelfsync_common::domain::inventory::{self, InventoryCommand, InventoryState};
 use shelfsync_common::sqlite::group_commit::{BatchLogic, Reply, WriterMetrics, WriterSettings};

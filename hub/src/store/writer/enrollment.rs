@@ -3,7 +3,7 @@
 //! used at most once and a refused redemption changes nothing.
 
 use super::*;
-use crate::store::enrollment::{EnrollmentCodeRecord, Redeemed};
+use crate::store::{EnrollmentCodeRecord, Redeemed};
 
 impl<R: LogRows> Batch<'_, R> {
     pub(super) fn add_enrollment_code(

@@ -3,7 +3,7 @@
 //! store facts, admin writes) is written once against it.
 
 use super::{StreamHead, TokenRecord};
-use crate::store::enrollment::{EnrollmentCodeRecord, StoredCode};
+use crate::store::{EnrollmentCodeRecord, StoredCode};
 use crate::store::{RevokedTokens, StoreStats, TokenSelector};
 use shelfsync_common::wire::fingerprint::Fingerprint;
 use shelfsync_common::{EventEnvelope, EventId, StoreId, StreamId};
