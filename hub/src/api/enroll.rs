@@ -7,7 +7,7 @@
 use super::auth::Principal;
 use super::error::ApiError;
 use super::AppState;
-use crate::store::EnrollmentCodeRecord;
+use crate::store::{EnrollmentCodeRecord, WriteError};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -93,16 +93,18 @@ pub async fn redeem_code(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<EnrollRequest>,
 ) -> Result<Json<Enrollment>, ApiError> {
-    if let Err(retry_after_secs) = state.enroll_failures.acquire() {
-        tracing::warn!("enrollment refused: too many refused codes this minute");
-        return Err(ApiError::EnrollmentRateLimited { retry_after_secs });
-    }
     let Some(code) = normalize_code(&body.code) else {
         return Err(ApiError::unprocessable(
             "invalid_enrollment_code",
             "an enrollment code is 8 letters and digits, XXXX-XXXX, as `shelfsync-hub store add --enroll` printed it",
         ));
     };
+    // Counted before the code is looked up, so concurrent guesses cannot overrun the limit
+    // (a malformed code is not a guess and is not counted).
+    if let Err(retry_after_secs) = state.enroll_failures.acquire() {
+        tracing::warn!("enrollment refused: too many refused codes this minute");
+        return Err(ApiError::EnrollmentRateLimited { retry_after_secs });
+    }
     let secret = new_secret();
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let redeemed = match state
@@ -111,8 +113,17 @@ pub async fn redeem_code(
         .await
     {
         Ok(redeemed) => redeemed,
-        Err(error) => {
+        Err(
+            error @ (WriteError::EnrollmentCodeUnknown
+            | WriteError::EnrollmentCodeUsed
+            | WriteError::EnrollmentCodeExpired),
+        ) => {
             tracing::warn!(%error, "enrollment code refused");
+            return Err(error.into());
+        }
+        Err(error) => {
+            // Not a refused guess (storage, shutdown): it does not count.
+            state.enroll_failures.release();
             return Err(error.into());
         }
     };
