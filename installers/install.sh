@@ -30,7 +30,9 @@ fi
 systemctl daemon-reload
 if [ "$role" = edge ] && ! grep -q '^store_id' "$config" && [ ! -e /etc/shelfsync/edge.env ]; then
   cat <<MSG
-The agent needs its store: enroll the store at the hub (shelfsync-hub store add "NAME"), then set
+The agent needs its store. At the hub run: shelfsync-hub store add "NAME" --enroll
+and run the line it prints here, as root: shelfsync-edge enroll --hub URL --code XXXX-XXXX
+(it writes $config and /etc/shelfsync/edge.env and starts the agent). By hand instead: set
   store_id and hub_url in $config, and SHELFSYNC_EDGE_HUB_TOKEN=<token> in /etc/shelfsync/edge.env (mode 0600),
 and start it: systemctl enable --now shelfsync-edge
 MSG

@@ -88,7 +88,7 @@ pub fn manager_key(config: &EdgeConfig) -> Result<String, CliError> {
 }
 
 /// The error and every cause under it, on one line.
-fn chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

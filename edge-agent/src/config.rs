@@ -27,6 +27,11 @@ pub struct EdgeConfig {
     pub hub_url: Option<String>,
     /// The store token from enrollment (required).
     pub hub_token: Option<Secret>,
+    /// Accept an `http://` hub_url (the store token crosses the network in clear text):
+    /// for tests on one machine only.
+    pub allow_insecure_hub: bool,
+    /// Extra trust roots for the hub's certificate (PEM), e.g. a private CA's.
+    pub ca_file: Option<PathBuf>,
     /// POS API listen address.
     pub listen: SocketAddr,
     /// Directory of the local store and generated keys.
@@ -108,6 +113,8 @@ impl Default for EdgeConfig {
             store_id: None,
             hub_url: None,
             hub_token: None,
+            allow_insecure_hub: false,
+            ca_file: None,
             listen: SocketAddr::from(([0, 0, 0, 0], 7171)),
             data_dir: PathBuf::from("/var/lib/shelfsync-edge"),
             terminal_key: None,
@@ -150,6 +157,8 @@ pub struct HubCredentials {
     pub hub_url: String,
     /// The store token.
     pub hub_token: Secret,
+    /// Extra trust roots for the hub's certificate (checked readable when loaded).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl EdgeConfig {
@@ -210,7 +219,10 @@ impl EdgeConfig {
             .hub_url
             .clone()
             .ok_or_else(|| missing("hub_url", "SHELFSYNC_EDGE_HUB_URL"))?;
-        shelfsync_common::server::settings::check_http_url("hub_url", &hub_url).map_err(ConfigError)?;
+        check_hub_url("hub_url", &hub_url, self.allow_insecure_hub)?;
+        if let Some(ca_file) = &self.ca_file {
+            trust_roots(ca_file)?;
+        }
         let hub_token = self
             .hub_token
             .clone()
@@ -219,6 +231,7 @@ impl EdgeConfig {
             store_id,
             hub_url: hub_url.trim_end_matches('/').to_owned(),
             hub_token,
+            ca_file: self.ca_file.clone(),
         })
     }
 
@@ -231,6 +244,32 @@ impl EdgeConfig {
             first_open_for: Duration::from_secs(self.sync.breaker_first_open_secs),
         }
     }
+}
+
+/// Checks that `url` (from the setting or option `name`) is `https://`, or `http://` with
+/// `allow_insecure` (`allow_insecure_hub`).
+pub fn check_hub_url(name: &str, url: &str, allow_insecure: bool) -> Result<(), ConfigError> {
+    shelfsync_common::server::settings::check_http_url(name, url).map_err(ConfigError)?;
+    if url.starts_with("http://") && !allow_insecure {
+        return Err(ConfigError(format!(
+            "{name} is {url:?}: over http:// the store token and every sale cross the network unencrypted; \
+             use the hub's https:// address, or set allow_insecure_hub = true \
+             (SHELFSYNC_EDGE_ALLOW_INSECURE_HUB=true) for a test on one machine"
+        )));
+    }
+    Ok(())
+}
+
+/// The certificates in `ca_file` (PEM), to trust for the hub besides the built-in roots;
+/// an error names the setting when the file cannot be read or holds none.
+pub fn trust_roots(ca_file: &Path) -> Result<Vec<reqwest::Certificate>, ConfigError> {
+    let bad = |why: String| ConfigError(format!("ca_file = {}: {why}", ca_file.display()));
+    let pem = std::fs::read(ca_file).map_err(|e| bad(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(format!("not PEM certificates: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad("holds no certificate (expected -----BEGIN CERTIFICATE-----)".into()));
+    }
+    Ok(certs)
 }
 
 #[cfg(test)]
@@ -259,6 +298,26 @@ mod tests {
             ..EdgeConfig::default()
         };
         assert!(config.hub_credentials().unwrap_err().to_string().contains("hub_url"));
+        let plain = EdgeConfig {
+            store_id: Some(StoreId::new_v7()),
+            hub_url: Some("http://127.0.0.1:7070".into()),
+            hub_token: Some("ss_token".into()),
+            ..EdgeConfig::default()
+        };
+        let err = plain.hub_credentials().unwrap_err().to_string();
+        assert!(err.contains("allow_insecure_hub") && err.contains("hub_url"), "{err}");
+        let allowed = EdgeConfig {
+            allow_insecure_hub: true,
+            ..plain.clone()
+        };
+        assert!(allowed.hub_credentials().is_ok());
+        let missing_ca = EdgeConfig {
+            hub_url: Some("https://hub.example.com".into()),
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..plain
+        };
+        let err = missing_ca.hub_credentials().unwrap_err().to_string();
+        assert!(err.contains("ca_file = /nonexistent/ca.pem"), "{err}");
         assert!(parse("upload_batch = 3")
             .unwrap_err()
             .to_string()

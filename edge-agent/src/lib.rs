@@ -16,6 +16,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod enroll;
 pub mod jobs;
 pub mod store;
 pub mod sync;
@@ -105,9 +106,14 @@ pub async fn run(
     let address = listener.local_addr().map_err(StartError::Serve)?;
     tracing::info!(%address, store = %credentials.store_id, hub = %credentials.hub_url, "edge agent listening");
     let limits = config.http.connection_limits();
-    let served =
-        shelfsync_common::server::serve_until(listener, api::router(state, web::router()), limits, shutdown, stop)
-            .await;
+    let served = shelfsync_common::server::serve_until(
+        listener,
+        api::router(state, web::router()),
+        (limits, None),
+        shutdown,
+        stop,
+    )
+    .await;
     tracing::info!("shutting down: HTTP closed, stopping the sync worker and jobs");
     worker.join().await;
     jobs::stop(&scheduler).await;

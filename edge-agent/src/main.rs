@@ -65,6 +65,28 @@ enum Cmd {
     },
     /// Print the annotated example configuration.
     PrintConfig,
+    /// Enroll this machine's agent with a one-time code from the hub: checks the hub,
+    /// writes the configuration and the store token, starts the service.
+    Enroll {
+        /// The hub's URL, as `shelfsync-hub store add --enroll` printed it.
+        #[arg(long)]
+        hub: String,
+        /// The one-time code, XXXX-XXXX.
+        #[arg(long)]
+        code: String,
+        /// Where to write the store token (default: edge.env beside the configuration).
+        #[arg(long)]
+        env_file: Option<PathBuf>,
+        /// Trust this CA (PEM) for the hub's certificate too; written as ca_file.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Accept an http:// hub (tests on one machine only); written as allow_insecure_hub.
+        #[arg(long)]
+        allow_insecure_hub: bool,
+        /// Do not start the service; print what to run.
+        #[arg(long)]
+        no_start: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -114,6 +136,35 @@ fn command(cli: Cli) -> anyhow::Result<()> {
         Cmd::Run => {
             let config = EdgeConfig::load(cli.config.as_deref()).context("loading configuration")?;
             return run(config);
+        }
+        Cmd::Enroll {
+            hub,
+            code,
+            env_file,
+            ca_file,
+            allow_insecure_hub,
+            no_start,
+        } => {
+            let options = shelfsync_edge::enroll::EnrollOptions {
+                hub,
+                code,
+                config: cli
+                    .config
+                    .unwrap_or_else(|| PathBuf::from(shelfsync_edge::enroll::DEFAULT_CONFIG)),
+                env_file,
+                ca_file,
+                allow_insecure_hub,
+                no_start,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            let report = runtime
+                .block_on(shelfsync_edge::enroll::enroll(&options))
+                .context("enrolling")?;
+            println!("{report}");
+            return Ok(());
         }
         Cmd::Status { client } => (client, Action::Status),
         Cmd::Outbox {

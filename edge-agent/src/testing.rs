@@ -156,6 +156,8 @@ impl TestAgent {
             store_id: Some(store_id),
             hub_url: Some(CLOSED_HUB.into()),
             hub_token: Some("test-hub-token".into()),
+            // Tests reach their hub over plain HTTP on 127.0.0.1.
+            allow_insecure_hub: true,
             listen: address,
             data_dir: data_dir.clone(),
             terminal_key,
@@ -391,6 +393,8 @@ pub fn sync_test_config(dir: &Path, store: StoreId, hub_url: &str, token: &str) 
         store_id: Some(store),
         hub_url: Some(hub_url.to_owned()),
         hub_token: Some(token.into()),
+        // Tests reach their hub over plain HTTP on 127.0.0.1.
+        allow_insecure_hub: true,
         data_dir: dir.to_owned(),
         ..EdgeConfig::default()
     };

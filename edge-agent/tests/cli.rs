@@ -211,6 +211,7 @@ fn run_serves_announces_its_address_and_stops_on_sigterm() {
         .envs([
             ("SHELFSYNC_EDGE_STORE_ID", store.as_str()),
             ("SHELFSYNC_EDGE_HUB_URL", CLOSED_HUB),
+            ("SHELFSYNC_EDGE_ALLOW_INSECURE_HUB", "true"),
             ("SHELFSYNC_EDGE_HUB_TOKEN", "test-hub-token"),
             ("SHELFSYNC_EDGE_LISTEN", "127.0.0.1:0"),
             ("SHELFSYNC_EDGE_DATA_DIR", &dir.path().display().to_string()),

@@ -4,6 +4,7 @@
 
 use crate::config::HubConfig;
 use shelfsync_common::wire::api::StoreInfo;
+use shelfsync_common::wire::enrollment::EnrollmentCode;
 use shelfsync_common::wire::problem::Problem;
 use shelfsync_common::wire::sync::{EnrollStoreRequest, EnrolledStore};
 use shelfsync_common::StoreId;
@@ -19,6 +20,13 @@ pub enum StoreAction {
         id: Option<StoreId>,
         /// Enroll even when another store has this name.
         allow_duplicate_name: bool,
+        /// Print an enrollment command (with a one-time code) instead of the token.
+        enroll: bool,
+    },
+    /// Make an enrollment code for an enrolled store.
+    Code {
+        /// The store.
+        id: StoreId,
     },
     /// List the stores.
     List,
@@ -74,16 +82,42 @@ pub fn admin_token(config: &HubConfig) -> Result<String, CliError> {
         .map_err(|e| CliError::NoToken(format!("{}: {e}", path.display())))
 }
 
-/// Runs one store action against the hub at `hub_url`; returns what to print.
+/// Runs one store action against the hub at `hub_url`; returns what to print on stdout
+/// (and says on stderr what an operator should know besides, for `--enroll`).
 pub async fn run_store_action(hub_url: &str, token: &str, action: StoreAction) -> Result<String, CliError> {
+    run_store_action_trusting(hub_url, token, action, None).await
+}
+
+/// [`run_store_action`], also trusting the certificates in `roots` (PEM): on the hub's own
+/// machine, its `tls.cert_file`, so that a hub with a private CA's certificate (or a
+/// self-signed one) is reachable without installing the CA system-wide.
+pub async fn run_store_action_trusting(
+    hub_url: &str,
+    token: &str,
+    action: StoreAction,
+    roots: Option<&std::path::Path>,
+) -> Result<String, CliError> {
     shelfsync_common::server::settings::check_http_url("--hub-url", hub_url).map_err(CliError::BadUrl)?;
-    let client = reqwest::Client::new();
+    let mut client = reqwest::Client::builder();
+    if let Some(roots) = roots {
+        let pem =
+            std::fs::read(roots).map_err(|e| CliError::BadUrl(format!("tls.cert_file = {}: {e}", roots.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| CliError::BadUrl(format!("tls.cert_file = {}: {e}", roots.display())))?;
+        for cert in certs {
+            client = client.add_root_certificate(cert);
+        }
+    }
+    let client = client
+        .build()
+        .map_err(|e| CliError::BadUrl(format!("building the HTTP client: {e}")))?;
     let url = |path: &str| format!("{}{path}", hub_url.trim_end_matches('/'));
     let request = match &action {
         StoreAction::Add {
             name,
             id,
             allow_duplicate_name,
+            ..
         } => client.post(url("/v1/admin/stores")).json(&EnrollStoreRequest {
             name: name.clone(),
             id: *id,
@@ -92,7 +126,58 @@ pub async fn run_store_action(hub_url: &str, token: &str, action: StoreAction) -
         StoreAction::List => client.get(url("/v1/admin/stores")),
         StoreAction::Revoke { id } => client.post(url(&format!("/v1/admin/stores/{id}/revoke"))),
         StoreAction::Rotate { id } => client.post(url(&format!("/v1/admin/stores/{id}/token"))),
+        StoreAction::Code { id } => client.post(url(&format!("/v1/admin/stores/{id}/enrollment-codes"))),
     };
+    let body = admin_call(hub_url, request, token).await?;
+    let parse_error = |e: serde_json::Error| CliError::Refused {
+        status: 200,
+        code: "unexpected_answer".into(),
+        detail: e.to_string(),
+    };
+    Ok(match action {
+        StoreAction::Add { enroll: true, .. } => {
+            let enrolled: EnrolledStore = serde_json::from_slice(&body).map_err(parse_error)?;
+            let id = enrolled.store.id;
+            let request = client.post(url(&format!("/v1/admin/stores/{id}/enrollment-codes")));
+            let body = admin_call(hub_url, request, token).await?;
+            enrollment_command(&serde_json::from_slice(&body).map_err(parse_error)?)
+        }
+        StoreAction::Code { .. } => enrollment_command(&serde_json::from_slice(&body).map_err(parse_error)?),
+        StoreAction::Add { .. } | StoreAction::Rotate { .. } => {
+            let enrolled: EnrolledStore = serde_json::from_slice(&body).map_err(parse_error)?;
+            format!(
+                "store {} ({})\ntoken: {}\n\nGive this token to the store's agent (SHELFSYNC_EDGE_HUB_TOKEN); it is not shown again.",
+                enrolled.store.id,
+                enrolled.store.name,
+                enrolled.token.expose()
+            )
+        }
+        StoreAction::List => {
+            let stores: Vec<StoreInfo> = serde_json::from_slice(&body).map_err(parse_error)?;
+            store_table(&stores)
+        }
+        StoreAction::Revoke { id } => format!("store {id}: token revoked; its agent is refused from now on"),
+    })
+}
+
+/// The one line to run at the store; what else to know goes to stderr, so that the line
+/// can be piped or copied alone.
+fn enrollment_command(code: &EnrollmentCode) -> String {
+    let expires = code
+        .expires_at
+        .replace_nanosecond(0)
+        .unwrap_or(code.expires_at)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    eprintln!(
+        "store {} ({}): run this on the store's machine before {expires}; the code works once:",
+        code.store_id, code.store_name
+    );
+    code.command.expose().to_owned()
+}
+
+/// Sends one admin request; the answer's body, or why it failed.
+async fn admin_call(hub_url: &str, request: reqwest::RequestBuilder, token: &str) -> Result<Vec<u8>, CliError> {
     let response = request
         .bearer_auth(token)
         .send()
@@ -111,27 +196,7 @@ pub async fn run_store_action(hub_url: &str, token: &str, action: StoreAction) -
         let status = status.as_u16();
         return Err(CliError::Refused { status, code, detail });
     }
-    let parse_error = |e: serde_json::Error| CliError::Refused {
-        status: status.as_u16(),
-        code: "unexpected_answer".into(),
-        detail: e.to_string(),
-    };
-    Ok(match action {
-        StoreAction::Add { .. } | StoreAction::Rotate { .. } => {
-            let enrolled: EnrolledStore = serde_json::from_slice(&body).map_err(parse_error)?;
-            format!(
-                "store {} ({})\ntoken: {}\n\nGive this token to the store's agent (SHELFSYNC_EDGE_HUB_TOKEN); it is not shown again.",
-                enrolled.store.id,
-                enrolled.store.name,
-                enrolled.token.expose()
-            )
-        }
-        StoreAction::List => {
-            let stores: Vec<StoreInfo> = serde_json::from_slice(&body).map_err(parse_error)?;
-            store_table(&stores)
-        }
-        StoreAction::Revoke { id } => format!("store {id}: token revoked; its agent is refused from now on"),
-    })
+    Ok(body.to_vec())
 }
 
 /// The stores as a table whose columns line up whatever the widths of the values.

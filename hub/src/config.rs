@@ -43,6 +43,44 @@ pub struct HubConfig {
     pub analytics: AnalyticsConfig,
     /// Outgoing webhooks.
     pub webhooks: WebhookConfig,
+    /// The URL agents and clients reach this hub at (behind a proxy, the proxy's); the
+    /// enrollment command names it. Unset: derived from `listen`, with a warning.
+    pub public_url: Option<String>,
+    /// One-step enrollment codes.
+    pub enrollment: EnrollmentConfig,
+    /// HTTPS served by the hub itself.
+    pub tls: TlsConfig,
+}
+
+/// One-step enrollment codes (`store add --enroll`, `POST /v1/enroll`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrollmentConfig {
+    /// How long a new code works, in seconds.
+    pub code_ttl_secs: u64,
+    /// Refused redemptions (unknown, used or expired codes) this hub answers per minute;
+    /// past it, `429 enrollment_rate_limited` until the minute is over.
+    pub max_failures_per_minute: u32,
+}
+
+impl Default for EnrollmentConfig {
+    fn default() -> Self {
+        Self {
+            code_ttl_secs: 900,
+            max_failures_per_minute: 20,
+        }
+    }
+}
+
+/// HTTPS: with both files set the hub serves TLS (rustls) on `listen`; with neither,
+/// plain HTTP (behind a proxy that terminates TLS, or for local tests).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The certificate chain (PEM), leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
 }
 
 /// Where the event log lives.
@@ -216,6 +254,9 @@ impl Default for HubConfig {
             postgres: PostgresConfig::default(),
             analytics: AnalyticsConfig::default(),
             webhooks: WebhookConfig::default(),
+            public_url: None,
+            enrollment: EnrollmentConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -269,7 +310,51 @@ impl HubConfig {
         ] {
             shelfsync_common::server::settings::check_cron(name, expr).map_err(ConfigError)?;
         }
+        self.validate_enrollment()?;
         self.jobs.validate()
+    }
+
+    fn validate_enrollment(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.public_url {
+            shelfsync_common::server::settings::check_http_url("public_url", url).map_err(ConfigError)?;
+        }
+        if !(1..=7 * 24 * 3600).contains(&self.enrollment.code_ttl_secs) {
+            return Err(ConfigError(
+                "enrollment.code_ttl_secs must be between 1 and 604800 (a week)".into(),
+            ));
+        }
+        if self.enrollment.max_failures_per_minute == 0 {
+            return Err(ConfigError(
+                "enrollment.max_failures_per_minute must be at least 1".into(),
+            ));
+        }
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(_), None) => Err(ConfigError(
+                "tls.cert_file is set but tls.key_file is not: set both, or neither".into(),
+            )),
+            (None, Some(_)) => Err(ConfigError(
+                "tls.key_file is set but tls.cert_file is not: set both, or neither".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The URL the enrollment command names: `public_url`, else `http(s)://<listen>`
+    /// (`https` when the hub serves TLS), and whether it was derived.
+    pub fn public_url(&self) -> (String, bool) {
+        self.public_url_on(self.listen)
+    }
+
+    /// [`Self::public_url`], derived from `address` (where the hub really listens) when
+    /// `public_url` is not set.
+    pub fn public_url_on(&self, address: SocketAddr) -> (String, bool) {
+        match &self.public_url {
+            Some(url) => (url.trim_end_matches('/').to_owned(), false),
+            None => {
+                let scheme = if self.tls.cert_file.is_some() { "https" } else { "http" };
+                (format!("{scheme}://{address}"), true)
+            }
+        }
     }
 }
 

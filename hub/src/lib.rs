@@ -20,6 +20,7 @@ pub mod bus;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod enrollment;
 pub mod fleet;
 pub mod jobs;
 pub mod migrate;
@@ -83,6 +84,9 @@ pub enum StartError {
     /// Starting the scheduled jobs.
     #[error("starting the scheduled jobs: {0}")]
     Jobs(String),
+    /// Loading the TLS certificate and key.
+    #[error("loading the TLS certificate: {0}")]
+    Tls(String),
     /// Serving HTTP.
     #[error("serving HTTP: {0}")]
     Serve(std::io::Error),
@@ -96,6 +100,7 @@ pub async fn run(
     options: RunOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    let tls = tls_acceptor(&config)?;
     let data_dir = config.data_dir.clone();
     shelfsync_common::sqlite::create_private_dir(&data_dir).map_err(|source| StartError::DataDir {
         path: data_dir.clone(),
@@ -153,6 +158,7 @@ pub async fn run(
         tokio::spawn(fleet::end_streams_revoked_elsewhere(fleet.clone(), revocations));
         tokio::spawn(cluster::share_presence(fleet.clone(), log.clone(), stopped.clone()));
     }
+    let address = listener.local_addr().map_err(StartError::Serve)?;
     let state = api::AppState::new(api::Shared {
         log: log.clone(),
         queries,
@@ -166,17 +172,24 @@ pub async fn run(
         analytics_position: analytics.position(),
         webhooks,
         jobs: scheduler.clone(),
+        public_url: config.public_url_on(address),
+        enroll_failures: enrollment::FailureLimiter::new(config.enrollment.max_failures_per_minute),
     });
-    let address = listener.local_addr().map_err(StartError::Serve)?;
-    tracing::info!(%address, data_dir = %data_dir.display(), "hub listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%address, scheme, data_dir = %data_dir.display(), "hub listening");
     if options.announce {
-        announce(address, &admin_secret, token_file.as_deref(), options.seed_demo_data);
+        announce(
+            &format!("{scheme}://{address}"),
+            &admin_secret,
+            token_file.as_deref(),
+            options.seed_demo_data,
+        );
     }
     let limits = config.http.connection_limits();
     let served = shelfsync_common::server::serve_until(
         listener,
         api::router(state, web::router()),
-        limits,
+        (limits, tls),
         shutdown,
         begin_stopping,
     )
@@ -227,8 +240,19 @@ fn admin_token(config: &HubConfig) -> Result<(String, Option<PathBuf>), StartErr
     Ok((secret, config.admin_token.is_none().then_some(path)))
 }
 
-fn announce(address: std::net::SocketAddr, secret: &str, token_file: Option<&Path>, demo: bool) {
-    println!("shelfsync hub listening on http://{address}");
+/// The TLS acceptor when `[tls]` names a certificate and key (`validate` refused one
+/// without the other).
+fn tls_acceptor(config: &HubConfig) -> Result<Option<shelfsync_common::server::TlsAcceptor>, StartError> {
+    let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) else {
+        return Ok(None);
+    };
+    shelfsync_common::server::tls::acceptor(cert, key, ("tls.cert_file", "tls.key_file"))
+        .map(Some)
+        .map_err(StartError::Tls)
+}
+
+fn announce(url: &str, secret: &str, token_file: Option<&Path>, demo: bool) {
+    println!("shelfsync hub listening on {url}");
     match (demo, token_file) {
         (true, _) => println!("admin token: {secret}"),
         (false, Some(file)) => println!("admin token: in {}", file.display()),

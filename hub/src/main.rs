@@ -89,7 +89,7 @@ enum Cmd {
     PrintConfig,
     /// Enroll, list and revoke stores (talks to the running hub).
     Store {
-        /// The hub's URL (default: http://<listen> from the configuration).
+        /// The hub's URL (default: public_url, else http(s)://<listen> from the configuration).
         #[arg(long, global = true)]
         hub_url: Option<String>,
         #[command(subcommand)]
@@ -109,6 +109,15 @@ enum StoreCmd {
         /// Enroll even when another store already has this name.
         #[arg(long)]
         allow_duplicate_name: bool,
+        /// Print the one-line `shelfsync-edge enroll` command (a code that works once,
+        /// for enrollment.code_ttl_secs) instead of the token.
+        #[arg(long)]
+        enroll: bool,
+    },
+    /// Make a new enrollment code for a store; prints the `shelfsync-edge enroll` command.
+    Code {
+        /// Store id.
+        id: shelfsync_common::StoreId,
     },
     /// List enrolled stores.
     List,
@@ -146,24 +155,28 @@ fn command(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Store { hub_url, action } => {
             let config = HubConfig::load(cli.config.as_deref()).context("loading configuration")?;
-            let hub_url = hub_url.unwrap_or_else(|| format!("http://{}", config.listen));
+            let hub_url = hub_url.unwrap_or_else(|| config.public_url().0);
             let token = cli::admin_token(&config)?;
             let action = match action {
                 StoreCmd::Add {
                     name,
                     id,
                     allow_duplicate_name,
+                    enroll,
                 } => cli::StoreAction::Add {
                     name,
                     id,
                     allow_duplicate_name,
+                    enroll,
                 },
+                StoreCmd::Code { id } => cli::StoreAction::Code { id },
                 StoreCmd::List => cli::StoreAction::List,
                 StoreCmd::Revoke { id } => cli::StoreAction::Revoke { id },
                 StoreCmd::Token { id } => cli::StoreAction::Rotate { id },
             };
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let output = runtime.block_on(cli::run_store_action(&hub_url, &token, action))?;
+            let roots = config.tls.cert_file.as_deref();
+            let output = runtime.block_on(cli::run_store_action_trusting(&hub_url, &token, action, roots))?;
             println!("{output}");
             Ok(())
         }

@@ -730,7 +730,7 @@ shelfsync_hub::both_storages! {
             .collect();
         assert_eq!(
             open,
-            ["/healthz", "/metrics", "/openapi.json", "/readyz"],
+            ["/healthz", "/metrics", "/openapi.json", "/readyz", "/v1/version"],
             "the open routes"
         );
 

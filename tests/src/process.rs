@@ -138,7 +138,8 @@ impl Process {
 
     /// The listen address of the current (or last) start.
     pub fn addr(&self) -> SocketAddr {
-        self.url()
+        let url = self.url();
+        url.trim_start_matches("https://")
             .trim_start_matches("http://")
             .parse()
             .unwrap_or_else(|e| panic!("{}: bad address {}: {e}", self.label, self.url()))
@@ -176,7 +177,11 @@ impl Process {
                 self.stderr_tail(60)
             ),
         };
-        assert!(url.starts_with("http://127.0.0.1:"), "{}: {url}", self.label);
+        assert!(
+            url.starts_with("http://127.0.0.1:") || url.starts_with("https://127.0.0.1:"),
+            "{}: {url}",
+            self.label
+        );
         self.endpoint.set(url);
     }
 
@@ -442,6 +447,8 @@ impl AgentProcess {
             ("SHELFSYNC_EDGE_STORE_ID", store.to_string()),
             ("SHELFSYNC_EDGE_HUB_URL", hub_url.to_owned()),
             ("SHELFSYNC_EDGE_HUB_TOKEN", token.to_owned()),
+            // The suite's hubs serve plain HTTP on 127.0.0.1.
+            ("SHELFSYNC_EDGE_ALLOW_INSECURE_HUB", "true".to_owned()),
             ("SHELFSYNC_EDGE_LISTEN", "127.0.0.1:0".to_owned()),
             ("SHELFSYNC_EDGE_DATA_DIR", data_dir.to_string_lossy().into_owned()),
             ("SHELFSYNC_EDGE_TERMINAL_KEY", TERMINAL_KEY.to_owned()),
@@ -465,10 +472,36 @@ impl AgentProcess {
             vars.retain(|(k, _)| k != key);
             vars.push(((*key).to_owned(), (*value).to_owned()));
         }
+        Self::spawnable(root, name, store, data_dir, vec!["run".into()], vars)
+    }
+
+    /// The agent of `store` as an installed one runs: `shelfsync-edge --config <config>
+    /// run`, its settings from that file (whose data directory is `data_dir`), `env` adding
+    /// only what the service's environment file would (the store token).
+    pub fn with_config(
+        root: &Path,
+        name: &str,
+        store: StoreId,
+        (config, data_dir): (&Path, &Path),
+        env: &[(&str, &str)],
+    ) -> Self {
+        let args = vec!["--config".into(), config.to_string_lossy().into_owned(), "run".into()];
+        let vars = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Self::spawnable(root, name, store, data_dir.to_owned(), args, vars)
+    }
+
+    fn spawnable(
+        root: &Path,
+        name: &str,
+        store: StoreId,
+        data_dir: PathBuf,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> Self {
         let spec = Spec {
             program: crate::bins::binaries().edge.clone(),
-            args: vec!["run".into()],
-            env: vars,
+            args,
+            env,
             scrub: "SHELFSYNC_EDGE_",
             announce: "shelfsync edge agent listening on ",
         };

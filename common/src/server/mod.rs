@@ -17,10 +17,12 @@ pub mod serve;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;
+pub mod tls;
 pub mod web;
 
 pub use problem::ProblemResponse;
 pub use serve::{serve, serve_until, ConnectionLimits};
+pub use tls::TlsAcceptor;
 
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {

@@ -13,11 +13,16 @@
 //!   connections wait in the kernel's listen backlog, costing no descriptor, until a slot
 //!   frees, which a stalled connection's does within the header timeout.
 //!
+//! TLS: given a [`TlsAcceptor`], each connection's handshake runs in its own task (bounded by
+//! the header read timeout, so a peer that never finishes it holds its slot no longer
+//! than one that never sends headers), then HTTP is served over it exactly as over TCP.
+//!
 //! Shutdown: when `shutdown` resolves the loop stops accepting, tells every connection to
 //! finish its request in flight and close, and returns once all of them have. With
 //! [`serve_until`] the binary also learns the moment shutdown begins, which answers that
 //! never end by themselves (push streams) and readiness need.
 
+use super::TlsAcceptor;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -47,7 +52,7 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 pub async fn serve_until(
     listener: TcpListener,
     app: Router,
-    limits: ConnectionLimits,
+    (limits, tls): (ConnectionLimits, Option<TlsAcceptor>),
     shutdown: impl Future<Output = ()> + Send + 'static,
     stopping: watch::Sender<bool>,
 ) -> std::io::Result<()> {
@@ -55,7 +60,7 @@ pub async fn serve_until(
         shutdown.await;
         let _ = stopping.send(true);
     };
-    serve(listener, app, limits, begin).await
+    serve_connections(listener, app, limits, tls, begin).await
 }
 
 /// Serves `app` on `listener` under `limits` until `shutdown` resolves, then finishes the
@@ -65,6 +70,17 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_connections(listener, app, limits, None, shutdown).await
+}
+
+/// [`serve`], over TLS when given an acceptor.
+async fn serve_connections(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -94,28 +110,20 @@ pub async fn serve(
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
         let service = TowerToHyperService::new(app.clone());
-        let mut closing = closing_seen.clone();
+        let closing = closing_seen.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
             let _slot = slot;
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout);
-            let connection = builder.serve_connection(TokioIo::new(tcp), service);
-            tokio::pin!(connection);
-            let finished = tokio::select! {
-                served = connection.as_mut() => Some(served),
-                _ = closing.wait_for(|closing| *closing) => None,
-            };
-            let served = match finished {
-                Some(served) => served,
-                None => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
+            match tls {
+                None => serve_connection(TokioIo::new(tcp), service, limits, closing).await,
+                Some(tls) => {
+                    let handshake = tokio::time::timeout(limits.header_read_timeout, tls.accept(tcp)).await;
+                    match handshake {
+                        Ok(Ok(stream)) => serve_connection(TokioIo::new(stream), service, limits, closing).await,
+                        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
                 }
-            };
-            if let Err(error) = served {
-                tracing::debug!(%error, "connection ended with an error");
             }
         });
         while connections.try_join_next().is_some() {}
@@ -124,6 +132,38 @@ pub async fn serve(
     let _ = closing.send(true);
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Serves HTTP/1.1 on one connection until it ends, or finishes its request in flight
+/// once `closing` turns true.
+async fn serve_connection<I>(
+    io: TokioIo<I>,
+    service: TowerToHyperService<Router>,
+    limits: ConnectionLimits,
+    mut closing: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    let finished = tokio::select! {
+        served = connection.as_mut() => Some(served),
+        _ = closing.wait_for(|closing| *closing) => None,
+    };
+    let served = match finished {
+        Some(served) => served,
+        None => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = served {
+        tracing::debug!(%error, "connection ended with an error");
+    }
 }
 
 #[cfg(test)]
@@ -143,7 +183,7 @@ mod tests {
         let server = tokio::spawn(serve_until(
             listener,
             Router::new(),
-            limits,
+            (limits, None),
             async move {
                 let _ = shutdown.await;
             },

@@ -9,6 +9,7 @@
 pub mod analytics;
 pub mod api;
 pub mod edge;
+pub mod enrollment;
 pub mod fingerprint;
 pub mod jobs;
 pub mod problem;

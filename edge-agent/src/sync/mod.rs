@@ -316,6 +316,7 @@ mod tests {
         let credentials = HubCredentials {
             store_id: StoreId::new_v7(),
             hub_url: "http://127.0.0.1:9".into(),
+            ca_file: None,
             hub_token: "t".into(),
         };
         let status = Arc::new(LinkStatus::default());

@@ -196,6 +196,7 @@ async fn the_agent_refuses_to_start_when_the_terminal_key_is_the_managers() {
     let config = shelfsync_edge::config::EdgeConfig {
         store_id: Some(shelfsync_common::StoreId::new_v7()),
         hub_url: Some("http://127.0.0.1:9".into()),
+        allow_insecure_hub: true,
         hub_token: Some("ss_unused".into()),
         data_dir: dir.path().to_owned(),
         terminal_key: Some(key.into()),

@@ -57,6 +57,12 @@ pub enum ApiError {
         /// What the projector last hit.
         reason: String,
     },
+    /// Too many enrollment codes were refused this minute.
+    #[error("too many refused enrollment codes this minute; retry in {retry_after_secs} s")]
+    EnrollmentRateLimited {
+        /// Seconds until the minute is over.
+        retry_after_secs: u64,
+    },
     /// The read model did not reach the requested position in time.
     #[error("the read model reached position {reached}, not yet {wanted}; retry shortly")]
     NotCaughtUp {
@@ -88,6 +94,11 @@ impl Failure for ApiError {
             ApiError::TooManyStreams { .. } => {
                 Answer::new(S::TOO_MANY_REQUESTS, "too_many_streams", "Too many streams")
             }
+            ApiError::EnrollmentRateLimited { .. } => Answer::new(
+                S::TOO_MANY_REQUESTS,
+                "enrollment_rate_limited",
+                "Too many refused enrollment codes",
+            ),
             ApiError::ProjectionStalled { .. } => Answer::new(
                 S::SERVICE_UNAVAILABLE,
                 "projection_stalled",
@@ -130,7 +141,8 @@ impl Failure for ApiError {
                 shelfsync_common::server::problem::name_share(problem, domain)
             }
             ApiError::TooManyStreams { .. } => problem.with_header(header::RETRY_AFTER, HeaderValue::from_static("5")),
-            ApiError::ReadModelUnavailable { retry_after_secs } => {
+            ApiError::ReadModelUnavailable { retry_after_secs }
+            | ApiError::EnrollmentRateLimited { retry_after_secs } => {
                 problem.with_header(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs))
             }
             _ => problem,
@@ -150,6 +162,11 @@ fn append_answer(error: &WriteError) -> Answer {
         WriteError::StoreNameTaken { .. } => Answer::new(S::CONFLICT, "store_name_taken", "Store name taken"),
         WriteError::TokenNameTaken(_) => Answer::new(S::CONFLICT, "token_name_taken", "Token name taken"),
         WriteError::UnknownReservation(_) => Answer::not_found("reservation"),
+        WriteError::EnrollmentCodeUnknown => {
+            Answer::new(S::NOT_FOUND, "enrollment_code_unknown", "Unknown enrollment code")
+        }
+        WriteError::EnrollmentCodeUsed => Answer::new(S::GONE, "enrollment_code_used", "Enrollment code used"),
+        WriteError::EnrollmentCodeExpired => Answer::new(S::GONE, "enrollment_code_expired", "Enrollment code expired"),
         WriteError::Storage(_) => Answer::STORAGE_UNAVAILABLE,
         WriteError::Unavailable => Answer::SHUTTING_DOWN,
     }

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod allocations;
 pub mod analytics;
 pub mod auth;
+pub mod enroll;
 pub mod error;
 pub mod inventory;
 pub mod ops;
@@ -77,6 +78,11 @@ pub struct Shared {
     pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// The scheduled jobs (for `GET /v1/admin/jobs`).
     pub jobs: Arc<shelfsync_common::server::schedule::Jobs>,
+    /// The URL stores reach this hub at, and whether it was derived from the listen
+    /// address (`public_url` unset).
+    pub public_url: (String, bool),
+    /// The limit on refused enrollment codes.
+    pub enroll_failures: crate::enrollment::FailureLimiter,
 }
 
 /// The whole API.
@@ -92,6 +98,7 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
         .merge(stock::router())
         .merge(admin::router())
         .merge(stores::router())
+        .merge(enroll::router())
         .merge(sync::router())
         .merge(analytics::router())
         .merge(webhooks::router())

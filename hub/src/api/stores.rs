@@ -30,15 +30,7 @@ pub fn router() -> Router<AppState> {
 /// A new token for `store`: its secret (to show once) and its record (hash only).
 pub(crate) fn store_token(store: StoreId) -> (String, TokenRecord) {
     let secret = new_secret();
-    let record = TokenRecord {
-        id: uuid::Uuid::now_v7(),
-        name: format!("store-{store}"),
-        role: "store".into(),
-        store_id: Some(store),
-        secret_sha256: digest(&secret),
-        created_at: time::OffsetDateTime::now_utc(),
-        revoked_at: None,
-    };
+    let record = TokenRecord::for_store(store, digest(&secret), time::OffsetDateTime::now_utc());
     (secret, record)
 }
 
@@ -141,7 +133,7 @@ pub(super) async fn revoke_tokens(state: &AppState, selector: TokenSelector) -> 
     Ok(revoked.count)
 }
 
-fn end_push_streams(state: &AppState, revoked: &RevokedTokens) {
+pub(super) fn end_push_streams(state: &AppState, revoked: &RevokedTokens) {
     for (store, token) in &revoked.store_tokens {
         state.fleet.revoke(*store, *token);
     }

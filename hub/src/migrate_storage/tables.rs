@@ -25,12 +25,14 @@ pub enum Kind {
     OptBytes,
     /// Text or NULL.
     OptText,
+    /// A 64-bit integer or NULL.
+    OptInt,
 }
 
 impl Kind {
     fn sql_type(self) -> Type {
         match self {
-            Kind::Int => Type::INT8,
+            Kind::Int | Kind::OptInt => Type::INT8,
             Kind::Bytes | Kind::OptBytes => Type::BYTEA,
             Kind::Text | Kind::OptText => Type::TEXT,
         }
@@ -64,7 +66,7 @@ pub const EVENTS: Table = Table {
 };
 
 /// Every other table, parents before the tables that reference them.
-pub const OTHERS: [Table; 5] = [
+pub const OTHERS: [Table; 6] = [
     Table {
         name: "stores",
         columns: &[("id", Kind::Bytes), ("name", Kind::Text), ("created_at", Kind::Text)],
@@ -98,6 +100,18 @@ pub const OTHERS: [Table; 5] = [
             ("state", Kind::Text),
         ],
     },
+    // Open enrollment codes keep working after the move (used and expired ones, until
+    // pruned, keep saying so).
+    Table {
+        name: "enrollment_codes",
+        columns: &[
+            ("code_sha256", Kind::Bytes),
+            ("store_id", Kind::Bytes),
+            ("created_at", Kind::Int),
+            ("expires_at", Kind::Int),
+            ("used_at", Kind::OptInt),
+        ],
+    },
     // The id key: event ids derived from clients' idempotency keys stay the same.
     Table {
         name: "secrets",
@@ -123,6 +137,7 @@ pub type Row = Vec<Value>;
 
 static NULL_BYTES: Option<Vec<u8>> = None;
 static NULL_TEXT: Option<String> = None;
+static NULL_INT: Option<i64> = None;
 
 impl Value {
     /// The cell as a PostgreSQL parameter of a column of `kind`.
@@ -132,6 +147,7 @@ impl Value {
             Value::Bytes(v) => v,
             Value::Text(v) => v,
             Value::Null if kind == Kind::OptText => &NULL_TEXT,
+            Value::Null if kind == Kind::OptInt => &NULL_INT,
             Value::Null => &NULL_BYTES,
         }
     }
@@ -225,8 +241,8 @@ impl Table {
             for (index, (column, kind)) in self.columns.iter().enumerate() {
                 use rusqlite::types::ValueRef;
                 let cell = match (row.get_ref(index)?, kind) {
-                    (ValueRef::Null, Kind::OptBytes | Kind::OptText) => Value::Null,
-                    (ValueRef::Integer(v), Kind::Int) => Value::Int(v),
+                    (ValueRef::Null, Kind::OptBytes | Kind::OptText | Kind::OptInt) => Value::Null,
+                    (ValueRef::Integer(v), Kind::Int | Kind::OptInt) => Value::Int(v),
                     (ValueRef::Blob(v), Kind::Bytes | Kind::OptBytes) => Value::Bytes(v.to_vec()),
                     (ValueRef::Text(v), Kind::Text | Kind::OptText) => {
                         Value::Text(String::from_utf8(v.to_vec()).map_err(|_| {
@@ -270,6 +286,7 @@ impl Table {
                     Kind::OptText => row
                         .try_get::<_, Option<String>>(index)?
                         .map_or(Value::Null, Value::Text),
+                    Kind::OptInt => row.try_get::<_, Option<i64>>(index)?.map_or(Value::Null, Value::Int),
                 };
                 cells.push(cell);
             }

@@ -49,7 +49,7 @@ fn postgres_digest_sql() -> String {
         .columns
         .iter()
         .map(|(name, kind)| match kind {
-            Kind::Int => format!("int8send({name})"),
+            Kind::Int | Kind::OptInt => format!("int8send({name})"),
             Kind::Bytes | Kind::OptBytes => format!("int4send(length({name})) || {name}"),
             Kind::Text | Kind::OptText => {
                 format!("int4send(length(convert_to({name}, 'UTF8'))) || convert_to({name}, 'UTF8')")

@@ -8,6 +8,7 @@
 //! [`crate::bus::EventBus`]; nothing is published that is not on disk.
 
 mod columns;
+mod enrollment;
 mod facts;
 mod feed;
 mod log_reads;
@@ -37,6 +38,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use enrollment::{EnrollmentCodeRecord, Redeemed, StoredCode};
 pub use feed::{EventFeed, Page};
 pub use pg::{migrate as migrate_postgres, PgLog, PgSettings};
 pub(crate) use reader::{envelope_from_row, head as log_head, EVENT_COLUMNS};
@@ -157,6 +159,15 @@ pub enum WriteError {
     /// A live token already has this name.
     #[error("a live token is already named {0:?}; revoke it first or pick another name")]
     TokenNameTaken(String),
+    /// No enrollment code has this digest (mistyped, or pruned long after it was used).
+    #[error("no such enrollment code: check it, or make a new one at the hub")]
+    EnrollmentCodeUnknown,
+    /// The enrollment code was used already.
+    #[error("this enrollment code was used already: make a new one at the hub")]
+    EnrollmentCodeUsed,
+    /// The enrollment code has expired.
+    #[error("this enrollment code has expired: make a new one at the hub")]
+    EnrollmentCodeExpired,
     /// No open reservation has this id.
     #[error("reservation {0} is not open")]
     UnknownReservation(ReservationId),

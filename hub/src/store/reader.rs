@@ -130,6 +130,22 @@ pub struct TokenRecord {
     pub revoked_at: Option<OffsetDateTime>,
 }
 
+impl TokenRecord {
+    /// A new store token for `store` whose secret has digest `secret_sha256`: every store
+    /// token (enrolling, rotating, an enrollment code) is named and made alike.
+    pub fn for_store(store: StoreId, secret_sha256: [u8; 32], now: OffsetDateTime) -> Self {
+        Self {
+            id: uuid::Uuid::now_v7(),
+            name: format!("store-{store}"),
+            role: "store".into(),
+            store_id: Some(store),
+            secret_sha256,
+            created_at: now,
+            revoked_at: None,
+        }
+    }
+}
+
 /// The columns of `tokens` that [`token_from_row`] reads, for a live token.
 pub const LIVE_TOKEN_COLUMNS: &str = "id, name, role, store_id, secret_sha256, created_at";
 

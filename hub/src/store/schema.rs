@@ -35,6 +35,10 @@ pub const EVENT_STORE: Migrations = &[
         include_str!("../../migrations/0002_store_stats.sql"),
     ),
     ("0003_secrets", include_str!("../../migrations/0003_secrets.sql")),
+    (
+        "0004_enrollment_codes",
+        include_str!("../../migrations/0004_enrollment_codes.sql"),
+    ),
 ];
 
 /// The read model's migrations, oldest first (see [`crate::read_model`]).

@@ -15,6 +15,7 @@ use super::facts::{self, Prepared};
 use super::reader::{StoreStats, TokenRecord};
 use super::{Command, CommandRequest, InventoryTarget, RevokedTokens, StreamState, TokenSelector, WriteError};
 use crate::bus::EventBus;
+use crate::store::{EnrollmentCodeRecord, Redeemed};
 use shelfsync_common::domain::catalog::{self, CatalogCommand, CatalogState};
 use shelfsync_common::domain::inventory::{self, InventoryCommand, InventoryState};
 use shelfsync_common::sqlite::group_commit::{BatchLogic, Reply, WriterMetrics, WriterSettings};
@@ -31,6 +32,7 @@ use time::OffsetDateTime;
 
 mod admin;
 mod commands;
+mod enrollment;
 mod rows;
 mod sqlite;
 mod uploads;
@@ -76,6 +78,17 @@ pub(super) enum WriteOp {
         token: Box<TokenRecord>,
         reply: Reply<RevokedTokens, WriteError>,
     },
+    AddEnrollmentCode(Box<EnrollmentCodeRecord>, Reply<(), WriteError>),
+    RedeemEnrollmentCode {
+        code_sha256: [u8; 32],
+        token_sha256: [u8; 32],
+        now: i64,
+        reply: Reply<Redeemed, WriteError>,
+    },
+    PruneEnrollmentCodes {
+        before: i64,
+        reply: Reply<u64, WriteError>,
+    },
 }
 
 impl WriteOp {
@@ -88,7 +101,10 @@ impl WriteOp {
             WriteOp::AddStore { .. }
             | WriteOp::AddToken(..)
             | WriteOp::RevokeTokens(..)
-            | WriteOp::RotateStoreToken { .. } => {}
+            | WriteOp::RotateStoreToken { .. }
+            | WriteOp::AddEnrollmentCode(..)
+            | WriteOp::RedeemEnrollmentCode { .. }
+            | WriteOp::PruneEnrollmentCodes { .. } => {}
         }
     }
 }
@@ -267,6 +283,9 @@ pub(super) fn fail(write: WriteOp, error: &WriteError) {
         WriteOp::AddToken(_, reply) => refuse(reply, error),
         WriteOp::RevokeTokens(_, reply) | WriteOp::RotateStoreToken { reply, .. } => refuse(reply, error),
         WriteOp::Upload { reply, .. } => refuse(reply, error),
+        WriteOp::AddEnrollmentCode(_, reply) => refuse(reply, error),
+        WriteOp::RedeemEnrollmentCode { reply, .. } => refuse(reply, error),
+        WriteOp::PruneEnrollmentCodes { reply, .. } => refuse(reply, error),
     }
 }
 
@@ -386,6 +405,23 @@ impl<'b, R: LogRows> Batch<'b, R> {
             }
             WriteOp::Upload { store, events, reply } => {
                 let result = self.upload(store, events).map(Ok);
+                settle(outcomes, reply, result, storage)
+            }
+            WriteOp::AddEnrollmentCode(code, reply) => {
+                let result = self.add_enrollment_code(*code);
+                settle(outcomes, reply, result, storage)
+            }
+            WriteOp::RedeemEnrollmentCode {
+                code_sha256,
+                token_sha256,
+                now,
+                reply,
+            } => {
+                let result = self.redeem_enrollment_code(code_sha256, token_sha256, now);
+                settle(outcomes, reply, result, storage)
+            }
+            WriteOp::PruneEnrollmentCodes { before, reply } => {
+                let result = self.prune_enrollment_codes(before).map(Ok);
                 settle(outcomes, reply, result, storage)
             }
         }

@@ -69,6 +69,8 @@ fn demo(args: Args) -> anyhow::Result<()> {
             .env("SHELFSYNC_EDGE_STORE_ID", berlin.id.to_string())
             .env("SHELFSYNC_EDGE_HUB_URL", format!("http://{}", args.hub))
             .env("SHELFSYNC_EDGE_HUB_TOKEN", token)
+            // The demo's hub serves plain HTTP on this machine.
+            .env("SHELFSYNC_EDGE_ALLOW_INSECURE_HUB", "true")
             .env("SHELFSYNC_EDGE_LISTEN", args.agent.to_string())
             .env("SHELFSYNC_EDGE_DATA_DIR", &agent_dir),
     )?;

@@ -127,7 +127,19 @@ impl HubClient {
     /// A client for `credentials`, with the timeouts of `sync`.
     pub fn new(credentials: &HubCredentials, sync: &SyncConfig) -> Self {
         let timeout = Duration::from_secs(sync.request_timeout_secs);
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        if let Some(ca_file) = &credentials.ca_file {
+            // Checked when the configuration was loaded.
+            match crate::config::trust_roots(ca_file) {
+                Ok(roots) => {
+                    for root in roots {
+                        http = http.add_root_certificate(root);
+                    }
+                }
+                Err(error) => tracing::error!(%error, "the hub's certificate will not be trusted"),
+            }
+        }
+        let http = http
             .user_agent(concat!("shelfsync-edge/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(timeout)
             // No byte for this long means the connection is dead (the hub sends keep-alives).
@@ -375,6 +387,7 @@ mod tests {
         let credentials = HubCredentials {
             store_id: StoreId::new_v7(),
             hub_url: url,
+            ca_file: None,
             hub_token: "secret-token".into(),
         };
         (HubClient::new(&credentials, &SyncConfig::default()), requests)
@@ -548,6 +561,7 @@ mod tests {
         let credentials = HubCredentials {
             store_id: StoreId::new_v7(),
             hub_url: url,
+            ca_file: None,
             hub_token: "t".into(),
         };
         let error = HubClient::new(&credentials, &SyncConfig::default())

@@ -59,6 +59,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_cluster",
         include_str!("../../../migrations/postgres/0002_cluster.sql"),
     ),
+    (
+        "0003_enrollment_codes",
+        include_str!("../../../migrations/postgres/0003_enrollment_codes.sql"),
+    ),
 ];
 
 /// The advisory lock key that serializes migrations of hubs starting at once.

@@ -8,7 +8,7 @@ use super::REVOKED_CHANNEL;
 use crate::store::reader::{envelope_from_row, store_from_row, StoreStats, TokenRecord, EVENT_COLUMNS};
 use crate::store::rows::StoredRow;
 use crate::store::writer::{count_revoked, EventRow, LogRows, StreamHead};
-use crate::store::{ReadError, RevokedTokens, TokenSelector};
+use crate::store::{EnrollmentCodeRecord, ReadError, RevokedTokens, StoredCode, TokenSelector};
 use postgres::Transaction;
 use shelfsync_common::sqlite::time_text;
 use shelfsync_common::wire::fingerprint::Fingerprint;
@@ -261,5 +261,48 @@ impl LogRows for PgRows<'_, '_> {
         )?;
         self.tx.execute("UPDATE log_head SET stores = stores + 1", &[])?;
         Ok(())
+    }
+
+    fn insert_enrollment_code(&mut self, code: &EnrollmentCodeRecord) -> Result<(), ReadError> {
+        self.tx.execute(
+            "INSERT INTO enrollment_codes (code_sha256, store_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+            &[
+                &&code.code_sha256[..],
+                &&code.store_id.as_bytes()[..],
+                &code.created_at,
+                &code.expires_at,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn enrollment_code(&mut self, code_sha256: &[u8; 32]) -> Result<Option<StoredCode>, ReadError> {
+        let row = self.tx.query_opt(
+            "SELECT store_id, expires_at, used_at FROM enrollment_codes WHERE code_sha256 = $1",
+            &[&&code_sha256[..]],
+        )?;
+        row.map(|row| {
+            Ok(StoredCode {
+                store_id: StoreId::from_bytes(row.fixed(0)?),
+                expires_at: row.try_get(1)?,
+                used_at: row.try_get(2)?,
+            })
+        })
+        .transpose()
+    }
+
+    fn use_enrollment_code(&mut self, code_sha256: &[u8; 32], now: i64) -> Result<(), ReadError> {
+        self.tx.execute(
+            "UPDATE enrollment_codes SET used_at = $2 WHERE code_sha256 = $1",
+            &[&&code_sha256[..], &now],
+        )?;
+        Ok(())
+    }
+
+    fn prune_enrollment_codes(&mut self, before: i64) -> Result<u64, ReadError> {
+        Ok(self.tx.execute(
+            "DELETE FROM enrollment_codes WHERE used_at < $1 OR expires_at < $1",
+            &[&before],
+        )?)
     }
 }

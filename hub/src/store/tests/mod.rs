@@ -334,6 +334,7 @@ async fn read_feed_until(feed: &mut EventFeed, until: u64) -> Vec<EventEnvelope>
 mod backends;
 mod cluster;
 mod concurrency;
+mod enrollment;
 mod expected_versions;
 mod feed;
 mod group_commit;

@@ -3,6 +3,7 @@
 //! store facts, admin writes) is written once against it.
 
 use super::{StreamHead, TokenRecord};
+use crate::store::{EnrollmentCodeRecord, StoredCode};
 use crate::store::{RevokedTokens, StoreStats, TokenSelector};
 use shelfsync_common::wire::fingerprint::Fingerprint;
 use shelfsync_common::{EventEnvelope, EventId, StoreId, StreamId};
@@ -58,6 +59,18 @@ pub trait LogRows {
 
     /// Enrolls a store.
     fn insert_store(&mut self, id: StoreId, name: &str, now: OffsetDateTime) -> Result<(), Self::Error>;
+
+    /// Stores an enrollment code.
+    fn insert_enrollment_code(&mut self, code: &EnrollmentCodeRecord) -> Result<(), Self::Error>;
+
+    /// The enrollment code with this digest.
+    fn enrollment_code(&mut self, code_sha256: &[u8; 32]) -> Result<Option<StoredCode>, Self::Error>;
+
+    /// Marks an enrollment code used at `now` (Unix seconds).
+    fn use_enrollment_code(&mut self, code_sha256: &[u8; 32], now: i64) -> Result<(), Self::Error>;
+
+    /// Deletes the enrollment codes used or expired before `before`; how many.
+    fn prune_enrollment_codes(&mut self, before: i64) -> Result<u64, Self::Error>;
 }
 
 /// Adds one revoked token to `revoked` (each store once).

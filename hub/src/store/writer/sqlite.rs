@@ -7,8 +7,8 @@ use super::{Heads, LogBatches, StreamHead, SETTINGS};
 use crate::bus::EventBus;
 use crate::store::reader::{self, envelope_from_row, StoreStats, TokenRecord, EVENT_COLUMNS};
 use crate::store::schema::{self, EVENT_STORE};
-use crate::store::{ReadError, RevokedTokens, StreamState, TokenSelector};
-use rusqlite::{params, CachedStatement, Connection, Transaction};
+use crate::store::{EnrollmentCodeRecord, ReadError, RevokedTokens, StoredCode, StreamState, TokenSelector};
+use rusqlite::{params, CachedStatement, Connection, OptionalExtension, Transaction};
 use shelfsync_common::sqlite::group_commit::Writer;
 use shelfsync_common::sqlite::time_text;
 use shelfsync_common::wire::fingerprint::Fingerprint;
@@ -240,5 +240,47 @@ impl LogRows for SqliteRows<'_> {
                 time_text::encode(now).map_err(Self::fault)?
             ])?;
         Ok(())
+    }
+
+    fn insert_enrollment_code(&mut self, code: &EnrollmentCodeRecord) -> rusqlite::Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO enrollment_codes (code_sha256, store_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                &code.code_sha256[..],
+                &code.store_id.as_bytes()[..],
+                code.created_at,
+                code.expires_at
+            ])?;
+        Ok(())
+    }
+
+    fn enrollment_code(&mut self, code_sha256: &[u8; 32]) -> rusqlite::Result<Option<StoredCode>> {
+        self.tx
+            .prepare_cached("SELECT store_id, expires_at, used_at FROM enrollment_codes WHERE code_sha256 = ?1")?
+            .query_row(params![&code_sha256[..]], |row| {
+                Ok(StoredCode {
+                    store_id: StoreId::from_bytes(row.get::<_, [u8; 16]>(0)?),
+                    expires_at: row.get(1)?,
+                    used_at: row.get(2)?,
+                })
+            })
+            .optional()
+    }
+
+    fn use_enrollment_code(&mut self, code_sha256: &[u8; 32], now: i64) -> rusqlite::Result<()> {
+        self.tx
+            .prepare_cached("UPDATE enrollment_codes SET used_at = ?2 WHERE code_sha256 = ?1")?
+            .execute(params![&code_sha256[..], now])?;
+        Ok(())
+    }
+
+    fn prune_enrollment_codes(&mut self, before: i64) -> rusqlite::Result<u64> {
+        let deleted = self
+            .tx
+            .prepare_cached("DELETE FROM enrollment_codes WHERE used_at < ?1 OR expires_at < ?1")?
+            .execute(params![before])?;
+        Ok(deleted as u64)
     }
 }
