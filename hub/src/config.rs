@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 use shelfsync_common::server::secret::Secret;
-pub use shelfsync_common::server::settings::{ConfigError, JobsConfig};
+pub use shelfsync_common::server::settings::{ConfigError, JobsConfig, RetentionConfig};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -40,6 +40,8 @@ pub struct HubConfig {
     pub analytics: AnalyticsConfig,
     /// Outgoing webhooks.
     pub webhooks: WebhookConfig,
+    /// How long revoked tokens are kept.
+    pub retention: RetentionConfig,
 }
 
 /// Where the event log lives.
@@ -212,6 +214,7 @@ impl Default for HubConfig {
             postgres: PostgresConfig::default(),
             analytics: AnalyticsConfig::default(),
             webhooks: WebhookConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -265,7 +268,8 @@ impl HubConfig {
         ] {
             shelfsync_common::server::settings::check_cron(name, expr).map_err(ConfigError)?;
         }
-        self.jobs.validate()
+        self.jobs.validate()?;
+        self.retention.validate()
     }
 }
 
@@ -286,5 +290,12 @@ mod tests {
         let mut bad = HubConfig::default();
         bad.jobs.wal_checkpoint = "*/5 * * * *".into();
         assert!(bad.validate().unwrap_err().to_string().contains("jobs.wal_checkpoint"));
+        let mut bad = HubConfig::default();
+        bad.retention.keep_days = 4000;
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("retention.keep_days must be 1..=3650"));
     }
 }

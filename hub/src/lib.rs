@@ -23,6 +23,7 @@ pub mod fleet;
 pub mod jobs;
 pub mod migrate_storage;
 pub mod read_model;
+pub mod retention;
 pub mod seed;
 pub mod sse;
 pub mod store;

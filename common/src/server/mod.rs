@@ -10,6 +10,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod ops;
 pub mod problem;
+pub mod retention;
 pub mod schedule;
 pub mod secret;
 pub mod serve;

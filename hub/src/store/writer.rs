@@ -13,7 +13,9 @@
 use super::columns::{Columns, RecordedAt};
 use super::facts::{self, Prepared};
 use super::reader::{StoreStats, TokenRecord};
-use super::{Command, CommandRequest, InventoryTarget, RevokedTokens, StreamState, TokenSelector, WriteError};
+use super::{
+    Command, CommandRequest, InventoryTarget, Prunable, RevokedTokens, StreamState, TokenSelector, WriteError,
+};
 use crate::bus::EventBus;
 use shelfsync_common::domain::catalog::{self, CatalogCommand, CatalogState};
 use shelfsync_common::domain::inventory::{self, InventoryCommand, InventoryState};
@@ -76,6 +78,13 @@ pub(super) enum WriteOp {
         token: Box<TokenRecord>,
         reply: Reply<RevokedTokens, WriteError>,
     },
+    /// Removes at most `limit` rows of `what` older than `cutoff` (stored time text).
+    Prune {
+        what: Prunable,
+        cutoff: String,
+        limit: usize,
+        reply: Reply<usize, WriteError>,
+    },
 }
 
 impl WriteOp {
@@ -88,7 +97,8 @@ impl WriteOp {
             WriteOp::AddStore { .. }
             | WriteOp::AddToken(..)
             | WriteOp::RevokeTokens(..)
-            | WriteOp::RotateStoreToken { .. } => {}
+            | WriteOp::RotateStoreToken { .. }
+            | WriteOp::Prune { .. } => {}
         }
     }
 }
@@ -267,6 +277,7 @@ pub(super) fn fail(write: WriteOp, error: &WriteError) {
         WriteOp::AddToken(_, reply) => refuse(reply, error),
         WriteOp::RevokeTokens(_, reply) | WriteOp::RotateStoreToken { reply, .. } => refuse(reply, error),
         WriteOp::Upload { reply, .. } => refuse(reply, error),
+        WriteOp::Prune { reply, .. } => refuse(reply, error),
     }
 }
 
@@ -386,6 +397,15 @@ impl<'b, R: LogRows> Batch<'b, R> {
             }
             WriteOp::Upload { store, events, reply } => {
                 let result = self.upload(store, events).map(Ok);
+                settle(outcomes, reply, result, storage)
+            }
+            WriteOp::Prune {
+                what,
+                cutoff,
+                limit,
+                reply,
+            } => {
+                let result = self.rows.prune(what, &cutoff, limit).map(Ok);
                 settle(outcomes, reply, result, storage)
             }
         }

@@ -3,7 +3,7 @@
 //! store facts, admin writes) is written once against it.
 
 use super::{StreamHead, TokenRecord};
-use crate::store::{RevokedTokens, StoreStats, TokenSelector};
+use crate::store::{Prunable, RevokedTokens, StoreStats, TokenSelector};
 use shelfsync_common::wire::fingerprint::Fingerprint;
 use shelfsync_common::{EventEnvelope, EventId, StoreId, StreamId};
 use std::collections::HashMap;
@@ -58,6 +58,9 @@ pub trait LogRows {
 
     /// Enrolls a store.
     fn insert_store(&mut self, id: StoreId, name: &str, now: OffsetDateTime) -> Result<(), Self::Error>;
+
+    /// Removes at most `limit` rows of `what` older than `cutoff` (stored time text); how many.
+    fn prune(&mut self, what: Prunable, cutoff: &str, limit: usize) -> Result<usize, Self::Error>;
 }
 
 /// Adds one revoked token to `revoked` (each store once).

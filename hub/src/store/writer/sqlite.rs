@@ -7,7 +7,7 @@ use super::{Heads, LogBatches, StreamHead, SETTINGS};
 use crate::bus::EventBus;
 use crate::store::reader::{self, envelope_from_row, StoreStats, TokenRecord, EVENT_COLUMNS};
 use crate::store::schema::{self, EVENT_STORE};
-use crate::store::{ReadError, RevokedTokens, StreamState, TokenSelector};
+use crate::store::{Prunable, ReadError, RevokedTokens, StreamState, TokenSelector};
 use rusqlite::{params, CachedStatement, Connection, Transaction};
 use shelfsync_common::sqlite::group_commit::Writer;
 use shelfsync_common::sqlite::time_text;
@@ -240,5 +240,11 @@ impl LogRows for SqliteRows<'_> {
                 time_text::encode(now).map_err(Self::fault)?
             ])?;
         Ok(())
+    }
+
+    fn prune(&mut self, what: Prunable, cutoff: &str, limit: usize) -> rusqlite::Result<usize> {
+        self.tx
+            .prepare_cached(what.sqlite())?
+            .execute(params![cutoff, limit as i64])
     }
 }
