@@ -25,7 +25,7 @@
 //!
 //! `SHELFSYNC_BENCH_QUICK=1` runs 40 days of 200 sales (`tests/scripts/bench.sh --quick`).
 //! `BENCH_DIR` sets where the file goes (default: the system temp dir; a full run needs
-//! about 5 GB there).
+//! about 5 GB there). `KEEP_FILE=1` keeps it (the path is printed; delete it after).
 
 mod support;
 
@@ -159,6 +159,9 @@ fn main() {
         keys_pruned.pruned
     );
 
+    if std::env::var("KEEP_FILE").is_ok_and(|v| v == "1") {
+        println!("  kept: {}", dir.keep().join(shelfsync_edge::STORE_FILE).display());
+    }
     let mut prune = Scenario::new("retention_prune", "s", Goal::AtMost(600.0));
     prune.record(took.as_secs_f64());
     prune.report();
