@@ -266,10 +266,11 @@ fn build_year(path: &Path, settings: &Settings, template: &Template, end: Offset
                 let product = ProductId::new_v7();
                 for (i, (event_type, version, data, metadata)) in template.outbox.iter().enumerate() {
                     seq += 1;
+                    let event_id = EventId::new_v7();
                     outbox
                         .execute(params![
                             seq,
-                            &EventId::new_v7().as_bytes()[..],
+                            &event_id.as_bytes()[..],
                             &product.as_bytes()[..],
                             event_type,
                             version,
@@ -281,7 +282,8 @@ fn build_year(path: &Path, settings: &Settings, template: &Template, end: Offset
                         ])
                         .unwrap();
                     let (fingerprint, outcome) = &template.idempotency[i];
-                    let key = format!("till-{:02}-{n:09}-{i}", n % 8);
+                    // The agent keys every record by its event id (docs/edge-api.md).
+                    let key = format!("event:{event_id}");
                     keys.execute(params![key, fingerprint, outcome, at]).unwrap();
                 }
                 holds
