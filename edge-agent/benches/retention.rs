@@ -20,7 +20,7 @@
 //!
 //! ```sh
 //! cargo bench -p shelfsync-edge --bench retention
-//! DAYS=365 SALES_PER_DAY=5000 KEEP_DAYS=30 BATCH_ROWS=5000 cargo bench -p shelfsync-edge --bench retention
+//! DAYS=365 SALES_PER_DAY=5000 KEEP_DAYS=30 BATCH_ROWS=1000 cargo bench -p shelfsync-edge --bench retention
 //! ```
 //!
 //! `SHELFSYNC_BENCH_QUICK=1` runs 40 days of 200 sales (`tests/scripts/bench.sh --quick`).
@@ -79,7 +79,7 @@ fn main() {
         days: knob("DAYS", 365, 40),
         per_day: knob("SALES_PER_DAY", 5000, 200),
         keep_days: knob("KEEP_DAYS", 30, 30) as u32,
-        batch_rows: knob("BATCH_ROWS", 5000, 500),
+        batch_rows: knob("BATCH_ROWS", 1000, 500),
         quarantined: knob("QUARANTINED", 10, 2),
         baseline: Duration::from_secs(knob("BASELINE_SECS", 10, 1) as u64),
     };

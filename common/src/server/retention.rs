@@ -12,7 +12,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-/// Most steps one run takes per table (with 5,000 rows a step, 50 million rows): a loop
+/// Most steps one run takes per table (with 1,000 rows a step, 10 million rows): a loop
 /// that cannot end is a bug, and the next run carries on where this one stopped.
 pub const MAX_STEPS: usize = 10_000;
 

@@ -145,7 +145,7 @@ impl Default for RetentionConfig {
         Self {
             keep_days: 30,
             schedule: "0 17 3 * * *".into(),
-            batch_rows: 5000,
+            batch_rows: 1000,
         }
     }
 }
@@ -334,7 +334,7 @@ mod tests {
 
     #[test]
     fn retention_refuses_zero_absurd_ages_and_batches_naming_the_setting() {
-        // Given the defaults, they pass: 30 days, 5,000 rows a transaction.
+        // Given the defaults, they pass: 30 days, 1,000 rows a transaction.
         let defaults = RetentionConfig::default();
         assert!(defaults.validate().is_ok());
         assert_eq!(defaults.keep(), Duration::from_secs(30 * 86_400));
