@@ -7,7 +7,7 @@ use serde::Deserialize;
 use shelfsync_common::breaker::BreakerConfig;
 use shelfsync_common::domain::allocation::OverShare;
 use shelfsync_common::server::secret::Secret;
-pub use shelfsync_common::server::settings::{ConfigError, JobsConfig};
+pub use shelfsync_common::server::settings::{ConfigError, JobsConfig, RetentionConfig};
 use shelfsync_common::server::telemetry::LogFormat;
 use shelfsync_common::StoreId;
 use std::net::SocketAddr;
@@ -52,6 +52,8 @@ pub struct EdgeConfig {
     pub jobs: JobsConfig,
     /// Allocations (the store's side of the hub's escrow, `docs/allocations.md`).
     pub allocations: AllocationsConfig,
+    /// How long confirmed outbox rows and idempotency records are kept.
+    pub retention: RetentionConfig,
 }
 
 /// The store's allocation policy.
@@ -125,6 +127,7 @@ impl Default for EdgeConfig {
             sync: SyncConfig::default(),
             jobs: JobsConfig::default(),
             allocations: AllocationsConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -202,7 +205,8 @@ impl EdgeConfig {
                 return Err(ConfigError(format!("{name} must be at least 16 characters")));
             }
         }
-        self.jobs.validate()
+        self.jobs.validate()?;
+        self.retention.validate()
     }
 
     /// The hub credentials, or an error naming the first missing setting.
@@ -325,6 +329,13 @@ mod tests {
         let mut bad = EdgeConfig::default();
         bad.sync.upload_batch = 501;
         assert!(bad.validate().unwrap_err().to_string().contains("sync.upload_batch"));
+        let mut bad = EdgeConfig::default();
+        bad.retention.keep_days = 0;
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("retention.keep_days must be 1..=3650"));
         let err = parse("log_format = \"xml\"").unwrap_err();
         assert!(
             err.contains("log_format") && err.contains(r#"expected "text" or "json""#),

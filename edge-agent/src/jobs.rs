@@ -1,6 +1,7 @@
 //! Scheduled jobs (tokio-cron-scheduler, started by `common::server::schedule`): expiry
 //! of the reservations made at this store (the side that made a hold expires it; the hub
-//! expires its own), the store's side of allocations, and WAL maintenance. Each release
+//! expires its own), the store's side of allocations, WAL maintenance, and retention
+//! (old confirmed outbox rows and idempotency records, `crate::store`'s `retention`). Each release
 //! is an ordinary local command, so overlapping runs never release twice: the rules
 //! refuse to release a hold that is no longer open.
 //!
@@ -8,10 +9,11 @@
 //! the hub what its share lacks under the policy the hub set (an `AllocationTransferred`
 //! to the hub, recorded here: the store's consent), out of the store's own share only.
 
-use crate::config::JobsConfig;
+use crate::config::{JobsConfig, RetentionConfig};
 use crate::store::{LocalCommand, LocalError, LocalStore, Target};
 use shelfsync_common::domain::allocation::{self, Decider, OverShare};
 use shelfsync_common::domain::event::ReleaseReason;
+use shelfsync_common::server::retention::{self, TableReport};
 pub use shelfsync_common::server::schedule::stop;
 use shelfsync_common::server::schedule::{start_maintenance, Jobs};
 use shelfsync_common::{EventId, EventMetadata, InventoryCommand, Origin};
@@ -19,8 +21,9 @@ use time::OffsetDateTime;
 use tokio_cron_scheduler::JobSchedulerError;
 
 /// Starts the scheduler with every job.
-pub async fn start(config: &JobsConfig, local: LocalStore) -> Result<Jobs, JobSchedulerError> {
+pub async fn start(config: &JobsConfig, keep: &RetentionConfig, local: LocalStore) -> Result<Jobs, JobSchedulerError> {
     let expiring = local.clone();
+    let pruning = (local.clone(), keep.clone());
     let expire = move || {
         let local = expiring.clone();
         async move {
@@ -34,7 +37,31 @@ pub async fn start(config: &JobsConfig, local: LocalStore) -> Result<Jobs, JobSc
         let local = local.clone();
         async move { local.checkpoint().await }
     };
-    start_maintenance(config, expire, checkpoint).await
+    let jobs = start_maintenance(config, expire, checkpoint).await?;
+    jobs.add("retention", &keep.schedule, move || {
+        let (local, keep) = pruning.clone();
+        async move { prune(&local, &keep, OffsetDateTime::now_utc()).await }
+    })
+    .await?;
+    Ok(jobs)
+}
+
+/// Removes confirmed outbox rows and idempotency records older than `keep.keep_days`
+/// at `now`, in steps of `keep.batch_rows`; logs and returns what each table lost.
+pub async fn prune(
+    local: &LocalStore,
+    keep: &RetentionConfig,
+    now: OffsetDateTime,
+) -> Result<Vec<TableReport>, LocalError> {
+    let started = std::time::Instant::now();
+    let cutoff = now - keep.keep();
+    let limit = keep.batch_rows;
+    let reports = vec![
+        retention::prune_table("outbox", |after| local.prune_outbox(cutoff, after, limit)).await?,
+        retention::prune_table("idempotency", |after| local.prune_idempotency(cutoff, after, limit)).await?,
+    ];
+    retention::log_run(keep.keep_days, &reports, started.elapsed());
+    Ok(reports)
 }
 
 /// Gives the hub what its share lacks under each stream's policy, from the store's

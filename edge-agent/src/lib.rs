@@ -91,7 +91,7 @@ pub async fn run(
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let config = Arc::new(config);
     let worker = sync::spawn(local.clone(), credentials.clone(), config.clone(), stopping.clone());
-    let scheduler = jobs::start(&config.jobs, local.clone())
+    let scheduler = jobs::start(&config.jobs, &config.retention, local.clone())
         .await
         .map_err(|e| StartError::Jobs(e.to_string()))?;
     let state = api::AppState {

@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 use shelfsync_common::server::secret::Secret;
-pub use shelfsync_common::server::settings::{ConfigError, JobsConfig};
+pub use shelfsync_common::server::settings::{ConfigError, JobsConfig, RetentionConfig};
 use shelfsync_common::server::telemetry::LogFormat;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -43,6 +43,8 @@ pub struct HubConfig {
     pub analytics: AnalyticsConfig,
     /// Outgoing webhooks.
     pub webhooks: WebhookConfig,
+    /// How long revoked tokens are kept.
+    pub retention: RetentionConfig,
     /// The URL agents and clients reach this hub at (behind a proxy, the proxy's); the
     /// enrollment command names it. Unset: derived from `listen`, with a warning.
     pub public_url: Option<String>,
@@ -257,6 +259,7 @@ impl Default for HubConfig {
             public_url: None,
             enrollment: EnrollmentConfig::default(),
             tls: TlsConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -311,7 +314,8 @@ impl HubConfig {
             shelfsync_common::server::settings::check_cron(name, expr).map_err(ConfigError)?;
         }
         self.validate_enrollment()?;
-        self.jobs.validate()
+        self.jobs.validate()?;
+        self.retention.validate()
     }
 
     fn validate_enrollment(&self) -> Result<(), ConfigError> {
@@ -375,6 +379,13 @@ mod tests {
         let mut bad = HubConfig::default();
         bad.jobs.wal_checkpoint = "*/5 * * * *".into();
         assert!(bad.validate().unwrap_err().to_string().contains("jobs.wal_checkpoint"));
+        let mut bad = HubConfig::default();
+        bad.retention.keep_days = 4000;
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("retention.keep_days must be 1..=3650"));
         let err = from_toml::<HubConfig>("log_format = \"xml\"").unwrap_err();
         assert!(
             err.contains("log_format") && err.contains(r#"expected "text" or "json""#),

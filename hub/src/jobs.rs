@@ -1,8 +1,8 @@
 //! Scheduled jobs (tokio-cron-scheduler, started by `common::server::schedule`, which
 //! keeps each job from overlapping itself, retries a failed run and keeps the board that
 //! `GET /v1/admin/jobs` serves): reservation expiry, WAL maintenance, the analytics
-//! roll-up (the clock-dependent figures into metrics) and housekeeping (old webhook
-//! delivery records, the analytics file's WAL).
+//! roll-up (the clock-dependent figures into metrics), housekeeping (old webhook
+//! delivery records, the analytics file's WAL) and retention ([`crate::retention`]).
 //!
 //! Allocations (`docs/allocations.md`): on the expiry schedule the hub gives back to each
 //! store what its share holds beyond its policy's target (a percentage of stock that
@@ -45,7 +45,23 @@ pub async fn start(
     analytics: Arc<AnalyticsDb>,
     webhooks: Arc<Webhooks>,
 ) -> Result<Jobs, JobSchedulerError> {
-    let jobs = start_log_jobs(&config.jobs, log, read_model).await?;
+    let jobs = start_log_jobs(&config.jobs, log.clone(), read_model).await?;
+    let keep = config.retention.clone();
+    jobs.add("retention", &config.retention.schedule, move || {
+        let (log, keep) = (log.clone(), keep.clone());
+        async move {
+            // With several hubs on one database, the one holding the lease runs it.
+            if !log
+                .lead("retention", JOB_LEASE)
+                .await
+                .map_err(|e| WriteError::Storage(e.to_string()))?
+            {
+                return Ok(Vec::new());
+            }
+            crate::retention::prune(&log, &keep, OffsetDateTime::now_utc()).await
+        }
+    })
+    .await?;
     let db = analytics.clone();
     jobs.add("analytics-rollup", &config.analytics.rollup, move || {
         let db = db.clone();

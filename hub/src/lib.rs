@@ -26,6 +26,7 @@ pub mod jobs;
 pub mod migrate;
 pub mod migrate_storage;
 pub mod read_model;
+pub mod retention;
 pub mod seed;
 pub mod sse;
 pub mod store;

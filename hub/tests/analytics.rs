@@ -195,6 +195,7 @@ async fn figures_alerts_settings_jobs_and_a_csv_that_python_reads() {
             "analytics-rollup",
             "housekeeping",
             "reservation-expiry",
+            "retention",
             "wal-checkpoint"
         ]
     );

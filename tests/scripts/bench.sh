@@ -38,6 +38,7 @@ all=(
     shelfsync-edge:local_reads
     shelfsync-edge:sync_drain
     shelfsync-edge:allocations
+    shelfsync-edge:retention
 )
 selected=()
 for entry in "${all[@]}"; do

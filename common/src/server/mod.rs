@@ -11,6 +11,7 @@ pub mod openapi;
 pub mod ops;
 pub mod problem;
 pub mod request_log;
+pub mod retention;
 pub mod schedule;
 pub mod secret;
 pub mod serve;

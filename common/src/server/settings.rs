@@ -2,8 +2,8 @@
 //! environment variables with a prefix (`__` between a section and its key). Each binary
 //! keeps its own settings struct; this module loads and checks them, and owns the sections
 //! both binaries have with the same keys: `[http]` ([`HttpConfig`], whose defaults each
-//! binary sets) and `[jobs]` ([`JobsConfig`]), with [`ConfigError`], the error that stops
-//! start-up.
+//! binary sets), `[jobs]` ([`JobsConfig`]) and `[retention]` ([`RetentionConfig`]), with
+//! [`ConfigError`], the error that stops start-up.
 
 use super::serve::ConnectionLimits;
 use serde::de::DeserializeOwned;
@@ -116,6 +116,61 @@ impl JobsConfig {
             check_cron(name, expr).map_err(ConfigError)?;
         }
         Ok(())
+    }
+}
+
+/// The `[retention]` section: how long the records that only serve retries and audits
+/// are kept (the agent's confirmed outbox rows and idempotency records, the hub's revoked
+/// tokens), when the job that prunes them runs, and how many rows one transaction removes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Days a record is kept after it stopped being needed (1..=3650).
+    pub keep_days: u32,
+    /// Cron (with seconds, UTC) of the prune job.
+    pub schedule: String,
+    /// Most rows one transaction removes (100..=100000): the longest a till's write can
+    /// wait behind the prune.
+    pub batch_rows: usize,
+}
+
+/// The shortest retention: a till's retry comes within minutes, an agent's upload retry
+/// within the hub's outage; a day leaves room for both and for a clock that jumped.
+pub const MIN_KEEP_DAYS: u32 = 1;
+/// The longest retention (ten years): longer is a typo.
+pub const MAX_KEEP_DAYS: u32 = 3650;
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            keep_days: 30,
+            schedule: "0 17 3 * * *".into(),
+            batch_rows: 1000,
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// Checks the age bounds, the batch size and the schedule.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(MIN_KEEP_DAYS..=MAX_KEEP_DAYS).contains(&self.keep_days) {
+            return Err(ConfigError(format!(
+                "retention.keep_days must be {MIN_KEEP_DAYS}..={MAX_KEEP_DAYS} (days; a till retries within minutes), got {}",
+                self.keep_days
+            )));
+        }
+        if !(100..=100_000).contains(&self.batch_rows) {
+            return Err(ConfigError(format!(
+                "retention.batch_rows must be 100..=100000, got {}",
+                self.batch_rows
+            )));
+        }
+        check_cron("retention.schedule", &self.schedule).map_err(ConfigError)
+    }
+
+    /// How long a record is kept.
+    pub fn keep(&self) -> Duration {
+        Duration::from_secs(u64::from(self.keep_days) * 86_400)
     }
 }
 
@@ -275,5 +330,42 @@ mod tests {
         };
         assert!(jobs.validate().unwrap_err().to_string().contains("jobs.wal_checkpoint"));
         assert!(JobsConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn retention_refuses_zero_absurd_ages_and_batches_naming_the_setting() {
+        // Given the defaults, they pass: 30 days, 1,000 rows a transaction.
+        let defaults = RetentionConfig::default();
+        assert!(defaults.validate().is_ok());
+        assert_eq!(defaults.keep(), Duration::from_secs(30 * 86_400));
+        // Given an age of 0 (would prune what a retry still needs) or of 10,000 days,
+        for days in [0, 3651, 10_000] {
+            let bad = RetentionConfig {
+                keep_days: days,
+                ..RetentionConfig::default()
+            };
+            // then start-up stops, naming the setting and its range.
+            let error = bad.validate().unwrap_err().to_string();
+            assert!(
+                error.contains("retention.keep_days must be 1..=3650") && error.contains(&days.to_string()),
+                "{error}"
+            );
+        }
+        for rows in [0, 99, 100_001] {
+            let bad = RetentionConfig {
+                batch_rows: rows,
+                ..RetentionConfig::default()
+            };
+            assert!(bad.validate().unwrap_err().to_string().contains("retention.batch_rows"));
+        }
+        let bad = RetentionConfig {
+            schedule: "0 3 * * *".into(),
+            ..RetentionConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("retention.schedule"));
+        // A key the section does not have is named too.
+        assert!(from_toml::<RetentionConfig>("keep = \"30d\"")
+            .unwrap_err()
+            .contains("keep"));
     }
 }

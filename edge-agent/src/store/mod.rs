@@ -1,17 +1,21 @@
 //! The agent's local store: one SQLite file (WAL, `synchronous=FULL`) holding the outbox
 //! of events recorded at this store, the hub-confirmed state of its streams, the catalog,
 //! the POS idempotency records and the sync cursor; and the in-memory [`view::View`] that
-//! tills read.
+//! tills read. Old confirmed outbox rows and idempotency records are pruned by the
+//! retention job ([`retention`]).
 //!
 //! Every write goes through one writer thread ([`writer`]) that group-commits: a till's
 //! write is on disk (one fsync shared with the writes queued beside it) before the till
 //! gets its answer, and the view changes only after the commit.
 
 mod outbox;
+mod retention;
 pub mod view;
 mod writer;
 
+use retention::PruneRows;
 use shelfsync_common::domain::allocation::OverShare;
+use shelfsync_common::server::retention::Step;
 use shelfsync_common::wire::edge::{LocalWriteResult, OutboxEntry, OutboxStatus};
 use shelfsync_common::wire::fingerprint::Fingerprint;
 use shelfsync_common::wire::sync::{SnapshotResponse, UploadEvent, UploadResult};
@@ -20,6 +24,7 @@ use shelfsync_common::{
 };
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
+use time::OffsetDateTime;
 use tokio::sync::watch;
 use view::View;
 
@@ -196,6 +201,55 @@ impl LocalStore {
                 reply,
             })
             .await
+    }
+
+    /// One retention step on the outbox: deletes up to `limit` confirmed rows recorded
+    /// before `cutoff`, searching after `after` (see [`retention`]).
+    pub async fn prune_outbox(
+        &self,
+        cutoff: OffsetDateTime,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Step<u64>, LocalError> {
+        let text = retention::cutoff_text(cutoff).map_err(|e| LocalError::Storage(e.to_string()))?;
+        let search = text.clone();
+        let found = self
+            .query(move |conn| retention::outbox_candidates(conn, &search, after.unwrap_or(0), limit))
+            .await?;
+        let resume = (found.len() == limit).then(|| found.last().copied()).flatten();
+        self.prune(PruneRows::Outbox(found), text, resume).await
+    }
+
+    /// One retention step on the idempotency records: deletes up to `limit` created
+    /// before `cutoff`, searching after key `after`.
+    pub async fn prune_idempotency(
+        &self,
+        cutoff: OffsetDateTime,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Step<String>, LocalError> {
+        let text = retention::cutoff_text(cutoff).map_err(|e| LocalError::Storage(e.to_string()))?;
+        let search = text.clone();
+        let found = self
+            .query(move |conn| retention::idempotency_candidates(conn, &search, after.as_deref().unwrap_or(""), limit))
+            .await?;
+        let resume = (found.len() == limit).then(|| found.last().cloned()).flatten();
+        self.prune(PruneRows::Idempotency(found), text, resume).await
+    }
+
+    async fn prune<C>(&self, rows: PruneRows, cutoff: String, resume: Option<C>) -> Result<Step<C>, LocalError> {
+        let empty = match &rows {
+            PruneRows::Outbox(seqs) => seqs.is_empty(),
+            PruneRows::Idempotency(keys) => keys.is_empty(),
+        };
+        let pruned = if empty {
+            0
+        } else {
+            self.writer
+                .submit(|reply| writer::WriteOp::Prune { rows, cutoff, reply })
+                .await?
+        };
+        Ok(Step { pruned, resume })
     }
 
     /// Checkpoints the WAL (scheduled maintenance).

@@ -10,6 +10,7 @@
 //! A write the rules refuse writes nothing; if SQLite fails, the batch rolls back, the
 //! shared view is untouched and the writer's copy is taken from it again.
 
+use super::retention::{self, PruneRows};
 use super::view::{level, PendingEvent, StreamOp, StreamView, SyncPosition, View};
 use super::{ApplyReport, LocalCommand, LocalError, QuarantineAction, Target, MIGRATIONS};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -72,6 +73,12 @@ pub(super) enum WriteOp {
         event_id: EventId,
         action: QuarantineAction,
         reply: Reply<()>,
+    },
+    /// Deletes rows the retention job found, if still old (`cutoff` as stored text).
+    Prune {
+        rows: PruneRows,
+        cutoff: String,
+        reply: Reply<usize>,
     },
 }
 
@@ -182,6 +189,7 @@ impl BatchLogic for LocalBatches {
         match write {
             WriteOp::Command(_, reply) => refuse(reply, error),
             WriteOp::ApplyHub { reply, .. } => refuse(reply, error),
+            WriteOp::Prune { reply, .. } => refuse(reply, error),
             WriteOp::Acknowledge(_, reply) | WriteOp::Bootstrap(_, reply) | WriteOp::Quarantine { reply, .. } => {
                 refuse(reply, error)
             }
@@ -293,6 +301,10 @@ impl<'v> Batch<'v> {
                 reply,
             } => {
                 let result = self.quarantine(tx, event_id, action);
+                settle(answers, reply, result, storage)
+            }
+            WriteOp::Prune { rows, cutoff, reply } => {
+                let result = retention::delete(tx, &rows, &cutoff).map(Ok);
                 settle(answers, reply, result, storage)
             }
         }

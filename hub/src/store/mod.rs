@@ -14,6 +14,7 @@ mod feed;
 mod log_reads;
 mod log_writer;
 mod pg;
+mod prune;
 mod reader;
 mod rows;
 pub mod schema;
@@ -41,6 +42,7 @@ use std::sync::Arc;
 pub use enrollment::{EnrollmentCodeRecord, Redeemed, StoredCode};
 pub use feed::{EventFeed, Page};
 pub use pg::{migrate as migrate_postgres, PgLog, PgSettings};
+pub use prune::Prunable;
 pub(crate) use reader::{envelope_from_row, head as log_head, EVENT_COLUMNS};
 pub use reader::{ReadPool, StoreStats, TokenRecord, VisiblePage};
 
@@ -382,6 +384,20 @@ impl EventStore {
         let token = Box::new(token);
         self.writer
             .submit(|reply| writer::WriteOp::RotateStoreToken { store, token, reply })
+            .await
+    }
+
+    /// Removes at most `limit` rows of `what` older than `cutoff` in one writer
+    /// transaction (the retention job); says how many.
+    pub async fn prune(&self, what: Prunable, cutoff: time::OffsetDateTime, limit: usize) -> Result<usize, WriteError> {
+        let cutoff = time_text::encode(cutoff).map_err(|e| WriteError::Storage(e.to_string()))?;
+        self.writer
+            .submit(|reply| writer::WriteOp::Prune {
+                what,
+                cutoff,
+                limit,
+                reply,
+            })
             .await
     }
 

@@ -13,7 +13,9 @@
 use super::columns::{Columns, RecordedAt};
 use super::facts::{self, Prepared};
 use super::reader::{StoreStats, TokenRecord};
-use super::{Command, CommandRequest, InventoryTarget, RevokedTokens, StreamState, TokenSelector, WriteError};
+use super::{
+    Command, CommandRequest, InventoryTarget, Prunable, RevokedTokens, StreamState, TokenSelector, WriteError,
+};
 use crate::bus::EventBus;
 use crate::store::{EnrollmentCodeRecord, Redeemed};
 use shelfsync_common::domain::catalog::{self, CatalogCommand, CatalogState};
@@ -89,6 +91,13 @@ pub(super) enum WriteOp {
         before: i64,
         reply: Reply<u64, WriteError>,
     },
+    /// Removes at most `limit` rows of `what` older than `cutoff` (stored time text).
+    Prune {
+        what: Prunable,
+        cutoff: String,
+        limit: usize,
+        reply: Reply<usize, WriteError>,
+    },
 }
 
 impl WriteOp {
@@ -105,6 +114,7 @@ impl WriteOp {
             | WriteOp::AddEnrollmentCode(..)
             | WriteOp::RedeemEnrollmentCode { .. }
             | WriteOp::PruneEnrollmentCodes { .. } => {}
+            WriteOp::Prune { .. } => {}
         }
     }
 }
@@ -286,6 +296,7 @@ pub(super) fn fail(write: WriteOp, error: &WriteError) {
         WriteOp::AddEnrollmentCode(_, reply) => refuse(reply, error),
         WriteOp::RedeemEnrollmentCode { reply, .. } => refuse(reply, error),
         WriteOp::PruneEnrollmentCodes { reply, .. } => refuse(reply, error),
+        WriteOp::Prune { reply, .. } => refuse(reply, error),
     }
 }
 
@@ -422,6 +433,15 @@ impl<'b, R: LogRows> Batch<'b, R> {
             }
             WriteOp::PruneEnrollmentCodes { before, reply } => {
                 let result = self.prune_enrollment_codes(before).map(Ok);
+                settle(outcomes, reply, result, storage)
+            }
+            WriteOp::Prune {
+                what,
+                cutoff,
+                limit,
+                reply,
+            } => {
+                let result = self.rows.prune(what, &cutoff, limit).map(Ok);
                 settle(outcomes, reply, result, storage)
             }
         }

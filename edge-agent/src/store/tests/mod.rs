@@ -18,8 +18,8 @@
 //! one group commit instead of hoping the scheduler arranges it.
 //!
 //! This file holds the fixtures; the tests are split by concern: [`bootstrap`],
-//! [`commands`], [`idempotency`], [`durability`] (and the group commit), [`hub_events`]
-//! and [`outbox`].
+//! [`commands`], [`idempotency`], [`durability`] (and the group commit), [`hub_events`],
+//! [`outbox`] and [`retention`].
 
 use super::view::{StreamView, SyncPosition};
 use super::{writer, ApplyReport, LocalCommand, LocalError, LocalStore, QuarantineAction, Target};
@@ -479,3 +479,4 @@ mod durability;
 mod hub_events;
 mod idempotency;
 mod outbox;
+mod retention;

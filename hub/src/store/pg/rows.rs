@@ -8,7 +8,7 @@ use super::REVOKED_CHANNEL;
 use crate::store::reader::{envelope_from_row, store_from_row, StoreStats, TokenRecord, EVENT_COLUMNS};
 use crate::store::rows::StoredRow;
 use crate::store::writer::{count_revoked, EventRow, LogRows, StreamHead};
-use crate::store::{EnrollmentCodeRecord, ReadError, RevokedTokens, StoredCode, TokenSelector};
+use crate::store::{EnrollmentCodeRecord, Prunable, ReadError, RevokedTokens, StoredCode, TokenSelector};
 use postgres::Transaction;
 use shelfsync_common::sqlite::time_text;
 use shelfsync_common::wire::fingerprint::Fingerprint;
@@ -304,5 +304,9 @@ impl LogRows for PgRows<'_, '_> {
             "DELETE FROM enrollment_codes WHERE used_at < $1 OR expires_at < $1",
             &[&before],
         )?)
+    }
+
+    fn prune(&mut self, what: Prunable, cutoff: &str, limit: usize) -> Result<usize, ReadError> {
+        Ok(self.tx.execute(what.postgres(), &[&cutoff, &(limit as i64)])? as usize)
     }
 }

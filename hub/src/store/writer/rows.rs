@@ -4,7 +4,7 @@
 
 use super::{StreamHead, TokenRecord};
 use crate::store::{EnrollmentCodeRecord, StoredCode};
-use crate::store::{RevokedTokens, StoreStats, TokenSelector};
+use crate::store::{Prunable, RevokedTokens, StoreStats, TokenSelector};
 use shelfsync_common::wire::fingerprint::Fingerprint;
 use shelfsync_common::{EventEnvelope, EventId, StoreId, StreamId};
 use std::collections::HashMap;
@@ -71,6 +71,9 @@ pub trait LogRows {
 
     /// Deletes the enrollment codes used or expired before `before`; how many.
     fn prune_enrollment_codes(&mut self, before: i64) -> Result<u64, Self::Error>;
+
+    /// Removes at most `limit` rows of `what` older than `cutoff` (stored time text); how many.
+    fn prune(&mut self, what: Prunable, cutoff: &str, limit: usize) -> Result<usize, Self::Error>;
 }
 
 /// Adds one revoked token to `revoked` (each store once).

@@ -7,7 +7,7 @@ use super::{Heads, LogBatches, StreamHead, SETTINGS};
 use crate::bus::EventBus;
 use crate::store::reader::{self, envelope_from_row, StoreStats, TokenRecord, EVENT_COLUMNS};
 use crate::store::schema::{self, EVENT_STORE};
-use crate::store::{EnrollmentCodeRecord, ReadError, RevokedTokens, StoredCode, StreamState, TokenSelector};
+use crate::store::{EnrollmentCodeRecord, Prunable, ReadError, RevokedTokens, StoredCode, StreamState, TokenSelector};
 use rusqlite::{params, CachedStatement, Connection, OptionalExtension, Transaction};
 use shelfsync_common::sqlite::group_commit::Writer;
 use shelfsync_common::sqlite::time_text;
@@ -282,5 +282,11 @@ impl LogRows for SqliteRows<'_> {
             .prepare_cached("DELETE FROM enrollment_codes WHERE used_at < ?1 OR expires_at < ?1")?
             .execute(params![before])?;
         Ok(deleted as u64)
+    }
+
+    fn prune(&mut self, what: Prunable, cutoff: &str, limit: usize) -> rusqlite::Result<usize> {
+        self.tx
+            .prepare_cached(what.sqlite())?
+            .execute(params![cutoff, limit as i64])
     }
 }
