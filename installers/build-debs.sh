@@ -6,7 +6,7 @@
 #   installers/build-debs.sh --tool-only  # only install cargo-deb (CI, before the tests)
 #
 # Installs cargo-deb (pinned, without its C compression libraries) the first time: about a
-# minute here. Extra arguments go to every `cargo deb` call (tests/tests/packages.rs passes
+# minute here. Extra arguments go to every `cargo deb` call (tests/tests/packages/ passes
 # `--profile dev --no-build` to package the binaries the test build already made).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -46,7 +46,7 @@ scripts="$here/deb"
 export DPKG_MAINTSCRIPT_PACKAGE="$package" DPKG_ROOT="$root_dir"
 
 # The package's files: keep in step with [package.metadata.deb] assets in hub/Cargo.toml
-# and edge-agent/Cargo.toml (tests/tests/packages.rs compares the two).
+# and edge-agent/Cargo.toml (tests/tests/packages/ compares the two).
 files=(
   "usr/bin/$package"
   "usr/lib/systemd/system/$package.service"
