@@ -1,5 +1,5 @@
 //! The two `.deb`: built by `installers/build-debs.sh` from the binaries this test build
-//! made (`--profile <the test's> --no-build`: the packaging is what is under test, and a
+//! made (`--packaging-only <the test's profile>`: the packaging is what is under test, and a
 //! release build would cost CI minutes), read with `dpkg-deb`, then installed, upgraded,
 //! removed and purged in a throwaway root by `dpkg --root`, running their real
 //! maintainer scripts (`--force-script-chrootless`: on this machine, with `DPKG_ROOT` set).
@@ -55,7 +55,7 @@ fn debs() -> &'static Path {
         let out = profile_dir.join("packages-test");
         let _ = std::fs::remove_dir_all(&out);
         run(Command::new(workspace().join("installers/build-debs.sh"))
-            .args(["--profile", profile, "--no-build", "--fast"])
+            .args(["--packaging-only", profile, "--fast"])
             .env("SHELFSYNC_DEB_DIR", &out));
         out
     })
