@@ -28,6 +28,7 @@ case "${1:-}" in
   *) cargo build --release --locked -p shelfsync-hub -p shelfsync-edge ;;
 esac
 for package in shelfsync-hub shelfsync-edge; do
-  cargo deb --package "$package" --profile "$profile" --no-build \
+  # --strip: the release profile keeps line tables (backtraces); the package need not.
+  cargo deb --package "$package" --profile "$profile" --no-build --strip \
     --output "${SHELFSYNC_DEB_DIR:-target/debian}" "$@"
 done
