@@ -5,7 +5,8 @@
 //! directory 0700, each database 0600, which SQLite copies to its `-wal` and `-shm`
 //! files) whoever starts the daemon: under systemd the unit's `StateDirectory` already
 //! does this for the directory, but a hand-started daemon must not leave stock, sales and
-//! token hashes readable by every local user. Each migration is a SQL file compiled into the binary; `PRAGMA
+//! token hashes readable by every local user; a file an earlier build left readable by
+//! others is made owner-only when opened. Each migration is a SQL file compiled into the binary; `PRAGMA
 //! user_version` records how many have run, and each runs in its own transaction with the
 //! version bump, so a crash mid-migration leaves the file at the previous version.
 
@@ -80,10 +81,48 @@ fn create_private_file(path: &Path) -> rusqlite::Result<()> {
     })
 }
 
+/// Takes group and other access away from the database at `path` and its `-wal` and
+/// `-shm` files where an earlier build or a hand copy left it (a file made 0644 before
+/// data files were owner-only): logged, and only logged if the file is not ours to change.
+#[cfg(unix)]
+fn tighten_existing(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut files = vec![path.to_path_buf()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        files.push(name.into());
+    }
+    for file in files {
+        let Ok(meta) = std::fs::metadata(&file) else { continue };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 == 0 {
+            continue;
+        }
+        let owner_only = mode & 0o700;
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(owner_only)) {
+            Ok(()) => tracing::warn!(
+                file = %file.display(),
+                was = format!("{mode:o}"),
+                now = format!("{owner_only:o}"),
+                "a data file was readable by other users; made it owner-only"
+            ),
+            Err(error) => tracing::warn!(
+                file = %file.display(),
+                mode = format!("{mode:o}"),
+                %error,
+                "a data file is readable by other users and could not be made owner-only: chmod 600 it"
+            ),
+        }
+    }
+}
+
 /// Opens a read-write connection: WAL, a full fsync on every commit, foreign keys on. A
-/// new file is created owner-only (0600).
+/// new file is created owner-only (0600); an existing one readable by others is made so.
 pub fn open_durable(path: &Path) -> rusqlite::Result<Connection> {
     create_private_file(path)?;
+    #[cfg(unix)]
+    tighten_existing(path);
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -217,6 +256,29 @@ mod tests {
         let conn = open_durable(&file).unwrap();
         let kept: i64 = conn.query_row("SELECT x FROM a", [], |r| r.get(0)).unwrap();
         assert_eq!(kept, 1, "an existing file is opened, not truncated");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_data_file_left_readable_by_others_is_made_owner_only_when_opened() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.sqlite");
+        let mut conn = open_durable(&file).unwrap();
+        migrate(&mut conn, TWO).unwrap();
+        drop(conn);
+        let wal = dir.path().join("t.sqlite-wal");
+        std::fs::write(&wal, b"").unwrap();
+        for path in [&file, &wal] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let conn = open_durable(&file).unwrap();
+        for path in [&file, &wal] {
+            assert_eq!(mode(path), 0o600, "{}", path.display());
+        }
+        let kept: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(kept, 2, "the file's content is untouched");
     }
 
     #[test]
