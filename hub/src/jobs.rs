@@ -98,9 +98,8 @@ async fn start_log_jobs(
     read_model: Arc<ReadModel>,
 ) -> Result<Jobs, JobSchedulerError> {
     let expiring = log.clone();
-    let last_prune = Arc::new(std::sync::atomic::AtomicI64::new(0));
     let expire = move || {
-        let (log, read_model, last_prune) = (expiring.clone(), read_model.clone(), last_prune.clone());
+        let (log, read_model) = (expiring.clone(), read_model.clone());
         async move {
             // With several hubs on one database, the one holding the lease runs it.
             if !log
@@ -113,7 +112,6 @@ async fn start_log_jobs(
             let now = OffsetDateTime::now_utc();
             let expired = expire_reservations(&log, read_model.as_ref(), now).await;
             rebalance_allocations(&log, &read_model, now).await?;
-            prune_enrollment_codes(&log, &last_prune, now).await?;
             expired
         }
     };
@@ -122,34 +120,6 @@ async fn start_log_jobs(
         async move { log.checkpoint().await }
     };
     start_maintenance(config, expire, checkpoint).await
-}
-
-/// Enrollment codes used or expired this long ago are deleted; until then a late attempt
-/// hears "used" or "expired" rather than "unknown".
-pub const ENROLLMENT_CODE_RETENTION: time::Duration = time::Duration::days(1);
-/// At most one prune per this many seconds (each is a write).
-const ENROLLMENT_PRUNE_EVERY_SECS: i64 = 3600;
-
-/// Deletes the enrollment codes used or expired more than [`ENROLLMENT_CODE_RETENTION`]
-/// before `now`, at most once an hour (`last_prune` is when it last ran, Unix seconds).
-pub async fn prune_enrollment_codes(
-    log: &EventStore,
-    last_prune: &std::sync::atomic::AtomicI64,
-    now: OffsetDateTime,
-) -> Result<u64, WriteError> {
-    use std::sync::atomic::Ordering;
-    let at = now.unix_timestamp();
-    if at - last_prune.load(Ordering::Relaxed) < ENROLLMENT_PRUNE_EVERY_SECS {
-        return Ok(0);
-    }
-    let pruned = log
-        .prune_enrollment_codes((now - ENROLLMENT_CODE_RETENTION).unix_timestamp())
-        .await?;
-    last_prune.store(at, Ordering::Relaxed);
-    if pruned > 0 {
-        tracing::info!(pruned, "old enrollment codes removed");
-    }
-    Ok(pruned)
 }
 
 /// Gives each store the units the hub's share holds beyond its policy's target; returns

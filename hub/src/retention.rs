@@ -15,7 +15,7 @@ use shelfsync_common::server::retention::{self, Step, TableReport};
 use time::OffsetDateTime;
 
 /// What a run prunes, in order.
-pub const STEPS: &[Prunable] = &[Prunable::RevokedTokens];
+pub const STEPS: &[Prunable] = &[Prunable::RevokedTokens, Prunable::EnrollmentCodes];
 
 /// Removes every [`STEPS`] row older than `keep.keep_days` at `now`, in steps of
 /// `keep.batch_rows`; logs and returns what each table lost.

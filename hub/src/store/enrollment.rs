@@ -68,11 +68,4 @@ impl EventStore {
             })
             .await
     }
-
-    /// Deletes the codes used or expired before `before` (Unix seconds); says how many.
-    pub async fn prune_enrollment_codes(&self, before: i64) -> Result<u64, WriteError> {
-        self.writer
-            .submit(|reply| writer::WriteOp::PruneEnrollmentCodes { before, reply })
-            .await
-    }
 }

@@ -12,6 +12,10 @@ pub enum Prunable {
     /// push streams opened with a token ended when it was revoked (the revocation is a
     /// message at that moment, `NOTIFY` on PostgreSQL, not a list kept for later).
     RevokedTokens,
+    /// Enrollment codes used (or, unused, expired) before the cutoff. Until then a late
+    /// attempt with one hears "used" or "expired" rather than "unknown". Their times are
+    /// Unix seconds, so the cutoff text is converted in SQL.
+    EnrollmentCodes,
 }
 
 impl Prunable {
@@ -19,6 +23,7 @@ impl Prunable {
     pub fn table(self) -> &'static str {
         match self {
             Prunable::RevokedTokens => "revoked_tokens",
+            Prunable::EnrollmentCodes => "enrollment_codes",
         }
     }
 
@@ -28,6 +33,11 @@ impl Prunable {
             Prunable::RevokedTokens => {
                 "DELETE FROM tokens WHERE id IN
                    (SELECT id FROM tokens WHERE revoked_at IS NOT NULL AND revoked_at < ?1 LIMIT ?2)"
+            }
+            Prunable::EnrollmentCodes => {
+                "DELETE FROM enrollment_codes WHERE code_sha256 IN
+                   (SELECT code_sha256 FROM enrollment_codes
+                     WHERE coalesce(used_at, expires_at) < CAST(strftime('%s', ?1) AS INTEGER) LIMIT ?2)"
             }
         }
     }
@@ -39,6 +49,11 @@ impl Prunable {
             Prunable::RevokedTokens => {
                 r#"DELETE FROM tokens WHERE id IN
                    (SELECT id FROM tokens WHERE revoked_at IS NOT NULL AND revoked_at COLLATE "C" < $1 LIMIT $2)"#
+            }
+            Prunable::EnrollmentCodes => {
+                "DELETE FROM enrollment_codes WHERE code_sha256 IN
+                   (SELECT code_sha256 FROM enrollment_codes
+                     WHERE coalesce(used_at, expires_at) < extract(epoch FROM $1::text::timestamptz) LIMIT $2)"
             }
         }
     }

@@ -87,10 +87,6 @@ pub(super) enum WriteOp {
         now: i64,
         reply: Reply<Redeemed, WriteError>,
     },
-    PruneEnrollmentCodes {
-        before: i64,
-        reply: Reply<u64, WriteError>,
-    },
     /// Removes at most `limit` rows of `what` older than `cutoff` (stored time text).
     Prune {
         what: Prunable,
@@ -112,8 +108,7 @@ impl WriteOp {
             | WriteOp::RevokeTokens(..)
             | WriteOp::RotateStoreToken { .. }
             | WriteOp::AddEnrollmentCode(..)
-            | WriteOp::RedeemEnrollmentCode { .. }
-            | WriteOp::PruneEnrollmentCodes { .. } => {}
+            | WriteOp::RedeemEnrollmentCode { .. } => {}
             WriteOp::Prune { .. } => {}
         }
     }
@@ -295,7 +290,6 @@ pub(super) fn fail(write: WriteOp, error: &WriteError) {
         WriteOp::Upload { reply, .. } => refuse(reply, error),
         WriteOp::AddEnrollmentCode(_, reply) => refuse(reply, error),
         WriteOp::RedeemEnrollmentCode { reply, .. } => refuse(reply, error),
-        WriteOp::PruneEnrollmentCodes { reply, .. } => refuse(reply, error),
         WriteOp::Prune { reply, .. } => refuse(reply, error),
     }
 }
@@ -429,10 +423,6 @@ impl<'b, R: LogRows> Batch<'b, R> {
                 reply,
             } => {
                 let result = self.redeem_enrollment_code(code_sha256, token_sha256, now);
-                settle(outcomes, reply, result, storage)
-            }
-            WriteOp::PruneEnrollmentCodes { before, reply } => {
-                let result = self.prune_enrollment_codes(before).map(Ok);
                 settle(outcomes, reply, result, storage)
             }
             WriteOp::Prune {

@@ -299,13 +299,6 @@ impl LogRows for PgRows<'_, '_> {
         Ok(())
     }
 
-    fn prune_enrollment_codes(&mut self, before: i64) -> Result<u64, ReadError> {
-        Ok(self.tx.execute(
-            "DELETE FROM enrollment_codes WHERE used_at < $1 OR expires_at < $1",
-            &[&before],
-        )?)
-    }
-
     fn prune(&mut self, what: Prunable, cutoff: &str, limit: usize) -> Result<usize, ReadError> {
         Ok(self.tx.execute(what.postgres(), &[&cutoff, &(limit as i64)])? as usize)
     }

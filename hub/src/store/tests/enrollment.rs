@@ -2,7 +2,7 @@
 //! nothing), one winner when agents race with one code, and pruned once old.
 
 use super::*;
-use crate::store::EnrollmentCodeRecord;
+use crate::store::{EnrollmentCodeRecord, Prunable};
 
 fn code_digest(code: &str) -> [u8; 32] {
     Sha256::digest(code.as_bytes()).into()
@@ -87,8 +87,10 @@ crate::both_storages! {
         log.add_enrollment_code(record(shop, "USED0000", now, 900)).await.unwrap();
         log.add_enrollment_code(record(shop, "NEW00000", now, 900)).await.unwrap();
         log.redeem_enrollment_code(code_digest("USED0000"), code_digest("t"), now).await.unwrap();
-        assert_eq!(log.prune_enrollment_codes(now - 86_400).await.unwrap(), 1, "only the long-expired one");
-        assert_eq!(log.prune_enrollment_codes(now + 1).await.unwrap(), 1, "then the used one");
+        let at = |unix: i64| OffsetDateTime::from_unix_timestamp(unix).unwrap();
+        let prune = |cutoff| log.prune(Prunable::EnrollmentCodes, at(cutoff), 100);
+        assert_eq!(prune(now - 86_400).await.unwrap(), 1, "only the long-expired one");
+        assert_eq!(prune(now + 1).await.unwrap(), 1, "then the used one");
         let answer = log.redeem_enrollment_code(code_digest("NEW00000"), code_digest("u"), now).await;
         assert!(answer.is_ok(), "an open code survives both: {answer:?}");
     }

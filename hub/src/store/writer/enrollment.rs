@@ -45,8 +45,4 @@ impl<R: LogRows> Batch<'_, R> {
             revoked,
         }))
     }
-
-    pub(super) fn prune_enrollment_codes(&mut self, before: i64) -> Result<u64, R::Error> {
-        self.rows.prune_enrollment_codes(before)
-    }
 }

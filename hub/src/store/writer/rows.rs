@@ -69,9 +69,6 @@ pub trait LogRows {
     /// Marks an enrollment code used at `now` (Unix seconds).
     fn use_enrollment_code(&mut self, code_sha256: &[u8; 32], now: i64) -> Result<(), Self::Error>;
 
-    /// Deletes the enrollment codes used or expired before `before`; how many.
-    fn prune_enrollment_codes(&mut self, before: i64) -> Result<u64, Self::Error>;
-
     /// Removes at most `limit` rows of `what` older than `cutoff` (stored time text); how many.
     fn prune(&mut self, what: Prunable, cutoff: &str, limit: usize) -> Result<usize, Self::Error>;
 }

@@ -276,14 +276,6 @@ impl LogRows for SqliteRows<'_> {
         Ok(())
     }
 
-    fn prune_enrollment_codes(&mut self, before: i64) -> rusqlite::Result<u64> {
-        let deleted = self
-            .tx
-            .prepare_cached("DELETE FROM enrollment_codes WHERE used_at < ?1 OR expires_at < ?1")?
-            .execute(params![before])?;
-        Ok(deleted as u64)
-    }
-
     fn prune(&mut self, what: Prunable, cutoff: &str, limit: usize) -> rusqlite::Result<usize> {
         self.tx
             .prepare_cached(what.sqlite())?
