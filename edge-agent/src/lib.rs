@@ -17,6 +17,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod jobs;
+pub mod offline;
 pub mod store;
 pub mod sync;
 #[cfg(feature = "testing")]

@@ -52,6 +52,15 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
         if !ctx.hub.ready(&mut stopping).await {
             return Ok(());
         }
+        // The hub restored from an older backup: re-sync before following it.
+        if let Some(reason) = super::restore::diverged(&ctx).await? {
+            if !super::restore::recover(&ctx, &reason, &mut stopping).await? {
+                if !sleep_or_stop(pull_interval, &mut stopping).await {
+                    return Ok(());
+                }
+                continue;
+            }
+        }
         // A failed pull is logged and counted; the stream is tried all the same.
         catch_up(&ctx, &mut stopping).await?;
         let cursor = ctx.local.read(|view| view.sync.cursor);
@@ -90,6 +99,8 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
             }
             // Nothing was sent; `ready` waits for the probe.
             Err(CallError::Open { .. }) => {}
+            // The hub's head is behind the cursor: the check at the top re-syncs.
+            Err(error) if super::restore::is_cursor_ahead(&error) => {}
             Err(CallError::Hub(error)) => {
                 if down_since.is_none() {
                     down_since = Some(Instant::now());
@@ -141,7 +152,7 @@ async fn catch_up(ctx: &Ctx, stopping: &mut watch::Receiver<bool>) -> Result<boo
         };
         record_pulled(ctx, report?);
         if next_cursor > head {
-            // The heartbeat reports it (once it is more than a race with a commit).
+            // A hub older than the `cursor_ahead` answer: the restore check notices.
             tracing::debug!(cursor, head, "the hub's head is behind the cursor");
             return Ok(false);
         }

@@ -77,6 +77,7 @@ pub struct LastEventId {
     responses((status = 200, description = "an endless text/event-stream of `event` (an EventEnvelope), `caught-up` and `progress` events, with keep-alive comments",
         content_type = "text/event-stream"),
         (status = 400, description = "invalid_last_event_id"), (status = 403, description = "forbidden: the sync routes take a store token"),
+        (status = 409, description = "cursor_ahead: the resume position is past the hub's head (the hub was restored from an older backup); the head is in X-Shelfsync-Head"),
         (status = 429, description = "too_many_streams: this store has as many push streams open as it may")))]
 pub async fn stream(
     State(state): State<AppState>,
@@ -95,6 +96,7 @@ pub async fn stream(
         }
         None => query.after.unwrap_or(0),
     };
+    super::sync::refuse_cursor_ahead(&state, after, state.log.bus().head()).await?;
     let limit = state.config.sync.max_push_streams_per_store;
     let presence = state
         .fleet
