@@ -49,6 +49,27 @@ pub const SLOW_AGENT_STALL: Duration = Duration::from_secs(5);
 /// Most bytes of frames a pump gathers into one body chunk.
 const CHUNK_BYTES: usize = 256 * 1024;
 
+/// Refuses a pull's or a stream's cursor past the log's head as [`ApiError::CursorAhead`]: the hub was restored
+/// from a backup older than the agent's cursor. The bus's head may trail the stored log
+/// for a moment (a commit not yet published, or another hub on the same PostgreSQL
+/// database), so a cursor past it is checked against the stored head before it is refused.
+pub(super) async fn refuse_cursor_ahead(state: &AppState, after: u64, head: u64) -> Result<(), ApiError> {
+    if after <= head {
+        return Ok(());
+    }
+    let stored = state.log.stored_head().await?;
+    if after <= stored {
+        return Ok(());
+    }
+    tracing::warn!(
+        after,
+        head = stored,
+        "an agent's cursor is past the log's head: the hub was restored from an older backup"
+    );
+    metrics::counter!("shelfsync_hub_sync_cursor_ahead_total").increment(1);
+    Err(ApiError::CursorAhead { after, head: stored })
+}
+
 /// `?after=` for [`stream`] (the `Last-Event-ID` header wins).
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -96,7 +117,7 @@ pub async fn stream(
         }
         None => query.after.unwrap_or(0),
     };
-    super::sync::refuse_cursor_ahead(&state, after, state.log.bus().head()).await?;
+    refuse_cursor_ahead(&state, after, state.log.bus().head()).await?;
     let limit = state.config.sync.max_push_streams_per_store;
     let presence = state
         .fleet

@@ -208,7 +208,7 @@ pub async fn pull(
     }
     let head = state.log.bus().head();
     let after = query.after;
-    refuse_cursor_ahead(&state, after, head).await?;
+    super::push::refuse_cursor_ahead(&state, after, head).await?;
     let page = state.log.visible_after(store, after, limit, PULL_SCAN_WINDOW).await?;
     // A `PullResponse`, its events as the store wrote them (no decode and encode again).
     let body = format!(
@@ -218,27 +218,6 @@ pub async fn pull(
         head.max(page.scanned_to)
     );
     Ok(([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
-}
-
-/// Refuses a cursor past the log's head as [`ApiError::CursorAhead`]: the hub was restored
-/// from a backup older than the agent's cursor. The bus's head may trail the stored log
-/// for a moment (a commit not yet published, or another hub on the same PostgreSQL
-/// database), so a cursor past it is checked against the stored head before it is refused.
-pub(super) async fn refuse_cursor_ahead(state: &AppState, after: u64, head: u64) -> Result<(), ApiError> {
-    if after <= head {
-        return Ok(());
-    }
-    let stored = state.log.stored_head().await?;
-    if after <= stored {
-        return Ok(());
-    }
-    tracing::warn!(
-        after,
-        head = stored,
-        "an agent's cursor is past the log's head: the hub was restored from an older backup"
-    );
-    metrics::counter!("shelfsync_hub_sync_cursor_ahead_total").increment(1);
-    Err(ApiError::CursorAhead { after, head: stored })
 }
 
 /// Report the agent's state for the fleet view.
