@@ -137,6 +137,7 @@ pub fn spawn(
         config,
         bootstrapped,
         upload_gate: tokio::sync::Mutex::new(()),
+        log_checked: watch::Sender::new(false),
     });
     let span = tracing::info_span!("sync", store = %credentials.store_id, hub = %credentials.hub_url);
     span.in_scope(|| tracing::info!("sync worker starting"));
@@ -161,12 +162,27 @@ pub(crate) struct Ctx {
     /// Held by the uploader around each upload and its answer, and by a re-sync from its
     /// first upload to its new snapshot being taken in.
     upload_gate: tokio::sync::Mutex<()>,
+    /// True while the follower has checked, since its last (re)connection, that the hub's
+    /// log still holds what this store saw ([`restore`]). The uploader waits for it: an
+    /// event uploaded to a restored hub before the re-sync would land before the older
+    /// events the re-sync sends again (a sale before its reservation).
+    log_checked: watch::Sender<bool>,
 }
 
 impl Ctx {
     /// Jittered exponential back-off between `sync.retry_min_ms` and `sync.retry_max_ms`.
     fn retry_backoff(&self) -> impl Iterator<Item = Duration> + Send {
         backoff(self.config.sync.retry_min_ms, self.config.sync.retry_max_ms)
+    }
+
+    /// Waits until the follower has checked the hub's log since it last (re)connected;
+    /// false when stopping first.
+    async fn wait_log_checked(&self, stopping: &mut watch::Receiver<bool>) -> bool {
+        let mut checked = self.log_checked.subscribe();
+        tokio::select! {
+            ready = checked.wait_for(|ready| *ready) => ready.is_ok(),
+            () = stopped(stopping) => false,
+        }
     }
 
     /// Waits until the store has its snapshot; false when stopping first.
@@ -335,6 +351,7 @@ mod tests {
             config,
             bootstrapped: watch::Sender::new(false),
             upload_gate: tokio::sync::Mutex::new(()),
+            log_checked: watch::Sender::new(false),
         });
         let (stop, stopping) = watch::channel(false);
         let runs = Arc::new(AtomicUsize::new(0));

@@ -28,49 +28,72 @@ pub(super) fn is_cursor_ahead(error: &CallError) -> bool {
     matches!(error, CallError::Hub(HubError::Status { status: 409, code, .. }) if code == CURSOR_AHEAD)
 }
 
+/// What [`diverged`] found.
+pub(super) enum Check {
+    /// The hub's log holds what this store saw.
+    Consistent,
+    /// It does not, and why.
+    Diverged(String),
+    /// A pull failed: no verdict (the next round checks again).
+    Unknown,
+}
+
 /// Why the hub's log no longer matches what this store saw, if it does not. Checked: the
 /// last position this store knows the event of (the last event applied here, or the own
 /// event the hub acknowledged highest) still holds that event, and no event this store
 /// may see has appeared between it and the cursor. A failed pull is not a verdict (`None`;
 /// the next round checks again).
-pub(super) async fn diverged(ctx: &Ctx) -> Result<Option<String>, SyncError> {
+pub(super) async fn diverged(ctx: &Ctx) -> Result<Check, SyncError> {
+    Ok(match find_divergence(ctx).await? {
+        Some(Some(reason)) => Check::Diverged(reason),
+        Some(None) => Check::Consistent,
+        None => Check::Unknown,
+    })
+}
+
+/// [`diverged`]: `None` when a pull failed, else the reason if any.
+async fn find_divergence(ctx: &Ctx) -> Result<Option<Option<String>>, SyncError> {
     let (cursor, anchor) = ctx.local.read(|view| (view.sync.cursor, view.sync.anchor));
     let ack = ctx.local.latest_ack().await?;
+    let head_behind = |head: String| {
+        Some(Some(format!(
+            "the hub's head ({head}) is behind this store's cursor ({cursor})"
+        )))
+    };
     let Some((position, event_id)) = anchor.into_iter().chain(ack).max_by_key(|(at, _)| *at) else {
         // No event known by position (a store bootstrapped or re-synced since, or one
         // upgraded from before the anchor): only the head can tell.
         return Ok(match check_pull(ctx, cursor, 1).await {
-            Some(Err(head)) => Some(format!(
-                "the hub's head ({head}) is behind this store's cursor ({cursor})"
-            )),
-            Some(Ok(page)) if page.head < cursor => Some(format!(
-                "the hub's head ({}) is behind this store's cursor ({cursor})",
-                page.head
-            )),
-            _ => None,
+            Some(Err(head)) => head_behind(head),
+            Some(Ok(page)) if page.head < cursor => head_behind(page.head.to_string()),
+            Some(Ok(_)) => Some(None),
+            None => None,
         });
     };
-    let Some(page) = check_pull(ctx, position.saturating_sub(1), 2).await else {
-        return Ok(None);
-    };
-    let mut page = match page {
-        Ok(page) => page,
-        Err(head) => {
-            return Ok(Some(format!(
-                "the hub's head ({head}) is behind position {position}, which this store saw"
-            )))
+    let mut page = match check_pull(ctx, position.saturating_sub(1), 2).await {
+        None => return Ok(None),
+        Some(Ok(page)) => page,
+        Some(Err(head)) => {
+            let reason = format!("the hub's head ({head}) is behind position {position}, which this store saw");
+            return Ok(Some(Some(reason)));
         }
     };
     match page.events.first() {
         Some(first) if (first.position, first.event_id) == (position, event_id) => {}
         Some(first) => {
-            return Ok(Some(held_instead(position, event_id, first.position, first.event_id)));
+            return Ok(Some(Some(held_instead(
+                position,
+                event_id,
+                first.position,
+                first.event_id,
+            ))));
         }
         None => {
-            return Ok(Some(format!(
+            let reason = format!(
                 "the hub's log no longer holds position {position} (its head is {})",
                 page.head
-            )))
+            );
+            return Ok(Some(Some(reason)));
         }
     }
     let mut next = page.events.get(1).map(|event| event.position);
@@ -80,16 +103,12 @@ pub(super) async fn diverged(ctx: &Ctx) -> Result<Option<String>, SyncError> {
         }
         page = match check_pull(ctx, page.next_cursor, 1).await {
             Some(Ok(page)) => page,
-            Some(Err(head)) => {
-                return Ok(Some(format!(
-                    "the hub's head ({head}) is behind this store's cursor ({cursor})"
-                )))
-            }
+            Some(Err(head)) => return Ok(head_behind(head)),
             None => return Ok(None),
         };
         next = page.events.first().map(|event| event.position);
     }
-    Ok(match next {
+    Ok(Some(match next {
         Some(at) if at <= cursor => Some(format!(
             "an event this store may see is now at position {at}, at or below its cursor ({cursor}), where the hub \
              had none before"
@@ -99,7 +118,7 @@ pub(super) async fn diverged(ctx: &Ctx) -> Result<Option<String>, SyncError> {
             page.head
         )),
         _ => None,
-    })
+    }))
 }
 
 fn held_instead(position: u64, ours: EventId, at: u64, theirs: EventId) -> String {

@@ -52,6 +52,9 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
         let count = sent.len();
         // A re-sync holds the gate until its snapshot is taken in (pending events are not
         // in that snapshot: the batch read above stays this store's to send).
+        if !ctx.wait_log_checked(&mut stopping).await {
+            return Ok(());
+        }
         let uploading = ctx.upload_gate.lock().await;
         let Some(outcome) = or_stop(&mut stopping, ctx.hub.upload(batch)).await else {
             return Ok(());

@@ -132,11 +132,11 @@ impl Batch<'_> {
             reason,
         });
         self.set_sync(sync);
-        tracing::warn!(
+        tracing::info!(
             position,
             reuploaded,
             pending,
-            "re-synced from the hub's snapshot; unconfirmed events kept"
+            "re-seeded from the hub's snapshot; unconfirmed events kept"
         );
         Ok(())
     }
