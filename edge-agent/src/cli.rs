@@ -245,9 +245,24 @@ pub fn format_status(status: &AgentStatus, now: OffsetDateTime) -> String {
         ("last sync", last_sync),
         ("bootstrapped", bootstrapped),
     ];
-    rows.iter()
+    let mut out: String = rows
+        .iter()
         .map(|(name, value)| format!("{name:<14} {value}\n"))
-        .collect()
+        .collect();
+    if let Some(resynced) = &status.resynced {
+        let why = match resynced.reason.as_str() {
+            "hub_restored" => "after the hub was restored from an older backup",
+            _ => "by an operator (`shelfsync-edge resync`)",
+        };
+        out.push_str(&format!(
+            "{:<14} {why} at {}, {} events re-uploaded, from the snapshot at position {}\n",
+            "re-synced",
+            time_text(resynced.at),
+            resynced.reuploaded,
+            resynced.position
+        ));
+    }
+    out
 }
 
 /// Outbox entries as a table (with the hub's reason for quarantined ones).
@@ -386,9 +401,25 @@ mod tests {
             hub_head: 12,
             last_sync_at: None,
             bootstrapped: true,
+            resynced: None,
         };
         let text = format_status(&status, OffsetDateTime::now_utc());
         assert!(text.contains("offline (breaker open: connection refused)"), "{text}");
+        assert!(!text.contains("re-synced"), "{text}");
+        let resynced = AgentStatus {
+            resynced: Some(shelfsync_common::wire::sync::Resynced {
+                at: OffsetDateTime::UNIX_EPOCH,
+                reuploaded: 17,
+                position: 108,
+                reason: "hub_restored".into(),
+            }),
+            ..status.clone()
+        };
+        let text = format_status(&resynced, OffsetDateTime::now_utc());
+        assert!(
+            text.contains("re-synced      after the hub was restored from an older backup at 1970-01-01T00:00:00Z, 17 events re-uploaded, from the snapshot at position 108"),
+            "{text}"
+        );
         assert!(
             text.contains("3 events waiting for the hub, oldest 2 min old"),
             "{text}"

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod enroll;
 pub mod jobs;
+pub mod offline;
 pub mod store;
 pub mod sync;
 #[cfg(feature = "testing")]

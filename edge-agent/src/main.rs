@@ -12,6 +12,7 @@ use shelfsync_common::server::startup::{serve_process, Process};
 use shelfsync_common::EventId;
 use shelfsync_edge::cli::{self, Action};
 use shelfsync_edge::config::{EdgeConfig, EXAMPLE};
+use shelfsync_edge::offline::{self, Verdict};
 use shelfsync_edge::StartError;
 use std::path::PathBuf;
 
@@ -62,6 +63,22 @@ enum Cmd {
         client: Client,
         #[command(subcommand)]
         action: QuarantineCmd,
+    },
+    /// Copy the local store (SQLite online backup; the agent may keep running) into DIR.
+    Backup {
+        /// The directory for the copy (created); the copy is edge-<UTC time>.sqlite.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Compare this store's confirmed state with the hub's snapshot, stream by stream
+    /// (exit 1 on a difference, 2 when the two are at different positions).
+    Verify,
+    /// Re-seed the confirmed state from the hub's snapshot, keeping every unconfirmed
+    /// event (stop the agent first). Own events the hub no longer has are sent again.
+    Resync {
+        /// The agent's URL, to make sure it is stopped (default: from the configuration).
+        #[arg(long)]
+        agent_url: Option<String>,
     },
     /// Print the annotated example configuration.
     PrintConfig,
@@ -156,14 +173,24 @@ fn command(cli: Cli) -> anyhow::Result<()> {
                 allow_insecure_hub,
                 no_start,
             };
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the runtime")?;
-            let report = runtime
+            let report = runtime()?
                 .block_on(shelfsync_edge::enroll::enroll(&options))
                 .context("enrolling")?;
             println!("{report}");
+            return Ok(());
+        }
+        Cmd::Backup { to } => {
+            let config = EdgeConfig::load(cli.config.as_deref()).context("loading configuration")?;
+            let copy = offline::backup(&config, &to)?;
+            println!("backed up the local store to {}", copy.display());
+            return Ok(());
+        }
+        Cmd::Verify => return verify(cli.config.as_deref()),
+        Cmd::Resync { agent_url } => {
+            let config = EdgeConfig::load(cli.config.as_deref()).context("loading configuration")?;
+            let agent_url = agent_url.unwrap_or_else(|| cli::agent_url(&config));
+            let said = runtime()?.block_on(offline::resync(&config, &agent_url))?;
+            println!("{said}");
             return Ok(());
         }
         Cmd::Status { client } => (client, Action::Status),
@@ -194,17 +221,48 @@ fn command(cli: Cli) -> anyhow::Result<()> {
         (Action::Status, Err(_)) => None,
         (_, Err(error)) => return Err(error.into()),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    let output = runtime.block_on(cli::run(&agent_url, key.as_deref(), &action, client.json))?;
+    let output = runtime()?.block_on(cli::run(&agent_url, key.as_deref(), &action, client.json))?;
     if output.ends_with('\n') {
         print!("{output}");
     } else {
         println!("{output}");
     }
     Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
+/// `verify`: prints the verdict; a difference exits 1, positions that differ exit 2.
+fn verify(config: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let config = EdgeConfig::load(config).context("loading configuration")?;
+    match runtime()?.block_on(offline::verify(&config))? {
+        Verdict::Same => {
+            println!("this store's confirmed state matches the hub's snapshot");
+            Ok(())
+        }
+        Verdict::Differs(lines) => {
+            for line in &lines {
+                println!("{line}");
+            }
+            println!(
+                "{} streams differ from the hub's snapshot (`shelfsync-edge resync` re-seeds them)",
+                lines.len()
+            );
+            std::process::exit(1)
+        }
+        Verdict::NotComparable { snapshot, cursor } => {
+            println!(
+                "not compared: the hub's snapshot is at position {snapshot}, this store's state at {cursor}; stop the \
+                 agent (and wait for the hub to be quiet) or run verify again"
+            );
+            std::process::exit(2)
+        }
+    }
 }
 
 fn run(config: EdgeConfig) -> anyhow::Result<()> {

@@ -353,6 +353,7 @@ mod tests {
             hub_head: 5,
             last_sync_at: Some(datetime!(2026-11-26 10:42:05 UTC)),
             bootstrapped: true,
+            resynced: None,
         }
     }
 

@@ -16,18 +16,13 @@
 
 use crate::verify::{self, Report, VerifyError};
 use crate::{ADMIN_TOKEN_FILE, ANALYTICS_FILE, EVENTS_FILE, READ_MODEL_FILE};
-use rusqlite::backup::{Backup, StepResult};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// The manifest's file name inside a backup directory.
 pub const MANIFEST_FILE: &str = "shelfsync-backup.json";
 /// The database files in the order they are copied: projections before the log.
 const DATABASES: [&str; 3] = [ANALYTICS_FILE, READ_MODEL_FILE, EVENTS_FILE];
-/// How often a step that found the file busy is tried again, and how long apart.
-const BUSY_RETRIES: u32 = 100;
-const BUSY_PAUSE: Duration = Duration::from_millis(50);
 
 /// Why a backup or restore stopped.
 #[derive(Debug, thiserror::Error)]
@@ -130,39 +125,9 @@ pub fn backup(data_dir: &Path, to: &Path, progress: bool) -> Result<Manifest, Ba
 /// Copies the database at `source` into a new file at `target` with the online backup
 /// API, in one step (see the module's header).
 fn copy_online(source: &Path, target: &Path) -> Result<(), BackupError> {
-    let from = crate::store::schema::open_read_only(source)?;
-    // Made owner-only like the hub's own files; the backup overwrites every page.
-    let mut to = crate::store::schema::open_durable(target)?;
-    {
-        let backup = Backup::new(&from, &mut to)?;
-        let mut retries = 0;
-        loop {
-            match backup.step(-1)? {
-                StepResult::Done => break,
-                StepResult::More => {}
-                StepResult::Busy | StepResult::Locked if retries < BUSY_RETRIES => {
-                    retries += 1;
-                    std::thread::sleep(BUSY_PAUSE);
-                }
-                StepResult::Busy | StepResult::Locked => {
-                    return Err(BackupError::Refused(format!(
-                        "{} stayed locked for {} s",
-                        source.display(),
-                        (BUSY_PAUSE * BUSY_RETRIES).as_secs()
-                    )))
-                }
-                other => {
-                    return Err(BackupError::Refused(format!(
-                        "copying {}: unexpected step result {other:?}",
-                        source.display()
-                    )))
-                }
-            }
-        }
-    }
-    // Everything in the file itself, no WAL beside it: the directory is complete as it is.
-    to.pragma_update(None, "journal_mode", "DELETE")?;
-    Ok(())
+    shelfsync_common::sqlite::backup::backup(source, target)
+        .map(drop)
+        .map_err(|e| BackupError::Refused(format!("copying {}: {e}", source.display())))
 }
 
 /// What a restore did.

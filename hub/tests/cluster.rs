@@ -75,6 +75,7 @@ async fn the_fleet_view_of_any_hub_shows_an_agent_talking_to_another() {
         oldest_pending_age_secs: Some(9),
         breaker_state: "closed".into(),
         quarantined: 0,
+        resynced: None,
     };
     on_second.heartbeat(&heartbeat).await;
     // Presence is shared every few seconds.

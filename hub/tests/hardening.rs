@@ -242,8 +242,13 @@ shelfsync_hub::both_storages! {
         .await;
         assert_eq!(status, 400, "{body}");
 
-        // The largest valid cursor reads nothing (it is past the head), never the log again.
-        let page = agent.pull(i64::MAX as u64, 10).await;
-        assert!(page.events.is_empty(), "{:?}", page.events.len());
+        // The largest valid cursor is past the head: answered as cursor-ahead, never by
+        // reading the log again.
+        let (status, body, _) = call(agent.request(
+            reqwest::Method::GET,
+            &format!("/v1/sync/events?after={}", i64::MAX),
+        ))
+        .await;
+        assert_eq!((status, body["code"].as_str()), (409, Some("cursor_ahead")), "{body}");
     }
 }

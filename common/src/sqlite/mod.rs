@@ -1,6 +1,6 @@
 //! SQLite helpers shared by both binaries (cargo feature `sqlite`): durable connections,
 //! private data files, schema migrations, the group-commit writer ([`group_commit`]), the
-//! one text form of stored times ([`time_text`]) and readers of the rows both databases
+//! one text form of stored times ([`time_text`]), online copies ([`backup`]) and readers of the rows both databases
 //! store alike ([`rows`]). Data files are made owner-only (the data
 //! directory 0700, each database 0600, which SQLite copies to its `-wal` and `-shm`
 //! files) whoever starts the daemon: under systemd the unit's `StateDirectory` already
@@ -10,6 +10,7 @@
 //! user_version` records how many have run, and each runs in its own transaction with the
 //! version bump, so a crash mid-migration leaves the file at the previous version.
 
+pub mod backup;
 pub mod group_commit;
 pub mod rows;
 pub mod time_text;

@@ -89,6 +89,10 @@ pub struct AgentStatus {
     pub last_sync_at: Option<OffsetDateTime>,
     /// Whether the agent has its starting snapshot from the hub.
     pub bootstrapped: bool,
+    /// The last re-sync from the hub's snapshot (after the hub was restored from an older
+    /// backup, or by `shelfsync-edge resync`); absent when there was none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resynced: Option<crate::wire::sync::Resynced>,
 }
 
 /// Where an outbox event is.

@@ -13,6 +13,11 @@ use time::OffsetDateTime;
 pub const PROTOCOL_VERSION: &str = "1.0";
 /// The header that carries [`PROTOCOL_VERSION`] on every sync request and response.
 pub const PROTOCOL_HEADER: &str = "x-shelfsync-protocol";
+/// The problem `code` of a pull or push stream whose cursor is past the hub's head (a hub
+/// restored from an older backup); the answer is `409` with the head in [`HEAD_HEADER`].
+pub const CURSOR_AHEAD: &str = "cursor_ahead";
+/// The header of a [`CURSOR_AHEAD`] answer that carries the hub's head.
+pub const HEAD_HEADER: &str = "x-shelfsync-head";
 /// The most events one upload may carry.
 pub const MAX_UPLOAD_BATCH: usize = 500;
 /// The most events one pull may return (a catch-up reads pages this large).
@@ -337,6 +342,34 @@ pub struct Heartbeat {
     #[serde(deserialize_with = "bounded::position")]
     #[schema(maximum = 9_223_372_036_854_775_807_i64)]
     pub quarantined: u64,
+    /// The agent's last re-sync (absent when it never had one). A hub older than this field
+    /// refuses it (`422 invalid_body`); the agent then stops sending it to that hub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resynced: Option<Resynced>,
+}
+
+/// The last time an agent re-synced because the hub's log no longer held what the store had
+/// seen (the hub was restored from an older backup), or because an operator ran
+/// `shelfsync-edge resync`. Shown in the agent's status and, through its heartbeat, in the
+/// hub's fleet view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resynced {
+    /// When the agent took the new snapshot.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub at: OffsetDateTime,
+    /// The store's own events the hub no longer had, sent again (appended anew).
+    #[serde(deserialize_with = "bounded::position")]
+    #[schema(maximum = 9_223_372_036_854_775_807_i64)]
+    pub reuploaded: u64,
+    /// The position of the snapshot the store re-seeded its confirmed state from.
+    #[serde(deserialize_with = "bounded::position")]
+    #[schema(maximum = 9_223_372_036_854_775_807_i64)]
+    pub position: u64,
+    /// Why: `hub_restored` (the agent noticed) or `operator` (`shelfsync-edge resync`).
+    #[schema(pattern = "^(hub_restored|operator)$")]
+    pub reason: String,
 }
 
 /// The longest `agent_version` a heartbeat may carry.
@@ -355,6 +388,11 @@ impl Heartbeat {
         }
         if !matches!(self.breaker_state.as_str(), "closed" | "open" | "half_open") {
             return Err("breaker_state must be closed, open or half_open".into());
+        }
+        if let Some(resynced) = &self.resynced {
+            if !matches!(resynced.reason.as_str(), "hub_restored" | "operator") {
+                return Err("resynced.reason must be hub_restored or operator".into());
+            }
         }
         Ok(())
     }

@@ -47,6 +47,7 @@ pub fn current(state: &AppState, manager: bool) -> AgentStatus {
             hub_head: view.sync.hub_head,
             last_sync_at: view.sync.last_sync_at,
             bootstrapped: view.sync.bootstrapped,
+            resynced: view.sync.resynced.clone(),
         }
     })
 }

@@ -35,6 +35,7 @@ pub const MIGRATIONS: shelfsync_common::sqlite::Migrations = &[
         include_str!("../../migrations/0001_local_store.sql"),
     ),
     ("0002_secrets", include_str!("../../migrations/0002_secrets.sql")),
+    ("0003_resync", include_str!("../../migrations/0003_resync.sql")),
 ];
 
 /// The condition of the partial index `outbox_unconfirmed` (migration 0001), to repeat in
@@ -272,6 +273,43 @@ impl LocalStore {
     pub async fn pending_batch(&self, limit: usize) -> Result<Vec<UploadEvent>, LocalError> {
         let store_id = self.read(|v| v.store_id);
         self.query(move |conn| outbox::pending_batch(conn, store_id, limit))
+            .await
+    }
+
+    /// Events the hub answered for (acknowledged or confirmed) after outbox seq
+    /// `after_seq`, oldest first, with their seq: what a re-sync sends again.
+    pub async fn answered_batch(&self, after_seq: u64, limit: usize) -> Result<Vec<(UploadEvent, u64)>, LocalError> {
+        let store_id = self.read(|v| v.store_id);
+        self.query(move |conn| outbox::answered_batch(conn, store_id, after_seq, limit))
+            .await
+    }
+
+    /// The acknowledged, not yet confirmed own event at the highest hub position.
+    pub async fn latest_ack(&self) -> Result<Option<(u64, EventId)>, LocalError> {
+        self.query(outbox::latest_ack).await
+    }
+
+    /// Re-seeds the confirmed state and the catalog from `snapshot`, keeping every event
+    /// the hub has not confirmed; `positions` are the hub's answers to events sent again
+    /// (recorded first), and own events the hub acknowledged at or below the snapshot's
+    /// position are confirmed by it. `reuploaded` and `reason` are reported in the status
+    /// ([`shelfsync_common::wire::sync::Resynced`]).
+    pub async fn resync(
+        &self,
+        snapshot: SnapshotResponse,
+        positions: Vec<(EventId, u64)>,
+        reuploaded: u64,
+        reason: &str,
+    ) -> Result<(), LocalError> {
+        let reason = reason.to_owned();
+        self.writer
+            .submit(|reply| writer::WriteOp::Resync {
+                snapshot: Box::new(snapshot),
+                positions,
+                reuploaded,
+                reason,
+                reply,
+            })
             .await
     }
 

@@ -18,20 +18,57 @@ use shelfsync_common::{EventId, ProductId, StoreId, StreamId};
 /// The oldest pending events, ready to upload.
 pub(super) fn pending_batch(conn: &Connection, store: StoreId, limit: usize) -> rusqlite::Result<Vec<UploadEvent>> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT event_id, product_id, event_type, schema_version, data, metadata FROM outbox
+        "SELECT event_id, product_id, event_type, schema_version, data, metadata, seq FROM outbox
          WHERE {UNCONFIRMED} AND status = 'pending' ORDER BY seq LIMIT ?1"
     ))?;
-    let rows = stmt.query_map([limit as i64], |row| {
-        Ok(UploadEvent {
+    let rows = stmt.query_map([limit as i64], |row| upload_event(row, store))?;
+    rows.map(|row| row.map(|(event, _)| event)).collect()
+}
+
+/// The events the hub has answered for (acknowledged or confirmed), in outbox order after
+/// `after_seq`, with their seq: what a re-sync sends again after the hub was restored.
+pub(super) fn answered_batch(
+    conn: &Connection,
+    store: StoreId,
+    after_seq: u64,
+    limit: usize,
+) -> rusqlite::Result<Vec<(UploadEvent, u64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT event_id, product_id, event_type, schema_version, data, metadata, seq FROM outbox
+         WHERE seq > ?1 AND status IN ('acked', 'confirmed') ORDER BY seq LIMIT ?2",
+    )?;
+    let rows = stmt.query_map([after_seq as i64, limit as i64], |row| upload_event(row, store))?;
+    rows.collect()
+}
+
+/// The own event the hub acknowledged at the highest position and has not sent back yet
+/// (its position and id), if any.
+pub(super) fn latest_ack(conn: &Connection) -> rusqlite::Result<Option<(u64, EventId)>> {
+    use rusqlite::OptionalExtension;
+    conn.prepare_cached(&format!(
+        "SELECT hub_position, event_id FROM outbox WHERE {UNCONFIRMED} AND status = 'acked'
+         ORDER BY hub_position DESC LIMIT 1"
+    ))?
+    .query_row([], |row| {
+        Ok((row.get::<_, i64>(0)? as u64, EventId::from_bytes(row.get(1)?)))
+    })
+    .optional()
+}
+
+/// One outbox row (`event_id, product_id, event_type, schema_version, data, metadata, seq`)
+/// as an upload, with its seq.
+fn upload_event(row: &rusqlite::Row<'_>, store: StoreId) -> rusqlite::Result<(UploadEvent, u64)> {
+    Ok((
+        UploadEvent {
             event_id: EventId::from_bytes(row.get(0)?),
             stream: StreamId::inventory(ProductId::from_bytes(row.get(1)?), store),
             event_type: row.get(2)?,
             schema_version: row.get(3)?,
             data: from_json(&row.get::<_, String>(4)?)?,
             metadata: from_json(&row.get::<_, String>(5)?)?,
-        })
-    })?;
-    rows.collect()
+        },
+        row.get::<_, i64>(6)? as u64,
+    ))
 }
 
 /// Outbox entries with one of `statuses`, newest first.

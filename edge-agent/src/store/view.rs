@@ -127,6 +127,11 @@ pub struct SyncPosition {
     pub bootstrapped: bool,
     /// Last successful exchange with the hub.
     pub last_sync_at: Option<OffsetDateTime>,
+    /// The last event of the hub's feed applied here: its position and id. The sync worker
+    /// checks that the hub's log still holds it ([`crate::sync`], the restore check).
+    pub anchor: Option<(u64, EventId)>,
+    /// The last re-sync from the hub's snapshot, if any.
+    pub resynced: Option<shelfsync_common::wire::sync::Resynced>,
 }
 
 /// One change to a stream. The writer applies it to its own copy of the view while the

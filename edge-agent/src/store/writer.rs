@@ -69,6 +69,13 @@ pub(super) enum WriteOp {
     },
     Acknowledge(Vec<UploadResult>, Reply<()>),
     Bootstrap(Box<SnapshotResponse>, Reply<()>),
+    Resync {
+        snapshot: Box<SnapshotResponse>,
+        positions: Vec<(EventId, u64)>,
+        reuploaded: u64,
+        reason: String,
+        reply: Reply<()>,
+    },
     Quarantine {
         event_id: EventId,
         action: QuarantineAction,
@@ -190,9 +197,10 @@ impl BatchLogic for LocalBatches {
             WriteOp::Command(_, reply) => refuse(reply, error),
             WriteOp::ApplyHub { reply, .. } => refuse(reply, error),
             WriteOp::Prune { reply, .. } => refuse(reply, error),
-            WriteOp::Acknowledge(_, reply) | WriteOp::Bootstrap(_, reply) | WriteOp::Quarantine { reply, .. } => {
-                refuse(reply, error)
-            }
+            WriteOp::Acknowledge(_, reply)
+            | WriteOp::Bootstrap(_, reply)
+            | WriteOp::Resync { reply, .. }
+            | WriteOp::Quarantine { reply, .. } => refuse(reply, error),
         }
     }
 
@@ -293,6 +301,16 @@ impl<'v> Batch<'v> {
             }
             WriteOp::Bootstrap(snapshot, reply) => {
                 let result = self.bootstrap(tx, *snapshot).map(Ok);
+                settle(answers, reply, result, storage)
+            }
+            WriteOp::Resync {
+                snapshot,
+                positions,
+                reuploaded,
+                reason,
+                reply,
+            } => {
+                let result = self.resync(tx, *snapshot, (positions, reuploaded), reason).map(Ok);
                 settle(answers, reply, result, storage)
             }
             WriteOp::Quarantine {
@@ -508,14 +526,23 @@ impl<'v> Batch<'v> {
             .execute(params![&product.as_bytes()[..], to_json(stream.confirmed())?])?;
         }
         if let Some(sync) = &self.changes.sync {
+            let resynced = sync.resynced.as_ref();
             tx.prepare_cached(
-                "UPDATE sync_state SET cursor = ?1, hub_head = ?2, bootstrapped = ?3, last_sync_at = ?4 WHERE id = 1",
+                "UPDATE sync_state SET cursor = ?1, hub_head = ?2, bootstrapped = ?3, last_sync_at = ?4,
+                   anchor_position = ?5, anchor_event = ?6, resynced_at = ?7, resynced_reuploaded = ?8,
+                   resynced_position = ?9, resynced_reason = ?10 WHERE id = 1",
             )?
             .execute(params![
                 sync.cursor as i64,
                 sync.hub_head as i64,
                 sync.bootstrapped,
-                sync.last_sync_at.map(time_text::encode).transpose()?
+                sync.last_sync_at.map(time_text::encode).transpose()?,
+                sync.anchor.map(|(position, _)| position as i64),
+                sync.anchor.map(|(_, id)| id.as_bytes().to_vec()),
+                resynced.map(|r| time_text::encode(r.at)).transpose()?,
+                resynced.map(|r| r.reuploaded as i64),
+                resynced.map(|r| r.position as i64),
+                resynced.map(|r| r.reason.clone()),
             ])?;
         }
         Ok(())

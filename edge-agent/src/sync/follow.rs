@@ -22,6 +22,7 @@
 //! time, all through the breaker.
 
 use super::hub::{CallError, HubError};
+use super::restore::Check;
 use super::{meters, or_stop, sleep_or_stop, stopped, Ctx, SyncError};
 use crate::store::ApplyReport;
 use eventsource_stream::{Event, EventStreamError, Eventsource};
@@ -52,6 +53,23 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
         if !ctx.hub.ready(&mut stopping).await {
             return Ok(());
         }
+        // The hub restored from an older backup: re-sync before following it (and before
+        // the uploader sends anything to it).
+        match super::restore::diverged(&ctx).await? {
+            Check::Consistent => {
+                ctx.log_checked.send_replace(true);
+            }
+            Check::Diverged(reason) => {
+                if !super::restore::recover(&ctx, &reason, &mut stopping).await? {
+                    if !sleep_or_stop(pull_interval, &mut stopping).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                ctx.log_checked.send_replace(true);
+            }
+            Check::Unknown => {}
+        }
         // A failed pull is logged and counted; the stream is tried all the same.
         catch_up(&ctx, &mut stopping).await?;
         let cursor = ctx.local.read(|view| view.sync.cursor);
@@ -73,6 +91,8 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
                 let started = Instant::now();
                 let end = consume(&ctx, response.bytes_stream().eventsource(), &mut stopping).await;
                 ctx.status.update(|s| s.push_connected = false);
+                // The hub may be restarting (restored?): check again before uploading.
+                ctx.log_checked.send_replace(false);
                 match end? {
                     End::Stopping => return Ok(()),
                     End::Closed(reason) => {
@@ -90,7 +110,10 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
             }
             // Nothing was sent; `ready` waits for the probe.
             Err(CallError::Open { .. }) => {}
+            // The hub's head is behind the cursor: the check at the top re-syncs.
+            Err(error) if super::restore::is_cursor_ahead(&error) => {}
             Err(CallError::Hub(error)) => {
+                ctx.log_checked.send_replace(false);
                 if down_since.is_none() {
                     down_since = Some(Instant::now());
                     tracing::warn!(%error, pull_every = ?pull_interval,
@@ -141,7 +164,7 @@ async fn catch_up(ctx: &Ctx, stopping: &mut watch::Receiver<bool>) -> Result<boo
         };
         record_pulled(ctx, report?);
         if next_cursor > head {
-            // The heartbeat reports it (once it is more than a race with a commit).
+            // A hub older than the `cursor_ahead` answer: the restore check notices.
             tracing::debug!(cursor, head, "the hub's head is behind the cursor");
             return Ok(false);
         }

@@ -24,6 +24,8 @@ pub const OUTBOX_OLDEST_AGE: &str = "shelfsync_edge_outbox_oldest_age_seconds";
 pub const QUARANTINED: &str = "shelfsync_edge_quarantined_events";
 /// The hub's head minus this agent's cursor, as last seen.
 pub const CURSOR_LAG: &str = "shelfsync_edge_sync_cursor_lag";
+/// Counter: re-syncs after the hub was restored from an older backup.
+pub const RESYNCS: &str = "shelfsync_edge_sync_resyncs_total";
 /// Hub events this agent could not read and skipped (the cursor moved past them).
 pub const UNREADABLE_EVENTS: &str = "shelfsync_edge_sync_unreadable_events_total";
 
@@ -42,6 +44,10 @@ pub fn describe() {
     );
     metrics::describe_gauge!(QUARANTINED, "Local events the hub rejected, waiting for an operator");
     metrics::describe_gauge!(CURSOR_LAG, "Hub head minus the agent's cursor, as last seen");
+    metrics::describe_counter!(
+        RESYNCS,
+        "Re-syncs from the hub's snapshot after the hub was restored from an older backup"
+    );
     metrics::describe_counter!(
         UNREADABLE_EVENTS,
         "Hub events this agent could not read and skipped (an alarm: see the agent's log)"

@@ -9,7 +9,9 @@
 //! - [`upload`]: sends the outbox in order and in batches, woken by every local write and
 //!   retried on a timer with jittered exponential back-off.
 //! - [`follow`]: follows the hub's push stream (SSE) from the store's cursor, and pulls on
-//!   an interval while the stream is down.
+//!   an interval while the stream is down; each time it (re)connects it checks that the
+//!   hub's log still holds what the store saw, and re-syncs the store when the hub was
+//!   restored from an older backup ([`restore`]).
 //! - [`heartbeat`]: reports the agent's state to the hub's fleet view.
 //!
 //! Each task is restarted (after a short back-off) when it fails or panics, and every
@@ -21,12 +23,14 @@ mod follow;
 mod heartbeat;
 pub mod hub;
 mod meters;
+mod restore;
 mod upload;
 
 use crate::config::{EdgeConfig, HubCredentials};
 use crate::store::{LocalError, LocalStore};
 use backon::{BackoffBuilder, ExponentialBuilder};
 pub use hub::Hub;
+pub use restore::{resync, HUB_RESTORED, OPERATOR};
 use shelfsync_common::StoreId;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -132,6 +136,8 @@ pub fn spawn(
         store_id: credentials.store_id,
         config,
         bootstrapped,
+        upload_gate: tokio::sync::Mutex::new(()),
+        log_checked: watch::Sender::new(false),
     });
     let span = tracing::info_span!("sync", store = %credentials.store_id, hub = %credentials.hub_url);
     span.in_scope(|| tracing::info!("sync worker starting"));
@@ -153,12 +159,30 @@ pub(crate) struct Ctx {
     config: Arc<EdgeConfig>,
     /// Turns true once the store has its starting snapshot.
     bootstrapped: watch::Sender<bool>,
+    /// Held by the uploader around each upload and its answer, and by a re-sync from its
+    /// first upload to its new snapshot being taken in.
+    upload_gate: tokio::sync::Mutex<()>,
+    /// True while the follower has checked, since its last (re)connection, that the hub's
+    /// log still holds what this store saw ([`restore`]). The uploader waits for it: an
+    /// event uploaded to a restored hub before the re-sync would land before the older
+    /// events the re-sync sends again (a sale before its reservation).
+    log_checked: watch::Sender<bool>,
 }
 
 impl Ctx {
     /// Jittered exponential back-off between `sync.retry_min_ms` and `sync.retry_max_ms`.
     fn retry_backoff(&self) -> impl Iterator<Item = Duration> + Send {
         backoff(self.config.sync.retry_min_ms, self.config.sync.retry_max_ms)
+    }
+
+    /// Waits until the follower has checked the hub's log since it last (re)connected;
+    /// false when stopping first.
+    async fn wait_log_checked(&self, stopping: &mut watch::Receiver<bool>) -> bool {
+        let mut checked = self.log_checked.subscribe();
+        tokio::select! {
+            ready = checked.wait_for(|ready| *ready) => ready.is_ok(),
+            () = stopped(stopping) => false,
+        }
     }
 
     /// Waits until the store has its snapshot; false when stopping first.
@@ -327,6 +351,8 @@ mod tests {
             store_id: credentials.store_id,
             config,
             bootstrapped: watch::Sender::new(false),
+            upload_gate: tokio::sync::Mutex::new(()),
+            log_checked: watch::Sender::new(false),
         });
         let (stop, stopping) = watch::channel(false);
         let runs = Arc::new(AtomicUsize::new(0));

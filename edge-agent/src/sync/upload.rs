@@ -50,6 +50,12 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
         }
         let sent: HashSet<_> = batch.iter().map(|e| e.event_id).collect();
         let count = sent.len();
+        // A re-sync holds the gate until its snapshot is taken in (pending events are not
+        // in that snapshot: the batch read above stays this store's to send).
+        if !ctx.wait_log_checked(&mut stopping).await {
+            return Ok(());
+        }
+        let uploading = ctx.upload_gate.lock().await;
         let Some(outcome) = or_stop(&mut stopping, ctx.hub.upload(batch)).await else {
             return Ok(());
         };
@@ -78,6 +84,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
                     metrics::counter!(meters::UPLOADED_EVENTS, "result" => label).increment(1);
                 }
                 ctx.local.acknowledge(response.results).await?;
+                drop(uploading);
                 meters::record_store(&ctx.local);
                 if answered == 0 {
                     // Nothing in the batch changed state: sending it again at once would spin.

@@ -8,6 +8,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use shelfsync_common::server::failure::{Answer, Failure, Rejection};
 use shelfsync_common::server::ProblemResponse;
+use shelfsync_common::wire::sync::HEAD_HEADER;
 use shelfsync_common::DomainError;
 
 /// A failed request.
@@ -40,6 +41,19 @@ pub enum ApiError {
     PastHead {
         /// Requested `min_position`.
         wanted: u64,
+        /// The log's head.
+        head: u64,
+    },
+    /// An agent asked for events after a position this log has not reached: the hub was
+    /// restored from a backup older than the agent's cursor (docs/sync-protocol.md,
+    /// "Cursor ahead of the hub").
+    #[error(
+        "cursor {after} is past this hub's head ({head}): the hub was restored from an older backup; \
+         re-upload this store's events the hub no longer has and take a new snapshot"
+    )]
+    CursorAhead {
+        /// The agent's cursor.
+        after: u64,
         /// The log's head.
         head: u64,
     },
@@ -91,6 +105,11 @@ impl Failure for ApiError {
                 Answer::new(S::SERVICE_UNAVAILABLE, "read_model_behind", "Read model behind")
             }
             ApiError::PastHead { .. } => Answer::invalid(S::BAD_REQUEST, "min_position_past_head"),
+            ApiError::CursorAhead { .. } => Answer::new(
+                S::CONFLICT,
+                shelfsync_common::wire::sync::CURSOR_AHEAD,
+                "Cursor ahead of the hub",
+            ),
             ApiError::TooManyStreams { .. } => {
                 Answer::new(S::TOO_MANY_REQUESTS, "too_many_streams", "Too many streams")
             }
@@ -139,6 +158,9 @@ impl Failure for ApiError {
             }
             ApiError::Append(WriteError::Domain(domain)) => {
                 shelfsync_common::server::problem::name_share(problem, domain)
+            }
+            ApiError::CursorAhead { head, .. } => {
+                problem.with_header(header::HeaderName::from_static(HEAD_HEADER), HeaderValue::from(*head))
             }
             ApiError::TooManyStreams { .. } => problem.with_header(header::RETRY_AFTER, HeaderValue::from_static("5")),
             ApiError::ReadModelUnavailable { retry_after_secs }

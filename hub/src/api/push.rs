@@ -49,6 +49,27 @@ pub const SLOW_AGENT_STALL: Duration = Duration::from_secs(5);
 /// Most bytes of frames a pump gathers into one body chunk.
 const CHUNK_BYTES: usize = 256 * 1024;
 
+/// Refuses a pull's or a stream's cursor past the log's head as [`ApiError::CursorAhead`]: the hub was restored
+/// from a backup older than the agent's cursor. The bus's head may trail the stored log
+/// for a moment (a commit not yet published, or another hub on the same PostgreSQL
+/// database), so a cursor past it is checked against the stored head before it is refused.
+pub(super) async fn refuse_cursor_ahead(state: &AppState, after: u64, head: u64) -> Result<(), ApiError> {
+    if after <= head {
+        return Ok(());
+    }
+    let stored = state.log.stored_head().await?;
+    if after <= stored {
+        return Ok(());
+    }
+    tracing::warn!(
+        after,
+        head = stored,
+        "an agent's cursor is past the log's head: the hub was restored from an older backup"
+    );
+    metrics::counter!("shelfsync_hub_sync_cursor_ahead_total").increment(1);
+    Err(ApiError::CursorAhead { after, head: stored })
+}
+
 /// `?after=` for [`stream`] (the `Last-Event-ID` header wins).
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -77,6 +98,7 @@ pub struct LastEventId {
     responses((status = 200, description = "an endless text/event-stream of `event` (an EventEnvelope), `caught-up` and `progress` events, with keep-alive comments",
         content_type = "text/event-stream"),
         (status = 400, description = "invalid_last_event_id"), (status = 403, description = "forbidden: the sync routes take a store token"),
+        (status = 409, description = "cursor_ahead: the resume position is past the hub's head (the hub was restored from an older backup); the head is in X-Shelfsync-Head"),
         (status = 429, description = "too_many_streams: this store has as many push streams open as it may")))]
 pub async fn stream(
     State(state): State<AppState>,
@@ -95,6 +117,7 @@ pub async fn stream(
         }
         None => query.after.unwrap_or(0),
     };
+    refuse_cursor_ahead(&state, after, state.log.bus().head()).await?;
     let limit = state.config.sync.max_push_streams_per_store;
     let presence = state
         .fleet

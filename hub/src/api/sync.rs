@@ -193,7 +193,7 @@ pub struct PullQuery {
 
 /// Events after a cursor that this store may see.
 #[utoipa::path(get, path = "/v1/sync/events", tag = "sync", params(PullQuery),
-    responses((status = 200, body = PullResponse), (status = 403, description = "forbidden: the sync routes take a store token"), (status = 503, description = "storage_unavailable")))]
+    responses((status = 200, body = PullResponse), (status = 403, description = "forbidden: the sync routes take a store token"), (status = 409, description = "cursor_ahead: `after` is past the hub's head (the hub was restored from an older backup); the head is in X-Shelfsync-Head"), (status = 503, description = "storage_unavailable")))]
 pub async fn pull(
     State(state): State<AppState>,
     StoreAgent(store, _): StoreAgent,
@@ -208,6 +208,7 @@ pub async fn pull(
     }
     let head = state.log.bus().head();
     let after = query.after;
+    super::push::refuse_cursor_ahead(&state, after, head).await?;
     let page = state.log.visible_after(store, after, limit, PULL_SCAN_WINDOW).await?;
     // A `PullResponse`, its events as the store wrote them (no decode and encode again).
     let body = format!(

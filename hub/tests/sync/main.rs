@@ -223,6 +223,7 @@ fn heartbeat(cursor: u64) -> Heartbeat {
         oldest_pending_age_secs: Some(42),
         breaker_state: "closed".into(),
         quarantined: 1,
+        resynced: None,
     }
 }
 

@@ -81,3 +81,35 @@ shelfsync_hub::both_storages! {
         assert_eq!(default_page.0, 200);
     }
 }
+
+shelfsync_hub::both_storages! {
+    async fn a_cursor_past_the_head_is_answered_as_cursor_ahead_on_pull_and_push() {
+        // What an agent sees after its hub was restored from a backup older than its
+        // cursor: the hub's head is behind the agent's cursor.
+        let hub = TestHub::spawn().await;
+        let a = hub.demo_agent(0).await;
+        let head = hub.head().await;
+        let page = a.pull(head, 10).await;
+        assert_eq!((page.next_cursor, page.head), (head, head), "at the head: caught up, not ahead");
+        let response = a
+            .request(reqwest::Method::GET, &format!("/v1/sync/events?after={}", head + 5))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.headers()["x-shelfsync-head"].to_str().unwrap(),
+            head.to_string(),
+            "the answer names the hub's head"
+        );
+        let (status, body, content_type) =
+            call(a.request(reqwest::Method::GET, &format!("/v1/sync/events?after={}", head + 5))).await;
+        assert_eq!((status, body["code"].as_str()), (409, Some("cursor_ahead")), "{body}");
+        assert_eq!(content_type, "application/problem+json");
+        let (status, body, _) = call(
+            a.request(reqwest::Method::GET, "/v1/sync/stream")
+                .header("Last-Event-ID", (head + 1).to_string()),
+        )
+        .await;
+        assert_eq!((status, body["code"].as_str()), (409, Some("cursor_ahead")), "{body}");
+    }
+}

@@ -1,8 +1,11 @@
 //! Taking the starting snapshot in the local store's batches: the confirmed state and
-//! catalog replaced by the hub's, this store's pending events kept on top.
+//! catalog replaced by the hub's, this store's pending events kept on top; and taking a
+//! new one later (a re-sync, after the hub was restored from an older backup or by an
+//! operator), with the own events the hub already counted in it confirmed.
 
 use super::*;
 use shelfsync_common::domain::allocation::Allocation;
+use shelfsync_common::wire::sync::Resynced;
 
 impl Batch<'_> {
     pub(super) fn bootstrap(&mut self, tx: &Transaction<'_>, snapshot: SnapshotResponse) -> rusqlite::Result<()> {
@@ -80,6 +83,61 @@ impl Batch<'_> {
         sync.last_sync_at = Some(self.now);
         self.set_sync(sync);
         tracing::info!(position = snapshot.position, "bootstrapped from the hub's snapshot");
+        Ok(())
+    }
+
+    /// A new snapshot over the existing state: the hub's positions of the events sent
+    /// again recorded (`positions`; `reuploaded` of them were new to the hub), the
+    /// confirmed state and catalog replaced, own events the hub acknowledged at or below
+    /// the snapshot's position confirmed by it, every other unconfirmed event kept on top;
+    /// the cursor set to the snapshot's position (lower than before when the hub was
+    /// restored). One transaction: a re-sync cut short leaves the store as it was.
+    pub(super) fn resync(
+        &mut self,
+        tx: &Transaction<'_>,
+        snapshot: SnapshotResponse,
+        (positions, reuploaded): (Vec<(EventId, u64)>, u64),
+        reason: String,
+    ) -> rusqlite::Result<()> {
+        let position = snapshot.position;
+        for (event_id, at) in positions {
+            tx.prepare_cached(
+                "UPDATE outbox SET hub_position = ?2 WHERE event_id = ?1 AND status IN ('acked', 'confirmed')",
+            )?
+            .execute(params![&event_id.as_bytes()[..], at as i64])?;
+        }
+        let counted: Vec<[u8; 16]> = tx
+            .prepare_cached(&format!(
+                "SELECT event_id FROM outbox WHERE {} AND status = 'acked' AND hub_position <= ?1",
+                crate::store::UNCONFIRMED
+            ))?
+            .query_map([position as i64], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for id in counted {
+            let event_id = EventId::from_bytes(id);
+            self.drop_pending(tx, event_id)?;
+            tx.prepare_cached("UPDATE outbox SET status = 'confirmed' WHERE event_id = ?1")?
+                .execute([&id[..]])?;
+        }
+        let pending = self.view.outbox().0;
+        self.bootstrap(tx, snapshot)?;
+        let mut sync = self.sync();
+        sync.cursor = position;
+        sync.hub_head = position;
+        sync.anchor = None;
+        sync.resynced = Some(Resynced {
+            at: self.now,
+            reuploaded,
+            position,
+            reason,
+        });
+        self.set_sync(sync);
+        tracing::info!(
+            position,
+            reuploaded,
+            pending,
+            "re-seeded from the hub's snapshot; unconfirmed events kept"
+        );
         Ok(())
     }
 }

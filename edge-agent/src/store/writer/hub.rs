@@ -20,6 +20,7 @@ impl Batch<'_> {
                 continue;
             }
             sync.cursor = event.position;
+            sync.anchor = Some((event.position, event.event_id));
             match event.stream.store_id {
                 Some(store) if store == self.view.store_id => {
                     report.confirmed_own += usize::from(self.confirm(tx, event)?);

@@ -44,9 +44,23 @@ pub(super) fn load_view(conn: &Connection, store_id: StoreId) -> rusqlite::Resul
     let quarantined = format!("SELECT COUNT(*) FROM outbox WHERE {UNCONFIRMED} AND status = 'quarantined'");
     view.quarantined = conn.query_row(&quarantined, [], |r| r.get::<_, i64>(0))? as u64;
     view.sync = conn.query_row(
-        "SELECT cursor, hub_head, bootstrapped, last_sync_at FROM sync_state WHERE id = 1",
+        "SELECT cursor, hub_head, bootstrapped, last_sync_at, anchor_position, anchor_event, resynced_at,
+                resynced_reuploaded, resynced_position, resynced_reason FROM sync_state WHERE id = 1",
         [],
         |row| {
+            let anchor = match (row.get::<_, Option<i64>>(4)?, row.get::<_, Option<[u8; 16]>>(5)?) {
+                (Some(position), Some(id)) => Some((position as u64, EventId::from_bytes(id))),
+                _ => None,
+            };
+            let resynced = match row.get::<_, Option<String>>(6)? {
+                Some(at) => Some(shelfsync_common::wire::sync::Resynced {
+                    at: time_text::decode(&at)?,
+                    reuploaded: row.get::<_, Option<i64>>(7)?.unwrap_or(0) as u64,
+                    position: row.get::<_, Option<i64>>(8)?.unwrap_or(0) as u64,
+                    reason: row.get::<_, Option<String>>(9)?.unwrap_or_default(),
+                }),
+                None => None,
+            };
             Ok(SyncPosition {
                 cursor: row.get::<_, i64>(0)? as u64,
                 hub_head: row.get::<_, i64>(1)? as u64,
@@ -55,6 +69,8 @@ pub(super) fn load_view(conn: &Connection, store_id: StoreId) -> rusqlite::Resul
                     .get::<_, Option<String>>(3)?
                     .map(|t| time_text::decode(&t))
                     .transpose()?,
+                anchor,
+                resynced,
             })
         },
     )?;

@@ -411,6 +411,7 @@ mod tests {
             oldest_pending_age_secs: None,
             breaker_state: "closed".into(),
             quarantined: 0,
+            resynced: None,
         };
         assert_eq!(
             client.heartbeat(&beat).await,
