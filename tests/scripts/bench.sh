@@ -34,6 +34,7 @@ all=(
     shelfsync-hub:cluster_pg
     shelfsync-hub:fleet_page
     shelfsync-hub:analytics_lag
+    shelfsync-hub:verify_log
     shelfsync-edge:local_sales
     shelfsync-edge:local_reads
     shelfsync-edge:sync_drain
