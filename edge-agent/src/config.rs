@@ -349,7 +349,7 @@ mod tests {
         // Given a configuration with every secret set, neither it nor the checked
         // credentials show one in their Debug output.
         let config = parse(
-            "store_id = \"01935701-0000-7000-8000-000000000001\"\nhub_url = \"http://hub:7070\"\n\
+            "store_id = \"01935701-0000-7000-8000-000000000001\"\nhub_url = \"https://hub:7070\"\n\
              hub_token = \"ss_token_hunter2\"\nterminal_key = \"till_key_hunter2\"\nmanager_key = \"boss_key_hunter2\"",
         )
         .unwrap();
