@@ -540,10 +540,21 @@ async fn a_hanging_receiver_does_not_slow_uploads_or_the_other_subscribers() {
         .collect();
     expected.reverse();
     assert_eq!(expected.len(), 30);
+    // Delivery is at least once: on a loaded machine an answer can come after the hub's
+    // 300 ms timeout, and that alert is sent again. Each alert counts once, at its first
+    // delivery.
+    let first_deliveries = || {
+        let mut seen = std::collections::HashSet::new();
+        let delivered = healthy.seen.lock().unwrap().delivered.clone();
+        delivered
+            .into_iter()
+            .filter(|id| seen.insert(*id))
+            .collect::<Vec<u64>>()
+    };
     until("the healthy subscriber's alerts", async || {
-        healthy.seen.lock().unwrap().delivered.len() == 30
+        first_deliveries().len() == 30
     })
     .await;
-    assert_eq!(healthy.seen.lock().unwrap().delivered, expected);
+    assert_eq!(first_deliveries(), expected);
     assert!(hanging.seen.lock().unwrap().delivered.is_empty());
 }

@@ -68,7 +68,16 @@ pub(super) async fn run(ctx: Arc<Ctx>, mut stopping: watch::Receiver<bool>) -> R
                 }
                 ctx.log_checked.send_replace(true);
             }
-            Check::Unknown => {}
+            // The check's pull failed: check again before following, since the uploader
+            // waits for a verdict (following without one would hold the outbox back for as
+            // long as the stream stays open).
+            Check::Unknown => {
+                let delay = reconnect.next().unwrap_or(pull_interval);
+                if !sleep_or_stop(delay, &mut stopping).await {
+                    return Ok(());
+                }
+                continue;
+            }
         }
         // A failed pull is logged and counted; the stream is tried all the same.
         catch_up(&ctx, &mut stopping).await?;
