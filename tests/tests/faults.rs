@@ -324,8 +324,9 @@ async fn flapping_links_for_the_whole_workload() {
 }
 
 /// Answers lost after the write was committed, on both hops. Between agent and hub the
-/// proxy resets the connection as the hub's answer starts: the agent must send its upload
-/// again and the hub must answer `duplicate` instead of recording it twice. Between till
+/// proxy resets the connection as the hub's answer starts: whether the agent sends its
+/// upload again (answered `duplicate`) or sees it confirmed in the hub's feed first,
+/// nothing may be recorded twice. Between till
 /// and agent (a second proxy, flapping into the same fault): the till retries with its
 /// `Idempotency-Key` and the agent must replay its first answer, not record a second sale.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -388,11 +389,13 @@ async fn responses_lost_after_the_write_was_committed() {
         hub_dropped > 0 && till_dropped > 0,
         "the proxies dropped no answer: the scenario tested nothing"
     );
-    assert!(
-        duplicates > 0.0,
-        "uploads whose answers were lost must come back and be answered as duplicates ({})",
-        report.summary()
-    );
+    // Not asserted any more: that the agents sent an upload again and heard `duplicate`.
+    // Since an agent checks the hub's log before it uploads after a broken link (a restored
+    // hub, docs/sync-protocol.md), the lost answers here mostly end the push stream before an
+    // upload is in flight, and the agent's events come back confirmed in the hub's feed
+    // first. The hub's side of a resent batch is tested in hub/tests/sync/upload.rs
+    // (`a_batch_whose_answer_was_lost_is_answered_as_duplicates_when_resent`); the checker
+    // above proves nothing was lost or doubled either way.
     assert!(
         replays > 0,
         "tills whose answers were lost must get the first answer replayed when they retry"
