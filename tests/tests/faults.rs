@@ -383,7 +383,8 @@ async fn responses_lost_after_the_write_was_committed() {
     let replays: usize = logs.iter().map(|l| l.replays).sum();
     eprintln!(
         "[e2e] agent-hub: {hub_dropped} answers dropped, {duplicates} uploaded events answered as duplicates; \
-         till-agent: {till_dropped} answers dropped, {replays} answers replayed"
+         till-agent: {till_dropped} answers dropped, {replays} answers replayed; {}",
+        report.summary()
     );
     assert!(
         hub_dropped > 0 && till_dropped > 0,
