@@ -89,7 +89,7 @@ for _ in $(seq 100); do
 done
 env -u SHELFSYNC_EDGE_CONFIG \
     SHELFSYNC_EDGE_STORE_ID=$store \
-    SHELFSYNC_EDGE_HUB_URL="$hub" \
+    SHELFSYNC_EDGE_HUB_URL="$hub" SHELFSYNC_EDGE_ALLOW_INSECURE_HUB=true \
     SHELFSYNC_EDGE_HUB_TOKEN="$(cat "$work/hub/store-tokens/$store")" \
     SHELFSYNC_EDGE_LISTEN=127.0.0.1:0 \
     SHELFSYNC_EDGE_DATA_DIR="$work/agent" \
