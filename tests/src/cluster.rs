@@ -322,6 +322,30 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Waits (bounded: 30 s) until `check` holds for agent `index`'s status; panics with
+    /// `what`, the last status and the logs otherwise.
+    pub async fn wait_status(
+        &self,
+        index: usize,
+        what: &str,
+        check: impl Fn(&shelfsync_common::wire::edge::AgentStatus) -> bool,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = checker::agent_status(&self.http, &self.stores[index].agent.process.url()).await;
+            if status.as_ref().is_ok_and(&check) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: {what} did not happen within 30 s: {status:?}\n{}",
+                self.stores[index].name,
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The value of a counter in the hub's `/metrics`, summed over its labels (0 when not
     /// recorded yet).
     pub async fn hub_metric(&self, name: &str) -> f64 {

@@ -148,29 +148,6 @@ fn all(cluster: &Cluster) -> std::ops::Range<usize> {
     0..cluster.stores.len()
 }
 
-/// Waits until `check` holds for agent `index`'s status (bounded).
-async fn wait_status(
-    cluster: &Cluster,
-    index: usize,
-    what: &str,
-    check: impl Fn(&shelfsync_common::wire::edge::AgentStatus) -> bool,
-) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = checker::agent_status(&cluster.http, &cluster.stores[index].agent.process.url()).await;
-        if status.as_ref().is_ok_and(&check) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}: {what} did not happen within 30 s: {status:?}\n{}",
-            cluster.stores[index].name,
-            cluster.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Scenarios
 
@@ -204,10 +181,11 @@ async fn hub_down_while_three_stores_sell() {
         let at_stop = tills.acked();
         // Long enough for every breaker to open (5 failures) and probe at least once.
         for index in all(&cluster) {
-            wait_status(&cluster, index, "the breaker opening", |s| {
-                s.breaker == "open" && s.link == "offline"
-            })
-            .await;
+            cluster
+                .wait_status(index, "the breaker opening", |s| {
+                    s.breaker == "open" && s.link == "offline"
+                })
+                .await;
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
         let sold_offline = tills.acked() - at_stop;
@@ -412,7 +390,9 @@ async fn push_blocked_agents_follow_by_pulling() {
     let cluster = fleet("push_blocked_agents_follow_by_pulling", &[]).await;
     cluster.set_all(Mode::Refuse("GET /v1/sync/stream".into()));
     for index in all(&cluster) {
-        wait_status(&cluster, index, "the push stream dropping", |s| !s.push_connected).await;
+        cluster
+            .wait_status(index, "the push stream dropping", |s| !s.push_connected)
+            .await;
     }
     let tills = Tills::start(&cluster, all(&cluster), &workload()).with_web_shop(&cluster);
     let (logs, web) = tills.join().await;
@@ -697,7 +677,9 @@ async fn a_slow_agent_is_dropped_and_catches_up() {
     }
     cluster.wait_bootstrapped(Duration::from_secs(30)).await;
     let berlin = cluster.stores[0].id;
-    wait_status(&cluster, 0, "the push stream connecting", |s| s.push_connected).await;
+    cluster
+        .wait_status(0, "the push stream connecting", |s| s.push_connected)
+        .await;
     cluster.stores[0].proxy.set_mode(Mode::Throttle(2_000));
     let tills = Tills::start(&cluster, all(&cluster), &workload());
     // A burst of events Berlin may see, written at the hub.
@@ -738,7 +720,9 @@ async fn a_silently_dead_push_stream_is_noticed() {
     let mut cluster = Cluster::start("a_silently_dead_push_stream_is_noticed", seed(), &[]).await;
     cluster.add_demo_store(0).await;
     cluster.wait_bootstrapped(Duration::from_secs(30)).await;
-    wait_status(&cluster, 0, "the push stream connecting", |s| s.push_connected).await;
+    cluster
+        .wait_status(0, "the push stream connecting", |s| s.push_connected)
+        .await;
     cluster.stores[0].proxy.set_mode(Mode::FreezeOpen);
     let frozen_at = Instant::now();
     let slow = Workload {

@@ -51,10 +51,11 @@ async fn hub_restored_from_an_older_backup_while_stores_sell() {
     // backup's head.
     wait_for(&progress, total * 2 / 5).await;
     for index in 0..2 {
-        wait_status(&cluster, index, "its cursor passing the backup's head", |s| {
-            s.cursor > backup_head + 5
-        })
-        .await;
+        cluster
+            .wait_status(index, "its cursor passing the backup's head", |s| {
+                s.cursor > backup_head + 5
+            })
+            .await;
     }
     restore(&mut cluster, &backup).await;
     eprintln!(
@@ -65,10 +66,11 @@ async fn hub_restored_from_an_older_backup_while_stores_sell() {
 
     // Both ahead agents re-sync and say so, in their status and in the hub's fleet view.
     for index in 0..2 {
-        wait_status(&cluster, index, "the re-sync after the restore", |s| {
-            s.resynced.as_ref().is_some_and(|r| r.reason == "hub_restored")
-        })
-        .await;
+        cluster
+            .wait_status(index, "the re-sync after the restore", |s| {
+                s.resynced.as_ref().is_some_and(|r| r.reason == "hub_restored")
+            })
+            .await;
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -121,24 +123,6 @@ async fn wait_for(progress: &[Progress], n: usize) {
 
 async fn agent_status(cluster: &Cluster, index: usize) -> Result<AgentStatus, String> {
     checker::agent_status(&cluster.http, &cluster.stores[index].agent.process.url()).await
-}
-
-/// Waits (bounded) until `check` holds for agent `index`'s status.
-async fn wait_status(cluster: &Cluster, index: usize, what: &str, check: impl Fn(&AgentStatus) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = agent_status(cluster, index).await;
-        if status.as_ref().is_ok_and(&check) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}: {what} did not happen within 30 s: {status:?}\n{}",
-            cluster.stores[index].name,
-            cluster.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Takes a backup into `to` with `shelfsync-hub backup` while the hub serves; returns
